@@ -1,0 +1,1 @@
+"""What every adapter shares: the message envelope, publishing and receipts."""

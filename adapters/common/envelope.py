@@ -1,0 +1,41 @@
+"""The Kafka message envelope of mrb.results.v1 (DESIGN.md, Kafka contract)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import uuid
+from dataclasses import dataclass, field
+
+RESULTS_TOPIC = "mrb.results.v1"
+RECEIPTS_TOPIC = "mrb.receipts.v1"
+FHIR_CONTENT_TYPE = "application/fhir+json; fhirVersion=4.0"
+
+
+@dataclass(frozen=True)
+class OutgoingMessage:
+    hospital: str
+    value: bytes
+    key: bytes
+    message_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    content_type: str = FHIR_CONTENT_TYPE
+    key_id: str = ""  # filled in by signing (trusted-delivery work item)
+    signature: str = ""
+
+    def headers(self) -> list[tuple[str, bytes]]:
+        return [
+            ("mrb-hospital", self.hospital.encode()),
+            ("mrb-message-id", self.message_id.encode()),
+            ("mrb-key-id", self.key_id.encode()),
+            ("mrb-signature", self.signature.encode()),
+            ("content-type", self.content_type.encode()),
+        ]
+
+
+def routing_key(secret: bytes, hospital: str, patient_hint: str) -> bytes:
+    """An opaque per-patient key: keeps one patient's messages in order, reveals nothing.
+
+    Keyed (HMAC) because a plain hash of an 18-digit ID number can be brute-forced.
+    """
+    digest = hmac.new(secret, f"{hospital}|{patient_hint}".encode(), hashlib.sha256)
+    return digest.hexdigest()[:32].encode()

@@ -1,0 +1,1 @@
+"""The FHIR adapter: publishes FHIR R4 files (JSON, NDJSON, Bundles, directories)."""

@@ -1,0 +1,1 @@
+"""mrb: cross-hospital test-result mutual-recognition broker."""

@@ -1,0 +1,54 @@
+"""Errors as RFC 9457 problem details (application/problem+json)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from broker.services.checks import CheckRefused
+
+PROBLEM = "application/problem+json"
+
+
+def problem(status: int, title: str, detail: str, **extra: Any) -> JSONResponse:
+    body = {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
+    return JSONResponse(jsonable_encoder(body), status_code=status, media_type=PROBLEM)
+
+
+def install(app: FastAPI) -> None:
+    """Map every error the API can raise to a problem body."""
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")}
+            for e in exc.errors()  # no "input": it may hold a patient identifier
+        ]
+        first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
+        where = ".".join(str(p) for p in first["loc"] if p != "body")
+        return problem(
+            422, "Invalid request", f"{where}: {first['msg']}" if where else str(first["msg"]),
+            errors=errors,
+        )
+
+    @app.exception_handler(CheckRefused)
+    async def _refused(_: Request, exc: CheckRefused) -> JSONResponse:
+        return problem(exc.status, exc.title, exc.detail)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return problem(exc.status_code, _title(exc.status_code), str(exc.detail))
+
+
+def _title(status: int) -> str:
+    from http import HTTPStatus
+
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"

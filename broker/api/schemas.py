@@ -1,0 +1,82 @@
+"""Request and response bodies of /api/v1/recognition/check (DESIGN.md shapes)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Self
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+
+
+class PatientIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    system: str = Field(min_length=1, max_length=300)
+    value: str = Field(min_length=1, max_length=100)
+
+
+class BodySiteIn(BaseModel):
+    system: str = Field(min_length=1, max_length=300)
+    code: str = Field(min_length=1, max_length=64)
+
+
+class ItemIn(BaseModel):
+    """A code ({system, code}) or, for imaging, {modality, body_site}."""
+
+    model_config = ConfigDict(extra="forbid")
+    system: str | None = Field(default=None, max_length=300)
+    code: str | None = Field(default=None, max_length=100)
+    modality: str | None = Field(default=None, max_length=16, pattern=r"^[A-Za-z]{2,4}$")
+    body_site: BodySiteIn | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Self:
+        coded = self.system is not None or self.code is not None
+        imaging = self.modality is not None or self.body_site is not None
+        if coded == imaging:
+            raise ValueError("give either system and code, or modality (with body_site)")
+        if coded and not (self.system and self.code):
+            raise ValueError("a coded item needs both system and code")
+        if imaging and not self.modality:
+            raise ValueError("an imaging item needs a modality")
+        return self
+
+
+class CheckIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    patient: PatientIn
+    ordering_hospital: str = Field(min_length=1, max_length=32)
+    order_time: AwareDatetime
+    items: list[ItemIn] = Field(min_length=1, max_length=50)
+    emergency: bool = False
+
+
+class Text(BaseModel):
+    zh: str
+    en: str
+
+
+class ResultRef(BaseModel):
+    hospital: str
+    result_id: str
+    effective: datetime | None
+    status: str
+    summary: str
+    recognition_mark: str | None = None
+    fhir: str
+
+
+class ItemOut(BaseModel):
+    requested: dict[str, object]
+    catalog_code: str | None
+    name: Text
+    decision: str
+    explanation: Text
+    valid_until: str | None
+    candidate: ResultRef | None
+    other_results: list[ResultRef]
+    fee_saved: str | None
+
+
+class CheckOut(BaseModel):
+    check_id: str
+    items: list[ItemOut]

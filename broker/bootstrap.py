@@ -1,0 +1,67 @@
+"""The composition root: the only place that builds concrete infrastructure."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from broker.ingest.parse import ParseLimits
+from broker.ingest.service import IngestService
+from broker.ingest.worker import IngestWorker
+from broker.security.keys import load_or_create_key
+from broker.security.payload_cipher import PayloadCipher
+from broker.security.pseudonyms import Pseudonymiser
+from broker.settings import Settings
+from broker.storage.database import create_engine, session_factory
+
+
+@dataclass
+class Container:
+    """Long-lived collaborators built from one Settings object."""
+
+    settings: Settings
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    pseudonyms: Pseudonymiser
+    cipher: PayloadCipher
+    kafka_bootstrap: str | None = None  # set once the broker (embedded or not) is known
+    workers: list[IngestWorker] = field(default_factory=list)
+
+    @classmethod
+    def build(cls, settings: Settings) -> Container:
+        engine = create_engine(settings.resolved_database_url, schema=settings.database_schema)
+        keys = settings.keys_dir
+        return cls(
+            settings=settings,
+            engine=engine,
+            sessions=session_factory(engine),
+            pseudonyms=Pseudonymiser(load_or_create_key(keys / "pseudonym.key")),
+            cipher=PayloadCipher.from_dir(keys),
+            kafka_bootstrap=settings.kafka_bootstrap,
+        )
+
+    def ingest_service(self) -> IngestService:
+        s = self.settings
+        return IngestService(
+            self.sessions,
+            pseudonyms=self.pseudonyms,
+            cipher=self.cipher,
+            limits=ParseLimits(max_bytes=s.max_message_bytes, max_depth=s.max_json_depth),
+            default_zone=s.default_timezone,
+        )
+
+    def ingest_worker(self) -> IngestWorker:
+        if not self.kafka_bootstrap:
+            raise RuntimeError("no Kafka bootstrap: set MRB_KAFKA_BOOTSTRAP or use `mrb up`")
+        worker = IngestWorker(
+            self.ingest_service(),
+            bootstrap=self.kafka_bootstrap,
+            group_id=self.settings.consumer_group,
+            max_records=self.settings.batch_max_records,
+        )
+        self.workers.append(worker)
+        return worker
+
+    async def close(self) -> None:
+        await self.engine.dispose()

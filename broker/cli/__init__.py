@@ -1,0 +1,1 @@
+"""The `mrb` command line."""

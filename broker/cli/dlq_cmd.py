@@ -1,0 +1,104 @@
+"""`mrb dlq list|replay`: what was rejected and why; re-submit after a fix."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from typing import Annotated
+
+import typer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from rich.console import Console
+from rich.table import Table
+
+from broker.cli.adapter_cmd import bootstrap_of
+from broker.kafka.topics import RESULTS, RESULTS_DLQ
+from broker.settings import Settings
+
+app = typer.Typer(help="The dead-letter queue mrb.results.dlq.v1.", no_args_is_help=True)
+console = Console()
+
+
+async def _read_all(bootstrap: str) -> list[ConsumerRecord[bytes, bytes]]:
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
+        max_partition_fetch_bytes=32 * 1024 * 1024, fetch_max_bytes=32 * 1024 * 1024,
+    )
+    await consumer.start()
+    try:
+        parts = consumer.partitions_for_topic(RESULTS_DLQ) or set()
+        tps = [TopicPartition(RESULTS_DLQ, p) for p in sorted(parts)]
+        if not tps:
+            return []
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        out: list[ConsumerRecord[bytes, bytes]] = []
+        while any(await consumer.position(tp) < ends[tp] for tp in tps):
+            for batch in (await consumer.getmany(timeout_ms=500)).values():
+                out.extend(batch)
+        return out
+    finally:
+        await consumer.stop()
+
+
+def _header(record: ConsumerRecord[bytes, bytes], name: str) -> str:
+    for k, v in record.headers:
+        if k == name:
+            return v.decode("utf-8", "replace")
+    return ""
+
+
+@app.command("list")
+def dlq_list(
+    code: Annotated[str | None, typer.Option(help="Only this error code.")] = None,
+    hospital: Annotated[str | None, typer.Option(help="Only this hospital.")] = None,
+) -> None:
+    """List rejected messages: hospital, message id, error code and detail (never the value)."""
+    records = _filtered(code, hospital)
+    table = Table("hospital", "message id", "code", "detail")
+    for r in records:
+        table.add_row(
+            _header(r, "mrb-hospital"), _header(r, "mrb-message-id"),
+            _header(r, "mrb-error-code"), _header(r, "mrb-error-detail")[:120],
+        )
+    console.print(table)
+    counts = Counter(_header(r, "mrb-error-code") for r in records)
+    console.print(", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) or "DLQ is empty")
+
+
+@app.command("replay")
+def dlq_replay(
+    code: Annotated[str | None, typer.Option(help="Only this error code.")] = None,
+    hospital: Annotated[str | None, typer.Option(help="Only this hospital.")] = None,
+) -> None:
+    """Re-submit rejected messages to mrb.results.v1 with their original headers."""
+    records = _filtered(code, hospital)
+    settings = Settings()
+
+    async def send() -> None:
+        producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap_of(settings), acks="all", enable_idempotence=False,
+            max_request_size=32 * 1024 * 1024,
+        )
+        await producer.start()
+        try:
+            for r in records:
+                headers = [(k, v) for k, v in r.headers if not k.startswith(("mrb-error-",
+                                                                               "mrb-origin"))]
+                await producer.send_and_wait(RESULTS, value=r.value, key=r.key, headers=headers)
+        finally:
+            await producer.stop()
+
+    asyncio.run(send())
+    console.print(f"replayed {len(records)} message(s) to {RESULTS}")
+
+
+def _filtered(code: str | None, hospital: str | None) -> list[ConsumerRecord[bytes, bytes]]:
+    settings = Settings()
+    records = asyncio.run(_read_all(bootstrap_of(settings)))
+    return [
+        r for r in records
+        if (code is None or _header(r, "mrb-error-code") == code)
+        and (hospital is None or _header(r, "mrb-hospital") == hospital)
+    ]

@@ -1,0 +1,1 @@
+"""Synthetic multi-hospital demo data published by `mrb demo`."""

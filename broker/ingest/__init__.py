@@ -1,0 +1,1 @@
+"""Ingest: from a Kafka message to indexed results (or a DLQ reason)."""

@@ -1,0 +1,490 @@
+"""Turn a validated FHIR message into results indexed by patient and item.
+
+Element paths follow FHIR R4: DiagnosticReport.result -> Observation,
+DiagnosticReport.imagingStudy -> ImagingStudy, Observation.hasMember for panels,
+ImagingStudy.series.bodySite/laterality for imaging items.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from datetime import datetime, tzinfo
+from typing import Any
+
+from broker.domain.identifiers import (
+    DEFAULT_SYSTEM_ALIASES,
+    InvalidIdentifier,
+    PatientIdentifier,
+    normalise,
+    patient_resource_key,
+)
+from broker.domain.rejections import Rejected, RejectCode
+from broker.domain.results import (
+    Coding,
+    ExtractedResult,
+    ParsedMessage,
+    PatientRef,
+    ResultItem,
+    ResultKind,
+)
+from broker.domain.versions import VersionKey
+from broker.ingest.fhir_bundle import IN_SCOPE, BundleIndex, Resource
+from broker.ingest.fhir_time import FhirTimeError, parse_fhir_datetime
+
+RECOGNITION_MARK_URL = "urn:mrb:fhir:extension:recognition-mark"
+CONTRAST_URL = "urn:mrb:fhir:extension:contrast"
+DICOM_UID_SYSTEM = "urn:dicom:uid"
+ANIMAL_URL = "http://hl7.org/fhir/StructureDefinition/patient-animal"
+_IMAGING_CATEGORIES = frozenset({"RAD", "CT", "MR", "US", "XRC", "NMR", "NMS", "RUS", "VUS", "OUS"})
+
+
+class _Clock:
+    """Collects whether any timestamp of a result needed the hospital's zone."""
+
+    def __init__(self, zone: tzinfo) -> None:
+        self.zone = zone
+        self.assumed = False
+
+    def at(self, value: object, where: str) -> datetime | None:
+        try:
+            parsed, assumed = parse_fhir_datetime(value, self.zone)
+        except FhirTimeError as exc:
+            raise Rejected(RejectCode.INVALID_FHIR, f"{where}: {exc}") from None
+        self.assumed |= assumed
+        return parsed
+
+
+def extract_results(
+    index: BundleIndex,
+    *,
+    hospital: str,
+    zone: tzinfo,
+    aliases: Mapping[str, str] = DEFAULT_SYSTEM_ALIASES,
+) -> ParsedMessage:
+    """Return every result in the message, or raise Rejected for the whole message."""
+    reports = index.of_type("DiagnosticReport")
+    studies = index.of_type("ImagingStudy")
+    observations = index.of_type("Observation")
+
+    study_reports: dict[int, Resource] = {}
+    for report in reports:
+        for ref in report.get("imagingStudy") or []:
+            study = index.resolve(_ref(ref))
+            if study is not None and study.get("resourceType") == "ImagingStudy":
+                study_reports[id(study)] = report
+
+    claimed: set[int] = set()
+    for holder in reports + observations:
+        for ref in (holder.get("result") or []) + (holder.get("hasMember") or []):
+            target = index.resolve(_ref(ref))
+            if target is not None:
+                claimed.add(id(target))
+
+    results: list[ExtractedResult] = []
+    for study in studies:
+        results.append(_imaging(study, study_reports.get(id(study)), index, hospital, zone, aliases))
+    attached = {id(r) for r in study_reports.values()}
+    for report in reports:
+        if id(report) not in attached:
+            results.append(_report(report, index, hospital, zone, aliases))
+    for obs in observations:
+        if id(obs) not in claimed:
+            results.append(_lone_observation(obs, index, hospital, zone, aliases))
+
+    linked = {id(p) for p in _subjects(index)}
+    # A Patient on its own links its identifiers to its id for later references.
+    patients = tuple(
+        ref
+        for p in index.of_type("Patient")
+        if id(p) not in linked
+        and (ref := patient_ref(p, hospital, aliases, required=False)).identifiers
+    )
+    if not results and not patients:
+        present = sorted({str(e.resource.get("resourceType")) for e in index.entries})
+        raise Rejected(
+            RejectCode.NO_RESULT,
+            "message holds no DiagnosticReport, Observation or ImagingStudy "
+            f"(found: {', '.join(present) or 'nothing'})",
+        )
+    ignored = sorted(
+        {str(e.resource.get("resourceType")) for e in index.entries}
+        - IN_SCOPE
+    )
+    return ParsedMessage(tuple(results), patients, tuple(ignored))
+
+
+def _subjects(index: BundleIndex) -> list[Resource]:
+    """Patients that results in the message point at (linked through those results)."""
+    return [
+        p
+        for holder in index.of_type("DiagnosticReport")
+        + index.of_type("Observation")
+        + index.of_type("ImagingStudy")
+        if isinstance(holder.get("subject"), dict)
+        and (p := index.resolve(holder["subject"].get("reference"))) is not None
+    ]
+
+
+def _report(
+    report: Resource, index: BundleIndex, hospital: str, zone: tzinfo, aliases: Mapping[str, str]
+) -> ExtractedResult:
+    clock = _Clock(zone)
+    members = _members(report, index)
+    where = _where(report)
+    items = [_report_item(report, clock, where)]
+    items += [_observation_item(o, clock, report) for o in members]
+    categories = {c.code for c in _codings_of_list(report.get("category"))}
+    kind = (
+        ResultKind.REPORT
+        if categories & _IMAGING_CATEGORIES or report.get("imagingStudy")
+        else ResultKind.LAB
+    )
+    return _result(
+        kind, report, members, items, clock, index, hospital, aliases,
+        effective=_effective(report, clock, where), issued=clock.at(report.get("issued"), where),
+    )
+
+
+def _lone_observation(
+    obs: Resource, index: BundleIndex, hospital: str, zone: tzinfo, aliases: Mapping[str, str]
+) -> ExtractedResult:
+    clock = _Clock(zone)
+    members = _members(obs, index)
+    items = [_observation_item(obs, clock, None)]
+    items += [_observation_item(m, clock, obs) for m in members]
+    where = _where(obs)
+    return _result(
+        ResultKind.LAB, obs, members, items, clock, index, hospital, aliases,
+        effective=_effective(obs, clock, where), issued=clock.at(obs.get("issued"), where),
+    )
+
+
+def _imaging(
+    study: Resource,
+    report: Resource | None,
+    index: BundleIndex,
+    hospital: str,
+    zone: tzinfo,
+    aliases: Mapping[str, str],
+) -> ExtractedResult:
+    clock = _Clock(zone)
+    where = _where(study)
+    started = clock.at(study.get("started"), f"{where}.started")
+    mark = _extension(study, RECOGNITION_MARK_URL, "valueString")
+    contrast = _extension(study, CONTRAST_URL, "valueBoolean")
+    status = str(study.get("status", "unknown"))
+    procedure = _codings_of_list(study.get("procedureCode"))
+    summary = _text_of_list(study.get("procedureCode")) or str(study.get("description") or "")
+    study_modalities = [c.code for c in _codings_of_list(study.get("modality"))]
+    items: list[ResultItem] = []
+    seen: set[tuple[str | None, Coding | None, Coding | None]] = set()
+    for series in study.get("series") or []:
+        modality = _coding(series.get("modality"))
+        part = (modality.code if modality else None, _coding(series.get("bodySite")),
+                _first_coding(series.get("laterality")))
+        if part in seen:
+            continue
+        seen.add(part)
+        items.append(ResultItem(
+            resource_type="ImagingStudy", resource_id=study.get("id"), codings=procedure,
+            status=status, effective=started, summary=summary or _imaging_summary(*part),
+            modality=part[0], body_site=part[1], laterality=part[2], contrast=contrast,
+            recognition_mark=mark,
+        ))
+    if not items:  # a study announced before its series arrive still says what it is
+        for modality_code in study_modalities or [None]:
+            items.append(ResultItem(
+                resource_type="ImagingStudy", resource_id=study.get("id"), codings=procedure,
+                status=status, effective=started, summary=summary or (modality_code or "study"),
+                modality=modality_code, contrast=contrast, recognition_mark=mark,
+            ))
+    members: list[Resource] = []
+    if report is not None:
+        members = [report]
+        rep = _report_item(report, clock, _where(report))
+        items.append(ResultItem(
+            resource_type="DiagnosticReport", resource_id=rep.resource_id, codings=rep.codings,
+            status=rep.status, effective=started or rep.effective, summary=rep.summary,
+            modality=items[0].modality, body_site=items[0].body_site,
+            laterality=items[0].laterality, contrast=contrast,
+            recognition_mark=rep.recognition_mark or mark,
+        ))
+    return _result(
+        ResultKind.IMAGING, study, members, items, clock, index, hospital, aliases,
+        effective=started, issued=clock.at(report.get("issued"), _where(report)) if report else None,
+    )
+
+
+def _result(
+    kind: ResultKind,
+    main: Resource,
+    members: list[Resource],
+    items: list[ResultItem],
+    clock: _Clock,
+    index: BundleIndex,
+    hospital: str,
+    aliases: Mapping[str, str],
+    *,
+    effective: datetime | None,
+    issued: datetime | None,
+) -> ExtractedResult:
+    where = _where(main)
+    meta = main.get("meta") or {}
+    last_updated = clock.at(meta.get("lastUpdated"), f"{where}.meta.lastUpdated")
+    version_id = meta.get("versionId") if isinstance(meta.get("versionId"), str) else None
+    canonical = json.dumps([main, *members], sort_keys=True, separators=(",", ":"))
+    return ExtractedResult(
+        kind=kind,
+        resource_type=str(main["resourceType"]),
+        business_id=_business_id(main),
+        status=str(main.get("status", "unknown")),
+        effective=effective,
+        issued=issued,
+        version=VersionKey.of(last_updated or issued, version_id),
+        version_label=version_id,
+        content_hash=hashlib.sha256(canonical.encode()).hexdigest(),
+        patient=_patient(main, index, hospital, aliases),
+        summary=items[0].summary if items else "",
+        items=tuple(items),
+        timezone_assumed=clock.assumed,
+    )
+
+
+def _patient(
+    main: Resource, index: BundleIndex, hospital: str, aliases: Mapping[str, str]
+) -> PatientRef:
+    where = _where(main)
+    subject = main.get("subject")
+    if not isinstance(subject, dict):
+        raise Rejected(RejectCode.PATIENT_NOT_IDENTIFIED, f"{where} has no subject")
+    ref = subject.get("reference")
+    patient = index.resolve(ref)
+    if patient is not None:
+        if patient.get("resourceType") != "Patient":
+            raise Rejected(
+                RejectCode.PATIENT_NOT_IDENTIFIED,
+                f"{where}.subject is a {patient.get('resourceType')}, not a Patient",
+            )
+        found = patient_ref(patient, hospital, aliases, required=False)
+        identifiers, key = found.identifiers, found.resource_key
+    else:
+        identifiers, key = (), _reference_key(ref, hospital)
+    if isinstance(subject.get("identifier"), dict):
+        extra = _identifiers([subject["identifier"]], hospital, aliases, where)
+        identifiers = identifiers + tuple(i for i in extra if i not in identifiers)
+    if identifiers or key is not None:
+        return PatientRef(identifiers, key)
+    raise Rejected(
+        RejectCode.PATIENT_NOT_IDENTIFIED,
+        f"{where}.subject {ref!r} names no identifier: include the Patient with its "
+        "identifiers in the Bundle, or send subject.identifier",
+    )
+
+
+def patient_ref(
+    patient: Resource, hospital: str, aliases: Mapping[str, str], *, required: bool = True
+) -> PatientRef:
+    """The identifiers of a Patient resource; with `required`, refuse one with none."""
+    where = _where(patient)
+    if _extension(patient, ANIMAL_URL, "extension") is not None:
+        raise Rejected(RejectCode.NON_HUMAN_PATIENT, f"{where} is an animal (patient-animal)")
+    identifiers = _identifiers(list(patient.get("identifier") or []), hospital, aliases, where)
+    rid = patient.get("id")
+    key = patient_resource_key(rid, hospital=hospital) if isinstance(rid, str) and rid else None
+    if required and not identifiers:
+        raise Rejected(RejectCode.PATIENT_NOT_IDENTIFIED, f"{where} has no usable identifier")
+    return PatientRef(identifiers, key)
+
+
+def _identifiers(
+    raw: list[Any], hospital: str, aliases: Mapping[str, str], where: str
+) -> tuple[PatientIdentifier, ...]:
+    found: list[PatientIdentifier] = []
+    invalid: list[str] = []
+    for ident in raw:
+        if not isinstance(ident, dict):
+            continue
+        try:
+            norm = normalise(
+                ident.get("system"), ident.get("value"), hospital=hospital, aliases=aliases
+            )
+        except InvalidIdentifier as exc:
+            invalid.append(f"{ident.get('system')}: {exc}")
+            continue
+        if norm is not None and norm not in found:
+            found.append(norm)
+    if invalid and not found:
+        raise Rejected(RejectCode.INVALID_PATIENT_IDENTIFIER, f"{where}: {'; '.join(invalid)}")
+    return tuple(found)
+
+
+def _reference_key(ref: object, hospital: str) -> PatientIdentifier | None:
+    """A Patient reference to outside the message: usable only if the hospital sent it."""
+    if not isinstance(ref, str) or ref.startswith(("urn:uuid:", "urn:oid:", "#")):
+        return None
+    ref = ref.split("/_history/")[0]
+    parts = ref.split("/")
+    if len(parts) == 2 and parts[0] == "Patient" and parts[1]:
+        return patient_resource_key(parts[1], hospital=hospital)
+    if "://" in ref and len(parts) >= 2 and parts[-2] == "Patient":
+        return patient_resource_key(ref, hospital=hospital)
+    return None
+
+
+def _business_id(main: Resource) -> str:
+    rtype = main["resourceType"]
+    idents = [i for i in main.get("identifier") or [] if isinstance(i, dict) and i.get("value")]
+    if rtype == "ImagingStudy":
+        idents.sort(key=lambda i: i.get("system") != DICOM_UID_SYSTEM)
+    if idents:
+        return f"{rtype}|{idents[0].get('system') or ''}|{idents[0]['value']}"
+    if isinstance(main.get("id"), str) and main["id"]:
+        return f"{rtype}|id|{main['id']}"
+    raise Rejected(
+        RejectCode.RESULT_NOT_IDENTIFIED,
+        f"{rtype} has neither identifier nor id, so later corrections could not find it",
+    )
+
+
+def _members(holder: Resource, index: BundleIndex) -> list[Resource]:
+    """Observations under a report or panel, depth first, each once."""
+    out: list[Resource] = []
+    seen = {id(holder)}
+    stack = list(reversed((holder.get("result") or []) + (holder.get("hasMember") or [])))
+    while stack:
+        target = index.resolve(_ref(stack.pop()))
+        if target is None or id(target) in seen or target.get("resourceType") != "Observation":
+            continue
+        seen.add(id(target))
+        out.append(target)
+        stack.extend(reversed(target.get("hasMember") or []))
+    return out
+
+
+def _report_item(report: Resource, clock: _Clock, where: str) -> ResultItem:
+    code = report.get("code")
+    return ResultItem(
+        resource_type="DiagnosticReport",
+        resource_id=report.get("id"),
+        codings=_codings(code),
+        status=str(report.get("status", "unknown")),
+        effective=_effective(report, clock, where),
+        summary=_text(code) or "report",
+        recognition_mark=_extension(report, RECOGNITION_MARK_URL, "valueString"),
+    )
+
+
+def _observation_item(obs: Resource, clock: _Clock, parent: Resource | None) -> ResultItem:
+    where = _where(obs)
+    mark = _extension(obs, RECOGNITION_MARK_URL, "valueString")
+    if mark is None and parent is not None:
+        mark = _extension(parent, RECOGNITION_MARK_URL, "valueString")
+    name = _text(obs.get("code")) or "observation"
+    return ResultItem(
+        resource_type="Observation",
+        resource_id=obs.get("id"),
+        codings=_codings(obs.get("code")),
+        status=str(obs.get("status", "unknown")),
+        effective=_effective(obs, clock, where),
+        summary=f"{name}: {_value_text(obs)}",
+        recognition_mark=mark,
+    )
+
+
+def _effective(res: Resource, clock: _Clock, where: str) -> datetime | None:
+    if "effectiveDateTime" in res:
+        return clock.at(res["effectiveDateTime"], f"{where}.effectiveDateTime")
+    period = res.get("effectivePeriod")
+    if isinstance(period, dict):
+        return clock.at(period.get("start") or period.get("end"), f"{where}.effectivePeriod")
+    if "effectiveInstant" in res:
+        return clock.at(res["effectiveInstant"], f"{where}.effectiveInstant")
+    return None
+
+
+def _value_text(obs: Resource) -> str:
+    if isinstance(q := obs.get("valueQuantity"), dict):
+        unit = q.get("unit") or q.get("code") or ""
+        return f"{q.get('comparator', '')}{q.get('value')} {unit}".strip()
+    if isinstance(cc := obs.get("valueCodeableConcept"), dict):
+        return _text(cc) or "coded"
+    for key in ("valueString", "valueBoolean", "valueInteger", "valueDateTime"):
+        if key in obs:
+            return str(obs[key])
+    if obs.get("component"):
+        return f"{len(obs['component'])} components"
+    if isinstance(dar := obs.get("dataAbsentReason"), dict):
+        return f"no value ({_text(dar) or 'absent'})"
+    return "no value"
+
+
+def _codings(concept: object) -> tuple[Coding, ...]:
+    if not isinstance(concept, dict):
+        return ()
+    out = []
+    for c in concept.get("coding") or []:
+        if isinstance(c, dict) and isinstance(c.get("code"), str) and c["code"]:
+            out.append(Coding(str(c.get("system") or ""), c["code"], c.get("display")))
+    return tuple(out)
+
+
+def _codings_of_list(concepts: object) -> tuple[Coding, ...]:
+    if isinstance(concepts, list):
+        return tuple(c for concept in concepts for c in _codings(concept))
+    return ()
+
+
+def _coding(value: object) -> Coding | None:
+    if isinstance(value, dict) and isinstance(value.get("code"), str) and value["code"]:
+        return Coding(str(value.get("system") or ""), value["code"], value.get("display"))
+    return None
+
+
+def _first_coding(concept: object) -> Coding | None:
+    """ImagingStudy.series.laterality is a Coding in R4 but a CodeableConcept in R5."""
+    if isinstance(concept, dict) and "coding" in concept:
+        codings = _codings(concept)
+        return codings[0] if codings else None
+    return _coding(concept)
+
+
+def _text(concept: object) -> str | None:
+    if not isinstance(concept, dict):
+        return None
+    if isinstance(concept.get("text"), str) and concept["text"]:
+        return str(concept["text"])
+    for c in _codings(concept):
+        if c.display:
+            return c.display
+    codings = _codings(concept)
+    return f"{codings[0].system}|{codings[0].code}" if codings else None
+
+
+def _text_of_list(concepts: object) -> str | None:
+    if isinstance(concepts, list):
+        return next((t for t in (_text(c) for c in concepts) if t), None)
+    return None
+
+
+def _imaging_summary(modality: str | None, site: Coding | None, side: Coding | None) -> str:
+    parts: Iterable[str | None] = (
+        modality, site.display or site.code if site else None, side.display if side else None
+    )
+    return " ".join(p for p in parts if p) or "imaging study"
+
+
+def _extension(res: Resource, url: str, value_key: str) -> Any:
+    for ext in res.get("extension") or []:
+        if isinstance(ext, dict) and ext.get("url") == url:
+            return ext.get(value_key)
+    return None
+
+
+def _ref(value: object) -> object:
+    return value.get("reference") if isinstance(value, dict) else None
+
+
+def _where(res: Resource) -> str:
+    return f"{res.get('resourceType')}/{res.get('id') or '?'}"

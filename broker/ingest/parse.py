@@ -1,0 +1,34 @@
+"""One entry point from a message value to the results it carries."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import tzinfo
+
+from broker.domain.identifiers import DEFAULT_SYSTEM_ALIASES
+from broker.domain.results import ParsedMessage
+from broker.ingest.fhir_bundle import read_entries
+from broker.ingest.fhir_results import extract_results
+from broker.ingest.wire import decode_json
+
+
+@dataclass(frozen=True)
+class ParseLimits:
+    max_bytes: int = 1024 * 1024
+    max_depth: int = 64
+
+
+def parse_message(
+    value: bytes,
+    *,
+    hospital: str,
+    zone: tzinfo,
+    content_type: str | None = None,
+    limits: ParseLimits = ParseLimits(),
+    aliases: Mapping[str, str] = DEFAULT_SYSTEM_ALIASES,
+) -> ParsedMessage:
+    """Parse, validate and extract; raise Rejected with a DLQ code when that fails."""
+    doc = decode_json(value, max_bytes=limits.max_bytes, max_depth=limits.max_depth)
+    index = read_entries(doc, content_type)
+    return extract_results(index, hospital=hospital, zone=zone, aliases=aliases)

@@ -1,0 +1,148 @@
+"""The ingest worker: a Kafka consumer group member that indexes results in batches.
+
+At least once, without loss: offsets are committed only after the database commit and
+after DLQ copies and receipts are acknowledged; a database outage rewinds the batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from sqlalchemy.exc import InterfaceError, OperationalError
+
+from broker.ingest.followups import publish_followups
+from broker.ingest.service import InboundMessage, IngestService, Outcome, Processed
+from broker.kafka.topics import RESULTS
+from broker.observability import (
+    BATCH_SECONDS,
+    CONSUMER_LAG,
+    MESSAGES,
+    REJECTED,
+    RESULTS_INGESTED,
+)
+
+logger = logging.getLogger(__name__)
+
+FETCH_BYTES = 32 * 1024 * 1024  # oversized messages must still be fetched to reach the DLQ
+
+
+@dataclass
+class WorkerStats:
+    batches: int = 0
+    messages: int = 0
+    indexed: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    kafka_ok: bool = False
+    last_error: str | None = None
+
+
+class IngestWorker:
+    """Consumes mrb.results.v1 until `stop` is set."""
+
+    def __init__(
+        self,
+        service: IngestService,
+        *,
+        bootstrap: str,
+        group_id: str,
+        max_records: int = 500,
+        retry_seconds: float = 2.0,
+    ) -> None:
+        self._service = service
+        self._bootstrap = bootstrap
+        self._group_id = group_id
+        self._max_records = max_records
+        self._retry_seconds = retry_seconds
+        self.stats = WorkerStats()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        consumer = AIOKafkaConsumer(
+            RESULTS,
+            bootstrap_servers=self._bootstrap,
+            group_id=self._group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_partition_fetch_bytes=FETCH_BYTES,
+            fetch_max_bytes=FETCH_BYTES,
+        )
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self._bootstrap,
+            acks="all",
+            enable_idempotence=False,  # Tansu has no idempotent producer
+            max_request_size=FETCH_BYTES,
+            linger_ms=5,
+        )
+        await producer.start()
+        try:
+            await consumer.start()
+            try:
+                self.stats.kafka_ok = True
+                while not stop.is_set():
+                    await self._poll_once(consumer, producer)
+            finally:
+                await consumer.stop()
+        finally:
+            self.stats.kafka_ok = False
+            await producer.stop()
+
+    async def _poll_once(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer) -> None:
+        fetched = await consumer.getmany(timeout_ms=500, max_records=self._max_records)
+        records = [r for batch in fetched.values() for r in batch]
+        if not records:
+            return
+        started = time.perf_counter()
+        try:
+            processed = await self._service.process_batch([_inbound(r) for r in records])
+            await publish_followups(producer, processed)
+        except (OperationalError, InterfaceError) as exc:
+            self.stats.last_error = f"database unavailable: {type(exc).__name__}"
+            logger.warning("database unavailable; retrying batch in %ss", self._retry_seconds)
+            for tp, batch in fetched.items():
+                consumer.seek(tp, batch[0].offset)
+            await asyncio.sleep(self._retry_seconds)
+            return
+        await consumer.commit({tp: batch[-1].offset + 1 for tp, batch in fetched.items()})
+        BATCH_SECONDS.observe(time.perf_counter() - started)
+        self._count(processed)
+        self.stats.last_error = None
+        await self._update_lag(consumer)
+
+    def _count(self, processed: list[Processed]) -> None:
+        self.stats.batches += 1
+        for p in processed:
+            self.stats.messages += 1
+            MESSAGES.labels(p.hospital or "-", p.outcome.value).inc()
+            if p.outcome is Outcome.REJECTED:
+                self.stats.rejected += 1
+                REJECTED.labels(p.code.value if p.code else "-").inc()
+            elif p.outcome is Outcome.DUPLICATE:
+                self.stats.duplicates += 1
+            else:
+                self.stats.indexed += 1
+            for placement, n in p.versions.items():
+                RESULTS_INGESTED.labels(p.hospital or "-", placement).inc(n)
+
+    @staticmethod
+    async def _update_lag(consumer: AIOKafkaConsumer) -> None:
+        for tp in consumer.assignment():
+            high = consumer.highwater(tp)
+            if high is not None:
+                position = await consumer.position(tp)
+                CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(0, high - position))
+
+
+def _inbound(record: ConsumerRecord[bytes, bytes]) -> InboundMessage:
+    headers = {k: v for k, v in record.headers}
+    return InboundMessage(
+        value=record.value or b"",
+        headers=headers,
+        key=record.key,
+        topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+    )

@@ -1,0 +1,1 @@
+"""Kafka: topic names, client construction, the embedded Tansu broker."""

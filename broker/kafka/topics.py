@@ -1,0 +1,41 @@
+"""Topic names fixed by DESIGN.md, and creating them where they are missing."""
+
+from __future__ import annotations
+
+import logging
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+logger = logging.getLogger(__name__)
+
+RESULTS = "mrb.results.v1"
+RESULTS_DLQ = "mrb.results.dlq.v1"
+RECEIPTS = "mrb.receipts.v1"
+RECOGNITION = "mrb.recognition.v1"
+
+
+def default_partitions(results_partitions: int) -> dict[str, int]:
+    return {
+        RESULTS: results_partitions,
+        RESULTS_DLQ: 3,
+        RECEIPTS: 3,
+        RECOGNITION: 3,
+    }
+
+
+async def ensure_topics(bootstrap: str, partitions: dict[str, int]) -> list[str]:
+    """Create the topics that do not exist yet; return the names created."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [NewTopic(n, p, 1) for n, p in partitions.items() if n not in existing]
+        if missing:
+            try:
+                await admin.create_topics(missing)
+            except TopicAlreadyExistsError:
+                logger.info("topics created concurrently by another process")
+        return [t.name for t in missing]
+    finally:
+        await admin.close()

@@ -1,0 +1,47 @@
+"""Logging set-up and the Prometheus metrics mrb exports. No patient data in either."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import structlog
+from prometheus_client import Counter, Gauge, Histogram
+
+MESSAGES = Counter(
+    "mrb_messages_total", "Messages processed by the ingest worker", ["hospital", "outcome"]
+)
+RESULTS_INGESTED = Counter(
+    "mrb_results_ingested_total", "Result versions stored", ["hospital", "placement"]
+)
+REJECTED = Counter("mrb_results_rejected_total", "Messages sent to the DLQ", ["code"])
+CONSUMER_LAG = Gauge("mrb_consumer_lag", "Messages not yet consumed", ["topic", "partition"])
+BATCH_SECONDS = Histogram("mrb_ingest_batch_seconds", "Time to index one fetched batch")
+REQUEST_SECONDS = Histogram(
+    "mrb_http_request_seconds", "HTTP request latency", ["method", "route", "status"]
+)
+CHECKS = Counter("mrb_recognition_checks_total", "Recognition check answers", ["decision"])
+
+
+def configure_logging(level: str = "INFO") -> None:
+    """JSON lines when not on a terminal (log shippers), readable lines on one."""
+    renderer: structlog.typing.Processor = (
+        structlog.dev.ConsoleRenderer()
+        if sys.stderr.isatty()
+        else structlog.processors.JSONRenderer()
+    )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        foreign_pre_chain=[
+            structlog.stdlib.add_log_level,
+            structlog.stdlib.add_logger_name,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+        ],
+    )
+    handler = logging.StreamHandler()
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    for noisy in ("aiokafka", "uvicorn.access"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

@@ -1,0 +1,131 @@
+"""Running mrb's processes: embedded broker, migrations, ingest worker, HTTP server.
+
+One asyncio loop holds them; SIGINT/SIGTERM set one stop event and everything
+started is stopped in reverse order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import AsyncIterator, Generator
+from dataclasses import dataclass, field
+
+import uvicorn
+
+from broker.api.app import create_app
+from broker.bootstrap import Container
+from broker.kafka.embedded import EmbeddedKafka
+from broker.kafka.topics import default_partitions, ensure_topics
+from broker.settings import Settings
+from broker.storage.database import upgrade
+
+logger = logging.getLogger(__name__)
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: the stack owns SIGINT/SIGTERM."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+@dataclass
+class Stack:
+    container: Container
+    stop: asyncio.Event
+    kafka: EmbeddedKafka | None = None
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    server: _Server | None = None
+
+    @property
+    def api_url(self) -> str:
+        s = self.container.settings
+        return f"http://{s.http_host}:{s.http_port}"
+
+
+def install_signal_handlers(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+
+
+@contextlib.asynccontextmanager
+async def running_stack(
+    settings: Settings,
+    *,
+    api: bool,
+    worker: bool,
+    kafka_needed: bool,
+    stop: asyncio.Event | None = None,
+) -> AsyncIterator[Stack]:
+    """Start what is asked, yield once it is ready, stop it all on exit."""
+    stop = stop or asyncio.Event()
+    container = Container.build(settings)
+    stack = Stack(container, stop)
+    try:
+        if kafka_needed and not settings.kafka_bootstrap:
+            settings.data_dir.mkdir(parents=True, exist_ok=True)
+            stack.kafka = EmbeddedKafka(
+                settings.embedded_kafka_port,
+                binary=settings.tansu_bin,
+                log_file=settings.data_dir / "tansu.log",
+            )
+            await stack.kafka.start()
+            container.kafka_bootstrap = stack.kafka.bootstrap
+        if kafka_needed:
+            assert container.kafka_bootstrap is not None
+            await ensure_topics(
+                container.kafka_bootstrap, default_partitions(settings.results_partitions)
+            )
+        await upgrade(settings.resolved_database_url, settings.database_schema)
+        if worker:
+            ingest = container.ingest_worker()
+            stack.tasks.append(asyncio.create_task(ingest.run(stop), name="ingest-worker"))
+        if api or worker:
+            role = "all" if api and worker else ("api" if api else "worker")
+            config = uvicorn.Config(
+                create_app(container, role=role),
+                host=settings.http_host,
+                port=settings.http_port,
+                log_config=None,
+                access_log=False,
+                lifespan="off",
+            )
+            stack.server = _Server(config)
+            stack.tasks.append(asyncio.create_task(stack.server.serve(), name="http"))
+            while not stack.server.started:
+                if stack.tasks[-1].done():
+                    stack.tasks[-1].result()  # raises why it failed (e.g. port in use)
+                    raise RuntimeError(
+                        f"HTTP server stopped at start: is {settings.http_host}:"
+                        f"{settings.http_port} in use? (MRB_HTTP_PORT)"
+                    )
+                await asyncio.sleep(0.05)
+        yield stack
+    finally:
+        stop.set()
+        if stack.server is not None:
+            stack.server.should_exit = True
+        for task in stack.tasks:
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.wait_for(task, 15)
+        if stack.kafka is not None:
+            await stack.kafka.stop()
+        await container.close()
+
+
+async def wait_for_failure_or_stop(stack: Stack) -> None:
+    """Block until stop is requested or a background task dies (and say which)."""
+    stopper = asyncio.create_task(stack.stop.wait())
+    done, _ = await asyncio.wait(
+        [stopper, *stack.tasks], return_when=asyncio.FIRST_COMPLETED
+    )
+    stopper.cancel()
+    for task in done:
+        if task is not stopper and task.exception() is not None:
+            raise RuntimeError(f"{task.get_name()} failed: {task.exception()}") from task.exception()

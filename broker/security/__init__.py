@@ -1,0 +1,1 @@
+"""Key material and the cryptography that keeps patient data unreadable at rest."""

@@ -1,0 +1,48 @@
+"""Runtime configuration, read from MRB_* environment variables."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Everything mrb reads from its environment; build it once in the composition root."""
+
+    model_config = SettingsConfigDict(env_prefix="MRB_", env_ignore_empty=True, extra="ignore")
+
+    kafka_bootstrap: str | None = None  # unset: start the embedded Tansu broker
+    database_url: str | None = None  # unset: SQLite file in data_dir
+    database_schema: str | None = None  # PostgreSQL schema (search_path), e.g. per test run
+    data_dir: Path = Path("./var")
+    http_host: str = "127.0.0.1"
+    http_port: int = 8000
+    tansu_bin: Path | None = None
+    embedded_kafka_port: int = 19092
+    log_level: str = "INFO"
+
+    consumer_group: str = "mrb-ingest"
+    max_message_bytes: int = Field(default=1024 * 1024, gt=0)
+    max_json_depth: int = Field(default=64, gt=0)
+    default_timezone: str = "Asia/Shanghai"  # zone for timestamps sent without one
+    batch_max_records: int = Field(default=500, gt=0)
+    results_partitions: int = Field(default=6, gt=0)
+
+    @cached_property
+    def resolved_database_url(self) -> str:
+        """The SQLAlchemy async URL: explicit, or a SQLite file in the data dir."""
+        if self.database_url:
+            url = self.database_url
+            if url.startswith("postgresql://"):
+                url = "postgresql+asyncpg://" + url.removeprefix("postgresql://")
+            elif url.startswith("sqlite:///"):
+                url = "sqlite+aiosqlite:///" + url.removeprefix("sqlite:///")
+            return url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'mrb.db').resolve()}"
+
+    @property
+    def keys_dir(self) -> Path:
+        return self.data_dir / "keys"

@@ -1,0 +1,222 @@
+"""Database tables (SQLAlchemy Core). Rows are mapped to domain objects in repositories.
+
+No column holds a patient identifier in clear: people are found by HMAC pseudonyms,
+and the received message bytes are stored sealed (AES-GCM).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware datetimes in, aware UTC datetimes out, on SQLite as on PostgreSQL."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTCDateTime column")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+# Explicit constraint names so Alembic migrations are identical on both databases.
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+hospital = Table(
+    "hospital",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("region", String(12), nullable=False),  # GB/T 2260 code
+    Column("level", String(8), nullable=False),  # 1/2/3 (一级/二级/三级)
+    Column("timezone", String(64), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+person = Table(
+    "person",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("merged_into", String(36), ForeignKey("person.id"), nullable=True),
+)
+
+person_link = Table(
+    "person_link",
+    metadata,
+    Column("pseudonym", String(64), primary_key=True),  # HMAC-SHA256 of the link key
+    Column("person_id", String(36), ForeignKey("person.id"), nullable=False, index=True),
+    Column("scope", String(16), nullable=False),
+    Column("hospital_id", String(32), nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+payload = Table(
+    "payload",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("message_id", String(36), nullable=False, unique=True),
+    Column("hospital_id", String(32), nullable=False),
+    Column("content_type", String(100), nullable=True),
+    Column("sha256", String(64), nullable=False),
+    Column("size", Integer, nullable=False),
+    Column("key_id", String(32), nullable=False),
+    Column("algorithm", String(16), nullable=False),
+    Column("nonce", LargeBinary, nullable=False),
+    Column("ciphertext", LargeBinary, nullable=False),
+    Column("received_at", UTCDateTime, nullable=False),
+)
+
+inbox = Table(
+    "inbox",
+    metadata,
+    Column("message_id", String(36), primary_key=True),
+    Column("hospital_id", String(32), nullable=False, index=True),
+    Column("outcome", String(16), nullable=False),  # indexed | duplicate
+    Column("results", Integer, nullable=False),
+    Column("topic", String(200), nullable=True),
+    Column("partition", Integer, nullable=True),
+    Column("offset", BigInteger, nullable=True),
+    Column("processed_at", UTCDateTime, nullable=False),
+)
+
+rejection = Table(
+    "rejection",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("message_id", String(64), nullable=True, index=True),
+    Column("hospital_id", String(64), nullable=True),
+    Column("code", String(40), nullable=False, index=True),
+    Column("detail", Text, nullable=False),
+    Column("topic", String(200), nullable=True),
+    Column("partition", Integer, nullable=True),
+    Column("offset", BigInteger, nullable=True),
+    Column("rejected_at", UTCDateTime, nullable=False),
+)
+
+result = Table(
+    "result",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("hospital_id", String(32), ForeignKey("hospital.id"), nullable=False),
+    Column("business_id", String(400), nullable=False),
+    Column("person_id", String(36), ForeignKey("person.id"), nullable=False, index=True),
+    Column("kind", String(16), nullable=False),
+    Column("resource_type", String(40), nullable=False),
+    Column("status", String(32), nullable=False),
+    Column("effective", UTCDateTime, nullable=True),
+    Column("issued", UTCDateTime, nullable=True),
+    Column("summary", Text, nullable=False),
+    Column("timezone_assumed", Boolean, nullable=False),
+    Column("current_version", Integer, nullable=False),
+    Column("versions", Integer, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    UniqueConstraint("hospital_id", "business_id", name="uq_result_identity"),
+)
+
+result_version = Table(
+    "result_version",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("result_id", String(36), ForeignKey("result.id"), nullable=False, index=True),
+    Column("message_id", String(36), nullable=False),
+    Column("payload_id", Integer, ForeignKey("payload.id"), nullable=False),
+    Column("source_time", UTCDateTime, nullable=True),
+    Column("version_number", Integer, nullable=True),
+    Column("version_label", String(64), nullable=True),
+    Column("content_hash", String(64), nullable=False),
+    Column("status", String(32), nullable=False),
+    Column("is_current", Boolean, nullable=False),
+    Column("received_at", UTCDateTime, nullable=False),
+    UniqueConstraint("result_id", "content_hash", name="uq_result_version_content"),
+)
+
+result_item = Table(
+    "result_item",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("result_id", String(36), ForeignKey("result.id"), nullable=False, index=True),
+    Column("person_id", String(36), nullable=False),
+    Column("hospital_id", String(32), nullable=False),
+    Column("resource_type", String(40), nullable=False),
+    Column("resource_id", String(200), nullable=True),
+    Column("code_system", String(300), nullable=True),
+    Column("code", String(100), nullable=True),
+    Column("display", String(300), nullable=True),
+    Column("modality", String(16), nullable=True),
+    Column("body_site_system", String(300), nullable=True),
+    Column("body_site_code", String(64), nullable=True),
+    Column("laterality_code", String(64), nullable=True),
+    Column("contrast", Boolean, nullable=True),
+    Column("status", String(32), nullable=False),
+    Column("effective", UTCDateTime, nullable=True),
+    Column("summary", Text, nullable=False),
+    Column("recognition_mark", String(64), nullable=True),
+    Index("ix_result_item_person_code", "person_id", "code_system", "code"),
+    Index("ix_result_item_person_imaging", "person_id", "modality", "body_site_code"),
+)
+
+recognition_check = Table(
+    "recognition_check",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("ordering_hospital", String(32), nullable=False, index=True),
+    Column("person_id", String(36), nullable=True),
+    Column("order_time", UTCDateTime, nullable=False),
+    Column("emergency", Boolean, nullable=False),
+    Column("items", JSON, nullable=False),  # requested items and answers; no identifiers
+)
+
+audit_event = Table(
+    "audit_event",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", UTCDateTime, nullable=False),
+    Column("actor", String(200), nullable=False),
+    Column("role", String(32), nullable=False),
+    Column("hospital_id", String(32), nullable=True),
+    Column("action", String(64), nullable=False),
+    Column("purpose", String(64), nullable=False),
+    Column("patient_pseudonym", String(64), nullable=True),
+    Column("person_id", String(36), nullable=True),
+    Column("detail", JSON, nullable=True),
+)

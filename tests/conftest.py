@@ -1,0 +1,115 @@
+"""Shared fixtures: real SQLite and PostgreSQL databases, a real Tansu broker."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from broker.bootstrap import Container
+from broker.kafka.embedded import EmbeddedKafka
+from broker.kafka.topics import default_partitions, ensure_topics
+from broker.settings import Settings
+from broker.storage import hospitals
+from broker.storage.database import upgrade
+
+REPO = Path(__file__).resolve().parent.parent
+REALDATA = REPO.parent / "shared" / "realdata"
+PG_URL = os.environ.get(
+    "MRB_TEST_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class Db:
+    kind: str
+    url: str
+    schema: str | None
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Db]:
+    """A migrated, empty database: a SQLite file, or a fresh PostgreSQL schema."""
+    if request.param == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path / 'mrb.db'}"
+        await upgrade(url)
+        yield Db("sqlite", url, None)
+        return
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = create_async_engine(PG_URL)
+    try:
+        async with admin.begin() as conn:
+            await conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    except OSError as exc:  # no server: say so instead of a confusing failure later
+        await admin.dispose()
+        pytest.fail(f"PostgreSQL not reachable at {PG_URL}: {exc}")
+    try:
+        await upgrade(PG_URL, schema)
+        yield Db("postgres", PG_URL, schema)
+    finally:
+        async with admin.begin() as conn:
+            await conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        await admin.dispose()
+
+
+@pytest.fixture
+def settings(db: Db, tmp_path: Path) -> Settings:
+    return Settings(
+        data_dir=tmp_path / "data",
+        database_url=db.url,
+        database_schema=db.schema,
+        http_port=free_port(),
+        embedded_kafka_port=free_port(),
+    )
+
+
+@pytest.fixture
+async def container(settings: Settings) -> AsyncIterator[Container]:
+    c = Container.build(settings)
+    async with c.sessions() as session, session.begin():
+        for hid, region, level in (("H001", "510502", "3"), ("H002", "510521", "2")):
+            await hospitals.add(session, hospitals.Hospital(hid, f"Hospital {hid}", region, level))
+    yield c
+    await c.close()
+
+
+@pytest.fixture
+async def kafka() -> AsyncIterator[str]:
+    """A real Tansu broker on a free port, with mrb's topics; gone after the test."""
+    broker = EmbeddedKafka(free_port())
+    await broker.start()
+    try:
+        await ensure_topics(broker.bootstrap, default_partitions(3))
+        yield broker.bootstrap
+    finally:
+        await broker.stop()
+
+
+@pytest.fixture
+def realdata() -> Path:
+    if not REALDATA.is_dir():
+        pytest.skip(f"shared real-data corpus not found at {REALDATA}")
+    return REALDATA
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests under integration/ and e2e/ carry their marker without repeating it."""
+    for item in items:
+        path = str(item.fspath)
+        if f"{os.sep}integration{os.sep}" in path:
+            item.add_marker(pytest.mark.integration)
+        if f"{os.sep}e2e{os.sep}" in path:
+            item.add_marker(pytest.mark.e2e)
