@@ -59,6 +59,7 @@ class Container:
             bootstrap=self.kafka_bootstrap,
             group_id=self.settings.consumer_group,
             max_records=self.settings.batch_max_records,
+            session_timeout_ms=self.settings.consumer_session_timeout_ms,
         )
         self.workers.append(worker)
         return worker

@@ -78,10 +78,10 @@ async def running_stack(
             await stack.kafka.start()
             container.kafka_bootstrap = stack.kafka.bootstrap
         if kafka_needed:
-            assert container.kafka_bootstrap is not None
-            await ensure_topics(
-                container.kafka_bootstrap, default_partitions(settings.results_partitions)
-            )
+            bootstrap = container.kafka_bootstrap or settings.kafka_bootstrap
+            if bootstrap is None:
+                raise RuntimeError("no Kafka bootstrap address")
+            await ensure_topics(bootstrap, default_partitions(settings.results_partitions))
         await upgrade(settings.resolved_database_url, settings.database_schema)
         if worker:
             ingest = container.ingest_worker()
@@ -122,10 +122,10 @@ async def running_stack(
 async def wait_for_failure_or_stop(stack: Stack) -> None:
     """Block until stop is requested or a background task dies (and say which)."""
     stopper = asyncio.create_task(stack.stop.wait())
-    done, _ = await asyncio.wait(
-        [stopper, *stack.tasks], return_when=asyncio.FIRST_COMPLETED
-    )
+    done, _ = await asyncio.wait([stopper, *stack.tasks], return_when=asyncio.FIRST_COMPLETED)
     stopper.cancel()
     for task in done:
         if task is not stopper and task.exception() is not None:
-            raise RuntimeError(f"{task.get_name()} failed: {task.exception()}") from task.exception()
+            raise RuntimeError(
+                f"{task.get_name()} failed: {task.exception()}"
+            ) from task.exception()

@@ -25,6 +25,8 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
 
     consumer_group: str = "mrb-ingest"
+    # The group coordinator holds a join for about half of this: short for the demo/tests.
+    consumer_session_timeout_ms: int = Field(default=10_000, ge=1000)
     max_message_bytes: int = Field(default=1024 * 1024, gt=0)
     max_json_depth: int = Field(default=64, gt=0)
     default_timezone: str = "Asia/Shanghai"  # zone for timestamps sent without one

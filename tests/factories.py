@@ -12,22 +12,39 @@ LOINC = "http://loinc.org"
 SNOMED = "http://snomed.info/sct"
 
 
-def patient(national_id: str | None = PATIENT_A, mrn: str | None = "MRN-1", pid: str = "p1",
-            mrn_system: str = "urn:oid:2.16.156.10011.0.1.mrn") -> dict[str, Any]:
+def patient(
+    national_id: str | None = PATIENT_A,
+    mrn: str | None = "MRN-1",
+    pid: str = "p1",
+    mrn_system: str = "urn:oid:2.16.156.10011.0.1.mrn",
+) -> dict[str, Any]:
     identifiers = []
     if national_id:
         identifiers.append({"system": NATIONAL, "value": national_id})
     if mrn:
         identifiers.append({"system": mrn_system, "value": mrn})
-    return {"resourceType": "Patient", "id": pid, "identifier": identifiers,
-            "name": [{"text": "张三"}]}
-
-
-def observation(oid: str, code: str, value: float, unit: str = "g/dL", *,
-                status: str = "final", effective: str = "2026-05-18T08:30:00+08:00",
-                subject: dict[str, Any] | None = None) -> dict[str, Any]:
     return {
-        "resourceType": "Observation", "id": oid, "status": status,
+        "resourceType": "Patient",
+        "id": pid,
+        "identifier": identifiers,
+        "name": [{"text": "张三"}],
+    }
+
+
+def observation(
+    oid: str,
+    code: str,
+    value: float,
+    unit: str = "g/dL",
+    *,
+    status: str = "final",
+    effective: str = "2026-05-18T08:30:00+08:00",
+    subject: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    return {
+        "resourceType": "Observation",
+        "id": oid,
+        "status": status,
         "code": {"coding": [{"system": LOINC, "code": code, "display": f"LOINC {code}"}]},
         "subject": subject or {"reference": "urn:uuid:patient"},
         "effectiveDateTime": effective,
@@ -35,66 +52,100 @@ def observation(oid: str, code: str, value: float, unit: str = "g/dL", *,
     }
 
 
-def lab_bundle(*, accession: str = "ACC-1", status: str = "final",
-               last_updated: str | None = "2026-05-18T12:00:00+08:00", version: str | None = "1",
-               hb: float = 13.2, pat: dict[str, Any] | None = None,
-               effective: str = "2026-05-18T08:30:00+08:00") -> bytes:
+def lab_bundle(
+    *,
+    accession: str = "ACC-1",
+    status: str = "final",
+    last_updated: str | None = "2026-05-18T12:00:00+08:00",
+    version: str | None = "1",
+    hb: float = 13.2,
+    pat: dict[str, Any] | None = None,
+    effective: str = "2026-05-18T08:30:00+08:00",
+) -> bytes:
     meta: dict[str, Any] = {}
     if last_updated:
         meta["lastUpdated"] = last_updated
     if version:
         meta["versionId"] = version
     report = {
-        "resourceType": "DiagnosticReport", "id": f"dr-{accession}", "meta": meta,
+        "resourceType": "DiagnosticReport",
+        "id": f"dr-{accession}",
+        "meta": meta,
         "identifier": [{"system": "urn:lab:H001", "value": accession}],
         "status": status,
-        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0074",
-                                  "code": "LAB"}]}],
+        "category": [
+            {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0074", "code": "LAB"}]}
+        ],
         "code": {"coding": [{"system": LOINC, "code": "58410-2", "display": "CBC panel"}]},
         "subject": {"reference": "urn:uuid:patient"},
         "effectiveDateTime": effective,
         "issued": "2026-05-18T11:00:00+08:00",
         "result": [{"reference": "urn:uuid:hb"}, {"reference": "urn:uuid:plt"}],
     }
-    return bundle([
-        ("urn:uuid:patient", pat or patient()),
-        ("urn:uuid:dr", report),
-        ("urn:uuid:hb", observation("hb", "718-7", hb, status=status, effective=effective)),
-        ("urn:uuid:plt", observation("plt", "777-3", 250, "10*9/L", effective=effective)),
-    ])
+    return bundle(
+        [
+            ("urn:uuid:patient", pat or patient()),
+            ("urn:uuid:dr", report),
+            ("urn:uuid:hb", observation("hb", "718-7", hb, status=status, effective=effective)),
+            ("urn:uuid:plt", observation("plt", "777-3", 250, "10*9/L", effective=effective)),
+        ]
+    )
 
 
-def imaging_bundle(*, uid: str = "1.2.3.4", modality: str = "CT", site: str = "51185008",
-                   laterality: str | None = None, started: str = "2026-05-10T09:00:00+08:00",
-                   status: str = "available", pat: dict[str, Any] | None = None) -> bytes:
+def imaging_bundle(
+    *,
+    uid: str = "1.2.3.4",
+    modality: str = "CT",
+    site: str = "51185008",
+    laterality: str | None = None,
+    started: str = "2026-05-10T09:00:00+08:00",
+    status: str = "available",
+    pat: dict[str, Any] | None = None,
+) -> bytes:
     series: dict[str, Any] = {
-        "uid": uid + ".1", "modality": {"system": "http://dicom.nema.org/resources/ontology/DCM",
-                                        "code": modality},
+        "uid": uid + ".1",
+        "modality": {"system": "http://dicom.nema.org/resources/ontology/DCM", "code": modality},
         "bodySite": {"system": SNOMED, "code": site, "display": "Thorax"},
         "numberOfInstances": 120,
     }
     if laterality:
         series["laterality"] = {"system": SNOMED, "code": laterality}
     study = {
-        "resourceType": "ImagingStudy", "id": "study1", "status": status,
+        "resourceType": "ImagingStudy",
+        "id": "study1",
+        "status": status,
         "identifier": [{"system": "urn:dicom:uid", "value": f"urn:oid:{uid}"}],
-        "subject": {"reference": "urn:uuid:patient"}, "started": started,
-        "modality": [series["modality"]], "series": [series],
+        "subject": {"reference": "urn:uuid:patient"},
+        "started": started,
+        "modality": [series["modality"]],
+        "series": [series],
         "meta": {"lastUpdated": "2026-05-10T10:00:00+08:00"},
     }
     report = {
-        "resourceType": "DiagnosticReport", "id": "rad1", "status": "final",
-        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0074",
-                                  "code": "RAD"}]}],
+        "resourceType": "DiagnosticReport",
+        "id": "rad1",
+        "status": "final",
+        "category": [
+            {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0074", "code": "RAD"}]}
+        ],
         "code": {"coding": [{"system": LOINC, "code": "24627-2", "display": "CT Chest"}]},
         "subject": {"reference": "urn:uuid:patient"},
-        "imagingStudy": [{"reference": "urn:uuid:study"}], "conclusion": "normal",
+        "imagingStudy": [{"reference": "urn:uuid:study"}],
+        "conclusion": "normal",
     }
-    return bundle([("urn:uuid:patient", pat or patient()), ("urn:uuid:study", study),
-                   ("urn:uuid:report", report)])
+    return bundle(
+        [
+            ("urn:uuid:patient", pat or patient()),
+            ("urn:uuid:study", study),
+            ("urn:uuid:report", report),
+        ]
+    )
 
 
 def bundle(entries: list[tuple[str, dict[str, Any]]], btype: str = "collection") -> bytes:
-    doc = {"resourceType": "Bundle", "type": btype,
-           "entry": [{"fullUrl": u, "resource": r} for u, r in entries]}
+    doc = {
+        "resourceType": "Bundle",
+        "type": btype,
+        "entry": [{"fullUrl": u, "resource": r} for u, r in entries],
+    }
     return json.dumps(doc, ensure_ascii=False).encode()

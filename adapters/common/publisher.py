@@ -28,7 +28,10 @@ class Receipt:
     def from_json(cls, raw: bytes) -> Receipt:
         d: dict[str, Any] = json.loads(raw)
         return cls(
-            d["message_id"], d["outcome"], d.get("error_code"), d.get("error_detail"),
+            d["message_id"],
+            d["outcome"],
+            d.get("error_code"),
+            d.get("error_detail"),
             int(d.get("results") or 0),
         )
 
@@ -55,9 +58,7 @@ class Publisher:
     async def publish(self, messages: Iterable[OutgoingMessage]) -> int:
         """Send all messages and wait until the broker acknowledged each one."""
         futures = [
-            await self._producer.send(
-                RESULTS_TOPIC, value=m.value, key=m.key, headers=m.headers()
-            )
+            await self._producer.send(RESULTS_TOPIC, value=m.value, key=m.key, headers=m.headers())
             for m in messages
         ]
         for fut in futures:

@@ -49,7 +49,8 @@ def patient_hint(value: bytes) -> str:
     resources = [doc]
     if doc.get("resourceType") == "Bundle":
         resources = [
-            e["resource"] for e in doc.get("entry") or []
+            e["resource"]
+            for e in doc.get("entry") or []
             if isinstance(e, dict) and isinstance(e.get("resource"), dict)
         ]
     for res in resources:

@@ -32,7 +32,9 @@ def install(app: FastAPI) -> None:
         first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
         where = ".".join(str(p) for p in first["loc"] if p != "body")
         return problem(
-            422, "Invalid request", f"{where}: {first['msg']}" if where else str(first["msg"]),
+            422,
+            "Invalid request",
+            f"{where}: {first['msg']}" if where else str(first["msg"]),
             errors=errors,
         )
 

@@ -27,7 +27,12 @@ SHANGHAI = ZoneInfo("Asia/Shanghai")
 
 
 def demo_settings(settings: Settings) -> Settings:
-    """The demo keeps its own SQLite file (recreated each run) unless a URL is set."""
+    """The demo keeps its own SQLite file (recreated each run) unless a URL is set.
+
+    A short consumer session makes the single worker join its group in ~1.5 s.
+    """
+    if "consumer_session_timeout_ms" not in settings.model_fields_set:
+        settings = settings.model_copy(update={"consumer_session_timeout_ms": 3000})
     if settings.database_url:
         return settings
     demo_dir = settings.data_dir / "demo"
@@ -47,15 +52,19 @@ async def run_demo(
         settings, api=True, worker=True, kafka_needed=True, stop=stop
     ) as stack:
         where = "embedded Tansu" if stack.kafka else "MRB_KAFKA_BOOTSTRAP"
-        console.print(f"Kafka: {stack.container.kafka_bootstrap} ({where}); "
-                      f"database: {settings.resolved_database_url.split('://')[0]}")
+        console.print(
+            f"Kafka: {stack.container.kafka_bootstrap} ({where}); "
+            f"database: {settings.resolved_database_url.split('://')[0]}"
+        )
         dataset = generate(now=datetime.now(SHANGHAI), patients=patients)
         await _register(stack, dataset)
         receipts, seconds = await _publish(stack, dataset, console)
         await _summary(stack, dataset, receipts, seconds, console)
         if keep_serving:
-            console.print(f"\nServing on {stack.api_url} (OpenAPI: {stack.api_url}/docs). "
-                          "Ctrl-C stops everything.")
+            console.print(
+                f"\nServing on {stack.api_url} (OpenAPI: {stack.api_url}/docs). "
+                "Ctrl-C stops everything."
+            )
             await wait_for_failure_or_stop(stack)
 
 
@@ -71,7 +80,8 @@ async def _publish(
     stack: Stack, dataset: DemoDataset, console: Console
 ) -> tuple[dict[str, Receipt], float]:
     bootstrap = stack.container.kafka_bootstrap
-    assert bootstrap is not None
+    if bootstrap is None:
+        raise RuntimeError("the demo needs Kafka: embedded or MRB_KAFKA_BOOTSTRAP")
     messages = [_envelope(m) for m in dataset.messages]
     started = time.perf_counter()
     async with ReceiptWatcher(bootstrap) as watcher, Publisher(bootstrap) as publisher:
@@ -88,7 +98,10 @@ async def _publish(
 
 def _envelope(m: DemoMessage) -> OutgoingMessage:
     return OutgoingMessage(
-        hospital=m.hospital, value=m.value, key=m.key, message_id=m.message_id,
+        hospital=m.hospital,
+        value=m.value,
+        key=m.key,
+        message_id=m.message_id,
         content_type=m.content_type,
     )
 
@@ -133,14 +146,17 @@ async def _summary(
             table.add_row(r.error_code or "", m.hospital, (r.error_detail or "")[:90])
     console.print(table)
     unexpected = [
-        m.note for m in dataset.messages
+        m.note
+        for m in dataset.messages
         if (r := receipts.get(m.message_id)) is None
         or (m.expect == "rejected") != (r.outcome == "rejected")
         or (m.expect_code is not None and r.error_code != m.expect_code)
     ]
     if unexpected:
-        console.print(f"[red]{len(unexpected)} message(s) did not end as expected:[/red] "
-                      f"{', '.join(unexpected[:5])}")
+        console.print(
+            f"[red]{len(unexpected)} message(s) did not end as expected:[/red] "
+            f"{', '.join(unexpected[:5])}"
+        )
     await _example_check(stack, dataset, console)
 
 
@@ -154,8 +170,10 @@ async def _example_check(stack: Stack, dataset: DemoDataset, console: Console) -
         "items": [
             {"system": "http://loinc.org", "code": "718-7"},
             {"system": "http://loinc.org", "code": "2345-7"},
-            {"modality": "CT", "body_site": {"system": "http://snomed.info/sct",
-                                             "code": "51185008"}},
+            {
+                "modality": "CT",
+                "body_site": {"system": "http://snomed.info/sct", "code": "51185008"},
+            },
         ],
     }
     async with httpx.AsyncClient(base_url=stack.api_url, timeout=10) as client:

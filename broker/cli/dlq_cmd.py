@@ -7,11 +7,12 @@ from collections import Counter
 from typing import Annotated
 
 import typer
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaProducer, ConsumerRecord
 from rich.console import Console
 from rich.table import Table
 
 from broker.cli.adapter_cmd import bootstrap_of
+from broker.kafka.reading import read_topic
 from broker.kafka.topics import RESULTS, RESULTS_DLQ
 from broker.settings import Settings
 
@@ -19,33 +20,10 @@ app = typer.Typer(help="The dead-letter queue mrb.results.dlq.v1.", no_args_is_h
 console = Console()
 
 
-async def _read_all(bootstrap: str) -> list[ConsumerRecord[bytes, bytes]]:
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
-        max_partition_fetch_bytes=32 * 1024 * 1024, fetch_max_bytes=32 * 1024 * 1024,
-    )
-    await consumer.start()
-    try:
-        parts = consumer.partitions_for_topic(RESULTS_DLQ) or set()
-        tps = [TopicPartition(RESULTS_DLQ, p) for p in sorted(parts)]
-        if not tps:
-            return []
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
-        out: list[ConsumerRecord[bytes, bytes]] = []
-        while any(await consumer.position(tp) < ends[tp] for tp in tps):
-            for batch in (await consumer.getmany(timeout_ms=500)).values():
-                out.extend(batch)
-        return out
-    finally:
-        await consumer.stop()
-
-
 def _header(record: ConsumerRecord[bytes, bytes], name: str) -> str:
     for k, v in record.headers:
         if k == name:
-            return v.decode("utf-8", "replace")
+            return str(v.decode("utf-8", "replace"))
     return ""
 
 
@@ -59,8 +37,10 @@ def dlq_list(
     table = Table("hospital", "message id", "code", "detail")
     for r in records:
         table.add_row(
-            _header(r, "mrb-hospital"), _header(r, "mrb-message-id"),
-            _header(r, "mrb-error-code"), _header(r, "mrb-error-detail")[:120],
+            _header(r, "mrb-hospital"),
+            _header(r, "mrb-message-id"),
+            _header(r, "mrb-error-code"),
+            _header(r, "mrb-error-detail")[:120],
         )
     console.print(table)
     counts = Counter(_header(r, "mrb-error-code") for r in records)
@@ -78,14 +58,17 @@ def dlq_replay(
 
     async def send() -> None:
         producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap_of(settings), acks="all", enable_idempotence=False,
+            bootstrap_servers=bootstrap_of(settings),
+            acks="all",
+            enable_idempotence=False,
             max_request_size=32 * 1024 * 1024,
         )
         await producer.start()
         try:
             for r in records:
-                headers = [(k, v) for k, v in r.headers if not k.startswith(("mrb-error-",
-                                                                               "mrb-origin"))]
+                headers = [
+                    (k, v) for k, v in r.headers if not k.startswith(("mrb-error-", "mrb-origin"))
+                ]
                 await producer.send_and_wait(RESULTS, value=r.value, key=r.key, headers=headers)
         finally:
             await producer.stop()
@@ -96,9 +79,10 @@ def dlq_replay(
 
 def _filtered(code: str | None, hospital: str | None) -> list[ConsumerRecord[bytes, bytes]]:
     settings = Settings()
-    records = asyncio.run(_read_all(bootstrap_of(settings)))
+    records = asyncio.run(read_topic(bootstrap_of(settings), RESULTS_DLQ))
     return [
-        r for r in records
+        r
+        for r in records
         if (code is None or _header(r, "mrb-error-code") == code)
         and (hospital is None or _header(r, "mrb-hospital") == hospital)
     ]

@@ -62,6 +62,14 @@ class ImagingKind:
 
 LOCAL_CODE_HOSPITAL = "H002"
 
+
+def _single(key: str, analyte: Analyte, note: str, weight: int) -> LabPanel:
+    # A single test is still sent as a DiagnosticReport coded like its only Observation.
+    return LabPanel(key, analyte.loinc, analyte.display, analyte.zh, note, (analyte,), weight)
+
+
+# Tables stay one entry per line group: easier to review against LOINC than one field a line.
+# fmt: off
 _HB = Analyte("718-7", "Hemoglobin [Mass/volume] in Blood", "血红蛋白", "g/L", "g/L",
               130, 175, 0, (115, 150), "HGB")
 _WBC = Analyte("6690-2", "Leukocytes [#/volume] in Blood by Automated count", "白细胞计数",
@@ -70,11 +78,6 @@ _PLT = Analyte("777-3", "Platelets [#/volume] in Blood by Automated count", "血
                "10^9/L", "10*9/L", 125, 350, 0, None, "PLT")
 _RBC = Analyte("789-8", "Erythrocytes [#/volume] in Blood by Automated count", "红细胞计数",
                "10^12/L", "10*12/L", 4.3, 5.8, 2, (3.8, 5.1), "RBC")
-
-
-def _single(key: str, analyte: Analyte, note: str, weight: int) -> LabPanel:
-    # A single test is still sent as a DiagnosticReport coded like its only Observation.
-    return LabPanel(key, analyte.loinc, analyte.display, analyte.zh, note, (analyte,), weight)
 
 
 LAB_PANELS: tuple[LabPanel, ...] = (
@@ -144,9 +147,12 @@ LAB_PANELS: tuple[LabPanel, ...] = (
                            "甲胎蛋白", "ng/mL", "ng/mL", 0, 7, 2), "AFP", 3),
 )
 
+# fmt: on
+
 _HEAD = ("69536005", "Head")
 _THORAX = ("51185008", "Thorax")
 
+# fmt: off
 IMAGING_KINDS: tuple[ImagingKind, ...] = (
     ImagingKind("ct-head", "CT head plain", "头颅CT平扫", "CT", *_HEAD,
                 "24725-4", "CT Head WO contrast",
@@ -172,6 +178,8 @@ IMAGING_KINDS: tuple[ImagingKind, ...] = (
                 "24558-9", "US Abdomen",
                 ("肝胆胰脾未见明显异常。", "脂肪肝（轻度）。"), (1, 1), (8, 20), 6),
 )
+
+# fmt: on
 
 LATERALITY = {"left": ("7771000", "Left", "左"), "right": ("24028007", "Right", "右")}
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import random
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
@@ -96,6 +97,7 @@ _HOME_WEIGHTS = (35, 30, 25, 10)
 _CR_HOSPITALS = frozenset({"H003", "H004"})  # smaller hospitals still run CR for chest films
 _PROVINCE_MARKS = {"32": "苏HR"}  # hospitals outside Sichuan carry their province's mark
 _ITEMS: tuple[LabPanel | ImagingKind, ...] = (*LAB_PANELS, *IMAGING_KINDS)
+_Item = tuple[LabPanel | ImagingKind, str | None]  # a test and, for a knee, its side
 
 # Shares and counts the demo story relies on (tests check them).
 MULTI_HOSPITAL_SHARE = 0.45
@@ -133,9 +135,9 @@ def generate(*, now: datetime, seed: int = 20260520, patients: int = 240) -> Dem
     if patients < 20:
         raise ValueError("the demo story needs at least 20 patients")
     base = now.astimezone(CST).replace(second=0, microsecond=0)
-    rng = random.Random(seed)
+    rng = random.Random(seed)  # noqa: S311 - reproducible synthetic data, not a secret
     sites = {h.id: _site(h) for h in _HOSPITALS}
-    people, results = _plan(rng, base, seed, patients, sites)
+    people, results = _plan(rng, base, patients, sites)
     versions, out_of_order = _revise(rng, base, results)
     slots = _order(rng, versions, out_of_order)
     valid = _render_valid(rng, seed, slots, out_of_order)
@@ -144,12 +146,12 @@ def generate(*, now: datetime, seed: int = 20260520, patients: int = 240) -> Dem
     def make_lab(person: Person, site: Site, panel: LabPanel) -> ResultPlan:
         return _result(rng, base, person, site, panel, _days_ago(rng), None, extra)
 
-    bad = [DemoMessage(b.hospital, "", b.key, b.value, "rejected", b.code, b.note, b.content_type)
-           for b in bad_messages.build(seed, base, people, sites, make_lab)]
+    bad = [
+        DemoMessage(b.hospital, "", b.key, b.value, "rejected", b.code, b.note, b.content_type)
+        for b in bad_messages.build(seed, base, people, sites, make_lab)
+    ]
     messages = _interleave(rng, seed, valid, bad)
-    demo_patients = tuple(
-        DemoPatient(p.national_id, tuple(sorted(p.mrns))) for p in people
-    )
+    demo_patients = tuple(DemoPatient(p.national_id, tuple(sorted(p.mrns))) for p in people)
     return DemoDataset(_HOSPITALS, demo_patients, messages)
 
 
@@ -160,12 +162,28 @@ def _site(h: DemoHospital) -> Site:
 # --- planning: who had which test where and when -------------------------------------
 
 
-def _plan(rng: random.Random, base: datetime, seed: int, count: int,
-          sites: dict[str, Site]) -> tuple[list[Person], list[ResultPlan]]:
+def _plan(
+    rng: random.Random, base: datetime, count: int, sites: dict[str, Site]
+) -> tuple[list[Person], list[ResultPlan]]:
     multi = set(rng.sample(range(count), round(count * MULTI_HOSPITAL_SHARE)))
     taken: set[str] = set()
     mrns_taken: set[str] = set()
     counters: Counter[str] = Counter()
+    pending: list[_Item] = [
+        (i, side)
+        for i in _ITEMS
+        for side in (("left", "right") if isinstance(i, ImagingKind) and i.lateral else (None,))
+    ]
+    rng.shuffle(pending)
+
+    def fresh() -> _Item:
+        # Every panel and imaging kind (both knees) appears at least once, whatever the seed.
+        if pending:
+            return pending.pop()
+        item = rng.choices(_ITEMS, weights=[i.weight for i in _ITEMS])[0]
+        lateral = isinstance(item, ImagingKind) and item.lateral
+        return item, rng.choice(("left", "right")) if lateral else None
+
     people: list[Person] = []
     results: list[ResultPlan] = []
     for index in range(count):
@@ -175,17 +193,25 @@ def _plan(rng: random.Random, base: datetime, seed: int, count: int,
             others = [h.id for h in _HOSPITALS if h.id != home.id]
             visited += rng.sample(others, 2 if rng.random() < 0.3 else 1)
         person = _person(rng, index, home.region, visited, taken, mrns_taken)
-        mine = _patient_results(rng, base, person, visited, sites, counters)
-        registered = {h: min(r.collected for r in mine if r.site.id == h) - timedelta(hours=2)
-                      for h in visited}
+        mine = _patient_results(rng, base, person, visited, sites, counters, fresh)
+        registered = {
+            h: min(r.collected for r in mine if r.site.id == h) - timedelta(hours=2)
+            for h in visited
+        }
         person = dataclasses.replace(person, registered=registered)
         people.append(person)
         results += [dataclasses.replace(r, person=person) for r in mine]
     return people, _flag(rng, results)
 
 
-def _person(rng: random.Random, index: int, region: str, visited: list[str],
-            taken: set[str], mrns_taken: set[str]) -> Person:
+def _person(
+    rng: random.Random,
+    index: int,
+    region: str,
+    visited: list[str],
+    taken: set[str],
+    mrns_taken: set[str],
+) -> Person:
     span = (date(2015, 12, 31) - date(1940, 1, 1)).days
     while True:
         birth = date(1940, 1, 1) + timedelta(days=rng.randrange(span + 1))
@@ -213,11 +239,18 @@ def _person(rng: random.Random, index: int, region: str, visited: list[str],
     )
 
 
-def _patient_results(rng: random.Random, base: datetime, person: Person, visited: list[str],
-                     sites: dict[str, Site], counters: Counter[str]) -> list[ResultPlan]:
+def _patient_results(
+    rng: random.Random,
+    base: datetime,
+    person: Person,
+    visited: list[str],
+    sites: dict[str, Site],
+    counters: Counter[str],
+    fresh: Callable[[], _Item],
+) -> list[ResultPlan]:
     total = max(len(visited), rng.choices(range(1, 7), weights=(25, 25, 20, 14, 9, 7))[0])
     where = visited + [rng.choice(visited) for _ in range(total - len(visited))]
-    done: list[tuple[LabPanel | ImagingKind, int, str | None, str]] = []
+    done: list[tuple[LabPanel | ImagingKind, int, str | None, str]] = []  # + days, hospital
     out = []
     for hospital in where:
         # Repeating a test already done elsewhere is the situation mrb exists for.
@@ -229,10 +262,8 @@ def _patient_results(rng: random.Random, base: datetime, person: Person, visited
             item, prior_days, side, _ = rng.choice(done)
             days = min(400, prior_days + rng.randint(7, 90))
         else:
-            item = rng.choices(_ITEMS, weights=[i.weight for i in _ITEMS])[0]
+            item, side = fresh()
             days = _days_ago(rng)
-            side = rng.choice(("left", "right")) if isinstance(item, ImagingKind) and \
-                item.lateral else None
         done.append((item, days, side, hospital))
         out.append(_result(rng, base, person, sites[hospital], item, days, side, counters))
     return out
@@ -242,9 +273,16 @@ def _days_ago(rng: random.Random) -> int:
     return rng.randint(0, 60) if rng.random() < 0.8 else rng.randint(61, 400)
 
 
-def _result(rng: random.Random, base: datetime, person: Person, site: Site,
-            item: LabPanel | ImagingKind, days: int, side: str | None,
-            counters: Counter[str]) -> ResultPlan:
+def _result(
+    rng: random.Random,
+    base: datetime,
+    person: Person,
+    site: Site,
+    item: LabPanel | ImagingKind,
+    days: int,
+    side: str | None,
+    counters: Counter[str],
+) -> ResultPlan:
     lab = isinstance(item, LabPanel)
     collected = _collected(rng, base, days, lab)
     issued = collected + timedelta(hours=rng.randint(1, 3), minutes=rng.randrange(0, 60, 5))
@@ -252,15 +290,26 @@ def _result(rng: random.Random, base: datetime, person: Person, site: Site,
     counters[site.id] += 1
     # No date inside identifiers: a different `now` must move the dates and nothing else.
     accession = f"{'L' if lab else 'R'}{site.number:02d}{counters[site.id]:07d}"
-    plan = ResultPlan(key=f"{site.id}-{accession}", person=person, site=site,
-                      collected=collected, issued=issued, recorded=recorded,
-                      accession=accession)
+    plan = ResultPlan(
+        key=f"{site.id}-{accession}",
+        person=person,
+        site=site,
+        collected=collected,
+        issued=issued,
+        recorded=recorded,
+        accession=accession,
+        item=item,
+    )
     if isinstance(item, LabPanel):
-        return dataclasses.replace(plan, lab=item, values=_values(rng, item, person.gender))
+        return dataclasses.replace(plan, values=_values(rng, item, person.gender))
     instances = tuple(rng.randint(*item.instances) for _ in range(rng.randint(*item.series)))
-    return dataclasses.replace(plan, imaging=item, laterality=side, instances=instances,
-                               conclusion=rng.choice(item.conclusions),
-                               with_report=rng.random() < 0.9)
+    return dataclasses.replace(
+        plan,
+        laterality=side,
+        instances=instances,
+        conclusion=rng.choice(item.conclusions),
+        with_report=rng.random() < 0.9,
+    )
 
 
 def _collected(rng: random.Random, base: datetime, days: int, lab: bool) -> datetime:
@@ -291,31 +340,53 @@ def _values(rng: random.Random, panel: LabPanel, gender: str) -> tuple[float | b
 
 def _flag(rng: random.Random, results: list[ResultPlan]) -> list[ResultPlan]:
     """Mark a few results for the less common wire shapes."""
+
     def pick(pool: list[ResultPlan], n: int) -> set[str]:
         return {r.key for r in rng.sample(pool, min(n, len(pool)))}
 
     transaction = pick(results, TRANSACTIONS)
     zoneless = pick([r for r in results if r.site.id == "H003"], ZONELESS)
-    local = pick([r for r in results if r.site.id == LOCAL_CODE_HOSPITAL and r.lab
-                  and all(a.local_code for a in r.lab.analytes)], LOCAL_CODED)
-    return [dataclasses.replace(r, transaction=r.key in transaction,
-                                zoneless=r.key in zoneless, local_codes=r.key in local)
-            for r in results]
+    local = pick(
+        [
+            r
+            for r in results
+            if r.site.id == LOCAL_CODE_HOSPITAL
+            and isinstance(r.item, LabPanel)
+            and all(a.local_code for a in r.item.analytes)
+        ],
+        LOCAL_CODED,
+    )
+    return [
+        dataclasses.replace(
+            r,
+            transaction=r.key in transaction,
+            zoneless=r.key in zoneless,
+            local_codes=r.key in local,
+        )
+        for r in results
+    ]
 
 
 # --- versions and arrival order --------------------------------------------------------
 
 
-def _revise(rng: random.Random, base: datetime,
-            results: list[ResultPlan]) -> tuple[list[Version], set[str]]:
+def _revise(
+    rng: random.Random, base: datetime, results: list[ResultPlan]
+) -> tuple[list[Version], set[str]]:
     """Version 1 of every result plus amendments and withdrawals as version 2."""
     old = [r for r in results if base - r.recorded >= timedelta(days=1)]
-    amendable = [r for r in old if r.lab and not r.lab.analytes[0].qualitative]
+    amendable = [
+        r for r in old if isinstance(r.item, LabPanel) and not r.item.analytes[0].qualitative
+    ]
     chosen = rng.sample(amendable, AMENDED + CORRECTED + 3)
-    studies = [r for r in old if r.imaging and r.key not in {c.key for c in chosen}]
+    taken = {c.key for c in chosen}
+    studies = [r for r in old if isinstance(r.item, ImagingKind) and r.key not in taken]
     chosen.append(rng.choice(studies))
-    statuses = ["amended"] * AMENDED + ["corrected"] * CORRECTED + [
-        "entered-in-error", "cancelled", "cancelled", "entered-in-error"]
+    statuses = (
+        ["amended"] * AMENDED
+        + ["corrected"] * CORRECTED
+        + ["entered-in-error", "cancelled", "cancelled", "entered-in-error"]
+    )
     versions = [Version(r, 1, "final", r.recorded, r.values) for r in results]
     for r, status in zip(chosen, statuses, strict=True):
         values, changed = r.values, None
@@ -327,13 +398,12 @@ def _revise(rng: random.Random, base: datetime,
 
 
 def _changed(rng: random.Random, r: ResultPlan, i: int) -> tuple[float | bool, ...]:
-    assert r.lab is not None
-    decimals = r.lab.analytes[i].decimals
+    decimals = r.item.analytes[i].decimals if isinstance(r.item, LabPanel) else 0
     old = float(r.values[i])
     new = float(round(old * rng.choice((0.8, 0.9, 1.1, 1.25)), decimals))
     if new == old:
-        new = float(round(old + 10.0 ** -decimals, decimals))
-    return (*r.values[:i], new, *r.values[i + 1:])
+        new = float(round(old + 10.0**-decimals, decimals))
+    return (*r.values[:i], new, *r.values[i + 1 :])
 
 
 def _later(rng: random.Random, base: datetime, after: datetime) -> datetime:
@@ -366,8 +436,9 @@ def _order(rng: random.Random, versions: list[Version], out_of_order: set[str]) 
     return slots
 
 
-def _render_valid(rng: random.Random, seed: int, slots: list[_Slot],
-                  out_of_order: set[str]) -> list[DemoMessage]:
+def _render_valid(
+    rng: random.Random, seed: int, slots: list[_Slot], out_of_order: set[str]
+) -> list[DemoMessage]:
     # The MRN alone identifies a patient only once the hospital has sent the ID number.
     seen: set[tuple[int, str]] = set()
     eligible: list[int] = []
@@ -388,8 +459,17 @@ def _render_valid(rng: random.Random, seed: int, slots: list[_Slot],
             rendered[ident] = (render(v, seed, national_id=i not in mrn_only), i in mrn_only)
         value, mrn = rendered[ident]
         note = _note(v, slot.duplicate, mrn, r.key in out_of_order)
-        messages.append(DemoMessage(r.site.id, "", routing_key(seed, r.site.id, r.person.index),
-                                    value, "indexed", None, note))
+        messages.append(
+            DemoMessage(
+                r.site.id,
+                "",
+                routing_key(seed, r.site.id, r.person.index),
+                value,
+                "indexed",
+                None,
+                note,
+            )
+        )
     return messages
 
 
@@ -409,13 +489,14 @@ def _note(v: Version, duplicate: bool, mrn_only: bool, out_of_order: bool) -> st
         extras.append("transaction bundle")
     if r.local_codes:
         extras.append("hospital-local codes")
-    if r.imaging and not r.with_report:
+    if isinstance(r.item, ImagingKind) and not r.with_report:
         extras.append("no report")
     return f"{note} ({', '.join(extras)})" if extras else note
 
 
-def _interleave(rng: random.Random, seed: int, valid: list[DemoMessage],
-                bad: list[DemoMessage]) -> tuple[DemoMessage, ...]:
+def _interleave(
+    rng: random.Random, seed: int, valid: list[DemoMessage], bad: list[DemoMessage]
+) -> tuple[DemoMessage, ...]:
     """Spread the bad messages evenly; number every message by its final position."""
     rng.shuffle(bad)
     total = len(valid) + len(bad)

@@ -14,7 +14,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from broker.demo.catalog_sample import LATERALITY, LOINC, SNOMED, ImagingKind, LabPanel
+from broker.demo.catalog_sample import (
+    LATERALITY,
+    LOINC,
+    SNOMED,
+    Analyte,
+    ImagingKind,
+    LabPanel,
+)
 
 Json = dict[str, Any]
 
@@ -92,9 +99,8 @@ class ResultPlan:
     issued: datetime
     recorded: datetime  # meta.lastUpdated of version 1
     accession: str
+    item: LabPanel | ImagingKind
     values: tuple[float | bool, ...] = ()
-    lab: LabPanel | None = None
-    imaging: ImagingKind | None = None
     laterality: str | None = None
     instances: tuple[int, ...] = ()  # per series
     conclusion: str = ""
@@ -105,11 +111,8 @@ class ResultPlan:
 
     @property
     def note(self) -> str:
-        if self.lab is not None:
-            return self.lab.note
-        assert self.imaging is not None
         side = f" {self.laterality}" if self.laterality else ""
-        return self.imaging.note + side
+        return self.item.note + side
 
 
 @dataclass(frozen=True)
@@ -122,8 +125,14 @@ class Version:
     changed: int | None = None  # analyte whose value an amendment changed
 
 
-def render(version: Version, seed: int, *, national_id: bool = True, mrn: bool = True,
-           subject: str | None = None) -> bytes:
+def render(
+    version: Version,
+    seed: int,
+    *,
+    national_id: bool = True,
+    mrn: bool = True,
+    subject: str | None = None,
+) -> bytes:
     """The Kafka value for one result version.
 
     `national_id=False` sends only the MRN; `subject` references a Patient the Bundle
@@ -134,10 +143,10 @@ def render(version: Version, seed: int, *, national_id: bool = True, mrn: bool =
     patient_url = subject or f"urn:uuid:{det_uuid(seed, 'patient', r.person.index, r.site.id)}"
     if subject is None:
         entries.append((patient_url, patient(r.person, r.site, seed, national_id, mrn)))
-    if r.lab is not None:
-        entries += _lab(version, seed, patient_url)
+    if isinstance(r.item, LabPanel):
+        entries += _lab(version, r.item, seed, patient_url)
     else:
-        entries += _imaging(version, seed, patient_url)
+        entries += _imaging(version, r.item, seed, patient_url)
     body: Json = {
         "resourceType": "Bundle",
         "id": det_uuid(seed, "bundle", r.key, version.number),
@@ -157,15 +166,26 @@ def patient(person: Person, site: Site, seed: int, national_id: bool, mrn: bool)
     if national_id:
         identifiers.append({"system": NATIONAL_ID_SYSTEM, "value": person.national_id})
     if mrn:
-        identifiers.append({"type": {"coding": [{"system": V2_0203, "code": "MR"}]},
-                            "system": site.mrn_system, "value": person.mrns[site.id]})
+        identifiers.append(
+            {
+                "type": {"coding": [{"system": V2_0203, "code": "MR"}]},
+                "system": site.mrn_system,
+                "value": person.mrns[site.id],
+            }
+        )
     return {
         "resourceType": "Patient",
         "id": det_uuid(seed, "patient", person.index, site.id),
         "meta": _meta("1", person.registered[site.id]),
         "identifier": identifiers,
-        "name": [{"use": "official", "text": person.family + person.given,
-                  "family": person.family, "given": [person.given]}],
+        "name": [
+            {
+                "use": "official",
+                "text": person.family + person.given,
+                "family": person.family,
+                "given": [person.given],
+            }
+        ],
         "gender": person.gender,
         "birthDate": person.birth_date,
     }
@@ -208,43 +228,44 @@ def _extensions(site: Site, contrast: bool = False) -> list[Json]:
     return ext
 
 
-def _report(version: Version, seed: int, patient_url: str, *, lab: bool) -> Json:
+def _report(version: Version, seed: int, patient_url: str, code: Json, *, lab: bool) -> Json:
     r = version.result
     kind = "lab-report" if lab else "imaging-report"
-    code = (_codeable(LOINC, r.lab.loinc, r.lab.display, r.lab.zh) if r.lab
-            else _codeable(LOINC, r.imaging.loinc, r.imaging.loinc_display, r.imaging.zh)
-            if r.imaging else {})
     return {
         "resourceType": "DiagnosticReport",
         "id": det_uuid(seed, "report", r.key),
         "meta": _meta(str(version.number), version.updated),
         "identifier": [{"system": f"urn:mrb:hospital:{r.site.id}:{kind}", "value": r.accession}],
         "status": version.status,
-        "category": [_codeable(V2_0074, "LAB" if lab else "RAD",
-                               "Laboratory" if lab else "Radiology")],
+        "category": [
+            _codeable(V2_0074, "LAB" if lab else "RAD", "Laboratory" if lab else "Radiology")
+        ],
         "code": code,
         "subject": {"reference": patient_url},
         "effectiveDateTime": ts(r.collected, zoned=not r.zoneless),
-        "issued": ts(r.issued),
+        # issued is when *this version* was released, so a revision moves it.
+        "issued": ts(r.issued if version.number == 1 else version.updated),
         "performer": [{"display": r.site.name}],
     }
 
 
-def _lab(version: Version, seed: int, patient_url: str) -> list[tuple[str, Json]]:
+def _lab(version: Version, panel: LabPanel, seed: int, patient_url: str) -> list[tuple[str, Json]]:
     r = version.result
-    assert r.lab is not None
-    observations = [(f"urn:uuid:{det_uuid(seed, 'obs', r.key, i)}", _observation(version, i, seed,
-                                                                             patient_url))
-                    for i in range(len(r.lab.analytes))]
-    report = _report(version, seed, patient_url, lab=True)
+    observations = [
+        (
+            f"urn:uuid:{det_uuid(seed, 'obs', r.key, i)}",
+            _observation(version, a, i, seed, patient_url),
+        )
+        for i, a in enumerate(panel.analytes)
+    ]
+    code = _codeable(LOINC, panel.loinc, panel.display, panel.zh)
+    report = _report(version, seed, patient_url, code, lab=True)
     report["result"] = [{"reference": url} for url, _ in observations]
     return [(f"urn:uuid:{report['id']}", report), *observations]
 
 
-def _observation(version: Version, i: int, seed: int, patient_url: str) -> Json:
+def _observation(version: Version, a: Analyte, i: int, seed: int, patient_url: str) -> Json:
     r = version.result
-    assert r.lab is not None
-    a = r.lab.analytes[i]
     withdrawn = version.status in ("cancelled", "entered-in-error")
     touched = version.number > 1 and (withdrawn or version.changed == i)
     obs: Json = {
@@ -266,20 +287,27 @@ def _observation(version: Version, i: int, seed: int, patient_url: str) -> Json:
     value = version.values[i]
     if a.qualitative:
         positive = bool(value)
-        obs["valueCodeableConcept"] = (_codeable(SNOMED, "10828004", "Positive", "阳性") if positive
-                                       else _codeable(SNOMED, "260385009", "Negative", "阴性"))
+        obs["valueCodeableConcept"] = (
+            _codeable(SNOMED, "10828004", "Positive", "阳性")
+            if positive
+            else _codeable(SNOMED, "260385009", "Negative", "阴性")
+        )
         if positive:
             obs["interpretation"] = [_codeable(INTERPRETATION, "POS", "Positive")]
         obs["referenceRange"] = [{"text": "阴性"}]
         return obs
-    assert isinstance(value, float)
+    value = float(value)
     low, high = a.female if a.female and r.person.gender == "female" else (a.low, a.high)
     obs["valueQuantity"] = _quantity(value, a.decimals, a.unit, a.ucum)
     if value > high or value < low:
         flag = ("H", "High") if value > high else ("L", "Low")
         obs["interpretation"] = [_codeable(INTERPRETATION, *flag)]
-    obs["referenceRange"] = [{"low": _quantity(low, a.decimals, a.unit, a.ucum),
-                              "high": _quantity(high, a.decimals, a.unit, a.ucum)}]
+    obs["referenceRange"] = [
+        {
+            "low": _quantity(low, a.decimals, a.unit, a.ucum),
+            "high": _quantity(high, a.decimals, a.unit, a.ucum),
+        }
+    ]
     return obs
 
 
@@ -288,18 +316,22 @@ def _quantity(value: float, decimals: int, unit: str, ucum: str) -> Json:
     return {"value": number, "unit": unit, "system": UCUM, "code": ucum}
 
 
-def _imaging(version: Version, seed: int, patient_url: str) -> list[tuple[str, Json]]:
+def _imaging(
+    version: Version, kind: ImagingKind, seed: int, patient_url: str
+) -> list[tuple[str, Json]]:
     r = version.result
-    kind = r.imaging
-    assert kind is not None
     modality = "CR" if kind.modality == "DX" and r.site.computed_radiography else kind.modality
     body: Json = {"system": SNOMED, "code": kind.body_code, "display": kind.body_display}
     side = LATERALITY.get(r.laterality or "")
     series = []
     for n, count in enumerate(r.instances, start=1):
-        s: Json = {"uid": dicom_uid(seed, "series", r.key, n), "number": n,
-                   "modality": {"system": DCM, "code": modality},
-                   "numberOfInstances": count, "bodySite": body}
+        s: Json = {
+            "uid": dicom_uid(seed, "series", r.key, n),
+            "number": n,
+            "modality": {"system": DCM, "code": modality},
+            "numberOfInstances": count,
+            "bodySite": body,
+        }
         if side:
             s["laterality"] = {"system": SNOMED, "code": side[0], "display": side[1]}
         series.append(s)
@@ -314,8 +346,11 @@ def _imaging(version: Version, seed: int, patient_url: str) -> list[tuple[str, J
     study |= {
         "identifier": [
             {"system": "urn:dicom:uid", "value": "urn:oid:" + dicom_uid(seed, "study", r.key)},
-            {"type": {"coding": [{"system": V2_0203, "code": "ACSN"}]},
-             "system": f"urn:mrb:hospital:{r.site.id}:accession", "value": r.accession},
+            {
+                "type": {"coding": [{"system": V2_0203, "code": "ACSN"}]},
+                "system": f"urn:mrb:hospital:{r.site.id}:accession",
+                "value": r.accession,
+            },
         ],
         "status": version.status if withdrawn else "available",
         "modality": [{"system": DCM, "code": modality}],
@@ -323,15 +358,19 @@ def _imaging(version: Version, seed: int, patient_url: str) -> list[tuple[str, J
         "started": ts(r.collected, zoned=not r.zoneless),
         "numberOfSeries": len(series),
         "numberOfInstances": sum(r.instances),
-        "procedureCode": [{"coding": [{"system": LOINC, "code": kind.loinc,
-                                       "display": kind.loinc_display}],
-                           "text": (side[2] if side else "") + kind.zh}],
+        "procedureCode": [
+            {
+                "coding": [{"system": LOINC, "code": kind.loinc, "display": kind.loinc_display}],
+                "text": (side[2] if side else "") + kind.zh,
+            }
+        ],
         "series": series,
     }
     study_url = f"urn:uuid:{study['id']}"
     if not r.with_report:
         return [(study_url, study)]
-    report = _report(version, seed, patient_url, lab=False)
+    code = _codeable(LOINC, kind.loinc, kind.loinc_display, kind.zh)
+    report = _report(version, seed, patient_url, code, lab=False)
     report["imagingStudy"] = [{"reference": study_url}]
     report["conclusion"] = r.conclusion
     return [(study_url, study), (f"urn:uuid:{report['id']}", report)]

@@ -81,7 +81,9 @@ def interim_decision(results: list[PriorResult]) -> Interim:
     ordered = newest_first(results)
     if not ordered:
         return Interim(
-            "NO_PRIOR_RESULT", None, (),
+            "NO_PRIOR_RESULT",
+            None,
+            (),
             "No prior result for this item from any hospital.",
             "各医院均无该项目的既往结果。",
         )
@@ -91,7 +93,9 @@ def interim_decision(results: list[PriorResult]) -> Interim:
         others = tuple(r for r in ordered if r is not best)
         day = best.effective.date().isoformat() if best.effective else "an unknown date"
         return Interim(
-            "NOT_IN_CATALOG", best, others,
+            "NOT_IN_CATALOG",
+            best,
+            others,
             f"A {best.status} result from {best.hospital} dated {day} exists, but no item "
             "catalog qualifies it for recognition yet; review it before ordering.",
             f"{best.hospital} 于 {day} 有{best.status}结果，但项目目录尚未收录该项目，"
@@ -100,13 +104,17 @@ def interim_decision(results: list[PriorResult]) -> Interim:
     if any(not r.withdrawn for r in ordered):
         best = next(r for r in ordered if not r.withdrawn)
         return Interim(
-            "PRELIMINARY", best, tuple(r for r in ordered if r is not best),
+            "PRELIMINARY",
+            best,
+            tuple(r for r in ordered if r is not best),
             f"The only prior results are preliminary (status {best.item_status}); "
             "a preliminary result is never recognised.",
             f"既往结果仅为初步报告（状态 {best.item_status}），初步结果不予互认。",
         )
     return Interim(
-        "WITHDRAWN", None, tuple(ordered),
+        "WITHDRAWN",
+        None,
+        tuple(ordered),
         "Every prior result for this item was withdrawn (cancelled or entered in error).",
         "该项目的既往结果均已撤回（取消或录入错误）。",
     )

@@ -58,7 +58,7 @@ class PatientRef:
     @property
     def link_keys(self) -> tuple[PatientIdentifier, ...]:
         keys = self.identifiers
-        return keys + (self.resource_key,) if self.resource_key is not None else keys
+        return (*keys, self.resource_key) if self.resource_key is not None else keys
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from fhir.resources.R4B import get_fhir_model_class as r4_model
 from fhir.resources.STU3 import get_fhir_model_class as stu3_model
 from pydantic import ValidationError
 
-from broker.domain.rejections import Rejected, RejectCode
+from broker.domain.rejections import RejectCode, Rejected
 
 Resource = dict[str, Any]
 

@@ -20,7 +20,7 @@ from broker.domain.identifiers import (
     normalise,
     patient_resource_key,
 )
-from broker.domain.rejections import Rejected, RejectCode
+from broker.domain.rejections import RejectCode, Rejected
 from broker.domain.results import (
     Coding,
     ExtractedResult,
@@ -84,7 +84,9 @@ def extract_results(
 
     results: list[ExtractedResult] = []
     for study in studies:
-        results.append(_imaging(study, study_reports.get(id(study)), index, hospital, zone, aliases))
+        results.append(
+            _imaging(study, study_reports.get(id(study)), index, hospital, zone, aliases)
+        )
     attached = {id(r) for r in study_reports.values()}
     for report in reports:
         if id(report) not in attached:
@@ -108,10 +110,7 @@ def extract_results(
             "message holds no DiagnosticReport, Observation or ImagingStudy "
             f"(found: {', '.join(present) or 'nothing'})",
         )
-    ignored = sorted(
-        {str(e.resource.get("resourceType")) for e in index.entries}
-        - IN_SCOPE
-    )
+    ignored = sorted({str(e.resource.get("resourceType")) for e in index.entries} - IN_SCOPE)
     return ParsedMessage(tuple(results), patients, tuple(ignored))
 
 
@@ -142,8 +141,16 @@ def _report(
         else ResultKind.LAB
     )
     return _result(
-        kind, report, members, items, clock, index, hospital, aliases,
-        effective=_effective(report, clock, where), issued=clock.at(report.get("issued"), where),
+        kind,
+        report,
+        members,
+        items,
+        clock,
+        index,
+        hospital,
+        aliases,
+        effective=_effective(report, clock, where),
+        issued=clock.at(report.get("issued"), where),
     )
 
 
@@ -156,8 +163,16 @@ def _lone_observation(
     items += [_observation_item(m, clock, obs) for m in members]
     where = _where(obs)
     return _result(
-        ResultKind.LAB, obs, members, items, clock, index, hospital, aliases,
-        effective=_effective(obs, clock, where), issued=clock.at(obs.get("issued"), where),
+        ResultKind.LAB,
+        obs,
+        members,
+        items,
+        clock,
+        index,
+        hospital,
+        aliases,
+        effective=_effective(obs, clock, where),
+        issued=clock.at(obs.get("issued"), where),
     )
 
 
@@ -182,38 +197,75 @@ def _imaging(
     seen: set[tuple[str | None, Coding | None, Coding | None]] = set()
     for series in study.get("series") or []:
         modality = _coding(series.get("modality"))
-        part = (modality.code if modality else None, _coding(series.get("bodySite")),
-                _first_coding(series.get("laterality")))
+        part = (
+            modality.code if modality else None,
+            _coding(series.get("bodySite")),
+            _first_coding(series.get("laterality")),
+        )
         if part in seen:
             continue
         seen.add(part)
-        items.append(ResultItem(
-            resource_type="ImagingStudy", resource_id=study.get("id"), codings=procedure,
-            status=status, effective=started, summary=summary or _imaging_summary(*part),
-            modality=part[0], body_site=part[1], laterality=part[2], contrast=contrast,
-            recognition_mark=mark,
-        ))
+        items.append(
+            ResultItem(
+                resource_type="ImagingStudy",
+                resource_id=study.get("id"),
+                codings=procedure,
+                status=status,
+                effective=started,
+                summary=summary or _imaging_summary(*part),
+                modality=part[0],
+                body_site=part[1],
+                laterality=part[2],
+                contrast=contrast,
+                recognition_mark=mark,
+            )
+        )
     if not items:  # a study announced before its series arrive still says what it is
-        for modality_code in study_modalities or [None]:
-            items.append(ResultItem(
-                resource_type="ImagingStudy", resource_id=study.get("id"), codings=procedure,
-                status=status, effective=started, summary=summary or (modality_code or "study"),
-                modality=modality_code, contrast=contrast, recognition_mark=mark,
-            ))
+        modalities: list[str | None] = list(study_modalities) or [None]
+        for modality_code in modalities:
+            items.append(
+                ResultItem(
+                    resource_type="ImagingStudy",
+                    resource_id=study.get("id"),
+                    codings=procedure,
+                    status=status,
+                    effective=started,
+                    summary=summary or (modality_code or "study"),
+                    modality=modality_code,
+                    contrast=contrast,
+                    recognition_mark=mark,
+                )
+            )
     members: list[Resource] = []
     if report is not None:
         members = [report]
         rep = _report_item(report, clock, _where(report))
-        items.append(ResultItem(
-            resource_type="DiagnosticReport", resource_id=rep.resource_id, codings=rep.codings,
-            status=rep.status, effective=started or rep.effective, summary=rep.summary,
-            modality=items[0].modality, body_site=items[0].body_site,
-            laterality=items[0].laterality, contrast=contrast,
-            recognition_mark=rep.recognition_mark or mark,
-        ))
+        items.append(
+            ResultItem(
+                resource_type="DiagnosticReport",
+                resource_id=rep.resource_id,
+                codings=rep.codings,
+                status=rep.status,
+                effective=started or rep.effective,
+                summary=rep.summary,
+                modality=items[0].modality,
+                body_site=items[0].body_site,
+                laterality=items[0].laterality,
+                contrast=contrast,
+                recognition_mark=rep.recognition_mark or mark,
+            )
+        )
     return _result(
-        ResultKind.IMAGING, study, members, items, clock, index, hospital, aliases,
-        effective=started, issued=clock.at(report.get("issued"), _where(report)) if report else None,
+        ResultKind.IMAGING,
+        study,
+        members,
+        items,
+        clock,
+        index,
+        hospital,
+        aliases,
+        effective=started,
+        issued=clock.at(report.get("issued"), _where(report)) if report else None,
     )
 
 
@@ -470,7 +522,9 @@ def _text_of_list(concepts: object) -> str | None:
 
 def _imaging_summary(modality: str | None, site: Coding | None, side: Coding | None) -> str:
     parts: Iterable[str | None] = (
-        modality, site.display or site.code if site else None, side.display if side else None
+        modality,
+        site.display or site.code if site else None,
+        side.display if side else None,
     )
     return " ".join(p for p in parts if p) or "imaging study"
 

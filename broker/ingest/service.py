@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import logging
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -16,7 +17,7 @@ from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from broker.domain.identifiers import DEFAULT_SYSTEM_ALIASES
-from broker.domain.rejections import Rejected, RejectCode
+from broker.domain.rejections import RejectCode, Rejected
 from broker.domain.results import ParsedMessage
 from broker.domain.versions import VersionOutcome
 from broker.ingest.parse import ParseLimits, parse_message
@@ -110,8 +111,7 @@ class IngestService:
         hospital = message.header(HEADER_HOSPITAL)
         message_id = message.header(HEADER_MESSAGE_ID)
         try:
-            message_id = _check_headers(hospital, message_id, registry)
-            assert hospital is not None
+            hospital, message_id = _check_headers(hospital, message_id, registry)
             if message_id in seen_in_batch or await _already_indexed(session, message_id):
                 return Processed(message, Outcome.DUPLICATE, message_id, hospital)
             zone = ZoneInfo(registry[hospital].timezone or self._default_zone)
@@ -126,7 +126,9 @@ class IngestService:
             for attempt in (1, 2):
                 try:
                     async with session.begin_nested():
-                        processed = await self._index(session, message, hospital, message_id, parsed)
+                        processed = await self._index(
+                            session, message, hospital, message_id, parsed
+                        )
                     seen_in_batch.add(message_id)
                     return processed
                 except IntegrityError:
@@ -141,7 +143,11 @@ class IngestService:
         except Exception:
             logger.exception("unexpected failure indexing message %s", message_id)
             return await self._reject(
-                session, message, hospital, message_id, RejectCode.PROCESSING_FAILED,
+                session,
+                message,
+                hospital,
+                message_id,
+                RejectCode.PROCESSING_FAILED,
                 "the broker could not process this message; it logged the cause",
             )
 
@@ -173,8 +179,12 @@ class IngestService:
         counts: dict[str, int] = {}
         for r, person_id in zip(parsed.results, person_ids, strict=True):
             outcome = await results.store(
-                r, hospital=hospital, person_id=person_id, message_id=message_id,
-                payload_id=payload_id, received_at=now,
+                r,
+                hospital=hospital,
+                person_id=person_id,
+                message_id=message_id,
+                payload_id=payload_id,
+                received_at=now,
             )
             counts[outcome.value] = counts.get(outcome.value, 0) + 1
         all_duplicates = bool(parsed.results) and counts.get(VersionOutcome.DUPLICATE.value) == len(
@@ -182,11 +192,17 @@ class IngestService:
         )
         status = Outcome.DUPLICATE if all_duplicates else Outcome.INDEXED
         await session.execute(
-            inbox.insert().values(
-                message_id=message_id, hospital_id=hospital, outcome=status.value,
-                results=len(parsed.results), topic=message.topic, partition=message.partition,
-                offset=message.offset, processed_at=now,
-            )
+            inbox.insert(),
+            dict(
+                message_id=message_id,
+                hospital_id=hospital,
+                outcome=status.value,
+                results=len(parsed.results),
+                topic=message.topic,
+                partition=message.partition,
+                offset=message.offset,
+                processed_at=now,
+            ),
         )
         return Processed(
             message, status, message_id, hospital, results=len(parsed.results), versions=counts
@@ -203,15 +219,21 @@ class IngestService:
         # The bytes as received, sealed: never a re-serialised model (DESIGN.md).
         sealed = self._cipher.seal(message.value, associated=message_id.encode())
         inserted = await session.execute(
-            payload.insert().values(
-                message_id=message_id, hospital_id=hospital,
+            payload.insert().returning(payload.c.id),
+            dict(
+                message_id=message_id,
+                hospital_id=hospital,
                 content_type=message.header(HEADER_CONTENT_TYPE),
-                sha256=hashlib.sha256(message.value).hexdigest(), size=len(message.value),
-                key_id=sealed.key_id, algorithm=sealed.algorithm, nonce=sealed.nonce,
-                ciphertext=sealed.ciphertext, received_at=now,
-            )
+                sha256=hashlib.sha256(message.value).hexdigest(),
+                size=len(message.value),
+                key_id=sealed.key_id,
+                algorithm=sealed.algorithm,
+                nonce=sealed.nonce,
+                ciphertext=sealed.ciphertext,
+                received_at=now,
+            ),
         )
-        return int(inserted.inserted_primary_key[0])
+        return int(inserted.scalar_one())
 
     async def _reject(
         self,
@@ -224,21 +246,26 @@ class IngestService:
     ) -> Processed:
         async with session.begin_nested():
             await session.execute(
-                rejection.insert().values(
+                rejection.insert(),
+                dict(
                     message_id=(message_id or "")[:64] or None,
                     hospital_id=(hospital or "")[:64] or None,
-                    code=code.value, detail=detail, topic=message.topic,
-                    partition=message.partition, offset=message.offset,
+                    code=code.value,
+                    detail=detail,
+                    topic=message.topic,
+                    partition=message.partition,
+                    offset=message.offset,
                     rejected_at=datetime.now(UTC),
-                )
+                ),
             )
         logger.info("rejected message %s from %s: %s", message_id, hospital, code.value)
         return Processed(message, Outcome.REJECTED, message_id, hospital, code, detail)
 
 
 def _check_headers(
-    hospital: str | None, message_id: str | None, registry: dict[str, object]
-) -> str:
+    hospital: str | None, message_id: str | None, registry: Mapping[str, object]
+) -> tuple[str, str]:
+    """The hospital and canonical message id, or Rejected naming the broken header."""
     if not hospital:
         raise Rejected(RejectCode.MISSING_HEADER, f"header {HEADER_HOSPITAL} is missing")
     if not message_id:
@@ -254,7 +281,7 @@ def _check_headers(
             RejectCode.UNKNOWN_HOSPITAL,
             f"hospital {hospital[:64]!r} is not registered; register it with `mrb hospital add`",
         )
-    return canonical
+    return hospital, canonical
 
 
 async def _already_indexed(session: AsyncSession, message_id: str) -> bool:

@@ -6,7 +6,7 @@ import json
 import re
 from typing import Any
 
-from broker.domain.rejections import Rejected, RejectCode
+from broker.domain.rejections import RejectCode, Rejected
 
 _UTF8_BOM = b"\xef\xbb\xbf"
 # A whole string literal (skipped) or one bracket.
@@ -43,7 +43,9 @@ def decode_json(value: bytes, *, max_bytes: int, max_depth: int) -> dict[str, An
             f"{exc.msg} at line {exc.lineno} column {exc.colno}",
         ) from None
     if not isinstance(doc, dict) or not isinstance(doc.get("resourceType"), str):
-        raise Rejected(RejectCode.NOT_FHIR, "value is JSON but not a FHIR resource (no resourceType)")
+        raise Rejected(
+            RejectCode.NOT_FHIR, "value is JSON but not a FHIR resource (no resourceType)"
+        )
     return doc
 
 

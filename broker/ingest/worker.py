@@ -52,12 +52,14 @@ class IngestWorker:
         group_id: str,
         max_records: int = 500,
         retry_seconds: float = 2.0,
+        session_timeout_ms: int = 10_000,
     ) -> None:
         self._service = service
         self._bootstrap = bootstrap
         self._group_id = group_id
         self._max_records = max_records
         self._retry_seconds = retry_seconds
+        self._session_timeout_ms = session_timeout_ms
         self.stats = WorkerStats()
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -69,6 +71,8 @@ class IngestWorker:
             auto_offset_reset="earliest",
             max_partition_fetch_bytes=FETCH_BYTES,
             fetch_max_bytes=FETCH_BYTES,
+            session_timeout_ms=self._session_timeout_ms,
+            heartbeat_interval_ms=max(100, self._session_timeout_ms // 4),
         )
         producer = AIOKafkaProducer(
             bootstrap_servers=self._bootstrap,
@@ -137,7 +141,7 @@ class IngestWorker:
 
 
 def _inbound(record: ConsumerRecord[bytes, bytes]) -> InboundMessage:
-    headers = {k: v for k, v in record.headers}
+    headers = dict(record.headers)
     return InboundMessage(
         value=record.value or b"",
         headers=headers,

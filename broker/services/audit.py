@@ -32,8 +32,14 @@ async def record_read(
 ) -> None:
     await session.execute(
         audit_event.insert().values(
-            at=datetime.now(UTC), actor=actor.name, role=actor.role,
-            hospital_id=actor.hospital, action=action, purpose=purpose,
-            patient_pseudonym=patient_pseudonym, person_id=person_id, detail=detail,
+            at=datetime.now(UTC),
+            actor=actor.name,
+            role=actor.role,
+            hospital_id=actor.hospital,
+            action=action,
+            purpose=purpose,
+            patient_pseudonym=patient_pseudonym,
+            person_id=person_id,
+            detail=detail,
         )
     )

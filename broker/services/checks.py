@@ -62,7 +62,8 @@ async def run_check(
     async with sessions() as session, session.begin():
         if await hospitals.get(session, request.ordering_hospital) is None:
             raise CheckRefused(
-                404, "Unknown ordering hospital",
+                404,
+                "Unknown ordering hospital",
                 f"hospital {request.ordering_hospital!r} is not registered",
             )
         try:
@@ -86,15 +87,22 @@ async def run_check(
         check_id = str(uuid.uuid4())
         await session.execute(
             recognition_check.insert().values(
-                id=check_id, created_at=datetime.now(UTC),
-                ordering_hospital=request.ordering_hospital, person_id=person_id,
-                order_time=request.order_time, emergency=request.emergency,
+                id=check_id,
+                created_at=datetime.now(UTC),
+                ordering_hospital=request.ordering_hospital,
+                person_id=person_id,
+                order_time=request.order_time,
+                emergency=request.emergency,
                 items=[_stored(a) for a in answers],
             )
         )
         await record_read(
-            session, actor, action="recognition-check", purpose="order-entry",
-            patient_pseudonym=pseudonym, person_id=person_id,
+            session,
+            actor,
+            action="recognition-check",
+            purpose="order-entry",
+            patient_pseudonym=pseudonym,
+            person_id=person_id,
             detail={"check_id": check_id, "items": len(answers)},
         )
     return CheckAnswer(check_id, tuple(answers))
@@ -104,7 +112,9 @@ def _stored(a: ItemAnswer) -> dict[str, Any]:
     r = a.requested
     return {
         "requested": {
-            "system": r.system, "code": r.code, "modality": r.modality,
+            "system": r.system,
+            "code": r.code,
+            "modality": r.modality,
             "body_site": r.body_site.code if r.body_site else None,
         },
         "decision": a.answer.decision,

@@ -26,9 +26,7 @@ class People:
         found = await self._people_of([self._pseudonyms.of(identifier)])
         return found[0] if found else None
 
-    async def link(
-        self, identifiers: Sequence[PatientIdentifier], *, create: bool
-    ) -> str | None:
+    async def link(self, identifiers: Sequence[PatientIdentifier], *, create: bool) -> str | None:
         """Link every identifier to one person and return its id.
 
         Identifiers already linked to different people prove those are one person:
@@ -36,22 +34,18 @@ class People:
         it). With nothing linked yet, a person is created only when `create` is set.
         """
         pseudonyms = {self._pseudonyms.of(i): i for i in identifiers}
-        people = await self._people_of(list(pseudonyms))
+        people, known = await self._lookup(list(pseudonyms))
         if not people:
             if not create:
                 return None
             person_id = str(uuid.uuid4())
             await self._session.execute(
-                person.insert().values(id=person_id, created_at=datetime.now(UTC))
+                person.insert(), dict(id=person_id, created_at=datetime.now(UTC))
             )
         else:
             person_id = people[0]
             if len(people) > 1:
                 await self._merge(person_id, people[1:])
-        rows = await self._session.execute(
-            select(person_link.c.pseudonym).where(person_link.c.pseudonym.in_(list(pseudonyms)))
-        )
-        known = {r[0] for r in rows}
         now = datetime.now(UTC)
         new = [
             {
@@ -69,19 +63,24 @@ class People:
         return person_id
 
     async def _people_of(self, pseudonyms: list[str]) -> list[str]:
-        """Surviving people linked to any pseudonym, oldest first."""
+        return (await self._lookup(pseudonyms))[0]
+
+    async def _lookup(self, pseudonyms: list[str]) -> tuple[list[str], set[str]]:
+        """Surviving people linked to any pseudonym (oldest first), and the known pseudonyms."""
         rows = await self._session.execute(
-            select(person.c.id, person.c.merged_into, person.c.created_at)
-            .join(person_link, person_link.c.person_id == person.c.id)
+            select(person_link.c.pseudonym, person.c.id, person.c.merged_into)
+            .join(person, person_link.c.person_id == person.c.id)
             .where(person_link.c.pseudonym.in_(pseudonyms))
             .order_by(person.c.created_at, person.c.id)
         )
-        out: list[str] = []
-        for pid, merged_into, _ in rows:
+        people: list[str] = []
+        known: set[str] = set()
+        for pseudonym, pid, merged_into in rows:
+            known.add(pseudonym)
             survivor = merged_into or pid
-            if survivor not in out:
-                out.append(survivor)
-        return out
+            if survivor not in people:
+                people.append(survivor)
+        return people, known
 
     async def _merge(self, survivor: str, others: list[str]) -> None:
         for table in (person_link, result, result_item):

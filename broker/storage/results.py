@@ -31,40 +31,52 @@ class Results:
         received_at: datetime,
     ) -> VersionOutcome:
         """Store one version; return whether it became current, was older, or a replay."""
-        row = (
+        rows = (
             await self._session.execute(
-                select(result.c.id, result.c.versions).where(
-                    result.c.hospital_id == hospital, result.c.business_id == r.business_id
+                select(
+                    result.c.id,
+                    result_version.c.source_time,
+                    result_version.c.version_number,
+                    result_version.c.content_hash,
+                    result_version.c.is_current,
                 )
+                .join(result_version, result_version.c.result_id == result.c.id)
+                .where(result.c.hospital_id == hospital, result.c.business_id == r.business_id)
             )
-        ).first()
-        if row is None:
+        ).all()
+        if not rows:
             result_id = str(uuid.uuid4())
             await self._session.execute(
-                result.insert().values(
+                result.insert(),
+                dict(
                     id=result_id,
                     hospital_id=hospital,
                     business_id=r.business_id,
-                    versions=0,
-                    current_version=0,
                     **self._current_fields(r, person_id, received_at),
-                )
+                ),
             )
-            outcome, versions = VersionOutcome.CURRENT, 0
+            outcome = VersionOutcome.CURRENT
         else:
-            result_id, versions = row
-            outcome = place_version(r.version, r.content_hash, await self._versions(result_id))
+            result_id = rows[0][0]
+            stored = [StoredVersion(VersionKey(t, n), h, c) for _, t, n, h, c in rows]
+            outcome = place_version(r.version, r.content_hash, stored)
             if outcome is VersionOutcome.DUPLICATE:
                 return outcome
+            if outcome is VersionOutcome.CURRENT:
+                await self._session.execute(
+                    update(result_version)
+                    .where(result_version.c.result_id == result_id)
+                    .values(is_current=False)
+                )
+                await self._session.execute(
+                    update(result)
+                    .where(result.c.id == result_id)
+                    .values(**self._current_fields(r, person_id, received_at))
+                )
         is_current = outcome is VersionOutcome.CURRENT
-        if is_current:
-            await self._session.execute(
-                update(result_version)
-                .where(result_version.c.result_id == result_id)
-                .values(is_current=False)
-            )
-        inserted = await self._session.execute(
-            result_version.insert().values(
+        await self._session.execute(
+            result_version.insert(),
+            dict(
                 result_id=result_id,
                 message_id=message_id,
                 payload_id=payload_id,
@@ -75,26 +87,11 @@ class Results:
                 status=r.status,
                 is_current=is_current,
                 received_at=received_at,
-            )
+            ),
         )
-        values: dict[str, Any] = {"versions": versions + 1}
         if is_current:
-            values.update(self._current_fields(r, person_id, received_at))
-            values["current_version"] = inserted.inserted_primary_key[0]
-            await self._replace_items(result_id, hospital, person_id, r.items)
-        await self._session.execute(update(result).where(result.c.id == result_id).values(**values))
+            await self._replace_items(result_id, hospital, person_id, r.items, fresh=not rows)
         return outcome
-
-    async def _versions(self, result_id: str) -> list[StoredVersion]:
-        rows = await self._session.execute(
-            select(
-                result_version.c.source_time,
-                result_version.c.version_number,
-                result_version.c.content_hash,
-                result_version.c.is_current,
-            ).where(result_version.c.result_id == result_id)
-        )
-        return [StoredVersion(VersionKey(t, n), h, c) for t, n, h, c in rows]
 
     @staticmethod
     def _current_fields(r: ExtractedResult, person_id: str, now: datetime) -> dict[str, Any]:
@@ -111,9 +108,18 @@ class Results:
         }
 
     async def _replace_items(
-        self, result_id: str, hospital: str, person_id: str, items: tuple[ResultItem, ...]
+        self,
+        result_id: str,
+        hospital: str,
+        person_id: str,
+        items: tuple[ResultItem, ...],
+        *,
+        fresh: bool,
     ) -> None:
-        await self._session.execute(delete(result_item).where(result_item.c.result_id == result_id))
+        if not fresh:
+            await self._session.execute(
+                delete(result_item).where(result_item.c.result_id == result_id)
+            )
         rows = [
             _item_row(result_id, hospital, person_id, item, coding)
             for item in items

@@ -45,9 +45,10 @@ class UTCDateTime(TypeDecorator[datetime]):
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
-        if value.tzinfo is None:
-            return value.replace(tzinfo=UTC)
-        return value.astimezone(UTC)
+        stored: datetime = value
+        if stored.tzinfo is None:  # SQLite keeps no zone; we only ever write UTC
+            return stored.replace(tzinfo=UTC)
+        return stored.astimezone(UTC)
 
 
 # Explicit constraint names so Alembic migrations are identical on both databases.
@@ -146,8 +147,6 @@ result = Table(
     Column("issued", UTCDateTime, nullable=True),
     Column("summary", Text, nullable=False),
     Column("timezone_assumed", Boolean, nullable=False),
-    Column("current_version", Integer, nullable=False),
-    Column("versions", Integer, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     UniqueConstraint("hospital_id", "business_id", name="uq_result_identity"),
 )

@@ -15,6 +15,7 @@ from fhir.resources.R4B import get_fhir_model_class
 from fhir.resources.R4B.bundle import Bundle
 from pydantic import ValidationError
 
+from broker.demo.catalog_sample import LAB_PANELS
 from broker.demo.dataset import (
     NATIONAL_ID_SYSTEM,
     RECOGNITION_MARK_URL,
@@ -29,9 +30,16 @@ from broker.domain.rejections import RejectCode
 CST = timezone(timedelta(hours=8))
 NOW = datetime(2026, 5, 20, 9, 41, 17, tzinfo=CST)
 CODES = {
-    "MALFORMED_JSON", "NOT_FHIR", "UNSUPPORTED_RESOURCE_TYPE", "PATIENT_NOT_IDENTIFIED",
-    "UNKNOWN_HOSPITAL", "INVALID_ENCODING", "NESTING_TOO_DEEP", "MESSAGE_TOO_LARGE",
-    "UNSUPPORTED_FHIR_VERSION", "INVALID_PATIENT_IDENTIFIER",
+    "MALFORMED_JSON",
+    "NOT_FHIR",
+    "UNSUPPORTED_RESOURCE_TYPE",
+    "PATIENT_NOT_IDENTIFIED",
+    "UNKNOWN_HOSPITAL",
+    "INVALID_ENCODING",
+    "NESTING_TOO_DEEP",
+    "MESSAGE_TOO_LARGE",
+    "UNSUPPORTED_FHIR_VERSION",
+    "INVALID_PATIENT_IDENTIFIER",
 }
 ZONELESS = re.compile(r'"(effectiveDateTime|started)":"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)"')
 DATETIME = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)")
@@ -65,13 +73,19 @@ def result_identity(message: DemoMessage) -> str:
 
 
 def national_ids(message: DemoMessage) -> list[str]:
-    return [i["value"] for p in of_type(message, "Patient") for i in p["identifier"]
-            if i.get("system") == NATIONAL_ID_SYSTEM]
+    return [
+        i["value"]
+        for p in of_type(message, "Patient")
+        for i in p["identifier"]
+        if i.get("system") == NATIONAL_ID_SYSTEM
+    ]
 
 
 def valid_id(number: str) -> bool:
-    return bool(re.fullmatch(r"\d{17}[\dX]", number)) and \
-        resident_id_check_digit(number[:17]) == number[17]
+    return (
+        bool(re.fullmatch(r"\d{17}[\dX]", number))
+        and resident_id_check_digit(number[:17]) == number[17]
+    )
 
 
 # --- determinism ------------------------------------------------------------------------
@@ -95,8 +109,11 @@ def test_different_now_only_moves_dates(data: DemoDataset) -> None:
 
     assert len(later.messages) == len(data.messages)
     for before, after in zip(data.messages, later.messages, strict=True):
-        assert (after.message_id, after.key, after.note) == \
-            (before.message_id, before.key, before.note)
+        assert (after.message_id, after.key, after.note) == (
+            before.message_id,
+            before.key,
+            before.note,
+        )
         if before.expect_code in ("INVALID_ENCODING", "NESTING_TOO_DEEP"):
             assert after.value == before.value
             continue
@@ -126,15 +143,17 @@ def test_counts_and_codes(data: DemoDataset) -> None:
     assert len({p.national_id for p in data.patients}) == 240
     registered = {h.id for h in data.hospitals}
     codes = Counter(m.expect_code for m in data.messages if m.expect == "rejected")
-    assert set(codes) == CODES and set(codes.values()) == {1}
+    assert set(codes) == CODES
+    assert set(codes.values()) == {1}
     assert {c.value for c in RejectCode} >= CODES
     for m in data.messages:
         assert m.expect in ("indexed", "rejected")
         assert (m.expect_code is None) == (m.expect == "indexed")
         assert (m.hospital == "H999") == (m.expect_code == "UNKNOWN_HOSPITAL")
         assert m.hospital in registered or m.hospital == "H999"
-        assert m.content_type.endswith("fhirVersion=3.0") == \
-            (m.expect_code == "UNSUPPORTED_FHIR_VERSION")
+        assert m.content_type.endswith("fhirVersion=3.0") == (
+            m.expect_code == "UNSUPPORTED_FHIR_VERSION"
+        )
     assert len(indexed(data)) >= 600
 
 
@@ -159,7 +178,7 @@ def test_check_digit_of_known_ids(number: str) -> None:
 
 
 def test_check_digit_rejects_bad_input() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="17 digits"):
         resident_id_check_digit("1234")
 
 
@@ -229,8 +248,7 @@ def test_indexed_messages_are_valid_r4(data: DemoDataset) -> None:
             zoneless += 1
             with pytest.raises(ValidationError) as err:
                 validate(m.value)
-            assert all(e["loc"][-1] in ("effectiveDateTime", "started")
-                       for e in err.value.errors())
+            assert all(e["loc"][-1] in ("effectiveDateTime", "started") for e in err.value.errors())
             text = ZONELESS.sub(r'"\1":"\2+08:00"', text)
         else:
             assert not ZONELESS.search(text)
@@ -248,18 +266,21 @@ def test_bundle_shape(data: DemoDataset) -> None:
         assert kinds["Patient"] == 1
         if kinds["ImagingStudy"]:
             assert set(kinds) <= {"Patient", "ImagingStudy", "DiagnosticReport"}
-            assert kinds["ImagingStudy"] == 1 and kinds["DiagnosticReport"] <= 1
+            assert kinds["ImagingStudy"] == 1
+            assert kinds["DiagnosticReport"] <= 1
         else:
             assert set(kinds) == {"Patient", "DiagnosticReport", "Observation"}
             assert kinds["DiagnosticReport"] == 1
         for entry in bundle["entry"]:
             r = entry["resource"]
             assert entry["fullUrl"] == f"urn:uuid:{r['id']}"
-            assert r["meta"]["versionId"] in ("1", "2") and r["meta"]["lastUpdated"]
+            assert r["meta"]["versionId"] in ("1", "2")
+            assert r["meta"]["lastUpdated"]
             if bundle["type"] == "transaction":
                 assert entry["request"]["method"] == "PUT"
         references = re.findall(r'"reference":"([^"]+)"', m.value.decode())
-        assert references and set(references) <= urls
+        assert references
+        assert set(references) <= urls
 
 
 def test_timestamps_are_china_time_and_in_the_past(data: DemoDataset) -> None:
@@ -276,10 +297,18 @@ def test_timestamps_are_china_time_and_in_the_past(data: DemoDataset) -> None:
 def test_lab_content(data: DemoDataset) -> None:
     marks = {"H001": "全国HR", "H002": "全国HR", "H003": "泸州HR", "H004": "苏HR"}
     local = 0
+    panels = {
+        c["code"]
+        for m in indexed(data)
+        for r in of_type(m, "DiagnosticReport")
+        for c in r["code"]["coding"]
+    }
+    assert {p.loinc for p in LAB_PANELS} <= panels
     for m in indexed(data):
         for obs in of_type(m, "Observation"):
-            assert obs["extension"] == [{"url": RECOGNITION_MARK_URL,
-                                         "valueString": marks[m.hospital]}]
+            assert obs["extension"] == [
+                {"url": RECOGNITION_MARK_URL, "valueString": marks[m.hospital]}
+            ]
             system = obs["code"]["coding"][0]["system"]
             if system != "http://loinc.org":
                 assert (m.hospital, system) == ("H002", "urn:mrb:hospital:H002:lab-code")
@@ -288,12 +317,12 @@ def test_lab_content(data: DemoDataset) -> None:
                 assert obs["valueQuantity"]["system"] == "http://unitsofmeasure.org"
                 assert obs["referenceRange"][0]["low"]["unit"] == obs["valueQuantity"]["unit"]
             else:
-                assert obs["valueCodeableConcept"]["coding"][0]["code"] in ("10828004",
-                                                                          "260385009")
+                assert obs["valueCodeableConcept"]["coding"][0]["code"] in ("10828004", "260385009")
         for report in of_type(m, "DiagnosticReport"):
             assert report["identifier"][0]["system"] in (
                 f"urn:mrb:hospital:{m.hospital}:lab-report",
-                f"urn:mrb:hospital:{m.hospital}:imaging-report")
+                f"urn:mrb:hospital:{m.hospital}:imaging-report",
+            )
             assert report["performer"][0]["display"]
     assert 4 <= local <= 40
 
@@ -308,18 +337,26 @@ def test_imaging_content(data: DemoDataset) -> None:
             modality = study["modality"][0]["code"]
             site = study["series"][0]["bodySite"]["code"]
             sides = {s.get("laterality", {}).get("code") for s in study["series"]}
-            contrast = {"url": "urn:mrb:fhir:extension:contrast", "valueBoolean": True} in \
-                study.get("extension", [])
+            contrast = {
+                "url": "urn:mrb:fhir:extension:contrast",
+                "valueBoolean": True,
+            } in study.get("extension", [])
             assert contrast == ("增强" in study["procedureCode"][0]["text"])
             assert study["numberOfInstances"] == sum(
-                s["numberOfInstances"] for s in study["series"])
+                s["numberOfInstances"] for s in study["series"]
+            )
             seen.add((modality, site, contrast, *sorted(sides, key=str)))
             if modality in ("DX", "CR"):
                 assert modality == ("CR" if m.hospital in ("H003", "H004") else "DX")
-    assert {("CT", "69536005", False, None), ("CT", "51185008", False, None),
-            ("CT", "51185008", True, None), ("MR", "12738006", False, None),
-            ("MR", "72696002", False, "7771000"), ("MR", "72696002", False, "24028007"),
-            ("US", "818983003", False, None)} <= seen
+    assert {
+        ("CT", "69536005", False, None),
+        ("CT", "51185008", False, None),
+        ("CT", "51185008", True, None),
+        ("MR", "12738006", False, None),
+        ("MR", "72696002", False, "7771000"),
+        ("MR", "72696002", False, "24028007"),
+        ("US", "818983003", False, None),
+    } <= seen
     assert {s for s in seen if s[0] in ("DX", "CR")}
 
 
@@ -432,20 +469,38 @@ def test_bad_messages_fail_for_their_own_reason_only(data: DemoDataset) -> None:
     with pytest.raises(UnicodeDecodeError):
         bad(data, "INVALID_ENCODING").value.decode()
     deep = bad(data, "NESTING_TOO_DEEP").value
-    assert deep.count(b"[") == 5000 and deep.startswith(b'{"resourceType":"Bundle"')
+    assert deep.count(b"[") == 5000
+    assert deep.startswith(b'{"resourceType":"Bundle"')
     large = bad(data, "MESSAGE_TOO_LARGE").value
-    assert len(large) > 2 * 1024 * 1024 and json.loads(large)["resourceType"] == "Bundle"
+    assert len(large) > 2 * 1024 * 1024
+    assert json.loads(large)["resourceType"] == "Bundle"
     medication = json.loads(bad(data, "UNSUPPORTED_RESOURCE_TYPE").value)
     get_fhir_model_class("Medication").model_validate(medication)
     stu3 = json.loads(bad(data, "UNSUPPORTED_FHIR_VERSION").value)
-    assert "patient" in stu3 and "subject" not in stu3
+    assert "patient" in stu3
+    assert "subject" not in stu3
     assert stu3["uid"].startswith("urn:oid:")
     assert isinstance(stu3["series"][0]["instance"][0]["sopClass"], str)
     for code in ("UNKNOWN_HOSPITAL", "PATIENT_NOT_IDENTIFIED", "INVALID_PATIENT_IDENTIFIER"):
         validate(bad(data, code).value)  # good FHIR: rejected for semantic reasons only
     unidentified = bad(data, "PATIENT_NOT_IDENTIFIED")
     assert not of_type(unidentified, "Patient")
-    assert {r["subject"]["reference"] for r in resources(unidentified)} == \
-        {"Patient/unknown-123"}
+    assert {r["subject"]["reference"] for r in resources(unidentified)} == {"Patient/unknown-123"}
     (patient,) = of_type(bad(data, "INVALID_PATIENT_IDENTIFIER"), "Patient")
     assert [i["system"] for i in patient["identifier"]] == [NATIONAL_ID_SYSTEM]
+
+
+@pytest.mark.parametrize("patients", [20, 50])
+def test_a_small_data_set_keeps_the_story(patients: int) -> None:
+    small = generate(now=NOW, seed=3, patients=patients)
+    assert len(small.patients) == patients
+    test_amendments_withdrawals_and_out_of_order(small)
+    test_exactly_one_exact_duplicate(small)
+    test_bad_messages_fail_for_their_own_reason_only(small)
+    test_only_the_deliberate_id_has_a_bad_check_digit(small)
+    test_bundle_shape(small)
+
+
+def test_too_few_patients_is_refused() -> None:
+    with pytest.raises(ValueError, match="at least 20"):
+        generate(now=NOW, patients=5)

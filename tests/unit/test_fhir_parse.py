@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from broker.domain.identifiers import FHIR_PATIENT_ID_SYSTEM, IdentifierScope
-from broker.domain.rejections import Rejected, RejectCode
+from broker.domain.rejections import RejectCode, Rejected
 from broker.domain.results import ParsedMessage, ResultKind
 from broker.ingest.parse import parse_message
 from tests import factories as f
@@ -112,8 +112,13 @@ class TestImaging:
 
 class TestPatients:
     def test_subject_identifier_alone_identifies_a_single_resource(self) -> None:
-        obs = f.observation("o1", "2345-7", 5.4, "mmol/L",
-                            subject={"identifier": {"system": f.NATIONAL, "value": f.PATIENT_B}})
+        obs = f.observation(
+            "o1",
+            "2345-7",
+            5.4,
+            "mmol/L",
+            subject={"identifier": {"system": f.NATIONAL, "value": f.PATIENT_B}},
+        )
         (r,) = parse(json.dumps(obs).encode()).results
         assert r.patient.identifiers[0].value == f.PATIENT_B
         assert r.patient.resource_key is None
@@ -151,8 +156,12 @@ class TestPatients:
 
     def test_animal_patient_is_refused(self) -> None:
         pat = f.patient()
-        pat["extension"] = [{"url": "http://hl7.org/fhir/StructureDefinition/patient-animal",
-                             "extension": [{"url": "species", "valueCodeableConcept": {}}]}]
+        pat["extension"] = [
+            {
+                "url": "http://hl7.org/fhir/StructureDefinition/patient-animal",
+                "extension": [{"url": "species", "valueCodeableConcept": {}}],
+            }
+        ]
         assert rejected(json.dumps(pat).encode()).code is RejectCode.NON_HUMAN_PATIENT
 
 
@@ -171,8 +180,12 @@ class TestRejections:
         assert error.code is RejectCode.UNSUPPORTED_FHIR_VERSION
 
     def test_stu3_shaped_resource_is_recognised_as_stu3(self) -> None:
-        study = {"resourceType": "ImagingStudy", "id": "s", "uid": "urn:oid:1.2.3",
-                 "patient": {"reference": "Patient/p"}}
+        study = {
+            "resourceType": "ImagingStudy",
+            "id": "s",
+            "uid": "urn:oid:1.2.3",
+            "patient": {"reference": "Patient/p"},
+        }
         assert rejected(json.dumps(study).encode()).code is RejectCode.UNSUPPORTED_FHIR_VERSION
 
     def test_invalid_r4_names_the_element_without_its_value(self) -> None:
@@ -189,14 +202,19 @@ class TestRejections:
 
     def test_out_of_scope_resources_in_a_bundle_are_ignored_not_rejected(self) -> None:
         doc = json.loads(f.lab_bundle())
-        doc["entry"].append({"fullUrl": "urn:uuid:prov",
-                             "resource": {"resourceType": "Provenance", "agent": [{}]}})
+        doc["entry"].append(
+            {"fullUrl": "urn:uuid:prov", "resource": {"resourceType": "Provenance", "agent": [{}]}}
+        )
         parsed = parse(json.dumps(doc).encode())
         assert len(parsed.results) == 1 and parsed.ignored_resource_types == ("Provenance",)
 
     def test_result_without_identifier_or_id(self) -> None:
-        obs = f.observation("o1", "2345-7", 5.4,
-                            subject={"identifier": {"system": f.NATIONAL, "value": f.PATIENT_B}})
+        obs = f.observation(
+            "o1",
+            "2345-7",
+            5.4,
+            subject={"identifier": {"system": f.NATIONAL, "value": f.PATIENT_B}},
+        )
         del obs["id"]
         assert rejected(json.dumps(obs).encode()).code is RejectCode.RESULT_NOT_IDENTIFIED
 

@@ -80,7 +80,9 @@ class TestPlaceVersion:
     @given(
         st.lists(
             st.tuples(st.integers(0, 10_000), st.integers(1, 50)),
-            min_size=1, max_size=8, unique=True,
+            min_size=1,
+            max_size=8,
+            unique=True,
         ),
         st.randoms(),
     )

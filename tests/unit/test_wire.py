@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from broker.domain.rejections import Rejected, RejectCode
+from broker.domain.rejections import RejectCode, Rejected
 from broker.ingest.wire import decode_json
 
 
@@ -26,8 +26,10 @@ def test_utf8_bom_is_tolerated() -> None:
 
 
 def test_oversized_message_is_refused_before_parsing() -> None:
-    assert reject_code(b'{"resourceType": "Bundle", "x": "' + b"a" * 200 + b'"}',
-                       max_bytes=100) is RejectCode.MESSAGE_TOO_LARGE
+    assert (
+        reject_code(b'{"resourceType": "Bundle", "x": "' + b"a" * 200 + b'"}', max_bytes=100)
+        is RejectCode.MESSAGE_TOO_LARGE
+    )
 
 
 def test_message_exactly_at_the_limit_is_accepted() -> None:
@@ -62,6 +64,8 @@ def test_brackets_inside_strings_do_not_count_as_nesting() -> None:
     assert decode_json(value, max_bytes=1000, max_depth=2)["resourceType"] == "Observation"
 
 
-@pytest.mark.parametrize("value", [b'{"patient": "x"}', b"[1, 2]", b'"text"', b'{"resourceType": 3}'])
+@pytest.mark.parametrize(
+    "value", [b'{"patient": "x"}', b"[1, 2]", b'"text"', b'{"resourceType": 3}']
+)
 def test_json_that_is_not_fhir_is_refused(value: bytes) -> None:
     assert reject_code(value) is RejectCode.NOT_FHIR

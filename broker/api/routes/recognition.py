@@ -25,14 +25,18 @@ async def check(body: CheckIn, container: ContainerDep) -> CheckOut:
         emergency=body.emergency,
         items=tuple(
             OrderedItem(
-                system=i.system, code=i.code, modality=i.modality.upper() if i.modality else None,
+                system=i.system,
+                code=i.code,
+                modality=i.modality.upper() if i.modality else None,
                 body_site=Coding(i.body_site.system, i.body_site.code) if i.body_site else None,
             )
             for i in body.items
         ),
     )
     answer = await run_check(
-        container.sessions, container.pseudonyms, request,
+        container.sessions,
+        container.pseudonyms,
+        request,
         Actor(hospital=body.ordering_hospital),
     )
     return CheckOut(check_id=answer.check_id, items=[_item(a) for a in answer.items])
@@ -41,15 +45,20 @@ async def check(body: CheckIn, container: ContainerDep) -> CheckOut:
 def _item(a: ItemAnswer) -> ItemOut:
     r = a.requested
     requested: dict[str, object] = (
-        {"modality": r.modality, "body_site": {"system": r.body_site.system,
-                                               "code": r.body_site.code} if r.body_site else None}
+        {
+            "modality": r.modality,
+            "body_site": {"system": r.body_site.system, "code": r.body_site.code}
+            if r.body_site
+            else None,
+        }
         if r.is_imaging
         else {"system": r.system, "code": r.code}
     )
     best = a.answer.candidate
     label = (best.display if best and best.display else None) or (
         f"{r.modality} {r.body_site.code if r.body_site else ''}".strip()
-        if r.is_imaging else f"{r.system}|{r.code}"
+        if r.is_imaging
+        else f"{r.system}|{r.code}"
     )
     return ItemOut(
         requested=requested,
@@ -66,7 +75,11 @@ def _item(a: ItemAnswer) -> ItemOut:
 
 def _ref(p: PriorResult) -> ResultRef:
     return ResultRef(
-        hospital=p.hospital, result_id=p.result_id, effective=p.effective,
-        status=p.item_status, summary=p.summary, recognition_mark=p.recognition_mark,
+        hospital=p.hospital,
+        result_id=p.result_id,
+        effective=p.effective,
+        status=p.item_status,
+        summary=p.summary,
+        recognition_mark=p.recognition_mark,
         fhir=f"/fhir/{p.resource_type}/{p.result_id}",
     )

@@ -131,8 +131,6 @@ def upgrade() -> None:
     sa.Column('issued', broker.storage.tables.UTCDateTime(timezone=True), nullable=True),
     sa.Column('summary', sa.Text(), nullable=False),
     sa.Column('timezone_assumed', sa.Boolean(), nullable=False),
-    sa.Column('current_version', sa.Integer(), nullable=False),
-    sa.Column('versions', sa.Integer(), nullable=False),
     sa.Column('updated_at', broker.storage.tables.UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['hospital_id'], ['hospital.id'], name=op.f('fk_result_hospital_id_hospital')),
     sa.ForeignKeyConstraint(['person_id'], ['person.id'], name=op.f('fk_result_person_id_person')),

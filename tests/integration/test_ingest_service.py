@@ -1,0 +1,239 @@
+"""Indexing through the real database (SQLite and PostgreSQL): versions, people, privacy."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+
+from sqlalchemy import func, select, text
+
+from broker.bootstrap import Container
+from broker.domain.prior_results import OrderedItem
+from broker.domain.rejections import RejectCode
+from broker.ingest.service import InboundMessage, Outcome, Processed
+from broker.security.payload_cipher import Sealed
+from broker.storage.lookup import prior_results
+from broker.storage.people import People
+from broker.storage.tables import payload, person, rejection, result, result_version
+from tests import factories as f
+from tests.conftest import Db
+
+
+def msg(value: bytes, hospital: str = "H001", message_id: str | None = None) -> InboundMessage:
+    return InboundMessage(
+        value,
+        {
+            "mrb-hospital": hospital.encode(),
+            "mrb-message-id": (message_id or str(uuid.uuid4())).encode(),
+        },
+    )
+
+
+async def ingest(c: Container, *values: InboundMessage) -> list[Processed]:
+    return await c.ingest_service().process_batch(list(values))
+
+
+async def current(c: Container, business_id: str) -> dict[str, object]:
+    """The result row, plus how many versions of it are stored."""
+    async with c.sessions() as s:
+        row = (await s.execute(select(result).where(result.c.business_id == business_id))).one()
+        versions = (
+            await s.execute(
+                select(func.count())
+                .select_from(result_version)
+                .where(result_version.c.result_id == row.id)
+            )
+        ).scalar_one()
+    return {**row._mapping, "versions": versions}
+
+
+async def person_of(c: Container, national_id: str) -> str | None:
+    from broker.domain.identifiers import normalise
+
+    ident = normalise(f.NATIONAL, national_id, hospital="H001")
+    assert ident is not None
+    async with c.sessions() as s:
+        return await People(s, c.pseudonyms).find(ident)
+
+
+BID = "DiagnosticReport|urn:lab:H001|ACC-1"
+
+
+class TestVersions:
+    async def test_a_result_is_indexed_with_its_items(self, container: Container) -> None:
+        (p,) = await ingest(container, msg(f.lab_bundle()))
+        assert p.outcome is Outcome.INDEXED and p.results == 1
+        row = await current(container, BID)
+        assert row["status"] == "final" and row["versions"] == 1
+
+    async def test_replay_of_the_same_message_changes_nothing(self, container: Container) -> None:
+        m = msg(f.lab_bundle())
+        await ingest(container, m)
+        (again,) = await ingest(container, m)
+        assert again.outcome is Outcome.DUPLICATE
+        assert (await current(container, BID))["versions"] == 1
+
+    async def test_same_content_under_a_new_message_id_is_a_duplicate_version(
+        self, container: Container
+    ) -> None:
+        await ingest(container, msg(f.lab_bundle()))
+        (p,) = await ingest(container, msg(f.lab_bundle()))
+        assert p.outcome is Outcome.DUPLICATE
+        assert (await current(container, BID))["versions"] == 1
+
+    async def test_amendment_arriving_before_the_original_still_wins(
+        self, container: Container
+    ) -> None:
+        amended = f.lab_bundle(
+            status="amended", hb=11.0, version="2", last_updated="2026-05-19T09:00:00+08:00"
+        )
+        original = f.lab_bundle(version="1")
+        await ingest(container, msg(amended))
+        (p,) = await ingest(container, msg(original))
+        assert p.outcome is Outcome.INDEXED and p.versions == {"superseded": 1}
+        row = await current(container, BID)
+        assert row["status"] == "amended" and row["versions"] == 2
+
+    async def test_withdrawal_in_one_batch_with_the_original(self, container: Container) -> None:
+        cancelled = f.lab_bundle(
+            status="entered-in-error", version="2", last_updated="2026-05-20T09:00:00+08:00"
+        )
+        await ingest(container, msg(f.lab_bundle()), msg(cancelled))
+        assert (await current(container, BID))["status"] == "entered-in-error"
+        async with container.sessions() as s:
+            n = (await s.execute(select(func.count()).select_from(result_version))).scalar_one()
+            current_versions = (
+                await s.execute(
+                    select(func.count())
+                    .select_from(result_version)
+                    .where(result_version.c.is_current.is_(True))
+                )
+            ).scalar_one()
+        assert (n, current_versions) == (2, 1)
+
+
+class TestPeople:
+    async def test_national_id_links_results_across_hospitals(self, container: Container) -> None:
+        at_h2 = f.lab_bundle(accession="B-7", pat=f.patient(mrn="X-99", pid="zz"))
+        await ingest(container, msg(f.lab_bundle()), msg(at_h2, hospital="H002"))
+        person_id = await person_of(container, f.PATIENT_A)
+        assert person_id is not None
+        async with container.sessions() as s:
+            found = await prior_results(s, person_id, OrderedItem("http://loinc.org", "718-7"))
+        assert sorted(r.hospital for r in found) == ["H001", "H002"]
+
+    async def test_same_mrn_at_two_hospitals_is_two_people(self, container: Container) -> None:
+        a = f.lab_bundle(pat=f.patient(national_id=None, mrn="12345"))
+        b = f.lab_bundle(accession="B-1", pat=f.patient(national_id=None, mrn="12345"))
+        await ingest(container, msg(a), msg(b, hospital="H002"))
+        async with container.sessions() as s:
+            people = (await s.execute(select(func.count()).select_from(person))).scalar_one()
+        assert people == 2
+
+    async def test_a_message_with_both_identifiers_merges_two_people(
+        self, container: Container
+    ) -> None:
+        mrn_only = f.lab_bundle(accession="A-1", pat=f.patient(national_id=None, mrn="M-1"))
+        id_only = f.lab_bundle(
+            accession="A-2",
+            pat=f.patient(mrn=None, pid="other"),
+            effective="2026-05-01T08:00:00+08:00",
+        )
+        both = f.lab_bundle(accession="A-3", pat=f.patient(mrn="M-1"))
+        await ingest(container, msg(mrn_only), msg(id_only))
+        await ingest(container, msg(both))
+        person_id = await person_of(container, f.PATIENT_A)
+        async with container.sessions() as s:
+            found = await prior_results(
+                s, person_id or "", OrderedItem("http://loinc.org", "718-7")
+            )
+            alive = (
+                await s.execute(
+                    select(func.count()).select_from(person).where(person.c.merged_into.is_(None))
+                )
+            ).scalar_one()
+        assert len(found) == 3 and alive == 1
+
+    async def test_patient_sent_first_lets_references_resolve(self, container: Container) -> None:
+        obs = f.observation("o9", "2345-7", 5.1, "mmol/L", subject={"reference": "Patient/p1"})
+        (early,) = await ingest(container, msg(json.dumps(obs).encode()))
+        assert early.code is RejectCode.PATIENT_NOT_IDENTIFIED
+        await ingest(container, msg(json.dumps(f.patient()).encode()))
+        (late,) = await ingest(container, msg(json.dumps(obs).encode()))
+        assert late.outcome is Outcome.INDEXED
+
+
+class TestPrivacyAndSafety:
+    async def test_no_identifier_or_name_is_stored_in_clear(
+        self, container: Container, db: Db
+    ) -> None:
+        await ingest(container, msg(f.lab_bundle()))
+        async with container.sessions() as s:
+            dump = []
+            for table in (
+                "person_link",
+                "person",
+                "result",
+                "result_item",
+                "result_version",
+                "payload",
+                "inbox",
+                "audit_event",
+            ):
+                for row in (await s.execute(text(f"SELECT * FROM {table}"))).all():
+                    dump.append(repr(tuple(row)))
+        blob = "\n".join(dump)
+        for secret in (f.PATIENT_A, "MRN-1", "张三", "\\u5f20"):
+            assert secret not in blob
+
+    async def test_payload_is_the_received_bytes_sealed(self, container: Container) -> None:
+        value = f.lab_bundle()
+        m = msg(value)
+        await ingest(container, m)
+        async with container.sessions() as s:
+            row = (await s.execute(select(payload))).one()._mapping
+        sealed = Sealed(row["key_id"], row["algorithm"], row["nonce"], row["ciphertext"])
+        opened = container.cipher.open(sealed, associated=m.headers["mrb-message-id"])
+        assert opened == value  # byte for byte: never re-serialised
+
+    async def test_bad_messages_are_recorded_and_lose_nothing_stored(
+        self, container: Container
+    ) -> None:
+        await ingest(container, msg(f.lab_bundle()))
+        bad = [
+            msg(b"{not json"),
+            msg(f.lab_bundle(), hospital="H999"),
+            InboundMessage(f.lab_bundle(), {"mrb-hospital": b"H001"}),
+            InboundMessage(
+                f.lab_bundle(), {"mrb-hospital": b"H001", "mrb-message-id": b"not-a-uuid"}
+            ),
+            msg(b"\xff" * 10),
+        ]
+        processed = await ingest(container, *bad)
+        assert [p.code for p in processed] == [
+            RejectCode.MALFORMED_JSON,
+            RejectCode.UNKNOWN_HOSPITAL,
+            RejectCode.MISSING_HEADER,
+            RejectCode.INVALID_MESSAGE_ID,
+            RejectCode.INVALID_ENCODING,
+        ]
+        row = await current(container, BID)
+        assert row["status"] == "final"
+        async with container.sessions() as s:
+            n = (await s.execute(select(func.count()).select_from(rejection))).scalar_one()
+        assert n == 5
+
+    async def test_rejected_message_can_be_replayed_after_the_fix(
+        self, container: Container
+    ) -> None:
+        from broker.storage import hospitals
+
+        m = msg(f.lab_bundle(), hospital="H003")
+        (first,) = await ingest(container, m)
+        assert first.code is RejectCode.UNKNOWN_HOSPITAL
+        async with container.sessions() as s, s.begin():
+            await hospitals.add(s, hospitals.Hospital("H003", "Third", "510503", "1"))
+        (second,) = await ingest(container, m)
+        assert second.outcome is Outcome.INDEXED
+        assert (await current(container, BID))["updated_at"] <= datetime.now(UTC)

@@ -1,0 +1,117 @@
+"""The ingest worker against a real Kafka protocol broker (Tansu) and a real database."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from adapters.common.envelope import OutgoingMessage
+from adapters.common.publisher import Publisher, Receipt, ReceiptWatcher
+from broker.bootstrap import Container
+from broker.kafka.reading import read_topic
+from broker.kafka.topics import RESULTS, RESULTS_DLQ
+from tests import factories as f
+
+pytestmark = pytest.mark.slow
+
+
+@asynccontextmanager
+async def worker(container: Container, kafka: str) -> AsyncIterator[None]:
+    container.kafka_bootstrap = kafka
+    stop = asyncio.Event()
+    task = asyncio.create_task(container.ingest_worker().run(stop))
+    try:
+        yield
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 20)
+
+
+async def send_and_wait(kafka: str, messages: list[OutgoingMessage]) -> dict[str, Receipt]:
+    async with ReceiptWatcher(kafka) as watcher, Publisher(kafka) as pub:
+        await pub.publish(messages)
+        return await watcher.wait_for({m.message_id for m in messages}, timeout=30)
+
+
+def out(value: bytes, hospital: str = "H001", key: bytes = b"k1") -> OutgoingMessage:
+    return OutgoingMessage(hospital, value, key)
+
+
+async def test_results_are_indexed_and_bad_messages_dead_lettered(
+    container: Container, kafka: str
+) -> None:
+    container.settings.max_message_bytes = 64 * 1024
+    good = [out(f.lab_bundle(accession=f"A{i}"), key=f"p{i}".encode()) for i in range(5)]
+    bad = {
+        "MALFORMED_JSON": out(b'{"resourceType": "Bundle",'),
+        "NOT_FHIR": out(b'{"hb": 13.2}'),
+        "UNSUPPORTED_RESOURCE_TYPE": out(b'{"resourceType": "Medication", "id": "m"}'),
+        "UNKNOWN_HOSPITAL": out(f.lab_bundle(), hospital="H999"),
+        "MESSAGE_TOO_LARGE": out(b'{"resourceType":"Bundle","x":"' + b"a" * 100_000 + b'"}'),
+        "INVALID_ENCODING": out(b'{"resourceType": "Bundle", "x": "\xff"}'),
+        "NESTING_TOO_DEEP": out(
+            b'{"resourceType":"Bundle","x":' + b"[" * 5000 + b"]" * 5000 + b"}"
+        ),
+        "PATIENT_NOT_IDENTIFIED": out(json.dumps(f.observation("o", "718-7", 1.0)).encode()),
+        "UNSUPPORTED_FHIR_VERSION": out(
+            json.dumps(
+                {
+                    "resourceType": "ImagingStudy",
+                    "id": "s",
+                    "uid": "urn:oid:1.2",
+                    "patient": {"reference": "Patient/x"},
+                }
+            ).encode()
+        ),
+    }
+    async with worker(container, kafka):
+        receipts = await send_and_wait(kafka, good + list(bad.values()))
+    assert all(receipts[m.message_id].outcome == "indexed" for m in good)
+    for code, m in bad.items():
+        assert receipts[m.message_id].outcome == "rejected"
+        assert receipts[m.message_id].error_code == code
+    dlq = await read_topic(kafka, RESULTS_DLQ)
+    by_id = {dict(r.headers)["mrb-message-id"].decode(): r for r in dlq}
+    assert len(by_id) == len(bad)
+    for code, m in bad.items():
+        record = by_id[m.message_id]
+        headers = dict(record.headers)
+        assert headers["mrb-error-code"].decode() == code
+        assert headers["mrb-error-detail"]
+        assert record.value == m.value  # the original bytes
+
+
+async def test_offsets_are_committed_after_the_batch(container: Container, kafka: str) -> None:
+    messages = [out(f.lab_bundle(accession=f"C{i}"), key=f"p{i}".encode()) for i in range(12)]
+    async with worker(container, kafka):
+        receipts = await send_and_wait(kafka, messages)
+    assert len(receipts) == 12
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=kafka, group_id="mrb-ingest", enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        tps = [TopicPartition(RESULTS, p) for p in consumer.partitions_for_topic(RESULTS) or ()]
+        committed = [await consumer.committed(tp) or 0 for tp in tps]
+    finally:
+        await consumer.stop()
+    # Every message consumed is committed (offsets start at 0 on a fresh topic).
+    assert sum(committed) == 12
+
+
+async def test_a_restarted_worker_does_not_reprocess(container: Container, kafka: str) -> None:
+    first = [out(f.lab_bundle(accession=f"D{i}"), key=f"p{i}".encode()) for i in range(6)]
+    async with worker(container, kafka):
+        await send_and_wait(kafka, first)
+    second = [out(f.lab_bundle(accession=f"E{i}"), key=f"p{i}".encode()) for i in range(6)]
+    async with worker(container, kafka):
+        receipts = await send_and_wait(kafka, second)
+    assert {r.outcome for r in receipts.values()} == {"indexed"}
+    all_receipts = await read_topic(kafka, "mrb.receipts.v1")
+    ids = [json.loads(r.value or b"{}")["message_id"] for r in all_receipts]
+    assert len(ids) == len(set(ids)) == 12  # nothing from the first run was processed twice
