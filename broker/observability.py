@@ -43,5 +43,5 @@ def configure_logging(level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("aiokafka", "uvicorn.access"):
+    for noisy in ("aiokafka", "uvicorn.access", "httpx", "alembic"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

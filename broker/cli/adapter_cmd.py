@@ -18,7 +18,7 @@ from broker.security.keys import load_or_create_key
 from broker.settings import Settings
 
 app = typer.Typer(help="Hospital-side adapters.", no_args_is_help=True)
-console = Console()
+console = Console(soft_wrap=True)
 
 
 def bootstrap_of(settings: Settings) -> str:

@@ -17,10 +17,12 @@ from sqlalchemy import func, select
 
 from adapters.common.envelope import OutgoingMessage
 from adapters.common.publisher import Publisher, Receipt, ReceiptWatcher
-from broker.demo.dataset import DemoDataset, DemoMessage, generate
+from broker.demo.dataset import NATIONAL_ID_SYSTEM, DemoDataset, DemoMessage, generate
+from broker.domain.identifiers import normalise
 from broker.runtime import Stack, install_signal_handlers, running_stack, wait_for_failure_or_stop
 from broker.settings import Settings
 from broker.storage import hospitals as registry
+from broker.storage.people import People
 from broker.storage.tables import person, result, result_item, result_version
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -161,34 +163,68 @@ async def _summary(
 
 
 async def _example_check(stack: Stack, dataset: DemoDataset, console: Console) -> None:
-    """Ask the running API about a patient seen at two hospitals, as a doctor would."""
-    patient = next(p for p in dataset.patients if len(p.hospitals) >= 2)
+    """Ask the running API about a patient whose test was done at two hospitals."""
+    example = await _repeated_test(stack, dataset)
+    if example is None:
+        console.print("[yellow]no patient with one item at two hospitals in this sample[/yellow]")
+        return
+    national_id, ordering, items = example
     body = {
-        "patient": {"system": "urn:oid:2.16.156.10011.1.3", "value": patient.national_id},
-        "ordering_hospital": patient.hospitals[-1],
+        "patient": {"system": NATIONAL_ID_SYSTEM, "value": national_id},
+        "ordering_hospital": ordering,
         "order_time": datetime.now(SHANGHAI).isoformat(timespec="seconds"),
-        "items": [
-            {"system": "http://loinc.org", "code": "718-7"},
-            {"system": "http://loinc.org", "code": "2345-7"},
-            {
-                "modality": "CT",
-                "body_site": {"system": "http://snomed.info/sct", "code": "51185008"},
-            },
-        ],
+        "items": items,
     }
     async with httpx.AsyncClient(base_url=stack.api_url, timeout=10) as client:
         response = await client.post("/api/v1/recognition/check", json=body)
-    console.print("\nExample check (a patient with results at several hospitals):")
+    console.print(f"\nExample check: a patient ordered at {ordering} who had this done elsewhere:")
     if response.status_code != 200:
         console.print(f"[red]check failed: {response.status_code} {response.text}[/red]")
         return
     for item in response.json()["items"]:
-        cand = item["candidate"]
-        seen = f"{cand['hospital']} {str(cand['effective'])[:10]}" if cand else "-"
-        console.print(f"  {item['name']['en'][:40]:40} {item['decision']:16} {seen}")
+        found = [item["candidate"], *item["other_results"]] if item["candidate"] else []
+        seen = ", ".join(f"{c['hospital']} {str(c['effective'])[:10]}" for c in found) or "-"
+        console.print(f"  {item['name']['en'][:36]:36} {item['decision']:16} {seen}")
     console.print("Try it yourself:")
     console.print(
         f"  curl -s -X POST {stack.api_url}/api/v1/recognition/check "
         f"-H 'content-type: application/json' -d '{json.dumps(body, ensure_ascii=False)}'",
         soft_wrap=True,
     )
+
+
+async def _repeated_test(
+    stack: Stack, dataset: DemoDataset
+) -> tuple[str, str, list[dict[str, object]]] | None:
+    """A patient, a hospital and items where the index holds results from two hospitals."""
+    by_person = {}
+    for p in dataset.patients:
+        ident = normalise(NATIONAL_ID_SYSTEM, p.national_id, hospital=p.hospitals[0])
+        if ident is not None:
+            async with stack.container.sessions() as session:
+                person_id = await People(session, stack.container.pseudonyms).find(ident)
+            if person_id is not None:
+                by_person[person_id] = p
+        if len(by_person) >= 60:
+            break
+    async with stack.container.sessions() as session:
+        rows = await session.execute(
+            select(result_item.c.person_id, result_item.c.code_system, result_item.c.code)
+            .where(
+                result_item.c.person_id.in_(list(by_person)),
+                result_item.c.code_system == "http://loinc.org",
+                result_item.c.resource_type == "Observation",
+            )
+            .group_by(result_item.c.person_id, result_item.c.code_system, result_item.c.code)
+            .having(func.count(func.distinct(result_item.c.hospital_id)) >= 2)
+            .order_by(result_item.c.person_id)
+        )
+        found = rows.first()
+    if found is None:
+        return None
+    patient = by_person[found.person_id]
+    items: list[dict[str, object]] = [
+        {"system": found.code_system, "code": found.code},
+        {"modality": "CT", "body_site": {"system": "http://snomed.info/sct", "code": "51185008"}},
+    ]
+    return patient.national_id, patient.hospitals[0], items

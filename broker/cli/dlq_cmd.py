@@ -17,7 +17,7 @@ from broker.kafka.topics import RESULTS, RESULTS_DLQ
 from broker.settings import Settings
 
 app = typer.Typer(help="The dead-letter queue mrb.results.dlq.v1.", no_args_is_help=True)
-console = Console()
+console = Console(soft_wrap=True)
 
 
 def _header(record: ConsumerRecord[bytes, bytes], name: str) -> str:

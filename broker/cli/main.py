@@ -84,7 +84,9 @@ def demo(
     ] = False,
 ) -> None:
     """Start the embedded stack, replay a multi-hospital sample, and keep serving."""
-    settings = _settings()
+    settings = Settings()
+    # The demo prints its own summary; per-message logs would drown it.
+    configure_logging(settings.log_level if "log_level" in settings.model_fields_set else "WARNING")
     _run(run_demo(settings, patients=patients, keep_serving=not exit_after, console=console))
 
 

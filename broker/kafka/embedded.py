@@ -96,6 +96,10 @@ class EmbeddedKafka:
         logger.info("embedded Kafka (tansu) ready on %s", self.bootstrap)
 
     async def _probe(self) -> None:
+        # A plain TCP connect first: aiokafka logs an ERROR for every refused attempt.
+        _, writer = await asyncio.open_connection("127.0.0.1", self.port)
+        writer.close()
+        await writer.wait_closed()
         admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=2000)
         await admin.start()
         try:

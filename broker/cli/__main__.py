@@ -1,0 +1,5 @@
+"""`python -m broker.cli` is `mrb`."""
+
+from broker.cli.main import app
+
+app()

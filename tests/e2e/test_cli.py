@@ -1,0 +1,93 @@
+"""The `mrb` command line as an operator uses it."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+from typer.testing import CliRunner
+
+from broker.cli.demo import run_demo
+from broker.cli.main import app
+from broker.settings import Settings
+
+runner = CliRunner()
+
+
+def env_for(settings: Settings) -> dict[str, str]:
+    env = {"MRB_DATA_DIR": str(settings.data_dir), "MRB_DATABASE_URL": settings.database_url or ""}
+    if settings.database_schema:
+        env["MRB_DATABASE_SCHEMA"] = settings.database_schema
+    return env
+
+
+def test_hospital_add_and_list(settings: Settings) -> None:
+    env = env_for(settings)
+    added = runner.invoke(
+        app,
+        [
+            "hospital",
+            "add",
+            "H010",
+            "--name",
+            "泸州市中医医院",
+            "--region",
+            "510502",
+            "--level",
+            "3",
+        ],
+        env=env,
+    )
+    assert added.exit_code == 0, added.output
+    again = runner.invoke(
+        app,
+        ["hospital", "add", "H010", "--name", "x", "--region", "510502", "--level", "3"],
+        env=env,
+    )
+    assert again.exit_code == 1 and "already registered" in again.output
+    listed = runner.invoke(app, ["hospital", "list"], env=env)
+    assert listed.exit_code == 0 and "H010" in listed.output and "泸州市中医医院" in listed.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--level", "4", "--region", "510502"], "--level must be 1, 2 or 3"),
+        (["--level", "3", "--region", "51x"], "GB/T 2260"),
+        (["--level", "3", "--region", "510502", "--timezone", "Mars/Base"], "unknown time zone"),
+    ],
+)
+def test_hospital_add_refuses_bad_values(settings: Settings, args: list[str], message: str) -> None:
+    result = runner.invoke(
+        app, ["hospital", "add", "H011", "--name", "n", *args], env=env_for(settings)
+    )
+    assert result.exit_code == 2 and message in result.output
+
+
+def test_db_upgrade_is_idempotent(settings: Settings) -> None:
+    for _ in range(2):
+        result = runner.invoke(app, ["db", "upgrade"], env=env_for(settings))
+        assert result.exit_code == 0, result.output
+
+
+def test_adapter_names_missing_files(tmp_path: Path) -> None:
+    result = runner.invoke(
+        app,
+        ["adapter", "fhir", "--hospital", "H001", str(tmp_path / "missing.json")],
+        env={"MRB_DATA_DIR": str(tmp_path)},
+    )
+    assert result.exit_code == 2 and "no such file or directory" in result.output
+
+
+@pytest.mark.slow
+async def test_demo_indexes_the_sample_and_answers_a_check(settings: Settings) -> None:
+    out = io.StringIO()
+    console = Console(file=out, width=200)
+    await run_demo(settings, patients=40, keep_serving=False, console=console)
+    text = out.getvalue()
+    assert "indexed" in text and "did not end as expected" not in text
+    for code in ("MALFORMED_JSON", "UNKNOWN_HOSPITAL", "MESSAGE_TOO_LARGE", "NESTING_TOO_DEEP"):
+        assert code in text
+    assert "Example check" in text and "check failed" not in text

@@ -1,0 +1,198 @@
+"""Adapter -> Kafka (Tansu) -> ingest worker -> database -> HTTP answer, all real."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from adapters.common.envelope import OutgoingMessage
+from adapters.common.publisher import Publisher, ReceiptWatcher
+from broker.runtime import Stack, running_stack
+from broker.settings import Settings
+from broker.storage import hospitals
+from tests import factories as f
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+async def stack(settings: Settings) -> AsyncIterator[Stack]:
+    async with running_stack(settings, api=True, worker=True, kafka_needed=True) as s:
+        async with s.container.sessions() as session, session.begin():
+            for hid in ("H001", "H002"):
+                await hospitals.add(session, hospitals.Hospital(hid, hid, "510502", "3"))
+        yield s
+
+
+def check_body(items: list[dict[str, object]], hospital: str = "H002") -> dict[str, object]:
+    return {
+        "patient": {"system": f.NATIONAL, "value": f.PATIENT_A},
+        "ordering_hospital": hospital,
+        "order_time": "2026-05-20T09:00:00+08:00",
+        "items": items,
+    }
+
+
+async def test_results_from_two_hospitals_answer_a_check(stack: Stack) -> None:
+    bootstrap = stack.container.kafka_bootstrap
+    assert bootstrap is not None
+    messages = [
+        OutgoingMessage("H001", f.lab_bundle(), b"a"),
+        OutgoingMessage("H001", f.imaging_bundle(), b"a"),
+        OutgoingMessage(
+            "H002",
+            f.lab_bundle(
+                accession="H2-1",
+                hb=12.1,
+                effective="2026-05-19T08:00:00+08:00",
+                pat=f.patient(mrn="B-7", pid="x"),
+            ),
+            b"b",
+        ),
+    ]
+    async with ReceiptWatcher(bootstrap) as watcher, Publisher(bootstrap) as pub:
+        await pub.publish(messages)
+        receipts = await watcher.wait_for({m.message_id for m in messages}, timeout=30)
+    assert {r.outcome for r in receipts.values()} == {"indexed"}
+
+    body = check_body(
+        [
+            {"system": "http://loinc.org", "code": "718-7"},
+            {"modality": "CT", "body_site": {"system": f.SNOMED, "code": "51185008"}},
+            {"system": "http://loinc.org", "code": "4548-4"},
+        ]
+    )
+    async with httpx.AsyncClient(base_url=stack.api_url) as client:
+        response = await client.post("/api/v1/recognition/check", json=body)
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert answer["check_id"]
+    hb, ct, hba1c = answer["items"]
+    assert hb["candidate"]["hospital"] == "H002"  # the newest first
+    assert [o["hospital"] for o in hb["other_results"]] == ["H001"]
+    assert hb["candidate"]["fhir"].startswith("/fhir/DiagnosticReport/")
+    assert ct["candidate"]["hospital"] == "H001"
+    assert hba1c["decision"] == "NO_PRIOR_RESULT" and hba1c["candidate"] is None
+
+
+async def test_the_fhir_adapter_cli_publishes_files_and_reports_receipts(
+    stack: Stack, tmp_path: Path
+) -> None:
+    folder = tmp_path / "outbox"
+    folder.mkdir()
+    (folder / "cbc.json").write_bytes(f.lab_bundle())
+    (folder / "batch.ndjson").write_bytes(
+        f.lab_bundle(accession="N-1").replace(b"\n", b"") + b"\n" + b'{"hb": 1}\n'
+    )
+    env = {
+        **os.environ,
+        "MRB_KAFKA_BOOTSTRAP": stack.container.kafka_bootstrap or "",
+        "MRB_DATA_DIR": str(tmp_path / "adapter"),
+    }
+    # The worker runs in this event loop: the CLI must run beside it, not block it.
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "broker.cli",
+        "adapter",
+        "fhir",
+        "--hospital",
+        "H001",
+        "--timeout",
+        "30",
+        str(folder),
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    raw, _ = await asyncio.wait_for(proc.communicate(), 60)
+    out = raw.decode()
+    assert proc.returncode == 1, out  # one message was rejected
+    assert "published 3 message(s) as H001" in out
+    assert "indexed: 2" in out and "rejected: 1" in out
+    assert "NOT_FHIR" in out and "batch.ndjson:2" in out
+
+
+class TestProblems:
+    async def test_invalid_request_is_a_problem_body(self, stack: Stack) -> None:
+        async with httpx.AsyncClient(base_url=stack.api_url) as client:
+            r = await client.post(
+                "/api/v1/recognition/check",
+                json={**check_body([]), "order_time": "2026-05-20T09:00:00"},
+            )
+        assert r.status_code == 422
+        assert r.headers["content-type"] == "application/problem+json"
+        problem = r.json()
+        assert problem["status"] == 422 and problem["title"] == "Invalid request"
+        assert f.PATIENT_A not in r.text  # the identifier is never echoed
+
+    async def test_item_needs_code_or_modality(self, stack: Stack) -> None:
+        async with httpx.AsyncClient(base_url=stack.api_url) as client:
+            r = await client.post(
+                "/api/v1/recognition/check", json=check_body([{"system": "http://loinc.org"}])
+            )
+        assert r.status_code == 422
+        assert "system and code" in r.json()["detail"]
+
+    async def test_bad_check_digit_is_refused(self, stack: Stack) -> None:
+        body = check_body([{"system": "http://loinc.org", "code": "718-7"}])
+        body["patient"] = {"system": f.NATIONAL, "value": "110101199003071234"}
+        async with httpx.AsyncClient(base_url=stack.api_url) as client:
+            r = await client.post("/api/v1/recognition/check", json=body)
+        assert r.status_code == 422
+        assert "check digit" in r.json()["detail"]
+
+    async def test_unknown_ordering_hospital(self, stack: Stack) -> None:
+        body = check_body([{"system": "http://loinc.org", "code": "718-7"}], hospital="H404")
+        async with httpx.AsyncClient(base_url=stack.api_url) as client:
+            r = await client.post("/api/v1/recognition/check", json=body)
+        assert r.status_code == 404 and r.json()["title"] == "Unknown ordering hospital"
+
+    async def test_malformed_json_body(self, stack: Stack) -> None:
+        async with httpx.AsyncClient(base_url=stack.api_url) as client:
+            r = await client.post(
+                "/api/v1/recognition/check",
+                content=b"{nope",
+                headers={"content-type": "application/json"},
+            )
+        assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json"
+
+    async def test_unknown_path_is_a_problem_too(self, stack: Stack) -> None:
+        async with httpx.AsyncClient(base_url=stack.api_url) as client:
+            r = await client.get("/api/v1/nothing")
+        assert r.status_code == 404 and r.json()["status"] == 404
+
+
+async def test_operations_endpoints(stack: Stack) -> None:
+    async with httpx.AsyncClient(base_url=stack.api_url) as client:
+        assert (await client.get("/healthz")).json() == {"status": "ok"}
+        ready = (await client.get("/readyz")).json()
+        assert ready["status"] == "ready" and ready["checks"]["database"] == "ok"
+        metrics = (await client.get("/metrics")).text
+        assert "mrb_results_rejected_total" in metrics and "mrb_consumer_lag" in metrics
+        openapi = (await client.get("/openapi.json")).json()
+        assert "/api/v1/recognition/check" in openapi["paths"]
+        assert (await client.get("/docs")).status_code == 200
+
+
+async def test_every_check_is_stored_and_audited(stack: Stack) -> None:
+    from sqlalchemy import select
+
+    from broker.storage.tables import audit_event, recognition_check
+
+    body = check_body([{"system": "http://loinc.org", "code": "718-7"}])
+    async with httpx.AsyncClient(base_url=stack.api_url) as client:
+        check_id = (await client.post("/api/v1/recognition/check", json=body)).json()["check_id"]
+    async with stack.container.sessions() as s:
+        stored = (await s.execute(select(recognition_check))).one()._mapping
+        audit = (await s.execute(select(audit_event))).one()._mapping
+    assert stored["id"] == check_id and stored["ordering_hospital"] == "H002"
+    assert audit["action"] == "recognition-check" and audit["hospital_id"] == "H002"
+    assert audit["patient_pseudonym"] and f.PATIENT_A not in json.dumps(dict(audit), default=str)
