@@ -7,6 +7,7 @@ import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import jsonschema
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -16,6 +17,7 @@ from broker.bootstrap import Container
 from broker.kafka.reading import read_topic
 from broker.kafka.topics import RESULTS, RESULTS_DLQ
 from tests import factories as f
+from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow
 
@@ -113,5 +115,8 @@ async def test_a_restarted_worker_does_not_reprocess(container: Container, kafka
         receipts = await send_and_wait(kafka, second)
     assert {r.outcome for r in receipts.values()} == {"indexed"}
     all_receipts = await read_topic(kafka, "mrb.receipts.v1")
+    schema = json.loads((REPO / "schemas" / "messages" / "receipt.v1.schema.json").read_text())
+    for r in all_receipts:
+        jsonschema.validate(json.loads(r.value or b"{}"), schema)
     ids = [json.loads(r.value or b"{}")["message_id"] for r in all_receipts]
     assert len(ids) == len(set(ids)) == 12  # nothing from the first run was processed twice
