@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from broker.ingest.parse import ParseLimits
 from broker.ingest.service import IngestService
 from broker.ingest.worker import IngestWorker
-from broker.security.keys import load_or_create_key
+from broker.security.keys import load_key
 from broker.security.payload_cipher import PayloadCipher
 from broker.security.pseudonyms import Pseudonymiser
 from broker.settings import Settings
@@ -36,8 +36,10 @@ class Container:
             settings=settings,
             engine=engine,
             sessions=session_factory(engine),
-            pseudonyms=Pseudonymiser(load_or_create_key(keys / "pseudonym.key")),
-            cipher=PayloadCipher.from_dir(keys),
+            pseudonyms=Pseudonymiser(
+                load_key(keys / "pseudonym.key", create=settings.may_create_keys)
+            ),
+            cipher=PayloadCipher.from_dir(keys, create=settings.may_create_keys),
             kafka_bootstrap=settings.kafka_bootstrap,
         )
 

@@ -23,6 +23,9 @@ class Settings(BaseSettings):
     tansu_bin: Path | None = None
     embedded_kafka_port: int = 19092
     log_level: str = "INFO"
+    # Create missing key files on start? Default: yes with SQLite (one machine), no with
+    # PostgreSQL, where API and workers must share keys made once by `mrb keys init`.
+    create_keys: bool | None = None
 
     consumer_group: str = "mrb-ingest"
     # The group coordinator holds a join for about half of this: short for the demo/tests.
@@ -48,3 +51,9 @@ class Settings(BaseSettings):
     @property
     def keys_dir(self) -> Path:
         return self.data_dir / "keys"
+
+    @property
+    def may_create_keys(self) -> bool:
+        if self.create_keys is not None:
+            return self.create_keys
+        return self.resolved_database_url.startswith("sqlite")

@@ -13,6 +13,8 @@ from broker.cli import adapter_cmd, dlq_cmd
 from broker.cli.demo import run_demo
 from broker.observability import configure_logging
 from broker.runtime import install_signal_handlers, running_stack, wait_for_failure_or_stop
+from broker.security.keys import load_or_create_key
+from broker.security.payload_cipher import PayloadCipher
 from broker.settings import Settings
 from broker.storage import hospitals as registry
 from broker.storage.database import upgrade
@@ -24,8 +26,10 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 hospital_app = typer.Typer(help="The hospital registry.", no_args_is_help=True)
+keys_app = typer.Typer(help="Key material in MRB_DATA_DIR/keys.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(hospital_app, name="hospital")
+app.add_typer(keys_app, name="keys")
 app.add_typer(adapter_cmd.app, name="adapter")
 app.add_typer(dlq_cmd.app, name="dlq")
 
@@ -96,6 +100,22 @@ def db_upgrade() -> None:
     settings = _settings()
     asyncio.run(upgrade(settings.resolved_database_url, settings.database_schema))
     console.print("database is at the latest schema")
+
+
+@keys_app.command("init")
+def keys_init() -> None:
+    """Create the broker's keys (pseudonyms, payload encryption) if missing; never overwrite."""
+    settings = _settings()
+    keys = settings.keys_dir
+    created = [p for p in (keys / "pseudonym.key", keys / "payload-k1.key") if not p.exists()]
+    load_or_create_key(keys / "pseudonym.key")
+    PayloadCipher.from_dir(keys, create=True)
+    for p in created:
+        console.print(f"created {p}")
+    console.print(
+        f"keys are in {keys}: back them up and never commit them; losing pseudonym.key "
+        "means no identifier can be found again"
+    )
 
 
 @hospital_app.command("add")

@@ -7,6 +7,20 @@ import secrets
 from pathlib import Path
 
 
+class MissingKey(RuntimeError):
+    """A key file is missing and may not be created here."""
+
+
+def load_key(path: Path, *, size: int = 32, create: bool = True) -> bytes:
+    """The key at `path`; without `create`, a missing file is an error naming the fix."""
+    if not path.exists() and not create:
+        raise MissingKey(
+            f"key file {path} is missing: run `mrb keys init` once and give every API and "
+            "worker process the same MRB_DATA_DIR/keys (or set MRB_CREATE_KEYS=true)"
+        )
+    return load_or_create_key(path, size=size)
+
+
 def load_or_create_key(path: Path, *, size: int = 32) -> bytes:
     """Return the key stored at `path`, creating it with `size` random bytes if missing."""
     if path.exists():

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from broker.security.keys import load_or_create_key
+from broker.security.keys import load_key, load_or_create_key
 
 ALGORITHM = "A256GCM"  # JOSE name; stored per row so SM4-GCM can be added beside it
 
@@ -31,11 +31,14 @@ class PayloadCipher:
         self._active = active_key_id
 
     @classmethod
-    def from_dir(cls, keys_dir: Path) -> PayloadCipher:
-        """Load every payload-*.key in the dir; the newest name is active (creates k1)."""
+    def from_dir(cls, keys_dir: Path, *, create: bool = True) -> PayloadCipher:
+        """Load every payload-*.key in the dir; the last name sorted is active.
+
+        Rotate by adding payload-k2.key: new rows use it, old rows still open with k1.
+        """
         files = sorted(keys_dir.glob("payload-*.key"))
         if not files:
-            load_or_create_key(keys_dir / "payload-k1.key")
+            load_key(keys_dir / "payload-k1.key", create=create)
             files = sorted(keys_dir.glob("payload-*.key"))
         keys = {f.stem.removeprefix("payload-"): load_or_create_key(f) for f in files}
         return cls(keys, files[-1].stem.removeprefix("payload-"))

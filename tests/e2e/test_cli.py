@@ -17,7 +17,11 @@ runner = CliRunner()
 
 
 def env_for(settings: Settings) -> dict[str, str]:
-    env = {"MRB_DATA_DIR": str(settings.data_dir), "MRB_DATABASE_URL": settings.database_url or ""}
+    env = {
+        "MRB_DATA_DIR": str(settings.data_dir),
+        "MRB_DATABASE_URL": settings.database_url or "",
+        "MRB_CREATE_KEYS": "true",
+    }
     if settings.database_schema:
         env["MRB_DATABASE_SCHEMA"] = settings.database_schema
     return env
@@ -64,6 +68,26 @@ def test_hospital_add_refuses_bad_values(settings: Settings, args: list[str], me
         app, ["hospital", "add", "H011", "--name", "n", *args], env=env_for(settings)
     )
     assert result.exit_code == 2 and message in result.output
+
+
+def test_keys_init_creates_keys_once(tmp_path: Path) -> None:
+    env = {"MRB_DATA_DIR": str(tmp_path)}
+    first = runner.invoke(app, ["keys", "init"], env=env)
+    assert first.exit_code == 0 and first.output.count("created") == 2
+    key = (tmp_path / "keys" / "pseudonym.key").read_text()
+    assert (tmp_path / "keys" / "pseudonym.key").stat().st_mode & 0o077 == 0  # owner only
+    second = runner.invoke(app, ["keys", "init"], env=env)
+    assert second.exit_code == 0 and "created" not in second.output
+    assert (tmp_path / "keys" / "pseudonym.key").read_text() == key
+
+
+def test_postgres_deployments_refuse_to_invent_keys(tmp_path: Path) -> None:
+    from broker.bootstrap import Container
+    from broker.security.keys import MissingKey
+
+    settings = Settings(data_dir=tmp_path, database_url="postgresql://db/mrb")
+    with pytest.raises(MissingKey, match="mrb keys init"):
+        Container.build(settings)
 
 
 def test_db_upgrade_is_idempotent(settings: Settings) -> None:
