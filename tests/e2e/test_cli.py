@@ -115,3 +115,13 @@ async def test_demo_indexes_the_sample_and_answers_a_check(settings: Settings) -
     for code in ("MALFORMED_JSON", "UNKNOWN_HOSPITAL", "MESSAGE_TOO_LARGE", "NESTING_TOO_DEEP"):
         assert code in text
     assert "Example check" in text and "check failed" not in text
+
+
+@pytest.mark.slow
+async def test_demo_uses_an_external_cluster_when_told(settings: Settings, kafka: str) -> None:
+    out = io.StringIO()
+    external = settings.model_copy(update={"kafka_bootstrap": kafka})
+    await run_demo(external, patients=20, keep_serving=False, console=Console(file=out, width=200))
+    text = out.getvalue()
+    assert f"Kafka: {kafka} (MRB_KAFKA_BOOTSTRAP)" in text
+    assert "did not end as expected" not in text

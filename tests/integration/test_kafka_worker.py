@@ -10,10 +10,13 @@ from contextlib import asynccontextmanager
 import jsonschema
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from sqlalchemy.exc import OperationalError
 
 from adapters.common.envelope import OutgoingMessage
 from adapters.common.publisher import Publisher, Receipt, ReceiptWatcher
 from broker.bootstrap import Container
+from broker.ingest.service import InboundMessage, IngestService, Processed
+from broker.ingest.worker import IngestWorker
 from broker.kafka.reading import read_topic
 from broker.kafka.topics import RESULTS, RESULTS_DLQ
 from tests import factories as f
@@ -120,3 +123,41 @@ async def test_a_restarted_worker_does_not_reprocess(container: Container, kafka
         jsonschema.validate(json.loads(r.value or b"{}"), schema)
     ids = [json.loads(r.value or b"{}")["message_id"] for r in all_receipts]
     assert len(ids) == len(set(ids)) == 12  # nothing from the first run was processed twice
+
+
+class FlakyDatabase:
+    """The real ingest service behind a database that is down for the first batches."""
+
+    def __init__(self, service: IngestService, failures: int) -> None:
+        self._service = service
+        self.failures = failures
+
+    async def process_batch(self, messages: list[InboundMessage]) -> list[Processed]:
+        if self.failures:
+            self.failures -= 1
+            raise OperationalError("SELECT 1", {}, ConnectionRefusedError("database is down"))
+        return await self._service.process_batch(messages)
+
+
+async def test_a_database_outage_rewinds_the_batch_and_loses_nothing(
+    container: Container, kafka: str
+) -> None:
+    flaky = FlakyDatabase(container.ingest_service(), failures=2)
+    worker_ = IngestWorker(
+        flaky,
+        bootstrap=kafka,
+        group_id="g-outage",  # type: ignore[arg-type]
+        retry_seconds=0.1,
+        session_timeout_ms=2000,
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker_.run(stop))
+    try:
+        messages = [out(f.lab_bundle(accession=f"F{i}"), key=f"p{i}".encode()) for i in range(4)]
+        receipts = await send_and_wait(kafka, messages)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 20)
+    assert flaky.failures == 0
+    assert {r.outcome for r in receipts.values()} == {"indexed"}
+    assert len(receipts) == 4
