@@ -1,0 +1,51 @@
+"""Mutual-recognition marks (互认标识): "全国HR", "川HR", "泸州HR", "京津冀HR" (pure).
+
+A mark names the area whose hospitals must accept the result. The area table is data
+(schemas/policy/recognition-policy.yaml), since marks are created by provinces and cities.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from broker.domain.registry import Certification, HospitalProfile
+
+NATIONAL_MARK = "全国HR"
+SUFFIX = "HR"
+
+
+@dataclass(frozen=True)
+class MarkTable:
+    """Area names used in marks -> GB/T 2260 prefixes they cover."""
+
+    areas: Mapping[str, tuple[str, ...]]
+
+    def regions(self, mark: str) -> tuple[str, ...] | None:
+        """Prefixes the mark covers; () for national; None for a mark we cannot read."""
+        text = mark.strip().upper().replace(" ", "")
+        if not text.endswith(SUFFIX):
+            return None
+        area = mark.strip()[: -len(SUFFIX)]
+        if area in ("全国", "国家"):
+            return ()
+        return self.areas.get(area)
+
+    def covers(self, mark: str, region: str) -> bool:
+        prefixes = self.regions(mark)
+        if prefixes is None:
+            return False
+        return not prefixes or any(region.startswith(p) for p in prefixes)
+
+    def province_mark(self, region: str) -> str | None:
+        """The provincial mark of a region (e.g. 510502 -> 川HR)."""
+        for area, prefixes in self.areas.items():
+            if prefixes == (region[:2],):
+                return area + SUFFIX
+        return None
+
+    def derived_mark(self, cert: Certification, issuer: HospitalProfile) -> str | None:
+        """The mark a certification implies when the result itself carries none."""
+        if cert.body.national:
+            return NATIONAL_MARK
+        return self.province_mark(issuer.region)

@@ -1,0 +1,1 @@
+"""Reference data from schemas/: the item catalog, regional overrides, code mappings, policy."""
