@@ -9,9 +9,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from broker.ingest.parse import ParseLimits
 from broker.ingest.service import IngestService
 from broker.ingest.worker import IngestWorker
+from broker.reference.loader import default_schemas_dir, load_catalog, load_policy
 from broker.security.keys import load_key
 from broker.security.payload_cipher import PayloadCipher
 from broker.security.pseudonyms import Pseudonymiser
+from broker.services.checks import Rules
 from broker.settings import Settings
 from broker.storage.database import create_engine, session_factory
 
@@ -27,6 +29,7 @@ class Container:
     cipher: PayloadCipher
     kafka_bootstrap: str | None = None  # set once the broker (embedded or not) is known
     workers: list[IngestWorker] = field(default_factory=list)
+    _rules: Rules | None = None
 
     @classmethod
     def build(cls, settings: Settings) -> Container:
@@ -42,6 +45,13 @@ class Container:
             cipher=PayloadCipher.from_dir(keys, create=settings.may_create_keys),
             kafka_bootstrap=settings.kafka_bootstrap,
         )
+
+    def rules(self) -> Rules:
+        """The catalog (with regions and local-code mappings) and scope policy, loaded once."""
+        if self._rules is None:
+            schemas = self.settings.schemas_dir or default_schemas_dir()
+            self._rules = Rules(load_catalog(schemas), load_policy(schemas))
+        return self._rules
 
     def ingest_service(self) -> IngestService:
         s = self.settings

@@ -21,6 +21,7 @@ class Settings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int = 8000
     tansu_bin: Path | None = None
+    schemas_dir: Path | None = None  # catalog and policy; default: the checkout's schemas/
     embedded_kafka_port: int = 19092
     log_level: str = "INFO"
     # Create missing key files on start? Default: yes with SQLite (one machine), no with

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from fastapi import FastAPI, Request, Response
 
 from broker.api import problems
-from broker.api.routes import health, recognition
+from broker.api.routes import admin, health, recognition
 from broker.bootstrap import Container
 from broker.observability import REQUEST_SECONDS
 
@@ -26,6 +26,7 @@ def create_app(container: Container, *, role: str = "api") -> FastAPI:
     app.include_router(health.router)
     if role in ("api", "all"):
         app.include_router(recognition.router)
+        app.include_router(admin.router)
 
     @app.middleware("http")
     async def _timing(

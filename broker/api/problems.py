@@ -11,6 +11,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from broker.services.checks import CheckRefused
+from broker.services.registry import RegistryError
+from broker.storage.hospitals import HospitalExists
 
 PROBLEM = "application/problem+json"
 
@@ -41,6 +43,14 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(CheckRefused)
     async def _refused(_: Request, exc: CheckRefused) -> JSONResponse:
         return problem(exc.status, exc.title, exc.detail)
+
+    @app.exception_handler(RegistryError)
+    async def _registry(_: Request, exc: RegistryError) -> JSONResponse:
+        return problem(422, "Invalid registration", str(exc))
+
+    @app.exception_handler(HospitalExists)
+    async def _exists(_: Request, exc: HospitalExists) -> JSONResponse:
+        return problem(409, "Hospital exists", f"{exc} is already registered; PUT replaces it")
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -14,24 +14,35 @@ class PatientIn(BaseModel):
     value: str = Field(min_length=1, max_length=100)
 
 
-class BodySiteIn(BaseModel):
+class CodingIn(BaseModel):
     system: str = Field(min_length=1, max_length=300)
     code: str = Field(min_length=1, max_length=64)
 
 
 class ItemIn(BaseModel):
-    """A code ({system, code}) or, for imaging, {modality, body_site}."""
+    """A code ({system, code}) or, for imaging, {modality, body_site[, laterality, contrast]}.
+
+    Codes: LOINC (http://loinc.org), the catalog's own (urn:mrb:catalog), or a local code
+    system the catalog maps. Imaging: body_site in SNOMED CT; laterality (SNOMED 7771000
+    left, 24028007 right) for paired organs; contrast true for 增强, false/absent for 平扫.
+    """
 
     model_config = ConfigDict(extra="forbid")
     system: str | None = Field(default=None, max_length=300)
     code: str | None = Field(default=None, max_length=100)
     modality: str | None = Field(default=None, max_length=16, pattern=r"^[A-Za-z]{2,4}$")
-    body_site: BodySiteIn | None = None
+    body_site: CodingIn | None = None
+    laterality: CodingIn | None = None
+    contrast: bool | None = None
 
     @model_validator(mode="after")
     def _one_kind(self) -> Self:
         coded = self.system is not None or self.code is not None
-        imaging = self.modality is not None or self.body_site is not None
+        imaging = (
+            self.modality is not None
+            or self.body_site is not None
+            or (self.laterality is not None or self.contrast is not None)
+        )
         if coded == imaging:
             raise ValueError("give either system and code, or modality (with body_site)")
         if coded and not (self.system and self.code):
@@ -61,8 +72,11 @@ class ResultRef(BaseModel):
     effective: datetime | None
     status: str
     summary: str
-    recognition_mark: str | None = None
     fhir: str
+    recognition_mark: str | None = None
+    decision: str  # what the rules say about this result for the ordered item
+    reason: Text
+    valid_until: str | None = None
 
 
 class ItemOut(BaseModel):
@@ -74,7 +88,8 @@ class ItemOut(BaseModel):
     valid_until: str | None
     candidate: ResultRef | None
     other_results: list[ResultRef]
-    fee_saved: str | None
+    fee_saved: str | None  # yuan, decimal string, when recognised
+    notes: list[Text] = []
 
 
 class CheckOut(BaseModel):

@@ -7,23 +7,23 @@ import json
 import time
 from collections import Counter
 from datetime import datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import httpx
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 
 from adapters.common.envelope import OutgoingMessage
 from adapters.common.publisher import Publisher, Receipt, ReceiptWatcher
+from broker.demo import registry as demo_registry
 from broker.demo.dataset import NATIONAL_ID_SYSTEM, DemoDataset, DemoMessage, generate
-from broker.domain.identifiers import normalise
 from broker.runtime import Stack, install_signal_handlers, running_stack, wait_for_failure_or_stop
 from broker.settings import Settings
 from broker.storage import hospitals as registry
-from broker.storage.people import People
-from broker.storage.tables import person, result, result_item, result_version
+from broker.storage.tables import certification, person, result, result_item, result_version
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 
@@ -71,11 +71,13 @@ async def run_demo(
 
 
 async def _register(stack: Stack, dataset: DemoDataset) -> None:
+    """Hospitals with grades, an alliance and QC certifications (see broker/demo/registry)."""
     async with stack.container.sessions() as session, session.begin():
-        for h in dataset.hospitals:
-            await registry.add(
-                session, registry.Hospital(h.id, h.name, h.region, h.level), replace=True
-            )
+        for h in demo_registry.hospitals(dataset.hospitals):
+            await registry.add(session, h, replace=True)
+        await session.execute(delete(certification))
+        for c in demo_registry.certifications(datetime.now(SHANGHAI).date()):
+            await registry.certify(session, c, reference="demo")
 
 
 async def _publish(
@@ -159,72 +161,127 @@ async def _summary(
             f"[red]{len(unexpected)} message(s) did not end as expected:[/red] "
             f"{', '.join(unexpected[:5])}"
         )
-    await _example_check(stack, dataset, console)
-
-
-async def _example_check(stack: Stack, dataset: DemoDataset, console: Console) -> None:
-    """Ask the running API about a patient whose test was done at two hospitals."""
-    example = await _repeated_test(stack, dataset)
-    if example is None:
-        console.print("[yellow]no patient with one item at two hospitals in this sample[/yellow]")
-        return
-    national_id, ordering, items = example
-    body = {
-        "patient": {"system": NATIONAL_ID_SYSTEM, "value": national_id},
-        "ordering_hospital": ordering,
-        "order_time": datetime.now(SHANGHAI).isoformat(timespec="seconds"),
-        "items": items,
-    }
-    async with httpx.AsyncClient(base_url=stack.api_url, timeout=10) as client:
-        response = await client.post("/api/v1/recognition/check", json=body)
-    console.print(f"\nExample check: a patient ordered at {ordering} who had this done elsewhere:")
-    if response.status_code != 200:
-        console.print(f"[red]check failed: {response.status_code} {response.text}[/red]")
-        return
-    for item in response.json()["items"]:
-        found = [item["candidate"], *item["other_results"]] if item["candidate"] else []
-        seen = ", ".join(f"{c['hospital']} {str(c['effective'])[:10]}" for c in found) or "-"
-        console.print(f"  {item['name']['en'][:36]:36} {item['decision']:16} {seen}")
-    console.print("Try it yourself:")
+    counts = await _showcase(stack, dataset, console)
     console.print(
-        f"  curl -s -X POST {stack.api_url}/api/v1/recognition/check "
-        f"-H 'content-type: application/json' -d '{json.dumps(body, ensure_ascii=False)}'",
-        soft_wrap=True,
+        "decisions over all sample checks: "
+        + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
     )
 
 
-async def _repeated_test(
-    stack: Stack, dataset: DemoDataset
-) -> tuple[str, str, list[dict[str, object]]] | None:
-    """A patient, a hospital and items where the index holds results from two hospitals."""
-    by_person = {}
-    for p in dataset.patients:
-        ident = normalise(NATIONAL_ID_SYSTEM, p.national_id, hospital=p.hospitals[0])
-        if ident is not None:
-            async with stack.container.sessions() as session:
-                person_id = await People(session, stack.container.pseudonyms).find(ident)
-            if person_id is not None:
-                by_person[person_id] = p
-        if len(by_person) >= 60:
-            break
-    async with stack.container.sessions() as session:
-        rows = await session.execute(
-            select(result_item.c.person_id, result_item.c.code_system, result_item.c.code)
-            .where(
-                result_item.c.person_id.in_(list(by_person)),
-                result_item.c.code_system == "http://loinc.org",
-                result_item.c.resource_type == "Observation",
-            )
-            .group_by(result_item.c.person_id, result_item.c.code_system, result_item.c.code)
-            .having(func.count(func.distinct(result_item.c.hospital_id)) >= 2)
-            .order_by(result_item.c.person_id)
+SNOMED = "http://snomed.info/sct"
+THORAX, KNEE, ABDOMEN, LEFT = "51185008", "72696002", "818983003", "7771000"
+SHOWCASE_ITEMS: list[dict[str, object]] = [
+    {"system": "http://loinc.org", "code": "58410-2"},  # complete blood count (panel)
+    {"system": "http://loinc.org", "code": "718-7"},  # haemoglobin
+    {"system": "http://loinc.org", "code": "4548-4"},  # HbA1c
+    {"system": "http://loinc.org", "code": "2345-7"},  # glucose
+    {"system": "http://loinc.org", "code": "1742-6"},  # ALT
+    {"system": "http://loinc.org", "code": "2160-0"},  # creatinine
+    {"system": "http://loinc.org", "code": "2093-3"},  # cholesterol
+    {"system": "http://loinc.org", "code": "3016-3"},  # TSH
+    {"system": "http://loinc.org", "code": "2951-2"},  # sodium
+    {"system": "http://loinc.org", "code": "5902-2"},  # prothrombin time
+    {"system": "http://loinc.org", "code": "5196-1"},  # HBsAg
+    {"system": "http://loinc.org", "code": "2039-6"},  # CEA
+    {"system": "http://loinc.org", "code": "1834-1"},  # AFP
+    {"modality": "CT", "body_site": {"system": SNOMED, "code": "69536005"}},  # CT head
+    {"modality": "MR", "body_site": {"system": SNOMED, "code": "12738006"}},  # MR brain
+    {
+        "modality": "MR",
+        "body_site": {"system": SNOMED, "code": KNEE},
+        "laterality": {"system": SNOMED, "code": "24028007"},
+    },  # MR right knee
+    {"modality": "CT", "body_site": {"system": SNOMED, "code": THORAX}},
+    {"modality": "CT", "body_site": {"system": SNOMED, "code": THORAX}, "contrast": True},
+    {"modality": "DR", "body_site": {"system": SNOMED, "code": THORAX}},
+    {
+        "modality": "MR",
+        "body_site": {"system": SNOMED, "code": KNEE},
+        "laterality": {"system": SNOMED, "code": LEFT},
+    },
+    {"modality": "US", "body_site": {"system": SNOMED, "code": ABDOMEN}},
+    {"system": "http://loinc.org", "code": "30934-4"},  # BNP: on the negative list
+    {"system": "http://loinc.org", "code": "94500-6"},  # not in the catalog
+]
+
+
+async def _showcase(stack: Stack, dataset: DemoDataset, console: Console) -> dict[str, int]:
+    """Ask the API, as doctors at H001-H003 would, until every decision has an example."""
+    examples: dict[str, tuple[dict[str, object], dict[str, Any]]] = {}
+    counts: Counter[str] = Counter()
+    ordering_sites = [h.id for h in dataset.hospitals][:3]
+    async with httpx.AsyncClient(base_url=stack.api_url, timeout=30) as client:
+        for i, patient in enumerate(dataset.patients):
+            body: dict[str, object] = {
+                "patient": {"system": NATIONAL_ID_SYSTEM, "value": patient.national_id},
+                "ordering_hospital": ordering_sites[i % len(ordering_sites)],
+                "order_time": datetime.now(SHANGHAI).isoformat(timespec="seconds"),
+                "items": SHOWCASE_ITEMS,
+            }
+            response = await client.post("/api/v1/recognition/check", json=body)
+            if response.status_code != 200:
+                console.print(f"[red]check failed: {response.status_code} {response.text}[/red]")
+                return dict(counts)
+            for item in response.json()["items"]:
+                counts[item["decision"]] += 1
+                interesting = item["candidate"] is not None or item["decision"] in (
+                    "NOT_IN_CATALOG",
+                    "EXCLUDED",
+                    "NO_PRIOR_RESULT",
+                )
+                if interesting and item["decision"] not in examples:
+                    examples[item["decision"]] = (body, item)
+    table = Table(
+        "decision",
+        "ordered at",
+        "item",
+        "prior result",
+        "explanation",
+        title="Recognition decisions from the sample (one example of each)",
+    )
+    for decision in DECISIONS:
+        if decision not in examples:
+            table.add_row(decision, "-", "-", "-", "[yellow]no example in this sample[/yellow]")
+            continue
+        body, item = examples[decision]
+        cand = item["candidate"]
+        seen = f"{cand['hospital']} {_local_day(cand['effective'])}" if cand else "-"
+        fee = f" (¥{item['fee_saved']} saved)" if item["fee_saved"] else ""
+        table.add_row(
+            decision,
+            str(body["ordering_hospital"]),
+            item["name"]["en"],
+            seen,
+            item["explanation"]["en"] + fee,
         )
-        found = rows.first()
-    if found is None:
-        return None
-    patient = by_person[found.person_id]
-    items: list[dict[str, object]] = [
-        {"system": found.code_system, "code": found.code},
-        {"modality": "CT", "body_site": {"system": "http://snomed.info/sct", "code": "51185008"}},
-    ]
-    return patient.national_id, patient.hospitals[0], items
+    console.print(table)
+    if "RECOGNIZABLE" in examples:
+        body, item = examples["RECOGNIZABLE"]
+        console.print(f"中文说明：{item['explanation']['zh']}")
+        one = {**body, "items": [item["requested"]]}
+        console.print("Try it yourself:")
+        console.print(
+            f"  curl -s -X POST {stack.api_url}/api/v1/recognition/check "
+            f"-H 'content-type: application/json' -d '{json.dumps(one, ensure_ascii=False)}'",
+            soft_wrap=True,
+        )
+    return dict(counts)
+
+
+def _local_day(iso: str | None) -> str:
+    if not iso:
+        return "?"
+    return datetime.fromisoformat(iso).astimezone(SHANGHAI).date().isoformat()
+
+
+DECISIONS = (
+    "RECOGNIZABLE",
+    "NO_PRIOR_RESULT",
+    "NOT_IN_CATALOG",
+    "EXPIRED",
+    "NOT_QC_CERTIFIED",
+    "OUT_OF_SCOPE",
+    "PRELIMINARY",
+    "WITHDRAWN",
+    "EXCLUDED",
+)

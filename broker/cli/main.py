@@ -7,16 +7,14 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
-from broker.cli import adapter_cmd, dlq_cmd
+from broker.cli import adapter_cmd, dlq_cmd, hospital_cmd
 from broker.cli.demo import run_demo
 from broker.observability import configure_logging
 from broker.runtime import install_signal_handlers, running_stack, wait_for_failure_or_stop
 from broker.security.keys import load_or_create_key
 from broker.security.payload_cipher import PayloadCipher
 from broker.settings import Settings
-from broker.storage import hospitals as registry
 from broker.storage.database import upgrade
 
 app = typer.Typer(
@@ -25,10 +23,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
-hospital_app = typer.Typer(help="The hospital registry.", no_args_is_help=True)
 keys_app = typer.Typer(help="Key material in MRB_DATA_DIR/keys.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
-app.add_typer(hospital_app, name="hospital")
+app.add_typer(hospital_cmd.app, name="hospital")
 app.add_typer(keys_app, name="keys")
 app.add_typer(adapter_cmd.app, name="adapter")
 app.add_typer(dlq_cmd.app, name="dlq")
@@ -116,78 +113,6 @@ def keys_init() -> None:
         f"keys are in {keys}: back them up and never commit them; losing pseudonym.key "
         "means no identifier can be found again"
     )
-
-
-@hospital_app.command("add")
-def hospital_add(
-    hospital_id: Annotated[str, typer.Argument(help="Registry id, e.g. H001.")],
-    name: Annotated[str, typer.Option(help="Full name, e.g. 泸州市人民医院.")],
-    region: Annotated[str, typer.Option(help="GB/T 2260 code, e.g. 510502.")],
-    level: Annotated[str, typer.Option(help="1, 2 or 3 (一级/二级/三级).")],
-    timezone: Annotated[str, typer.Option(help="Zone for timestamps sent without one.")] = (
-        "Asia/Shanghai"
-    ),
-    replace: Annotated[bool, typer.Option(help="Update it if it exists.")] = False,
-) -> None:
-    """Register a hospital (messages from unregistered hospitals go to the DLQ)."""
-    settings = _settings()
-    if level not in ("1", "2", "3"):
-        err.print("[red]--level must be 1, 2 or 3[/red]")
-        raise typer.Exit(2)
-    if not (region.isdigit() and len(region) in (2, 4, 6)):
-        err.print("[red]--region must be a GB/T 2260 code of 2, 4 or 6 digits[/red]")
-        raise typer.Exit(2)
-    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-    try:
-        ZoneInfo(timezone)
-    except (ZoneInfoNotFoundError, ValueError):
-        err.print(f"[red]unknown time zone {timezone!r}[/red] (use an IANA name)")
-        raise typer.Exit(2) from None
-
-    async def main() -> None:
-        from broker.bootstrap import Container
-
-        await upgrade(settings.resolved_database_url, settings.database_schema)
-        container = Container.build(settings)
-        try:
-            async with container.sessions() as session, session.begin():
-                await registry.add(
-                    session,
-                    registry.Hospital(hospital_id, name, region, level, timezone),
-                    replace=replace,
-                )
-        finally:
-            await container.close()
-
-    try:
-        asyncio.run(main())
-    except registry.HospitalExists:
-        err.print(f"[red]{hospital_id} is already registered[/red] (use --replace to update)")
-        raise typer.Exit(1) from None
-    console.print(f"registered {hospital_id}")
-
-
-@hospital_app.command("list")
-def hospital_list() -> None:
-    """List registered hospitals."""
-    settings = _settings()
-
-    async def main() -> list[registry.Hospital]:
-        from broker.bootstrap import Container
-
-        await upgrade(settings.resolved_database_url, settings.database_schema)
-        container = Container.build(settings)
-        try:
-            async with container.sessions() as session:
-                return await registry.list_all(session)
-        finally:
-            await container.close()
-
-    table = Table("id", "name", "region", "level", "timezone")
-    for h in asyncio.run(main()):
-        table.add_row(h.id, h.name, h.region, h.level, h.timezone)
-    console.print(table)
 
 
 def _run(coro: object) -> None:

@@ -103,6 +103,7 @@ _Item = tuple[LabPanel | ImagingKind, str | None]  # a test and, for a knee, its
 MULTI_HOSPITAL_SHARE = 0.45
 MRN_ONLY_SHARE = 0.10
 AMENDED, CORRECTED, OUT_OF_ORDER = 6, 2, 3
+PRELIMINARY = 4
 TRANSACTIONS, ZONELESS, LOCAL_CODED = 12, 6, 8
 
 _ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
@@ -378,7 +379,12 @@ def _revise(
     amendable = [
         r for r in old if isinstance(r.item, LabPanel) and not r.item.analytes[0].qualitative
     ]
-    chosen = rng.sample(amendable, AMENDED + CORRECTED + 3)
+    chosen = rng.sample(amendable, AMENDED + CORRECTED)
+    # Withdraw results that are the patient's only one of that test, so the demo shows a
+    # WITHDRAWN decision rather than an older valid result taking its place.
+    seen = Counter((r.person.index, r.item.key) for r in results)
+    only = [r for r in amendable if seen[(r.person.index, r.item.key)] == 1 and r not in chosen]
+    chosen += rng.sample(only, 3)
     taken = {c.key for c in chosen}
     studies = [r for r in old if isinstance(r.item, ImagingKind) and r.key not in taken]
     chosen.append(rng.choice(studies))
@@ -387,7 +393,16 @@ def _revise(
         + ["corrected"] * CORRECTED
         + ["entered-in-error", "cancelled", "cancelled", "entered-in-error"]
     )
-    versions = [Version(r, 1, "final", r.recorded, r.values) for r in results]
+    # A few of the newest lab results are still preliminary (初步报告): never recognised.
+    recent = sorted(
+        (r for r in results if isinstance(r.item, LabPanel) and r.key not in taken),
+        key=lambda r: r.recorded,
+    )[-PRELIMINARY:]
+    pending = {r.key for r in recent}
+    versions = [
+        Version(r, 1, "preliminary" if r.key in pending else "final", r.recorded, r.values)
+        for r in results
+    ]
     for r, status in zip(chosen, statuses, strict=True):
         values, changed = r.values, None
         if status in ("amended", "corrected"):

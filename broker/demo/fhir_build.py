@@ -275,7 +275,10 @@ def _observation(version: Version, a: Analyte, i: int, seed: int, patient_url: s
     }
     if ext := _extensions(r.site):
         obs["extension"] = ext
-    obs["status"] = version.status if touched else "final"
+    if version.status == "preliminary":
+        obs["status"] = "preliminary"
+    else:
+        obs["status"] = version.status if touched else "final"
     obs["category"] = [_codeable(OBS_CATEGORY, "laboratory", "Laboratory")]
     if r.local_codes and a.local_code:
         local = f"urn:mrb:hospital:{r.site.id}:lab-code"

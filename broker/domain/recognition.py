@@ -175,10 +175,20 @@ def decide(
 
 # On equal dates, the verdict closest to recognition first; then a fixed order, so
 # the answer never depends on the order results arrived in.
-_CLOSENESS = {d: i for i, d in enumerate([
-    Decision.RECOGNIZABLE, Decision.OUT_OF_SCOPE, Decision.EXPIRED, Decision.NOT_QC_CERTIFIED,
-    Decision.PRELIMINARY, Decision.NO_PRIOR_RESULT, Decision.WITHDRAWN,
-])}
+_CLOSENESS = {
+    d: i
+    for i, d in enumerate(
+        [
+            Decision.RECOGNIZABLE,
+            Decision.OUT_OF_SCOPE,
+            Decision.EXPIRED,
+            Decision.NOT_QC_CERTIFIED,
+            Decision.PRELIMINARY,
+            Decision.NO_PRIOR_RESULT,
+            Decision.WITHDRAWN,
+        ]
+    )
+}
 
 
 def _newest_first(v: Verdict) -> tuple[int, float, int, str, str]:

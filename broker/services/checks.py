@@ -1,4 +1,4 @@
-"""The recognition check: who is the patient, what did other hospitals already find."""
+"""The recognition check: resolve the patient, run the rules per item, store, audit."""
 
 from __future__ import annotations
 
@@ -9,13 +9,14 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from broker.domain.catalog import Catalog
 from broker.domain.identifiers import InvalidIdentifier, normalise
-from broker.domain.prior_results import Interim, OrderedItem, PriorResult, interim_decision
+from broker.domain.recognition import ItemDecision, Order, Policy, decide
 from broker.observability import CHECKS
 from broker.security.pseudonyms import Pseudonymiser
 from broker.services.audit import Actor, record_read
 from broker.storage import hospitals
-from broker.storage.lookup import prior_results
+from broker.storage.lookup import person_items
 from broker.storage.people import People
 from broker.storage.tables import recognition_check
 
@@ -36,14 +37,14 @@ class CheckRequest:
     patient_value: str
     ordering_hospital: str
     order_time: datetime
-    items: tuple[OrderedItem, ...]
+    items: tuple[Order, ...]
     emergency: bool = False
 
 
 @dataclass(frozen=True)
 class ItemAnswer:
-    requested: OrderedItem
-    answer: Interim
+    requested: Order
+    decision: ItemDecision
 
 
 @dataclass(frozen=True)
@@ -52,15 +53,24 @@ class CheckAnswer:
     items: tuple[ItemAnswer, ...]
 
 
+@dataclass(frozen=True)
+class Rules:
+    catalog: Catalog
+    policy: Policy
+
+
 async def run_check(
     sessions: async_sessionmaker[AsyncSession],
     pseudonyms: Pseudonymiser,
+    rules: Rules,
     request: CheckRequest,
     actor: Actor,
 ) -> CheckAnswer:
     """Answer a check, store it and audit the read of the patient's results."""
     async with sessions() as session, session.begin():
-        if await hospitals.get(session, request.ordering_hospital) is None:
+        registry = await hospitals.profiles(session)
+        ordering = registry.get(request.ordering_hospital)
+        if ordering is None:
             raise CheckRefused(
                 404,
                 "Unknown ordering hospital",
@@ -74,34 +84,42 @@ async def run_check(
             raise CheckRefused(422, "Invalid patient identifier", str(exc)) from None
         if ident is None:
             raise CheckRefused(422, "Invalid patient identifier", "patient.value is empty")
-        pseudonym = pseudonyms.of(ident)
         person_id = await People(session, pseudonyms).find(ident)
+        prior = await person_items(session, person_id) if person_id else []
+        catalog = rules.catalog.for_region(ordering.region)
         answers = []
-        for item in request.items:
-            found: list[PriorResult] = (
-                await prior_results(session, person_id, item) if person_id else []
+        for order in request.items:
+            decision = decide(
+                order,
+                order_time=request.order_time,
+                ordering=ordering,
+                hospitals=registry,
+                catalog=catalog,
+                policy=rules.policy,
+                prior=prior,
+                emergency=request.emergency,
             )
-            answer = interim_decision(found)
-            CHECKS.labels(answer.decision).inc()
-            answers.append(ItemAnswer(item, answer))
+            CHECKS.labels(decision.decision.value).inc()
+            answers.append(ItemAnswer(order, decision))
         check_id = str(uuid.uuid4())
         await session.execute(
-            recognition_check.insert().values(
-                id=check_id,
-                created_at=datetime.now(UTC),
-                ordering_hospital=request.ordering_hospital,
-                person_id=person_id,
-                order_time=request.order_time,
-                emergency=request.emergency,
-                items=[_stored(a) for a in answers],
-            )
+            recognition_check.insert(),
+            {
+                "id": check_id,
+                "created_at": datetime.now(UTC),
+                "ordering_hospital": request.ordering_hospital,
+                "person_id": person_id,
+                "order_time": request.order_time,
+                "emergency": request.emergency,
+                "items": [_stored(a) for a in answers],
+            },
         )
         await record_read(
             session,
             actor,
             action="recognition-check",
             purpose="order-entry",
-            patient_pseudonym=pseudonym,
+            patient_pseudonym=pseudonyms.of(ident),
             person_id=person_id,
             detail={"check_id": check_id, "items": len(answers)},
         )
@@ -109,15 +127,21 @@ async def run_check(
 
 
 def _stored(a: ItemAnswer) -> dict[str, Any]:
-    r = a.requested
+    """What later steps (outcomes, savings, safety notices) need; no identifiers."""
+    r, d = a.requested, a.decision
     return {
         "requested": {
             "system": r.system,
             "code": r.code,
             "modality": r.modality,
-            "body_site": r.body_site.code if r.body_site else None,
+            "body_site": r.body_site,
+            "laterality": r.laterality,
+            "contrast": r.contrast,
         },
-        "decision": a.answer.decision,
-        "candidate": a.answer.candidate.result_id if a.answer.candidate else None,
-        "others": [o.result_id for o in a.answer.others],
+        "catalog_code": d.item.code if d.item else None,
+        "decision": d.decision.value,
+        "candidate": d.candidate.result_id if d.candidate else None,
+        "others": [o.result_id for o in d.others],
+        "valid_until": d.valid_until.isoformat() if d.valid_until else None,
+        "fee_saved": str(d.fee_saved) if d.fee_saved is not None else None,
     }

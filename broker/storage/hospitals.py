@@ -1,14 +1,16 @@
-"""The hospital registry."""
+"""The hospital registry: hospitals, their alliances and QC certifications."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
+from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from broker.storage.tables import hospital
+from broker.domain.registry import Certification, CertifyingBody, HospitalProfile
+from broker.storage.tables import certification, hospital, hospital_alliance
 
 
 @dataclass(frozen=True)
@@ -18,36 +20,136 @@ class Hospital:
     region: str
     level: str
     timezone: str = "Asia/Shanghai"
+    grade: str | None = None
+    ownership: str = "public"
+    price_tier: str | None = None
+    alliances: frozenset[str] = field(default=frozenset())
 
 
 class HospitalExists(Exception):
     """A hospital with this id is already registered."""
 
 
+class UnknownHospital(Exception):
+    """No hospital with this id is registered."""
+
+
 async def add(session: AsyncSession, h: Hospital, *, replace: bool = False) -> None:
     """Register a hospital; with `replace`, update an existing one instead of refusing."""
     existing = await get(session, h.id)
-    values = {"name": h.name, "region": h.region, "level": h.level, "timezone": h.timezone}
+    values = {
+        "name": h.name,
+        "region": h.region,
+        "level": h.level,
+        "timezone": h.timezone,
+        "grade": h.grade,
+        "ownership": h.ownership,
+        "price_tier": h.price_tier,
+    }
     if existing is None:
         await session.execute(
-            hospital.insert().values(id=h.id, created_at=datetime.now(UTC), **values)
+            hospital.insert(), {"id": h.id, "created_at": datetime.now(UTC), **values}
         )
     elif replace:
         await session.execute(hospital.update().where(hospital.c.id == h.id).values(**values))
+        await session.execute(
+            delete(hospital_alliance).where(hospital_alliance.c.hospital_id == h.id)
+        )
     else:
         raise HospitalExists(h.id)
+    if h.alliances:
+        await session.execute(
+            hospital_alliance.insert(),
+            [{"alliance_id": a, "hospital_id": h.id} for a in sorted(h.alliances)],
+        )
 
 
 async def get(session: AsyncSession, hospital_id: str) -> Hospital | None:
     row = (await session.execute(select(hospital).where(hospital.c.id == hospital_id))).first()
-    return _from_row(row) if row else None
+    if row is None:
+        return None
+    alliances = await _alliances(session)
+    return _from_row(row, alliances.get(hospital_id, frozenset()))
 
 
 async def list_all(session: AsyncSession) -> list[Hospital]:
     rows = (await session.execute(select(hospital).order_by(hospital.c.id))).all()
-    return [_from_row(r) for r in rows]
+    alliances = await _alliances(session)
+    return [_from_row(r, alliances.get(r.id, frozenset())) for r in rows]
 
 
-def _from_row(row: object) -> Hospital:
-    m = row._mapping  # type: ignore[attr-defined]
-    return Hospital(m["id"], m["name"], m["region"], m["level"], m["timezone"])
+async def certify(session: AsyncSession, cert: Certification, reference: str | None) -> None:
+    """Record a QC certification (raises UnknownHospital)."""
+    if await get(session, cert.hospital) is None:
+        raise UnknownHospital(cert.hospital)
+    await session.execute(
+        certification.insert(),
+        {
+            "hospital_id": cert.hospital,
+            "scope": cert.scope,
+            "body": cert.body.value,
+            "valid_from": cert.valid_from,
+            "valid_to": cert.valid_to,
+            "reference": reference,
+            "created_at": datetime.now(UTC),
+        },
+    )
+
+
+async def certifications(
+    session: AsyncSession, hospital_id: str | None = None
+) -> list[Certification]:
+    query = select(certification).order_by(certification.c.hospital_id, certification.c.id)
+    if hospital_id is not None:
+        query = query.where(certification.c.hospital_id == hospital_id)
+    return [_cert(r) for r in (await session.execute(query)).all()]
+
+
+async def profiles(session: AsyncSession) -> dict[str, HospitalProfile]:
+    """Every hospital as the recognition rules see it (a small table: read it whole)."""
+    certs: dict[str, list[Certification]] = {}
+    for c in await certifications(session):
+        certs.setdefault(c.hospital, []).append(c)
+    return {
+        h.id: HospitalProfile(
+            id=h.id,
+            name=h.name,
+            region=h.region,
+            level=h.level,
+            grade=h.grade,
+            ownership=h.ownership,
+            price_tier=h.price_tier,
+            alliances=h.alliances,
+            certifications=tuple(certs.get(h.id, ())),
+        )
+        for h in await list_all(session)
+    }
+
+
+async def _alliances(session: AsyncSession) -> dict[str, frozenset[str]]:
+    out: dict[str, set[str]] = {}
+    for alliance_id, hospital_id in (await session.execute(select(hospital_alliance))).all():
+        out.setdefault(hospital_id, set()).add(alliance_id)
+    return {k: frozenset(v) for k, v in out.items()}
+
+
+def _from_row(row: Row[tuple[object, ...]], alliances: frozenset[str]) -> Hospital:
+    m = row._mapping
+    return Hospital(
+        m["id"],
+        m["name"],
+        m["region"],
+        m["level"],
+        m["timezone"],
+        m["grade"],
+        m["ownership"],
+        m["price_tier"],
+        alliances,
+    )
+
+
+def _cert(row: Row[tuple[object, ...]]) -> Certification:
+    m = row._mapping
+    return Certification(
+        m["hospital_id"], m["scope"], CertifyingBody(m["body"]), m["valid_from"], m["valid_to"]
+    )

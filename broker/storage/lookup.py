@@ -1,68 +1,71 @@
-"""Finding a person's indexed results for an ordered item."""
+"""Reading a person's indexed results for the recognition rules."""
 
 from __future__ import annotations
 
-from sqlalchemy import and_, select
+from dataclasses import replace
+
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from broker.domain.prior_results import OrderedItem, PriorResult
+from broker.domain.recognition import PriorItem
+from broker.domain.results import Coding
 from broker.storage.tables import result, result_item
 
 
-async def prior_results(
-    session: AsyncSession, person_id: str, item: OrderedItem
-) -> list[PriorResult]:
-    """Every current result of the person, from any hospital, that matches the item."""
-    if item.is_imaging:
-        cond = and_(result_item.c.modality.in_(item.modalities()))
-        if item.body_site is not None:
-            cond = and_(cond, result_item.c.body_site_code == item.body_site.code)
-    else:
-        cond = and_(result_item.c.code_system == item.system, result_item.c.code == item.code)
+async def person_items(session: AsyncSession, person_id: str) -> list[PriorItem]:
+    """Every item of the person's current results, from every hospital.
+
+    One person has tens to a few hundred items, so the rules get them all and do the
+    matching (LOINC, local codes, modality and body site) in pure code.
+    """
     rows = await session.execute(
         select(
-            result.c.id,
+            result_item.c.result_id,
             result.c.hospital_id,
             result.c.kind,
-            result.c.resource_type,
+            result_item.c.resource_type,
+            result_item.c.resource_id,
             result.c.status,
-            result_item.c.status,
+            result_item.c.status.label("item_status"),
             result_item.c.effective,
-            result.c.effective,
+            result.c.effective.label("result_effective"),
             result_item.c.summary,
+            result_item.c.code_system,
+            result_item.c.code,
             result_item.c.display,
+            result_item.c.modality,
+            result_item.c.body_site_code,
+            result_item.c.laterality_code,
+            result_item.c.contrast,
             result_item.c.recognition_mark,
         )
         .join(result, result.c.id == result_item.c.result_id)
-        .where(result_item.c.person_id == person_id, cond)
+        .where(result_item.c.person_id == person_id)
+        .order_by(result_item.c.id)
     )
-    found: dict[str, PriorResult] = {}
-    for (
-        rid,
-        hosp,
-        kind,
-        rtype,
-        status,
-        item_status,
-        item_eff,
-        res_eff,
-        summary,
-        display,
-        mark,
-    ) in rows:
-        found.setdefault(
-            rid,
-            PriorResult(
-                result_id=rid,
-                hospital=hosp,
-                kind=kind,
-                resource_type=rtype,
-                status=status,
-                item_status=item_status,
-                effective=item_eff or res_eff,
-                summary=summary,
-                display=display,
-                recognition_mark=mark,
-            ),
+    merged: dict[tuple[str, str, str | None], PriorItem] = {}
+    for r in rows:
+        # One item is stored once per coding; fold them back into one with all codings.
+        key = (r.result_id, r.resource_type, r.resource_id)
+        coding = (Coding(r.code_system or "", r.code, r.display),) if r.code else ()
+        seen = merged.get(key)
+        if seen is not None:
+            merged[key] = replace(seen, codings=seen.codings + coding)
+            continue
+        merged[key] = PriorItem(
+            result_id=r.result_id,
+            hospital=r.hospital_id,
+            result_kind=r.kind,
+            resource_type=r.resource_type,
+            result_status=r.status,
+            status=r.item_status,
+            effective=r.effective or r.result_effective,
+            summary=r.summary,
+            codings=coding,
+            modality=r.modality,
+            body_site=r.body_site_code,
+            laterality=r.laterality_code,
+            contrast=r.contrast,
+            recognition_mark=r.recognition_mark,
         )
-    return list(found.values())
+    return list(merged.values())

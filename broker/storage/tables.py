@@ -14,6 +14,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    Date,
     DateTime,
     ForeignKey,
     Index,
@@ -69,6 +70,29 @@ hospital = Table(
     Column("region", String(12), nullable=False),  # GB/T 2260 code
     Column("level", String(8), nullable=False),  # 1/2/3 (一级/二级/三级)
     Column("timezone", String(64), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("grade", String(4), nullable=True),  # 甲 | 乙
+    Column("ownership", String(16), nullable=False, server_default="public"),
+    Column("price_tier", String(8), nullable=True),  # defaults to the level
+)
+
+hospital_alliance = Table(
+    "hospital_alliance",
+    metadata,
+    Column("alliance_id", String(64), primary_key=True),  # 医联体/医共体
+    Column("hospital_id", String(32), ForeignKey("hospital.id"), primary_key=True),
+)
+
+certification = Table(
+    "certification",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("hospital_id", String(32), ForeignKey("hospital.id"), nullable=False, index=True),
+    Column("scope", String(64), nullable=False),  # catalog item code or QC group
+    Column("body", String(32), nullable=False),
+    Column("valid_from", Date, nullable=False),
+    Column("valid_to", Date, nullable=False),
+    Column("reference", String(100), nullable=True),  # certificate number
     Column("created_at", UTCDateTime, nullable=False),
 )
 

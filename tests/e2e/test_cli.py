@@ -21,6 +21,7 @@ def env_for(settings: Settings) -> dict[str, str]:
         "MRB_DATA_DIR": str(settings.data_dir),
         "MRB_DATABASE_URL": settings.database_url or "",
         "MRB_CREATE_KEYS": "true",
+        "COLUMNS": "250",
     }
     if settings.database_schema:
         env["MRB_DATABASE_SCHEMA"] = settings.database_schema
@@ -58,7 +59,7 @@ def test_hospital_add_and_list(settings: Settings) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--level", "4", "--region", "510502"], "--level must be 1, 2 or 3"),
+        (["--level", "4", "--region", "510502"], "level must be 1, 2 or 3"),
         (["--level", "3", "--region", "51x"], "GB/T 2260"),
         (["--level", "3", "--region", "510502", "--timezone", "Mars/Base"], "unknown time zone"),
     ],
@@ -90,6 +91,102 @@ def test_postgres_deployments_refuse_to_invent_keys(tmp_path: Path) -> None:
         Container.build(settings)
 
 
+def test_hospital_registry_with_alliances_and_certifications(settings: Settings) -> None:
+    env = env_for(settings)
+    added = runner.invoke(
+        app,
+        [
+            "hospital",
+            "add",
+            "H020",
+            "--name",
+            "纳溪区人民医院",
+            "--region",
+            "510503",
+            "--level",
+            "2",
+            "--grade",
+            "乙",
+            "--ownership",
+            "公立",
+            "--alliance",
+            "LZ-1",
+            "--alliance",
+            "LZ-2",
+        ],
+        env=env,
+    )
+    assert added.exit_code == 0, added.output
+    certified = runner.invoke(
+        app,
+        [
+            "hospital",
+            "certify",
+            "H020",
+            "--scope",
+            "HEMATOLOGY",
+            "--body",
+            "provincial-eqa",
+            "--from",
+            "2026-01-01",
+            "--to",
+            "2026-12-31",
+            "--reference",
+            "SC-EQA-2026-001",
+        ],
+        env=env,
+    )
+    assert certified.exit_code == 0, certified.output
+    listed = runner.invoke(app, ["hospital", "list"], env=env)
+    assert "LZ-1,LZ-2" in listed.output and "2乙" in listed.output
+    assert "HEMATOLOGY provincial-eqa 2026-01-01..2026-12-31" in listed.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--scope", "NOPE", "--body", "provincial-eqa"], "neither a catalog item nor a QC group"),
+        (["--scope", "LAB-HGB", "--body", "self-declared"], "certifying body must be one of"),
+    ],
+)
+def test_certify_refuses_what_the_rules_cannot_use(
+    settings: Settings, args: list[str], message: str
+) -> None:
+    env = env_for(settings)
+    runner.invoke(
+        app,
+        ["hospital", "add", "H021", "--name", "n", "--region", "510503", "--level", "2"],
+        env=env,
+    )
+    result = runner.invoke(
+        app,
+        ["hospital", "certify", "H021", *args, "--from", "2026-01-01", "--to", "2026-12-31"],
+        env=env,
+    )
+    assert result.exit_code == 2 and message in result.output
+
+
+def test_certify_an_unknown_hospital(settings: Settings) -> None:
+    result = runner.invoke(
+        app,
+        [
+            "hospital",
+            "certify",
+            "H404",
+            "--scope",
+            "CT",
+            "--body",
+            "provincial-imaging-qc",
+            "--from",
+            "2026-01-01",
+            "--to",
+            "2026-12-31",
+        ],
+        env=env_for(settings),
+    )
+    assert result.exit_code == 2 and "not registered" in result.output
+
+
 def test_db_upgrade_is_idempotent(settings: Settings) -> None:
     for _ in range(2):
         result = runner.invoke(app, ["db", "upgrade"], env=env_for(settings))
@@ -109,12 +206,15 @@ def test_adapter_names_missing_files(tmp_path: Path) -> None:
 async def test_demo_indexes_the_sample_and_answers_a_check(settings: Settings) -> None:
     out = io.StringIO()
     console = Console(file=out, width=200)
-    await run_demo(settings, patients=40, keep_serving=False, console=console)
+    await run_demo(settings, patients=240, keep_serving=False, console=console)
     text = out.getvalue()
     assert "indexed" in text and "did not end as expected" not in text
     for code in ("MALFORMED_JSON", "UNKNOWN_HOSPITAL", "MESSAGE_TOO_LARGE", "NESTING_TOO_DEEP"):
         assert code in text
-    assert "Example check" in text and "check failed" not in text
+    # Every decision code has a real example from the sample, with its explanation.
+    assert "Recognition decisions from the sample" in text and "check failed" not in text
+    assert "no example in this sample" not in text
+    assert "may be recognised" in text and "中文说明" in text
 
 
 @pytest.mark.slow

@@ -7,6 +7,7 @@ import json
 import os
 import sys
 from collections.abc import AsyncIterator
+from datetime import date
 from pathlib import Path
 
 import httpx
@@ -14,6 +15,7 @@ import pytest
 
 from adapters.common.envelope import OutgoingMessage
 from adapters.common.publisher import Publisher, ReceiptWatcher
+from broker.domain.registry import Certification, CertifyingBody
 from broker.runtime import Stack, running_stack
 from broker.settings import Settings
 from broker.storage import hospitals
@@ -28,6 +30,18 @@ async def stack(settings: Settings) -> AsyncIterator[Stack]:
         async with s.container.sessions() as session, session.begin():
             for hid in ("H001", "H002"):
                 await hospitals.add(session, hospitals.Hospital(hid, hid, "510502", "3"))
+            for group in ("HEMATOLOGY", "CT"):
+                await hospitals.certify(
+                    session,
+                    Certification(
+                        "H001",
+                        group,
+                        CertifyingBody.PROVINCIAL_EQA,
+                        date(2026, 1, 1),
+                        date(2026, 12, 31),
+                    ),
+                    reference=None,
+                )
         yield s
 
 
@@ -75,10 +89,16 @@ async def test_results_from_two_hospitals_answer_a_check(stack: Stack) -> None:
     answer = response.json()
     assert answer["check_id"]
     hb, ct, hba1c = answer["items"]
-    assert hb["candidate"]["hospital"] == "H002"  # the newest first
-    assert [o["hospital"] for o in hb["other_results"]] == ["H001"]
-    assert hb["candidate"]["fhir"].startswith("/fhir/DiagnosticReport/")
-    assert ct["candidate"]["hospital"] == "H001"
+    # H002 holds no haematology certification; H001 does (provincial EQA -> 川HR).
+    assert hb["decision"] == "RECOGNIZABLE" and hb["catalog_code"] == "LAB-HGB"
+    assert hb["candidate"]["hospital"] == "H001" and hb["candidate"]["recognition_mark"] == "川HR"
+    assert [(o["hospital"], o["decision"]) for o in hb["other_results"]] == [
+        ("H002", "NOT_QC_CERTIFIED")
+    ]
+    assert hb["valid_until"] == "2026-05-25" and hb["fee_saved"] is not None
+    assert "2026-05-18" in hb["explanation"]["en"] and "2026-05-18" in hb["explanation"]["zh"]
+    assert ct["decision"] == "RECOGNIZABLE" and ct["candidate"]["hospital"] == "H001"
+    assert ct["candidate"]["fhir"].startswith("/fhir/ImagingStudy/")
     assert hba1c["decision"] == "NO_PRIOR_RESULT" and hba1c["candidate"] is None
 
 

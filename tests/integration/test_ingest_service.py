@@ -9,11 +9,10 @@ from datetime import UTC, datetime
 from sqlalchemy import func, select, text
 
 from broker.bootstrap import Container
-from broker.domain.prior_results import OrderedItem
 from broker.domain.rejections import RejectCode
 from broker.ingest.service import InboundMessage, Outcome, Processed
 from broker.security.payload_cipher import Sealed
-from broker.storage.lookup import prior_results
+from broker.storage.lookup import person_items
 from broker.storage.people import People
 from broker.storage.tables import payload, person, rejection, result, result_version
 from tests import factories as f
@@ -120,7 +119,7 @@ class TestPeople:
         person_id = await person_of(container, f.PATIENT_A)
         assert person_id is not None
         async with container.sessions() as s:
-            found = await prior_results(s, person_id, OrderedItem("http://loinc.org", "718-7"))
+            found = [i for i in await person_items(s, person_id) if i.codings[0].code == "718-7"]
         assert sorted(r.hospital for r in found) == ["H001", "H002"]
 
     async def test_same_mrn_at_two_hospitals_is_two_people(self, container: Container) -> None:
@@ -145,9 +144,9 @@ class TestPeople:
         await ingest(container, msg(both))
         person_id = await person_of(container, f.PATIENT_A)
         async with container.sessions() as s:
-            found = await prior_results(
-                s, person_id or "", OrderedItem("http://loinc.org", "718-7")
-            )
+            found = [
+                i for i in await person_items(s, person_id or "") if i.codings[0].code == "718-7"
+            ]
             alive = (
                 await s.execute(
                     select(func.count()).select_from(person).where(person.c.merged_into.is_(None))

@@ -40,24 +40,63 @@ def fees(amount: str) -> dict[str, Decimal]:
     return {"3": a, "2": a - 2, "1": a - 4}
 
 
-def lab(code: str, loinc: str, days: int = 7, group: str = "HEMATOLOGY", fee: str = "10.00",
-        **kw: object) -> CatalogItem:
-    return CatalogItem(code, ItemKind.LAB, "LAB", code, code, (loinc,), True, days, group,
-                       fees(fee), **kw)  # type: ignore[arg-type]
+def lab(
+    code: str,
+    loinc: str,
+    days: int = 7,
+    group: str = "HEMATOLOGY",
+    fee: str = "10.00",
+    **kw: object,
+) -> CatalogItem:
+    return CatalogItem(
+        code, ItemKind.LAB, "LAB", code, code, (loinc,), True, days, group, fees(fee), **kw
+    )  # type: ignore[arg-type]
 
 
-def imaging(code: str, modality: str, site: str, *, contrast: bool = False,
-            laterality: bool = False, days: int = 90, group: str = "CT") -> CatalogItem:
-    return CatalogItem(code, ItemKind.IMAGING, modality[:2], code, code, (), True, days, group,
-                       fees("200.00"), modality=modality, body_site=site, contrast=contrast,
-                       laterality=laterality)
+def imaging(
+    code: str,
+    modality: str,
+    site: str,
+    *,
+    contrast: bool = False,
+    laterality: bool = False,
+    days: int = 90,
+    group: str = "CT",
+) -> CatalogItem:
+    return CatalogItem(
+        code,
+        ItemKind.IMAGING,
+        modality[:2],
+        code,
+        code,
+        (),
+        True,
+        days,
+        group,
+        fees("200.00"),
+        modality=modality,
+        body_site=site,
+        contrast=contrast,
+        laterality=laterality,
+    )
 
 
 ITEMS = [
     lab("LAB-HGB", "718-7"),
     lab("LAB-PLT", "777-3"),
-    CatalogItem("LAB-CBC", ItemKind.PANEL, "LAB", "血常规", "CBC", ("58410-2",), True, 7,
-                "HEMATOLOGY", fees("20.00"), components=("LAB-HGB", "LAB-PLT")),
+    CatalogItem(
+        "LAB-CBC",
+        ItemKind.PANEL,
+        "LAB",
+        "血常规",
+        "CBC",
+        ("58410-2",),
+        True,
+        7,
+        "HEMATOLOGY",
+        fees("20.00"),
+        components=("LAB-HGB", "LAB-PLT"),
+    ),
     lab("LAB-BNP", "30934-4", group="CHEMISTRY"),
     replace(lab("LAB-CRP", "1988-5", group="IMMUNOLOGY"), recognizable=False),
     imaging("IMG-CT-CHEST", "CT", THORAX),
@@ -79,8 +118,12 @@ POLICY = Policy(
 YEAR = (date(2026, 1, 1), date(2026, 12, 31))
 
 
-def certs(hospital: str, *groups: str, body: CertifyingBody = CertifyingBody.PROVINCIAL_EQA,
-          valid: tuple[date, date] = YEAR) -> tuple[Certification, ...]:
+def certs(
+    hospital: str,
+    *groups: str,
+    body: CertifyingBody = CertifyingBody.PROVINCIAL_EQA,
+    valid: tuple[date, date] = YEAR,
+) -> tuple[Certification, ...]:
     return tuple(Certification(hospital, g, body, *valid) for g in groups)
 
 
@@ -88,17 +131,37 @@ ALL = ("HEMATOLOGY", "CHEMISTRY", "CT", "MR", "DR")
 HOSPITALS = {
     h.id: h
     for h in [
-        HospitalProfile("H001", "泸州市人民医院", "510502", "3", "甲",
-                        alliances=frozenset({"LZ-1"}),
-                        certifications=certs("H001", *ALL, body=CertifyingBody.NATIONAL_EQA)),
-        HospitalProfile("H002", "泸州二院", "510504", "3", "乙", certifications=certs("H002", *ALL)),
-        HospitalProfile("H003", "纳溪区人民医院", "510503", "2", "甲",
-                        alliances=frozenset({"LZ-1"}), certifications=certs("H003", *ALL)),
-        HospitalProfile("H004", "南京社区中心", "320106", "1", None,
-                        certifications=certs("H004", *ALL)),
+        HospitalProfile(
+            "H001",
+            "泸州市人民医院",
+            "510502",
+            "3",
+            "甲",
+            alliances=frozenset({"LZ-1"}),
+            certifications=certs("H001", *ALL, body=CertifyingBody.NATIONAL_EQA),
+        ),
+        HospitalProfile(
+            "H002", "泸州二院", "510504", "3", "乙", certifications=certs("H002", *ALL)
+        ),
+        HospitalProfile(
+            "H003",
+            "纳溪区人民医院",
+            "510503",
+            "2",
+            "甲",
+            alliances=frozenset({"LZ-1"}),
+            certifications=certs("H003", *ALL),
+        ),
+        HospitalProfile(
+            "H004", "南京社区中心", "320106", "1", None, certifications=certs("H004", *ALL)
+        ),
         HospitalProfile("H005", "无认证医院", "510502", "3", None),
-        HospitalProfile("H006", "泸州区县医院", "510521", "2", None, certifications=certs("H006", *ALL)),
-        HospitalProfile("H008", "泸州社区中心", "510502", "1", None, certifications=certs("H008", *ALL)),
+        HospitalProfile(
+            "H006", "泸州区县医院", "510521", "2", None, certifications=certs("H006", *ALL)
+        ),
+        HospitalProfile(
+            "H008", "泸州社区中心", "510502", "1", None, certifications=certs("H008", *ALL)
+        ),
     ]
 }
 ORDER_TIME = datetime(2026, 5, 20, 9, 0, tzinfo=SHANGHAI)
@@ -108,27 +171,82 @@ def at(day: date, hour: int = 8) -> datetime:
     return datetime(day.year, day.month, day.day, hour, 0, tzinfo=SHANGHAI)
 
 
-def obs(result: str, hospital: str, loinc: str, when: datetime | None, *, status: str = "final",
-        result_status: str | None = None, mark: str | None = None,
-        system: str = LOINC) -> PriorItem:
-    return PriorItem(result, hospital, "lab", "Observation", result_status or status, status, when,
-                     f"{loinc} value", (Coding(system, loinc),), recognition_mark=mark)
+def obs(
+    result: str,
+    hospital: str,
+    loinc: str,
+    when: datetime | None,
+    *,
+    status: str = "final",
+    result_status: str | None = None,
+    mark: str | None = None,
+    system: str = LOINC,
+) -> PriorItem:
+    return PriorItem(
+        result,
+        hospital,
+        "lab",
+        "Observation",
+        result_status or status,
+        status,
+        when,
+        f"{loinc} value",
+        (Coding(system, loinc),),
+        recognition_mark=mark,
+    )
 
 
-def study(result: str, hospital: str, modality: str, site: str, when: datetime, *,
-          contrast: bool | None = None, laterality: str | None = None,
-          status: str = "available", mark: str | None = None) -> PriorItem:
-    return PriorItem(result, hospital, "imaging", "ImagingStudy", status, status, when,
-                     "study", (), modality, site, laterality, contrast, mark)
+def study(
+    result: str,
+    hospital: str,
+    modality: str,
+    site: str,
+    when: datetime,
+    *,
+    contrast: bool | None = None,
+    laterality: str | None = None,
+    status: str = "available",
+    mark: str | None = None,
+) -> PriorItem:
+    return PriorItem(
+        result,
+        hospital,
+        "imaging",
+        "ImagingStudy",
+        status,
+        status,
+        when,
+        "study",
+        (),
+        modality,
+        site,
+        laterality,
+        contrast,
+        mark,
+    )
 
 
-def check(order: Order, prior: list[PriorItem], *, ordering: str = "H001",
-          when: datetime = ORDER_TIME, emergency: bool = False,
-          catalog: Catalog = CATALOG, policy: Policy = POLICY) -> ItemDecision:
+def check(
+    order: Order,
+    prior: list[PriorItem],
+    *,
+    ordering: str = "H001",
+    when: datetime = ORDER_TIME,
+    emergency: bool = False,
+    catalog: Catalog = CATALOG,
+    policy: Policy = POLICY,
+) -> ItemDecision:
     hospital = HOSPITALS[ordering]
-    return decide(order, order_time=when, ordering=hospital, hospitals=HOSPITALS,
-                  catalog=catalog.for_region(hospital.region) if catalog is CATALOG else catalog,
-                  policy=policy, prior=prior, emergency=emergency)
+    return decide(
+        order,
+        order_time=when,
+        ordering=hospital,
+        hospitals=HOSPITALS,
+        catalog=catalog.for_region(hospital.region) if catalog is CATALOG else catalog,
+        policy=policy,
+        prior=prior,
+        emergency=emergency,
+    )
 
 
 HB = Order(LOINC, "718-7")
@@ -150,8 +268,9 @@ class TestCatalogMembership:
         assert check(Order(LOINC, "1988-5"), []).decision is Decision.EXCLUDED
 
     def test_catalog_code_orders_work(self) -> None:
-        d = check(Order("urn:mrb:catalog", "LAB-HGB"), [obs("r", "H002", "718-7",
-                                                              at(date(2026, 5, 19)))])
+        d = check(
+            Order("urn:mrb:catalog", "LAB-HGB"), [obs("r", "H002", "718-7", at(date(2026, 5, 19)))]
+        )
         assert d.decision is Decision.RECOGNIZABLE
 
     def test_mapped_local_code_of_the_issuing_hospital_counts(self) -> None:
@@ -214,14 +333,22 @@ class TestValidityWindow:
 
 class TestQualityControl:
     def lapsing(self, valid_to: date) -> dict[str, HospitalProfile]:
-        h = replace(HOSPITALS["H002"], certifications=certs(
-            "H002", "HEMATOLOGY", valid=(date(2025, 1, 1), valid_to)))
+        h = replace(
+            HOSPITALS["H002"],
+            certifications=certs("H002", "HEMATOLOGY", valid=(date(2025, 1, 1), valid_to)),
+        )
         return {**HOSPITALS, "H002": h}
 
     def run(self, hospitals: dict[str, HospitalProfile], result_day: date) -> ItemDecision:
-        return decide(HB, order_time=ORDER_TIME, ordering=HOSPITALS["H001"], hospitals=hospitals,
-                      catalog=NO_REGIONS, policy=POLICY,
-                      prior=[obs("r", "H002", "718-7", at(result_day))])
+        return decide(
+            HB,
+            order_time=ORDER_TIME,
+            ordering=HOSPITALS["H001"],
+            hospitals=hospitals,
+            catalog=NO_REGIONS,
+            policy=POLICY,
+            prior=[obs("r", "H002", "718-7", at(result_day))],
+        )
 
     def test_certification_lapsing_the_day_before_the_result(self) -> None:
         d = self.run(self.lapsing(date(2026, 5, 17)), date(2026, 5, 18))
@@ -245,9 +372,15 @@ class TestQualityControl:
 
     def test_certification_for_the_single_item_is_enough(self) -> None:
         h = replace(HOSPITALS["H005"], certifications=certs("H005", "LAB-HGB"))
-        d = decide(HB, order_time=ORDER_TIME, ordering=HOSPITALS["H001"],
-                   hospitals={**HOSPITALS, "H005": h}, catalog=CATALOG, policy=POLICY,
-                   prior=[obs("r", "H005", "718-7", at(date(2026, 5, 19)))])
+        d = decide(
+            HB,
+            order_time=ORDER_TIME,
+            ordering=HOSPITALS["H001"],
+            hospitals={**HOSPITALS, "H005": h},
+            catalog=CATALOG,
+            policy=POLICY,
+            prior=[obs("r", "H005", "718-7", at(date(2026, 5, 19)))],
+        )
         assert d.decision is Decision.RECOGNIZABLE
 
 
@@ -269,13 +402,14 @@ class TestStatus:
         assert d.decision is Decision.WITHDRAWN and d.fee_saved is None
 
     def test_observation_of_a_withdrawn_report_is_withdrawn(self) -> None:
-        prior = [obs("r", "H002", "718-7", at(date(2026, 5, 19)),
-                     result_status="entered-in-error")]
+        prior = [obs("r", "H002", "718-7", at(date(2026, 5, 19)), result_status="entered-in-error")]
         assert check(HB, prior).decision is Decision.WITHDRAWN
 
     def test_an_older_valid_result_beats_a_newer_withdrawn_one(self) -> None:
-        prior = [obs("new", "H002", "718-7", at(date(2026, 5, 19)), status="cancelled"),
-                 obs("old", "H001", "718-7", at(date(2026, 5, 17)))]
+        prior = [
+            obs("new", "H002", "718-7", at(date(2026, 5, 19)), status="cancelled"),
+            obs("old", "H001", "718-7", at(date(2026, 5, 17))),
+        ]
         d = check(HB, prior)
         assert d.decision is Decision.RECOGNIZABLE and d.candidate is not None
         assert d.candidate.result_id == "old"
@@ -292,36 +426,49 @@ class TestScope:
         assert d.decision is Decision.RECOGNIZABLE
 
     def test_same_level_recognise_each_other(self) -> None:
-        assert check(HB, [obs("r", "H001", "718-7", at(date(2026, 5, 19)))],
-                     ordering="H002").decision is Decision.RECOGNIZABLE
+        assert (
+            check(HB, [obs("r", "H001", "718-7", at(date(2026, 5, 19)))], ordering="H002").decision
+            is Decision.RECOGNIZABLE
+        )
 
     def test_alliance_members_recognise_fully_whatever_the_level(self) -> None:
         d = check(HB, [obs("r", "H003", "718-7", at(date(2026, 5, 19)))], ordering="H001")
         assert d.decision is Decision.RECOGNIZABLE
 
     def test_upward_recognition_where_configured(self) -> None:
-        upward = Policy(POLICY.marks, LevelMatrix({**DEFAULT_LEVEL_MATRIX.accepts,
-                                                   "3": frozenset({"3", "2"})}))
-        d = check(HB, [obs("r", "H006", "718-7", at(date(2026, 5, 19)))], ordering="H002",
-                  policy=upward)
+        upward = Policy(
+            POLICY.marks, LevelMatrix({**DEFAULT_LEVEL_MATRIX.accepts, "3": frozenset({"3", "2"})})
+        )
+        d = check(
+            HB, [obs("r", "H006", "718-7", at(date(2026, 5, 19)))], ordering="H002", policy=upward
+        )
         assert d.decision is Decision.RECOGNIZABLE
 
     def test_mark_of_another_province_does_not_cover_the_order(self) -> None:
-        d = check(HB, [obs("r", "H004", "718-7", at(date(2026, 5, 19)), mark="苏HR")],
-                  ordering="H008")
+        d = check(
+            HB, [obs("r", "H004", "718-7", at(date(2026, 5, 19)), mark="苏HR")], ordering="H008"
+        )
         assert d.decision is Decision.OUT_OF_SCOPE and "苏HR" in d.explanation.zh
 
     def test_national_mark_covers_everywhere(self) -> None:
-        d = check(HB, [obs("r", "H004", "718-7", at(date(2026, 5, 19)), mark="全国HR")],
-                  ordering="H008")
+        d = check(
+            HB, [obs("r", "H004", "718-7", at(date(2026, 5, 19)), mark="全国HR")], ordering="H008"
+        )
         assert d.decision is Decision.RECOGNIZABLE
 
     def test_city_mark_covers_its_city_only(self) -> None:
         prior = [obs("r", "H002", "718-7", at(date(2026, 5, 19)), mark="泸州HR")]
         assert check(HB, prior, ordering="H006").decision is Decision.RECOGNIZABLE
         chengdu = replace(HOSPITALS["H006"], id="H007", region="510104")
-        d = decide(HB, order_time=ORDER_TIME, ordering=chengdu, hospitals=HOSPITALS,
-                   catalog=CATALOG, policy=POLICY, prior=prior)
+        d = decide(
+            HB,
+            order_time=ORDER_TIME,
+            ordering=chengdu,
+            hospitals=HOSPITALS,
+            catalog=CATALOG,
+            policy=POLICY,
+            prior=prior,
+        )
         assert d.decision is Decision.OUT_OF_SCOPE
 
     def test_mark_derived_from_a_provincial_certification(self) -> None:
@@ -368,23 +515,38 @@ class TestImaging:
         )
 
     def test_a_report_without_images_is_never_recognised(self) -> None:
-        report = PriorItem("rep", "H002", "report", "DiagnosticReport", "final", "final",
-                           at(date(2026, 5, 1)), "CT chest report", (), "CT", THORAX)
+        report = PriorItem(
+            "rep",
+            "H002",
+            "report",
+            "DiagnosticReport",
+            "final",
+            "final",
+            at(date(2026, 5, 1)),
+            "CT chest report",
+            (),
+            "CT",
+            THORAX,
+        )
         d = check(Order(modality="CT", body_site=THORAX), [report])
         assert d.decision is Decision.NO_PRIOR_RESULT
         assert "images" in d.explanation.en and d.candidate is not None
 
     def test_imaging_validity_and_fee(self) -> None:
-        d = check(Order(modality="CT", body_site=THORAX),
-                  [study("s", "H002", "CT", THORAX, at(date(2026, 2, 19)))])
+        d = check(
+            Order(modality="CT", body_site=THORAX),
+            [study("s", "H002", "CT", THORAX, at(date(2026, 2, 19)))],
+        )
         assert d.decision is Decision.RECOGNIZABLE and d.valid_until == date(2026, 5, 20)
         assert d.fee_saved == Decimal("200.00")
 
 
 class TestPanels:
     def cbc(self, *, plt_status: str = "final", with_plt: bool = True) -> list[PriorItem]:
-        rows = [obs("cbc", "H002", "58410-2", at(date(2026, 5, 19))),
-                obs("cbc", "H002", "718-7", at(date(2026, 5, 19)))]
+        rows = [
+            obs("cbc", "H002", "58410-2", at(date(2026, 5, 19))),
+            obs("cbc", "H002", "718-7", at(date(2026, 5, 19))),
+        ]
         if with_plt:
             rows.append(obs("cbc", "H002", "777-3", at(date(2026, 5, 19)), status=plt_status))
         return rows
@@ -408,8 +570,10 @@ class TestPanels:
 
 class TestEmergency:
     def test_emergency_lists_every_candidate_and_says_so(self) -> None:
-        prior = [obs("a", "H002", "718-7", at(date(2026, 5, 19))),
-                 obs("b", "H001", "718-7", at(date(2026, 5, 1)))]
+        prior = [
+            obs("a", "H002", "718-7", at(date(2026, 5, 19))),
+            obs("b", "H001", "718-7", at(date(2026, 5, 1))),
+        ]
         d = check(HB, prior, emergency=True)
         assert d.candidate is not None and len(d.others) == 1
         assert d.notes and "EMERGENCY" in d.notes[0].en
@@ -435,9 +599,14 @@ marks = st.sampled_from([None, "川HR", "苏HR", "全国HR", "泸州HR"])
 def prior_results(draw: st.DrawFn) -> list[PriorItem]:
     n = draw(st.integers(min_value=0, max_value=6))
     return [
-        obs(f"r{i}", draw(hospitals_), "718-7",
+        obs(
+            f"r{i}",
+            draw(hospitals_),
+            "718-7",
             ORDER_TIME - timedelta(days=draw(days_back), hours=draw(st.integers(0, 23))),
-            status=draw(statuses), mark=draw(marks))
+            status=draw(statuses),
+            mark=draw(marks),
+        )
         for i in range(n)
     ]
 
@@ -448,7 +617,9 @@ def test_a_withdrawn_result_is_never_recognised(prior: list[PriorItem], ordering
     d = check(HB, prior, ordering=ordering)
     if d.decision is Decision.RECOGNIZABLE:
         assert d.candidate is not None and d.candidate.status not in (
-            "cancelled", "entered-in-error")
+            "cancelled",
+            "entered-in-error",
+        )
     withdrawn = {p.result_id for p in prior if p.status in ("cancelled", "entered-in-error")}
     for v in (d.candidate, *d.others):
         if v is not None and v.result_id in withdrawn:
@@ -464,8 +635,7 @@ def test_the_decision_does_not_depend_on_arrival_order(
     rnd.shuffle(shuffled)  # type: ignore[attr-defined]
     a, b = check(HB, prior, ordering=ordering), check(HB, shuffled, ordering=ordering)
     assert a.decision is b.decision and a.fee_saved == b.fee_saved
-    assert (a.candidate.result_id if a.candidate else None) in {
-        p.result_id for p in prior} | {None}
+    assert (a.candidate.result_id if a.candidate else None) in {p.result_id for p in prior} | {None}
     if a.decision is Decision.RECOGNIZABLE:
         assert a.candidate is not None and b.candidate is not None
         assert a.candidate.effective == b.candidate.effective

@@ -5,9 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from broker.api.deps import ContainerDep
-from broker.api.schemas import CheckIn, CheckOut, ItemOut, ResultRef, Text
-from broker.domain.prior_results import OrderedItem, PriorResult
-from broker.domain.results import Coding
+from broker.api.schemas import CheckIn, CheckOut, ItemIn, ItemOut, ResultRef, Text
+from broker.domain.recognition import Order, Verdict
 from broker.services.audit import Actor
 from broker.services.checks import CheckRequest, ItemAnswer, run_check
 
@@ -16,70 +15,84 @@ router = APIRouter(prefix="/api/v1/recognition", tags=["recognition"])
 
 @router.post("/check", response_model=CheckOut)
 async def check(body: CheckIn, container: ContainerDep) -> CheckOut:
-    """Find the patient's prior results for each ordered item, from every hospital."""
+    """Decide, per ordered item, whether a prior result from any hospital may be recognised."""
     request = CheckRequest(
         patient_system=body.patient.system,
         patient_value=body.patient.value,
         ordering_hospital=body.ordering_hospital,
         order_time=body.order_time,
         emergency=body.emergency,
-        items=tuple(
-            OrderedItem(
-                system=i.system,
-                code=i.code,
-                modality=i.modality.upper() if i.modality else None,
-                body_site=Coding(i.body_site.system, i.body_site.code) if i.body_site else None,
-            )
-            for i in body.items
-        ),
+        items=tuple(_order(i) for i in body.items),
     )
     answer = await run_check(
         container.sessions,
         container.pseudonyms,
+        container.rules(),
         request,
         Actor(hospital=body.ordering_hospital),
     )
     return CheckOut(check_id=answer.check_id, items=[_item(a) for a in answer.items])
 
 
-def _item(a: ItemAnswer) -> ItemOut:
-    r = a.requested
-    requested: dict[str, object] = (
-        {
-            "modality": r.modality,
-            "body_site": {"system": r.body_site.system, "code": r.body_site.code}
-            if r.body_site
-            else None,
-        }
-        if r.is_imaging
-        else {"system": r.system, "code": r.code}
+def _order(i: ItemIn) -> Order:
+    return Order(
+        system=i.system,
+        code=i.code,
+        modality=i.modality.upper() if i.modality else None,
+        body_site=i.body_site.code if i.body_site else None,
+        laterality=i.laterality.code if i.laterality else None,
+        contrast=i.contrast,
     )
-    best = a.answer.candidate
-    label = (best.display if best and best.display else None) or (
-        f"{r.modality} {r.body_site.code if r.body_site else ''}".strip()
-        if r.is_imaging
-        else f"{r.system}|{r.code}"
+
+
+def _item(a: ItemAnswer) -> ItemOut:
+    d = a.decision
+    name = (
+        Text(zh=d.item.name_zh, en=d.item.name_en)
+        if d.item
+        else Text(zh=_label(a.requested), en=_label(a.requested))
     )
     return ItemOut(
-        requested=requested,
-        catalog_code=None,
-        name=Text(zh=label, en=label),
-        decision=a.answer.decision,
-        explanation=Text(zh=a.answer.zh, en=a.answer.en),
-        valid_until=None,
-        candidate=_ref(best) if best else None,
-        other_results=[_ref(o) for o in a.answer.others],
-        fee_saved=None,
+        requested=_requested(a.requested),
+        catalog_code=d.item.code if d.item else None,
+        name=name,
+        decision=d.decision.value,
+        explanation=Text(zh=d.explanation.zh, en=d.explanation.en),
+        valid_until=d.valid_until.isoformat() if d.valid_until else None,
+        candidate=_ref(d.candidate) if d.candidate else None,
+        other_results=[_ref(o) for o in d.others],
+        fee_saved=f"{d.fee_saved:.2f}" if d.fee_saved is not None else None,
+        notes=[Text(zh=n.zh, en=n.en) for n in d.notes],
     )
 
 
-def _ref(p: PriorResult) -> ResultRef:
+def _requested(r: Order) -> dict[str, object]:
+    if r.modality is None:
+        return {"system": r.system, "code": r.code}
+    out: dict[str, object] = {"modality": r.modality}
+    if r.body_site:
+        out["body_site"] = {"system": "http://snomed.info/sct", "code": r.body_site}
+    if r.laterality:
+        out["laterality"] = {"system": "http://snomed.info/sct", "code": r.laterality}
+    if r.contrast is not None:
+        out["contrast"] = r.contrast
+    return out
+
+
+def _label(r: Order) -> str:
+    return f"{r.modality} {r.body_site or ''}".strip() if r.modality else f"{r.system}|{r.code}"
+
+
+def _ref(v: Verdict) -> ResultRef:
     return ResultRef(
-        hospital=p.hospital,
-        result_id=p.result_id,
-        effective=p.effective,
-        status=p.item_status,
-        summary=p.summary,
-        recognition_mark=p.recognition_mark,
-        fhir=f"/fhir/{p.resource_type}/{p.result_id}",
+        hospital=v.hospital,
+        result_id=v.result_id,
+        effective=v.effective,
+        status=v.status,
+        summary=v.summary,
+        fhir=f"/fhir/{v.resource_type or 'DiagnosticReport'}/{v.result_id}",
+        recognition_mark=v.mark,
+        decision=v.decision.value,
+        reason=Text(zh=v.reason.zh, en=v.reason.en),
+        valid_until=v.valid_until.isoformat() if v.valid_until else None,
     )

@@ -1,0 +1,155 @@
+"""Admin API: the hospital registry, QC certifications and the item catalog."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Literal
+
+from fastapi import APIRouter, status
+from pydantic import BaseModel, Field
+
+from broker.api.deps import ContainerDep
+from broker.services import registry as registry_service
+from broker.storage import hospitals as registry
+
+router = APIRouter(prefix="/api/v1/admin", tags=["admin"])
+
+
+class HospitalIn(BaseModel):
+    id: str = Field(min_length=1, max_length=32)
+    name: str = Field(min_length=1, max_length=200)
+    region: str = Field(description="GB/T 2260 code, e.g. 510502")
+    level: Literal["1", "2", "3"]
+    grade: str | None = Field(default=None, description="甲 or 乙")
+    ownership: str = Field(default="public", description="public (公立) or private (民营)")
+    price_tier: Literal["1", "2", "3"] | None = None
+    alliances: list[str] = Field(default_factory=list, description="医联体/医共体 ids")
+    timezone: str = "Asia/Shanghai"
+
+
+class CertificationIn(BaseModel):
+    scope: str = Field(description="catalog item code (LAB-HGB) or QC group (HEMATOLOGY)")
+    body: Literal["national-eqa", "provincial-eqa", "provincial-imaging-qc"]
+    valid_from: date
+    valid_to: date
+    reference: str | None = Field(default=None, max_length=100)
+
+
+class CertificationOut(BaseModel):
+    scope: str
+    body: str
+    valid_from: date
+    valid_to: date
+
+
+class HospitalOut(HospitalIn):
+    certifications: list[CertificationOut] = Field(default_factory=list)
+
+
+@router.get("/hospitals", response_model=list[HospitalOut])
+async def list_hospitals(container: ContainerDep) -> list[HospitalOut]:
+    """Every registered hospital with its alliances and certifications."""
+    async with container.sessions() as s:
+        hospitals = await registry.list_all(s)
+        certs = await registry.certifications(s)
+    return [
+        HospitalOut(
+            id=h.id,
+            name=h.name,
+            region=h.region,
+            level=h.level,  # type: ignore[arg-type]
+            grade=h.grade,
+            ownership=h.ownership,
+            price_tier=h.price_tier,  # type: ignore[arg-type]
+            alliances=sorted(h.alliances),
+            timezone=h.timezone,
+            certifications=[
+                CertificationOut(
+                    scope=c.scope, body=c.body.value, valid_from=c.valid_from, valid_to=c.valid_to
+                )
+                for c in certs
+                if c.hospital == h.id
+            ],
+        )
+        for h in hospitals
+    ]
+
+
+@router.post("/hospitals", status_code=status.HTTP_201_CREATED)
+async def add_hospital(body: HospitalIn, container: ContainerDep) -> dict[str, str]:
+    """Register a hospital (409 if the id exists; PUT replaces)."""
+    await registry_service.register(container.sessions, _hospital(body))
+    return {"id": body.id}
+
+
+@router.put("/hospitals/{hospital_id}")
+async def replace_hospital(
+    hospital_id: str, body: HospitalIn, container: ContainerDep
+) -> dict[str, str]:
+    """Create or update a hospital; alliances are replaced by those given."""
+    if body.id != hospital_id:
+        raise registry_service.RegistryError("the body's id differs from the path's")
+    await registry_service.register(container.sessions, _hospital(body), replace=True)
+    return {"id": hospital_id}
+
+
+@router.post("/hospitals/{hospital_id}/certifications", status_code=status.HTTP_201_CREATED)
+async def add_certification(
+    hospital_id: str, body: CertificationIn, container: ContainerDep
+) -> dict[str, str]:
+    """Record a QC certification for an item or QC group, valid from..to inclusive."""
+    cert = registry_service.certification(
+        container.rules().catalog,
+        hospital_id,
+        body.scope,
+        body.body,
+        body.valid_from,
+        body.valid_to,
+    )
+    await registry_service.certify(container.sessions, cert, body.reference)
+    return {"hospital": hospital_id, "scope": body.scope}
+
+
+@router.get("/catalog")
+async def catalog(container: ContainerDep, region: str | None = None) -> dict[str, object]:
+    """The item catalog, as seen from a region when one is given (overrides applied)."""
+    cat = container.rules().catalog
+    view = cat.for_region(region) if region else cat
+    return {
+        "version": view.version,
+        "region": region,
+        "negative_list": sorted(view.negative_list),
+        "items": [
+            {
+                "code": i.code,
+                "kind": i.kind.value,
+                "category": i.category,
+                "name": {"zh": i.name_zh, "en": i.name_en},
+                "loinc": list(i.loinc),
+                "recognizable": i.recognizable and i.code not in view.negative_list,
+                "validity_days": i.validity_days,
+                "qc_group": i.qc_group,
+                "fees": {t: f"{v:.2f}" for t, v in i.fees.items()},
+                "components": list(i.components),
+                "modality": i.modality,
+                "body_site": i.body_site,
+                "laterality": i.laterality,
+                "contrast": i.contrast,
+            }
+            for i in view.items.values()
+        ],
+    }
+
+
+def _hospital(body: HospitalIn) -> registry.Hospital:
+    return registry.Hospital(
+        body.id,
+        body.name,
+        body.region,
+        body.level,
+        body.timezone,
+        body.grade,
+        body.ownership,
+        body.price_tier,
+        frozenset(body.alliances),
+    )

@@ -1,0 +1,139 @@
+"""`mrb hospital add|list|certify`: the registry the rules depend on."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import date, datetime
+from typing import Annotated, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from broker.bootstrap import Container
+from broker.domain.registry import Certification
+from broker.observability import configure_logging
+from broker.services import registry as registry_service
+from broker.settings import Settings
+from broker.storage import hospitals as registry
+from broker.storage.database import upgrade
+
+app = typer.Typer(help="The hospital registry.", no_args_is_help=True)
+console = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+T = TypeVar("T")
+
+
+def _with_container(work: Callable[[Container], Awaitable[T]]) -> T:
+    settings = Settings()
+    configure_logging(settings.log_level)
+
+    async def main() -> T:
+        await upgrade(settings.resolved_database_url, settings.database_schema)
+        container = Container.build(settings)
+        try:
+            return await work(container)
+        finally:
+            await container.close()
+
+    try:
+        return asyncio.run(main())
+    except registry_service.RegistryError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+@app.command("add")
+def add(
+    hospital_id: Annotated[str, typer.Argument(help="Registry id, e.g. H001.")],
+    name: Annotated[str, typer.Option(help="Full name, e.g. 泸州市人民医院.")],
+    region: Annotated[str, typer.Option(help="GB/T 2260 code, e.g. 510502.")],
+    level: Annotated[str, typer.Option(help="1, 2 or 3 (一级/二级/三级).")],
+    grade: Annotated[str | None, typer.Option(help="甲 or 乙 (A/B).")] = None,
+    ownership: Annotated[str, typer.Option(help="public (公立) or private (民营).")] = "public",
+    price_tier: Annotated[str | None, typer.Option(help="1-3; defaults to the level.")] = None,
+    alliance: Annotated[
+        list[str] | None, typer.Option(help="Alliance id (医联体/医共体); repeatable.")
+    ] = None,
+    timezone: Annotated[str, typer.Option(help="Zone for timestamps sent without one.")] = (
+        "Asia/Shanghai"
+    ),
+    replace: Annotated[bool, typer.Option(help="Update it if it exists.")] = False,
+) -> None:
+    """Register a hospital (messages from unregistered hospitals go to the DLQ)."""
+    h = registry.Hospital(
+        hospital_id,
+        name,
+        region,
+        level,
+        timezone,
+        grade,
+        ownership,
+        price_tier,
+        frozenset(alliance or ()),
+    )
+
+    async def work(c: Container) -> registry.Hospital:
+        return await registry_service.register(c.sessions, h, replace=replace)
+
+    try:
+        _with_container(work)
+    except registry.HospitalExists:
+        err.print(f"[red]{hospital_id} is already registered[/red] (use --replace to update)")
+        raise typer.Exit(1) from None
+    console.print(f"registered {hospital_id}")
+
+
+@app.command("list")
+def list_() -> None:
+    """List registered hospitals with their certifications."""
+
+    async def work(c: Container) -> tuple[list[registry.Hospital], list[Certification]]:
+        async with c.sessions() as s:
+            return await registry.list_all(s), await registry.certifications(s)
+
+    hospitals, certs = _with_container(work)
+    table = Table("id", "name", "region", "level", "ownership", "tier", "alliances", "QC")
+    for h in hospitals:
+        held = [c for c in certs if c.hospital == h.id]
+        table.add_row(
+            h.id,
+            h.name,
+            h.region,
+            f"{h.level}{h.grade or ''}",
+            h.ownership,
+            h.price_tier or h.level,
+            ",".join(sorted(h.alliances)),
+            "; ".join(f"{c.scope} {c.body} {c.valid_from}..{c.valid_to}" for c in held) or "-",
+        )
+    console.print(table)
+
+
+@app.command("certify")
+def certify(
+    hospital_id: Annotated[str, typer.Argument(help="Registered hospital id.")],
+    scope: Annotated[str, typer.Option(help="Catalog item (LAB-HGB) or QC group (HEMATOLOGY).")],
+    body: Annotated[
+        str, typer.Option(help="national-eqa | provincial-eqa | provincial-imaging-qc.")
+    ],
+    valid_from: Annotated[datetime, typer.Option("--from", formats=["%Y-%m-%d"])],
+    valid_to: Annotated[datetime, typer.Option("--to", formats=["%Y-%m-%d"])],
+    reference: Annotated[str | None, typer.Option(help="Certificate number.")] = None,
+) -> None:
+    """Record a QC certification (室间质评/影像质控) valid from..to inclusive."""
+
+    async def work(c: Container) -> None:
+        cert = registry_service.certification(
+            c.rules().catalog, hospital_id, scope, body, _day(valid_from), _day(valid_to)
+        )
+        await registry_service.certify(c.sessions, cert, reference)
+
+    _with_container(work)
+    console.print(
+        f"certified {hospital_id} for {scope} ({body}) {valid_from:%Y-%m-%d}..{valid_to:%Y-%m-%d}"
+    )
+
+
+def _day(d: datetime) -> date:
+    return d.date()

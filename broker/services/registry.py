@@ -1,0 +1,87 @@
+"""Registering hospitals and their QC certifications, with the checks an admin expects."""
+
+from __future__ import annotations
+
+from datetime import date
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from broker.domain.catalog import Catalog
+from broker.domain.registry import Certification, CertifyingBody
+from broker.storage import hospitals
+from broker.storage.hospitals import Hospital
+
+GRADES = {"甲": "甲", "乙": "乙", "A": "甲", "B": "乙"}
+OWNERSHIP = {"public": "public", "private": "private", "公立": "public", "民营": "private"}
+
+
+class RegistryError(ValueError):
+    """A registration that cannot be accepted; the message names the field and the fix."""
+
+
+def validated(h: Hospital) -> Hospital:
+    """The hospital with normalised fields, or RegistryError."""
+    if not h.id or len(h.id) > 32 or not h.id.replace("-", "").isalnum():
+        raise RegistryError("id must be 1-32 letters, digits or '-', e.g. H001")
+    if h.level not in ("1", "2", "3"):
+        raise RegistryError("level must be 1, 2 or 3 (一级/二级/三级)")
+    if not (h.region.isdigit() and len(h.region) in (2, 4, 6)):
+        raise RegistryError("region must be a GB/T 2260 code of 2, 4 or 6 digits, e.g. 510502")
+    grade = GRADES.get(h.grade) if h.grade else None
+    if h.grade and grade is None:
+        raise RegistryError("grade must be 甲 or 乙 (or omitted)")
+    ownership = OWNERSHIP.get(h.ownership)
+    if ownership is None:
+        raise RegistryError("ownership must be public (公立) or private (民营)")
+    if h.price_tier is not None and h.price_tier not in ("1", "2", "3"):
+        raise RegistryError("price tier must be 1, 2 or 3 (defaults to the level)")
+    try:
+        ZoneInfo(h.timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise RegistryError(f"unknown time zone {h.timezone!r} (use an IANA name)") from None
+    return Hospital(
+        h.id, h.name, h.region, h.level, h.timezone, grade, ownership, h.price_tier, h.alliances
+    )
+
+
+async def register(
+    sessions: async_sessionmaker[AsyncSession], h: Hospital, *, replace: bool = False
+) -> Hospital:
+    clean = validated(h)
+    async with sessions() as session, session.begin():
+        await hospitals.add(session, clean, replace=replace)
+    return clean
+
+
+def certification(
+    catalog: Catalog,
+    hospital: str,
+    scope: str,
+    body: str,
+    valid_from: date,
+    valid_to: date,
+) -> Certification:
+    """A certification checked against the catalog: scope is an item code or a QC group."""
+    groups = {i.qc_group for i in catalog.items.values()}
+    if scope not in catalog.items and scope not in groups:
+        known = ", ".join(sorted(groups))
+        raise RegistryError(f"{scope!r} is neither a catalog item nor a QC group ({known})")
+    try:
+        certifying = CertifyingBody(body)
+    except ValueError:
+        names = ", ".join(b.value for b in CertifyingBody)
+        raise RegistryError(f"certifying body must be one of: {names}") from None
+    if valid_to < valid_from:
+        raise RegistryError("valid-to is before valid-from")
+    return Certification(hospital, scope, certifying, valid_from, valid_to)
+
+
+async def certify(
+    sessions: async_sessionmaker[AsyncSession], cert: Certification, reference: str | None
+) -> None:
+    async with sessions() as session, session.begin():
+        try:
+            await hospitals.certify(session, cert, reference)
+        except hospitals.UnknownHospital:
+            raise RegistryError(f"hospital {cert.hospital!r} is not registered") from None
