@@ -13,9 +13,11 @@ from broker.settings import Settings
 
 @pytest.fixture
 async def api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    async with running_stack(settings, api=True, worker=False, kafka_needed=False) as stack:
-        async with httpx.AsyncClient(base_url=stack.api_url) as client:
-            yield client
+    async with (
+        running_stack(settings, api=True, worker=False, kafka_needed=False) as stack,
+        httpx.AsyncClient(base_url=stack.api_url) as client,
+    ):
+        yield client
 
 
 HOSPITAL = {
