@@ -23,11 +23,13 @@ from zoneinfo import ZoneInfo
 
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from adapters.common.envelope import OutgoingMessage
 from adapters.common.publisher import Publisher, ReceiptWatcher
+from adapters.common.signing import public_key_b64
 from broker.bootstrap import Container
-from broker.demo.dataset import NATIONAL_ID_SYSTEM, generate
+from broker.demo.dataset import NATIONAL_ID_SYSTEM, DemoMessage, generate
 from broker.ingest.service import InboundMessage
 from broker.runtime import running_stack
 from broker.settings import Settings
@@ -42,27 +44,29 @@ def _settings(root: Path, **extra: object) -> Settings:
     return Settings(data_dir=root, consumer_session_timeout_ms=2000, **extra)  # type: ignore[arg-type]
 
 
+# One signing key per demo hospital: the measured path includes signature checks.
+SIGNERS = {h: Ed25519PrivateKey.generate() for h in ("H001", "H002", "H003", "H004")}
+
+
 async def _register(c: Container, dataset_hospitals: list[tuple[str, str, str, str]]) -> None:
     async with c.sessions() as s, s.begin():
+        known = await hospitals.signing_keys(s)
         for hid, name, region, level in dataset_hospitals:
             await hospitals.add(s, hospitals.Hospital(hid, name, region, level), replace=True)
+            if (hid, "bench") not in known:
+                await hospitals.add_key(s, hid, "bench", public_key_b64(SIGNERS[hid]))
+
+
+def _outgoing(m: DemoMessage) -> OutgoingMessage:
+    out = OutgoingMessage(m.hospital, m.value, m.key, m.message_id, m.content_type)
+    return out.signed("bench", SIGNERS[m.hospital]) if m.hospital in SIGNERS else out
 
 
 async def bench_indexing(patients: int) -> tuple[float, float, int]:
     """Messages/s: full ingest vs. decode-and-store-bytes baseline."""
     ds = generate(now=datetime.now(SHANGHAI), patients=patients)
     hosp = [(h.id, h.name, h.region, h.level) for h in ds.hospitals]
-    msgs = [
-        InboundMessage(
-            m.value,
-            {
-                "mrb-hospital": m.hospital.encode(),
-                "mrb-message-id": m.message_id.encode(),
-                "content-type": m.content_type.encode(),
-            },
-        )
-        for m in ds.messages
-    ]
+    msgs = [InboundMessage(m.value, dict(_outgoing(m).headers())) for m in ds.messages]
     with tempfile.TemporaryDirectory() as tmp:
         settings = _settings(Path(tmp))
         await upgrade(settings.resolved_database_url)
@@ -109,10 +113,7 @@ async def bench_kafka_path(patients: int) -> tuple[float, float]:
                 stack.container, [(h.id, h.name, h.region, h.level) for h in ds.hospitals]
             )
             baseline = await _bare_round_trip(bootstrap, [m.value for m in ds.messages])
-            out = [
-                OutgoingMessage(m.hospital, m.value, m.key, m.message_id, m.content_type)
-                for m in ds.messages
-            ]
+            out = [_outgoing(m) for m in ds.messages]
             started = time.perf_counter()
             async with ReceiptWatcher(bootstrap) as watcher, Publisher(bootstrap) as pub:
                 await pub.publish(out)
@@ -163,10 +164,7 @@ async def bench_check_latency(requests: int) -> tuple[list[float], list[float]]:
             await _register(
                 stack.container, [(h.id, h.name, h.region, h.level) for h in ds.hospitals]
             )
-            out = [
-                OutgoingMessage(m.hospital, m.value, m.key, m.message_id, m.content_type)
-                for m in ds.messages
-            ]
+            out = [_outgoing(m) for m in ds.messages]
             async with ReceiptWatcher(bootstrap) as watcher, Publisher(bootstrap) as pub:
                 await pub.publish(out)
                 await watcher.wait_for({m.message_id for m in out}, timeout=600)

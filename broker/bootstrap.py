@@ -61,6 +61,7 @@ class Container:
             cipher=self.cipher,
             limits=ParseLimits(max_bytes=s.max_message_bytes, max_depth=s.max_json_depth),
             default_zone=s.default_timezone,
+            require_signatures=s.require_signatures,
         )
 
     def ingest_worker(self) -> IngestWorker:

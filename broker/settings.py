@@ -28,6 +28,10 @@ class Settings(BaseSettings):
     # PostgreSQL, where API and workers must share keys made once by `mrb keys init`.
     create_keys: bool | None = None
 
+    # Refuse messages without a valid hospital signature (UNKNOWN_KEY / BAD_SIGNATURE).
+    # Turn off only while migrating adapters: unsigned messages are then accepted, but
+    # any signature that is present is still checked.
+    require_signatures: bool = True
     consumer_group: str = "mrb-ingest"
     # The group coordinator holds a join for about half of this: short for the demo/tests.
     consumer_session_timeout_ms: int = Field(default=10_000, ge=1000)

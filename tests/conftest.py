@@ -19,6 +19,7 @@ from broker.kafka.topics import default_partitions, ensure_topics
 from broker.settings import Settings
 from broker.storage import hospitals
 from broker.storage.database import upgrade
+from tests import factories
 
 REPO = Path(__file__).resolve().parent.parent
 REALDATA = REPO.parent / "shared" / "realdata"
@@ -84,6 +85,7 @@ async def container(settings: Settings) -> AsyncIterator[Container]:
     async with c.sessions() as session, session.begin():
         for hid, region, level in (("H001", "510502", "3"), ("H002", "510521", "2")):
             await hospitals.add(session, hospitals.Hospital(hid, f"Hospital {hid}", region, level))
+            await hospitals.add_key(session, hid, factories.key_id(hid), factories.public_b64(hid))
     yield c
     await c.close()
 

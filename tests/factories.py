@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import uuid
 from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from adapters.common.envelope import OutgoingMessage
+from adapters.common.signing import public_key_b64, sign
+from broker.ingest.service import InboundMessage
 
 NATIONAL = "urn:oid:2.16.156.10011.1.3"
 PATIENT_A = "11010519491231002X"
@@ -149,3 +157,40 @@ def bundle(entries: list[tuple[str, dict[str, Any]]], btype: str = "collection")
         "entry": [{"fullUrl": u, "resource": r} for u, r in entries],
     }
     return json.dumps(doc, ensure_ascii=False).encode()
+
+
+# -- signing: each test hospital has a fixed Ed25519 key ---------------------------------
+
+
+def private_key(hospital: str) -> Ed25519PrivateKey:
+    return Ed25519PrivateKey.from_private_bytes(hashlib.sha256(hospital.encode()).digest())
+
+
+def key_id(hospital: str) -> str:
+    return f"{hospital}-test"
+
+
+def public_b64(hospital: str) -> str:
+    return public_key_b64(private_key(hospital))
+
+
+def outgoing(value: bytes, hospital: str = "H001", key: bytes = b"k1") -> OutgoingMessage:
+    """A message as a hospital's adapter sends it: signed with that hospital's test key."""
+    return OutgoingMessage(hospital, value, key).signed(key_id(hospital), private_key(hospital))
+
+
+def inbound(
+    value: bytes, hospital: str = "H001", message_id: str | None = None, signer: str | None = None
+) -> InboundMessage:
+    """A consumed message with the headers an adapter sets, signed by `signer` (or hospital)."""
+    mid = message_id or str(uuid.uuid4())
+    who = signer or hospital
+    return InboundMessage(
+        value,
+        {
+            "mrb-hospital": hospital.encode(),
+            "mrb-message-id": mid.encode(),
+            "mrb-key-id": key_id(who).encode(),
+            "mrb-signature": sign(private_key(who), hospital, mid, value).encode(),
+        },
+    )

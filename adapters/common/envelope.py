@@ -5,7 +5,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from adapters.common.signing import sign
 
 RESULTS_TOPIC = "mrb.results.v1"
 RECEIPTS_TOPIC = "mrb.receipts.v1"
@@ -19,8 +23,16 @@ class OutgoingMessage:
     key: bytes
     message_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     content_type: str = FHIR_CONTENT_TYPE
-    key_id: str = ""  # filled in by signing (trusted-delivery work item)
+    key_id: str = ""  # set by signed()
     signature: str = ""
+
+    def signed(self, key_id: str, private_key: Ed25519PrivateKey) -> OutgoingMessage:
+        """This message with mrb-key-id and mrb-signature set."""
+        return replace(
+            self,
+            key_id=key_id,
+            signature=sign(private_key, self.hospital, self.message_id, self.value),
+        )
 
     def headers(self) -> list[tuple[str, bytes]]:
         return [

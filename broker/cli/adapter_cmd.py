@@ -13,6 +13,7 @@ from rich.progress import Progress
 
 from adapters.common.envelope import OutgoingMessage, routing_key
 from adapters.common.publisher import Publisher, Receipt, ReceiptWatcher
+from adapters.common.signing import SigningKeyMissing, current_key
 from adapters.fhir.source import patient_hint, read_items
 from broker.security.keys import load_or_create_key
 from broker.settings import Settings
@@ -44,8 +45,15 @@ def fhir(
     if not items:
         console.print("[yellow]no .json or .ndjson files found[/yellow]")
         raise typer.Exit(1)
+    try:
+        key_id, private_key = current_key(settings.keys_dir, hospital)
+    except SigningKeyMissing as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
     messages = [
-        OutgoingMessage(hospital, i.value, routing_key(secret, hospital, patient_hint(i.value)))
+        OutgoingMessage(
+            hospital, i.value, routing_key(secret, hospital, patient_hint(i.value))
+        ).signed(key_id, private_key)
         for i in items
     ]
     origin = {m.message_id: i.origin for m, i in zip(messages, items, strict=True)}

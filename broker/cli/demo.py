@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import uuid
 from collections import Counter
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import httpx
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
@@ -18,6 +21,7 @@ from sqlalchemy import delete, func, select
 
 from adapters.common.envelope import OutgoingMessage
 from adapters.common.publisher import Publisher, Receipt, ReceiptWatcher
+from adapters.common.signing import SigningKeyMissing, create_key, current_key, public_key_b64
 from broker.demo import registry as demo_registry
 from broker.demo.dataset import NATIONAL_ID_SYSTEM, DemoDataset, DemoMessage, generate
 from broker.runtime import Stack, install_signal_handlers, running_stack, wait_for_failure_or_stop
@@ -58,9 +62,9 @@ async def run_demo(
             f"Kafka: {stack.container.kafka_bootstrap} ({where}); "
             f"database: {settings.resolved_database_url.split('://')[0]}"
         )
-        dataset = generate(now=datetime.now(SHANGHAI), patients=patients)
-        await _register(stack, dataset)
-        receipts, seconds = await _publish(stack, dataset, console)
+        dataset = _with_forgeries(generate(now=datetime.now(SHANGHAI), patients=patients))
+        signers = await _register(stack, dataset)
+        receipts, seconds = await _publish(stack, dataset, signers, console)
         await _summary(stack, dataset, receipts, seconds, console)
         if keep_serving:
             console.print(
@@ -70,23 +74,66 @@ async def run_demo(
             await wait_for_failure_or_stop(stack)
 
 
-async def _register(stack: Stack, dataset: DemoDataset) -> None:
-    """Hospitals with grades, an alliance and QC certifications (see broker/demo/registry)."""
+Signer = tuple[str, Ed25519PrivateKey]
+
+
+async def _register(stack: Stack, dataset: DemoDataset) -> dict[str, Signer]:
+    """Hospitals with grades, an alliance, QC certifications and signing keys.
+
+    Each demo hospital's adapter key lives in MRB_DATA_DIR/keys/hospitals/ (made once);
+    its public half is registered here as `mrb hospital key add` would.
+    """
+    keys_dir = stack.container.settings.keys_dir
+    signers: dict[str, Signer] = {}
+    for h in dataset.hospitals:
+        try:
+            signers[h.id] = current_key(keys_dir, h.id)
+        except SigningKeyMissing:
+            create_key(keys_dir, h.id)
+            signers[h.id] = current_key(keys_dir, h.id)
     async with stack.container.sessions() as session, session.begin():
-        for h in demo_registry.hospitals(dataset.hospitals):
-            await registry.add(session, h, replace=True)
+        for entry in demo_registry.hospitals(dataset.hospitals):
+            await registry.add(session, entry, replace=True)
         await session.execute(delete(certification))
         for c in demo_registry.certifications(datetime.now(SHANGHAI).date()):
             await registry.certify(session, c, reference="demo")
+        known = await registry.signing_keys(session)
+        for hid, (key_id, private) in signers.items():
+            if (hid, key_id) not in known:
+                await registry.add_key(session, hid, key_id, public_key_b64(private))
+    return signers
+
+
+FORGED_KEY_ID = "H001-unregistered"
+
+
+def _with_forgeries(dataset: DemoDataset) -> DemoDataset:
+    """Two more bad messages: one altered after signing, one signed with an unknown key."""
+    valid = next(m for m in dataset.messages if m.expect == "indexed" and m.hospital == "H001")
+    tampered = replace(
+        valid,
+        message_id=str(uuid.uuid5(uuid.NAMESPACE_URL, "mrb-demo-tampered")),
+        expect="rejected",
+        expect_code="BAD_SIGNATURE",
+        note="altered after signing",
+    )
+    unknown = replace(
+        valid,
+        message_id=str(uuid.uuid5(uuid.NAMESPACE_URL, "mrb-demo-unknown-key")),
+        expect="rejected",
+        expect_code="UNKNOWN_KEY",
+        note="signed with an unregistered key",
+    )
+    return replace(dataset, messages=(*dataset.messages, tampered, unknown))
 
 
 async def _publish(
-    stack: Stack, dataset: DemoDataset, console: Console
+    stack: Stack, dataset: DemoDataset, signers: dict[str, Signer], console: Console
 ) -> tuple[dict[str, Receipt], float]:
     bootstrap = stack.container.kafka_bootstrap
     if bootstrap is None:
         raise RuntimeError("the demo needs Kafka: embedded or MRB_KAFKA_BOOTSTRAP")
-    messages = [_envelope(m) for m in dataset.messages]
+    messages = [_envelope(m, signers) for m in dataset.messages]
     started = time.perf_counter()
     async with ReceiptWatcher(bootstrap) as watcher, Publisher(bootstrap) as publisher:
         with Progress(console=console) as progress:
@@ -100,14 +147,24 @@ async def _publish(
     return receipts, time.perf_counter() - started
 
 
-def _envelope(m: DemoMessage) -> OutgoingMessage:
-    return OutgoingMessage(
+def _envelope(m: DemoMessage, signers: dict[str, Signer]) -> OutgoingMessage:
+    """Signed by the hospital's adapter key, as `mrb adapter fhir` does."""
+    out = OutgoingMessage(
         hospital=m.hospital,
         value=m.value,
         key=m.key,
         message_id=m.message_id,
         content_type=m.content_type,
     )
+    if m.hospital not in signers:  # the unregistered hospital: nobody to sign for it
+        return out
+    key_id, private = signers[m.hospital]
+    if m.expect_code == "UNKNOWN_KEY":
+        return out.signed(FORGED_KEY_ID, Ed25519PrivateKey.generate())
+    signed = out.signed(key_id, private)
+    if m.expect_code == "BAD_SIGNATURE":
+        return replace(signed, value=m.value.replace(b'"final"', b'"amended"', 1))
+    return signed
 
 
 async def _summary(

@@ -20,6 +20,8 @@ from broker.storage import hospitals as registry
 from broker.storage.database import upgrade
 
 app = typer.Typer(help="The hospital registry.", no_args_is_help=True)
+key_app = typer.Typer(help="Hospitals' public signing keys.", no_args_is_help=True)
+app.add_typer(key_app, name="key")
 console = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 T = TypeVar("T")
@@ -137,3 +139,47 @@ def certify(
 
 def _day(d: datetime) -> date:
     return d.date()
+
+
+@key_app.command("add")
+def key_add(
+    hospital_id: Annotated[str, typer.Argument(help="Registered hospital id.")],
+    key_id: Annotated[str, typer.Option(help="The id `mrb keys init --hospital` printed.")],
+    public_key: Annotated[str, typer.Option(help="Base64 of the Ed25519 public key.")],
+) -> None:
+    """Register a hospital's public key; older keys stay valid until revoked (rotation)."""
+
+    async def work(c: Container) -> None:
+        await registry_service.add_key(c.sessions, hospital_id, key_id, public_key)
+
+    _with_container(work)
+    console.print(f"registered key {key_id} for {hospital_id}")
+
+
+@key_app.command("revoke")
+def key_revoke(
+    hospital_id: Annotated[str, typer.Argument(help="Registered hospital id.")],
+    key_id: Annotated[str, typer.Option(help="The key to revoke.")],
+) -> None:
+    """Revoke a key: every message signed with it is refused from now on (REVOKED_KEY)."""
+
+    async def work(c: Container) -> None:
+        await registry_service.revoke_key(c.sessions, hospital_id, key_id)
+
+    _with_container(work)
+    console.print(f"revoked key {key_id} of {hospital_id}")
+
+
+@key_app.command("list")
+def key_list() -> None:
+    """List registered keys and whether they are revoked."""
+
+    async def work(c: Container) -> list[registry.SigningKey]:
+        async with c.sessions() as s:
+            return list((await registry.signing_keys(s)).values())
+
+    table = Table("hospital", "key id", "added", "revoked")
+    for k in sorted(_with_container(work), key=lambda k: (k.hospital, k.key_id)):
+        revoked = f"{k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else "-"
+        table.add_row(k.hospital, k.key_id, f"{k.added_at:%Y-%m-%d %H:%M}", revoked)
+    console.print(table)

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from adapters.common.signing import create_key
 from broker.cli import adapter_cmd, dlq_cmd, hospital_cmd
 from broker.cli.demo import run_demo
 from broker.observability import configure_logging
@@ -100,10 +101,28 @@ def db_upgrade() -> None:
 
 
 @keys_app.command("init")
-def keys_init() -> None:
-    """Create the broker's keys (pseudonyms, payload encryption) if missing; never overwrite."""
+def keys_init(
+    hospital: Annotated[
+        str | None,
+        typer.Option(help="Create a hospital's Ed25519 signing key (adapter side) instead."),
+    ] = None,
+) -> None:
+    """Create the broker's keys (pseudonyms, payload encryption) if missing; never overwrite.
+
+    With --hospital, create a new signing key for that hospital's adapters (a rotation when
+    one exists: older keys stay, so messages signed with them still verify on replay).
+    """
     settings = _settings()
     keys = settings.keys_dir
+    if hospital is not None:
+        key_id, public = create_key(keys, hospital)
+        console.print(f"created signing key {key_id} in {keys / 'hospitals' / hospital}")
+        console.print("register it at the broker (it is public; the .pem never leaves here):")
+        console.print(
+            f"  mrb hospital key add {hospital} --key-id {key_id} --public-key {public}",
+            soft_wrap=True,
+        )
+        return
     created = [p for p in (keys / "pseudonym.key", keys / "payload-k1.key") if not p.exists()]
     load_or_create_key(keys / "pseudonym.key")
     PayloadCipher.from_dir(keys, create=True)

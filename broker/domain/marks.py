@@ -23,10 +23,10 @@ class MarkTable:
 
     def regions(self, mark: str) -> tuple[str, ...] | None:
         """Prefixes the mark covers; () for national; None for a mark we cannot read."""
-        text = mark.strip().upper().replace(" ", "")
-        if not text.endswith(SUFFIX):
+        text = "".join(mark.split())  # "川 HR" and "川HR" are the same mark
+        if not text.upper().endswith(SUFFIX):
             return None
-        area = mark.strip()[: -len(SUFFIX)]
+        area = text[: -len(SUFFIX)]
         if area in ("全国", "国家"):
             return ()
         return self.areas.get(area)

@@ -4,8 +4,9 @@ For one ordered item and the patient's indexed results, decide whether a prior r
 may be recognised instead of repeating the test, and explain why in zh and en. The rules
 run in DESIGN.md's order; the first that fails names the decision:
 
-  catalog -> negative list -> result maps to the item -> images, not reports ->
-  status -> QC certification on the result date -> validity at order time -> scope
+  catalog -> negative list -> result maps to the item (panels: every component, none
+  excluded) -> images, not reports -> withdrawn -> not final -> issuer registered ->
+  dated -> QC certification on the result date -> validity at order time -> scope
   (same hospital, alliance, mark area and level matrix) -> RECOGNIZABLE
 
 Days are calendar days in Asia/Shanghai; a result collected on day D with a validity
@@ -28,6 +29,8 @@ from broker.domain.results import WITHDRAWN_STATUSES, Coding
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 RECOGNISABLE_STATUSES = frozenset({"final", "amended", "corrected", "appended", "available"})
+# A final observation inside a report that is itself not yet released is not final.
+REPORT_NOT_FINAL = frozenset({"registered", "preliminary"})
 LEVEL_ZH = {"3": "三级", "2": "二级", "1": "一级"}
 
 
@@ -147,10 +150,10 @@ def decide(
         return ItemDecision(item, Decision.EXCLUDED, _excluded(item, catalog), notes=notes)
     order_day = local_date(order_time)
     verdicts = [
-        _judge(item, res, order, order_day, ordering, hospitals, catalog, policy)
+        _judge(item, res, order_day, ordering, hospitals, catalog, policy)
         for res in _candidates(item, order, prior, catalog)
     ]
-    verdicts = [v for v in verdicts if v.effective is None or local_date(v.effective) <= order_day]
+    verdicts = [v for v in verdicts if v.effective is None or v.effective <= order_time]
     verdicts.sort(key=_newest_first)
     if not verdicts:
         return ItemDecision(item, Decision.NO_PRIOR_RESULT, _no_prior(item), notes=notes)
@@ -173,7 +176,7 @@ def decide(
     )
 
 
-# On equal dates, the verdict closest to recognition first; then a fixed order, so
+# At equal instants, the verdict closest to recognition first; then a fixed order, so
 # the answer never depends on the order results arrived in.
 _CLOSENESS = {
     d: i
@@ -212,7 +215,14 @@ def _candidates(
     item: CatalogItem, order: Order, prior: Sequence[PriorItem], catalog: Catalog
 ) -> list[_Candidate]:
     if item.kind is ItemKind.IMAGING:
-        return [_Candidate(p) for p in prior if _images_match(item, order, p, catalog)]
+        matched = [p for p in prior if _images_match(item, order, p, catalog)]
+        with_images = {p.result_id for p in matched if p.resource_type == "ImagingStudy"}
+        # A study's own report is part of that result, not a second candidate.
+        return [
+            _Candidate(p)
+            for p in matched
+            if p.resource_type == "ImagingStudy" or p.result_id not in with_images
+        ]
     by_result: dict[str, list[PriorItem]] = {}
     for p in prior:
         by_result.setdefault(p.result_id, []).append(p)
@@ -266,7 +276,6 @@ def _images_match(item: CatalogItem, order: Order, p: PriorItem, catalog: Catalo
 def _judge(
     item: CatalogItem,
     cand: _Candidate,
-    order: Order,
     order_day: date,
     ordering: HospitalProfile,
     hospitals: Mapping[str, HospitalProfile],
@@ -275,6 +284,8 @@ def _judge(
 ) -> Verdict:
     head = cand.head
     for component, row in cand.components:  # a panel: every component must pass
+        if catalog.excluded(component):
+            return _verdict(head, Decision.EXCLUDED, _excluded(component, catalog))
         if row is None:
             return _verdict(head, Decision.NO_PRIOR_RESULT, _missing_component(item, component))
         v = _rules(component, row, order_day, ordering, hospitals, policy, panel=item)
@@ -297,10 +308,12 @@ def _rules(
         return _verdict(p, Decision.NO_PRIOR_RESULT, _report_only(name, p))
     if p.status in WITHDRAWN_STATUSES or p.result_status in WITHDRAWN_STATUSES:
         return _verdict(p, Decision.WITHDRAWN, _withdrawn(name, p))
-    if p.status not in RECOGNISABLE_STATUSES:
+    if p.status not in RECOGNISABLE_STATUSES or p.result_status in REPORT_NOT_FINAL:
         return _verdict(p, Decision.PRELIMINARY, _preliminary(name, p))
     issuer = hospitals.get(p.hospital)
-    if p.effective is None or issuer is None:
+    if issuer is None:  # results of a hospital later removed from the registry
+        return _verdict(p, Decision.NOT_QC_CERTIFIED, _unregistered(name, p))
+    if p.effective is None:
         return _verdict(p, Decision.EXPIRED, _undated(name, p))
     day = local_date(p.effective)
     until = day + timedelta(days=item.validity_days)
@@ -472,6 +485,14 @@ def _undated(name: Text, p: PriorItem) -> Text:
         f"{p.hospital} 的{name.zh}结果没有采样/检查时间，无法确定互认时限。",
         f"{p.hospital}'s {name.en} result has no collection or study time, so its "
         "validity cannot be established.",
+    )
+
+
+def _unregistered(name: Text, p: PriorItem) -> Text:
+    return Text(
+        f"{p.hospital} 已不在医院登记册中，其{name.zh}结果无法确认质控资格。",
+        f"{p.hospital} is no longer registered, so the QC eligibility of its "
+        f"{name.en} result cannot be established.",
     )
 
 

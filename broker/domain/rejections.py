@@ -14,6 +14,9 @@ class RejectCode(StrEnum):
     MISSING_HEADER = "MISSING_HEADER"  # mrb-hospital or mrb-message-id absent
     INVALID_MESSAGE_ID = "INVALID_MESSAGE_ID"  # mrb-message-id is not a UUID
     UNKNOWN_HOSPITAL = "UNKNOWN_HOSPITAL"  # mrb-hospital not in the registry
+    UNKNOWN_KEY = "UNKNOWN_KEY"  # mrb-key-id not registered for that hospital
+    REVOKED_KEY = "REVOKED_KEY"  # the key was revoked: nothing signed with it is accepted
+    BAD_SIGNATURE = "BAD_SIGNATURE"  # missing, malformed or not matching the bytes
     UNSUPPORTED_CONTENT_TYPE = "UNSUPPORTED_CONTENT_TYPE"  # not application/fhir+json
     MESSAGE_TOO_LARGE = "MESSAGE_TOO_LARGE"  # value over MRB_MAX_MESSAGE_BYTES
     INVALID_ENCODING = "INVALID_ENCODING"  # value is not valid UTF-8

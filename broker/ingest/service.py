@@ -21,6 +21,7 @@ from broker.domain.rejections import RejectCode, Rejected
 from broker.domain.results import ParsedMessage
 from broker.domain.versions import VersionOutcome
 from broker.ingest.parse import ParseLimits, parse_message
+from broker.security import signatures
 from broker.security.payload_cipher import PayloadCipher
 from broker.security.pseudonyms import Pseudonymiser
 from broker.storage import hospitals as hospital_registry
@@ -33,6 +34,8 @@ logger = logging.getLogger(__name__)
 HEADER_HOSPITAL = "mrb-hospital"
 HEADER_MESSAGE_ID = "mrb-message-id"
 HEADER_CONTENT_TYPE = "content-type"
+HEADER_KEY_ID = "mrb-key-id"
+HEADER_SIGNATURE = "mrb-signature"
 
 
 class Outcome(StrEnum):
@@ -83,8 +86,10 @@ class IngestService:
         cipher: PayloadCipher,
         limits: ParseLimits,
         default_zone: str,
+        require_signatures: bool = True,
     ) -> None:
         self._sessions = sessions
+        self._require_signatures = require_signatures
         self._pseudonyms = pseudonyms
         self._cipher = cipher
         self._limits = limits
@@ -95,9 +100,10 @@ class IngestService:
         out: list[Processed] = []
         async with self._sessions() as session, session.begin():
             registry = {h.id: h for h in await hospital_registry.list_all(session)}
+            keys = await hospital_registry.signing_keys(session)
             seen_in_batch: set[str] = set()
             for message in messages:
-                out.append(await self._one(session, message, registry, seen_in_batch))
+                out.append(await self._one(session, message, registry, keys, seen_in_batch))
                 await asyncio.sleep(0)  # let the API breathe when it shares the loop
         return out
 
@@ -106,12 +112,14 @@ class IngestService:
         session: AsyncSession,
         message: InboundMessage,
         registry: dict[str, hospital_registry.Hospital],
+        keys: Mapping[tuple[str, str], hospital_registry.SigningKey],
         seen_in_batch: set[str],
     ) -> Processed:
         hospital = message.header(HEADER_HOSPITAL)
         message_id = message.header(HEADER_MESSAGE_ID)
         try:
             hospital, message_id = _check_headers(hospital, message_id, registry)
+            self._check_signature(message, hospital, message_id, keys)
             if message_id in seen_in_batch or await _already_indexed(session, message_id):
                 return Processed(message, Outcome.DUPLICATE, message_id, hospital)
             zone = ZoneInfo(registry[hospital].timezone or self._default_zone)
@@ -149,6 +157,41 @@ class IngestService:
                 message_id,
                 RejectCode.PROCESSING_FAILED,
                 "the broker could not process this message; it logged the cause",
+            )
+
+    def _check_signature(
+        self,
+        message: InboundMessage,
+        hospital: str,
+        message_id: str,
+        keys: Mapping[tuple[str, str], hospital_registry.SigningKey],
+    ) -> None:
+        """Verify before anything else reads the value (DESIGN.md)."""
+        key_id = message.header(HEADER_KEY_ID)
+        signature = message.header(HEADER_SIGNATURE)
+        if not self._require_signatures and not key_id and not signature:
+            return
+        if not key_id:
+            raise Rejected(RejectCode.UNKNOWN_KEY, f"header {HEADER_KEY_ID} is missing")
+        key = keys.get((hospital, key_id))
+        if key is None:
+            raise Rejected(
+                RejectCode.UNKNOWN_KEY,
+                f"key {key_id[:64]!r} is not registered for {hospital}; register it with "
+                "`mrb hospital key add`",
+            )
+        if key.revoked_at is not None:
+            raise Rejected(
+                RejectCode.REVOKED_KEY,
+                f"key {key_id} of {hospital} was revoked on {key.revoked_at:%Y-%m-%d}",
+            )
+        data = signatures.signed_bytes(hospital, message_id, message.value)
+        if not signature or not signatures.verify(
+            signatures.public_key(key.public_key), signature, data
+        ):
+            raise Rejected(
+                RejectCode.BAD_SIGNATURE,
+                f"mrb-signature does not match the message signed by {hospital} with {key_id}",
             )
 
     async def _index(

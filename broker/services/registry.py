@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from broker.domain.catalog import Catalog
 from broker.domain.registry import Certification, CertifyingBody
+from broker.security import signatures
 from broker.storage import hospitals
 from broker.storage.hospitals import Hospital
 
@@ -85,3 +86,30 @@ async def certify(
             await hospitals.certify(session, cert, reference)
         except hospitals.UnknownHospital:
             raise RegistryError(f"hospital {cert.hospital!r} is not registered") from None
+
+
+async def add_key(
+    sessions: async_sessionmaker[AsyncSession], hospital_id: str, key_id: str, public_b64: str
+) -> None:
+    """Register a public key after checking it really is one."""
+    if not key_id or len(key_id) > 64:
+        raise RegistryError("key id must have 1-64 characters")
+    try:
+        signatures.public_key(public_b64)
+    except ValueError as exc:
+        raise RegistryError(f"public key: {exc}") from None
+    async with sessions() as session, session.begin():
+        try:
+            await hospitals.add_key(session, hospital_id, key_id, public_b64)
+        except hospitals.UnknownHospital:
+            raise RegistryError(f"hospital {hospital_id!r} is not registered") from None
+        except hospitals.KeyExists:
+            raise RegistryError(f"key {key_id!r} is already registered for {hospital_id}") from None
+
+
+async def revoke_key(
+    sessions: async_sessionmaker[AsyncSession], hospital_id: str, key_id: str
+) -> None:
+    async with sessions() as session, session.begin():
+        if not await hospitals.revoke_key(session, hospital_id, key_id):
+            raise RegistryError(f"no active key {key_id!r} for {hospital_id}")

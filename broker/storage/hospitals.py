@@ -10,7 +10,7 @@ from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from broker.domain.registry import Certification, CertifyingBody, HospitalProfile
-from broker.storage.tables import certification, hospital, hospital_alliance
+from broker.storage.tables import certification, hospital, hospital_alliance, hospital_key
 
 
 @dataclass(frozen=True)
@@ -153,3 +153,64 @@ def _cert(row: Row[tuple[object, ...]]) -> Certification:
     return Certification(
         m["hospital_id"], m["scope"], CertifyingBody(m["body"]), m["valid_from"], m["valid_to"]
     )
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    hospital: str
+    key_id: str
+    public_key: str  # base64 of the raw Ed25519 key
+    added_at: datetime
+    revoked_at: datetime | None
+
+
+class KeyExists(Exception):
+    """This key id is already registered for the hospital."""
+
+
+async def add_key(session: AsyncSession, hospital_id: str, key_id: str, public_b64: str) -> None:
+    """Register a hospital's public key (raises UnknownHospital, KeyExists)."""
+    if await get(session, hospital_id) is None:
+        raise UnknownHospital(hospital_id)
+    found = await session.execute(
+        select(hospital_key.c.key_id).where(
+            hospital_key.c.hospital_id == hospital_id, hospital_key.c.key_id == key_id
+        )
+    )
+    if found.first() is not None:
+        raise KeyExists(key_id)
+    await session.execute(
+        hospital_key.insert(),
+        {
+            "hospital_id": hospital_id,
+            "key_id": key_id,
+            "algorithm": "Ed25519",
+            "public_key": public_b64,
+            "added_at": datetime.now(UTC),
+            "revoked_at": None,
+        },
+    )
+
+
+async def revoke_key(session: AsyncSession, hospital_id: str, key_id: str) -> bool:
+    """Revoke a key: messages signed with it are refused from now on. False if unknown."""
+    done = await session.execute(
+        hospital_key.update()
+        .where(
+            hospital_key.c.hospital_id == hospital_id,
+            hospital_key.c.key_id == key_id,
+            hospital_key.c.revoked_at.is_(None),
+        )
+        .values(revoked_at=datetime.now(UTC))
+    )
+    return bool(getattr(done, "rowcount", 0))
+
+
+async def signing_keys(session: AsyncSession) -> dict[tuple[str, str], SigningKey]:
+    rows = (await session.execute(select(hospital_key))).all()
+    return {
+        (r.hospital_id, r.key_id): SigningKey(
+            r.hospital_id, r.key_id, r.public_key, r.added_at, r.revoked_at
+        )
+        for r in rows
+    }

@@ -83,6 +83,17 @@ hospital_alliance = Table(
     Column("hospital_id", String(32), ForeignKey("hospital.id"), primary_key=True),
 )
 
+hospital_key = Table(
+    "hospital_key",
+    metadata,
+    Column("hospital_id", String(32), ForeignKey("hospital.id"), primary_key=True),
+    Column("key_id", String(64), primary_key=True),
+    Column("algorithm", String(16), nullable=False),  # Ed25519; SM2 can be added
+    Column("public_key", String(200), nullable=False),  # base64 of the raw key
+    Column("added_at", UTCDateTime, nullable=False),
+    Column("revoked_at", UTCDateTime, nullable=True),
+)
+
 certification = Table(
     "certification",
     metadata,

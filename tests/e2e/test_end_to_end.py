@@ -13,10 +13,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from adapters.common.envelope import OutgoingMessage
 from adapters.common.publisher import Publisher, ReceiptWatcher
+from adapters.common.signing import create_key
 from broker.domain.registry import Certification, CertifyingBody
 from broker.runtime import Stack, running_stack
+from broker.services import registry as registry_service
 from broker.settings import Settings
 from broker.storage import hospitals
 from tests import factories as f
@@ -30,6 +31,7 @@ async def stack(settings: Settings) -> AsyncIterator[Stack]:
         async with s.container.sessions() as session, session.begin():
             for hid in ("H001", "H002"):
                 await hospitals.add(session, hospitals.Hospital(hid, hid, "510502", "3"))
+                await hospitals.add_key(session, hid, f.key_id(hid), f.public_b64(hid))
             for group in ("HEMATOLOGY", "CT"):
                 await hospitals.certify(
                     session,
@@ -58,16 +60,16 @@ async def test_results_from_two_hospitals_answer_a_check(stack: Stack) -> None:
     bootstrap = stack.container.kafka_bootstrap
     assert bootstrap is not None
     messages = [
-        OutgoingMessage("H001", f.lab_bundle(), b"a"),
-        OutgoingMessage("H001", f.imaging_bundle(), b"a"),
-        OutgoingMessage(
-            "H002",
+        f.outgoing(f.lab_bundle(), "H001", b"a"),
+        f.outgoing(f.imaging_bundle(), "H001", b"a"),
+        f.outgoing(
             f.lab_bundle(
                 accession="H2-1",
                 hb=12.1,
                 effective="2026-05-19T08:00:00+08:00",
                 pat=f.patient(mrn="B-7", pid="x"),
             ),
+            "H002",
             b"b",
         ),
     ]
@@ -111,6 +113,9 @@ async def test_the_fhir_adapter_cli_publishes_files_and_reports_receipts(
     (folder / "batch.ndjson").write_bytes(
         f.lab_bundle(accession="N-1").replace(b"\n", b"") + b"\n" + b'{"hb": 1}\n'
     )
+    # The hospital side: its own data dir and signing key, registered at the broker.
+    key_id, public = create_key(tmp_path / "adapter" / "keys", "H001")
+    await registry_service.add_key(stack.container.sessions, "H001", key_id, public)
     env = {
         **os.environ,
         "MRB_KAFKA_BOOTSTRAP": stack.container.kafka_bootstrap or "",

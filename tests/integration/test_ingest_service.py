@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import uuid
 from datetime import UTC, datetime
 
 from sqlalchemy import func, select, text
@@ -20,13 +19,7 @@ from tests.conftest import Db
 
 
 def msg(value: bytes, hospital: str = "H001", message_id: str | None = None) -> InboundMessage:
-    return InboundMessage(
-        value,
-        {
-            "mrb-hospital": hospital.encode(),
-            "mrb-message-id": (message_id or str(uuid.uuid4())).encode(),
-        },
-    )
+    return f.inbound(value, hospital, message_id)
 
 
 async def ingest(c: Container, *values: InboundMessage) -> list[Processed]:
@@ -233,6 +226,7 @@ class TestPrivacyAndSafety:
         assert first.code is RejectCode.UNKNOWN_HOSPITAL
         async with container.sessions() as s, s.begin():
             await hospitals.add(s, hospitals.Hospital("H003", "Third", "510503", "1"))
+            await hospitals.add_key(s, "H003", f.key_id("H003"), f.public_b64("H003"))
         (second,) = await ingest(container, m)
         assert second.outcome is Outcome.INDEXED
         assert (await current(container, BID))["updated_at"] <= datetime.now(UTC)

@@ -44,7 +44,7 @@ async def send_and_wait(kafka: str, messages: list[OutgoingMessage]) -> dict[str
 
 
 def out(value: bytes, hospital: str = "H001", key: bytes = b"k1") -> OutgoingMessage:
-    return OutgoingMessage(hospital, value, key)
+    return f.outgoing(value, hospital, key)
 
 
 async def test_results_are_indexed_and_bad_messages_dead_lettered(

@@ -6,15 +6,15 @@ that lives in its own file, and a hospital's earlier Patient identifies later re
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
 from broker.bootstrap import Container
-from broker.ingest.service import InboundMessage, Outcome
+from broker.ingest.service import Outcome
 from broker.storage.tables import result
+from tests import factories as f
 
 # file -> (outcome, DLQ code or number of results indexed)
 EXPECTED: dict[str, tuple[str, str | int]] = {
@@ -83,13 +83,7 @@ async def test_every_realdata_fhir_file_ends_as_expected(
     realdata: Path, container: Container
 ) -> None:
     names = sorted(EXPECTED, key=lambda n: "/Patient-" not in n)  # the ADT feed first
-    messages = [
-        InboundMessage(
-            (realdata / "fhir" / name).read_bytes(),
-            {"mrb-hospital": b"H001", "mrb-message-id": str(uuid.uuid4()).encode()},
-        )
-        for name in names
-    ]
+    messages = [f.inbound((realdata / "fhir" / name).read_bytes()) for name in names]
     processed = await container.ingest_service().process_batch(messages)
     got = {
         name: (p.outcome.value, p.code.value if p.code else p.results)

@@ -568,6 +568,57 @@ class TestPanels:
         assert check(HB, self.cbc(plt_status="cancelled")).decision is Decision.RECOGNIZABLE
 
 
+class TestReviewedEdges:
+    def test_results_of_an_unregistered_hospital_are_not_qc_certified(self) -> None:
+        d = check(HB, [obs("r", "H404", "718-7", at(date(2026, 5, 19)))])
+        assert d.decision is Decision.NOT_QC_CERTIFIED and "no longer registered" in (
+            d.explanation.en
+        )
+
+    def test_a_study_and_its_own_report_are_one_candidate(self) -> None:
+        when = at(date(2026, 5, 1))
+        report = PriorItem(
+            "s",
+            "H002",
+            "imaging",
+            "DiagnosticReport",
+            "available",
+            "final",
+            when,
+            "report",
+            (),
+            "CT",
+            THORAX,
+        )
+        d = check(
+            Order(modality="CT", body_site=THORAX), [study("s", "H002", "CT", THORAX, when), report]
+        )
+        assert d.decision is Decision.RECOGNIZABLE and d.others == ()
+
+    def test_a_result_later_on_the_order_day_is_not_prior(self) -> None:
+        later_today = ORDER_TIME + timedelta(hours=2)
+        d = check(HB, [obs("r", "H002", "718-7", later_today)])
+        assert d.decision is Decision.NO_PRIOR_RESULT
+
+    def test_final_observation_in_a_preliminary_report_is_preliminary(self) -> None:
+        prior = [obs("r", "H002", "718-7", at(date(2026, 5, 19)), result_status="preliminary")]
+        assert check(HB, prior).decision is Decision.PRELIMINARY
+
+    def test_panel_with_an_excluded_component_is_excluded(self) -> None:
+        negative = replace(NO_REGIONS, negative_list=frozenset({"LAB-PLT"}))
+        prior = [
+            obs("cbc", "H002", "58410-2", at(date(2026, 5, 19))),
+            obs("cbc", "H002", "718-7", at(date(2026, 5, 19))),
+            obs("cbc", "H002", "777-3", at(date(2026, 5, 19))),
+        ]
+        d = check(Order(LOINC, "58410-2"), prior, catalog=negative)
+        assert d.decision is Decision.EXCLUDED
+
+    def test_a_mark_written_with_a_space_reads_the_same(self) -> None:
+        prior = [obs("r", "H002", "718-7", at(date(2026, 5, 19)), mark="川 HR")]
+        assert check(HB, prior, ordering="H006").decision is Decision.RECOGNIZABLE
+
+
 class TestEmergency:
     def test_emergency_lists_every_candidate_and_says_so(self) -> None:
         prior = [
