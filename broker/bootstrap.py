@@ -69,10 +69,12 @@ class Container:
             raise RuntimeError("no Kafka bootstrap: set MRB_KAFKA_BOOTSTRAP or use `mrb up`")
         worker = IngestWorker(
             self.ingest_service(),
+            cipher=self.cipher,
             bootstrap=self.kafka_bootstrap,
             group_id=self.settings.consumer_group,
             max_records=self.settings.batch_max_records,
             session_timeout_ms=self.settings.consumer_session_timeout_ms,
+            kafka_options=self.settings.kafka_options(),
         )
         self.workers.append(worker)
         return worker

@@ -81,7 +81,11 @@ async def running_stack(
             bootstrap = container.kafka_bootstrap or settings.kafka_bootstrap
             if bootstrap is None:
                 raise RuntimeError("no Kafka bootstrap address")
-            await ensure_topics(bootstrap, default_partitions(settings.results_partitions))
+            await ensure_topics(
+                bootstrap,
+                default_partitions(settings.results_partitions),
+                settings.kafka_options(),
+            )
         await upgrade(settings.resolved_database_url, settings.database_schema)
         if worker:
             ingest = container.ingest_worker()

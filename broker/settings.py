@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -15,6 +16,13 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MRB_", env_ignore_empty=True, extra="ignore")
 
     kafka_bootstrap: str | None = None  # unset: start the embedded Tansu broker
+    kafka_security_protocol: str = "PLAINTEXT"  # SSL, SASL_PLAINTEXT, SASL_SSL in production
+    kafka_sasl_mechanism: str | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: Path | None = None
+    kafka_ssl_certfile: Path | None = None  # mutual TLS
+    kafka_ssl_keyfile: Path | None = None
     database_url: str | None = None  # unset: SQLite file in data_dir
     database_schema: str | None = None  # PostgreSQL schema (search_path), e.g. per test run
     data_dir: Path = Path("./var")
@@ -52,6 +60,24 @@ class Settings(BaseSettings):
                 url = "sqlite+aiosqlite:///" + url.removeprefix("sqlite:///")
             return url
         return f"sqlite+aiosqlite:///{(self.data_dir / 'mrb.db').resolve()}"
+
+    def kafka_options(self) -> dict[str, Any]:
+        """TLS/SASL keyword arguments for every Kafka client (none for the embedded broker)."""
+        if not self.kafka_bootstrap:
+            return {}
+        from broker.kafka.security import client_options
+
+        return client_options(
+            self.kafka_security_protocol,
+            sasl_mechanism=self.kafka_sasl_mechanism,
+            username=self.kafka_sasl_username,
+            password=self.kafka_sasl_password.get_secret_value()
+            if self.kafka_sasl_password
+            else None,
+            cafile=self.kafka_ssl_cafile,
+            certfile=self.kafka_ssl_certfile,
+            keyfile=self.kafka_ssl_keyfile,
+        )
 
     @property
     def keys_dir(self) -> Path:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,8 +39,9 @@ class Receipt:
 class Publisher:
     """A Kafka producer for mrb.results.v1 (acks=all; Tansu has no idempotence)."""
 
-    def __init__(self, bootstrap: str) -> None:
+    def __init__(self, bootstrap: str, options: Mapping[str, Any] | None = None) -> None:
         self._producer = AIOKafkaProducer(
+            **dict(options or {}),
             bootstrap_servers=bootstrap,
             acks="all",
             enable_idempotence=False,
@@ -69,9 +70,12 @@ class Publisher:
 class ReceiptWatcher:
     """Reads mrb.receipts.v1 from its current end; start it before publishing."""
 
-    def __init__(self, bootstrap: str) -> None:
+    def __init__(self, bootstrap: str, options: Mapping[str, Any] | None = None) -> None:
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None
+            **dict(options or {}),
+            bootstrap_servers=bootstrap,
+            enable_auto_commit=False,
+            group_id=None,
         )
         self.receipts: dict[str, Receipt] = {}
 

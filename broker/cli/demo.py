@@ -135,7 +135,11 @@ async def _publish(
         raise RuntimeError("the demo needs Kafka: embedded or MRB_KAFKA_BOOTSTRAP")
     messages = [_envelope(m, signers) for m in dataset.messages]
     started = time.perf_counter()
-    async with ReceiptWatcher(bootstrap) as watcher, Publisher(bootstrap) as publisher:
+    options = stack.container.settings.kafka_options()
+    async with (
+        ReceiptWatcher(bootstrap, options) as watcher,
+        Publisher(bootstrap, options) as publisher,
+    ):
         with Progress(console=console) as progress:
             task = progress.add_task("publishing and indexing", total=len(messages))
             await publisher.publish(messages)

@@ -12,8 +12,10 @@ from rich.console import Console
 from rich.table import Table
 
 from broker.cli.adapter_cmd import bootstrap_of
+from broker.ingest.followups import DLQ_ALGORITHM_HEADER, open_dlq_value
 from broker.kafka.reading import read_topic
 from broker.kafka.topics import RESULTS, RESULTS_DLQ
+from broker.security.payload_cipher import PayloadCipher
 from broker.settings import Settings
 
 app = typer.Typer(help="The dead-letter queue mrb.results.dlq.v1.", no_args_is_help=True)
@@ -52,12 +54,18 @@ def dlq_replay(
     code: Annotated[str | None, typer.Option(help="Only this error code.")] = None,
     hospital: Annotated[str | None, typer.Option(help="Only this hospital.")] = None,
 ) -> None:
-    """Re-submit rejected messages to mrb.results.v1 with their original headers."""
+    """Re-submit rejected messages to mrb.results.v1: original value and headers.
+
+    DLQ values are sealed with the broker's payload key, so replay runs where the
+    broker's MRB_DATA_DIR/keys are.
+    """
     records = _filtered(code, hospital)
     settings = Settings()
+    cipher = PayloadCipher.from_dir(settings.keys_dir, create=False)
 
     async def send() -> None:
         producer = AIOKafkaProducer(
+            **settings.kafka_options(),
             bootstrap_servers=bootstrap_of(settings),
             acks="all",
             enable_idempotence=False,
@@ -66,10 +74,13 @@ def dlq_replay(
         await producer.start()
         try:
             for r in records:
+                value = open_dlq_value(r.value or b"", dict(r.headers), cipher)
                 headers = [
-                    (k, v) for k, v in r.headers if not k.startswith(("mrb-error-", "mrb-origin"))
+                    (k, v)
+                    for k, v in r.headers
+                    if not k.startswith(("mrb-error-", "mrb-origin", DLQ_ALGORITHM_HEADER))
                 ]
-                await producer.send_and_wait(RESULTS, value=r.value, key=r.key, headers=headers)
+                await producer.send_and_wait(RESULTS, value=value, key=r.key, headers=headers)
         finally:
             await producer.stop()
 
@@ -79,7 +90,7 @@ def dlq_replay(
 
 def _filtered(code: str | None, hospital: str | None) -> list[ConsumerRecord[bytes, bytes]]:
     settings = Settings()
-    records = asyncio.run(read_topic(bootstrap_of(settings), RESULTS_DLQ))
+    records = asyncio.run(read_topic(bootstrap_of(settings), RESULTS_DLQ, settings.kafka_options()))
     return [
         r
         for r in records

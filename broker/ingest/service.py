@@ -90,6 +90,7 @@ class IngestService:
     ) -> None:
         self._sessions = sessions
         self._require_signatures = require_signatures
+
         self._pseudonyms = pseudonyms
         self._cipher = cipher
         self._limits = limits

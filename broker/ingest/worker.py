@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from sqlalchemy.exc import InterfaceError, OperationalError
@@ -24,6 +26,7 @@ from broker.observability import (
     REJECTED,
     RESULTS_INGESTED,
 )
+from broker.security.payload_cipher import PayloadCipher
 
 logger = logging.getLogger(__name__)
 
@@ -48,18 +51,22 @@ class IngestWorker:
         self,
         service: IngestService,
         *,
+        cipher: PayloadCipher,
         bootstrap: str,
         group_id: str,
         max_records: int = 500,
         retry_seconds: float = 2.0,
         session_timeout_ms: int = 10_000,
+        kafka_options: Mapping[str, Any] | None = None,
     ) -> None:
         self._service = service
+        self._cipher = cipher  # seals DLQ copies
         self._bootstrap = bootstrap
         self._group_id = group_id
         self._max_records = max_records
         self._retry_seconds = retry_seconds
         self._session_timeout_ms = session_timeout_ms
+        self._kafka_options = dict(kafka_options or {})
         self.stats = WorkerStats()
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -73,6 +80,7 @@ class IngestWorker:
             fetch_max_bytes=FETCH_BYTES,
             session_timeout_ms=self._session_timeout_ms,
             heartbeat_interval_ms=max(100, self._session_timeout_ms // 4),
+            **self._kafka_options,
         )
         producer = AIOKafkaProducer(
             bootstrap_servers=self._bootstrap,
@@ -80,6 +88,7 @@ class IngestWorker:
             enable_idempotence=False,  # Tansu has no idempotent producer
             max_request_size=FETCH_BYTES,
             linger_ms=5,
+            **self._kafka_options,
         )
         await producer.start()
         try:
@@ -102,7 +111,7 @@ class IngestWorker:
         started = time.perf_counter()
         try:
             processed = await self._service.process_batch([_inbound(r) for r in records])
-            await publish_followups(producer, processed)
+            await publish_followups(producer, processed, self._cipher)
         except (OperationalError, InterfaceError) as exc:
             self.stats.last_error = f"database unavailable: {type(exc).__name__}"
             logger.warning("database unavailable; retrying batch in %ss", self._retry_seconds)

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 FETCH_BYTES = 32 * 1024 * 1024
 
 
-async def read_topic(bootstrap: str, topic: str) -> list[ConsumerRecord[bytes, bytes]]:
+async def read_topic(
+    bootstrap: str, topic: str, options: Mapping[str, Any] | None = None
+) -> list[ConsumerRecord[bytes, bytes]]:
     """Every record currently in `topic`, without joining a consumer group."""
     consumer = AIOKafkaConsumer(
+        **dict(options or {}),
         bootstrap_servers=bootstrap,
         group_id=None,
         enable_auto_commit=False,

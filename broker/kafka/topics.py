@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
@@ -24,9 +26,13 @@ def default_partitions(results_partitions: int) -> dict[str, int]:
     }
 
 
-async def ensure_topics(bootstrap: str, partitions: dict[str, int]) -> list[str]:
+async def ensure_topics(
+    bootstrap: str, partitions: dict[str, int], options: Mapping[str, Any] | None = None
+) -> list[str]:
     """Create the topics that do not exist yet; return the names created."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap, request_timeout_ms=10000, **dict(options or {})
+    )
     await admin.start()
     try:
         existing = set(await admin.list_topics())

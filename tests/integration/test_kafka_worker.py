@@ -15,6 +15,7 @@ from sqlalchemy.exc import OperationalError
 from adapters.common.envelope import OutgoingMessage
 from adapters.common.publisher import Publisher, Receipt, ReceiptWatcher
 from broker.bootstrap import Container
+from broker.ingest.followups import open_dlq_value
 from broker.ingest.service import InboundMessage, IngestService, Processed
 from broker.ingest.worker import IngestWorker
 from broker.kafka.reading import read_topic
@@ -88,7 +89,9 @@ async def test_results_are_indexed_and_bad_messages_dead_lettered(
         headers = dict(record.headers)
         assert headers["mrb-error-code"].decode() == code
         assert headers["mrb-error-detail"]
-        assert record.value == m.value  # the original bytes
+        # Sealed at rest in the DLQ (it may hold patient data); opens to the original bytes.
+        assert record.value != m.value
+        assert open_dlq_value(record.value, headers, container.cipher) == m.value
 
 
 async def test_offsets_are_committed_after_the_batch(container: Container, kafka: str) -> None:
@@ -144,9 +147,10 @@ async def test_a_database_outage_rewinds_the_batch_and_loses_nothing(
 ) -> None:
     flaky = FlakyDatabase(container.ingest_service(), failures=2)
     worker_ = IngestWorker(
-        flaky,
+        flaky,  # type: ignore[arg-type]
+        cipher=container.cipher,
         bootstrap=kafka,
-        group_id="g-outage",  # type: ignore[arg-type]
+        group_id="g-outage",
         retry_seconds=0.1,
         session_timeout_ms=2000,
     )
@@ -161,3 +165,33 @@ async def test_a_database_outage_rewinds_the_batch_and_loses_nothing(
     assert flaky.failures == 0
     assert {r.outcome for r in receipts.values()} == {"indexed"}
     assert len(receipts) == 4
+
+
+async def test_dlq_replay_after_the_fix_indexes_the_message(
+    container: Container, kafka: str
+) -> None:
+    from typer.testing import CliRunner
+
+    from broker.cli.main import app
+    from broker.storage import hospitals
+
+    stray = f.outgoing(f.lab_bundle(accession="LATE"), hospital="H003")
+    async with worker(container, kafka):
+        (first,) = (await send_and_wait(kafka, [stray])).values()
+        assert first.error_code == "UNKNOWN_HOSPITAL"
+        async with container.sessions() as s, s.begin():
+            await hospitals.add(s, hospitals.Hospital("H003", "Third", "510503", "2"))
+            await hospitals.add_key(s, "H003", f.key_id("H003"), f.public_b64("H003"))
+        env = {
+            "MRB_KAFKA_BOOTSTRAP": kafka,
+            "MRB_DATA_DIR": str(container.settings.data_dir),
+            "MRB_DATABASE_URL": container.settings.database_url or "",
+        }
+        async with ReceiptWatcher(kafka) as watcher:
+            result = await asyncio.to_thread(
+                CliRunner().invoke, app, ["dlq", "replay", "--code", "UNKNOWN_HOSPITAL"], env=env
+            )
+            assert result.exit_code == 0, result.output
+            assert "replayed 1 message(s)" in result.output
+            got = await watcher.wait_for({stray.message_id}, timeout=30)
+    assert got[stray.message_id].outcome == "indexed"
