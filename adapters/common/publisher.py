@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import Iterable, Mapping
@@ -95,21 +94,27 @@ class ReceiptWatcher:
     async def __aexit__(self, *exc: object) -> None:
         await self._consumer.stop()
 
+    async def poll(self, wanted: set[str], *, timeout_ms: int = 200) -> list[Receipt]:
+        """Receipts that arrived since the last poll for any of the `wanted` message ids."""
+        found: list[Receipt] = []
+        fetched = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=1000)
+        for batch in fetched.values():
+            for record in batch:
+                if record.value is None:
+                    continue
+                r = Receipt.from_json(record.value)
+                if r.message_id in wanted:
+                    self.receipts[r.message_id] = r
+                    found.append(r)
+        return found
+
     async def wait_for(
         self, message_ids: set[str], *, timeout: float, progress: Any = None
     ) -> dict[str, Receipt]:
         """Collect receipts until every id has one or `timeout` seconds pass."""
         deadline = time.monotonic() + timeout
         while not message_ids <= self.receipts.keys() and time.monotonic() < deadline:
-            fetched = await self._consumer.getmany(timeout_ms=200, max_records=1000)
-            for batch in fetched.values():
-                for record in batch:
-                    if record.value is None:
-                        continue
-                    r = Receipt.from_json(record.value)
-                    if r.message_id in message_ids:
-                        self.receipts[r.message_id] = r
+            await self.poll(message_ids)
             if progress is not None:
                 progress(len(message_ids & self.receipts.keys()))
-            await asyncio.sleep(0)
         return {m: self.receipts[m] for m in message_ids if m in self.receipts}

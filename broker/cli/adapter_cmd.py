@@ -1,18 +1,21 @@
-"""`mrb adapter fhir`: publish FHIR files to mrb.results.v1 and report their receipts."""
+"""`mrb adapter fhir|status`: publish FHIR files through the outbox; see what happened."""
 
 from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.progress import Progress
+from rich.table import Table
 
+from adapters.common.delivery import DeliveryReport, deliver
 from adapters.common.envelope import OutgoingMessage, routing_key
-from adapters.common.publisher import Publisher, Receipt, ReceiptWatcher
+from adapters.common.outbox import DELIVERED, PENDING, REJECTED, Outbox
 from adapters.common.signing import SigningKeyMissing, current_key
 from adapters.fhir.source import patient_hint, read_items
 from broker.security.keys import load_or_create_key
@@ -27,77 +30,132 @@ def bootstrap_of(settings: Settings) -> str:
     return settings.kafka_bootstrap or f"127.0.0.1:{settings.embedded_kafka_port}"
 
 
+def open_outbox(settings: Settings) -> Outbox:
+    """The adapter's outbox in MRB_DATA_DIR (sealed with an adapter-local key)."""
+    key = load_or_create_key(settings.keys_dir / "outbox.key")
+    return Outbox(settings.data_dir / "adapter-outbox.db", key)
+
+
 @app.command("fhir")
 def fhir(
-    paths: Annotated[list[Path], typer.Argument(help="JSON/NDJSON files or directories.")],
     hospital: Annotated[str, typer.Option(help="Registered hospital id, e.g. H001.")],
-    wait: Annotated[bool, typer.Option(help="Wait for each message's receipt.")] = True,
+    paths: Annotated[
+        list[Path] | None, typer.Argument(help="JSON/NDJSON files or directories.")
+    ] = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for receipts.")] = 60.0,
+    resend_after: Annotated[
+        float, typer.Option(help="Seconds without a receipt before sending again.")
+    ] = 30.0,
 ) -> None:
-    """Publish FHIR R4 files (JSON, NDJSON, Bundles, directories) as hospital HOSPITAL."""
+    """Publish FHIR R4 files as HOSPITAL: stored in the outbox, signed, sent, receipted.
+
+    Without PATHS, delivers what is still pending from earlier runs. Exit code 1 if a
+    message was rejected or is still pending when the timeout ends (it stays in the
+    outbox and is sent again next time).
+    """
     settings = Settings()
-    secret = load_or_create_key(settings.keys_dir / "adapter-routing.key")
     try:
-        items = list(read_items(paths))
+        items = list(read_items(paths or []))
+        key_id, private_key = current_key(settings.keys_dir, hospital)
     except (FileNotFoundError, OSError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
-    if not items:
-        console.print("[yellow]no .json or .ndjson files found[/yellow]")
-        raise typer.Exit(1)
-    try:
-        key_id, private_key = current_key(settings.keys_dir, hospital)
     except SigningKeyMissing as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
-    messages = [
-        OutgoingMessage(
-            hospital, i.value, routing_key(secret, hospital, patient_hint(i.value))
-        ).signed(key_id, private_key)
-        for i in items
-    ]
-    origin = {m.message_id: i.origin for m, i in zip(messages, items, strict=True)}
+    if paths and not items:
+        console.print("[yellow]no .json or .ndjson files found[/yellow]")
+        raise typer.Exit(1)
+    secret = load_or_create_key(settings.keys_dir / "adapter-routing.key")
+    outbox = open_outbox(settings)
     try:
-        receipts = asyncio.run(_publish(bootstrap_of(settings), messages, wait, timeout))
+        queued = outbox.add(
+            (
+                OutgoingMessage(
+                    hospital, i.value, routing_key(secret, hospital, patient_hint(i.value))
+                ).signed(key_id, private_key),
+                i.origin,
+            )
+            for i in items
+        )
+        report = asyncio.run(_deliver(outbox, settings, hospital, timeout, resend_after))
+        _report(outbox, report, queued, hospital)
     except Exception as exc:
         console.print(
-            f"[red]error:[/red] could not publish to Kafka at {bootstrap_of(settings)}: {exc}. "
-            "Is `mrb up` running, or MRB_KAFKA_BOOTSTRAP set?"
+            f"[red]error:[/red] {exc}. Messages stay in the outbox; run again when Kafka at "
+            f"{bootstrap_of(settings)} is reachable."
         )
         raise typer.Exit(1) from None
-    console.print(f"published {len(messages)} message(s) as {hospital}")
-    if not wait:
-        return
-    _report(receipts, origin)
-    missing = len(messages) - len(receipts)
-    rejected = sum(1 for r in receipts.values() if r.outcome == "rejected")
-    if missing:
-        console.print(f"[yellow]{missing} message(s) without a receipt after {timeout}s[/yellow]")
-    if missing or rejected:
+    finally:
+        outbox.close()
+    if report.pending or any(r.outcome == "rejected" for r in report.receipts.values()):
         raise typer.Exit(1)
 
 
-async def _publish(
-    bootstrap: str, messages: list[OutgoingMessage], wait: bool, timeout: float
-) -> dict[str, Receipt]:
-    if not wait:
-        async with Publisher(bootstrap) as pub:
-            await pub.publish(messages)
-        return {}
-    async with ReceiptWatcher(bootstrap) as watcher, Publisher(bootstrap) as pub:
-        await pub.publish(messages)
-        with Progress(console=console, transient=True) as progress:
-            task = progress.add_task("waiting for receipts", total=len(messages))
-            return await watcher.wait_for(
-                {m.message_id for m in messages},
-                timeout=timeout,
-                progress=lambda n: progress.update(task, completed=n),
-            )
+async def _deliver(
+    outbox: Outbox, settings: Settings, hospital: str, timeout: float, resend_after: float
+) -> DeliveryReport:
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("delivering", total=None)
+        return await deliver(
+            outbox,
+            bootstrap_of(settings),
+            hospital=hospital,
+            options=settings.kafka_options(),
+            resend_after=timedelta(seconds=resend_after),
+            timeout=timeout,
+            progress=lambda done, total: progress.update(task, completed=done, total=total),
+        )
 
 
-def _report(receipts: dict[str, Receipt], origin: dict[str, str]) -> None:
-    counts = Counter(r.outcome for r in receipts.values())
+def _report(outbox: Outbox, report: DeliveryReport, queued: int, hospital: str) -> None:
+    console.print(
+        f"queued {queued} message(s) as {hospital}; sent {report.sent}, resent {report.resent}"
+    )
+    counts = Counter(r.outcome for r in report.receipts.values())
     console.print(", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) or "no receipts")
-    for mid, r in sorted(receipts.items(), key=lambda kv: origin[kv[0]]):
-        if r.outcome == "rejected":
-            console.print(f"  [red]{r.error_code}[/red] {origin[mid]}: {r.error_detail}")
+    rejected = {s.message_id: s for s in outbox.listing(REJECTED, hospital, limit=10_000)}
+    for mid in report.receipts:
+        if mid in rejected:
+            s = rejected[mid]
+            console.print(f"  [red]{s.error_code}[/red] {s.origin}: {s.error_detail}")
+    if report.pending:
+        console.print(
+            f"[yellow]{len(report.pending)} message(s) still pending[/yellow]: kept in the "
+            "outbox and sent again on the next run"
+        )
+
+
+@app.command("status")
+def status(
+    hospital: Annotated[str | None, typer.Option(help="Only this hospital.")] = None,
+    limit: Annotated[int, typer.Option(help="Rows per list.")] = 20,
+) -> None:
+    """Pending, delivered and rejected messages in this adapter's outbox, with reasons."""
+    settings = Settings()
+    outbox = open_outbox(settings)
+    try:
+        counts = outbox.counts(hospital)
+        console.print(
+            f"pending: {counts[PENDING]}, delivered: {counts[DELIVERED]}, "
+            f"rejected: {counts[REJECTED]}"
+        )
+        for state in (PENDING, REJECTED):
+            rows = outbox.listing(state, hospital, limit)
+            if not rows:
+                continue
+            table = Table(
+                "hospital", "message id", "from", "attempts", "code", "reason", title=state
+            )
+            for s in rows:
+                table.add_row(
+                    s.hospital,
+                    s.message_id,
+                    s.origin,
+                    str(s.attempts),
+                    s.error_code or "",
+                    s.error_detail or "",
+                )
+            console.print(table)
+    finally:
+        outbox.close()

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka.errors import KafkaError
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from broker.ingest.followups import publish_followups
@@ -119,7 +120,12 @@ class IngestWorker:
                 consumer.seek(tp, batch[0].offset)
             await asyncio.sleep(self._retry_seconds)
             return
-        await consumer.commit({tp: batch[-1].offset + 1 for tp, batch in fetched.items()})
+        try:
+            await consumer.commit({tp: batch[-1].offset + 1 for tp, batch in fetched.items()})
+        except KafkaError as exc:
+            # A rebalance or a broker restart: the batch may come again, and the inbox
+            # answers it with `duplicate` receipts. Indexed is indexed either way.
+            logger.warning("offset commit failed (%r); the batch may be redelivered", exc)
         BATCH_SECONDS.observe(time.perf_counter() - started)
         self._count(processed)
         self.stats.last_error = None

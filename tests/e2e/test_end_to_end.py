@@ -120,6 +120,7 @@ async def test_the_fhir_adapter_cli_publishes_files_and_reports_receipts(
         **os.environ,
         "MRB_KAFKA_BOOTSTRAP": stack.container.kafka_bootstrap or "",
         "MRB_DATA_DIR": str(tmp_path / "adapter"),
+        "COLUMNS": "300",  # rich wraps tables to the terminal width
     }
     # The worker runs in this event loop: the CLI must run beside it, not block it.
     proc = await asyncio.create_subprocess_exec(
@@ -140,9 +141,22 @@ async def test_the_fhir_adapter_cli_publishes_files_and_reports_receipts(
     raw, _ = await asyncio.wait_for(proc.communicate(), 60)
     out = raw.decode()
     assert proc.returncode == 1, out  # one message was rejected
-    assert "published 3 message(s) as H001" in out
+    assert "queued 3 message(s) as H001; sent 3, resent 0" in out
     assert "indexed: 2" in out and "rejected: 1" in out
     assert "NOT_FHIR" in out and "batch.ndjson:2" in out
+    status = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "broker.cli",
+        "adapter",
+        "status",
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    listing = (await asyncio.wait_for(status.communicate(), 30))[0].decode()
+    assert "pending: 0, delivered: 2, rejected: 1" in listing
+    assert "NOT_FHIR" in listing and "batch.ndjson:2" in listing
 
 
 class TestProblems:

@@ -1,0 +1,228 @@
+"""The adapter's outbox: every message is stored before it is sent, until its receipt.
+
+SQLite at the hospital (synchronous=FULL): a crash or a broker that loses what it held
+(the embedded one keeps messages in memory only) never loses a result; the adapter
+resends after a timeout and the broker de-duplicates by message id. Values and their
+origin (file names can name patients) are sealed with an adapter-local AES-GCM key and
+erased once the receipt arrives; what remains is the outcome and its reason.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sqlite3
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from adapters.common.envelope import OutgoingMessage
+
+PENDING, DELIVERED, REJECTED = "pending", "delivered", "rejected"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    message_id TEXT PRIMARY KEY,
+    hospital TEXT NOT NULL,
+    state TEXT NOT NULL,
+    sealed BLOB,               -- nonce || AES-GCM(value, key, headers); erased on receipt
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    sent_at TEXT,
+    completed_at TEXT,
+    outcome TEXT,              -- indexed | duplicate | rejected
+    error_code TEXT,
+    error_detail TEXT,
+    origin_sealed BLOB         -- where it came from (file names may name patients); kept
+);
+CREATE INDEX IF NOT EXISTS ix_outbox_due ON outbox (state, next_attempt_at);
+"""
+
+
+@dataclass(frozen=True)
+class Entry:
+    message: OutgoingMessage
+    origin: str  # file, or file:line
+    attempts: int
+
+
+@dataclass(frozen=True)
+class Settled:
+    message_id: str
+    hospital: str
+    state: str
+    outcome: str | None
+    error_code: str | None
+    error_detail: str | None
+    origin: str
+    attempts: int
+    completed_at: str | None
+
+
+def backoff(attempts: int, first: timedelta, cap: timedelta = timedelta(minutes=10)) -> timedelta:
+    """Wait before resending: first, then doubling, at most `cap`."""
+    wait: timedelta = first * (2 ** max(0, attempts - 1))
+    return min(wait, cap)
+
+
+class Outbox:
+    """One SQLite file per adapter data dir; safe to reopen after a crash."""
+
+    def __init__(self, path: Path, key: bytes) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")  # stored means on disk before sending
+        self._db.executescript(_SCHEMA)
+        self._aead = AESGCM(key)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def add(self, items: Iterable[tuple[OutgoingMessage, str]]) -> int:
+        """Store messages (with where they came from) as pending, in one transaction."""
+        now = _iso(datetime.now(UTC))
+        rows = [
+            (
+                m.message_id,
+                m.hospital,
+                PENDING,
+                self._seal(m),
+                now,
+                now,
+                self._seal_text(origin, m.message_id),
+            )
+            for m, origin in items
+        ]
+        with self._tx():
+            self._db.executemany(
+                "INSERT OR IGNORE INTO outbox (message_id, hospital, state, sealed, "
+                "next_attempt_at, created_at, origin_sealed) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+        return len(rows)
+
+    def due(self, hospital: str | None, now: datetime, limit: int = 1000) -> list[Entry]:
+        """Pending messages whose (re)send time has come, oldest first."""
+        rows = self._db.execute(
+            "SELECT message_id, sealed, origin_sealed, attempts FROM outbox WHERE state = ? "
+            "AND next_attempt_at <= ? AND (? IS NULL OR hospital = ?) "
+            "ORDER BY created_at, message_id LIMIT ?",
+            (PENDING, _iso(now), hospital, hospital, limit),
+        ).fetchall()
+        return [
+            Entry(self._open(mid, sealed), self._open_text(origin, mid), attempts)
+            for mid, sealed, origin, attempts in rows
+        ]
+
+    def mark_sent(self, message_ids: Iterable[str], now: datetime, first: timedelta) -> None:
+        with self._tx():
+            for mid in message_ids:
+                (attempts,) = self._db.execute(
+                    "SELECT attempts FROM outbox WHERE message_id = ?", (mid,)
+                ).fetchone()
+                wait = backoff(attempts + 1, first)
+                self._db.execute(
+                    "UPDATE outbox SET attempts = attempts + 1, sent_at = ?, "
+                    "next_attempt_at = ? WHERE message_id = ? AND state = ?",
+                    (_iso(now), _iso(now + wait), mid, PENDING),
+                )
+
+    def settle(
+        self, message_id: str, outcome: str, error_code: str | None, error_detail: str | None
+    ) -> bool:
+        """Record a receipt and erase the sealed value; False if not pending here."""
+        state = REJECTED if outcome == "rejected" else DELIVERED
+        with self._tx():
+            done = self._db.execute(
+                "UPDATE outbox SET state = ?, outcome = ?, error_code = ?, error_detail = ?, "
+                "completed_at = ?, sealed = NULL WHERE message_id = ? AND state = ?",
+                (
+                    state,
+                    outcome,
+                    error_code,
+                    error_detail,
+                    _iso(datetime.now(UTC)),
+                    message_id,
+                    PENDING,
+                ),
+            )
+        return done.rowcount == 1
+
+    def pending_ids(self, hospital: str | None = None) -> set[str]:
+        rows = self._db.execute(
+            "SELECT message_id FROM outbox WHERE state = ? AND (? IS NULL OR hospital = ?)",
+            (PENDING, hospital, hospital),
+        )
+        return {r[0] for r in rows}
+
+    def counts(self, hospital: str | None = None) -> dict[str, int]:
+        rows = self._db.execute(
+            "SELECT state, COUNT(*) FROM outbox WHERE (? IS NULL OR hospital = ?) GROUP BY state",
+            (hospital, hospital),
+        )
+        return {PENDING: 0, DELIVERED: 0, REJECTED: 0, **dict(rows.fetchall())}
+
+    def listing(self, state: str, hospital: str | None = None, limit: int = 50) -> list[Settled]:
+        rows = self._db.execute(
+            "SELECT message_id, hospital, state, outcome, error_code, error_detail, "
+            "origin_sealed, attempts, completed_at FROM outbox WHERE state = ? "
+            "AND (? IS NULL OR hospital = ?) ORDER BY created_at DESC LIMIT ?",
+            (state, hospital, hospital, limit),
+        )
+        return [
+            Settled(mid, h, st, out, code, detail, self._open_text(origin, mid), n, done)
+            for mid, h, st, out, code, detail, origin, n, done in rows.fetchall()
+        ]
+
+    def _seal(self, m: OutgoingMessage) -> bytes:
+        doc = {
+            "value": m.value.hex(),
+            "key": m.key.hex(),
+            "hospital": m.hospital,
+            "content_type": m.content_type,
+            "key_id": m.key_id,
+            "signature": m.signature,
+        }
+        return self._seal_text(json.dumps(doc), m.message_id)
+
+    def _open(self, message_id: str, sealed: bytes) -> OutgoingMessage:
+        doc = json.loads(self._open_text(sealed, message_id))
+        return OutgoingMessage(
+            hospital=doc["hospital"],
+            value=bytes.fromhex(doc["value"]),
+            key=bytes.fromhex(doc["key"]),
+            message_id=message_id,
+            content_type=doc["content_type"],
+            key_id=doc["key_id"],
+            signature=doc["signature"],
+        )
+
+    def _seal_text(self, text: str, message_id: str) -> bytes:
+        nonce = secrets.token_bytes(12)
+        return nonce + self._aead.encrypt(nonce, text.encode(), message_id.encode())
+
+    def _open_text(self, sealed: bytes, message_id: str) -> str:
+        return self._aead.decrypt(sealed[:12], sealed[12:], message_id.encode()).decode()
+
+    def _tx(self) -> _Transaction:
+        return _Transaction(self._db)
+
+
+class _Transaction:
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def __enter__(self) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        self._db.execute("ROLLBACK" if exc_type else "COMMIT")
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
