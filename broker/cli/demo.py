@@ -19,12 +19,15 @@ from rich.progress import Progress
 from rich.table import Table
 from sqlalchemy import delete, func, select
 
+from adapters.common.delivery import deliver
 from adapters.common.envelope import OutgoingMessage
-from adapters.common.publisher import Publisher, Receipt, ReceiptWatcher
+from adapters.common.outbox import Outbox
+from adapters.common.publisher import Receipt
 from adapters.common.signing import SigningKeyMissing, create_key, current_key, public_key_b64
 from broker.demo import registry as demo_registry
 from broker.demo.dataset import NATIONAL_ID_SYSTEM, DemoDataset, DemoMessage, generate
 from broker.runtime import Stack, install_signal_handlers, running_stack, wait_for_failure_or_stop
+from broker.security.keys import load_or_create_key
 from broker.settings import Settings
 from broker.storage import hospitals as registry
 from broker.storage.tables import certification, person, result, result_item, result_version
@@ -130,25 +133,30 @@ def _with_forgeries(dataset: DemoDataset) -> DemoDataset:
 async def _publish(
     stack: Stack, dataset: DemoDataset, signers: dict[str, Signer], console: Console
 ) -> tuple[dict[str, Receipt], float]:
+    """Through the adapters' own path: outbox (durable, sealed), signed send, receipts."""
     bootstrap = stack.container.kafka_bootstrap
     if bootstrap is None:
         raise RuntimeError("the demo needs Kafka: embedded or MRB_KAFKA_BOOTSTRAP")
-    messages = [_envelope(m, signers) for m in dataset.messages]
-    started = time.perf_counter()
-    options = stack.container.settings.kafka_options()
-    async with (
-        ReceiptWatcher(bootstrap, options) as watcher,
-        Publisher(bootstrap, options) as publisher,
-    ):
+    settings = stack.container.settings
+    path = settings.data_dir / "demo-outbox.db"
+    for stale in settings.data_dir.glob("demo-outbox.db*"):
+        stale.unlink()
+    box = Outbox(path, load_or_create_key(settings.keys_dir / "outbox.key"))
+    try:
+        box.add((_envelope(m, signers), m.note) for m in dataset.messages)
+        started = time.perf_counter()
         with Progress(console=console) as progress:
-            task = progress.add_task("publishing and indexing", total=len(messages))
-            await publisher.publish(messages)
-            receipts = await watcher.wait_for(
-                {m.message_id for m in messages},
+            task = progress.add_task("publishing and indexing", total=len(dataset.messages))
+            report = await deliver(
+                box,
+                bootstrap,
+                options=settings.kafka_options(),
                 timeout=300,
-                progress=lambda n: progress.update(task, completed=n),
+                progress=lambda done, total: progress.update(task, completed=done),
             )
-    return receipts, time.perf_counter() - started
+        return report.receipts, time.perf_counter() - started
+    finally:
+        box.close()
 
 
 def _envelope(m: DemoMessage, signers: dict[str, Signer]) -> OutgoingMessage:
