@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -117,3 +119,16 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.integration)
         if f"{os.sep}e2e{os.sep}" in path:
             item.add_marker(pytest.mark.e2e)
+
+
+@asynccontextmanager
+async def running_worker(container: Container, bootstrap: str) -> AsyncIterator[None]:
+    """An ingest worker on `bootstrap` for the duration of the block (its errors surface)."""
+    container.kafka_bootstrap = bootstrap
+    stop = asyncio.Event()
+    task = asyncio.create_task(container.ingest_worker().run(stop))
+    try:
+        yield
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 20)

@@ -140,18 +140,7 @@ def _report(
         if categories & _IMAGING_CATEGORIES or report.get("imagingStudy")
         else ResultKind.LAB
     )
-    return _result(
-        kind,
-        report,
-        members,
-        items,
-        clock,
-        index,
-        hospital,
-        aliases,
-        effective=_effective(report, clock, where),
-        issued=clock.at(report.get("issued"), where),
-    )
+    return _result(kind, report, members, items, clock, index, hospital, aliases)
 
 
 def _lone_observation(
@@ -161,19 +150,7 @@ def _lone_observation(
     members = _members(obs, index)
     items = [_observation_item(obs, clock, None)]
     items += [_observation_item(m, clock, obs) for m in members]
-    where = _where(obs)
-    return _result(
-        ResultKind.LAB,
-        obs,
-        members,
-        items,
-        clock,
-        index,
-        hospital,
-        aliases,
-        effective=_effective(obs, clock, where),
-        issued=clock.at(obs.get("issued"), where),
-    )
+    return _result(ResultKind.LAB, obs, members, items, clock, index, hospital, aliases)
 
 
 def _imaging(
@@ -279,10 +256,13 @@ def _result(
     hospital: str,
     aliases: Mapping[str, str],
     *,
-    effective: datetime | None,
-    issued: datetime | None,
+    effective: datetime | None = None,
+    issued: datetime | None = None,
 ) -> ExtractedResult:
     where = _where(main)
+    if main["resourceType"] != "ImagingStudy":  # reports and observations say it themselves
+        effective = _effective(main, clock, where)
+        issued = clock.at(main.get("issued"), where)
     meta = main.get("meta") or {}
     last_updated = clock.at(meta.get("lastUpdated"), f"{where}.meta.lastUpdated")
     version_id = meta.get("versionId") if isinstance(meta.get("versionId"), str) else None

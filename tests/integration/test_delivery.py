@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -20,21 +18,10 @@ from broker.kafka.topics import default_partitions, ensure_topics
 from broker.storage.tables import inbox, result, result_version
 from tests import factories as f
 from tests.conftest import free_port
+from tests.conftest import running_worker as worker
 
 pytestmark = pytest.mark.slow
 FAST = timedelta(milliseconds=300)
-
-
-@asynccontextmanager
-async def worker(container: Container, bootstrap: str) -> AsyncIterator[None]:
-    container.kafka_bootstrap = bootstrap
-    stop = asyncio.Event()
-    task = asyncio.create_task(container.ingest_worker().run(stop))
-    try:
-        yield
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 20)
 
 
 async def restart(kafka: EmbeddedKafka) -> None:

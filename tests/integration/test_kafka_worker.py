@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import jsonschema
 import pytest
@@ -22,20 +20,9 @@ from broker.kafka.reading import read_topic
 from broker.kafka.topics import RESULTS, RESULTS_DLQ
 from tests import factories as f
 from tests.conftest import REPO
+from tests.conftest import running_worker as worker
 
 pytestmark = pytest.mark.slow
-
-
-@asynccontextmanager
-async def worker(container: Container, kafka: str) -> AsyncIterator[None]:
-    container.kafka_bootstrap = kafka
-    stop = asyncio.Event()
-    task = asyncio.create_task(container.ingest_worker().run(stop))
-    try:
-        yield
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 20)
 
 
 async def send_and_wait(kafka: str, messages: list[OutgoingMessage]) -> dict[str, Receipt]:
