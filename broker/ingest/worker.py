@@ -7,6 +7,7 @@ after DLQ copies and receipts are acknowledged; a database outage rewinds the ba
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Mapping
@@ -71,6 +72,24 @@ class IngestWorker:
         self.stats = WorkerStats()
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Consume until `stop`; if Kafka is unreachable, keep retrying (never give up).
+
+        Kafka being down must not take the process down: with `mrb up` the API in the
+        same process keeps answering checks from the database meanwhile.
+        """
+        wait = 1.0
+        while not stop.is_set():
+            try:
+                await self._session(stop)
+                return
+            except (KafkaError, OSError) as exc:
+                self.stats.last_error = f"Kafka unavailable: {exc!r}"
+                logger.warning("Kafka unavailable (%r); retrying in %.0fs", exc, wait)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), wait)
+                wait = min(wait * 2, 30.0)
+
+    async def _session(self, stop: asyncio.Event) -> None:
         consumer = AIOKafkaConsumer(
             RESULTS,
             bootstrap_servers=self._bootstrap,
@@ -91,17 +110,16 @@ class IngestWorker:
             linger_ms=5,
             **self._kafka_options,
         )
-        await producer.start()
         try:
+            await producer.start()
             await consumer.start()
-            try:
-                self.stats.kafka_ok = True
-                while not stop.is_set():
-                    await self._poll_once(consumer, producer)
-            finally:
-                await consumer.stop()
+            self.stats.kafka_ok = True
+            self.stats.last_error = None
+            while not stop.is_set():
+                await self._poll_once(consumer, producer)
         finally:
             self.stats.kafka_ok = False
+            await consumer.stop()
             await producer.stop()
 
     async def _poll_once(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer) -> None:

@@ -235,3 +235,21 @@ async def test_every_check_is_stored_and_audited(stack: Stack) -> None:
     assert stored["id"] == check_id and stored["ordering_hospital"] == "H002"
     assert audit["action"] == "recognition-check" and audit["hospital_id"] == "H002"
     assert audit["patient_pseudonym"] and f.PATIENT_A not in json.dumps(dict(audit), default=str)
+
+
+async def test_a_kafka_outage_does_not_stop_recognition_checks(settings: Settings) -> None:
+    from tests.conftest import free_port
+
+    down = settings.model_copy(update={"kafka_bootstrap": f"127.0.0.1:{free_port()}"})
+    async with running_stack(down, api=True, worker=True, kafka_needed=False) as stack:
+        async with stack.container.sessions() as session, session.begin():
+            await hospitals.add(session, hospitals.Hospital("H002", "H002", "510502", "3"))
+        async with httpx.AsyncClient(base_url=stack.api_url) as client:
+            body = check_body([{"system": "http://loinc.org", "code": "718-7"}])
+            answer = await client.post("/api/v1/recognition/check", json=body)
+            assert answer.status_code == 200
+            assert answer.json()["items"][0]["decision"] == "NO_PRIOR_RESULT"
+            ready = (await client.get("/readyz")).json()
+            assert ready["status"] == "ready"
+            assert ready["checks"]["ingest_worker_0"]["kafka"] == "unavailable"
+        assert all(not t.done() for t in stack.tasks)  # the worker keeps retrying
