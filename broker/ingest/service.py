@@ -20,6 +20,7 @@ from broker.domain.identifiers import DEFAULT_SYSTEM_ALIASES
 from broker.domain.rejections import RejectCode, Rejected
 from broker.domain.results import ParsedMessage
 from broker.domain.versions import VersionOutcome
+from broker.ingest.batch import BatchIndexer, NeedsSlowPath, UnknownPatient
 from broker.ingest.parse import ParseLimits, parse_message
 from broker.security import signatures
 from broker.security.payload_cipher import PayloadCipher
@@ -97,7 +98,115 @@ class IngestService:
         self._default_zone = default_zone
 
     async def process_batch(self, messages: list[InboundMessage]) -> list[Processed]:
-        """Index a batch atomically; a database outage raises (the caller retries)."""
+        """Index a batch atomically; a database outage raises (the caller retries).
+
+        The bulk path first; if the batch needs anything it does not do (a merge of two
+        known people, a conflict with a concurrent worker, an unexpected error), the
+        batch is rolled back and indexed message by message, each in a savepoint.
+        """
+        try:
+            return await self._process_in_bulk(messages)
+        except (OperationalError, InterfaceError):
+            raise
+        except NeedsSlowPath as exc:
+            logger.info("batch of %d takes the message-by-message path: %s", len(messages), exc)
+        except Exception:
+            logger.warning("bulk indexing failed; retrying message by message", exc_info=True)
+        return await self._process_one_by_one(messages)
+
+    async def _process_in_bulk(self, messages: list[InboundMessage]) -> list[Processed]:
+        out: list[Processed | None] = []
+        plans: list[tuple[int, InboundMessage, str, str, ParsedMessage]] = []
+        rejections: list[dict[str, object]] = []
+        now = datetime.now(UTC)
+        async with self._sessions() as session, session.begin():
+            registry = {h.id: h for h in await hospital_registry.list_all(session)}
+            keys = await hospital_registry.signing_keys(session)
+            indexed = await _indexed_ids(session, messages)
+            for message in messages:
+                hospital = message.header(HEADER_HOSPITAL)
+                message_id = message.header(HEADER_MESSAGE_ID)
+                try:
+                    hospital, message_id = _check_headers(hospital, message_id, registry)
+                    self._check_signature(message, hospital, message_id, keys)
+                    if message_id in indexed:
+                        out.append(Processed(message, Outcome.DUPLICATE, message_id, hospital))
+                        continue
+                    parsed = self._parse(message, hospital, registry)
+                except Rejected as exc:
+                    rejections.append(_rejection_row(message, hospital, message_id, exc, now))
+                    out.append(
+                        Processed(
+                            message, Outcome.REJECTED, message_id, hospital, exc.code, exc.detail
+                        )
+                    )
+                    continue
+                indexed.add(message_id)
+                plans.append((len(out), message, hospital, message_id, parsed))
+                out.append(None)
+                await asyncio.sleep(0)  # let the API breathe when it shares the loop
+            batch = BatchIndexer(session, self._pseudonyms, self._cipher, now)
+            await batch.prefetch([(h, p) for _, _, h, _, p in plans])
+            for slot, message, hospital, message_id, parsed in plans:
+                try:
+                    staged = batch.stage(
+                        message.value,
+                        message.header(HEADER_CONTENT_TYPE),
+                        message_id,
+                        hospital,
+                        parsed,
+                    )
+                except UnknownPatient as exc:
+                    refused = Rejected(RejectCode.PATIENT_NOT_IDENTIFIED, str(exc))
+                    rejections.append(_rejection_row(message, hospital, message_id, refused, now))
+                    out[slot] = Processed(
+                        message,
+                        Outcome.REJECTED,
+                        message_id,
+                        hospital,
+                        refused.code,
+                        refused.detail,
+                    )
+                    continue
+                status = _status(parsed, staged.counts)
+                batch.add_inbox(_inbox_row(message, hospital, message_id, status, parsed, now))
+                out[slot] = Processed(
+                    message,
+                    status,
+                    message_id,
+                    hospital,
+                    results=len(parsed.results),
+                    versions=staged.counts,
+                )
+            await batch.flush()
+            if rejections:
+                await session.execute(rejection.insert(), rejections)
+        for p in out:
+            if p is not None and p.outcome is Outcome.REJECTED:
+                logger.info(
+                    "rejected message %s from %s: %s",
+                    p.message_id,
+                    p.hospital,
+                    p.code.value if p.code else "-",
+                )
+        return [p for p in out if p is not None]
+
+    def _parse(
+        self,
+        message: InboundMessage,
+        hospital: str,
+        registry: Mapping[str, hospital_registry.Hospital],
+    ) -> ParsedMessage:
+        return parse_message(
+            message.value,
+            hospital=hospital,
+            zone=ZoneInfo(registry[hospital].timezone or self._default_zone),
+            content_type=message.header(HEADER_CONTENT_TYPE),
+            limits=self._limits,
+            aliases=DEFAULT_SYSTEM_ALIASES,
+        )
+
+    async def _process_one_by_one(self, messages: list[InboundMessage]) -> list[Processed]:
         out: list[Processed] = []
         async with self._sessions() as session, session.begin():
             registry = {h.id: h for h in await hospital_registry.list_all(session)}
@@ -304,6 +413,67 @@ class IngestService:
             )
         logger.info("rejected message %s from %s: %s", message_id, hospital, code.value)
         return Processed(message, Outcome.REJECTED, message_id, hospital, code, detail)
+
+
+def _status(parsed: ParsedMessage, counts: dict[str, int]) -> Outcome:
+    duplicates = counts.get(VersionOutcome.DUPLICATE.value, 0)
+    if parsed.results and duplicates == len(parsed.results):
+        return Outcome.DUPLICATE
+    return Outcome.INDEXED
+
+
+def _inbox_row(
+    message: InboundMessage,
+    hospital: str,
+    message_id: str,
+    status: Outcome,
+    parsed: ParsedMessage,
+    now: datetime,
+) -> dict[str, object]:
+    return {
+        "message_id": message_id,
+        "hospital_id": hospital,
+        "outcome": status.value,
+        "results": len(parsed.results),
+        "topic": message.topic,
+        "partition": message.partition,
+        "offset": message.offset,
+        "processed_at": now,
+    }
+
+
+def _rejection_row(
+    message: InboundMessage,
+    hospital: str | None,
+    message_id: str | None,
+    exc: Rejected,
+    now: datetime,
+) -> dict[str, object]:
+    return {
+        "message_id": (message_id or "")[:64] or None,
+        "hospital_id": (hospital or "")[:64] or None,
+        "code": exc.code.value,
+        "detail": exc.detail,
+        "topic": message.topic,
+        "partition": message.partition,
+        "offset": message.offset,
+        "rejected_at": now,
+    }
+
+
+async def _indexed_ids(session: AsyncSession, messages: list[InboundMessage]) -> set[str]:
+    """Message ids of the batch that are already indexed (one query)."""
+    ids = set()
+    for m in messages:
+        raw = m.header(HEADER_MESSAGE_ID)
+        try:
+            ids.add(str(uuid.UUID(raw or "")))
+        except ValueError:
+            continue
+    if not ids:
+        return set()
+    rows = await session.execute(select(inbox.c.message_id).where(inbox.c.message_id.in_(ids)))
+    return {r[0] for r in rows}
 
 
 def _check_headers(

@@ -95,17 +95,7 @@ class Results:
 
     @staticmethod
     def _current_fields(r: ExtractedResult, person_id: str, now: datetime) -> dict[str, Any]:
-        return {
-            "person_id": person_id,
-            "kind": r.kind.value,
-            "resource_type": r.resource_type,
-            "status": r.status,
-            "effective": r.effective,
-            "issued": r.issued,
-            "summary": r.summary[:2000],
-            "timezone_assumed": r.timezone_assumed,
-            "updated_at": now,
-        }
+        return current_fields(r, person_id, now)
 
     async def _replace_items(
         self,
@@ -120,13 +110,35 @@ class Results:
             await self._session.execute(
                 delete(result_item).where(result_item.c.result_id == result_id)
             )
-        rows = [
-            _item_row(result_id, hospital, person_id, item, coding)
-            for item in items
-            for coding in (item.codings or (None,))
-        ]
+        rows = item_rows(result_id, hospital, person_id, items)
         if rows:
             await self._session.execute(result_item.insert(), rows)
+
+
+def current_fields(r: ExtractedResult, person_id: str, now: datetime) -> dict[str, Any]:
+    """The result row's columns that follow its current version."""
+    return {
+        "person_id": person_id,
+        "kind": r.kind.value,
+        "resource_type": r.resource_type,
+        "status": r.status,
+        "effective": r.effective,
+        "issued": r.issued,
+        "summary": r.summary[:2000],
+        "timezone_assumed": r.timezone_assumed,
+        "updated_at": now,
+    }
+
+
+def item_rows(
+    result_id: str, hospital: str, person_id: str, items: tuple[ResultItem, ...]
+) -> list[dict[str, Any]]:
+    """One index row per item and coding (an uncoded item still gets one)."""
+    return [
+        _item_row(result_id, hospital, person_id, item, coding)
+        for item in items
+        for coding in (item.codings or (None,))
+    ]
 
 
 def _item_row(
