@@ -7,7 +7,7 @@ import hashlib
 import logging
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from zoneinfo import ZoneInfo
@@ -117,12 +117,14 @@ class IngestService:
     async def _process_in_bulk(self, messages: list[InboundMessage]) -> list[Processed]:
         out: list[Processed | None] = []
         plans: list[tuple[int, InboundMessage, str, str, ParsedMessage]] = []
+        copies: dict[int, int] = {}  # slot of a repeated message id -> slot of its first
         rejections: list[dict[str, object]] = []
         now = datetime.now(UTC)
         async with self._sessions() as session, session.begin():
             registry = {h.id: h for h in await hospital_registry.list_all(session)}
             keys = await hospital_registry.signing_keys(session)
             indexed = await _indexed_ids(session, messages)
+            first_slot: dict[str, int] = {}
             for message in messages:
                 hospital = message.header(HEADER_HOSPITAL)
                 message_id = message.header(HEADER_MESSAGE_ID)
@@ -131,6 +133,10 @@ class IngestService:
                     self._check_signature(message, hospital, message_id, keys)
                     if message_id in indexed:
                         out.append(Processed(message, Outcome.DUPLICATE, message_id, hospital))
+                        continue
+                    if message_id in first_slot:  # a copy in this batch: as its first goes
+                        copies[len(out)] = first_slot[message_id]
+                        out.append(None)
                         continue
                     parsed = self._parse(message, hospital, registry)
                 except Rejected as exc:
@@ -141,7 +147,7 @@ class IngestService:
                         )
                     )
                     continue
-                indexed.add(message_id)
+                first_slot[message_id] = len(out)
                 plans.append((len(out), message, hospital, message_id, parsed))
                 out.append(None)
                 await asyncio.sleep(0)  # let the API breathe when it shares the loop
@@ -178,6 +184,10 @@ class IngestService:
                     results=len(parsed.results),
                     versions=staged.counts,
                 )
+            for slot, first in copies.items():
+                original = out[first]
+                if original is not None:
+                    out[slot] = _copy_outcome(messages[slot], original)
             await batch.flush()
             if rejections:
                 await session.execute(rejection.insert(), rejections)
@@ -413,6 +423,13 @@ class IngestService:
             )
         logger.info("rejected message %s from %s: %s", message_id, hospital, code.value)
         return Processed(message, Outcome.REJECTED, message_id, hospital, code, detail)
+
+
+def _copy_outcome(message: InboundMessage, first: Processed) -> Processed:
+    """A second copy of a message in one batch: a duplicate if the first was indexed."""
+    if first.outcome is Outcome.REJECTED:
+        return replace(first, message=message)
+    return Processed(message, Outcome.DUPLICATE, first.message_id, first.hospital)
 
 
 def _status(parsed: ParsedMessage, counts: dict[str, int]) -> Outcome:

@@ -27,7 +27,9 @@ def scenario() -> list[InboundMessage]:
         accession="W", status="cancelled", version="2", last_updated="2026-05-21T09:00:00+08:00"
     )
     same = f.inbound(f.imaging_bundle())
-    unknown = json.dumps(f.observation("o", "718-7", 1.0, subject={"reference": "Patient/zz"}))
+    refused = f.inbound(
+        json.dumps(f.observation("o", "718-7", 1.0, subject={"reference": "Patient/zz"})).encode()
+    )
     return [
         f.inbound(amended),
         f.inbound(f.lab_bundle()),  # the original arrives after its amendment
@@ -38,7 +40,8 @@ def scenario() -> list[InboundMessage]:
         same,  # the same message twice in one batch
         f.inbound(f.lab_bundle(accession="M", pat=f.patient(national_id=None, mrn="MRN-1"))),
         f.inbound(f.lab_bundle(accession="H2", pat=f.patient(mrn="X-9", pid="q")), "H002"),
-        f.inbound(unknown.encode()),
+        refused,
+        refused,  # a copy of a rejected message is rejected too, not a "duplicate"
         f.inbound(json.dumps(f.patient(national_id=None, mrn="MRN-7", pid="p7")).encode()),
         f.inbound(
             json.dumps(
@@ -101,6 +104,7 @@ async def test_bulk_and_one_by_one_agree(
     finally:
         await other.close()
     assert [o[1] for o in outcomes(bulk) if o[0] == "rejected"] == [
+        "PATIENT_NOT_IDENTIFIED",
         "PATIENT_NOT_IDENTIFIED",
         "MALFORMED_JSON",
     ]
