@@ -1,10 +1,9 @@
-"""The fast path of a batch: three reads up front, the writes in bulk at the end.
+"""Indexing a batch: two reads up front, the decisions in memory, the writes in bulk.
 
-Per message the slow path costs about a dozen SQL statements; here a batch of hundreds
-costs about ten. The decisions are the same ones (version placement, person linking)
-made on an in-memory view that each message updates for the next. Anything unusual —
-two known people to merge, a constraint violated by a concurrent worker — makes the
-caller roll back and index the batch message by message instead.
+A batch of hundreds of messages costs about a dozen SQL statements instead of a dozen
+per message. Each message updates the in-memory view (people by pseudonym, results and
+their versions) for the next, so the outcome is the one of indexing them one by one.
+The same class indexes a single message when the caller isolates messages in savepoints.
 """
 
 from __future__ import annotations
@@ -36,10 +35,6 @@ from broker.storage.tables import (
 )
 
 
-class NeedsSlowPath(Exception):
-    """The batch needs what only the message-by-message path does (e.g. a merge)."""
-
-
 class UnknownPatient(Exception):
     """A result names its patient only by a reference this hospital never sent."""
 
@@ -66,6 +61,8 @@ class BatchIndexer:
     cipher: PayloadCipher
     now: datetime
     _people: dict[str, str] = field(default_factory=dict)  # pseudonym -> person
+    _born: dict[str, datetime] = field(default_factory=dict)  # person -> created_at
+    _merges: dict[str, str] = field(default_factory=dict)  # merged person -> survivor
     _results: dict[tuple[str, str], _Identity] = field(default_factory=dict)
     _rows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     _uncurrent: set[str] = field(default_factory=set)
@@ -82,11 +79,18 @@ class BatchIndexer:
         }
         if pseudos:
             rows = await self.session.execute(
-                select(person_link.c.pseudonym, person.c.id, person.c.merged_into)
+                select(
+                    person_link.c.pseudonym,
+                    person.c.id,
+                    person.c.merged_into,
+                    person.c.created_at,
+                )
                 .join(person, person_link.c.person_id == person.c.id)
                 .where(person_link.c.pseudonym.in_(pseudos))
             )
-            self._people = {p: merged or pid for p, pid, merged in rows}
+            for p, pid, merged, born in rows:
+                self._people[p] = merged or pid
+                self._born.setdefault(merged or pid, born)
         idents = {(hospital, r.business_id) for hospital, p in parsed for r in p.results}
         if idents:
             versions = await self.session.execute(
@@ -129,13 +133,10 @@ class BatchIndexer:
                     f"is not in the message and {hospital} has not sent before"
                 )
         for ref in parsed.patients:
-            self._person(ref.link_keys, create=True)
+            self._person(ref.link_keys)
         people = []
         for r in parsed.results:
-            pid = self._person(r.patient.link_keys, create=True)
-            if pid is None:  # unreachable after the check above
-                raise NeedsSlowPath("patient resolution changed while staging")
-            people.append(pid)
+            people.append(self._person(r.patient.link_keys))
         self._payload(message_value, content_type, message_id, hospital)
         staged = Staged(message_id, hospital)
         for r, pid in zip(parsed.results, people, strict=True):
@@ -151,6 +152,17 @@ class BatchIndexer:
         s = self.session
         if rows := self._rows.get("person"):
             await s.execute(person.insert(), rows)
+        for gone, survivor in self._merges.items():
+            # People proven to be one: links and results move, the row points on.
+            for table in (person_link, result, result_item):
+                await s.execute(
+                    update(table).where(table.c.person_id == gone).values(person_id=survivor)
+                )
+            await s.execute(
+                update(person)
+                .where((person.c.id == gone) | (person.c.merged_into == gone))
+                .values(merged_into=survivor)
+            )
         if rows := self._rows.get("person_link"):
             await s.execute(person_link.insert(), rows)
         ids: dict[str, int] = {}
@@ -188,17 +200,17 @@ class BatchIndexer:
 
     # -- in-memory decisions -------------------------------------------------------------
 
-    def _person(self, keys: tuple[PatientIdentifier, ...], *, create: bool) -> str | None:
+    def _person(self, keys: tuple[PatientIdentifier, ...]) -> str:
+        """The person these identifiers link to: found, created, or several merged."""
         pseudos = [self.pseudonyms.of(k) for k in keys]
         known = {self._people[p] for p in pseudos if p in self._people}
         if len(known) > 1:
-            raise NeedsSlowPath("two known people must be merged")
-        if not known and not create:
-            return None
-        if known:
+            pid = self._merge(known)
+        elif known:
             pid = known.pop()
         else:
             pid = str(uuid.uuid4())
+            self._born[pid] = self.now
             self._add("person", {"id": pid, "created_at": self.now, "merged_into": None})
         for p, k in zip(pseudos, keys, strict=True):
             if p not in self._people:
@@ -214,6 +226,27 @@ class BatchIndexer:
                     },
                 )
         return pid
+
+    def _merge(self, people: set[str]) -> str:
+        """Identifiers linked to several people prove they are one: keep the oldest."""
+        survivor = min(people, key=lambda p: (self._born.get(p, self.now), p))
+        gone = people - {survivor}
+        for p, pid in self._people.items():
+            if pid in gone:
+                self._people[p] = survivor
+        for rows in self._rows.values():
+            for row in rows:
+                if row.get("person_id") in gone:
+                    row["person_id"] = survivor
+        for values in self._updates.values():
+            if values.get("person_id") in gone:
+                values["person_id"] = survivor
+        for old in gone:
+            self._merges[old] = survivor
+        for old, target in self._merges.items():  # an earlier merge into a now-merged one
+            if target in gone:
+                self._merges[old] = survivor
+        return survivor
 
     def _payload(self, value: bytes, content_type: str | None, mid: str, hospital: str) -> None:
         sealed = self.cipher.seal(value, associated=mid.encode())

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import uuid
 from collections.abc import Mapping
@@ -20,15 +19,13 @@ from broker.domain.identifiers import DEFAULT_SYSTEM_ALIASES
 from broker.domain.rejections import RejectCode, Rejected
 from broker.domain.results import ParsedMessage
 from broker.domain.versions import VersionOutcome
-from broker.ingest.batch import BatchIndexer, NeedsSlowPath, UnknownPatient
+from broker.ingest.batch import BatchIndexer, UnknownPatient
 from broker.ingest.parse import ParseLimits, parse_message
 from broker.security import signatures
 from broker.security.payload_cipher import PayloadCipher
 from broker.security.pseudonyms import Pseudonymiser
 from broker.storage import hospitals as hospital_registry
-from broker.storage.people import People
-from broker.storage.results import Results
-from broker.storage.tables import inbox, payload, rejection
+from broker.storage.tables import inbox, rejection
 
 logger = logging.getLogger(__name__)
 
@@ -100,16 +97,14 @@ class IngestService:
     async def process_batch(self, messages: list[InboundMessage]) -> list[Processed]:
         """Index a batch atomically; a database outage raises (the caller retries).
 
-        The bulk path first; if the batch needs anything it does not do (a merge of two
-        known people, a conflict with a concurrent worker, an unexpected error), the
-        batch is rolled back and indexed message by message, each in a savepoint.
+        The whole batch in bulk first; if that fails (a conflict with a concurrent
+        worker, an unexpected error), it is rolled back and indexed message by message,
+        each in a savepoint, so one bad message cannot hold the others back.
         """
         try:
             return await self._process_in_bulk(messages)
         except (OperationalError, InterfaceError):
             raise
-        except NeedsSlowPath as exc:
-            logger.info("batch of %d takes the message-by-message path: %s", len(messages), exc)
         except Exception:
             logger.warning("bulk indexing failed; retrying message by message", exc_info=True)
         return await self._process_one_by_one(messages)
@@ -242,15 +237,7 @@ class IngestService:
             self._check_signature(message, hospital, message_id, keys)
             if message_id in seen_in_batch or await _already_indexed(session, message_id):
                 return Processed(message, Outcome.DUPLICATE, message_id, hospital)
-            zone = ZoneInfo(registry[hospital].timezone or self._default_zone)
-            parsed = parse_message(
-                message.value,
-                hospital=hospital,
-                zone=zone,
-                content_type=message.header(HEADER_CONTENT_TYPE),
-                limits=self._limits,
-                aliases=DEFAULT_SYSTEM_ALIASES,
-            )
+            parsed = self._parse(message, hospital, registry)
             for attempt in (1, 2):
                 try:
                     async with session.begin_nested():
@@ -264,6 +251,15 @@ class IngestService:
                     if attempt == 2:
                         raise
             raise AssertionError("unreachable")
+        except UnknownPatient as exc:
+            return await self._reject(
+                session,
+                message,
+                hospital,
+                message_id,
+                RejectCode.PATIENT_NOT_IDENTIFIED,
+                str(exc),
+            )
         except Rejected as exc:
             return await self._reject(session, message, hospital, message_id, exc.code, exc.detail)
         except (OperationalError, InterfaceError):
@@ -322,81 +318,24 @@ class IngestService:
         message_id: str,
         parsed: ParsedMessage,
     ) -> Processed:
+        """One message through the same indexer the bulk path uses, on its own."""
         now = datetime.now(UTC)
-        people = People(session, self._pseudonyms)
-        for ref in parsed.patients:
-            await people.link(ref.link_keys, create=True)
-        person_ids = []
-        for r in parsed.results:
-            person_id = await people.link(r.patient.link_keys, create=bool(r.patient.identifiers))
-            if person_id is None:
-                key = r.patient.resource_key
-                raise Rejected(
-                    RejectCode.PATIENT_NOT_IDENTIFIED,
-                    f"{r.resource_type} refers to Patient {key.value if key else '?'!r}, which "
-                    f"is not in the message and {hospital} has not sent before",
-                )
-            person_ids.append(person_id)
-        payload_id = await self._store_payload(session, message, hospital, message_id, now)
-        results = Results(session)
-        counts: dict[str, int] = {}
-        for r, person_id in zip(parsed.results, person_ids, strict=True):
-            outcome = await results.store(
-                r,
-                hospital=hospital,
-                person_id=person_id,
-                message_id=message_id,
-                payload_id=payload_id,
-                received_at=now,
-            )
-            counts[outcome.value] = counts.get(outcome.value, 0) + 1
-        all_duplicates = bool(parsed.results) and counts.get(VersionOutcome.DUPLICATE.value) == len(
-            parsed.results
+        one = BatchIndexer(session, self._pseudonyms, self._cipher, now)
+        await one.prefetch([(hospital, parsed)])
+        staged = one.stage(
+            message.value, message.header(HEADER_CONTENT_TYPE), message_id, hospital, parsed
         )
-        status = Outcome.DUPLICATE if all_duplicates else Outcome.INDEXED
-        await session.execute(
-            inbox.insert(),
-            dict(
-                message_id=message_id,
-                hospital_id=hospital,
-                outcome=status.value,
-                results=len(parsed.results),
-                topic=message.topic,
-                partition=message.partition,
-                offset=message.offset,
-                processed_at=now,
-            ),
-        )
+        status = _status(parsed, staged.counts)
+        one.add_inbox(_inbox_row(message, hospital, message_id, status, parsed, now))
+        await one.flush()
         return Processed(
-            message, status, message_id, hospital, results=len(parsed.results), versions=counts
+            message,
+            status,
+            message_id,
+            hospital,
+            results=len(parsed.results),
+            versions=staged.counts,
         )
-
-    async def _store_payload(
-        self,
-        session: AsyncSession,
-        message: InboundMessage,
-        hospital: str,
-        message_id: str,
-        now: datetime,
-    ) -> int:
-        # The bytes as received, sealed: never a re-serialised model (DESIGN.md).
-        sealed = self._cipher.seal(message.value, associated=message_id.encode())
-        inserted = await session.execute(
-            payload.insert().returning(payload.c.id),
-            dict(
-                message_id=message_id,
-                hospital_id=hospital,
-                content_type=message.header(HEADER_CONTENT_TYPE),
-                sha256=hashlib.sha256(message.value).hexdigest(),
-                size=len(message.value),
-                key_id=sealed.key_id,
-                algorithm=sealed.algorithm,
-                nonce=sealed.nonce,
-                ciphertext=sealed.ciphertext,
-                received_at=now,
-            ),
-        )
-        return int(inserted.scalar_one())
 
     async def _reject(
         self,

@@ -19,7 +19,7 @@ from tests import factories as f
 
 
 def scenario() -> list[InboundMessage]:
-    """Versions out of order, replays, withdrawals, linking, a bad reference, two sites."""
+    """Versions out of order, replays, withdrawals, linking, merges, bad input, two sites."""
     amended = f.lab_bundle(
         status="amended", hb=11.0, version="2", last_updated="2026-05-19T09:00:00+08:00"
     )
@@ -49,6 +49,10 @@ def scenario() -> list[InboundMessage]:
             ).encode()
         ),
         f.inbound(b"{broken"),
+        # Two people, then one message proving they are the same: merged in the batch.
+        f.inbound(f.lab_bundle(accession="P1", pat=f.patient(f.PATIENT_B, mrn=None, pid="b1"))),
+        f.inbound(f.lab_bundle(accession="P2", pat=f.patient(None, mrn="MRN-B", pid="b2"))),
+        f.inbound(f.lab_bundle(accession="P3", pat=f.patient(f.PATIENT_B, mrn="MRN-B", pid="b3"))),
     ]
 
 
@@ -88,8 +92,7 @@ async def test_bulk_and_one_by_one_agree(
 ) -> None:
     caplog.set_level(logging.INFO, logger="broker.ingest.service")
     bulk = await container.ingest_service().process_batch(scenario())
-    assert "message-by-message" not in caplog.text  # the bulk path did it all
-    assert "message by message" not in caplog.text
+    assert "message by message" not in caplog.text  # the bulk path did it all
     other_settings = Settings(data_dir=tmp_path / "other", create_keys=True)
     await upgrade(other_settings.resolved_database_url)
     other = Container.build(other_settings)
@@ -108,3 +111,15 @@ async def test_bulk_and_one_by_one_agree(
         "PATIENT_NOT_IDENTIFIED",
         "MALFORMED_JSON",
     ]
+
+
+async def test_a_merge_moves_earlier_results_to_the_surviving_person(
+    container: Container,
+) -> None:
+    await container.ingest_service().process_batch(scenario())
+    groups = (await snapshot(container))["groups"]
+    assert [
+        "DiagnosticReport|urn:lab:H001|P1",
+        "DiagnosticReport|urn:lab:H001|P2",
+        "DiagnosticReport|urn:lab:H001|P3",
+    ] in groups  # type: ignore[operator]
