@@ -169,9 +169,9 @@ def _imaging(
     status = str(study.get("status", "unknown"))
     procedure = _codings_of_list(study.get("procedureCode"))
     summary = _text_of_list(study.get("procedureCode")) or str(study.get("description") or "")
-    study_modalities = [c.code for c in _codings_of_list(study.get("modality"))]
-    items: list[ResultItem] = []
-    seen: set[tuple[str | None, Coding | None, Coding | None]] = set()
+    # One item per distinct (modality, body site, laterality) among the series; a study
+    # announced before its series arrive still says its modality.
+    parts: list[tuple[str | None, Coding | None, Coding | None]] = []
     for series in study.get("series") or []:
         modality = _coding(series.get("modality"))
         part = (
@@ -179,40 +179,27 @@ def _imaging(
             _coding(series.get("bodySite")),
             _first_coding(series.get("laterality")),
         )
-        if part in seen:
-            continue
-        seen.add(part)
-        items.append(
-            ResultItem(
-                resource_type="ImagingStudy",
-                resource_id=study.get("id"),
-                codings=procedure,
-                status=status,
-                effective=started,
-                summary=summary or _imaging_summary(*part),
-                modality=part[0],
-                body_site=part[1],
-                laterality=part[2],
-                contrast=contrast,
-                recognition_mark=mark,
-            )
+        if part not in parts:
+            parts.append(part)
+    if not parts:
+        modalities = [c.code for c in _codings_of_list(study.get("modality"))]
+        parts = [(m, None, None) for m in modalities] or [(None, None, None)]
+    items = [
+        ResultItem(
+            resource_type="ImagingStudy",
+            resource_id=study.get("id"),
+            codings=procedure,
+            status=status,
+            effective=started,
+            summary=summary or _imaging_summary(*part),
+            modality=part[0],
+            body_site=part[1],
+            laterality=part[2],
+            contrast=contrast,
+            recognition_mark=mark,
         )
-    if not items:  # a study announced before its series arrive still says what it is
-        modalities: list[str | None] = list(study_modalities) or [None]
-        for modality_code in modalities:
-            items.append(
-                ResultItem(
-                    resource_type="ImagingStudy",
-                    resource_id=study.get("id"),
-                    codings=procedure,
-                    status=status,
-                    effective=started,
-                    summary=summary or (modality_code or "study"),
-                    modality=modality_code,
-                    contrast=contrast,
-                    recognition_mark=mark,
-                )
-            )
+        for part in parts
+    ]
     members: list[Resource] = []
     if report is not None:
         members = [report]
@@ -506,7 +493,7 @@ def _imaging_summary(modality: str | None, site: Coding | None, side: Coding | N
         site.display or site.code if site else None,
         side.display if side else None,
     )
-    return " ".join(p for p in parts if p) or "imaging study"
+    return " ".join(p for p in parts if p) or "study"
 
 
 def _extension(res: Resource, url: str, value_key: str) -> Any:
