@@ -134,9 +134,9 @@ class BatchIndexer:
                 )
         for ref in parsed.patients:
             self._person(ref.link_keys)
-        people = []
-        for r in parsed.results:
-            people.append(self._person(r.patient.link_keys))
+        people = [self._person(r.patient.link_keys) for r in parsed.results]
+        # A later result of the message may have merged an earlier one's person.
+        people = [self._merges.get(pid, pid) for pid in people]
         self._payload(message_value, content_type, message_id, hospital)
         staged = Staged(message_id, hospital)
         for r, pid in zip(parsed.results, people, strict=True):
