@@ -346,20 +346,10 @@ class IngestService:
         code: RejectCode,
         detail: str,
     ) -> Processed:
+        refused = Rejected(code, detail)
+        row = _rejection_row(message, hospital, message_id, refused, datetime.now(UTC))
         async with session.begin_nested():
-            await session.execute(
-                rejection.insert(),
-                dict(
-                    message_id=(message_id or "")[:64] or None,
-                    hospital_id=(hospital or "")[:64] or None,
-                    code=code.value,
-                    detail=detail,
-                    topic=message.topic,
-                    partition=message.partition,
-                    offset=message.offset,
-                    rejected_at=datetime.now(UTC),
-                ),
-            )
+            await session.execute(rejection.insert(), row)
         logger.info("rejected message %s from %s: %s", message_id, hospital, code.value)
         return Processed(message, Outcome.REJECTED, message_id, hospital, code, detail)
 
