@@ -30,6 +30,7 @@ from adapters.common.publisher import Publisher, ReceiptWatcher
 from adapters.common.signing import public_key_b64
 from broker.bootstrap import Container
 from broker.demo.dataset import NATIONAL_ID_SYSTEM, DemoDataset, DemoMessage, generate
+from broker.domain.actors import Role
 from broker.ingest.service import InboundMessage
 from broker.runtime import Stack, running_stack
 from broker.settings import Settings
@@ -185,8 +186,13 @@ async def bench_check_latency(requests: int) -> tuple[list[float], list[float]]:
                             {"system": "http://loinc.org", "code": "2345-7"},
                         ],
                     }
+                    token = stack.container.tokens().issue("bench", Role.DOCTOR, p.hospitals[0])
                     t = time.perf_counter()
-                    r = await client.post("/api/v1/recognition/check", json=body)
+                    r = await client.post(
+                        "/api/v1/recognition/check",
+                        json=body,
+                        headers={"Authorization": f"Bearer {token}"},
+                    )
                     checks.append(time.perf_counter() - t)
                     r.raise_for_status()
                     t = time.perf_counter()

@@ -6,14 +6,18 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from broker.domain.ledger import SafetyPolicy
 from broker.ingest.parse import ParseLimits
 from broker.ingest.service import IngestService
 from broker.ingest.worker import IngestWorker
+from broker.kafka.event_relay import EventRelay
 from broker.reference.loader import default_schemas_dir, load_catalog, load_policy
 from broker.security.keys import load_key
 from broker.security.payload_cipher import PayloadCipher
 from broker.security.pseudonyms import Pseudonymiser
+from broker.security.tokens import TokenService
 from broker.services.checks import Rules
+from broker.services.safety import SafetyNotifier
 from broker.settings import Settings
 from broker.storage.database import create_engine, session_factory
 
@@ -30,6 +34,7 @@ class Container:
     kafka_bootstrap: str | None = None  # set once the broker (embedded or not) is known
     workers: list[IngestWorker] = field(default_factory=list)
     _rules: Rules | None = None
+    _tokens: TokenService | None = None
 
     @classmethod
     def build(cls, settings: Settings) -> Container:
@@ -53,6 +58,14 @@ class Container:
             self._rules = Rules(load_catalog(schemas), load_policy(schemas))
         return self._rules
 
+    def tokens(self) -> TokenService:
+        if self._tokens is None:
+            key = load_key(
+                self.settings.keys_dir / "api-token.key", create=self.settings.may_create_keys
+            )
+            self._tokens = TokenService(key)
+        return self._tokens
+
     def ingest_service(self) -> IngestService:
         s = self.settings
         return IngestService(
@@ -62,6 +75,9 @@ class Container:
             limits=ParseLimits(max_bytes=s.max_message_bytes, max_depth=s.max_json_depth),
             default_zone=s.default_timezone,
             require_signatures=s.require_signatures,
+            on_change=SafetyNotifier(
+                SafetyPolicy(s.ledger_on_withdrawn, s.ledger_on_corrected), self.rules().catalog
+            ),
         )
 
     def ingest_worker(self) -> IngestWorker:
@@ -78,6 +94,16 @@ class Container:
         )
         self.workers.append(worker)
         return worker
+
+    def event_relay(self) -> EventRelay:
+        if not self.kafka_bootstrap:
+            raise RuntimeError("no Kafka bootstrap: set MRB_KAFKA_BOOTSTRAP or use `mrb up`")
+        return EventRelay(
+            self.sessions,
+            bootstrap=self.kafka_bootstrap,
+            interval=self.settings.event_relay_interval_seconds,
+            kafka_options=self.settings.kafka_options(),
+        )
 
     async def close(self) -> None:
         await self.engine.dispose()

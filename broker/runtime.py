@@ -90,6 +90,8 @@ async def running_stack(
         if worker:
             ingest = container.ingest_worker()
             stack.tasks.append(asyncio.create_task(ingest.run(stop), name="ingest-worker"))
+            relay = container.event_relay()
+            stack.tasks.append(asyncio.create_task(relay.run(stop), name="event-relay"))
         if api or worker:
             role = "all" if api and worker else ("api" if api else "worker")
             config = uvicorn.Config(

@@ -9,6 +9,8 @@ from typing import Any
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from broker.domain.ledger import SafetyAction
+
 
 class Settings(BaseSettings):
     """Everything mrb reads from its environment; build it once in the composition root."""
@@ -48,6 +50,11 @@ class Settings(BaseSettings):
     default_timezone: str = "Asia/Shanghai"  # zone for timestamps sent without one
     batch_max_records: int = Field(default=500, gt=0)
     results_partitions: int = Field(default=6, gt=0)
+    # A saving whose result is later withdrawn / corrected: reverse it, or flag it for
+    # finance to review (the recognising doctor is notified either way).
+    ledger_on_withdrawn: SafetyAction = SafetyAction.REVERSE
+    ledger_on_corrected: SafetyAction = SafetyAction.FLAG
+    event_relay_interval_seconds: float = Field(default=1.0, gt=0)
 
     @cached_property
     def resolved_database_url(self) -> str:

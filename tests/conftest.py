@@ -11,13 +11,16 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from broker.bootstrap import Container
+from broker.domain.actors import Role
 from broker.kafka.embedded import EmbeddedKafka
 from broker.kafka.topics import default_partitions, ensure_topics
+from broker.runtime import Stack
 from broker.settings import Settings
 from broker.storage import hospitals
 from broker.storage.database import upgrade
@@ -132,3 +135,20 @@ async def running_worker(container: Container, bootstrap: str) -> AsyncIterator[
     finally:
         stop.set()
         await asyncio.wait_for(task, 20)
+
+
+def bearer(
+    container: Container, role: str = "doctor", hospital: str = "H002", subject: str | None = None
+) -> dict[str, str]:
+    """An Authorization header with a token the container's API accepts."""
+    token = container.tokens().issue(subject or f"{role}-{hospital}", Role(role), hospital)
+    return {"Authorization": f"Bearer {token}"}
+
+
+def api_client(
+    stack: Stack, role: str = "doctor", hospital: str = "H002", subject: str | None = None
+) -> httpx.AsyncClient:
+    """An HTTP client for the running stack, authenticated as `role` of `hospital`."""
+    return httpx.AsyncClient(
+        base_url=stack.api_url, headers=bearer(stack.container, role, hospital, subject)
+    )

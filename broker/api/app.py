@@ -6,9 +6,10 @@ import time
 from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI, Request, Response
+from fastapi.staticfiles import StaticFiles
 
 from broker.api import problems
-from broker.api.routes import admin, health, recognition
+from broker.api.routes import admin, finance, health, notifications, pages, recognition
 from broker.bootstrap import Container
 from broker.observability import REQUEST_SECONDS
 
@@ -26,7 +27,11 @@ def create_app(container: Container, *, role: str = "api") -> FastAPI:
     app.include_router(health.router)
     if role in ("api", "all"):
         app.include_router(recognition.router)
+        app.include_router(notifications.router)
+        app.include_router(finance.router)
         app.include_router(admin.router)
+        app.include_router(pages.router)
+        app.mount("/static", StaticFiles(directory=pages.STATIC), name="static")
 
     @app.middleware("http")
     async def _timing(

@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from broker.services.checks import CheckRefused
+from broker.services.errors import ServiceError
 from broker.services.registry import RegistryError
 from broker.storage.hospitals import HospitalExists
 
@@ -40,9 +40,13 @@ def install(app: FastAPI) -> None:
             errors=errors,
         )
 
-    @app.exception_handler(CheckRefused)
-    async def _refused(_: Request, exc: CheckRefused) -> JSONResponse:
-        return problem(exc.status, exc.title, exc.detail)
+    @app.exception_handler(ServiceError)
+    async def _refused(_: Request, exc: ServiceError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        response = problem(exc.status, exc.title, exc.detail)
+        if headers:
+            response.headers.update(headers)
+        return response
 
     @app.exception_handler(RegistryError)
     async def _registry(_: Request, exc: RegistryError) -> JSONResponse:

@@ -1,11 +1,13 @@
-"""Request and response bodies of /api/v1/recognition/check (DESIGN.md shapes)."""
+"""Request and response bodies of the API (DESIGN.md shapes)."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Self
+from typing import Literal, Self
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+
+from broker.domain.ledger import DeclineReason
 
 
 class PatientIn(BaseModel):
@@ -95,3 +97,58 @@ class ItemOut(BaseModel):
 class CheckOut(BaseModel):
     check_id: str
     items: list[ItemOut]
+
+
+class OutcomeItemIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    index: int = Field(ge=0, description="the item's position in the check's answer")
+    outcome: Literal["accepted", "declined"]
+    reason: DeclineReason | None = Field(
+        default=None, description="for declines; OTHER needs reason_text; none = UNKNOWN"
+    )
+    reason_text: str | None = Field(default=None, max_length=500)
+
+
+class OutcomeIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    items: list[OutcomeItemIn] = Field(min_length=1, max_length=50)
+
+
+class OutcomeItemOut(BaseModel):
+    index: int
+    catalog_code: str | None
+    outcome: str
+    reason: str | None
+    reason_display: Text | None
+    reason_text: str | None
+    fee_saved: str | None
+    recorded_by: str
+    recorded_at: datetime
+    replayed: bool
+
+
+class OutcomeOut(BaseModel):
+    check_id: str
+    items: list[OutcomeItemOut]
+
+
+class ReasonOut(BaseModel):
+    code: str
+    display: Text
+    needs_text: bool
+
+
+class NotificationOut(BaseModel):
+    notice_id: str
+    created_at: datetime
+    read_at: datetime | None
+    kind: str  # corrected | withdrawn
+    new_status: str
+    action: str  # reverse | flag
+    message: Text
+    check_id: str
+    item_index: int
+    catalog_code: str | None
+    order_time: datetime | None
+    patient: dict[str, str] | None  # the identifier the check was made with
+    result_fhir: str

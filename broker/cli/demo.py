@@ -12,7 +12,6 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from rich.console import Console
 from rich.progress import Progress
@@ -24,8 +23,11 @@ from adapters.common.envelope import OutgoingMessage
 from adapters.common.outbox import Outbox
 from adapters.common.publisher import Receipt
 from adapters.common.signing import SigningKeyMissing, create_key, current_key, public_key_b64
+from broker.cli import demo_outcomes
+from broker.cli.demo_outcomes import DemoCheck
 from broker.demo import registry as demo_registry
 from broker.demo.dataset import NATIONAL_ID_SYSTEM, DemoDataset, DemoMessage, generate
+from broker.domain.actors import Role
 from broker.runtime import Stack, install_signal_handlers, running_stack, wait_for_failure_or_stop
 from broker.security.keys import load_or_create_key
 from broker.settings import Settings
@@ -68,7 +70,8 @@ async def run_demo(
         dataset = _with_forgeries(generate(now=datetime.now(SHANGHAI), patients=patients))
         signers = await _register(stack, dataset)
         receipts, seconds = await _publish(stack, dataset, signers, console)
-        await _summary(stack, dataset, receipts, seconds, console)
+        checks = await _summary(stack, dataset, receipts, seconds, console)
+        await _outcomes(stack, checks, signers, console)
         if keep_serving:
             console.print(
                 f"\nServing on {stack.api_url} (OpenAPI: {stack.api_url}/docs). "
@@ -185,7 +188,7 @@ async def _summary(
     receipts: dict[str, Receipt],
     seconds: float,
     console: Console,
-) -> None:
+) -> list[DemoCheck]:
     async with stack.container.sessions() as session:
         n_results = (await session.execute(select(func.count()).select_from(result))).scalar_one()
         n_versions = (
@@ -230,10 +233,31 @@ async def _summary(
             f"[red]{len(unexpected)} message(s) did not end as expected:[/red] "
             f"{', '.join(unexpected[:5])}"
         )
-    counts = await _showcase(stack, dataset, console)
+    counts, checks = await _showcase(stack, dataset, console)
     console.print(
         "decisions over all sample checks: "
         + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+    )
+    return checks
+
+
+async def _outcomes(
+    stack: Stack, checks: list[DemoCheck], signers: dict[str, Signer], console: Console
+) -> None:
+    """Doctors answer the checks; one recognised report is then withdrawn; finance reports."""
+    accepted = await demo_outcomes.record_outcomes(stack, checks)
+    console.print(
+        f"\n[bold]Outcomes[/bold]: doctors accepted {len(accepted)} recognisable items and "
+        "declined the rest with the regulation's reasons (POST /api/v1/recognition/{id}/outcome)"
+    )
+    withdrawn = await demo_outcomes.withdraw_one(stack, accepted, signers, console)
+    if withdrawn is not None:
+        await demo_outcomes.show_notice(stack, withdrawn, console)
+    await demo_outcomes.show_reports(stack, console)
+    console.print(
+        "API calls need a bearer token: "
+        "`mrb token issue --role doctor --hospital H001 --subject dr.li` (roles: doctor, "
+        "finance, admin; '*' = every hospital)"
     )
 
 
@@ -274,24 +298,34 @@ SHOWCASE_ITEMS: list[dict[str, object]] = [
 ]
 
 
-async def _showcase(stack: Stack, dataset: DemoDataset, console: Console) -> dict[str, int]:
+async def _showcase(
+    stack: Stack, dataset: DemoDataset, console: Console
+) -> tuple[dict[str, int], list[DemoCheck]]:
     """Ask the API, as doctors at H001-H003 would, until every decision has an example."""
     examples: dict[str, tuple[dict[str, object], dict[str, Any]]] = {}
     counts: Counter[str] = Counter()
+    checks: list[DemoCheck] = []
     ordering_sites = [h.id for h in dataset.hospitals][:3]
-    async with httpx.AsyncClient(base_url=stack.api_url, timeout=30) as client:
+    clients = {
+        h: demo_outcomes.client(stack, Role.DOCTOR, h, demo_outcomes.doctor(h))
+        for h in ordering_sites
+    }
+    try:
         for i, patient in enumerate(dataset.patients):
+            hospital = ordering_sites[i % len(ordering_sites)]
             body: dict[str, object] = {
                 "patient": {"system": NATIONAL_ID_SYSTEM, "value": patient.national_id},
-                "ordering_hospital": ordering_sites[i % len(ordering_sites)],
+                "ordering_hospital": hospital,
                 "order_time": datetime.now(SHANGHAI).isoformat(timespec="seconds"),
                 "items": SHOWCASE_ITEMS,
             }
-            response = await client.post("/api/v1/recognition/check", json=body)
+            response = await clients[hospital].post("/api/v1/recognition/check", json=body)
             if response.status_code != 200:
                 console.print(f"[red]check failed: {response.status_code} {response.text}[/red]")
-                return dict(counts)
-            for item in response.json()["items"]:
+                return dict(counts), checks
+            answer = response.json()
+            checks.append(DemoCheck(answer["check_id"], hospital, answer["items"]))
+            for item in answer["items"]:
                 counts[item["decision"]] += 1
                 interesting = item["candidate"] is not None or item["decision"] in (
                     "NOT_IN_CATALOG",
@@ -300,6 +334,9 @@ async def _showcase(stack: Stack, dataset: DemoDataset, console: Console) -> dic
                 )
                 if interesting and item["decision"] not in examples:
                     examples[item["decision"]] = (body, item)
+    finally:
+        for c in clients.values():
+            await c.aclose()
     table = Table(
         "decision",
         "ordered at",
@@ -328,13 +365,16 @@ async def _showcase(stack: Stack, dataset: DemoDataset, console: Console) -> dic
         body, item = examples["RECOGNIZABLE"]
         console.print(f"中文说明：{item['explanation']['zh']}")
         one = {**body, "items": [item["requested"]]}
-        console.print("Try it yourself:")
+        console.print("Try it yourself (a doctor's token for the ordering hospital):")
         console.print(
+            f"  TOKEN=$(MRB_DATA_DIR={stack.container.settings.data_dir} .venv/bin/mrb token "
+            f"issue --role doctor --hospital {body['ordering_hospital']} --subject dr.you)\n"
             f"  curl -s -X POST {stack.api_url}/api/v1/recognition/check "
+            '-H "Authorization: Bearer $TOKEN" '
             f"-H 'content-type: application/json' -d '{json.dumps(one, ensure_ascii=False)}'",
             soft_wrap=True,
         )
-    return dict(counts)
+    return dict(counts), checks
 
 
 def _local_day(iso: str | None) -> str:

@@ -2,48 +2,24 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
 from datetime import date, datetime
-from typing import Annotated, TypeVar
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from broker.bootstrap import Container
+from broker.cli.context import with_container
 from broker.domain.registry import Certification
-from broker.observability import configure_logging
 from broker.services import registry as registry_service
-from broker.settings import Settings
 from broker.storage import hospitals as registry
-from broker.storage.database import upgrade
 
 app = typer.Typer(help="The hospital registry.", no_args_is_help=True)
 key_app = typer.Typer(help="Hospitals' public signing keys.", no_args_is_help=True)
 app.add_typer(key_app, name="key")
 console = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
-T = TypeVar("T")
-
-
-def _with_container(work: Callable[[Container], Awaitable[T]]) -> T:
-    settings = Settings()
-    configure_logging(settings.log_level)
-
-    async def main() -> T:
-        await upgrade(settings.resolved_database_url, settings.database_schema)
-        container = Container.build(settings)
-        try:
-            return await work(container)
-        finally:
-            await container.close()
-
-    try:
-        return asyncio.run(main())
-    except registry_service.RegistryError as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
 
 
 @app.command("add")
@@ -80,7 +56,7 @@ def add(
         return await registry_service.register(c.sessions, h, replace=replace)
 
     try:
-        _with_container(work)
+        with_container(work)
     except registry.HospitalExists:
         err.print(f"[red]{hospital_id} is already registered[/red] (use --replace to update)")
         raise typer.Exit(1) from None
@@ -95,7 +71,7 @@ def list_() -> None:
         async with c.sessions() as s:
             return await registry.list_all(s), await registry.certifications(s)
 
-    hospitals, certs = _with_container(work)
+    hospitals, certs = with_container(work)
     table = Table("id", "name", "region", "level", "ownership", "tier", "alliances", "QC")
     for h in hospitals:
         held = [c for c in certs if c.hospital == h.id]
@@ -131,7 +107,7 @@ def certify(
         )
         await registry_service.certify(c.sessions, cert, reference)
 
-    _with_container(work)
+    with_container(work)
     console.print(
         f"certified {hospital_id} for {scope} ({body}) {valid_from:%Y-%m-%d}..{valid_to:%Y-%m-%d}"
     )
@@ -152,7 +128,7 @@ def key_add(
     async def work(c: Container) -> None:
         await registry_service.add_key(c.sessions, hospital_id, key_id, public_key)
 
-    _with_container(work)
+    with_container(work)
     console.print(f"registered key {key_id} for {hospital_id}")
 
 
@@ -166,7 +142,7 @@ def key_revoke(
     async def work(c: Container) -> None:
         await registry_service.revoke_key(c.sessions, hospital_id, key_id)
 
-    _with_container(work)
+    with_container(work)
     console.print(f"revoked key {key_id} of {hospital_id}")
 
 
@@ -179,7 +155,7 @@ def key_list() -> None:
             return list((await registry.signing_keys(s)).values())
 
     table = Table("hospital", "key id", "added", "revoked")
-    for k in sorted(_with_container(work), key=lambda k: (k.hospital, k.key_id)):
+    for k in sorted(with_container(work), key=lambda k: (k.hospital, k.key_id)):
         revoked = f"{k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else "-"
         table.add_row(k.hospital, k.key_id, f"{k.added_at:%Y-%m-%d %H:%M}", revoked)
     console.print(table)

@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 
 from adapters.common.signing import create_key
-from broker.cli import adapter_cmd, dlq_cmd, hospital_cmd
+from broker.cli import adapter_cmd, dlq_cmd, hospital_cmd, report_cmd, token_cmd
 from broker.cli.demo import run_demo
 from broker.observability import configure_logging
 from broker.runtime import install_signal_handlers, running_stack, wait_for_failure_or_stop
@@ -30,6 +30,9 @@ app.add_typer(hospital_cmd.app, name="hospital")
 app.add_typer(keys_app, name="keys")
 app.add_typer(adapter_cmd.app, name="adapter")
 app.add_typer(dlq_cmd.app, name="dlq")
+app.add_typer(token_cmd.app, name="token")
+app.add_typer(report_cmd.app, name="report")
+app.add_typer(report_cmd.ledger_app, name="ledger")
 
 console = Console()
 err = Console(stderr=True)
@@ -123,8 +126,13 @@ def keys_init(
             soft_wrap=True,
         )
         return
-    created = [p for p in (keys / "pseudonym.key", keys / "payload-k1.key") if not p.exists()]
+    created = [
+        p
+        for p in (keys / "pseudonym.key", keys / "payload-k1.key", keys / "api-token.key")
+        if not p.exists()
+    ]
     load_or_create_key(keys / "pseudonym.key")
+    load_or_create_key(keys / "api-token.key")
     PayloadCipher.from_dir(keys, create=True)
     for p in created:
         console.print(f"created {p}")

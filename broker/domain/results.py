@@ -89,3 +89,13 @@ class ParsedMessage:
     results: tuple[ExtractedResult, ...]
     patients: tuple[PatientRef, ...] = field(default=())  # Patient resources to link
     ignored_resource_types: tuple[str, ...] = field(default=())
+
+
+@dataclass(frozen=True)
+class ResultChange:
+    """A result whose newest version became current after it was first indexed."""
+
+    result_id: str
+    hospital: str
+    status: str
+    message_id: str  # of the version that changed it: one notice per change

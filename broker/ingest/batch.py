@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -19,7 +19,7 @@ from sqlalchemy import delete, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from broker.domain.identifiers import PatientIdentifier
-from broker.domain.results import ExtractedResult, ParsedMessage
+from broker.domain.results import ExtractedResult, ParsedMessage, ResultChange
 from broker.domain.versions import StoredVersion, VersionKey, VersionOutcome, place_version
 from broker.security.payload_cipher import PayloadCipher
 from broker.security.pseudonyms import Pseudonymiser
@@ -54,12 +54,17 @@ class Staged:
     counts: dict[str, int] = field(default_factory=dict)
 
 
+# Told, inside the indexing transaction, about results that got a new current version.
+ChangeListener = Callable[[AsyncSession, list[ResultChange], datetime], Awaitable[None]]
+
+
 @dataclass
 class BatchIndexer:
     session: AsyncSession
     pseudonyms: Pseudonymiser
     cipher: PayloadCipher
     now: datetime
+    on_change: ChangeListener | None = None
     _people: dict[str, str] = field(default_factory=dict)  # pseudonym -> person
     _born: dict[str, datetime] = field(default_factory=dict)  # person -> created_at
     _merges: dict[str, str] = field(default_factory=dict)  # merged person -> survivor
@@ -68,6 +73,7 @@ class BatchIndexer:
     _uncurrent: set[str] = field(default_factory=set)
     _updates: dict[str, dict[str, Any]] = field(default_factory=dict)
     _clear_items: set[str] = field(default_factory=set)
+    _changes: dict[str, ResultChange] = field(default_factory=dict)
 
     async def prefetch(self, parsed: Sequence[tuple[str, ParsedMessage]]) -> None:
         """Load the people and results the batch touches (two queries)."""
@@ -197,6 +203,8 @@ class BatchIndexer:
             await s.execute(result_item.insert(), rows)
         if rows := self._rows.get("inbox"):
             await s.execute(inbox.insert(), rows)
+        if self._changes and self.on_change is not None:
+            await self.on_change(s, list(self._changes.values()), self.now)
 
     # -- in-memory decisions -------------------------------------------------------------
 
@@ -289,6 +297,9 @@ class BatchIndexer:
             if outcome is VersionOutcome.DUPLICATE:
                 return outcome
             if outcome is VersionOutcome.CURRENT:
+                self._changes[ident.result_id] = ResultChange(
+                    ident.result_id, hospital, r.status, message_id
+                )
                 self._uncurrent.add(ident.result_id)
                 self._updates[ident.result_id] = fields
                 self._clear_items.add(ident.result_id)

@@ -19,7 +19,7 @@ from broker.domain.identifiers import DEFAULT_SYSTEM_ALIASES
 from broker.domain.rejections import RejectCode, Rejected
 from broker.domain.results import ParsedMessage
 from broker.domain.versions import VersionOutcome
-from broker.ingest.batch import BatchIndexer, UnknownPatient
+from broker.ingest.batch import BatchIndexer, ChangeListener, UnknownPatient
 from broker.ingest.parse import ParseLimits, parse_message
 from broker.security import signatures
 from broker.security.payload_cipher import PayloadCipher
@@ -85,8 +85,10 @@ class IngestService:
         limits: ParseLimits,
         default_zone: str,
         require_signatures: bool = True,
+        on_change: ChangeListener | None = None,
     ) -> None:
         self._sessions = sessions
+        self._on_change = on_change
         self._require_signatures = require_signatures
 
         self._pseudonyms = pseudonyms
@@ -146,7 +148,7 @@ class IngestService:
                 plans.append((len(out), message, hospital, message_id, parsed))
                 out.append(None)
                 await asyncio.sleep(0)  # let the API breathe when it shares the loop
-            batch = BatchIndexer(session, self._pseudonyms, self._cipher, now)
+            batch = BatchIndexer(session, self._pseudonyms, self._cipher, now, self._on_change)
             await batch.prefetch([(h, p) for _, _, h, _, p in plans])
             for slot, message, hospital, message_id, parsed in plans:
                 try:
@@ -320,7 +322,7 @@ class IngestService:
     ) -> Processed:
         """One message through the same indexer the bulk path uses, on its own."""
         now = datetime.now(UTC)
-        one = BatchIndexer(session, self._pseudonyms, self._cipher, now)
+        one = BatchIndexer(session, self._pseudonyms, self._cipher, now, self._on_change)
         await one.prefetch([(hospital, parsed)])
         staged = one.stage(
             message.value, message.header(HEADER_CONTENT_TYPE), message_id, hospital, parsed

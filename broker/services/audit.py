@@ -2,22 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from broker.domain.actors import Actor
 from broker.storage.tables import audit_event
-
-
-@dataclass(frozen=True)
-class Actor:
-    """Who is asking. Until API authentication lands every caller is 'unauthenticated'."""
-
-    name: str = "unauthenticated"
-    role: str = "doctor"
-    hospital: str | None = None
 
 
 async def record_read(
@@ -34,7 +25,7 @@ async def record_read(
         audit_event.insert().values(
             at=datetime.now(UTC),
             actor=actor.name,
-            role=actor.role,
+            role=actor.role.value,
             hospital_id=actor.hospital,
             action=action,
             purpose=purpose,

@@ -2,33 +2,32 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from broker.domain.actors import Actor
 from broker.domain.catalog import Catalog
 from broker.domain.identifiers import InvalidIdentifier, normalise
 from broker.domain.recognition import ItemDecision, Order, Policy, decide
 from broker.observability import CHECKS
+from broker.security.payload_cipher import PayloadCipher
 from broker.security.pseudonyms import Pseudonymiser
-from broker.services.audit import Actor, record_read
-from broker.storage import hospitals
+from broker.services.audit import record_read
+from broker.services.errors import ServiceError
+from broker.storage import events, hospitals
 from broker.storage.lookup import person_items
 from broker.storage.people import People
-from broker.storage.tables import recognition_check
+from broker.storage.tables import recognition_check, result
 
 
-class CheckRefused(Exception):
+class CheckRefused(ServiceError):
     """The check cannot be answered as asked (the message says what to fix)."""
-
-    def __init__(self, status: int, title: str, detail: str) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.title = title
-        self.detail = detail
 
 
 @dataclass(frozen=True)
@@ -62,11 +61,21 @@ class Rules:
 async def run_check(
     sessions: async_sessionmaker[AsyncSession],
     pseudonyms: Pseudonymiser,
+    cipher: PayloadCipher,
     rules: Rules,
     request: CheckRequest,
     actor: Actor,
+    *,
+    now: datetime | None = None,
 ) -> CheckAnswer:
-    """Answer a check, store it and audit the read of the patient's results."""
+    """Answer a check, store it and its event, and audit the read of the patient's results."""
+    if actor.hospital != request.ordering_hospital:
+        raise CheckRefused(
+            403,
+            "Not your hospital",
+            f"ordering_hospital must be the caller's own ({actor.hospital}), "
+            f"not {request.ordering_hospital}",
+        )
     async with sessions() as session, session.begin():
         registry = await hospitals.profiles(session)
         ordering = registry.get(request.ordering_hospital)
@@ -102,17 +111,56 @@ async def run_check(
             CHECKS.labels(decision.decision.value).inc()
             answers.append(ItemAnswer(order, decision))
         check_id = str(uuid.uuid4())
+        now = now or datetime.now(UTC)
+        stored = [_stored(a) for a in answers]
+        # Which version each candidate was, so an outcome can tell it changed since.
+        candidates = {i["candidate"] for i in stored if i["candidate"]}
+        if candidates:
+            rows = await session.execute(
+                select(result.c.id, result.c.updated_at).where(result.c.id.in_(candidates))
+            )
+            stamps = {r.id: r.updated_at for r in rows.all()}
+            for i in stored:
+                if i["candidate"] in stamps:
+                    i["candidate_version"] = stamps[i["candidate"]].isoformat()
+        patient = cipher.seal(
+            json.dumps({"system": ident.system, "value": ident.value}).encode(),
+            associated=check_id.encode(),
+        )
         await session.execute(
             recognition_check.insert(),
             {
                 "id": check_id,
-                "created_at": datetime.now(UTC),
+                "created_at": now,
                 "ordering_hospital": request.ordering_hospital,
                 "person_id": person_id,
                 "order_time": request.order_time,
                 "emergency": request.emergency,
-                "items": [_stored(a) for a in answers],
+                "items": stored,
+                "patient_sealed": patient.ciphertext,
+                "patient_nonce": patient.nonce,
+                "patient_key_id": patient.key_id,
             },
+        )
+        await events.append(
+            session,
+            "check",
+            request.ordering_hospital,
+            {
+                "check_id": check_id,
+                "ordering_hospital": request.ordering_hospital,
+                "order_time": request.order_time.isoformat(),
+                "emergency": request.emergency,
+                "items": [
+                    {
+                        k: i[k]
+                        for k in ("catalog_code", "category", "decision", "candidate_hospital")
+                    }
+                    | {"fee": i["fee_saved"]}
+                    for i in stored
+                ],
+            },
+            now,
         )
         await record_read(
             session,
@@ -139,9 +187,12 @@ def _stored(a: ItemAnswer) -> dict[str, Any]:
             "contrast": r.contrast,
         },
         "catalog_code": d.item.code if d.item else None,
+        "category": d.item.category if d.item else None,
         "decision": d.decision.value,
         "candidate": d.candidate.result_id if d.candidate else None,
+        "candidate_hospital": d.candidate.hospital if d.candidate else None,
         "others": [o.result_id for o in d.others],
+        "other_hospitals": sorted({o.hospital for o in d.others}),
         "valid_until": d.valid_until.isoformat() if d.valid_until else None,
         "fee_saved": str(d.fee_saved) if d.fee_saved is not None else None,
     }

@@ -238,6 +238,97 @@ recognition_check = Table(
     Column("order_time", UTCDateTime, nullable=False),
     Column("emergency", Boolean, nullable=False),
     Column("items", JSON, nullable=False),  # requested items and answers; no identifiers
+    # The identifier the doctor asked with, sealed (AES-GCM), so a safety notice can name
+    # the patient to that doctor; never readable from the database alone.
+    Column("patient_sealed", LargeBinary, nullable=True),
+    Column("patient_nonce", LargeBinary, nullable=True),
+    Column("patient_key_id", String(32), nullable=True),
+)
+
+recognition_outcome = Table(
+    "recognition_outcome",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("check_id", String(36), ForeignKey("recognition_check.id"), nullable=False),
+    Column("item_index", Integer, nullable=False),
+    Column("outcome", String(16), nullable=False),  # accepted | declined
+    Column("reason", String(32), nullable=True),  # DeclineReason
+    Column("reason_text", Text, nullable=True),
+    Column("catalog_code", String(64), nullable=True),
+    Column("category", String(16), nullable=True),
+    Column("period", String(7), nullable=False, index=True),  # YYYY-MM recorded (CST)
+    Column("result_id", String(36), nullable=True),  # the recognised (candidate) result
+    Column("hospital_id", String(32), nullable=False),  # the ordering hospital
+    Column("recorded_by", String(200), nullable=False),
+    Column("channel", String(16), nullable=False),  # api | cds-hooks | web
+    Column("recorded_at", UTCDateTime, nullable=False),
+    UniqueConstraint("check_id", "item_index", name="uq_recognition_outcome_item"),
+    Index("ix_recognition_outcome_result", "result_id"),
+)
+
+# Append-only (triggers refuse UPDATE and DELETE): corrections are reversal entries.
+# Amounts are integer fen so sums are exact on SQLite as on PostgreSQL.
+ledger_entry = Table(
+    "ledger_entry",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("entry_id", String(36), nullable=False, unique=True),
+    Column("dedupe_key", String(200), nullable=False, unique=True),
+    Column("kind", String(16), nullable=False),  # saving | reversal | flag
+    Column("period", String(7), nullable=False, index=True),  # YYYY-MM booked into
+    Column("amount_fen", BigInteger, nullable=False),  # reversal negative, flag 0
+    Column("ordering_hospital", String(32), nullable=False, index=True),
+    Column("source_hospital", String(32), nullable=True),
+    Column("catalog_code", String(64), nullable=True),
+    Column("category", String(16), nullable=True),
+    Column("check_id", String(36), nullable=False),
+    Column("item_index", Integer, nullable=False),
+    Column("result_id", String(36), nullable=True),
+    Column("reverses", String(36), nullable=True),  # entry_id of the saving reversed
+    Column("reason", String(64), nullable=True),
+    Column("recorded_by", String(200), nullable=False),
+    Column("occurred_at", UTCDateTime, nullable=False),
+    Column("recorded_at", UTCDateTime, nullable=False),
+)
+
+ledger_period = Table(
+    "ledger_period",
+    metadata,
+    Column("period", String(7), primary_key=True),  # YYYY-MM, closed
+    Column("closed_at", UTCDateTime, nullable=False),
+    Column("closed_by", String(200), nullable=False),
+)
+
+# Transactional outbox for mrb.recognition.v1: written with the ledger, relayed after.
+event_outbox = Table(
+    "event_outbox",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("event_id", String(36), nullable=False, unique=True),
+    Column("type", String(16), nullable=False),  # check | accepted | declined | reversed
+    Column("key", String(64), nullable=False),
+    Column("payload", JSON, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("published_at", UTCDateTime, nullable=True, index=True),
+)
+
+notification = Table(
+    "notification",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("notice_id", String(36), nullable=False, unique=True),
+    Column("dedupe_key", String(200), nullable=False, unique=True),
+    Column("hospital_id", String(32), nullable=False, index=True),
+    Column("recipient", String(200), nullable=False),
+    Column("check_id", String(36), nullable=False),
+    Column("item_index", Integer, nullable=False),
+    Column("result_id", String(36), nullable=False),
+    Column("kind", String(16), nullable=False),  # corrected | withdrawn
+    Column("new_status", String(32), nullable=False),
+    Column("action", String(16), nullable=False),  # reverse | flag
+    Column("message", JSON, nullable=False),  # {"zh", "en"}
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("read_at", UTCDateTime, nullable=True),
 )
 
 audit_event = Table(

@@ -9,13 +9,14 @@ import pytest
 
 from broker.runtime import running_stack
 from broker.settings import Settings
+from tests.conftest import api_client
 
 
 @pytest.fixture
 async def api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     async with (
         running_stack(settings, api=True, worker=False, kafka_needed=False) as stack,
-        httpx.AsyncClient(base_url=stack.api_url) as client,
+        api_client(stack, "admin", "*") as client,
     ):
         yield client
 

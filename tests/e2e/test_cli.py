@@ -74,7 +74,7 @@ def test_hospital_add_refuses_bad_values(settings: Settings, args: list[str], me
 def test_keys_init_creates_keys_once(tmp_path: Path) -> None:
     env = {"MRB_DATA_DIR": str(tmp_path)}
     first = runner.invoke(app, ["keys", "init"], env=env)
-    assert first.exit_code == 0 and first.output.count("created") == 2
+    assert first.exit_code == 0 and first.output.count("created") == 3
     key = (tmp_path / "keys" / "pseudonym.key").read_text()
     assert (tmp_path / "keys" / "pseudonym.key").stat().st_mode & 0o077 == 0  # owner only
     second = runner.invoke(app, ["keys", "init"], env=env)
@@ -215,6 +215,12 @@ async def test_demo_indexes_the_sample_and_answers_a_check(settings: Settings) -
     assert "Recognition decisions from the sample" in text and "check failed" not in text
     assert "no example in this sample" not in text
     assert "may be recognised" in text and "中文说明" in text
+    # Doctors' outcomes, a recognised report withdrawn, and the reports from the ledger.
+    assert "Outcomes" in text and "receipt: indexed" in text
+    assert "notice to dr.demo@" in text and "已被撤回" in text
+    assert "Savings report" in text and "Regulator report" in text
+    total = next(line for line in text.splitlines() if "│ TOTAL" in line)
+    assert total.split("│")[4].strip() == "1"  # one reversal
 
 
 @pytest.mark.slow
@@ -225,3 +231,36 @@ async def test_demo_uses_an_external_cluster_when_told(settings: Settings, kafka
     text = out.getvalue()
     assert f"Kafka: {kafka} (MRB_KAFKA_BOOTSTRAP)" in text
     assert "did not end as expected" not in text
+
+
+def test_token_issue_and_reports(settings: Settings) -> None:
+    env = env_for(settings)
+    assert (
+        runner.invoke(
+            app,
+            ["hospital", "add", "H001", "--name", "n", "--region", "510502", "--level", "3"],
+            env=env,
+        ).exit_code
+        == 0
+    )
+    token = runner.invoke(
+        app,
+        ["token", "issue", "--role", "doctor", "--hospital", "H001", "--subject", "dr.li"],
+        env=env,
+    )
+    assert token.exit_code == 0 and token.stdout.strip().count(".") == 2  # a JWT
+    unknown = runner.invoke(
+        app, ["token", "issue", "--role", "finance", "--hospital", "H404"], env=env
+    )
+    assert unknown.exit_code == 2 and "not registered" in unknown.output
+    savings = runner.invoke(app, ["report", "savings", "--format", "json"], env=env)
+    assert savings.exit_code == 0 and '"net_saved": "0.00"' in savings.stdout
+    regulator = runner.invoke(app, ["report", "regulator", "--month", "2026-05"], env=env)
+    assert regulator.exit_code == 0 and regulator.stdout.startswith("section,key,name")
+    assert "hospital,H001,n,510502,3" in regulator.stdout
+    bad = runner.invoke(app, ["report", "regulator", "--month", "May"], env=env)
+    assert bad.exit_code == 2 and "YYYY-MM" in bad.output
+    assert "closed 2026-05" in runner.invoke(app, ["ledger", "close", "2026-05"], env=env).stdout
+    again = runner.invoke(app, ["ledger", "close", "2026-05"], env=env)
+    assert "already closed" in again.stdout
+    assert "2026-05" in runner.invoke(app, ["ledger", "periods"], env=env).stdout

@@ -21,6 +21,7 @@ from broker.services import registry as registry_service
 from broker.settings import Settings
 from broker.storage import hospitals
 from tests import factories as f
+from tests.conftest import api_client
 
 pytestmark = pytest.mark.slow
 
@@ -85,7 +86,7 @@ async def test_results_from_two_hospitals_answer_a_check(stack: Stack) -> None:
             {"system": "http://loinc.org", "code": "4548-4"},
         ]
     )
-    async with httpx.AsyncClient(base_url=stack.api_url) as client:
+    async with api_client(stack) as client:
         response = await client.post("/api/v1/recognition/check", json=body)
     assert response.status_code == 200, response.text
     answer = response.json()
@@ -161,7 +162,7 @@ async def test_the_fhir_adapter_cli_publishes_files_and_reports_receipts(
 
 class TestProblems:
     async def test_invalid_request_is_a_problem_body(self, stack: Stack) -> None:
-        async with httpx.AsyncClient(base_url=stack.api_url) as client:
+        async with api_client(stack) as client:
             r = await client.post(
                 "/api/v1/recognition/check",
                 json={**check_body([]), "order_time": "2026-05-20T09:00:00"},
@@ -173,7 +174,7 @@ class TestProblems:
         assert f.PATIENT_A not in r.text  # the identifier is never echoed
 
     async def test_item_needs_code_or_modality(self, stack: Stack) -> None:
-        async with httpx.AsyncClient(base_url=stack.api_url) as client:
+        async with api_client(stack) as client:
             r = await client.post(
                 "/api/v1/recognition/check", json=check_body([{"system": "http://loinc.org"}])
             )
@@ -183,19 +184,19 @@ class TestProblems:
     async def test_bad_check_digit_is_refused(self, stack: Stack) -> None:
         body = check_body([{"system": "http://loinc.org", "code": "718-7"}])
         body["patient"] = {"system": f.NATIONAL, "value": "110101199003071234"}
-        async with httpx.AsyncClient(base_url=stack.api_url) as client:
+        async with api_client(stack) as client:
             r = await client.post("/api/v1/recognition/check", json=body)
         assert r.status_code == 422
         assert "check digit" in r.json()["detail"]
 
     async def test_unknown_ordering_hospital(self, stack: Stack) -> None:
         body = check_body([{"system": "http://loinc.org", "code": "718-7"}], hospital="H404")
-        async with httpx.AsyncClient(base_url=stack.api_url) as client:
+        async with api_client(stack, hospital="H404") as client:
             r = await client.post("/api/v1/recognition/check", json=body)
         assert r.status_code == 404 and r.json()["title"] == "Unknown ordering hospital"
 
     async def test_malformed_json_body(self, stack: Stack) -> None:
-        async with httpx.AsyncClient(base_url=stack.api_url) as client:
+        async with api_client(stack) as client:
             r = await client.post(
                 "/api/v1/recognition/check",
                 content=b"{nope",
@@ -204,13 +205,13 @@ class TestProblems:
         assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json"
 
     async def test_unknown_path_is_a_problem_too(self, stack: Stack) -> None:
-        async with httpx.AsyncClient(base_url=stack.api_url) as client:
+        async with api_client(stack) as client:
             r = await client.get("/api/v1/nothing")
         assert r.status_code == 404 and r.json()["status"] == 404
 
 
 async def test_operations_endpoints(stack: Stack) -> None:
-    async with httpx.AsyncClient(base_url=stack.api_url) as client:
+    async with httpx.AsyncClient(base_url=stack.api_url) as client:  # no token needed
         assert (await client.get("/healthz")).json() == {"status": "ok"}
         ready = (await client.get("/readyz")).json()
         assert ready["status"] == "ready" and ready["checks"]["database"] == "ok"
@@ -227,7 +228,7 @@ async def test_every_check_is_stored_and_audited(stack: Stack) -> None:
     from broker.storage.tables import audit_event, recognition_check
 
     body = check_body([{"system": "http://loinc.org", "code": "718-7"}])
-    async with httpx.AsyncClient(base_url=stack.api_url) as client:
+    async with api_client(stack) as client:
         check_id = (await client.post("/api/v1/recognition/check", json=body)).json()["check_id"]
     async with stack.container.sessions() as s:
         stored = (await s.execute(select(recognition_check))).one()._mapping
@@ -244,7 +245,7 @@ async def test_a_kafka_outage_does_not_stop_recognition_checks(settings: Setting
     async with running_stack(down, api=True, worker=True, kafka_needed=False) as stack:
         async with stack.container.sessions() as session, session.begin():
             await hospitals.add(session, hospitals.Hospital("H002", "H002", "510502", "3"))
-        async with httpx.AsyncClient(base_url=stack.api_url) as client:
+        async with api_client(stack) as client:
             body = check_body([{"system": "http://loinc.org", "code": "718-7"}])
             answer = await client.post("/api/v1/recognition/check", json=body)
             assert answer.status_code == 200

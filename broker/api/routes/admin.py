@@ -5,14 +5,17 @@ from __future__ import annotations
 from datetime import date
 from typing import Literal
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Depends, status
 from pydantic import BaseModel, Field
 
-from broker.api.deps import ContainerDep
+from broker.api.deps import ContainerDep, get_actor, require
+from broker.domain.actors import Role
 from broker.services import registry as registry_service
 from broker.storage import hospitals as registry
 
 router = APIRouter(prefix="/api/v1/admin", tags=["admin"])
+READ = Depends(get_actor)  # any authenticated caller: no patient data here
+ADMIN = Depends(require(Role.ADMIN))
 
 
 class HospitalIn(BaseModel):
@@ -46,7 +49,7 @@ class HospitalOut(HospitalIn):
     certifications: list[CertificationOut] = Field(default_factory=list)
 
 
-@router.get("/hospitals", response_model=list[HospitalOut])
+@router.get("/hospitals", response_model=list[HospitalOut], dependencies=[READ])
 async def list_hospitals(container: ContainerDep) -> list[HospitalOut]:
     """Every registered hospital with its alliances and certifications."""
     async with container.sessions() as s:
@@ -75,14 +78,14 @@ async def list_hospitals(container: ContainerDep) -> list[HospitalOut]:
     ]
 
 
-@router.post("/hospitals", status_code=status.HTTP_201_CREATED)
+@router.post("/hospitals", status_code=status.HTTP_201_CREATED, dependencies=[ADMIN])
 async def add_hospital(body: HospitalIn, container: ContainerDep) -> dict[str, str]:
     """Register a hospital (409 if the id exists; PUT replaces)."""
     await registry_service.register(container.sessions, _hospital(body))
     return {"id": body.id}
 
 
-@router.put("/hospitals/{hospital_id}")
+@router.put("/hospitals/{hospital_id}", dependencies=[ADMIN])
 async def replace_hospital(
     hospital_id: str, body: HospitalIn, container: ContainerDep
 ) -> dict[str, str]:
@@ -93,7 +96,11 @@ async def replace_hospital(
     return {"id": hospital_id}
 
 
-@router.post("/hospitals/{hospital_id}/certifications", status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/hospitals/{hospital_id}/certifications",
+    status_code=status.HTTP_201_CREATED,
+    dependencies=[ADMIN],
+)
 async def add_certification(
     hospital_id: str, body: CertificationIn, container: ContainerDep
 ) -> dict[str, str]:
@@ -110,7 +117,7 @@ async def add_certification(
     return {"hospital": hospital_id, "scope": body.scope}
 
 
-@router.get("/catalog")
+@router.get("/catalog", dependencies=[READ])
 async def catalog(container: ContainerDep, region: str | None = None) -> dict[str, object]:
     """The item catalog, as seen from a region when one is given (overrides applied)."""
     cat = container.rules().catalog

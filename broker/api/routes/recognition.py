@@ -1,20 +1,32 @@
-"""POST /api/v1/recognition/check."""
+"""The recognition check, and the doctor's outcome for each item."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 
-from broker.api.deps import ContainerDep
-from broker.api.schemas import CheckIn, CheckOut, ItemIn, ItemOut, ResultRef, Text
+from broker.api.deps import ContainerDep, DoctorDep, get_actor
+from broker.api.schemas import (
+    CheckIn,
+    CheckOut,
+    ItemIn,
+    ItemOut,
+    OutcomeIn,
+    OutcomeItemOut,
+    OutcomeOut,
+    ReasonOut,
+    ResultRef,
+    Text,
+)
+from broker.domain.ledger import REASON_DISPLAY, DeclineReason, OutcomeInput, OutcomeKind
 from broker.domain.recognition import Order, Verdict
-from broker.services.audit import Actor
 from broker.services.checks import CheckRequest, ItemAnswer, run_check
+from broker.services.outcomes import OutcomeRequest, RecordedOutcome, record_outcomes
 
 router = APIRouter(prefix="/api/v1/recognition", tags=["recognition"])
 
 
 @router.post("/check", response_model=CheckOut)
-async def check(body: CheckIn, container: ContainerDep) -> CheckOut:
+async def check(body: CheckIn, container: ContainerDep, actor: DoctorDep) -> CheckOut:
     """Decide, per ordered item, whether a prior result from any hospital may be recognised."""
     request = CheckRequest(
         patient_system=body.patient.system,
@@ -27,11 +39,59 @@ async def check(body: CheckIn, container: ContainerDep) -> CheckOut:
     answer = await run_check(
         container.sessions,
         container.pseudonyms,
+        container.cipher,
         container.rules(),
         request,
-        Actor(hospital=body.ordering_hospital),
+        actor,
     )
     return CheckOut(check_id=answer.check_id, items=[_item(a) for a in answer.items])
+
+
+@router.post("/{check_id}/outcome", response_model=OutcomeOut)
+async def outcome(
+    check_id: str, body: OutcomeIn, container: ContainerDep, actor: DoctorDep
+) -> OutcomeOut:
+    """Record per item `accepted` (the saving is booked) or `declined` with a reason.
+
+    Idempotent: sending the same outcome again returns what was recorded (`replayed`).
+    """
+    recorded = await record_outcomes(
+        container.sessions,
+        container.rules().catalog,
+        check_id,
+        [
+            OutcomeRequest(i.index, OutcomeInput(OutcomeKind(i.outcome), i.reason, i.reason_text))
+            for i in body.items
+        ],
+        actor,
+    )
+    return OutcomeOut(check_id=check_id, items=[_outcome(o) for o in recorded])
+
+
+@router.get("/decline-reasons", response_model=list[ReasonOut], dependencies=[Depends(get_actor)])
+async def decline_reasons() -> list[ReasonOut]:
+    """The regulation's grounds for testing again, for order-entry screens."""
+    return [
+        ReasonOut(code=r.value, display=Text(zh=d.zh, en=d.en), needs_text=r is DeclineReason.OTHER)
+        for r, d in REASON_DISPLAY.items()
+        if r is not DeclineReason.UNKNOWN
+    ]
+
+
+def _outcome(o: RecordedOutcome) -> OutcomeItemOut:
+    display = REASON_DISPLAY.get(DeclineReason(o.reason)) if o.reason else None
+    return OutcomeItemOut(
+        index=o.index,
+        catalog_code=o.catalog_code,
+        outcome=o.outcome.value,
+        reason=o.reason,
+        reason_display=Text(zh=display.zh, en=display.en) if display else None,
+        reason_text=o.reason_text,
+        fee_saved=f"{o.saved:.2f}" if o.saved is not None else None,
+        recorded_by=o.recorded_by,
+        recorded_at=o.recorded_at,
+        replayed=o.replayed,
+    )
 
 
 def _order(i: ItemIn) -> Order:

@@ -1,0 +1,25 @@
+"""Web pages: static files that use the JSON API with the user's own token."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import APIRouter
+from fastapi.responses import FileResponse
+
+STATIC = Path(__file__).resolve().parents[2] / "web" / "static"
+router = APIRouter(tags=["pages"], include_in_schema=False)
+
+
+@router.get("/doctor")
+async def doctor_page() -> FileResponse:
+    """Safety notices, and a check with recognise / decline for each item."""
+    return FileResponse(STATIC / "doctor.html", headers=_HEADERS)
+
+
+# The page loads only its own script and style and talks only to this origin.
+_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}

@@ -1,0 +1,1 @@
+"""Web pages served by the API: static HTML and JavaScript that call the JSON API."""

@@ -1,0 +1,181 @@
+// The doctor's page: safety notices, and a check with recognise / decline per item.
+// Data is only ever inserted as text (never as HTML), and the token stays in this tab.
+"use strict";
+
+const NATIONAL_ID = "urn:oid:2.16.156.10011.1.3";
+let token = null;
+let claims = null;
+let reasons = [];
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === "class") node.className = v;
+    else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+    else node.setAttribute(k, v);
+  }
+  for (const c of children) node.append(c instanceof Node ? c : document.createTextNode(c ?? ""));
+  return node;
+}
+
+async function api(path, options = {}) {
+  const response = await fetch(path, {
+    ...options,
+    headers: { Authorization: `Bearer ${token}`, "content-type": "application/json" },
+  });
+  if (response.status === 401) {
+    sessionStorage.removeItem("mrb-token");
+    showLogin();
+    throw new Error("请重新登录 Sign in again");
+  }
+  if (!response.ok) {
+    const problem = await response.json().catch(() => ({}));
+    throw new Error(`${problem.title || response.status}: ${problem.detail || ""}`);
+  }
+  return response.status === 204 ? null : response.json();
+}
+
+function decode(jwt) {
+  const part = jwt.split(".")[1] || "";
+  const json = atob(part.replace(/-/g, "+").replace(/_/g, "/"));
+  return JSON.parse(new TextDecoder().decode(Uint8Array.from(json, (c) => c.charCodeAt(0))));
+}
+
+function showLogin() {
+  document.getElementById("login").hidden = false;
+  document.getElementById("app").hidden = true;
+}
+
+async function start(newToken) {
+  try {
+    claims = decode(newToken);
+  } catch {
+    document.getElementById("who").textContent = "令牌无效 Invalid token";
+    return showLogin();
+  }
+  token = newToken;
+  sessionStorage.setItem("mrb-token", token);
+  document.getElementById("who").textContent =
+    `${claims.sub} · ${claims.role} · ${claims.hospital}`;
+  document.getElementById("login").hidden = true;
+  document.getElementById("app").hidden = false;
+  reasons = await api("/api/v1/recognition/decline-reasons");
+  await loadNotices();
+}
+
+async function loadNotices() {
+  const notices = await api("/api/v1/notifications");
+  const list = document.getElementById("notice-list");
+  list.replaceChildren();
+  const unread = notices.filter((n) => !n.read_at).length;
+  const badge = document.getElementById("unread");
+  badge.textContent = String(unread);
+  badge.classList.toggle("zero", unread === 0);
+  if (notices.length === 0) list.append(el("li", { class: "read" }, "暂无通知 No notices"));
+  for (const n of notices) {
+    const item = el(
+      "li",
+      { class: n.read_at ? "read notice" : "notice", "data-notice": n.notice_id },
+      el("strong", {}, n.message.zh),
+      el("br"),
+      n.message.en,
+      el("br"),
+      el(
+        "span",
+        { class: "muted" },
+        `患者 Patient ${n.patient ? n.patient.value : "?"} · ${n.catalog_code || ""} · ` +
+          `${n.action === "reverse" ? "节省已冲销 saving reversed" : "已标记复核 flagged"} · ` +
+          `${new Date(n.created_at).toLocaleString()}`,
+      ),
+    );
+    if (!n.read_at) {
+      item.append(
+        " ",
+        el("button", { class: "mark-read", onclick: () => markRead(n.notice_id) }, "已读 Mark read"),
+      );
+    }
+    list.append(item);
+  }
+}
+
+async function markRead(id) {
+  await api(`/api/v1/notifications/${encodeURIComponent(id)}/read`, { method: "POST" });
+  await loadNotices();
+}
+
+async function runCheck(event) {
+  event.preventDefault();
+  const error = document.getElementById("check-error");
+  error.textContent = "";
+  const codes = document.getElementById("codes").value.split(",").map((c) => c.trim());
+  const body = {
+    patient: { system: NATIONAL_ID, value: document.getElementById("patient").value.trim() },
+    ordering_hospital: claims.hospital,
+    order_time: new Date().toISOString(),
+    items: codes.filter(Boolean).map((code) => ({ system: "http://loinc.org", code })),
+    emergency: document.getElementById("emergency").checked,
+  };
+  try {
+    renderAnswer(await api("/api/v1/recognition/check", { method: "POST", body: JSON.stringify(body) }));
+  } catch (e) {
+    error.textContent = e.message;
+  }
+}
+
+function renderAnswer(answer) {
+  const table = document.getElementById("answer");
+  const tbody = table.querySelector("tbody");
+  tbody.replaceChildren();
+  answer.items.forEach((item, index) => {
+    const cand = item.candidate;
+    const outcome = el("td", { class: "outcome" });
+    if (item.decision === "RECOGNIZABLE") {
+      const select = el("select", { "aria-label": "decline reason" },
+        ...reasons.map((r) => el("option", { value: r.code }, `${r.display.zh} ${r.code}`)));
+      const text = el("input", { placeholder: "理由 reason (OTHER)", size: "18" });
+      outcome.append(
+        el("button", { class: "accept", onclick: () => record(answer.check_id, index, outcome,
+          { index, outcome: "accepted" }) }, `互认 Recognise (¥${item.fee_saved ?? "0.00"})`),
+        el("br"), select, text,
+        el("button", { class: "decline", onclick: () => record(answer.check_id, index, outcome,
+          { index, outcome: "declined", reason: select.value, reason_text: text.value || null }) },
+          "不互认 Decline"),
+      );
+    }
+    tbody.append(el("tr", { "data-item": String(index) },
+      el("td", {}, `${item.name.zh} ${item.name.en}`),
+      el("td", { class: `decision ${item.decision}` }, item.decision),
+      el("td", {}, item.explanation.zh, el("br"), el("span", { class: "muted" }, item.explanation.en)),
+      el("td", {}, cand ? `${cand.hospital} ${cand.effective || ""} ${cand.summary}` : "—"),
+      outcome,
+    ));
+  });
+  table.hidden = false;
+}
+
+async function record(checkId, index, cell, item) {
+  try {
+    const out = await api(`/api/v1/recognition/${encodeURIComponent(checkId)}/outcome`, {
+      method: "POST", body: JSON.stringify({ items: [item] }),
+    });
+    const done = out.items[0];
+    cell.replaceChildren(done.outcome === "accepted"
+      ? `已互认 accepted · 节省 ¥${done.fee_saved}`
+      : `未互认 declined · ${done.reason_display ? done.reason_display.zh : done.reason}`);
+  } catch (e) {
+    cell.append(el("p", { class: "error" }, e.message));
+  }
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  document.getElementById("signin").addEventListener("click", () =>
+    start(document.getElementById("token").value.trim()));
+  document.getElementById("refresh").addEventListener("click", loadNotices);
+  document.getElementById("check-form").addEventListener("submit", runCheck);
+  // A link may carry the token in the fragment (never sent to a server); keep it in this tab.
+  const fromLink = new URLSearchParams(location.hash.slice(1)).get("token");
+  if (fromLink) history.replaceState(null, "", location.pathname);
+  const saved = fromLink || sessionStorage.getItem("mrb-token");
+  if (saved) start(saved).catch((e) => { document.getElementById("who").textContent = e.message; });
+  else showLogin();
+});
