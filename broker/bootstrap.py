@@ -17,6 +17,7 @@ from broker.security.payload_cipher import PayloadCipher
 from broker.security.pseudonyms import Pseudonymiser
 from broker.security.tokens import TokenService
 from broker.services.checks import Rules
+from broker.services.rules import RulesProvider
 from broker.services.safety import SafetyNotifier
 from broker.settings import Settings
 from broker.storage.database import create_engine, session_factory
@@ -35,6 +36,7 @@ class Container:
     workers: list[IngestWorker] = field(default_factory=list)
     _rules: Rules | None = None
     _tokens: TokenService | None = None
+    _provider: RulesProvider | None = None
 
     @classmethod
     def build(cls, settings: Settings) -> Container:
@@ -58,6 +60,12 @@ class Container:
             self._rules = Rules(load_catalog(schemas), load_policy(schemas))
         return self._rules
 
+    def rules_provider(self) -> RulesProvider:
+        """The rules with mappings added at run time (`mrb mapping add`) merged in."""
+        if self._provider is None:
+            self._provider = RulesProvider(self.rules())
+        return self._provider
+
     def tokens(self) -> TokenService:
         if self._tokens is None:
             key = load_key(
@@ -75,6 +83,7 @@ class Container:
             limits=ParseLimits(max_bytes=s.max_message_bytes, max_depth=s.max_json_depth),
             default_zone=s.default_timezone,
             require_signatures=s.require_signatures,
+            catalog_source=self.rules_provider().catalog,
             on_change=SafetyNotifier(
                 SafetyPolicy(s.ledger_on_withdrawn, s.ledger_on_corrected), self.rules().catalog
             ),

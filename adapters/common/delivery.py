@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -74,3 +75,40 @@ async def deliver(
                     receipt.message_id, receipt.outcome, receipt.error_code, receipt.error_detail
                 ):
                     report.receipts[receipt.message_id] = receipt
+
+
+async def deliver_continuously(
+    outbox: Outbox,
+    bootstrap: str,
+    stop: asyncio.Event,
+    *,
+    hospital: str | None = None,
+    options: Mapping[str, Any] | None = None,
+    resend_after: timedelta = timedelta(seconds=30),
+    idle: float = 1.0,
+    on_report: Callable[[DeliveryReport], None] | None = None,
+) -> None:
+    """For listening adapters: deliver whatever the outbox holds until `stop` is set.
+
+    Kafka being unreachable only delays delivery: messages wait in the outbox.
+    """
+    while not stop.is_set():
+        if outbox.pending_ids(hospital):
+            try:
+                report = await deliver(
+                    outbox,
+                    bootstrap,
+                    hospital=hospital,
+                    options=options,
+                    resend_after=resend_after,
+                    timeout=max(idle, 5.0),
+                )
+            except (KafkaError, OSError) as exc:
+                logger.warning("Kafka unavailable (%r); messages wait in the outbox", exc)
+            else:
+                if on_report is not None:
+                    on_report(report)
+                if not report.pending:
+                    continue
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), idle)

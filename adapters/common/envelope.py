@@ -51,3 +51,17 @@ def routing_key(secret: bytes, hospital: str, patient_hint: str) -> bytes:
     """
     digest = hmac.new(secret, f"{hospital}|{patient_hint}".encode(), hashlib.sha256)
     return digest.hexdigest()[:32].encode()
+
+
+@dataclass(frozen=True)
+class Signer:
+    """What an adapter signs and keys its messages with (one hospital)."""
+
+    hospital: str
+    key_id: str
+    private_key: Ed25519PrivateKey = field(repr=False)
+    routing_secret: bytes = field(repr=False)  # keys per patient, opaque to Kafka
+
+    def message(self, value: bytes, patient_hint: str) -> OutgoingMessage:
+        key = routing_key(self.routing_secret, self.hospital, patient_hint)
+        return OutgoingMessage(self.hospital, value, key).signed(self.key_id, self.private_key)

@@ -55,10 +55,17 @@ class StudyCollector:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def add(self, headers: InstanceHeaders) -> None:
-        """Take one received instance; raises DicomInputError (e.g. a patient mismatch)."""
+    def add(
+        self, headers: InstanceHeaders, *, seen_at: datetime | None = None, pending: bool = True
+    ) -> None:
+        """Take one received instance; raises DicomInputError (e.g. a patient mismatch).
+
+        `seen_at` and `pending=False` restore an instance from the spool after a restart
+        (already published: it only completes its study if the study grows again).
+        """
         with self._lock:
-            if self._studies.add(SeenInstance(headers, self._now())):
+            added = self._studies.add(SeenInstance(headers, seen_at or self._now()))
+            if added and pending:
                 self._changed[headers.study_uid] = self._monotonic()
             self._touched[headers.study_uid] = self._monotonic()
 

@@ -9,7 +9,15 @@ from fastapi import FastAPI, Request, Response
 from fastapi.staticfiles import StaticFiles
 
 from broker.api import problems
-from broker.api.routes import admin, finance, health, notifications, pages, recognition
+from broker.api.routes import (
+    admin,
+    finance,
+    health,
+    mappings,
+    notifications,
+    pages,
+    recognition,
+)
 from broker.bootstrap import Container
 from broker.observability import REQUEST_SECONDS
 
@@ -30,6 +38,7 @@ def create_app(container: Container, *, role: str = "api") -> FastAPI:
         app.include_router(notifications.router)
         app.include_router(finance.router)
         app.include_router(admin.router)
+        app.include_router(mappings.router)
         app.include_router(pages.router)
         app.mount("/static", StaticFiles(directory=pages.STATIC), name="static")
 

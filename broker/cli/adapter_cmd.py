@@ -1,4 +1,4 @@
-"""`mrb adapter fhir|status`: publish FHIR files through the outbox; see what happened."""
+"""`mrb adapter fhir|dicom|status`: publish through the outbox; see what happened."""
 
 from __future__ import annotations
 
@@ -7,17 +7,24 @@ from collections import Counter
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated
+from zoneinfo import ZoneInfo
 
 import typer
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from adapters.common.delivery import DeliveryReport, deliver
-from adapters.common.envelope import OutgoingMessage, routing_key
+from adapters.common.delivery import DeliveryReport, deliver, deliver_continuously
+from adapters.common.envelope import Signer
 from adapters.common.outbox import DELIVERED, PENDING, REJECTED, Outbox
 from adapters.common.signing import SigningKeyMissing, current_key
+from adapters.dicom.bundle import BundleOptions
+from adapters.dicom.folder import read_folder
+from adapters.dicom.scp import ScpSettings, start_scp
+from adapters.dicom.service import DicomAdapter
+from adapters.dicom.spool import Spool
 from adapters.fhir.source import patient_hint, read_items
+from broker.runtime import install_signal_handlers
 from broker.security.keys import load_or_create_key
 from broker.settings import Settings
 
@@ -54,30 +61,44 @@ def fhir(
     outbox and is sent again next time).
     """
     settings = Settings()
+    signer = _signer(settings, hospital)
     try:
         items = list(read_items(paths or []))
-        key_id, private_key = current_key(settings.keys_dir, hospital)
     except (FileNotFoundError, OSError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
-    except SigningKeyMissing as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
     if paths and not items:
         console.print("[yellow]no .json or .ndjson files found[/yellow]")
         raise typer.Exit(1)
+    _publish(
+        settings, hospital, signer, [(i.value, i.origin) for i in items], timeout, resend_after
+    )
+
+
+def _signer(settings: Settings, hospital: str) -> Signer:
+    try:
+        key_id, private_key = current_key(settings.keys_dir, hospital)
+    except SigningKeyMissing as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
     secret = load_or_create_key(settings.keys_dir / "adapter-routing.key")
+    return Signer(hospital, key_id, private_key, secret)
+
+
+def _publish(
+    settings: Settings,
+    hospital: str,
+    signer: Signer,
+    values: list[tuple[bytes, str]],
+    timeout: float,
+    resend_after: float,
+    *,
+    problems: int = 0,
+) -> None:
+    """Store in the outbox, deliver, report; exit 1 on rejections, leftovers or problems."""
     outbox = open_outbox(settings)
     try:
-        queued = outbox.add(
-            (
-                OutgoingMessage(
-                    hospital, i.value, routing_key(secret, hospital, patient_hint(i.value))
-                ).signed(key_id, private_key),
-                i.origin,
-            )
-            for i in items
-        )
+        queued = outbox.add((signer.message(v, patient_hint(v)), origin) for v, origin in values)
         report = asyncio.run(_deliver(outbox, settings, hospital, timeout, resend_after))
         _report(outbox, report, queued, hospital)
     except Exception as exc:
@@ -88,8 +109,136 @@ def fhir(
         raise typer.Exit(1) from None
     finally:
         outbox.close()
-    if report.pending or any(r.outcome == "rejected" for r in report.receipts.values()):
+    if problems or report.pending or any(r.outcome == "rejected" for r in report.receipts.values()):
         raise typer.Exit(1)
+
+
+@app.command("dicom")
+def dicom(
+    hospital: Annotated[str, typer.Option(help="Registered hospital id, e.g. H001.")],
+    paths: Annotated[
+        list[Path] | None, typer.Argument(help="DICOM files or folders (folder mode).")
+    ] = None,
+    listen: Annotated[
+        str | None, typer.Option(help="HOST:PORT for the C-STORE receiver, e.g. 0.0.0.0:11112.")
+    ] = None,
+    ae_title: Annotated[str, typer.Option(help="This receiver's AE title.")] = "MRB",
+    wado_rs: Annotated[
+        str | None, typer.Option(help="The hospital's DICOMweb WADO-RS base (for viewers).")
+    ] = None,
+    charset: Annotated[
+        str | None, typer.Option(help="Character set for objects that declare none, e.g. GB18030.")
+    ] = None,
+    zone: Annotated[str, typer.Option(help="The hospital's time zone.")] = "Asia/Shanghai",
+    quiet_seconds: Annotated[
+        float, typer.Option(help="Publish a study after this long without new instances.")
+    ] = 5.0,
+    timeout: Annotated[
+        float, typer.Option(help="Folder mode: seconds to wait for receipts.")
+    ] = 60.0,
+    resend_after: Annotated[
+        float, typer.Option(help="Seconds without a receipt before sending again.")
+    ] = 30.0,
+) -> None:
+    """Publish DICOM studies (headers only, never pixels) as ImagingStudy bundles.
+
+    Folder mode reads PATHS, groups instances by study and publishes each study once.
+    With --listen it is a DICOM Storage SCP: a PACS sends studies (C-STORE) and each
+    quiet study is published; an instance is acknowledged only once it is on disk.
+    """
+    settings = Settings()
+    signer = _signer(settings, hospital)
+    options = BundleOptions(hospital=hospital, wado_rs_base=wado_rs)
+    if listen:
+        host, _, port = listen.rpartition(":")
+        if not host or not port.isdigit():
+            console.print("[red]error:[/red] --listen takes HOST:PORT, e.g. 0.0.0.0:11112")
+            raise typer.Exit(2)
+        scp = ScpSettings(host=host, port=int(port), ae_title=ae_title, fallback_charset=charset)
+        asyncio.run(_listen_dicom(settings, options, signer, scp, ZoneInfo(zone), quiet_seconds))
+        return
+    if not paths:
+        console.print("[red]error:[/red] give DICOM files or folders, or --listen HOST:PORT")
+        raise typer.Exit(2)
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("reading DICOM headers", total=None)
+        result = read_folder(
+            paths,
+            options=options,
+            zone=ZoneInfo(zone),
+            fallback_charset=charset,
+            on_file=lambda _: progress.advance(task),
+        )
+    for p in result.problems:
+        console.print(f"  [yellow]{p.code}[/yellow] {p.path}: {p.detail}")
+    console.print(
+        f"read {result.files} file(s): {len(result.bundles)} stud(ies), "
+        f"{len(result.problems)} file(s) not usable"
+    )
+    values = [
+        (b.value, f"dicom study {b.number_of_series} series, {b.number_of_instances} instances")
+        for b in result.bundles
+    ]
+    _publish(
+        settings, hospital, signer, values, timeout, resend_after, problems=len(result.problems)
+    )
+
+
+async def _listen_dicom(
+    settings: Settings,
+    options: BundleOptions,
+    signer: Signer,
+    scp_settings: ScpSettings,
+    zone: ZoneInfo,
+    quiet_seconds: float,
+) -> None:
+    stop = asyncio.Event()
+    install_signal_handlers(stop)
+    outbox = open_outbox(settings)
+    spool = Spool(
+        settings.data_dir / "dicom-spool.db", load_or_create_key(settings.keys_dir / "outbox.key")
+    )
+    adapter = DicomAdapter(
+        options=options,
+        outbox=outbox,
+        spool=spool,
+        signer=signer,
+        loop=asyncio.get_running_loop(),
+        quiet_seconds=quiet_seconds,
+    )
+    restored = adapter.restore()
+    scp = start_scp(scp_settings, adapter.on_instance, zone=zone, loop=asyncio.get_running_loop())
+    adapter.collector.start()
+    console.print(
+        f"DICOM receiver {scp_settings.ae_title} on {scp_settings.host}:{scp.port} for "
+        f"{options.hospital} ({restored} spooled instance(s) restored); publishing to "
+        f"{bootstrap_of(settings)}. Ctrl-C stops."
+    )
+    try:
+        await deliver_continuously(
+            outbox,
+            bootstrap_of(settings),
+            stop,
+            hospital=options.hospital,
+            options=settings.kafka_options(),
+            resend_after=timedelta(seconds=30),
+            on_report=lambda r: _listen_report(r, adapter),
+        )
+    finally:
+        scp.stop()
+        adapter.collector.stop(flush=True)  # pending studies go to the outbox, not lost
+        outbox.close()
+        spool.close()
+        console.print("stopped; undelivered messages stay in the outbox for the next run")
+
+
+def _listen_report(report: DeliveryReport, adapter: DicomAdapter) -> None:
+    counts = Counter(r.outcome for r in report.receipts.values())
+    if counts:
+        console.print(
+            f"delivered: {', '.join(f'{k} {v}' for k, v in sorted(counts.items()))} "
+            f"(studies published so far: {adapter.published})"
+        )
 
 
 async def _deliver(

@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 
 from adapters.common.signing import create_key
-from broker.cli import adapter_cmd, dlq_cmd, hospital_cmd, report_cmd, token_cmd
+from broker.cli import adapter_cmd, dlq_cmd, hospital_cmd, mapping_cmd, report_cmd, token_cmd
 from broker.cli.demo import run_demo
 from broker.observability import configure_logging
 from broker.runtime import install_signal_handlers, running_stack, wait_for_failure_or_stop
@@ -31,6 +31,7 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(adapter_cmd.app, name="adapter")
 app.add_typer(dlq_cmd.app, name="dlq")
 app.add_typer(token_cmd.app, name="token")
+app.add_typer(mapping_cmd.app, name="mapping")
 app.add_typer(report_cmd.app, name="report")
 app.add_typer(report_cmd.ledger_app, name="ledger")
 

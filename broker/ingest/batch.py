@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -18,11 +19,14 @@ from typing import Any
 from sqlalchemy import delete, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from broker.domain.catalog import Catalog
 from broker.domain.identifiers import PatientIdentifier
+from broker.domain.mapping import LocalCode, unmapped_codes
 from broker.domain.results import ExtractedResult, ParsedMessage, ResultChange
 from broker.domain.versions import StoredVersion, VersionKey, VersionOutcome, place_version
 from broker.security.payload_cipher import PayloadCipher
 from broker.security.pseudonyms import Pseudonymiser
+from broker.storage.mappings import note_unmapped
 from broker.storage.results import current_fields, item_rows
 from broker.storage.tables import (
     inbox,
@@ -56,6 +60,8 @@ class Staged:
 
 # Told, inside the indexing transaction, about results that got a new current version.
 ChangeListener = Callable[[AsyncSession, list[ResultChange], datetime], Awaitable[None]]
+# The catalog with its current local-code mappings, for the unmapped-code worklist.
+CatalogSource = Callable[[AsyncSession], Awaitable[Catalog]]
 
 
 @dataclass
@@ -65,6 +71,7 @@ class BatchIndexer:
     cipher: PayloadCipher
     now: datetime
     on_change: ChangeListener | None = None
+    catalog: Catalog | None = None  # None: no worklist (tools, some tests)
     _people: dict[str, str] = field(default_factory=dict)  # pseudonym -> person
     _born: dict[str, datetime] = field(default_factory=dict)  # person -> created_at
     _merges: dict[str, str] = field(default_factory=dict)  # merged person -> survivor
@@ -74,6 +81,7 @@ class BatchIndexer:
     _updates: dict[str, dict[str, Any]] = field(default_factory=dict)
     _clear_items: set[str] = field(default_factory=set)
     _changes: dict[str, ResultChange] = field(default_factory=dict)
+    _unmapped: Counter[tuple[str, LocalCode]] = field(default_factory=Counter)
 
     async def prefetch(self, parsed: Sequence[tuple[str, ParsedMessage]]) -> None:
         """Load the people and results the batch touches (two queries)."""
@@ -145,6 +153,10 @@ class BatchIndexer:
         people = [self._merges.get(pid, pid) for pid in people]
         self._payload(message_value, content_type, message_id, hospital)
         staged = Staged(message_id, hospital)
+        if self.catalog is not None:
+            for r in parsed.results:
+                for code in unmapped_codes(self.catalog, hospital, r.items):
+                    self._unmapped[(hospital, code)] += 1
         for r, pid in zip(parsed.results, people, strict=True):
             outcome = self._version(r, hospital, pid, message_id)
             staged.counts[outcome.value] = staged.counts.get(outcome.value, 0) + 1
@@ -203,6 +215,8 @@ class BatchIndexer:
             await s.execute(result_item.insert(), rows)
         if rows := self._rows.get("inbox"):
             await s.execute(inbox.insert(), rows)
+        if self._unmapped:
+            await note_unmapped(s, [(h, c, n) for (h, c), n in self._unmapped.items()], self.now)
         if self._changes and self.on_change is not None:
             await self.on_change(s, list(self._changes.values()), self.now)
 

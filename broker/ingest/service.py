@@ -15,11 +15,12 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from broker.domain.catalog import Catalog
 from broker.domain.identifiers import DEFAULT_SYSTEM_ALIASES
 from broker.domain.rejections import RejectCode, Rejected
 from broker.domain.results import ParsedMessage
 from broker.domain.versions import VersionOutcome
-from broker.ingest.batch import BatchIndexer, ChangeListener, UnknownPatient
+from broker.ingest.batch import BatchIndexer, CatalogSource, ChangeListener, UnknownPatient
 from broker.ingest.parse import ParseLimits, parse_message
 from broker.security import signatures
 from broker.security.payload_cipher import PayloadCipher
@@ -86,9 +87,11 @@ class IngestService:
         default_zone: str,
         require_signatures: bool = True,
         on_change: ChangeListener | None = None,
+        catalog_source: CatalogSource | None = None,
     ) -> None:
         self._sessions = sessions
         self._on_change = on_change
+        self._catalog_source = catalog_source
         self._require_signatures = require_signatures
 
         self._pseudonyms = pseudonyms
@@ -148,7 +151,14 @@ class IngestService:
                 plans.append((len(out), message, hospital, message_id, parsed))
                 out.append(None)
                 await asyncio.sleep(0)  # let the API breathe when it shares the loop
-            batch = BatchIndexer(session, self._pseudonyms, self._cipher, now, self._on_change)
+            batch = BatchIndexer(
+                session,
+                self._pseudonyms,
+                self._cipher,
+                now,
+                self._on_change,
+                await self._catalog(session),
+            )
             await batch.prefetch([(h, p) for _, _, h, _, p in plans])
             for slot, message, hospital, message_id, parsed in plans:
                 try:
@@ -197,6 +207,9 @@ class IngestService:
                     p.code.value if p.code else "-",
                 )
         return [p for p in out if p is not None]
+
+    async def _catalog(self, session: AsyncSession) -> Catalog | None:
+        return await self._catalog_source(session) if self._catalog_source else None
 
     def _parse(
         self,
@@ -322,7 +335,14 @@ class IngestService:
     ) -> Processed:
         """One message through the same indexer the bulk path uses, on its own."""
         now = datetime.now(UTC)
-        one = BatchIndexer(session, self._pseudonyms, self._cipher, now, self._on_change)
+        one = BatchIndexer(
+            session,
+            self._pseudonyms,
+            self._cipher,
+            now,
+            self._on_change,
+            await self._catalog(session),
+        )
         await one.prefetch([(hospital, parsed)])
         staged = one.stage(
             message.value, message.header(HEADER_CONTENT_TYPE), message_id, hospital, parsed

@@ -6,7 +6,7 @@ import json
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -57,12 +57,20 @@ class Rules:
     catalog: Catalog
     policy: Policy
 
+    async def current(self, session: AsyncSession) -> Rules:
+        """Fixed rules (tests, tools); RulesProvider adds run-time mappings."""
+        return self
+
+
+class RulesSource(Protocol):
+    async def current(self, session: AsyncSession) -> Rules: ...
+
 
 async def run_check(
     sessions: async_sessionmaker[AsyncSession],
     pseudonyms: Pseudonymiser,
     cipher: PayloadCipher,
-    rules: Rules,
+    rules_source: RulesSource,
     request: CheckRequest,
     actor: Actor,
     *,
@@ -77,6 +85,7 @@ async def run_check(
             f"not {request.ordering_hospital}",
         )
     async with sessions() as session, session.begin():
+        rules = await rules_source.current(session)
         registry = await hospitals.profiles(session)
         ordering = registry.get(request.ordering_hospital)
         if ordering is None:

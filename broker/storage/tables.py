@@ -345,3 +345,33 @@ audit_event = Table(
     Column("person_id", String(36), nullable=True),
     Column("detail", JSON, nullable=True),
 )
+
+# Local-code mappings added at run time by hospital IT (`mrb mapping add`); they join the
+# YAML mappings in schemas/catalog/mappings/ without a restart.
+code_mapping = Table(
+    "code_mapping",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("hospital_id", String(32), ForeignKey("hospital.id"), nullable=False),
+    Column("system", String(300), nullable=False),
+    Column("code", String(100), nullable=False),
+    Column("catalog_code", String(64), nullable=False),
+    Column("added_by", String(200), nullable=False),
+    Column("added_at", UTCDateTime, nullable=False),
+    UniqueConstraint("hospital_id", "system", "code", name="uq_code_mapping_code"),
+)
+
+# The worklist: local codes seen in results that no mapping turns into a catalog item.
+unmapped_code = Table(
+    "unmapped_code",
+    metadata,
+    Column("hospital_id", String(32), primary_key=True),
+    Column("system", String(300), primary_key=True),
+    Column("code", String(100), primary_key=True),
+    Column("display", String(300), nullable=True),
+    Column("occurrences", Integer, nullable=False),  # result items seen with it
+    Column("first_seen", UTCDateTime, nullable=False),
+    Column("last_seen", UTCDateTime, nullable=False),
+    Column("mapped_to", String(64), nullable=True),  # set once mapped: off the worklist
+    Column("mapped_at", UTCDateTime, nullable=True),
+)

@@ -40,7 +40,7 @@ async def check(body: CheckIn, container: ContainerDep, actor: DoctorDep) -> Che
         container.sessions,
         container.pseudonyms,
         container.cipher,
-        container.rules(),
+        container.rules_provider(),
         request,
         actor,
     )

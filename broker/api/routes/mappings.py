@@ -1,0 +1,66 @@
+"""Admin API: the unmapped-code worklist and local-code mappings (hospital IT)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from fastapi import APIRouter, status
+from pydantic import BaseModel, Field
+
+from broker.api.deps import AdminDep, ContainerDep
+from broker.domain.actors import Actor
+from broker.services import mappings as mapping_service
+from broker.services.errors import ServiceError
+from broker.storage import mappings
+
+router = APIRouter(prefix="/api/v1/admin/mappings", tags=["admin"])
+
+
+class MappingIn(BaseModel):
+    hospital: str = Field(min_length=1, max_length=32)
+    system: str = Field(min_length=1, max_length=300)
+    code: str = Field(min_length=1, max_length=100)
+    catalog_code: str = Field(min_length=1, max_length=64)
+
+
+class UnmappedOut(BaseModel):
+    hospital: str
+    system: str
+    code: str
+    display: str | None
+    occurrences: int
+    first_seen: datetime
+    last_seen: datetime
+    mapped_to: str | None
+
+
+def _scope(actor: Actor, hospital: str | None) -> str | None:
+    """An admin of one hospital sees and maps only that hospital's codes."""
+    if hospital is not None and not actor.acts_for(hospital):
+        raise ServiceError(403, "Not your hospital", f"this token is for {actor.hospital}")
+    return hospital if hospital is not None else (None if actor.hospital == "*" else actor.hospital)
+
+
+@router.get("/unmapped", response_model=list[UnmappedOut])
+async def unmapped(
+    container: ContainerDep, actor: AdminDep, hospital: str | None = None, all: bool = False
+) -> list[mappings.Unmapped]:
+    """Local codes seen in results that map to no catalog item, most frequent first."""
+    async with container.sessions() as s:
+        return await mappings.worklist(s, _scope(actor, hospital), include_mapped=all)
+
+
+@router.post("", status_code=status.HTTP_201_CREATED)
+async def add(body: MappingIn, container: ContainerDep, actor: AdminDep) -> dict[str, object]:
+    """Map a local code to a catalog item; in force from the next request, no restart."""
+    _scope(actor, body.hospital)
+    covered = await mapping_service.add_mapping(
+        container.sessions,
+        container.rules().catalog,
+        hospital=body.hospital,
+        system=body.system,
+        code=body.code,
+        catalog_code=body.catalog_code,
+        by=actor.name,
+    )
+    return {**body.model_dump(), "results_covered": covered}

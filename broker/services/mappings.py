@@ -1,0 +1,46 @@
+"""Hospital IT maps local codes to catalog items; the worklist says which are missing."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from broker.domain.catalog import Catalog
+from broker.domain.mapping import is_local
+from broker.services.errors import ServiceError
+from broker.storage import hospitals, mappings
+
+
+async def add_mapping(
+    sessions: async_sessionmaker[AsyncSession],
+    catalog: Catalog,
+    *,
+    hospital: str,
+    system: str,
+    code: str,
+    catalog_code: str,
+    by: str,
+) -> int:
+    """Map a hospital's local code; returns how many indexed results it now covers."""
+    if catalog_code not in catalog.items:
+        raise ServiceError(
+            422,
+            "Unknown catalog item",
+            f"{catalog_code!r} is not in the catalog (see GET "
+            "/api/v1/admin/catalog or schemas/catalog/catalog.yaml)",
+        )
+    if not is_local(system):
+        raise ServiceError(
+            422,
+            "Not a local code system",
+            f"{system} is a standard vocabulary; only hospital-local codes are mapped",
+        )
+    if not code.strip():
+        raise ServiceError(422, "Empty code", "give the local code to map")
+    async with sessions() as s, s.begin():
+        if await hospitals.get(s, hospital) is None:
+            raise ServiceError(404, "Unknown hospital", f"{hospital!r} is not registered")
+        return await mappings.add_mapping(
+            s, hospital, system, code.strip(), catalog_code, by, datetime.now(UTC)
+        )

@@ -1,0 +1,38 @@
+"""The recognition rules as they stand now: the reference data plus run-time mappings."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from broker.domain.catalog import Catalog
+from broker.services.checks import Rules
+from broker.storage import mappings
+
+
+class RulesProvider:
+    """Rules from schemas/ (loaded once) with the database's mappings merged in.
+
+    Every check and ingest batch asks for the mapping table's version (one small query);
+    a mapping added by any process is used from the next request on, without restarts.
+    """
+
+    def __init__(self, base: Rules) -> None:
+        self.base = base
+        self._version: tuple[int, int] | None = None
+        self._rules = base
+
+    async def current(self, session: AsyncSession) -> Rules:
+        version = await mappings.version(session)
+        if version != self._version:
+            extra = await mappings.all_mappings(session)
+            catalog = replace(
+                self.base.catalog, local_codes={**self.base.catalog.local_codes, **extra}
+            )
+            self._rules = Rules(catalog, self.base.policy)
+            self._version = version
+        return self._rules
+
+    async def catalog(self, session: AsyncSession) -> Catalog:
+        return (await self.current(session)).catalog

@@ -1,0 +1,112 @@
+"""The unmapped-code worklist and mappings that take effect without a restart."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, date, datetime
+from typing import Any
+
+import pytest
+
+from broker.bootstrap import Container
+from broker.domain.actors import Actor, Role
+from broker.domain.recognition import Order
+from broker.domain.registry import Certification, CertifyingBody
+from broker.services.checks import CheckRequest, run_check
+from broker.services.errors import ServiceError
+from broker.services.mappings import add_mapping
+from broker.storage import hospitals, mappings
+from tests import factories as f
+
+LIS = "urn:mrb:hospital:H001:lab-code"
+HB = Order(system="http://loinc.org", code="718-7")
+
+
+def local_bundle(code: str = "XHB", accession: str = "L-1") -> bytes:
+    """A report whose observation carries only H001's own LIS code."""
+    obs = f.observation("hb", "unused", 13.1)
+    obs["code"] = {"coding": [{"system": LIS, "code": code, "display": "血红蛋白(院内)"}]}
+    report: dict[str, Any] = json.loads(f.lab_bundle(accession=accession))["entry"][1]["resource"]
+    report["code"] = {"coding": [{"system": LIS, "code": "XCBC", "display": "血常规"}]}
+    report["result"] = [{"reference": "urn:uuid:hb"}]
+    return f.bundle(
+        [("urn:uuid:patient", f.patient()), ("urn:uuid:dr", report), ("urn:uuid:hb", obs)]
+    )
+
+
+async def index(c: Container, value: bytes) -> None:
+    (p,) = await c.ingest_service().process_batch([f.inbound(value, "H001")])
+    assert p.outcome.value == "indexed", p.detail
+
+
+async def decision(c: Container) -> str:
+    answer = await run_check(
+        c.sessions,
+        c.pseudonyms,
+        c.cipher,
+        c.rules_provider(),
+        CheckRequest(f.NATIONAL, f.PATIENT_A, "H002", datetime(2026, 5, 20, 1, tzinfo=UTC), (HB,)),
+        Actor("dr-li", Role.DOCTOR, "H002"),
+    )
+    return answer.items[0].decision.decision.value
+
+
+async def test_unmapped_codes_are_listed_then_mapped_without_restart(container: Container) -> None:
+    c = container
+    async with c.sessions() as s, s.begin():
+        await hospitals.certify(
+            s,
+            Certification(
+                "H001",
+                "HEMATOLOGY",
+                CertifyingBody.PROVINCIAL_EQA,
+                date(2026, 1, 1),
+                date(2026, 12, 31),
+            ),
+            reference=None,
+        )
+    await index(c, local_bundle())
+    await index(c, local_bundle(accession="L-2"))
+    assert await decision(c) == "NO_PRIOR_RESULT"  # nothing is known to be haemoglobin
+
+    async with c.sessions() as s:
+        listed = {(u.code, u.occurrences) for u in await mappings.worklist(s, "H001")}
+    assert listed == {("XHB", 2), ("XCBC", 2)}
+
+    covered = await add_mapping(
+        c.sessions,
+        c.rules().catalog,
+        hospital="H001",
+        system=LIS,
+        code="XHB",
+        catalog_code="LAB-HGB",
+        by="it-zhou",
+    )
+    assert covered == 2
+    assert await decision(c) == "RECOGNIZABLE"  # the same provider, no reload by hand
+    async with c.sessions() as s:
+        remaining = {u.code for u in await mappings.worklist(s, "H001")}
+        everything = {u.code: u.mapped_to for u in await mappings.worklist(s, include_mapped=True)}
+    assert remaining == {"XCBC"}
+    assert everything == {"XHB": "LAB-HGB", "XCBC": None}
+    # A later result with the mapped code does not go back on the worklist.
+    await index(c, local_bundle(accession="L-3"))
+    async with c.sessions() as s:
+        assert {u.code for u in await mappings.worklist(s, "H001")} == {"XCBC"}
+
+
+@pytest.mark.parametrize(
+    ("changes", "status"),
+    [
+        ({"catalog_code": "LAB-NOPE"}, 422),
+        ({"system": "http://loinc.org"}, 422),
+        ({"hospital": "H404"}, 404),
+    ],
+)
+async def test_bad_mappings_are_refused(
+    container: Container, changes: dict[str, str], status: int
+) -> None:
+    args = {"hospital": "H001", "system": LIS, "code": "XHB", "catalog_code": "LAB-HGB"} | changes
+    with pytest.raises(ServiceError) as refused:
+        await add_mapping(container.sessions, container.rules().catalog, by="it", **args)
+    assert refused.value.status == status
