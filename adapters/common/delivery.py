@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -86,7 +86,7 @@ async def deliver_continuously(
     options: Mapping[str, Any] | None = None,
     resend_after: timedelta = timedelta(seconds=30),
     idle: float = 1.0,
-    on_report: Callable[[DeliveryReport], None] | None = None,
+    on_report: Callable[[DeliveryReport], Awaitable[None] | None] | None = None,
 ) -> None:
     """For listening adapters: deliver whatever the outbox holds until `stop` is set.
 
@@ -107,7 +107,9 @@ async def deliver_continuously(
                 logger.warning("Kafka unavailable (%r); messages wait in the outbox", exc)
             else:
                 if on_report is not None:
-                    on_report(report)
+                    done = on_report(report)
+                    if done is not None:
+                        await done
                 if not report.pending:
                     continue
         with contextlib.suppress(TimeoutError):

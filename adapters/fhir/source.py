@@ -16,11 +16,20 @@ class SourceItem:
     value: bytes  # the bytes as found: the broker stores them unchanged
 
 
-def iter_paths(paths: list[Path]) -> Iterator[Path]:
-    """Files in the order given; directories recursively, sorted by name."""
+def iter_paths(paths: list[Path], suffixes: tuple[str, ...] | None = SUFFIXES) -> Iterator[Path]:
+    """Files in the order given; directories recursively, sorted by name.
+
+    In directories, only files with one of `suffixes` (None: every file not hidden).
+    """
     for path in paths:
         if path.is_dir():
-            yield from sorted(p for p in path.rglob("*") if p.suffix.lower() in SUFFIXES)
+            yield from sorted(
+                p
+                for p in path.rglob("*")
+                if p.is_file()
+                and not p.name.startswith(".")
+                and (suffixes is None or p.suffix.lower() in suffixes)
+            )
         elif path.is_file():
             yield path
         else:

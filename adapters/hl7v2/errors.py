@@ -24,6 +24,7 @@ class Hl7ErrorCode(StrEnum):
     MISSING_FIELD = "HL7_MISSING_FIELD"  # a field the mapping needs is empty (OBR-4, OBX-3)
     INVALID_VALUE = "HL7_INVALID_VALUE"  # a value breaks its data type (NM, DTM, ...)
     STORAGE = "HL7_STORAGE"  # the outbox write failed: nothing was accepted
+    BROKER_REJECTED = "HL7_BROKER_REJECTED"  # stored and sent, refused by the broker (receipt)
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ _MEANINGS: dict[Hl7ErrorCode, _Meaning] = {
     Hl7ErrorCode.MISSING_FIELD: _Meaning(101, False, "Required field missing"),
     Hl7ErrorCode.INVALID_VALUE: _Meaning(102, False, "Data type error"),
     Hl7ErrorCode.STORAGE: _Meaning(207, False, "Application internal error"),
+    Hl7ErrorCode.BROKER_REJECTED: _Meaning(207, False, "Application internal error"),
 }
 
 TABLE_0357_TEXT: dict[int, str] = {m.hl7_error: m.text for m in _MEANINGS.values()} | {

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import Callable
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated
@@ -23,7 +25,12 @@ from adapters.dicom.folder import read_folder
 from adapters.dicom.scp import ScpSettings, start_scp
 from adapters.dicom.service import DicomAdapter
 from adapters.dicom.spool import Spool
-from adapters.fhir.source import patient_hint, read_items
+from adapters.fhir.source import iter_paths, patient_hint, read_items
+from adapters.hl7v2.app_acks import ApplicationAcks
+from adapters.hl7v2.batch import split_messages
+from adapters.hl7v2.config import InterfaceConfig
+from adapters.hl7v2.intake import Intake, accept, reject_oversize
+from adapters.hl7v2.mllp import Oversize, serve_mllp
 from broker.runtime import install_signal_handlers
 from broker.security.keys import load_or_create_key
 from broker.settings import Settings
@@ -70,9 +77,8 @@ def fhir(
     if paths and not items:
         console.print("[yellow]no .json or .ndjson files found[/yellow]")
         raise typer.Exit(1)
-    _publish(
-        settings, hospital, signer, [(i.value, i.origin) for i in items], timeout, resend_after
-    )
+    values = [(i.value, i.origin) for i in items]
+    _publish(settings, hospital, _signed(signer, values), timeout, resend_after)
 
 
 def _signer(settings: Settings, hospital: str) -> Signer:
@@ -85,20 +91,24 @@ def _signer(settings: Settings, hospital: str) -> Signer:
     return Signer(hospital, key_id, private_key, secret)
 
 
+def _signed(signer: Signer, values: list[tuple[bytes, str]]) -> Enqueue:
+    def enqueue(box: Outbox) -> tuple[int, int]:
+        return box.add((signer.message(v, patient_hint(v)), origin) for v, origin in values), 0
+
+    return enqueue
+
+
+# Puts messages in the outbox: (how many were queued, how many inputs were unusable).
+Enqueue = Callable[[Outbox], tuple[int, int]]
+
+
 def _publish(
-    settings: Settings,
-    hospital: str,
-    signer: Signer,
-    values: list[tuple[bytes, str]],
-    timeout: float,
-    resend_after: float,
-    *,
-    problems: int = 0,
+    settings: Settings, hospital: str, enqueue: Enqueue, timeout: float, resend_after: float
 ) -> None:
     """Store in the outbox, deliver, report; exit 1 on rejections, leftovers or problems."""
     outbox = open_outbox(settings)
     try:
-        queued = outbox.add((signer.message(v, patient_hint(v)), origin) for v, origin in values)
+        queued, problems = enqueue(outbox)
         report = asyncio.run(_deliver(outbox, settings, hospital, timeout, resend_after))
         _report(outbox, report, queued, hospital)
     except Exception as exc:
@@ -111,6 +121,142 @@ def _publish(
         outbox.close()
     if problems or report.pending or any(r.outcome == "rejected" for r in report.receipts.values()):
         raise typer.Exit(1)
+
+
+def _host_port(value: str, option: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit():
+        console.print(f"[red]error:[/red] {option} takes HOST:PORT, e.g. 0.0.0.0:2575")
+        raise typer.Exit(2)
+    return host, int(port)
+
+
+@app.command("hl7v2")
+def hl7v2(
+    hospital: Annotated[str, typer.Option(help="Registered hospital id, e.g. H001.")],
+    paths: Annotated[
+        list[Path] | None, typer.Argument(help="Files of HL7 v2 messages (batch/file mode).")
+    ] = None,
+    listen: Annotated[
+        str | None, typer.Option(help="HOST:PORT for the MLLP listener, e.g. 0.0.0.0:2575.")
+    ] = None,
+    ack_to: Annotated[
+        str | None,
+        typer.Option(help="HOST:PORT of the LIS's own listener, for enhanced-mode app ACKs."),
+    ] = None,
+    charset: Annotated[
+        str, typer.Option(help="Character set when MSH-18 is empty (many LIS send gbk).")
+    ] = "utf-8",
+    zone: Annotated[str, typer.Option(help="The hospital's time zone.")] = "Asia/Shanghai",
+    mark_field: Annotated[
+        str | None, typer.Option(help="Field carrying the 互认标识, e.g. OBR-46.")
+    ] = None,
+    obx_without_sub_id: Annotated[
+        bool, typer.Option(help="The sender omits OBX-4 (values shifted one field left).")
+    ] = False,
+    timeout: Annotated[float, typer.Option(help="File mode: seconds to wait for receipts.")] = 60.0,
+    resend_after: Annotated[
+        float, typer.Option(help="Seconds without a receipt before sending again.")
+    ] = 30.0,
+) -> None:
+    """Publish HL7 v2 ORU^R01 lab results as FHIR (one report per OBR group).
+
+    With --listen it is an MLLP server: each message is stored in the outbox before it
+    is acknowledged (AA, or CA in enhanced mode; AE/AR with ERR when it cannot be used);
+    with --ack-to, enhanced-mode application ACKs follow once the broker's receipts
+    arrive. Without --listen it reads files (MLLP-framed, or plain with FHS/BHS batches).
+    """
+    settings = Settings()
+    signer = _signer(settings, hospital)
+    try:
+        config = InterfaceConfig(
+            zone=ZoneInfo(zone),
+            fallback_encoding=charset,
+            recognition_mark_field=mark_field,
+            obx_without_sub_id=obx_without_sub_id,
+        )
+    except (LookupError, ValueError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    outbox = open_outbox(settings)
+    intake = Intake(
+        hospital, outbox, signer.key_id, signer.private_key, signer.routing_secret, config
+    )
+    if listen:
+        target = _host_port(ack_to, "--ack-to") if ack_to else None
+        try:
+            asyncio.run(_listen_hl7(settings, intake, _host_port(listen, "--listen"), target))
+        finally:
+            outbox.close()
+        return
+    outbox.close()
+    if not paths:
+        console.print("[red]error:[/red] give files of HL7 v2 messages, or --listen HOST:PORT")
+        raise typer.Exit(2)
+
+    def enqueue(box: Outbox) -> tuple[int, int]:
+        queued = problems = 0
+        feed = replace(intake, outbox=box)
+        for path in iter_paths(paths or [], suffixes=None):
+            for n, raw in enumerate(split_messages(path.read_bytes()), 1):
+                accepted = accept(raw, feed, origin=f"{path}:{n}")
+                queued += len(accepted.message_ids)
+                if accepted.error is not None:
+                    problems += 1
+                    console.print(
+                        f"  [yellow]{accepted.error.code}[/yellow] {path}:{n}: "
+                        f"{accepted.error.detail}"
+                    )
+        return queued, problems
+
+    _publish(settings, hospital, enqueue, timeout, resend_after)
+
+
+async def _listen_hl7(
+    settings: Settings,
+    intake: Intake,
+    where: tuple[str, int],
+    ack_to: tuple[str, int] | None,
+) -> None:
+    stop = asyncio.Event()
+    install_signal_handlers(stop)
+    acks = ApplicationAcks(ack_to)
+
+    async def handle(raw: bytes) -> bytes | None:
+        accepted = accept(raw, intake)
+        acks.expect(accepted)
+        return accepted.ack
+
+    async def oversize(item: Oversize) -> bytes | None:
+        return await reject_oversize(item, intake)
+
+    server = await serve_mllp(*where, handle, on_oversize=oversize)
+    port = server.sockets[0].getsockname()[1]
+    console.print(
+        f"MLLP listener for {intake.hospital} on {where[0]}:{port}"
+        + (f", application ACKs to {ack_to[0]}:{ack_to[1]}" if ack_to else "")
+        + f"; publishing to {bootstrap_of(settings)}. Ctrl-C stops."
+    )
+
+    async def on_report(report: DeliveryReport) -> None:
+        await acks.send(report.receipts)
+        counts = Counter(r.outcome for r in report.receipts.values())
+        if counts:
+            console.print("delivered: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+
+    try:
+        await deliver_continuously(
+            intake.outbox,
+            bootstrap_of(settings),
+            stop,
+            hospital=intake.hospital,
+            options=settings.kafka_options(),
+            on_report=on_report,
+        )
+    finally:
+        server.close()
+        await server.wait_closed()
+        console.print("stopped; undelivered messages stay in the outbox for the next run")
 
 
 @app.command("dicom")
@@ -179,8 +325,13 @@ def dicom(
         (b.value, f"dicom study {b.number_of_series} series, {b.number_of_instances} instances")
         for b in result.bundles
     ]
+    enqueue = _signed(signer, values)
     _publish(
-        settings, hospital, signer, values, timeout, resend_after, problems=len(result.problems)
+        settings,
+        hospital,
+        lambda box: (enqueue(box)[0], len(result.problems)),
+        timeout,
+        resend_after,
     )
 
 
