@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
+import os
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import replace
@@ -11,6 +14,7 @@ from pathlib import Path
 from typing import Annotated
 from zoneinfo import ZoneInfo
 
+import httpx
 import typer
 from rich.console import Console
 from rich.progress import Progress
@@ -25,12 +29,15 @@ from adapters.dicom.folder import read_folder
 from adapters.dicom.scp import ScpSettings, start_scp
 from adapters.dicom.service import DicomAdapter
 from adapters.dicom.spool import Spool
+from adapters.fhir.poll import Cursor, PollError, poll_reports
 from adapters.fhir.source import iter_paths, patient_hint, read_items
 from adapters.hl7v2.app_acks import ApplicationAcks
 from adapters.hl7v2.batch import split_messages
 from adapters.hl7v2.config import InterfaceConfig
 from adapters.hl7v2.intake import Intake, accept, reject_oversize
 from adapters.hl7v2.mllp import Oversize, serve_mllp
+from broker.domain.rejections import Rejected
+from broker.ingest.parse import parse_message
 from broker.runtime import install_signal_handlers
 from broker.security.keys import load_or_create_key
 from broker.settings import Settings
@@ -56,19 +63,37 @@ def fhir(
     paths: Annotated[
         list[Path] | None, typer.Argument(help="JSON/NDJSON files or directories.")
     ] = None,
+    poll: Annotated[
+        str | None,
+        typer.Option(help="A FHIR server base URL to poll for new DiagnosticReports."),
+    ] = None,
+    interval: Annotated[
+        float, typer.Option(help="With --poll: seconds between polls (0: poll once).")
+    ] = 0.0,
+    validate: Annotated[
+        bool, typer.Option(help="Check each message as the broker will, before sending.")
+    ] = True,
+    zone: Annotated[str, typer.Option(help="The hospital's time zone.")] = "Asia/Shanghai",
     timeout: Annotated[float, typer.Option(help="Seconds to wait for receipts.")] = 60.0,
     resend_after: Annotated[
         float, typer.Option(help="Seconds without a receipt before sending again.")
     ] = 30.0,
 ) -> None:
-    """Publish FHIR R4 files as HOSPITAL: stored in the outbox, signed, sent, receipted.
+    """Publish FHIR R4 as HOSPITAL: stored in the outbox, signed, sent, receipted.
 
-    Without PATHS, delivers what is still pending from earlier runs. Exit code 1 if a
-    message was rejected or is still pending when the timeout ends (it stays in the
-    outbox and is sent again next time).
+    PATHS are JSON files (a Bundle or a resource), NDJSON (one per line) or directories.
+    --poll reads a hospital FHIR server's DiagnosticReport search by _lastUpdated (the
+    bearer token, if the server needs one, from MRB_FHIR_SOURCE_TOKEN). Messages the
+    broker would refuse are reported here and not sent. Without PATHS or --poll,
+    delivers what is still pending. Exit code 1 if anything was refused, rejected or is
+    still pending when the timeout ends (it stays in the outbox for the next run).
     """
     settings = Settings()
     signer = _signer(settings, hospital)
+    check = _validator(hospital, ZoneInfo(zone)) if validate else None
+    if poll:
+        asyncio.run(_poll_fhir(settings, signer, poll, interval, check, timeout, resend_after))
+        return
     try:
         items = list(read_items(paths or []))
     except (FileNotFoundError, OSError) as exc:
@@ -78,7 +103,73 @@ def fhir(
         console.print("[yellow]no .json or .ndjson files found[/yellow]")
         raise typer.Exit(1)
     values = [(i.value, i.origin) for i in items]
-    _publish(settings, hospital, _signed(signer, values), timeout, resend_after)
+    _publish(settings, hospital, _signed(signer, values, check), timeout, resend_after)
+
+
+# Returns why the broker would refuse a message (None: it would be accepted).
+Validator = Callable[[bytes], Rejected | None]
+
+
+def _validator(hospital: str, zone: ZoneInfo) -> Validator:
+    def check(value: bytes) -> Rejected | None:
+        try:
+            parse_message(value, hospital=hospital, zone=zone)
+        except Rejected as refused:
+            return refused
+        return None
+
+    return check
+
+
+async def _poll_fhir(
+    settings: Settings,
+    signer: Signer,
+    base: str,
+    interval: float,
+    check: Validator | None,
+    timeout: float,
+    resend_after: float,
+) -> None:
+    stop = asyncio.Event()
+    install_signal_handlers(stop)
+    name = hashlib.sha256(base.encode()).hexdigest()[:12]
+    cursor = Cursor(settings.data_dir / f"fhir-poll-{name}.json")
+    token = os.environ.get("MRB_FHIR_SOURCE_TOKEN")
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    outbox = open_outbox(settings)
+    try:
+        async with httpx.AsyncClient(headers=headers, timeout=30) as client:
+            while True:
+                since = cursor.read()
+                values: list[tuple[bytes, str]] = []
+                newest = since
+                async for item in poll_reports(client, base, since):
+                    values.append((item.value, f"{base}/DiagnosticReport/{item.report_id}"))
+                    if item.last_updated and (newest is None or item.last_updated > newest):
+                        newest = item.last_updated
+                queued, problems = _signed(signer, values, check)(outbox)
+                if newest and newest != since:
+                    cursor.write(newest)  # after the outbox holds them: nothing skipped
+                console.print(
+                    f"polled {base} since {since or 'the beginning'}: {len(values)} report(s), "
+                    f"{queued} queued, {problems} refused"
+                )
+                report = await _deliver(outbox, settings, signer.hospital, timeout, resend_after)
+                _report(outbox, report, queued, signer.hospital)
+                if interval <= 0 or stop.is_set():
+                    rejected = any(r.outcome == "rejected" for r in report.receipts.values())
+                    if problems or report.pending or rejected:
+                        raise typer.Exit(1)
+                    return
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), interval)
+                if stop.is_set():
+                    return
+    except (httpx.HTTPError, PollError) as exc:
+        console.print(f"[red]error:[/red] polling {base} failed: {exc}")
+        raise typer.Exit(1) from None
+    finally:
+        outbox.close()
 
 
 def _signer(settings: Settings, hospital: str) -> Signer:
@@ -91,9 +182,21 @@ def _signer(settings: Settings, hospital: str) -> Signer:
     return Signer(hospital, key_id, private_key, secret)
 
 
-def _signed(signer: Signer, values: list[tuple[bytes, str]]) -> Enqueue:
+def _signed(
+    signer: Signer, values: list[tuple[bytes, str]], check: Validator | None = None
+) -> Enqueue:
+    """Queue the values the broker would accept; report the others here, unsent."""
+
     def enqueue(box: Outbox) -> tuple[int, int]:
-        return box.add((signer.message(v, patient_hint(v)), origin) for v, origin in values), 0
+        good: list[tuple[bytes, str]] = []
+        for value, origin in values:
+            refused = check(value) if check else None
+            if refused is None:
+                good.append((value, origin))
+            else:
+                console.print(f"  [red]{refused.code}[/red] {origin}: {refused.detail}")
+        queued = box.add((signer.message(v, patient_hint(v)), o) for v, o in good)
+        return queued, len(values) - len(good)
 
     return enqueue
 

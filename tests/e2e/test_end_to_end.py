@@ -134,6 +134,7 @@ async def test_the_fhir_adapter_cli_publishes_files_and_reports_receipts(
         "H001",
         "--timeout",
         "30",
+        "--no-validate",  # send as is: the broker's own refusal is what is tested here
         str(folder),
         env=env,
         stdout=asyncio.subprocess.PIPE,
