@@ -5,7 +5,7 @@ Annex L (Table L-1, the correspondence of CID 4031 "Common Anatomic Regions" and
 Body Part Examined defined terms). Where the broker's item catalog
 (schemas/catalog/catalog.yaml) spells the same region with an equivalent SNOMED CT
 concept, the catalog's code is emitted so the study matches the catalog item; the
-Annex L code is kept in `annex_l_code` (docs/adapters-dicom.md lists both).
+Annex L code is kept in `annex_l_code` (docs/adapters.md (DICOM) lists both).
 """
 
 from __future__ import annotations

@@ -108,3 +108,31 @@ async def test_catalog_with_regional_overrides(api: httpx.AsyncClient) -> None:
     cbc_sc = {i["code"]: i for i in sichuan["items"]}["LAB-CBC"]
     assert cbc["kind"] == "panel" and cbc["components"]
     assert cbc["fees"] != cbc_sc["fees"]  # Sichuan's price list differs
+
+
+async def test_mapping_worklist_over_http(api: httpx.AsyncClient) -> None:
+    await api.post("/api/v1/admin/hospitals", json=HOSPITAL)
+    assert (await api.get("/api/v1/admin/mappings/unmapped")).json() == []
+    body = {
+        "hospital": "H030",
+        "system": "urn:mrb:hospital:H030:lab-code",
+        "code": "HGB",
+        "catalog_code": "LAB-HGB",
+    }
+    added = await api.post("/api/v1/admin/mappings", json=body)
+    assert added.status_code == 201 and added.json()["results_covered"] == 0
+    wrong = await api.post("/api/v1/admin/mappings", json={**body, "catalog_code": "LAB-X"})
+    assert wrong.status_code == 422 and "not in the catalog" in wrong.json()["detail"]
+
+
+async def test_admin_of_one_hospital_maps_only_its_codes(settings: Settings) -> None:
+    async with (
+        running_stack(settings, api=True, worker=False, kafka_needed=False) as stack,
+        api_client(stack, "admin", "H001") as h001_admin,
+        api_client(stack, "doctor", "H001") as doctor,
+    ):
+        body = {"hospital": "H002", "system": "urn:x", "code": "1", "catalog_code": "LAB-HGB"}
+        refused = await h001_admin.post("/api/v1/admin/mappings", json=body)
+        assert refused.status_code == 403
+        assert (await doctor.get("/api/v1/admin/mappings/unmapped")).status_code == 403
+        assert (await doctor.post("/api/v1/admin/hospitals", json=HOSPITAL)).status_code == 403
