@@ -9,6 +9,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 
 import httpx
@@ -18,6 +19,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from broker.bootstrap import Container
 from broker.domain.actors import Role
+from broker.domain.registry import Certification, CertifyingBody
 from broker.kafka.embedded import EmbeddedKafka
 from broker.kafka.topics import default_partitions, ensure_topics
 from broker.runtime import Stack
@@ -152,3 +154,20 @@ def api_client(
     return httpx.AsyncClient(
         base_url=stack.api_url, headers=bearer(stack.container, role, hospital, subject)
     )
+
+
+async def certify(
+    container: Container,
+    hospital: str = "H001",
+    scope: str = "HEMATOLOGY",
+    valid_to: date = date(2026, 12, 31),
+) -> None:
+    """A provincial EQA certification, in force from 2026-01-01."""
+    async with container.sessions() as session, session.begin():
+        await hospitals.certify(
+            session,
+            Certification(
+                hospital, scope, CertifyingBody.PROVINCIAL_EQA, date(2026, 1, 1), valid_to
+            ),
+            reference=None,
+        )

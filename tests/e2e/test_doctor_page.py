@@ -8,12 +8,11 @@ from datetime import date
 
 import pytest
 
-from broker.domain.registry import Certification, CertifyingBody
 from broker.runtime import Stack, running_stack
 from broker.settings import Settings
 from broker.storage import hospitals
 from tests import factories as f
-from tests.conftest import bearer
+from tests.conftest import bearer, certify
 
 pytestmark = pytest.mark.slow
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -29,17 +28,7 @@ async def stack(settings: Settings) -> AsyncIterator[Stack]:
             for hid, level in (("H001", "3"), ("H002", "2")):
                 await hospitals.add(session, hospitals.Hospital(hid, hid, "510502", level))
                 await hospitals.add_key(session, hid, f.key_id(hid), f.public_b64(hid))
-            await hospitals.certify(
-                session,
-                Certification(
-                    "H001",
-                    "HEMATOLOGY",
-                    CertifyingBody.PROVINCIAL_EQA,
-                    date(2026, 1, 1),
-                    date(2030, 12, 31),
-                ),
-                reference=None,
-            )
+        await certify(s.container, valid_to=date(2030, 12, 31))
         yield s
 
 

@@ -7,21 +7,20 @@ import csv
 import io
 import json
 from collections.abc import AsyncIterator
-from datetime import date, datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
 import httpx
 import pytest
 
 from adapters.common.publisher import Publisher, ReceiptWatcher
-from broker.domain.registry import Certification, CertifyingBody
 from broker.kafka.reading import read_topic
 from broker.kafka.topics import RECOGNITION
 from broker.runtime import Stack, running_stack
 from broker.settings import Settings
 from broker.storage import hospitals
 from tests import factories as f
-from tests.conftest import api_client
+from tests.conftest import api_client, certify
 
 pytestmark = pytest.mark.slow
 CST = timezone(timedelta(hours=8))
@@ -37,17 +36,7 @@ async def stack(settings: Settings) -> AsyncIterator[Stack]:
             for hid, level in (("H001", "3"), ("H002", "2")):
                 await hospitals.add(session, hospitals.Hospital(hid, hid, "510502", level))
                 await hospitals.add_key(session, hid, f.key_id(hid), f.public_b64(hid))
-            await hospitals.certify(
-                session,
-                Certification(
-                    "H001",
-                    "HEMATOLOGY",
-                    CertifyingBody.PROVINCIAL_EQA,
-                    date(2026, 1, 1),
-                    date(2026, 12, 31),
-                ),
-                reference=None,
-            )
+        await certify(s.container)
         yield s
 
 

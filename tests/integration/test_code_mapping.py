@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -11,12 +11,12 @@ import pytest
 from broker.bootstrap import Container
 from broker.domain.actors import Actor, Role
 from broker.domain.recognition import Order
-from broker.domain.registry import Certification, CertifyingBody
 from broker.services.checks import CheckRequest, run_check
 from broker.services.errors import ServiceError
 from broker.services.mappings import add_mapping
-from broker.storage import hospitals, mappings
+from broker.storage import mappings
 from tests import factories as f
+from tests.conftest import certify
 
 LIS = "urn:mrb:hospital:H001:lab-code"
 HB = Order(system="http://loinc.org", code="718-7")
@@ -53,18 +53,7 @@ async def decision(c: Container) -> str:
 
 async def test_unmapped_codes_are_listed_then_mapped_without_restart(container: Container) -> None:
     c = container
-    async with c.sessions() as s, s.begin():
-        await hospitals.certify(
-            s,
-            Certification(
-                "H001",
-                "HEMATOLOGY",
-                CertifyingBody.PROVINCIAL_EQA,
-                date(2026, 1, 1),
-                date(2026, 12, 31),
-            ),
-            reference=None,
-        )
+    await certify(c)
     await index(c, local_bundle())
     await index(c, local_bundle(accession="L-2"))
     assert await decision(c) == "NO_PRIOR_RESULT"  # nothing is known to be haemoglobin

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
@@ -14,31 +14,20 @@ from broker.bootstrap import Container
 from broker.domain.actors import Actor, Role
 from broker.domain.ledger import DeclineReason, OutcomeInput, OutcomeKind
 from broker.domain.recognition import Order
-from broker.domain.registry import Certification, CertifyingBody
 from broker.services.checks import CheckRequest, run_check
 from broker.services.errors import ServiceError
 from broker.services.notifications import mark_read, notices_for
 from broker.services.outcomes import OutcomeRequest, record_outcomes
 from broker.services.reports import regulator, savings
-from broker.storage import hospitals, ledger
+from broker.storage import ledger
 from broker.storage.tables import event_outbox, ledger_entry, notification
 from tests import factories as f
+from tests.conftest import certify
 
 DOCTOR = Actor("dr-li", Role.DOCTOR, "H002")
 HB = Order(system="http://loinc.org", code="718-7")
 PLT = Order(system="http://loinc.org", code="777-3")
 MAY_20 = datetime(2026, 5, 20, 1, 0, tzinfo=UTC)  # 09:00 in Beijing
-
-
-async def certify(c: Container, hospital: str = "H001", scope: str = "HEMATOLOGY") -> None:
-    async with c.sessions() as s, s.begin():
-        await hospitals.certify(
-            s,
-            Certification(
-                hospital, scope, CertifyingBody.PROVINCIAL_EQA, date(2026, 1, 1), date(2026, 12, 31)
-            ),
-            reference=None,
-        )
 
 
 async def index(

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from fastapi import APIRouter, status
 from pydantic import BaseModel, Field
 
@@ -23,17 +21,6 @@ class MappingIn(BaseModel):
     catalog_code: str = Field(min_length=1, max_length=64)
 
 
-class UnmappedOut(BaseModel):
-    hospital: str
-    system: str
-    code: str
-    display: str | None
-    occurrences: int
-    first_seen: datetime
-    last_seen: datetime
-    mapped_to: str | None
-
-
 def _scope(actor: Actor, hospital: str | None) -> str | None:
     """An admin of one hospital sees and maps only that hospital's codes."""
     if hospital is not None and not actor.acts_for(hospital):
@@ -41,7 +28,7 @@ def _scope(actor: Actor, hospital: str | None) -> str | None:
     return hospital if hospital is not None else (None if actor.hospital == "*" else actor.hospital)
 
 
-@router.get("/unmapped", response_model=list[UnmappedOut])
+@router.get("/unmapped", response_model=list[mappings.Unmapped])
 async def unmapped(
     container: ContainerDep, actor: AdminDep, hospital: str | None = None, all: bool = False
 ) -> list[mappings.Unmapped]:
