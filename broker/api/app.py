@@ -11,6 +11,8 @@ from fastapi.staticfiles import StaticFiles
 from broker.api import problems
 from broker.api.routes import (
     admin,
+    cds_hooks,
+    fhir,
     finance,
     health,
     mappings,
@@ -40,6 +42,8 @@ def create_app(container: Container, *, role: str = "api") -> FastAPI:
         app.include_router(admin.router)
         app.include_router(mappings.router)
         app.include_router(pages.router)
+        app.include_router(fhir.router)
+        app.include_router(cds_hooks.router)
         app.mount("/static", StaticFiles(directory=pages.STATIC), name="static")
 
     @app.middleware("http")

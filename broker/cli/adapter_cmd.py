@@ -89,9 +89,9 @@ def fhir(
     still pending when the timeout ends (it stays in the outbox for the next run).
     """
     settings = Settings()
-    signer = _signer(settings, hospital)
     check = _validator(hospital, ZoneInfo(zone)) if validate else None
     if poll:
+        signer = _signer(settings, hospital)
         asyncio.run(_poll_fhir(settings, signer, poll, interval, check, timeout, resend_after))
         return
     try:
@@ -102,6 +102,7 @@ def fhir(
     if paths and not items:
         console.print("[yellow]no .json or .ndjson files found[/yellow]")
         raise typer.Exit(1)
+    signer = _signer(settings, hospital)
     values = [(i.value, i.origin) for i in items]
     _publish(settings, hospital, _signed(signer, values, check), timeout, resend_after)
 

@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 
 from adapters.common.signing import create_key
+from broker.cdshooks import cli as cds_cli
 from broker.cli import adapter_cmd, dlq_cmd, hospital_cmd, mapping_cmd, report_cmd, token_cmd
 from broker.cli.demo import run_demo
 from broker.observability import configure_logging
@@ -32,6 +33,7 @@ app.add_typer(adapter_cmd.app, name="adapter")
 app.add_typer(dlq_cmd.app, name="dlq")
 app.add_typer(token_cmd.app, name="token")
 app.add_typer(mapping_cmd.app, name="mapping")
+app.add_typer(cds_cli.app, name="cds")
 app.add_typer(report_cmd.app, name="report")
 app.add_typer(report_cmd.ledger_app, name="ledger")
 
@@ -129,11 +131,16 @@ def keys_init(
         return
     created = [
         p
-        for p in (keys / "pseudonym.key", keys / "payload-k1.key", keys / "api-token.key")
+        for p in (
+            keys / "pseudonym.key",
+            keys / "payload-k1.key",
+            keys / "api-token.key",
+            keys / "fhir-cursor.key",
+        )
         if not p.exists()
     ]
-    load_or_create_key(keys / "pseudonym.key")
-    load_or_create_key(keys / "api-token.key")
+    for name in ("pseudonym.key", "api-token.key", "fhir-cursor.key"):
+        load_or_create_key(keys / name)
     PayloadCipher.from_dir(keys, create=True)
     for p in created:
         console.print(f"created {p}")

@@ -30,11 +30,17 @@ def load_or_create_key(path: Path, *, size: int = 32) -> bytes:
         return key
     path.parent.mkdir(parents=True, exist_ok=True)
     key = secrets.token_bytes(size)
-    # O_EXCL: two processes starting together must not each write a different key.
+    # Written whole to a private temporary file, then linked into place: a process that
+    # loses the race reads the winner's complete key, never a half-written file.
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return load_or_create_key(path, size=size)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(key.hex() + "\n")
+        with os.fdopen(fd, "w") as fh:
+            fh.write(key.hex() + "\n")
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return load_or_create_key(path, size=size)
+    finally:
+        tmp.unlink(missing_ok=True)
     return key

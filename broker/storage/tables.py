@@ -375,3 +375,7 @@ unmapped_code = Table(
     Column("mapped_to", String(64), nullable=True),  # set once mapped: off the worklist
     Column("mapped_at", UTCDateTime, nullable=True),
 )
+
+
+# Tables kept in their own modules join the same metadata (Alembic compares them all).
+from broker.storage import cds_tables, fhir_tables  # noqa: E402, F401

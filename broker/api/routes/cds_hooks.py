@@ -1,0 +1,126 @@
+"""CDS Hooks 2.0: discovery, the recognition services and their feedback.
+
+Wire with `app.include_router(cds_hooks.router)`. Service calls and feedback need the
+EHR's signed JWT (`Authorization: Bearer <JWT>`, broker/cdshooks/auth.py); discovery is
+public (it describes the services and holds no patient data).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import httpx
+from fastapi import APIRouter, Depends, Request
+
+from broker.api.deps import ContainerDep
+from broker.cdshooks import hooks
+from broker.cdshooks.auth import AuthenticatedClient, ClientRejected, JwksCache, authenticate
+from broker.cdshooks.models import FeedbackRequest, HookRequest
+from broker.cdshooks.services import SERVICES, ServiceDefinition, discovery
+from broker.cdshooks.store import DbClientRegistry, DbReplayGuard
+from broker.services.errors import ServiceError
+
+logger = logging.getLogger(__name__)
+router = APIRouter(tags=["cds-hooks"])
+
+
+def cds_clock() -> datetime:
+    """The time of the call (the order time of checks); tests override this dependency."""
+    return datetime.now(UTC)
+
+
+def cds_fhir_transport() -> httpx.AsyncBaseTransport | None:
+    """How the EHR's FHIR server is reached (None: the network); tests override it."""
+    return None
+
+
+def _jwks_cache(request: Request) -> JwksCache:
+    cache: JwksCache | None = getattr(request.app.state, "cds_jwks_cache", None)
+    if cache is None:
+        cache = JwksCache()
+        request.app.state.cds_jwks_cache = cache
+    return cache
+
+
+def called_url(request: Request) -> str:
+    """The URL the EHR called, as the JWT's `aud` must name it (no query string)."""
+    url = request.url
+    return f"{url.scheme}://{url.netloc}{url.path}"
+
+
+async def cds_client(request: Request, container: ContainerDep) -> AuthenticatedClient:
+    """The EHR that signed this call's JWT; anything else is a plain 401."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise ServiceError(
+            401,
+            "Authentication required",
+            "CDS clients send `Authorization: Bearer <JWT>` signed with their registered key",
+        )
+    try:
+        return await authenticate(
+            token.strip(),
+            audience=called_url(request),
+            registry=DbClientRegistry(container.sessions),
+            replay=DbReplayGuard(container.sessions),
+            jwks_cache=_jwks_cache(request),
+        )
+    except ClientRejected as exc:
+        logger.warning("CDS client JWT refused: %s", exc)
+        raise ServiceError(401, "Unauthorized", "the CDS client's JWT was not accepted") from None
+
+
+ClientDep = Annotated[AuthenticatedClient, Depends(cds_client)]
+ClockDep = Annotated[datetime, Depends(cds_clock)]
+TransportDep = Annotated[httpx.AsyncBaseTransport | None, Depends(cds_fhir_transport)]
+
+
+def _service(service_id: str) -> ServiceDefinition:
+    service = SERVICES.get(service_id)
+    if service is None:
+        raise ServiceError(404, "Unknown CDS service", f"no CDS service {service_id!r}")
+    return service
+
+
+def _caller(request: Request, client: AuthenticatedClient, now: datetime) -> hooks.Caller:
+    base = str(request.base_url)
+    return hooks.Caller(client, base if base.endswith("/") else base + "/", now)
+
+
+@router.get("/cds-services")
+async def cds_discovery() -> dict[str, Any]:
+    """The CDS Services mrb offers (CDS Hooks discovery)."""
+    return discovery()
+
+
+@router.post("/cds-services/{service_id}")
+async def cds_service(
+    service_id: str,
+    body: HookRequest,
+    request: Request,
+    container: ContainerDep,
+    client: ClientDep,
+    now: ClockDep,
+    transport: TransportDep,
+) -> dict[str, Any]:
+    """Cards for one hook call: recognisable prior results for the draft orders."""
+    return await hooks.answer(
+        container, _service(service_id), body, _caller(request, client, now), transport=transport
+    )
+
+
+@router.post("/cds-services/{service_id}/feedback")
+async def cds_feedback(
+    service_id: str,
+    body: FeedbackRequest,
+    request: Request,
+    container: ContainerDep,
+    client: ClientDep,
+    now: ClockDep,
+) -> dict[str, Any]:
+    """Accepted or overridden cards -> the doctor's outcome (idempotent)."""
+    return await hooks.record_feedback(
+        container, _service(service_id), body, _caller(request, client, now)
+    )

@@ -1,0 +1,191 @@
+"""FHIR R4 read and search at /fhir (application/fhir+json; errors as OperationOutcome).
+
+The router owns its error mapping (FhirRoute), so every answer under /fhir, including
+401 from the bearer-token check, is FHIR rather than the API's problem+json.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any
+from urllib.parse import parse_qsl
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+
+from broker.api.deps import get_actor
+from broker.domain.actors import Actor
+from broker.fhir.documents import FHIR_JSON, operation_outcome
+from broker.fhir.errors import FhirError
+from broker.fhir.params import check_prefer
+from broker.fhir.service import RESOURCE_TYPES, Caller, FhirService
+from broker.services.errors import ServiceError
+
+logger = logging.getLogger(__name__)
+
+_JSON_FORMATS = frozenset({"json", "application/json", "application/fhir+json", "fhir+json"})
+_ISSUE_CODES = {400: "invalid", 401: "login", 403: "forbidden", 404: "not-found"}
+
+
+class FhirResponse(JSONResponse):
+    media_type = FHIR_JSON
+
+
+def outcome_response(exc: FhirError) -> FhirResponse:
+    response = FhirResponse(operation_outcome(exc.code, exc.diagnostics), status_code=exc.status)
+    if exc.status == 401:
+        response.headers["WWW-Authenticate"] = "Bearer"
+    return response
+
+
+class FhirRoute(APIRoute):
+    """Answers every error raised on the way (dependencies included) as an OperationOutcome."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def answer(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except FhirError as exc:
+                return outcome_response(exc)
+            except ServiceError as exc:
+                code = _ISSUE_CODES.get(exc.status, "processing")
+                return outcome_response(FhirError(exc.status, code, f"{exc.title}: {exc.detail}"))
+            except RequestValidationError as exc:
+                first = exc.errors()[0] if exc.errors() else {}
+                where = ".".join(str(p) for p in first.get("loc", ()))
+                return outcome_response(
+                    FhirError(400, "invalid", f"{where}: {first.get('msg', 'invalid request')}")
+                )
+            except Exception:
+                logger.exception("FHIR request failed: %s %s", request.method, request.url.path)
+                return outcome_response(
+                    FhirError(500, "exception", "mrb could not answer; the error is logged")
+                )
+
+        return answer
+
+
+router = APIRouter(prefix="/fhir", tags=["fhir"], route_class=FhirRoute)
+
+
+async def get_service(request: Request) -> FhirService:
+    """One FhirService per app (it holds the cursor key).
+
+    A coroutine, so it runs on the event loop rather than in a worker thread: two first
+    requests must not both create the key file.
+    """
+    service: FhirService | None = getattr(request.app.state, "fhir_service", None)
+    if service is None:
+        service = FhirService(request.app.state.container, version=request.app.version)
+        request.app.state.fhir_service = service
+    return service
+
+
+async def check_format(request: Request) -> None:
+    """JSON only: `_format` or an Accept header asking for XML or Turtle gets 406."""
+    fmt = request.query_params.get("_format")
+    if fmt is not None and fmt.split(";")[0].strip().lower() not in _JSON_FORMATS:
+        raise FhirError(406, "not-supported", f"_format={fmt[:40]} is not offered: JSON only")
+    accept = request.headers.get("accept")
+    if accept:
+        kinds = [a.split(";")[0].strip().lower() for a in accept.split(",")]
+        ok = _JSON_FORMATS | {"*/*", "application/*", ""}
+        if not any(k in ok for k in kinds):
+            raise FhirError(
+                406, "not-supported", f"Accept: {accept[:60]} is not offered: JSON only"
+            )
+
+
+async def get_caller(request: Request, actor: Annotated[Actor, Depends(get_actor)]) -> Caller:
+    return FhirService.caller(actor, request.headers.get("x-purpose-of-use"))
+
+
+ServiceDep = Annotated[FhirService, Depends(get_service)]
+CallerDep = Annotated[Caller, Depends(get_caller)]
+
+
+def _base(request: Request) -> str:
+    return str(request.base_url).rstrip("/") + "/fhir"
+
+
+@router.get("/metadata", dependencies=[Depends(check_format)])
+async def metadata(request: Request, service: ServiceDep) -> Response:
+    """The CapabilityStatement: exactly what this endpoint supports (no token needed)."""
+    return FhirResponse(service.capabilities(_base(request)))
+
+
+@router.get("/{resource_type}", dependencies=[Depends(check_format)])
+async def search(
+    resource_type: str, request: Request, service: ServiceDep, caller: CallerDep
+) -> Response:
+    """Search one patient's resources (FHIR R4 search-type)."""
+    return FhirResponse(
+        await service.search(
+            caller,
+            resource_type,
+            request.query_params.multi_items(),
+            strict=check_prefer(request.headers.get("prefer")),
+            base=_base(request),
+        )
+    )
+
+
+@router.post("/{resource_type}/_search", dependencies=[Depends(check_format)])
+async def search_by_post(
+    resource_type: str, request: Request, service: ServiceDep, caller: CallerDep
+) -> Response:
+    """The same search with its parameters in a form body (keeps identifiers out of URLs)."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind not in ("application/x-www-form-urlencoded", ""):
+        raise FhirError(
+            415, "not-supported", "POST _search takes application/x-www-form-urlencoded"
+        )
+    body = (await request.body()).decode("utf-8", errors="replace")
+    pairs: list[tuple[str, str]] = [
+        *request.query_params.multi_items(),
+        *parse_qsl(body, keep_blank_values=True),
+    ]
+    return FhirResponse(
+        await service.search(
+            caller,
+            resource_type,
+            pairs,
+            strict=check_prefer(request.headers.get("prefer")),
+            base=_base(request),
+        )
+    )
+
+
+@router.get("/{resource_type}/{rid}", dependencies=[Depends(check_format)])
+async def read(resource_type: str, rid: str, service: ServiceDep, caller: CallerDep) -> Response:
+    """Read one resource by the id mrb serves it under."""
+    return FhirResponse(await service.read(caller, resource_type, rid))
+
+
+@router.api_route(
+    "/{rest:path}",
+    methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+    include_in_schema=False,
+)
+async def unsupported(rest: str, request: Request) -> Response:
+    """Anything else under /fhir: 405 for writes on served types, else 404."""
+    first = rest.split("/")[0]
+    if request.method not in ("GET", "HEAD") and (first in RESOURCE_TYPES or not rest):
+        raise FhirError(
+            405,
+            "not-supported",
+            f"{request.method} is not offered: mrb's FHIR endpoint is read-only "
+            "(read, search; POST only for [type]/_search)",
+        )
+    detail: Any = rest[:80] or "(the base)"
+    raise FhirError(
+        404,
+        "not-found",
+        f"/fhir/{detail} is not offered: mrb serves metadata, read and search on "
+        + ", ".join(RESOURCE_TYPES),
+    )

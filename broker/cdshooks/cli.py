@@ -1,0 +1,81 @@
+"""`mrb cds add|list|revoke`: the EHRs (CDS clients) allowed to call the CDS Services.
+
+Wire into broker/cli/main.py with `app.add_typer(cdshooks.cli.app, name="cds")`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from broker.bootstrap import Container
+from broker.cdshooks import store
+from broker.cli.context import with_container
+
+app = typer.Typer(help="CDS Hooks clients: EHRs, their JWT issuer and keys.", no_args_is_help=True)
+console = Console(soft_wrap=True)
+
+
+@app.command("add")
+def add(
+    issuer: Annotated[str, typer.Option(help="The EHR's JWT issuer (iss), e.g. its URL.")],
+    hospital: Annotated[str, typer.Option(help="The hospital the EHR orders for.")],
+    jwks_url: Annotated[
+        str | None, typer.Option(help="The EHR's JWK Set URL (https), read and cached.")
+    ] = None,
+    jwks_file: Annotated[
+        Path | None, typer.Option(help="A JWK Set file of public keys given out of band.")
+    ] = None,
+    by: Annotated[str, typer.Option(help="Who registers it (recorded).")] = "cli",
+) -> None:
+    """Register (or update) an EHR allowed to call the CDS Services for its hospital."""
+    jwks: dict[str, Any] | None = None
+    if jwks_file is not None:
+        try:
+            jwks = json.loads(jwks_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise typer.BadParameter(f"cannot read a JWK Set from {jwks_file}: {exc}") from None
+
+    async def work(c: Container) -> None:
+        async with c.sessions() as s, s.begin():
+            await store.register_client(s, issuer, hospital, jwks_url, jwks, by=by)
+
+    with_container(work)
+    source = jwks_url or f"{jwks_file} (inline)"
+    console.print(f"CDS client {issuer} registered for {hospital}; keys from {source}")
+
+
+@app.command("list")
+def list_() -> None:
+    """The registered EHRs."""
+
+    async def work(c: Container) -> list[store.ClientRow]:
+        async with c.sessions() as s:
+            return await store.list_clients(s)
+
+    rows = with_container(work)
+    table = Table("issuer", "hospital", "keys", "added", "revoked")
+    for r in rows:
+        keys = r.jwks_url or f"{r.keys} inline key(s)"
+        revoked = r.revoked_at.date().isoformat() if r.revoked_at else ""
+        table.add_row(r.issuer, r.hospital, keys, r.added_at.date().isoformat(), revoked)
+    console.print(table)
+
+
+@app.command("revoke")
+def revoke(issuer: Annotated[str, typer.Option(help="The EHR's JWT issuer.")]) -> None:
+    """Stop accepting an EHR's calls (its JWTs are refused from now on)."""
+
+    async def work(c: Container) -> bool:
+        async with c.sessions() as s, s.begin():
+            return await store.revoke_client(s, issuer)
+
+    if not with_container(work):
+        console.print(f"no active CDS client {issuer}")
+        raise typer.Exit(1)
+    console.print(f"CDS client {issuer} revoked")

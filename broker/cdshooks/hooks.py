@@ -1,0 +1,485 @@
+"""Answering CDS Hooks calls and recording feedback (the use cases behind the routes).
+
+order-select / order-sign: the draft ServiceRequests the catalog knows become one
+recognition check (broker.services.checks.run_check) for the EHR's hospital, as the
+doctor in `context.userId`. Each draft order remembers its check item, so order-sign
+reuses the check made at order-select for the same order (same day, same code, the
+prior result unchanged) instead of making a second one; an item the doctor already
+accepted or declined is not raised again.
+
+The patient is found only from the EHR's Patient resource (prefetch, else a read on
+`fhirServer`): a resident ID first, then the hospital's own identifiers. A patient mrb
+has no results for gets no card and no check.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any
+
+import httpx
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from broker.bootstrap import Container
+from broker.cdshooks import store
+from broker.cdshooks.auth import AuthenticatedClient
+from broker.cdshooks.cards import (
+    RECOGNITION,
+    CardFacts,
+    card_content,
+    card_kind,
+    issue,
+    patient_view_card,
+)
+from broker.cdshooks.feedback import FeedbackRefused, to_outcome
+from broker.cdshooks.models import Feedback, FeedbackRequest, HookRequest
+from broker.cdshooks.orders import (
+    FHIR_ID,
+    InvalidDraftOrders,
+    ResolvedOrder,
+    parse_draft_orders,
+    resolve,
+    selected,
+)
+from broker.cdshooks.patients import (
+    PatientSource,
+    PatientUnavailable,
+    identifiers,
+    patient_resource,
+)
+from broker.cdshooks.services import ORDER_SELECT, PATIENT_VIEW, ServiceDefinition
+from broker.domain.actors import Actor, Role
+from broker.domain.catalog import ItemKind
+from broker.domain.identifiers import InvalidIdentifier, PatientIdentifier, normalise
+from broker.domain.ledger import OutcomeInput
+from broker.domain.recognition import (
+    RECOGNISABLE_STATUSES,
+    REPORT_NOT_FINAL,
+    Decision,
+    Text,
+    local_date,
+)
+from broker.domain.results import WITHDRAWN_STATUSES
+from broker.services.audit import record_read
+from broker.services.checks import CheckAnswer, CheckRequest, run_check
+from broker.services.errors import ServiceError
+from broker.services.outcomes import OutcomeRequest, record_outcomes
+from broker.storage import hospitals
+from broker.storage.lookup import person_items
+from broker.storage.people import People
+from broker.storage.tables import recognition_check, result
+
+# A check made at order-select is reused at order-sign within this time, on the same day.
+REUSE_WITHIN = timedelta(hours=12)
+NO_CARDS: dict[str, Any] = {"cards": []}
+NOT_DOCTORS = ("Patient", "RelatedPerson")  # patient-portal users get no recognition advice
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who calls (the authenticated EHR client), where mrb is, and the time of the call."""
+
+    client: AuthenticatedClient
+    base_url: str  # mrb's base URL as the EHR reaches it, ending in "/"
+    now: datetime
+
+
+@dataclass(frozen=True)
+class _Issued:
+    position: int  # the draft order's place in draftOrders
+    card: dict[str, Any]
+
+
+async def answer(
+    container: Container,
+    service: ServiceDefinition,
+    request: HookRequest,
+    caller: Caller,
+    *,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> dict[str, Any]:
+    """The CDS Hooks response (`{"cards": [...]}`) for one call of `service`."""
+    if request.hook != service.hook:
+        raise ServiceError(
+            422, "Wrong hook", f"{service.id} answers the {service.hook} hook, not {request.hook}"
+        )
+    context = request.context
+    patient_id = context.get("patientId")
+    if not isinstance(patient_id, str) or not FHIR_ID.fullmatch(patient_id):
+        raise ServiceError(422, "Invalid context", "context.patientId must be a FHIR Patient id")
+    user_id = context.get("userId")
+    if not isinstance(user_id, str) or not user_id.strip():
+        raise ServiceError(
+            422, "Invalid context", "context.userId is required (e.g. Practitioner/1)"
+        )
+    if user_id.split("/", 1)[0] in NOT_DOCTORS:
+        return dict(NO_CARDS)
+    actor = Actor(user_id.strip()[:200], Role.DOCTOR, caller.client.hospital)
+    if service.hook == PATIENT_VIEW:
+        return await _patient_view(container, request, patient_id, actor, caller, transport)
+    return await _orders(container, service, request, patient_id, actor, caller, transport)
+
+
+async def record_feedback(
+    container: Container,
+    service: ServiceDefinition,
+    body: FeedbackRequest,
+    caller: Caller,
+) -> dict[str, Any]:
+    """Each feedback entry -> the card's check item outcome (idempotent; see feedback.py)."""
+    if service.hook == PATIENT_VIEW:  # its card recommends nothing: nothing to record
+        return {"feedback": [{"card": f.card, "recorded": "none"} for f in body.feedback]}
+    async with container.sessions() as s:
+        cards = await store.cards_by_uuid(s, [f.card for f in body.feedback])
+    wanted: list[tuple[Feedback, store.CardRow, OutcomeInput | None]] = []
+    for f in body.feedback:
+        row = cards.get(f.card)
+        if row is None or row.service_id != service.id or row.issuer != caller.client.issuer:
+            raise ServiceError(
+                404,
+                "Unknown card",
+                f"card {f.card!r} was not issued by {service.id} to this client",
+            )
+        if row.kind != RECOGNITION:
+            wanted.append((f, row, None))
+            continue
+        try:
+            wanted.append((f, row, to_outcome(f, row.suggestion_uuid)))
+        except FeedbackRefused as exc:
+            raise ServiceError(422, "Feedback refused", f"card {f.card!r}: {exc}") from None
+    out: list[dict[str, Any]] = []
+    for f, row, given in wanted:
+        if given is None:
+            out.append({"card": f.card, "outcome": f.outcome, "recorded": "none"})
+            continue
+        actor = Actor(row.user_id, Role.DOCTOR, row.hospital_id)
+        (done,) = await record_outcomes(
+            container.sessions,
+            container.rules().catalog,
+            row.check_id,
+            [OutcomeRequest(row.item_index, given)],
+            actor,
+            channel="cds-hooks",
+            now=caller.now,
+        )
+        entry: dict[str, Any] = {
+            "card": f.card,
+            "outcome": f.outcome,
+            "recorded": done.outcome.value,
+            "replayed": done.replayed,
+        }
+        if done.reason:
+            entry["reason"] = done.reason
+        if done.saved is not None:
+            entry["fee_saved"] = f"{done.saved:.2f}"
+        out.append(entry)
+    return {"feedback": out}
+
+
+# -- order-select / order-sign --------------------------------------------------------------
+
+
+async def _orders(
+    container: Container,
+    service: ServiceDefinition,
+    request: HookRequest,
+    patient_id: str,
+    actor: Actor,
+    caller: Caller,
+    transport: httpx.AsyncBaseTransport | None,
+) -> dict[str, Any]:
+    context = request.context
+    try:
+        drafts = parse_draft_orders(context.get("draftOrders"), patient_id)
+    except InvalidDraftOrders as exc:
+        raise ServiceError(422, "Invalid draftOrders", str(exc)) from None
+    if service.hook == ORDER_SELECT:
+        selections = context.get("selections")
+        if not isinstance(selections, list):
+            raise ServiceError(
+                422, "Invalid context", "order-select needs context.selections (an array)"
+            )
+        drafts = selected(drafts, selections)
+    hospital = caller.client.hospital
+    async with container.sessions() as s:
+        catalog = (await container.rules_provider().current(s)).catalog
+    resolved = [r for d in drafts if (r := resolve(d, catalog, hospital)) is not None]
+    if not resolved:  # nothing mrb knows how to recognise: do not even look the patient up
+        return dict(NO_CARDS)
+    found = await _identify(container, request, patient_id, hospital, transport)
+    if found is None:
+        return dict(NO_CARDS)
+    ident, _person = found
+    pseudonym = container.pseudonyms.of(ident)
+    positions = {r.draft.ref: i for i, r in enumerate(resolved)}
+
+    async with container.sessions() as s:
+        stored = await store.drafts(s, hospital, pseudonym, [r.draft.ref for r in resolved])
+        usable = await _reusable(s, list(stored.values()), caller.now)
+    reused: list[tuple[ResolvedOrder, store.DraftCheck]] = []
+    fresh: list[ResolvedOrder] = []
+    for r in resolved:
+        held = stored.get((r.draft.ref, r.key))
+        if held is not None and (held.check_id, held.item_index) in usable:
+            reused.append((r, held))
+        else:
+            fresh.append(r)
+
+    answer_: CheckAnswer | None = None
+    if fresh:
+        answer_ = await run_check(
+            container.sessions,
+            container.pseudonyms,
+            container.cipher,
+            container.rules_provider(),
+            CheckRequest(
+                patient_system=ident.system,
+                patient_value=ident.value,
+                ordering_hospital=hospital,
+                order_time=caller.now,
+                items=tuple(r.order for r in fresh),
+                emergency=any(r.draft.urgent for r in fresh),
+            ),
+            actor,
+            now=caller.now,
+        )
+
+    issued: list[_Issued] = []
+    async with container.sessions() as s, s.begin():
+        if answer_ is not None:
+            facts = await _facts(s, answer_, caller.base_url)
+            for i, r in enumerate(fresh):
+                check = store.DraftCheck(answer_.check_id, i, caller.now)
+                await store.remember_draft(s, hospital, pseudonym, r.draft.ref, r.key, check)
+                if i in facts:
+                    content = card_content(
+                        facts[i], draft_ref=r.draft.ref, base_url=caller.base_url
+                    )
+                    card = await _issue(s, service, caller, actor, check, r.draft.ref, content)
+                    issued.append(_Issued(positions[r.draft.ref], card))
+        if reused:
+            items = [(h.check_id, h.item_index) for _, h in reused]
+            done = await store.decided(s, {c for c, _ in items})
+            last = await store.latest_cards(s, items, hospital)
+            for r, held in reused:
+                key = (held.check_id, held.item_index)
+                if key in done or key not in last:  # decided already, or nothing to say
+                    continue
+                card = await _issue(s, service, caller, actor, held, r.draft.ref, last[key].content)
+                issued.append(_Issued(positions[r.draft.ref], card))
+    issued.sort(key=lambda c: c.position)
+    return {"cards": [c.card for c in issued]}
+
+
+async def _issue(
+    s: AsyncSession,
+    service: ServiceDefinition,
+    caller: Caller,
+    actor: Actor,
+    check: store.DraftCheck,
+    draft_ref: str,
+    content: dict[str, Any],
+) -> dict[str, Any]:
+    """Give the card fresh uuids, store it for feedback, and return it."""
+    card_uuid = str(uuid.uuid4())
+    suggestion_uuid = str(uuid.uuid4()) if content.get("suggestions") else None
+    await store.save_card(
+        s,
+        store.CardRow(
+            uuid=card_uuid,
+            suggestion_uuid=suggestion_uuid,
+            service_id=service.id,
+            issuer=caller.client.issuer,
+            hospital_id=caller.client.hospital,
+            user_id=actor.name,
+            check_id=check.check_id,
+            item_index=check.item_index,
+            kind=RECOGNITION if content.get("suggestions") else "notice",
+            draft_ref=draft_ref,
+            content=content,
+            created_at=caller.now,
+        ),
+    )
+    return issue(content, card_uuid, suggestion_uuid)
+
+
+async def _reusable(
+    s: AsyncSession, held: Sequence[store.DraftCheck], now: datetime
+) -> set[tuple[str, int]]:
+    """The stored check items still good for this call: recent, today, result unchanged."""
+    recent = [
+        h
+        for h in held
+        if timedelta(0) <= now - h.created_at <= REUSE_WITHIN
+        and local_date(h.created_at) == local_date(now)
+    ]
+    if not recent:
+        return set()
+    rows = await s.execute(
+        select(recognition_check.c.id, recognition_check.c["items"].label("answers")).where(
+            recognition_check.c.id.in_(sorted({h.check_id for h in recent}))
+        )
+    )
+    items = {r.id: r.answers for r in rows}
+    candidates = {
+        items[h.check_id][h.item_index].get("candidate")
+        for h in recent
+        if h.check_id in items and h.item_index < len(items[h.check_id])
+    } - {None}
+    stamps: dict[str, tuple[str, str]] = {}
+    if candidates:
+        found = await s.execute(
+            select(result.c.id, result.c.status, result.c.updated_at).where(
+                result.c.id.in_(sorted(candidates))
+            )
+        )
+        stamps = {r.id: (r.status, r.updated_at.isoformat()) for r in found}
+    ok: set[tuple[str, int]] = set()
+    for h in recent:
+        stored = items.get(h.check_id)
+        if stored is None or h.item_index >= len(stored):
+            continue
+        item = stored[h.item_index]
+        if item.get("decision") == Decision.RECOGNIZABLE.value:
+            now_is = stamps.get(item.get("candidate") or "")
+            if (
+                now_is is None
+                or now_is[0] in WITHDRAWN_STATUSES
+                or now_is[1] != item.get("candidate_version")
+            ):
+                continue  # the prior result changed since: decide again
+        ok.add((h.check_id, h.item_index))
+    return ok
+
+
+async def _facts(s: AsyncSession, answer_: CheckAnswer, base_url: str) -> dict[int, CardFacts]:
+    """What each card-worthy item of a fresh check says, by item index."""
+    worthy = {
+        i: a
+        for i, a in enumerate(answer_.items)
+        if card_kind(a.decision.decision) is not None
+        and a.decision.item is not None
+        and a.decision.candidate is not None
+    }
+    if not worthy:
+        return {}
+    profiles = await hospitals.profiles(s)
+    ids = sorted({a.decision.candidate.result_id for a in worthy.values() if a.decision.candidate})
+    rows = await s.execute(select(result.c.id, result.c.resource_type).where(result.c.id.in_(ids)))
+    types = {r.id: r.resource_type for r in rows}
+    out: dict[int, CardFacts] = {}
+    for i, a in worthy.items():
+        d, c, item = a.decision, a.decision.candidate, a.decision.item
+        assert c is not None and item is not None
+        rtype = types.get(c.result_id)
+        profile = profiles.get(c.hospital)
+        out[i] = CardFacts(
+            decision=d.decision,
+            item=Text(item.name_zh, item.name_en),
+            explanation=d.explanation,
+            hospital=c.hospital,
+            hospital_name=profile.name if profile else None,
+            effective=local_date(c.effective) if c.effective else None,
+            status=c.status,
+            summary=c.summary,
+            valid_until=d.valid_until,
+            fee_saved=d.fee_saved,
+            result_url=f"{base_url}fhir/{rtype}/{c.result_id}" if rtype else None,
+            imaging=item.kind is ItemKind.IMAGING,
+            notes=d.notes,
+        )
+    return out
+
+
+# -- the patient ---------------------------------------------------------------------------
+
+
+async def _identify(
+    container: Container,
+    request: HookRequest,
+    patient_id: str,
+    hospital: str,
+    transport: httpx.AsyncBaseTransport | None,
+) -> tuple[PatientIdentifier, str] | None:
+    """The identifier mrb knows the patient by, and the person; None: not known."""
+    source = PatientSource(request.prefetch, request.fhirServer, request.fhirAuthorization)
+    try:
+        patient = await patient_resource(source, patient_id, transport=transport)
+    except PatientUnavailable as exc:
+        raise ServiceError(
+            412,
+            "Patient data unavailable",
+            f"{exc}: prefetch 'patient' (Patient/{{{{context.patientId}}}}) or give "
+            "fhirServer and fhirAuthorization",
+        ) from None
+    if patient is None:
+        return None
+    async with container.sessions() as s:
+        people = People(s, container.pseudonyms)
+        for system, value in identifiers(patient, patient_id):
+            try:
+                ident = normalise(system, value, hospital=hospital)
+            except InvalidIdentifier:
+                continue
+            if ident is None:
+                continue
+            person = await people.find(ident)
+            if person is not None:
+                return ident, person
+    return None
+
+
+# -- patient-view ----------------------------------------------------------------------------
+
+
+async def _patient_view(
+    container: Container,
+    request: HookRequest,
+    patient_id: str,
+    actor: Actor,
+    caller: Caller,
+    transport: httpx.AsyncBaseTransport | None,
+) -> dict[str, Any]:
+    hospital = caller.client.hospital
+    found = await _identify(container, request, patient_id, hospital, transport)
+    if found is None:
+        return dict(NO_CARDS)
+    ident, person = found
+    async with container.sessions() as s, s.begin():
+        catalog = (await container.rules_provider().current(s)).catalog
+        horizon = max((i.validity_days for i in catalog.items.values()), default=0)
+        since = caller.now - timedelta(days=horizon + 1)
+        prior = [
+            p
+            for p in await person_items(s, person)
+            if p.hospital != hospital
+            and p.effective is not None
+            and since <= p.effective <= caller.now
+            and p.status in RECOGNISABLE_STATUSES
+            and p.result_status not in WITHDRAWN_STATUSES
+            and p.result_status not in REPORT_NOT_FINAL
+        ]
+        results = {p.result_id for p in prior}
+        await record_read(
+            s,
+            actor,
+            action="cds-patient-view",
+            purpose="patient-view",
+            patient_pseudonym=container.pseudonyms.of(ident),
+            person_id=person,
+            detail={"results": len(results), "client": caller.client.issuer},
+        )
+        profiles = await hospitals.profiles(s) if results else {}
+    if not results:
+        return dict(NO_CARDS)
+    by_hospital = sorted({p.hospital for p in prior})
+    names = [profiles[h].name if h in profiles else h for h in by_hospital]
+    latest: date | None = max(local_date(p.effective) for p in prior if p.effective)
+    card = patient_view_card(
+        results=len(results), hospitals=names, latest=latest, base_url=caller.base_url
+    )
+    return {"cards": [{"uuid": str(uuid.uuid4()), **card}]}

@@ -1,0 +1,110 @@
+"""Paging cursors: opaque to clients, signed (HMAC-SHA256) and bound to the caller.
+
+A cursor carries the search it pages through (with the patient already resolved to an
+mrb person id, so no identifier travels in a URL), the offset and page size, who may
+use it and until when. A cursor altered, expired, used on another resource type or by
+another user is refused.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from broker.domain.actors import Actor
+from broker.fhir.errors import FhirError, forbidden, invalid
+
+VERSION = 1
+DEFAULT_TTL = timedelta(hours=1)
+_DOMAIN = b"mrb-fhir-cursor/1"
+
+
+@dataclass(frozen=True)
+class Page:
+    """Where a paging link leads: a search (its parameters), an offset and a page size."""
+
+    resource_type: str
+    params: tuple[tuple[str, str], ...]
+    offset: int
+    count: int
+
+
+class CursorSigner:
+    """Issues and opens cursors under one secret key."""
+
+    def __init__(self, key: bytes, *, ttl: timedelta = DEFAULT_TTL) -> None:
+        if len(key) < 32:
+            raise ValueError("the cursor key must be at least 32 bytes")
+        self._key = key
+        self._ttl = ttl
+
+    def issue(self, page: Page, actor: Actor, now: datetime) -> str:
+        body = {
+            "v": VERSION,
+            "t": page.resource_type,
+            "q": [list(p) for p in page.params],
+            "o": page.offset,
+            "n": page.count,
+            "u": self._binding(actor),
+            "x": int((now + self._ttl).timestamp()),
+        }
+        payload = _b64(json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode())
+        return f"{payload}.{_b64(self._mac(payload))}"
+
+    def open(self, cursor: str, resource_type: str, actor: Actor, now: datetime) -> Page:
+        """The page a cursor leads to; FhirError 400 if it is not valid, 403 if not yours."""
+        payload, _, mac = cursor.strip().partition(".")
+        try:
+            given = _unb64(mac)
+        except ValueError:
+            raise _refused("it is malformed") from None
+        if not payload or not hmac.compare_digest(given, self._mac(payload)):
+            raise _refused("its signature does not match (altered, or from another server)")
+        try:
+            body = json.loads(_unb64(payload))
+            page = Page(
+                resource_type=str(body["t"]),
+                params=tuple((str(k), str(v)) for k, v in body["q"]),
+                offset=int(body["o"]),
+                count=int(body["n"]),
+            )
+            binding, expires, version = str(body["u"]), int(body["x"]), int(body["v"])
+        except (ValueError, KeyError, TypeError):
+            raise _refused("it is malformed") from None
+        if version != VERSION:
+            raise _refused("it is from another version of mrb")
+        if page.resource_type != resource_type:
+            raise _refused(f"it pages a {page.resource_type} search, not {resource_type}")
+        if not hmac.compare_digest(binding, self._binding(actor)):
+            raise forbidden("this paging link was issued to another user: run the search yourself")
+        if now.timestamp() > expires:
+            raise _refused("it has expired")
+        if page.offset < 0 or page.count < 0:
+            raise _refused("it is malformed")
+        return page
+
+    def _mac(self, payload: str) -> bytes:
+        return hmac.new(self._key, _DOMAIN + b"." + payload.encode(), hashlib.sha256).digest()
+
+    def _binding(self, actor: Actor) -> str:
+        who = "\0".join((actor.role.value, actor.hospital, actor.name)).encode()
+        return hmac.new(self._key, b"bind\0" + who, hashlib.sha256).hexdigest()[:32]
+
+
+def _refused(why: str) -> FhirError:
+    return invalid(f"the paging cursor cannot be used: {why}; run the search again")
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+def _unb64(text: str) -> bytes:
+    try:
+        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except (ValueError, TypeError) as exc:
+        raise ValueError(str(exc)) from None

@@ -1,0 +1,177 @@
+"""The FHIR documents the service answers with: Bundle, OperationOutcome, CapabilityStatement.
+
+The CapabilityStatement is generated from the parameter table (broker.fhir.params), so
+it states exactly what the code supports.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from broker.fhir.params import INCLUDES, MAX_COUNT, PARAMS, SORTS
+from broker.fhir.resources import instant
+
+FHIR_VERSION = "4.0.1"
+FHIR_JSON = "application/fhir+json"
+Resource = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class BundleEntry:
+    resource: Resource
+    mode: str  # match | include | outcome
+
+
+def operation_outcome(
+    code: str, diagnostics: str, *, severity: str = "error", more: list[str] | None = None
+) -> Resource:
+    """An OperationOutcome with one issue per message (R4 issue-type `code`)."""
+    issues = [{"severity": severity, "code": code, "diagnostics": diagnostics}]
+    issues += [{"severity": severity, "code": code, "diagnostics": m} for m in more or []]
+    return {"resourceType": "OperationOutcome", "issue": issues}
+
+
+def searchset(
+    *,
+    base: str,
+    total: int,
+    entries: list[BundleEntry],
+    links: dict[str, str],
+    now: datetime,
+) -> Resource:
+    """A searchset Bundle; `links` maps relation (self, first, previous, next, last) to URL."""
+    bundle: Resource = {
+        "resourceType": "Bundle",
+        "id": str(uuid.uuid4()),
+        "meta": {"lastUpdated": instant(now)},
+        "type": "searchset",
+        "total": total,
+        "link": [{"relation": rel, "url": url} for rel, url in links.items()],
+    }
+    out = []
+    for e in entries:
+        item: Resource = {"resource": e.resource, "search": {"mode": e.mode}}
+        if "id" in e.resource:
+            item = {"fullUrl": f"{base}/{e.resource['resourceType']}/{e.resource['id']}", **item}
+        out.append(item)
+    if out:
+        bundle["entry"] = out
+    return bundle
+
+
+def capability_statement(base: str, now: datetime, version: str) -> Resource:
+    """What mrb's FHIR endpoint does, and nothing more."""
+    resources = []
+    for rtype, params in PARAMS.items():
+        entry: Resource = {
+            "type": rtype,
+            "profile": f"http://hl7.org/fhir/StructureDefinition/{rtype}",
+            "interaction": [
+                {"code": "read", "documentation": _READ_DOC[rtype]},
+                {"code": "search-type", "documentation": _SEARCH_DOC[rtype]},
+            ],
+            "versioning": "no-version",
+            "readHistory": False,
+            "updateCreate": False,
+            "conditionalCreate": False,
+            "conditionalRead": "not-supported",
+            "conditionalUpdate": False,
+            "conditionalDelete": "not-supported",
+            "searchParam": [
+                {
+                    "name": p.name,
+                    "definition": p.definition,
+                    "type": p.type,
+                    "documentation": p.documentation,
+                }
+                for p in params
+            ],
+        }
+        if INCLUDES.get(rtype):
+            entry["searchInclude"] = list(INCLUDES[rtype])
+        if SORTS[rtype]:
+            entry["extension"] = [
+                {
+                    "url": "urn:mrb:fhir:extension:sort-keys",
+                    "valueString": ", ".join(SORTS[rtype]) + " (prefix - for descending)",
+                }
+            ]
+        resources.append(entry)
+    return {
+        "resourceType": "CapabilityStatement",
+        "id": "mrb",
+        "url": f"{base}/metadata",
+        "version": version,
+        "name": "MrbFhirServer",
+        "title": "mrb: cross-hospital lab and imaging results (FHIR R4, read and search)",
+        "status": "active",
+        "experimental": False,
+        "date": instant(now),
+        "publisher": "mrb",
+        "description": (
+            "Read-only FHIR R4 access to the lab and imaging results hospitals publish to "
+            "mrb. Every search names one patient; every read is audited."
+        ),
+        "kind": "instance",
+        "software": {"name": "mrb", "version": version},
+        "implementation": {"description": "mrb result broker", "url": base},
+        "fhirVersion": FHIR_VERSION,
+        "format": [FHIR_JSON, "json"],
+        "rest": [
+            {
+                "mode": "server",
+                "documentation": _REST_DOC.format(max=MAX_COUNT),
+                "security": {
+                    "cors": False,
+                    "service": [
+                        {
+                            "coding": [
+                                {
+                                    "system": "http://terminology.hl7.org/CodeSystem/"
+                                    "restful-security-service",
+                                    "code": "OAuth",
+                                }
+                            ],
+                            "text": "Bearer token (JWT) from `mrb token issue --role doctor`",
+                        }
+                    ],
+                    "description": (
+                        "Send `Authorization: Bearer <token>`; only the doctor role reads "
+                        "patient data, one named patient at a time. An optional "
+                        "`X-Purpose-Of-Use` header (TREAT, ETREAT, CAREMGT, PATRQT; default "
+                        "TREAT) is recorded in the audit trail."
+                    ),
+                },
+                "resource": resources,
+                "interaction": [],
+            }
+        ],
+    }
+
+
+_READ_DOC = {
+    "Patient": "By mrb person id. Assembled from the Patient resources hospitals sent "
+    "with their results (newest hospital's as the base, every hospital's identifiers).",
+    "DiagnosticReport": "By the result id a recognition check links to, or the id a search "
+    "returned. 410 when its hospital marked it entered-in-error.",
+    "Observation": "By the id a search or a DiagnosticReport.result returned.",
+    "ImagingStudy": "By the result id a recognition check links to.",
+}
+_SEARCH_DOC = {
+    "Patient": "By identifier (system|value) or _id: exactly one patient.",
+    "DiagnosticReport": "Within one patient (patient or subject:identifier required).",
+    "Observation": "Within one patient (patient or subject:identifier required).",
+    "ImagingStudy": "Within one patient (patient or subject:identifier required).",
+}
+_REST_DOC = (
+    "Read and search only (GET, or POST [type]/_search with a form body). Result "
+    "parameters: _count (default 20, at most {max}; 0 gives the total only), _sort, "
+    "_include (DiagnosticReport:result), _summary=count, _total (always accurate). "
+    "Paging links carry signed cursors bound to the user who searched. Unknown "
+    "parameters are ignored and reported in an OperationOutcome entry, or refused with "
+    "`Prefer: handling=strict`; unknown modifiers are always refused. Searches leave out "
+    "entered-in-error resources unless status asks for them. JSON only."
+)

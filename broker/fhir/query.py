@@ -1,0 +1,150 @@
+"""A `Search` as SQL over the FHIR index: select, count and page in the database.
+
+Date prefixes use the same definition as the Python semantics (broker.fhir.dates), so
+what the unit tests prove of `matches` holds of the SQL too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, case, exists, false, func, not_, or_, select, true
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from broker.fhir.dates import LOWEST, DateValue, relation
+from broker.fhir.params import WITHDRAWN, Search, Token, TokenFilter
+from broker.fhir.resources import clip_code, clip_system
+from broker.storage.fhir_tables import fhir_resource, fhir_token
+from broker.storage.tables import result
+
+_TICK = timedelta(microseconds=1)  # an instant stands for [t, t + 1 µs)
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One matching resource: where to find it."""
+
+    served_id: str
+    result_id: str
+    version_id: int
+    resource_type: str
+    entry: int | None
+    status: str | None
+
+
+@dataclass(frozen=True)
+class _End:
+    """A range endpoint in SQL; `point_high` marks the high end of an instant column."""
+
+    column: Any
+    point_high: bool = False
+
+    def at(self, t: datetime) -> datetime:
+        # column + 1 µs <op> t  <=>  column <op> t - 1 µs
+        return t - _TICK if self.point_high and t > LOWEST else t
+
+
+class _SqlRelations:
+    def before(self, v: _End, t: datetime) -> ColumnElement[bool]:
+        return v.column < v.at(t)  # type: ignore[no-any-return]
+
+    def not_after(self, v: _End, t: datetime) -> ColumnElement[bool]:
+        return v.column <= v.at(t)  # type: ignore[no-any-return]
+
+    def after(self, v: _End, t: datetime) -> ColumnElement[bool]:
+        return v.column > v.at(t)  # type: ignore[no-any-return]
+
+    def not_before(self, v: _End, t: datetime) -> ColumnElement[bool]:
+        return v.column >= v.at(t)  # type: ignore[no-any-return]
+
+    def all_of(self, *conditions: ColumnElement[bool]) -> ColumnElement[bool]:
+        return and_(*conditions)
+
+    def any_of(self, *conditions: ColumnElement[bool]) -> ColumnElement[bool]:
+        return or_(*conditions)
+
+    def negate(self, condition: ColumnElement[bool]) -> ColumnElement[bool]:
+        return not_(condition)
+
+
+def conditions(search: Search, person_id: str) -> list[ColumnElement[bool]]:
+    """The WHERE clause of a search over fhir_resource joined to result."""
+    fr = fhir_resource.c
+    where: list[ColumnElement[bool]] = [
+        result.c.person_id == person_id,
+        fr.resource_type == search.resource_type,
+    ]
+    if not search.status_given:
+        where.append(or_(fr.status.is_(None), fr.status != WITHDRAWN))
+    for tf in search.tokens:
+        where.append(_token_filter(tf))
+    for df in search.dates:
+        if df.target == "lastUpdated":
+            low, high = _End(result.c.updated_at), _End(result.c.updated_at, point_high=True)
+            guard: ColumnElement[bool] = true()
+        else:
+            low, high = _End(fr.date_low), _End(fr.date_high)
+            guard = fr.date_low.is_not(None)  # no value: never a match, even for `ne`
+        where.append(and_(guard, or_(*(_date(v, low, high) for v in df.values))))
+    return where
+
+
+async def count(session: AsyncSession, search: Search, person_id: str) -> int:
+    query = (
+        select(func.count())
+        .select_from(fhir_resource.join(result, result.c.id == fhir_resource.c.result_id))
+        .where(*conditions(search, person_id))
+    )
+    return int((await session.execute(query)).scalar_one())
+
+
+async def page(
+    session: AsyncSession, search: Search, person_id: str, offset: int, limit: int
+) -> list[Hit]:
+    fr = fhir_resource.c
+    order: list[Any] = []
+    for key, descending in search.sort:
+        column: Any = {"_lastUpdated": result.c.updated_at, "_id": fr.id}.get(key, fr.date_low)
+        order.append(case((column.is_(None), 1), else_=0))  # no value: last either way
+        order.append(column.desc() if descending else column.asc())
+    order.append(fr.id.asc())  # a total order, so pages neither skip nor repeat
+    rows = await session.execute(
+        select(fr.id, fr.result_id, fr.version_id, fr.resource_type, fr.entry, fr.status)
+        .select_from(fhir_resource.join(result, result.c.id == fr.result_id))
+        .where(*conditions(search, person_id))
+        .order_by(*order)
+        .offset(offset)
+        .limit(limit)
+    )
+    return [Hit(r.id, r.result_id, r.version_id, r.resource_type, r.entry, r.status) for r in rows]
+
+
+def _date(value: DateValue, low: _End, high: _End) -> ColumnElement[bool]:
+    return relation(value, low, high, _SqlRelations())
+
+
+def _token_filter(tf: TokenFilter) -> ColumnElement[bool]:
+    fr = fhir_resource.c
+    if tf.target == "status":  # a code without system; a system given is not checked
+        codes = [t.code for t in tf.tokens if t.code is not None]
+        if len(codes) < len(tf.tokens):  # `system|`: any status
+            return true()
+        return fr.status.in_(codes)
+    t = fhir_token.c
+    return exists().where(
+        t.resource_id == fr.id,
+        t.param == tf.target,
+        or_(*(_token(tok) for tok in tf.tokens)) if tf.tokens else false(),
+    )
+
+
+def _token(tok: Token) -> ColumnElement[bool]:
+    t = fhir_token.c
+    parts: list[ColumnElement[bool]] = []
+    if tok.system is not None:
+        parts.append(t.system == clip_system(tok.system))
+    if tok.code is not None:
+        parts.append(t.code == clip_code(tok.code))
+    return and_(true(), *parts)

@@ -1,0 +1,365 @@
+"""A result's FHIR resources, found in the payload its hospital sent, as mrb serves them.
+
+A result is one DiagnosticReport with its Observations, one ImagingStudy with its
+report (and that report's Observations), or one Observation with its members — the
+same grouping ingest uses (broker.ingest.fhir_results). Each is served as the
+hospital's own JSON with:
+
+- `id`: the result id for the result's main resource (the id a recognition check links
+  to), else a UUID v5 of the result id, the resource type and the resource's own id
+  (or fullUrl, or Bundle position), stable across versions of the result;
+- references rewritten to what mrb serves (`subject` -> `Patient/<mrb person id>`,
+  `result`/`hasMember` -> `Observation/<id>`, `imagingStudy` -> `ImagingStudy/<id>`); a
+  reference to anything mrb does not serve (Practitioner, Specimen, ...) keeps its
+  `display` and `identifier` but loses `reference`, which would point nowhere here;
+- `meta.source` = the hospital id and `meta.lastUpdated` = when mrb indexed it.
+"""
+
+from __future__ import annotations
+
+import copy
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, tzinfo
+from typing import Any
+
+from broker.domain.rejections import Rejected
+from broker.fhir.dates import Range, effective_range, value_range
+from broker.ingest.fhir_bundle import BundleIndex, Entry
+from broker.ingest.fhir_results import _business_id, _members
+
+Resource = dict[str, Any]
+# Fixed forever: served ids are uuid5(NAMESPACE, "<result id>/<type>/<local key>").
+NAMESPACE = uuid.UUID("5d1b6a40-64f4-4b6e-9a0e-2b8f0c7e4a11")
+TOKEN_SYSTEM_MAX = 300
+TOKEN_CODE_MAX = 200
+SERVED = ("DiagnosticReport", "Observation", "ImagingStudy")
+
+
+@dataclass(frozen=True)
+class ResultInfo:
+    """What mrb knows of a result, from its row."""
+
+    result_id: str
+    resource_type: str
+    business_id: str
+    hospital: str
+    person_id: str
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class Found:
+    """One resource of a result: where it is in the payload and the id it is served as."""
+
+    resource: Resource
+    entry: int  # position in Bundle.entry; -1 when the payload is the resource itself
+    served_id: str
+    full_url: str | None
+
+
+@dataclass(frozen=True)
+class IndexRow:
+    """What the search index holds of one served resource."""
+
+    served_id: str
+    resource_type: str
+    entry: int | None
+    status: str | None
+    dates: Range | None
+    tokens: frozenset[tuple[str, str, str]]  # (param, system, code)
+
+
+class ResultView:
+    """The served resources of one result, read from one payload document."""
+
+    def __init__(self, doc: Resource, info: ResultInfo) -> None:
+        self.info = info
+        self._doc = doc
+        entries, positions = _entries(doc)
+        self._index = BundleIndex(entries)
+        self._position = positions
+        self._urls = {id(e.resource): e.full_url for e in entries}
+        self.main = self._find_main()
+        self.patient: Found | None = None
+        self.members: list[Found] = []
+        if self.main is not None:
+            self.members = [self._found(r) for r in self._member_resources(self.main.resource)]
+            subject = self.main.resource.get("subject")
+            ref = subject.get("reference") if isinstance(subject, dict) else None
+            target = self._index.resolve(ref)
+            if target is not None and target.get("resourceType") == "Patient":
+                self.patient = self._found(target)
+        self._by_served = {f.served_id: f for f in self.served()}
+        self._refs: dict[str, str] = {}
+        for f in self.served():
+            rtype, rid = f.resource.get("resourceType"), f.resource.get("id")
+            served = f"{rtype}/{f.served_id}"
+            if f.full_url:
+                self._refs[f.full_url] = served
+            if isinstance(rid, str) and rid:
+                self._refs[f"{rtype}/{rid}"] = served
+
+    def served(self) -> list[Found]:
+        """The resources of this result that mrb serves (main first)."""
+        return ([self.main] if self.main is not None else []) + self.members
+
+    def get(self, served_id: str) -> Found | None:
+        return self._by_served.get(served_id)
+
+    def index_rows(self, zone: tzinfo) -> list[IndexRow]:
+        """The search index rows of this result (its served resources and its Patient)."""
+        rows = [_index_row(f, zone) for f in self.served()]
+        if self.main is None:  # never expected: ingest read this result from this payload
+            rows.append(
+                IndexRow(
+                    self.info.result_id, self.info.resource_type, None, None, None, frozenset()
+                )
+            )
+        rows.append(
+            IndexRow(
+                served_id(self.info.result_id, "Patient", "subject"),
+                "Patient",
+                self.patient.entry if self.patient else None,
+                None,
+                None,
+                frozenset(),
+            )
+        )
+        return rows
+
+    def render(self, found: Found) -> Resource:
+        """The resource as mrb serves it (a deep copy; the payload is not changed)."""
+        res = copy.deepcopy(found.resource)
+        res["id"] = found.served_id
+        self._rewrite(res, top=True)
+        _stamp(res, self.info)
+        return res
+
+    def patient_resource(self) -> Resource:
+        """The Patient as this payload describes it (or as the subject names it), mrb's id."""
+        if self.patient is not None:
+            res = copy.deepcopy(self.patient.resource)
+            res.pop("link", None)  # links to the hospital's other records point nowhere here
+            self._rewrite(res, top=False)
+        else:
+            res = {"resourceType": "Patient"}
+            subject = self.main.resource.get("subject") if self.main else None
+            ident = subject.get("identifier") if isinstance(subject, dict) else None
+            if isinstance(ident, dict):
+                res["identifier"] = [copy.deepcopy(ident)]
+        res["id"] = self.info.person_id
+        _stamp(res, self.info)
+        return res
+
+    # -- finding ------------------------------------------------------------------------
+
+    def _find_main(self) -> Found | None:
+        for res in self._index.of_type(self.info.resource_type):
+            try:
+                if _business_id(res) == self.info.business_id:
+                    return Found(
+                        res,
+                        self._position[id(res)],
+                        self.info.result_id,
+                        self._urls.get(id(res)),
+                    )
+            except Rejected:
+                continue
+        return None
+
+    def _member_resources(self, main: Resource) -> list[Resource]:
+        """The report and Observations that belong to the main resource (as ingest groups)."""
+        if main.get("resourceType") != "ImagingStudy":
+            return _members(main, self._index)
+        out: list[Resource] = []
+        for report in self._index.of_type("DiagnosticReport"):
+            refs = [r.get("reference") for r in report.get("imagingStudy") or [] if _is_dict(r)]
+            if any(self._index.resolve(ref) is main for ref in refs):
+                out.append(report)
+                out.extend(_members(report, self._index))
+                break  # ingest keeps one report per study
+        return out
+
+    def _found(self, res: Resource) -> Found:
+        rtype = str(res.get("resourceType"))
+        full_url = self._urls.get(id(res))
+        local = res.get("id") if isinstance(res.get("id"), str) and res.get("id") else None
+        key = local or full_url or f"entry{self._position[id(res)]}"
+        return Found(
+            res, self._position[id(res)], served_id(self.info.result_id, rtype, key), full_url
+        )
+
+    # -- rewriting ----------------------------------------------------------------------
+
+    def _rewrite(self, res: Resource, *, top: bool) -> None:
+        if top and isinstance(res.get("subject"), dict):
+            res["subject"]["reference"] = f"Patient/{self.info.person_id}"
+        for ref in _references(res, skip_top_subject=top):
+            target = ref.get("reference")
+            if not isinstance(target, str) or target.startswith("#"):
+                continue  # a contained resource: stays as it is
+            served = self._served_ref(target)
+            if served is not None:
+                ref["reference"] = served
+                continue
+            del ref["reference"]
+            if not ref.get("display") and not ref.get("identifier"):
+                ref["display"] = f"{target} (held by {self.info.hospital}; not served by mrb)"
+
+    def _served_ref(self, target: str) -> str | None:
+        if target in self._refs:
+            return self._refs[target]
+        resolved = self._index.resolve(target)
+        if resolved is None:
+            return None
+        if self.patient is not None and resolved is self.patient.resource:
+            return f"Patient/{self.info.person_id}"
+        for f in self.served():
+            if f.resource is resolved:
+                return f"{resolved.get('resourceType')}/{f.served_id}"
+        return None
+
+
+def served_id(result_id: str, resource_type: str, local_key: str) -> str:
+    """The stable id of a resource that is not its result's main resource."""
+    return str(uuid.uuid5(NAMESPACE, f"{result_id}/{resource_type}/{local_key}"))
+
+
+def merge_patients(views: list[ResultView], person_id: str) -> Resource:
+    """One Patient from the newest payload of each hospital: the newest as the base, with
+    every hospital's identifiers (each once)."""
+    parts = [v.patient_resource() for v in views]
+    if not parts:
+        return {"resourceType": "Patient", "id": person_id}
+    base = copy.deepcopy(parts[0])
+    seen: set[tuple[str, str]] = set()
+    identifiers: list[Any] = []
+    for part in parts:
+        for ident in part.get("identifier") or []:
+            if not isinstance(ident, dict):
+                continue
+            key = (str(ident.get("system") or ""), str(ident.get("value") or ""))
+            if key not in seen:
+                seen.add(key)
+                identifiers.append(ident)
+    if identifiers:
+        base["identifier"] = identifiers
+    base["id"] = person_id
+    return base
+
+
+def instant(moment: datetime) -> str:
+    """A FHIR instant in UTC with milliseconds."""
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _stamp(res: Resource, info: ResultInfo) -> None:
+    """Set meta.lastUpdated and meta.source; resourceType, id and meta lead, as is usual."""
+    meta = res.get("meta")
+    meta = dict(meta) if isinstance(meta, dict) else {}
+    meta["lastUpdated"] = instant(info.updated_at)
+    meta["source"] = info.hospital
+    rest = {k: v for k, v in res.items() if k not in ("resourceType", "id", "meta")}
+    head = {"resourceType": res.get("resourceType"), "id": res.get("id"), "meta": meta}
+    res.clear()
+    res.update(head)
+    res.update(rest)
+
+
+def _index_row(f: Found, zone: tzinfo) -> IndexRow:
+    res = f.resource
+    rtype = str(res.get("resourceType"))
+    tokens: set[tuple[str, str, str]] = set()
+    for ident in _dicts(res.get("identifier")):
+        if isinstance(ident.get("value"), str):
+            tokens.add(_token("identifier", ident.get("system"), ident["value"]))
+    if rtype == "ImagingStudy":
+        dates = value_range(res.get("started"), zone)
+        for coding in _dicts(res.get("modality")):
+            tokens |= _coding_tokens("modality", coding)
+        for series in _dicts(res.get("series")):
+            tokens |= _coding_tokens("modality", series.get("modality"))
+            tokens |= _coding_tokens("bodysite", series.get("bodySite"))
+    else:
+        dates = effective_range(res, zone)
+        tokens |= _concept_tokens("code", res.get("code"))
+        for concept in _dicts(res.get("category")):
+            tokens |= _concept_tokens("category", concept)
+    status = res.get("status")
+    return IndexRow(
+        f.served_id,
+        rtype,
+        f.entry,
+        str(status)[:32] if isinstance(status, str) else None,
+        dates,
+        frozenset(tokens),
+    )
+
+
+def _concept_tokens(param: str, concept: object) -> set[tuple[str, str, str]]:
+    if not isinstance(concept, dict):
+        return set()
+    out: set[tuple[str, str, str]] = set()
+    for coding in _dicts(concept.get("coding")):
+        out |= _coding_tokens(param, coding)
+    return out
+
+
+def _coding_tokens(param: str, coding: object) -> set[tuple[str, str, str]]:
+    if isinstance(coding, dict) and isinstance(coding.get("code"), str) and coding["code"]:
+        return {_token(param, coding.get("system"), coding["code"])}
+    return set()
+
+
+def _token(param: str, system: object, code: str) -> tuple[str, str, str]:
+    return (param, clip_system(system if isinstance(system, str) else ""), clip_code(code))
+
+
+def clip_system(system: str) -> str:
+    return system[:TOKEN_SYSTEM_MAX]
+
+
+def clip_code(code: str) -> str:
+    return code[:TOKEN_CODE_MAX]
+
+
+def _entries(doc: Resource) -> tuple[list[Entry], dict[int, int]]:
+    if doc.get("resourceType") != "Bundle":
+        return [Entry(doc, None)], {id(doc): -1}
+    entries: list[Entry] = []
+    positions: dict[int, int] = {}
+    raw = doc.get("entry")
+    for i, e in enumerate(raw if isinstance(raw, list) else []):
+        if isinstance(e, dict) and isinstance(e.get("resource"), dict):
+            url = e.get("fullUrl") if isinstance(e.get("fullUrl"), str) else None
+            entries.append(Entry(e["resource"], url))
+            positions[id(e["resource"])] = i
+    return entries, positions
+
+
+def _references(node: object, *, skip_top_subject: bool) -> Iterator[dict[str, Any]]:
+    """Every Reference (a dict with a string `reference`) inside a resource."""
+    stack: list[object] = [node]
+    top = node
+    while stack:
+        cur = stack.pop()
+        if isinstance(cur, dict):
+            if cur is not top and isinstance(cur.get("reference"), str):
+                yield cur
+            for key, value in cur.items():
+                if cur is top and key == "subject" and skip_top_subject:
+                    continue
+                if isinstance(value, dict | list):
+                    stack.append(value)
+        elif isinstance(cur, list):
+            stack.extend(cur)
+
+
+def _dicts(value: object) -> list[dict[str, Any]]:
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+
+def _is_dict(value: object) -> bool:
+    return isinstance(value, dict)

@@ -1,0 +1,82 @@
+"""`mrb cds add|list|revoke` (broker/cdshooks/cli.py) against a real SQLite database."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+from typer.testing import CliRunner
+
+from broker.bootstrap import Container
+from broker.cdshooks import store
+from broker.cdshooks.cli import app
+from broker.settings import Settings
+from broker.storage import hospitals
+
+ISS = "https://his.h009.example.cn/"
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    monkeypatch.setenv("MRB_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("MRB_DATABASE_URL", raising=False)
+    monkeypatch.delenv("MRB_DATABASE_SCHEMA", raising=False)
+    return Settings()
+
+
+def add_hospital(settings: Settings) -> None:
+    async def work() -> None:
+        c = Container.build(settings)
+        try:
+            async with c.sessions() as s, s.begin():
+                await hospitals.add(s, hospitals.Hospital("H009", "Hospital H009", "510502", "3"))
+        finally:
+            await c.close()
+
+    asyncio.run(work())
+
+
+def clients(settings: Settings) -> list[store.ClientRow]:
+    async def work() -> list[store.ClientRow]:
+        c = Container.build(settings)
+        try:
+            async with c.sessions() as s:
+                return await store.list_clients(s)
+        finally:
+            await c.close()
+
+    return asyncio.run(work())
+
+
+def test_register_list_and_revoke_an_ehr(env: Settings, tmp_path: Path) -> None:
+    runner = CliRunner()
+    key = ec.generate_private_key(ec.SECP384R1())
+    jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(key.public_key())) | {"kid": "k1"}
+    jwks = tmp_path / "jwks.json"
+    jwks.write_text(json.dumps({"keys": [jwk]}), encoding="utf-8")
+
+    refused = runner.invoke(
+        app, ["add", "--issuer", ISS, "--hospital", "H009", "--jwks-file", str(jwks)]
+    )
+    assert refused.exit_code == 2  # no such hospital yet (the database was migrated)
+    add_hospital(env)
+    done = runner.invoke(
+        app, ["add", "--issuer", ISS, "--hospital", "H009", "--jwks-file", str(jwks)]
+    )
+    assert done.exit_code == 0, done.output
+    listed = runner.invoke(app, ["list"])
+    assert listed.exit_code == 0 and "H009" in listed.output
+    (row,) = clients(env)
+    assert (row.issuer, row.hospital, row.keys, row.revoked_at) == (ISS, "H009", 1, None)
+    assert runner.invoke(app, ["revoke", "--issuer", ISS]).exit_code == 0
+    assert runner.invoke(app, ["revoke", "--issuer", ISS]).exit_code == 1
+    (row,) = clients(env)
+    assert row.revoked_at is not None
+    url = runner.invoke(
+        app, ["add", "--issuer", ISS, "--hospital", "H009", "--jwks-url", "http://ehr/jwks"]
+    )
+    assert url.exit_code == 2  # https only (http for localhost)
