@@ -9,6 +9,12 @@ from fastapi.responses import FileResponse
 
 STATIC = Path(__file__).resolve().parents[2] / "web" / "static"
 router = APIRouter(tags=["pages"], include_in_schema=False)
+# The page loads only its own script and style and talks only to this origin.
+_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
 
 
 @router.get("/doctor")
@@ -17,9 +23,7 @@ async def doctor_page() -> FileResponse:
     return FileResponse(STATIC / "doctor.html", headers=_HEADERS)
 
 
-# The page loads only its own script and style and talks only to this origin.
-_HEADERS = {
-    "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-}
+@router.get("/finance")
+async def finance_page() -> FileResponse:
+    """Savings over time, by hospital, item and decline reason, as charts."""
+    return FileResponse(STATIC / "finance.html", headers=_HEADERS)

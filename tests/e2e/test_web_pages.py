@@ -1,14 +1,20 @@
-"""The doctor's page in headless Chromium: check, recognise, then a safety notice arrives."""
+"""The web pages in headless Chromium: the doctor's (check, recognise, a safety notice
+arrives) and finance's (savings as charts)."""
 
 from __future__ import annotations
 
 import shutil
 from collections.abc import AsyncIterator
-from datetime import date
+from datetime import UTC, date, datetime
 
 import pytest
 
+from broker.domain.actors import Actor, Role
+from broker.domain.ledger import DeclineReason, OutcomeInput, OutcomeKind
+from broker.domain.recognition import Order
 from broker.runtime import Stack, running_stack
+from broker.services.checks import CheckRequest, run_check
+from broker.services.outcomes import OutcomeRequest, record_outcomes
 from broker.settings import Settings
 from broker.storage import hospitals
 from tests import factories as f
@@ -97,5 +103,51 @@ async def test_a_bad_token_asks_to_sign_in(stack: Stack) -> None:
             await page.wait_for_selector("#login:not([hidden])")
             csp = (await page.request.get(f"{stack.api_url}/doctor")).headers
             assert "default-src 'self'" in csp["content-security-policy"]
+        finally:
+            await browser.close()
+
+
+async def test_the_finance_page_charts_the_ledger(stack: Stack) -> None:
+    today = date.today().isoformat()
+    await index(stack, f.lab_bundle(effective=f"{today}T08:00:00+08:00", last_updated=None))
+    c = stack.container
+    hb, plt = Order("http://loinc.org", "718-7"), Order("http://loinc.org", "777-3")
+    doctor = Actor("dr-li", Role.DOCTOR, "H002")
+    answer = await run_check(
+        c.sessions, c.pseudonyms, c.cipher, c.rules_provider(),
+        CheckRequest(f.NATIONAL, f.PATIENT_A, "H002", datetime.now(UTC), (hb, plt)), doctor,
+    )  # fmt: skip
+    await record_outcomes(
+        c.sessions,
+        c.rules().catalog,
+        answer.check_id,
+        [
+            OutcomeRequest(0, OutcomeInput(OutcomeKind.ACCEPTED)),
+            OutcomeRequest(1, OutcomeInput(OutcomeKind.DECLINED, DeclineReason.KEY_DECISION)),
+        ],
+        doctor,
+    )
+    token = bearer(c, "finance", "*", "finance-zhao")["Authorization"].split()[1]
+    async with playwright_api.async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = await browser.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            await page.goto(f"{stack.api_url}/finance#token={token}")
+            await page.wait_for_selector("#by-hospital rect.bar")
+            bars = page.locator("#by-hospital rect.bar")
+            assert await bars.count() == 1
+            assert await bars.first.get_attribute("data-key") == "H002"
+            assert "¥5.40" in await page.inner_text("#by-hospital")
+            assert "血红蛋白" in await page.inner_text("#by-item")
+            assert "KEY_DECISION" in await page.inner_text("#by-reason")
+            totals = await page.inner_text("#totals")
+            assert "1 次互认" in totals and "净 net ¥5.40" in totals
+            await page.fill("#from", "2020-01")
+            await page.fill("#to", "2020-12")
+            await page.click("#range button[type=submit]")
+            await page.wait_for_selector("#by-hospital:has-text('暂无数据')")
+            assert errors == []
         finally:
             await browser.close()
