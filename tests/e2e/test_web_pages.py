@@ -68,6 +68,9 @@ async def test_recognise_in_the_page_then_see_the_withdrawal_notice(stack: Stack
             await page.wait_for_selector("#answer:not([hidden])")
             decisions = await page.locator("td.decision").all_inner_texts()
             assert decisions == ["RECOGNIZABLE", "NO_PRIOR_RESULT"]
+            await page.wait_for_selector("tr.timeline-row")  # via /fhir, audited
+            (row,) = await page.locator("tr.timeline-row").all_inner_texts()
+            assert "H001" in row and "DiagnosticReport" in row and "final" in row
             await page.click("tr[data-item='0'] button.accept")
             await page.wait_for_selector("tr[data-item='0'] td.outcome:has-text('已互认')")
             assert "¥5.40" in await page.inner_text("tr[data-item='0'] td.outcome")

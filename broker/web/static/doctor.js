@@ -117,9 +117,57 @@ async function runCheck(event) {
   };
   try {
     renderAnswer(await api("/api/v1/recognition/check", { method: "POST", body: JSON.stringify(body) }));
+    await loadTimeline(body.patient);
   } catch (e) {
     error.textContent = e.message;
   }
+}
+
+// The patient's results from every hospital, newest first, through the FHIR API. POST
+// _search keeps the identifier out of URLs; each search is audited by the server.
+async function fhirSearch(type, patient) {
+  const form = new URLSearchParams({
+    "subject:identifier": `${patient.system}|${patient.value}`, _count: "50",
+  });
+  const response = await fetch(`/fhir/${type}/_search`, {
+    method: "POST",
+    headers: {
+      Authorization: `Bearer ${token}`,
+      "content-type": "application/x-www-form-urlencoded",
+      "X-Purpose-Of-Use": "TREAT",
+    },
+    body: form,
+  });
+  if (!response.ok) throw new Error(`FHIR ${type}: ${response.status}`);
+  return (await response.json()).entry || [];
+}
+
+function describe(res) {
+  if (res.resourceType === "ImagingStudy") {
+    const modality = (res.modality || []).map((m) => m.code).join("/");
+    return { when: res.started, what: `${modality} ${res.description || ""}`.trim() };
+  }
+  const code = (res.code && (res.code.text || (res.code.coding || [])[0]?.display)) || "";
+  return { when: res.effectiveDateTime || res.effectivePeriod?.start || res.issued, what: code };
+}
+
+async function loadTimeline(patient) {
+  const entries = [
+    ...(await fhirSearch("DiagnosticReport", patient)),
+    ...(await fhirSearch("ImagingStudy", patient)),
+  ].filter((e) => (e.search || {}).mode !== "outcome");
+  const rows = entries.map((e) => ({ res: e.resource, ...describe(e.resource) }))
+    .sort((a, b) => String(b.when || "").localeCompare(String(a.when || "")));
+  const tbody = document.querySelector("#timeline tbody");
+  tbody.replaceChildren(...rows.map((r) => el("tr", { class: "timeline-row" },
+    el("td", {}, r.when ? new Date(r.when).toLocaleDateString() : "?"),
+    el("td", {}, r.res.meta?.source || ""),
+    el("td", {}, `${r.res.resourceType}: ${r.what}`),
+    el("td", {}, r.res.status || ""),
+  )));
+  if (rows.length === 0) tbody.append(el("tr", {}, el("td", { colspan: "4" }, "无既往结果 No prior results")));
+  document.getElementById("timeline").hidden = false;
+  document.getElementById("timeline-title").hidden = false;
 }
 
 function renderAnswer(answer) {
