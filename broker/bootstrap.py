@@ -16,10 +16,12 @@ from broker.security.keys import load_key
 from broker.security.payload_cipher import PayloadCipher
 from broker.security.pseudonyms import Pseudonymiser
 from broker.security.tokens import TokenService
+from broker.services.audit_sealer import AuditSealer
 from broker.services.checks import Rules
 from broker.services.rules import RulesProvider
 from broker.services.safety import SafetyNotifier
 from broker.settings import Settings
+from broker.storage.audit_chain import CheckpointKey
 from broker.storage.database import create_engine, session_factory
 
 
@@ -103,6 +105,10 @@ class Container:
         )
         self.workers.append(worker)
         return worker
+
+    def audit_sealer(self) -> AuditSealer:
+        key = CheckpointKey.from_dir(self.settings.keys_dir, create=self.settings.may_create_keys)
+        return AuditSealer(self.sessions, key, interval=self.settings.audit_seal_interval_seconds)
 
     def event_relay(self) -> EventRelay:
         if not self.kafka_bootstrap:

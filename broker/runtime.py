@@ -92,6 +92,8 @@ async def running_stack(
             stack.tasks.append(asyncio.create_task(ingest.run(stop), name="ingest-worker"))
             relay = container.event_relay()
             stack.tasks.append(asyncio.create_task(relay.run(stop), name="event-relay"))
+            sealer = container.audit_sealer()
+            stack.tasks.append(asyncio.create_task(sealer.run(stop), name="audit-sealer"))
         if api or worker:
             role = "all" if api and worker else ("api" if api else "worker")
             config = uvicorn.Config(

@@ -55,6 +55,7 @@ class Settings(BaseSettings):
     ledger_on_withdrawn: SafetyAction = SafetyAction.REVERSE
     ledger_on_corrected: SafetyAction = SafetyAction.FLAG
     event_relay_interval_seconds: float = Field(default=1.0, gt=0)
+    audit_seal_interval_seconds: float = Field(default=5.0, gt=0)
 
     @cached_property
     def resolved_database_url(self) -> str:

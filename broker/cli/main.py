@@ -10,7 +10,15 @@ from rich.console import Console
 
 from adapters.common.signing import create_key
 from broker.cdshooks import cli as cds_cli
-from broker.cli import adapter_cmd, dlq_cmd, hospital_cmd, mapping_cmd, report_cmd, token_cmd
+from broker.cli import (
+    adapter_cmd,
+    audit_cmd,
+    dlq_cmd,
+    hospital_cmd,
+    mapping_cmd,
+    report_cmd,
+    token_cmd,
+)
 from broker.cli.demo import run_demo
 from broker.observability import configure_logging
 from broker.runtime import install_signal_handlers, running_stack, wait_for_failure_or_stop
@@ -34,6 +42,7 @@ app.add_typer(dlq_cmd.app, name="dlq")
 app.add_typer(token_cmd.app, name="token")
 app.add_typer(mapping_cmd.app, name="mapping")
 app.add_typer(cds_cli.app, name="cds")
+app.add_typer(audit_cmd.app, name="audit")
 app.add_typer(report_cmd.app, name="report")
 app.add_typer(report_cmd.ledger_app, name="ledger")
 
@@ -136,10 +145,11 @@ def keys_init(
             keys / "payload-k1.key",
             keys / "api-token.key",
             keys / "fhir-cursor.key",
+            keys / "audit-checkpoint.key",
         )
         if not p.exists()
     ]
-    for name in ("pseudonym.key", "api-token.key", "fhir-cursor.key"):
+    for name in ("pseudonym.key", "api-token.key", "fhir-cursor.key", "audit-checkpoint.key"):
         load_or_create_key(keys / name)
     PayloadCipher.from_dir(keys, create=True)
     for p in created:

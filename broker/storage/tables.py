@@ -344,6 +344,20 @@ audit_event = Table(
     Column("patient_pseudonym", String(64), nullable=True),
     Column("person_id", String(36), nullable=True),
     Column("detail", JSON, nullable=True),
+    # The hash chain (broker/domain/audit_chain.py): set once, when the entry is sealed.
+    Column("seq", BigInteger, nullable=True, unique=True),
+    Column("prev_hash", String(64), nullable=True),
+    Column("hash", String(64), nullable=True),
+)
+
+audit_checkpoint = Table(
+    "audit_checkpoint",
+    metadata,
+    Column("seq", BigInteger, primary_key=True),  # the last sealed entry it covers
+    Column("hash", String(64), nullable=False),
+    Column("key_id", String(64), nullable=False),
+    Column("signature", LargeBinary, nullable=False),  # Ed25519 over checkpoint_message
+    Column("at", UTCDateTime, nullable=False),
 )
 
 # Local-code mappings added at run time by hospital IT (`mrb mapping add`); they join the

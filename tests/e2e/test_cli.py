@@ -74,7 +74,7 @@ def test_hospital_add_refuses_bad_values(settings: Settings, args: list[str], me
 def test_keys_init_creates_keys_once(tmp_path: Path) -> None:
     env = {"MRB_DATA_DIR": str(tmp_path)}
     first = runner.invoke(app, ["keys", "init"], env=env)
-    assert first.exit_code == 0 and first.output.count("created") == 4
+    assert first.exit_code == 0 and first.output.count("created") == 5
     key = (tmp_path / "keys" / "pseudonym.key").read_text()
     assert (tmp_path / "keys" / "pseudonym.key").stat().st_mode & 0o077 == 0  # owner only
     second = runner.invoke(app, ["keys", "init"], env=env)
@@ -264,3 +264,10 @@ def test_token_issue_and_reports(settings: Settings) -> None:
     again = runner.invoke(app, ["ledger", "close", "2026-05"], env=env)
     assert "already closed" in again.stdout
     assert "2026-05" in runner.invoke(app, ["ledger", "periods"], env=env).stdout
+
+
+def test_audit_seal_and_verify(settings: Settings) -> None:
+    env = env_for(settings)
+    assert "sealed 0" in runner.invoke(app, ["audit", "seal"], env=env).stdout
+    verified = runner.invoke(app, ["audit", "verify"], env=env)
+    assert verified.exit_code == 0 and "the audit trail is intact" in verified.stdout
