@@ -257,8 +257,14 @@ async def _outcomes(
     console.print(
         "API calls need a bearer token: "
         "`mrb token issue --role doctor --hospital H001 --subject dr.li` (roles: doctor, "
-        "finance, admin; '*' = every hospital)"
+        "finance, admin; '*' = every hospital). Web pages, signed in for 8 hours:"
     )
+    tokens = stack.container.tokens()
+    notified = withdrawn.hospital if withdrawn else "H001"
+    doctor = tokens.issue(demo_outcomes.doctor(notified), Role.DOCTOR, notified)
+    finance = tokens.issue("finance.demo", Role.FINANCE, "*")
+    console.print(f"  doctor ({notified}): {stack.api_url}/doctor#token={doctor}", soft_wrap=True)
+    console.print(f"  finance: {stack.api_url}/finance#token={finance}", soft_wrap=True)
 
 
 SNOMED = "http://snomed.info/sct"

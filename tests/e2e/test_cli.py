@@ -219,6 +219,7 @@ async def test_demo_indexes_the_sample_and_answers_a_check(settings: Settings) -
     assert "Outcomes" in text and "receipt: indexed" in text
     assert "notice to dr.demo@" in text and "已被撤回" in text
     assert "Savings report" in text and "Regulator report" in text
+    assert "/doctor#token=" in text and "/finance#token=" in text
     total = next(line for line in text.splitlines() if "│ TOTAL" in line)
     assert total.split("│")[4].strip() == "1"  # one reversal
 
