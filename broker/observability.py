@@ -21,6 +21,11 @@ REQUEST_SECONDS = Histogram(
     "mrb_http_request_seconds", "HTTP request latency", ["method", "route", "status"]
 )
 CHECKS = Counter("mrb_recognition_checks_total", "Recognition check answers", ["decision"])
+FOLLOW_UP_FAILURES = Counter(
+    "mrb_ingest_follow_up_failures_total",
+    "Safety notices or worklist updates that failed while their results were still indexed",
+    ["step"],
+)
 
 
 def configure_logging(level: str = "INFO") -> None:

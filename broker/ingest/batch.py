@@ -9,6 +9,7 @@ The same class indexes a single message when the caller isolates messages in sav
 from __future__ import annotations
 
 import hashlib
+import logging
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
@@ -17,6 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, select, tuple_, update
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from broker.domain.catalog import Catalog
@@ -24,6 +26,7 @@ from broker.domain.identifiers import PatientIdentifier
 from broker.domain.mapping import LocalCode, unmapped_codes
 from broker.domain.results import ExtractedResult, ParsedMessage, ResultChange
 from broker.domain.versions import StoredVersion, VersionKey, VersionOutcome, place_version
+from broker.observability import FOLLOW_UP_FAILURES
 from broker.security.payload_cipher import PayloadCipher
 from broker.security.pseudonyms import Pseudonymiser
 from broker.storage.mappings import note_unmapped
@@ -37,6 +40,8 @@ from broker.storage.tables import (
     result_item,
     result_version,
 )
+
+logger = logging.getLogger(__name__)
 
 
 class UnknownPatient(Exception):
@@ -216,9 +221,27 @@ class BatchIndexer:
         if rows := self._rows.get("inbox"):
             await s.execute(inbox.insert(), rows)
         if self._unmapped:
-            await note_unmapped(s, [(h, c, n) for (h, c), n in self._unmapped.items()], self.now)
+            seen = [(h, c, n) for (h, c), n in self._unmapped.items()]
+            await self._follow_up("worklist", note_unmapped(s, seen, self.now))
         if self._changes and self.on_change is not None:
-            await self.on_change(s, list(self._changes.values()), self.now)
+            changes = list(self._changes.values())
+            await self._follow_up("safety", self.on_change(s, changes, self.now))
+
+    async def _follow_up(self, step: str, work: Awaitable[None]) -> None:
+        """Run a step that must not cost hospitals their results if it has a bug.
+
+        In a savepoint: a failure is undone, logged and counted
+        (mrb_ingest_follow_up_failures_total), and the results are still indexed. A
+        database outage still fails the batch, which is then retried.
+        """
+        try:
+            async with self.session.begin_nested():
+                await work
+        except (OperationalError, InterfaceError):
+            raise
+        except Exception:
+            FOLLOW_UP_FAILURES.labels(step).inc()
+            logger.exception("ingest follow-up %r failed; the results are indexed", step)
 
     # -- in-memory decisions -------------------------------------------------------------
 

@@ -250,3 +250,16 @@ async def test_regulator_report_counts_lookups_and_certifications(
     csv_text = report.as_csv()
     assert csv_text.splitlines()[0].startswith("section,key,name")
     assert any(line.startswith("category,LAB,") for line in csv_text.splitlines())
+
+
+async def test_a_failing_safety_step_never_costs_the_results(container: Container) -> None:
+    async def broken(*_: object) -> None:
+        raise RuntimeError("a bug in the safety code")
+
+    service = container.ingest_service()
+    service._on_change = broken  # the seam the container fills with SafetyNotifier
+    first = await service.process_batch([f.inbound(f.lab_bundle())])
+    amended = f.lab_bundle(status="amended", last_updated="2026-05-21T10:00:00+08:00", version="2")
+    second = await service.process_batch([f.inbound(amended)])
+    assert [p.outcome.value for p in first + second] == ["indexed", "indexed"]
+    assert await rows(container, notification) == []
