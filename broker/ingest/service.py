@@ -15,7 +15,6 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from broker.domain.catalog import Catalog
 from broker.domain.identifiers import DEFAULT_SYSTEM_ALIASES
 from broker.domain.rejections import RejectCode, Rejected
 from broker.domain.results import ParsedMessage
@@ -151,14 +150,7 @@ class IngestService:
                 plans.append((len(out), message, hospital, message_id, parsed))
                 out.append(None)
                 await asyncio.sleep(0)  # let the API breathe when it shares the loop
-            batch = BatchIndexer(
-                session,
-                self._pseudonyms,
-                self._cipher,
-                now,
-                self._on_change,
-                await self._catalog(session),
-            )
+            batch = await self._indexer(session, now)
             await batch.prefetch([(h, p) for _, _, h, _, p in plans])
             for slot, message, hospital, message_id, parsed in plans:
                 try:
@@ -208,8 +200,10 @@ class IngestService:
                 )
         return [p for p in out if p is not None]
 
-    async def _catalog(self, session: AsyncSession) -> Catalog | None:
-        return await self._catalog_source(session) if self._catalog_source else None
+    async def _indexer(self, session: AsyncSession, now: datetime) -> BatchIndexer:
+        """The indexer both paths use, with the catalog's current local-code mappings."""
+        catalog = await self._catalog_source(session) if self._catalog_source else None
+        return BatchIndexer(session, self._pseudonyms, self._cipher, now, self._on_change, catalog)
 
     def _parse(
         self,
@@ -335,14 +329,7 @@ class IngestService:
     ) -> Processed:
         """One message through the same indexer the bulk path uses, on its own."""
         now = datetime.now(UTC)
-        one = BatchIndexer(
-            session,
-            self._pseudonyms,
-            self._cipher,
-            now,
-            self._on_change,
-            await self._catalog(session),
-        )
+        one = await self._indexer(session, now)
         await one.prefetch([(hospital, parsed)])
         staged = one.stage(
             message.value, message.header(HEADER_CONTENT_TYPE), message_id, hospital, parsed
