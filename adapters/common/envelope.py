@@ -62,6 +62,12 @@ class Signer:
     private_key: Ed25519PrivateKey = field(repr=False)
     routing_secret: bytes = field(repr=False)  # keys per patient, opaque to Kafka
 
-    def message(self, value: bytes, patient_hint: str) -> OutgoingMessage:
+    def message(
+        self, value: bytes, patient_hint: str, *, message_id: str | None = None
+    ) -> OutgoingMessage:
+        """Keyed and signed; `message_id` fixed when a resend must keep its id."""
         key = routing_key(self.routing_secret, self.hospital, patient_hint)
-        return OutgoingMessage(self.hospital, value, key).signed(self.key_id, self.private_key)
+        message = OutgoingMessage(self.hospital, value, key)
+        if message_id is not None:
+            message = replace(message, message_id=message_id)
+        return message.signed(self.key_id, self.private_key)

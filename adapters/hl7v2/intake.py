@@ -14,9 +14,7 @@ import sqlite3
 import uuid
 from dataclasses import dataclass, field
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-from adapters.common.envelope import OutgoingMessage, routing_key
+from adapters.common.envelope import OutgoingMessage, Signer
 from adapters.common.outbox import Outbox
 from adapters.fhir.source import patient_hint
 from adapters.hl7v2.ack import AckOptions, accept_ack, encode
@@ -35,13 +33,14 @@ _MESSAGE_IDS = uuid.uuid5(uuid.NAMESPACE_URL, "urn:mrb:adapter:hl7v2:message-id"
 class Intake:
     """Everything needed to accept messages as one hospital on one interface."""
 
-    hospital: str
     outbox: Outbox
-    key_id: str
-    private_key: Ed25519PrivateKey
-    routing_secret: bytes
+    signer: Signer  # the hospital's adapter key and routing secret
     config: InterfaceConfig = field(default_factory=InterfaceConfig)
     ack_options: AckOptions = field(default_factory=AckOptions)
+
+    @property
+    def hospital(self) -> str:
+        return self.signer.hospital
 
 
 @dataclass(frozen=True)
@@ -111,11 +110,9 @@ async def reject_oversize(item: Oversize, intake: Intake) -> bytes | None:
 
 
 def _outgoing(value: bytes, intake: Intake) -> OutgoingMessage:
-    key = routing_key(intake.routing_secret, intake.hospital, patient_hint(value))
-    message = OutgoingMessage(
-        intake.hospital, value, key, message_id=_message_id(intake.hospital, value)
+    return intake.signer.message(
+        value, patient_hint(value), message_id=_message_id(intake.hospital, value)
     )
-    return message.signed(intake.key_id, intake.private_key)
 
 
 def _message_id(hospital: str, value: bytes) -> str:

@@ -283,9 +283,7 @@ def hl7v2(
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
     outbox = open_outbox(settings)
-    intake = Intake(
-        hospital, outbox, signer.key_id, signer.private_key, signer.routing_secret, config
-    )
+    intake = Intake(outbox, signer, config)
     if listen:
         target = _host_port(ack_to, "--ack-to") if ack_to else None
         try:

@@ -18,6 +18,7 @@ import hl7
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from adapters.common.envelope import Signer
 from adapters.common.outbox import Outbox
 from adapters.common.signing import signed_bytes
 from adapters.hl7v2.ack import application_ack
@@ -57,7 +58,7 @@ def outbox(tmp_path: Path) -> Iterator[Outbox]:
 
 @pytest.fixture
 def intake(outbox: Outbox) -> Intake:
-    return Intake("H001", outbox, "H001-test", KEY, b"r" * 32)
+    return Intake(outbox, Signer("H001", "H001-test", KEY, b"r" * 32))
 
 
 @asynccontextmanager
@@ -250,7 +251,9 @@ class TestIntake:
 
     def test_the_ack_speaks_the_senders_charset(self, outbox: Outbox) -> None:
         gbk = Intake(
-            "H001", outbox, "H001-test", KEY, b"r" * 32, InterfaceConfig(fallback_encoding="gbk")
+            outbox,
+            Signer("H001", "H001-test", KEY, b"r" * 32),
+            InterfaceConfig(fallback_encoding="gbk"),
         )
         raw = (
             ORU.decode()
