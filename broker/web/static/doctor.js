@@ -3,8 +3,6 @@
 "use strict";
 
 const NATIONAL_ID = "urn:oid:2.16.156.10011.1.3";
-let token = null;
-let claims = null;
 let reasons = [];
 
 function el(tag, attrs = {}, ...children) {
@@ -18,47 +16,7 @@ function el(tag, attrs = {}, ...children) {
   return node;
 }
 
-async function api(path, options = {}) {
-  const response = await fetch(path, {
-    ...options,
-    headers: { Authorization: `Bearer ${token}`, "content-type": "application/json" },
-  });
-  if (response.status === 401) {
-    sessionStorage.removeItem("mrb-token");
-    showLogin();
-    throw new Error("请重新登录 Sign in again");
-  }
-  if (!response.ok) {
-    const problem = await response.json().catch(() => ({}));
-    throw new Error(`${problem.title || response.status}: ${problem.detail || ""}`);
-  }
-  return response.status === 204 ? null : response.json();
-}
-
-function decode(jwt) {
-  const part = jwt.split(".")[1] || "";
-  const json = atob(part.replace(/-/g, "+").replace(/_/g, "/"));
-  return JSON.parse(new TextDecoder().decode(Uint8Array.from(json, (c) => c.charCodeAt(0))));
-}
-
-function showLogin() {
-  document.getElementById("login").hidden = false;
-  document.getElementById("app").hidden = true;
-}
-
-async function start(newToken) {
-  try {
-    claims = decode(newToken);
-  } catch {
-    document.getElementById("who").textContent = "令牌无效 Invalid token";
-    return showLogin();
-  }
-  token = newToken;
-  sessionStorage.setItem("mrb-token", token);
-  document.getElementById("who").textContent =
-    `${claims.sub} · ${claims.role} · ${claims.hospital}`;
-  document.getElementById("login").hidden = true;
-  document.getElementById("app").hidden = false;
+async function ready() {
   reasons = await api("/api/v1/recognition/decline-reasons");
   await loadNotices();
 }
@@ -110,7 +68,7 @@ async function runCheck(event) {
   const codes = document.getElementById("codes").value.split(",").map((c) => c.trim());
   const body = {
     patient: { system: NATIONAL_ID, value: document.getElementById("patient").value.trim() },
-    ordering_hospital: claims.hospital,
+    ordering_hospital: session.claims.hospital,
     order_time: new Date().toISOString(),
     items: codes.filter(Boolean).map((code) => ({ system: "http://loinc.org", code })),
     emergency: document.getElementById("emergency").checked,
@@ -132,7 +90,7 @@ async function fhirSearch(type, patient) {
   const response = await fetch(`/fhir/${type}/_search`, {
     method: "POST",
     headers: {
-      Authorization: `Bearer ${token}`,
+      Authorization: `Bearer ${session.token}`,
       "content-type": "application/x-www-form-urlencoded",
       "X-Purpose-Of-Use": "TREAT",
     },
@@ -216,14 +174,7 @@ async function record(checkId, index, cell, item) {
 }
 
 document.addEventListener("DOMContentLoaded", () => {
-  document.getElementById("signin").addEventListener("click", () =>
-    start(document.getElementById("token").value.trim()));
   document.getElementById("refresh").addEventListener("click", loadNotices);
   document.getElementById("check-form").addEventListener("submit", runCheck);
-  // A link may carry the token in the fragment (never sent to a server); keep it in this tab.
-  const fromLink = new URLSearchParams(location.hash.slice(1)).get("token");
-  if (fromLink) history.replaceState(null, "", location.pathname);
-  const saved = fromLink || sessionStorage.getItem("mrb-token");
-  if (saved) start(saved).catch((e) => { document.getElementById("who").textContent = e.message; });
-  else showLogin();
+  startSession(ready);
 });

@@ -2,38 +2,12 @@
 "use strict";
 
 const SVG = "http://www.w3.org/2000/svg";
-let token = null;
 
 function svg(tag, attrs = {}, text = null) {
   const node = document.createElementNS(SVG, tag);
   for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, String(v));
   if (text !== null) node.textContent = text;
   return node;
-}
-
-async function api(path) {
-  const response = await fetch(path, { headers: { Authorization: `Bearer ${token}` } });
-  if (response.status === 401) {
-    sessionStorage.removeItem("mrb-token");
-    showLogin();
-    throw new Error("请重新登录 Sign in again");
-  }
-  if (!response.ok) {
-    const problem = await response.json().catch(() => ({}));
-    throw new Error(`${problem.title || response.status}: ${problem.detail || ""}`);
-  }
-  return response.json();
-}
-
-function decode(jwt) {
-  const part = (jwt.split(".")[1] || "").replace(/-/g, "+").replace(/_/g, "/");
-  const bytes = Uint8Array.from(atob(part), (c) => c.charCodeAt(0));
-  return JSON.parse(new TextDecoder().decode(bytes));
-}
-
-function showLogin() {
-  document.getElementById("login").hidden = false;
-  document.getElementById("app").hidden = true;
 }
 
 // One horizontal bar per row; `value` may be negative (net after reversals).
@@ -110,7 +84,7 @@ async function load(event) {
 
 async function downloadCsv() {
   const response = await fetch(`/api/v1/savings?${query("hospital")}&format=csv`, {
-    headers: { Authorization: `Bearer ${token}` },
+    headers: { Authorization: `Bearer ${session.token}` },
   });
   const link = document.createElement("a");
   link.href = URL.createObjectURL(await response.blob());
@@ -118,30 +92,7 @@ async function downloadCsv() {
   link.click();
 }
 
-async function start(newToken) {
-  let claims;
-  try {
-    claims = decode(newToken);
-  } catch {
-    document.getElementById("who").textContent = "令牌无效 Invalid token";
-    return showLogin();
-  }
-  token = newToken;
-  sessionStorage.setItem("mrb-token", token);
-  document.getElementById("who").textContent =
-    `${claims.sub} · ${claims.role} · ${claims.hospital}`;
-  document.getElementById("login").hidden = true;
-  document.getElementById("app").hidden = false;
-  await load();
-}
-
 document.addEventListener("DOMContentLoaded", () => {
-  document.getElementById("signin").addEventListener("click", () =>
-    start(document.getElementById("token").value.trim()));
   document.getElementById("range").addEventListener("submit", load);
-  const fromLink = new URLSearchParams(location.hash.slice(1)).get("token");
-  if (fromLink) history.replaceState(null, "", location.pathname);
-  const saved = fromLink || sessionStorage.getItem("mrb-token");
-  if (saved) start(saved).catch((e) => { document.getElementById("who").textContent = e.message; });
-  else showLogin();
+  startSession(() => load());
 });
