@@ -17,12 +17,14 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from adapters.common.signing import create_key
 from broker.bootstrap import Container
 from broker.domain.actors import Role
 from broker.domain.registry import Certification, CertifyingBody
 from broker.kafka.embedded import EmbeddedKafka
 from broker.kafka.topics import default_partitions, ensure_topics
 from broker.runtime import Stack
+from broker.services import registry as registry_service
 from broker.settings import Settings
 from broker.storage import hospitals
 from broker.storage.database import upgrade
@@ -171,3 +173,16 @@ async def certify(
             ),
             reference=None,
         )
+
+
+async def adapter_env(stack: Stack, tmp_path: Path, hospital: str = "H001") -> dict[str, str]:
+    """The environment of a hospital's adapter process: its own data dir and signing key
+    (registered at the broker), and the stack's Kafka."""
+    key_id, public = create_key(tmp_path / "adapter" / "keys", hospital)
+    await registry_service.add_key(stack.container.sessions, hospital, key_id, public)
+    return {
+        **os.environ,
+        "MRB_KAFKA_BOOTSTRAP": stack.container.kafka_bootstrap or "",
+        "MRB_DATA_DIR": str(tmp_path / "adapter"),
+        "COLUMNS": "300",  # rich wraps tables to the terminal width
+    }

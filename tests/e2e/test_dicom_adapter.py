@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import os
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,18 +16,17 @@ from sqlalchemy import select
 from adapters.common.delivery import deliver_continuously
 from adapters.common.envelope import Signer
 from adapters.common.outbox import DELIVERED, PENDING, Outbox
-from adapters.common.signing import create_key
 from adapters.dicom.bundle import BundleOptions
 from adapters.dicom.headers import read_headers
 from adapters.dicom.scp import ScpSettings, start_scp
 from adapters.dicom.service import DicomAdapter
 from adapters.dicom.spool import Spool
 from broker.runtime import Stack, running_stack
-from broker.services import registry as registry_service
 from broker.settings import Settings
 from broker.storage import hospitals
 from broker.storage.tables import result
 from tests import factories as f
+from tests.conftest import adapter_env
 from tests.integration.test_dicom_scp import REFUSED, samples, store
 
 pytestmark = pytest.mark.slow
@@ -125,14 +123,7 @@ async def test_acknowledged_instances_survive_a_restart(tmp_path: Path, realdata
 
 
 async def test_the_cli_folder_mode(stack: Stack, tmp_path: Path, realdata: Path) -> None:
-    key_id, public = create_key(tmp_path / "adapter" / "keys", "H001")
-    await registry_service.add_key(stack.container.sessions, "H001", key_id, public)
-    env = {
-        **os.environ,
-        "MRB_KAFKA_BOOTSTRAP": stack.container.kafka_bootstrap or "",
-        "MRB_DATA_DIR": str(tmp_path / "adapter"),
-        "COLUMNS": "300",
-    }
+    env = await adapter_env(stack, tmp_path)
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sys
 from collections.abc import AsyncIterator
 from datetime import date
@@ -14,14 +13,12 @@ import httpx
 import pytest
 
 from adapters.common.publisher import Publisher, ReceiptWatcher
-from adapters.common.signing import create_key
 from broker.domain.registry import Certification, CertifyingBody
 from broker.runtime import Stack, running_stack
-from broker.services import registry as registry_service
 from broker.settings import Settings
 from broker.storage import hospitals
 from tests import factories as f
-from tests.conftest import api_client
+from tests.conftest import adapter_env, api_client
 
 pytestmark = pytest.mark.slow
 
@@ -115,14 +112,7 @@ async def test_the_fhir_adapter_cli_publishes_files_and_reports_receipts(
         f.lab_bundle(accession="N-1").replace(b"\n", b"") + b"\n" + b'{"hb": 1}\n'
     )
     # The hospital side: its own data dir and signing key, registered at the broker.
-    key_id, public = create_key(tmp_path / "adapter" / "keys", "H001")
-    await registry_service.add_key(stack.container.sessions, "H001", key_id, public)
-    env = {
-        **os.environ,
-        "MRB_KAFKA_BOOTSTRAP": stack.container.kafka_bootstrap or "",
-        "MRB_DATA_DIR": str(tmp_path / "adapter"),
-        "COLUMNS": "300",  # rich wraps tables to the terminal width
-    }
+    env = await adapter_env(stack, tmp_path)
     # The worker runs in this event loop: the CLI must run beside it, not block it.
     proc = await asyncio.create_subprocess_exec(
         sys.executable,

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -19,14 +18,12 @@ import uvicorn
 from fastapi import FastAPI, Request
 from sqlalchemy import func, select
 
-from adapters.common.signing import create_key
 from broker.runtime import Stack, running_stack
-from broker.services import registry as registry_service
 from broker.settings import Settings
 from broker.storage import hospitals
 from broker.storage.tables import result
 from tests import factories as f
-from tests.conftest import free_port
+from tests.conftest import adapter_env, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -105,17 +102,6 @@ async def run(env: dict[str, str], *args: str) -> tuple[int, str]:
     out = (await asyncio.wait_for(proc.communicate(), 90))[0].decode()
     assert proc.returncode is not None
     return proc.returncode, out
-
-
-async def adapter_env(stack: Stack, tmp_path: Path) -> dict[str, str]:
-    key_id, public = create_key(tmp_path / "adapter" / "keys", "H001")
-    await registry_service.add_key(stack.container.sessions, "H001", key_id, public)
-    return {
-        **os.environ,
-        "MRB_KAFKA_BOOTSTRAP": stack.container.kafka_bootstrap or "",
-        "MRB_DATA_DIR": str(tmp_path / "adapter"),
-        "COLUMNS": "300",
-    }
 
 
 async def indexed(stack: Stack) -> int:

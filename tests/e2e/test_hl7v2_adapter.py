@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import sys
 from collections.abc import AsyncIterator
@@ -12,14 +11,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from adapters.common.signing import create_key
 from adapters.hl7v2.mllp import MllpDecoder, frame
 from broker.runtime import Stack, running_stack
-from broker.services import registry as registry_service
 from broker.settings import Settings
 from broker.storage import hospitals
 from broker.storage.tables import result
-from tests.conftest import free_port
+from tests.conftest import adapter_env, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -30,17 +27,6 @@ async def stack(settings: Settings) -> AsyncIterator[Stack]:
         async with s.container.sessions() as session, session.begin():
             await hospitals.add(session, hospitals.Hospital("H001", "H001", "510502", "3"))
         yield s
-
-
-async def adapter_env(stack: Stack, tmp_path: Path) -> dict[str, str]:
-    key_id, public = create_key(tmp_path / "adapter" / "keys", "H001")
-    await registry_service.add_key(stack.container.sessions, "H001", key_id, public)
-    return {
-        **os.environ,
-        "MRB_KAFKA_BOOTSTRAP": stack.container.kafka_bootstrap or "",
-        "MRB_DATA_DIR": str(tmp_path / "adapter"),
-        "COLUMNS": "300",
-    }
 
 
 async def results(stack: Stack) -> list[str]:
