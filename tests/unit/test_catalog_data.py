@@ -113,7 +113,7 @@ PROTOCOL_UNSTATED_LOINC = {
     "36067-7",  # MR Spine
     "28566-8",  # CT Spine
 }
-MIN_ITEMS = 100
+MIN_ITEMS = 200
 MIN_CITED_WINDOWS = 14
 # LOINC codes of fast-changing analytes: never recognised, or on the negative list.
 FAST_CHANGING_LOINC = [
