@@ -2,7 +2,9 @@
 
 OBX-2 picks value[x]; OBX-3 the code (LN -> LOINC, anything local -> the hospital's
 lab-code system that schemas/catalog/mappings/<H>.yaml maps); OBX-6 the unit; OBX-7
-referenceRange; OBX-8 interpretation; OBX-11 status (table 0085); OBX-14 the time.
+referenceRange; OBX-8 interpretation; OBX-11 status (table 0085) and, for X and N, a
+dataAbsentReason instead of any value; OBX-14 the time. An empty or null ("") OBX-5
+gives no value[x] at all.
 """
 
 from __future__ import annotations
@@ -13,8 +15,12 @@ from datetime import tzinfo
 from typing import Any
 
 from adapters.hl7v2.errors import ErrorLocation, Hl7ErrorCode, Hl7MappingError
-from adapters.hl7v2.segments import FieldPath, Segment, sub
-from adapters.hl7v2.tables import OBSERVATION_STATUS, REPORT_TO_OBSERVATION_STATUS
+from adapters.hl7v2.segments import HL7_NULL, FieldPath, Rep, Segment, sub
+from adapters.hl7v2.tables import (
+    OBSERVATION_ABSENT_REASON,
+    OBSERVATION_STATUS,
+    REPORT_TO_OBSERVATION_STATUS,
+)
 from adapters.hl7v2.timestamps import Hl7TimeError, fhir_datetime
 from adapters.hl7v2.values import (
     BadValue,
@@ -29,6 +35,10 @@ from adapters.hl7v2.values import (
 
 Json = dict[str, Any]
 RECOGNITION_MARK_URL = "urn:mrb:fhir:extension:recognition-mark"
+DATA_ABSENT_REASON = "http://terminology.hl7.org/CodeSystem/data-absent-reason"
+_ALTERNATE_CODES = "http://hl7.org/fhir/StructureDefinition/alternate-codes"
+_V2_0085 = "http://terminology.hl7.org/CodeSystem/v2-0085"
+_ABSENT_DISPLAY = {"not-asked": "Not Asked", "not-performed": "Not Performed"}
 
 _TEXT_TYPES = frozenset(
     {"ST", "TX", "FT", "TN", "AD", "CP", "XAD", "XPN", "XCN", "XON", "NA", "MA"}
@@ -56,6 +66,7 @@ class Context:
     effective: str | None  # the report's collection time (OBR-7, else SPM-17)
     zone: tzinfo
     mark_path: FieldPath | None
+    specimen_url: str | None = None  # Observation.specimen: the group's only SPM
 
 
 def keyed(entries: list[ObxEntry]) -> Iterator[tuple[ObxEntry, str]]:
@@ -84,21 +95,54 @@ def observation(entry: ObxEntry, ctx: Context, obs_id: str) -> Json:
     if path is not None and path.segment == "OBX" and (mark := path.read(seg)):
         out["extension"] = [{"url": RECOGNITION_MARK_URL, "valueString": mark}]
     out["status"] = _status(seg)
+    result_status = seg.get(11).upper()
+    if result_status == "X":  # the IG's OBX map keeps X beside "cancelled", which N shares
+        out["_status"] = {
+            "extension": [
+                {
+                    "url": _ALTERNATE_CODES,
+                    "valueCodeableConcept": {"coding": [{"system": _V2_0085, "code": "X"}]},
+                }
+            ]
+        }
     out["code"] = code
     out["subject"] = {"reference": ctx.patient_url}
     effective = _time(seg, 14, ctx.zone) or ctx.effective
     if effective:
         out["effectiveDateTime"] = effective
-    out.update(_value(seg, ctx))
+    if absent := OBSERVATION_ABSENT_REASON.get(result_status):
+        # X/N say there is no result, so whatever OBX-5 holds is an explanation, not a
+        # value of type OBX-2: it becomes the reason's text (obs-6: never both).
+        reason: Json = {
+            "coding": [
+                {"system": DATA_ABSENT_REASON, "code": absent, "display": _ABSENT_DISPLAY[absent]}
+            ]
+        }
+        if said := text_of(_present(seg.reps(5)), "; ").strip():
+            reason["text"] = said
+        out["dataAbsentReason"] = reason
+    else:
+        out.update(_value(seg, ctx))
     flags = interpretations(seg.reps(8))
     if flags:
         out["interpretation"] = flags
     notes = [t for t in (text_of(n.reps(3)) for n in entry.notes) if t.strip()]
     if notes:
         out["note"] = [{"text": t.strip()} for t in notes]
+    if ctx.specimen_url:
+        out["specimen"] = {"reference": ctx.specimen_url}
     if rng := reference_range(seg.get(7), seg.rep(6)):
         out["referenceRange"] = [rng]
     return out
+
+
+def _present(reps: list[Rep]) -> list[Rep]:
+    """Repetitions holding something other than blanks or the HL7 null ("")."""
+    return [r for r in reps if any(s.strip() not in ("", HL7_NULL) for c in r for s in c)]
+
+
+def _string(text: str) -> Json:
+    return {"valueString": text} if text.strip() else {}
 
 
 def _status(seg: Segment) -> str:
@@ -135,19 +179,19 @@ def _time(seg: Segment, n: int, zone: tzinfo) -> str | None:
 
 def _value(seg: Segment, ctx: Context) -> Json:
     """OBX-5 by OBX-2; repetitions of a non-text type are kept as text, never dropped."""
-    reps = seg.reps(5)
+    reps = _present(seg.reps(5))
     if not reps:
-        return {}
+        return {}  # empty, blank or "" (HL7 null): no value[x], never an empty string
     value_type = seg.get(2).upper()
     where = ErrorLocation("OBX", seg.occurrence, 5)
     unit = seg.rep(6)
     try:
         if value_type in _TEXT_TYPES:
-            return {"valueString": text_of(reps)}
+            return _string(text_of(reps))
         if value_type == "ED":
             return {}  # encapsulated documents (PDF, images) are not results to index
         if value_type == "RP":
-            return {"valueString": "; ".join(sub(r, 1) for r in reps)}
+            return _string("; ".join(t for t in (sub(r, 1) for r in reps) if t))
         if len(reps) > 1:
             return {"valueString": text_of(reps, "; ")}
         if value_type == "NM":

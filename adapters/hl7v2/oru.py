@@ -1,9 +1,10 @@
 """ORU^R01 -> FHIR R4: one collection Bundle per ORDER_OBSERVATION (OBR group).
 
 Follows the HL7 v2-to-FHIR IG (segment maps OBR -> DiagnosticReport, OBX ->
-Observation, PID -> Patient). Each Bundle holds the Patient, the DiagnosticReport
-(OBR-3 filler order number as its first identifier: the result's business id) and its
-Observations, with deterministic ids so a corrected report keeps its resource ids.
+Observation, PID -> Patient, SPM -> Specimen). Each Bundle holds the Patient, the
+DiagnosticReport (OBR-3 filler order number as its first identifier: the result's
+business id), its Observations and one Specimen per SPM of the group, with deterministic
+ids so a corrected report keeps its resource ids.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from datetime import tzinfo
 from typing import Any
 
 from adapters.hl7v2 import observation as obs
+from adapters.hl7v2 import specimen as spm_map
 from adapters.hl7v2.charset import decode_message
 from adapters.hl7v2.config import InterfaceConfig
 from adapters.hl7v2.errors import ErrorLocation, Hl7ErrorCode, Hl7MappingError
@@ -191,7 +193,19 @@ def _report(
         spm17 = times.datetime(spm.get(17), ErrorLocation("SPM", spm.occurrence, 17))
         effective = effective or spm17
     issued = times.instant(obr.get(22), ErrorLocation("OBR", obr.occurrence, 22))
-    context = obs.Context(hospital, patient_url, updated, effective, cfg.zone, cfg.mark_path)
+    spm_context = spm_map.SpecimenContext(hospital, patient_url, updated, cfg.zone)
+    specimens = [
+        spm_map.specimen(seg, spm_context, _uuid(hospital, "Specimen", *business, key))
+        for seg, key in spm_map.keyed(group.specimens)
+    ]
+    # The report names every specimen. v2.5.1 does not say which of several SPM an OBX
+    # was measured on, so an observation names its specimen only when there is just
+    # one: naming the first would hide a rejected second tube, whereas without a
+    # reference a reader falls back to the report's list (all of them).
+    only_specimen = f"urn:uuid:{specimens[0]['id']}" if len(specimens) == 1 else None
+    context = obs.Context(
+        hospital, patient_url, updated, effective, cfg.zone, cfg.mark_path, only_specimen
+    )
     observations = [
         obs.observation(entry, context, _uuid(hospital, "Observation", *business, key))
         for entry, key in obs.keyed(group.observations)
@@ -200,10 +214,12 @@ def _report(
     for o in observations:  # OBX-11 empty: the report's status speaks for it
         if o["status"] == "unknown":
             o["status"] = obs.status_from_report(status)
-    report = _diagnostic_report(group, report_id, identity, status, observations, context, issued)
+    report = _diagnostic_report(
+        group, report_id, identity, status, observations, specimens, context, issued
+    )
     patient = patient_resource(group.patient, patient_id, identifiers)
     entries = [(patient_url, patient), (f"urn:uuid:{report_id}", report)]
-    entries += [(f"urn:uuid:{o['id']}", o) for o in observations]
+    entries += [(f"urn:uuid:{r['id']}", r) for r in (*observations, *specimens)]
     bundle: Json = {"resourceType": "Bundle", "type": "collection"}
     if updated:
         bundle["timestamp"] = updated
@@ -217,6 +233,7 @@ def _diagnostic_report(
     identity: list[Json],
     status: str,
     observations: list[Json],
+    specimens: list[Json],
     context: obs.Context,
     issued: str | None,
 ) -> Json:
@@ -247,6 +264,8 @@ def _diagnostic_report(
         report["effectiveDateTime"] = context.effective
     if issued:
         report["issued"] = issued
+    if specimens:
+        report["specimen"] = [{"reference": f"urn:uuid:{s['id']}"} for s in specimens]
     if observations:
         report["result"] = [{"reference": f"urn:uuid:{o['id']}"} for o in observations]
     return report

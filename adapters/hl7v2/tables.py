@@ -45,6 +45,53 @@ OBSERVATION_STATUS: dict[str, str] = {
     "X": "cancelled",
 }
 
+# OBX-11 codes that say the observation has no value, -> Observation.dataAbsentReason
+# (http://terminology.hl7.org/CodeSystem/data-absent-reason). N: the IG's OBX segment map
+# assigns "not-asked". X: the 0085 ConceptMap maps it to status "cancelled" and asks for a
+# data-absent reason "cannot-be-obtained", which that code system lacks; "not-performed"
+# (the procedure was not performed) is the code that matches "cancelled" (not started or
+# not completed). "error" would claim a system fault, which X does not say.
+OBSERVATION_ABSENT_REASON: dict[str, str] = {
+    "N": "not-asked",
+    "X": "not-performed",
+}
+
+# Table 0136 (SPM-20 specimen availability) -> Specimen.status
+# (ConceptMap YesNoIndicator[AvailabilityStatus]).
+SPECIMEN_AVAILABILITY: dict[str, str] = {"Y": "available", "N": "unavailable"}
+
+# Table 0490 (SPM-21 specimen reject reason), codes and displays as in HL7 terminology.
+SPECIMEN_REJECT_REASON: dict[str, str] = {
+    "EX": "Expired",
+    "QS": "Quantity not sufficient",
+    "RA": "Missing patient ID number",
+    "RB": "Broken container",
+    "RC": "Clotting",
+    "RD": "Missing collection date",
+    "RE": "Missing patient name",
+    "RH": "Hemolysis",
+    "RI": "Identification problem",
+    "RM": "Labeling",
+    "RN": "Contamination",
+    "RP": "Missing phlebotomist ID",
+    "RR": "Improper storage",
+    "RS": "Name misspelling",
+}
+
+# Table 0493 (SPM-24 specimen condition).
+SPECIMEN_CONDITION: dict[str, str] = {
+    "AUT": "Autolyzed",
+    "CFU": "Centrifuged",
+    "CLOT": "Clotted",
+    "CON": "Contaminated",
+    "COOL": "Cool",
+    "FROZ": "Frozen",
+    "HEM": "Hemolyzed",
+    "LIVE": "Live",
+    "ROOM": "Room temperature",
+    "SNR": "Sample not received",
+}
+
 # Table 0001 (PID-8 administrative sex) -> Patient.gender.
 GENDER: dict[str, str] = {
     "M": "male",

@@ -7,6 +7,7 @@ NM/SN -> Quantity/Range/Ratio, OBX-7 -> referenceRange, OBX-8 -> interpretation)
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
@@ -64,9 +65,11 @@ _UNIT_ALIASES = {
     "sec": "s",
 }
 
+# The codes the IG's 0078 ConceptMap maps (same code in v3). It leaves AC, HM, OBX, QCF
+# and TOX unmapped, so those stay text like any other unknown flag.
 _V3_INTERPRETATION = _words(
-    "< > A AA AC B CAR D DET E EX EXP H H> HH HM HU HX I IE IND L L< LL LU LX MS N NCL "
-    "ND NEG NR NS OBX POS QCF R RR S SDD SYN-R SYN-S TOX U UNE VS W WR"
+    "< > A AA B CAR D DET E EX EXP H H> HH HU HX I IE IND L L< LL LU LX MS N NCL "
+    "ND NEG NR NS POS R RR S SDD SYN-R SYN-S U UNE VS W WR"
 )
 _INTERPRETATION_ALIASES = {"↑": "H", "↓": "L", "高": "H", "低": "L", "阳性": "POS", "阴性": "NEG"}
 _INTERPRETATION_DISPLAY = {
@@ -148,6 +151,40 @@ def codeable(rep: Rep, *, local: str | None, hospital: str) -> Json | None:
         concept["coding"] = codings
     if text:
         concept["text"] = text
+    return concept
+
+
+def table_codeable(
+    rep: Rep, system: str, table: Mapping[str, str], *, hospital: str
+) -> Json | None:
+    """A CWE drawn from an HL7 table (SPM-21: 0490, SPM-24: 0493) -> CodeableConcept.
+
+    A code the table holds, sent without a coding system (LIS often leave CWE.3 empty)
+    or under the table's own name (HL7nnnn), gets the table's system, its upper-case
+    code and, when the sender gave none, the table's display; the sender's display and
+    CWE.9 text are kept. Any other code keeps whatever `codeable` made of it.
+    """
+    concept = codeable(rep, local=None, hospital=hospital)
+    if concept is None:
+        return None
+    codings: list[Json] = []
+    resolved: set[str] = set()
+    for coding in concept.get("coding", []):
+        code = str(coding["code"])
+        if coding.get("system") in (None, system) and code.upper() in table:
+            resolved.add(code)
+            code = code.upper()
+            coding = {
+                "system": system,
+                "code": code,
+                "display": coding.get("display") or table[code],
+            }
+        if coding not in codings:
+            codings.append(coding)
+    if codings:
+        concept["coding"] = codings
+    if not sub(rep, 9) and concept.get("text") in resolved:
+        del concept["text"]  # only the bare code repeated: the coding now says it better
     return concept
 
 

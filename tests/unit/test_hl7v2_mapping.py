@@ -411,6 +411,13 @@ class TestValues:
             {"text": "XYZ"},
         ]
 
+    def test_flags_the_ig_leaves_unmapped_stay_text(self) -> None:
+        obs = only_observation(message(PID, OBR, obx(flags="AC~HM~OBX~QCF~TOX~LU")))
+        assert obs["interpretation"][:5] == [
+            {"text": code} for code in ("AC", "HM", "OBX", "QCF", "TOX")
+        ]
+        assert obs["interpretation"][5]["coding"][0]["code"] == "LU"
+
     def test_coded_dates_and_documents(self) -> None:
         coded = only_observation(message(PID, OBR, obx(type="CWE", value="POS^阳性^99LIS")))
         assert coded["valueCodeableConcept"]["coding"] == [

@@ -14,6 +14,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from fhir.resources.R4B import get_fhir_model_class
 
 from adapters.hl7v2.config import InterfaceConfig
 from adapters.hl7v2.errors import ErrorLocation, Hl7ErrorCode, Hl7MappingError
@@ -112,6 +113,29 @@ def test_each_sample_is_indexed_under_its_filler_number_or_refused_precisely(nam
     ]
 
 
+@pytest.mark.parametrize(
+    "name", sorted(n for n, outcome in OUTCOMES.items() if not isinstance(outcome, Hl7ErrorCode))
+)
+def test_every_resource_is_valid_r4_and_specimen_references_resolve(name: str) -> None:
+    for report in mapped(name).reports:
+        get_fhir_model_class("Bundle").model_validate_json(report.value)
+        urls = set()
+        for entry in report.bundle["entry"]:
+            res = entry["resource"]
+            get_fhir_model_class(res["resourceType"]).model_validate(res)
+            urls.add(entry["fullUrl"])
+        (dr,) = resources(report.bundle, "DiagnosticReport")
+        specimens = resources(report.bundle, "Specimen")
+        assert [r["reference"] for r in dr.get("specimen", [])] == [
+            f"urn:uuid:{s['id']}" for s in specimens
+        ]
+        for obs in resources(report.bundle, "Observation"):
+            if len(specimens) == 1:
+                assert obs["specimen"]["reference"] in urls
+            else:
+                assert "specimen" not in obs
+
+
 class TestLabOru1And2:
     """The same two orders, preliminary at 06:45 and final at 09:31 (+07:00)."""
 
@@ -197,6 +221,20 @@ class TestLabOru1And2:
         # OBX order changed between the two messages; ids follow OBX-3, not position.
         assert ids("msfc_LAB-ORU-1.hl7") == ids("msfc_LAB-ORU-2.hl7")
 
+    def test_specimen_matches_the_converter(self) -> None:
+        cbc = mapped("msfc_LAB-ORU-1.hl7").reports[0].bundle
+        (specimen,) = resources(cbc, "Specimen")
+        ms = next(
+            s
+            for s in resources(converter("LAB-ORU-1-expected.json"), "Specimen")
+            if "type" in s  # the converter also makes one from OBR; SPM's has the type
+        )
+        for key in ("collection", "receivedTime", "status"):
+            assert specimen[key] == ms[key]
+        assert specimen["type"]["coding"][0]["code"] == ms["type"]["coding"][0]["code"] == "BLD"
+        assert [i["value"] for i in specimen["identifier"]] == ["SpecimenID"]
+        assert specimen["identifier"][0]["type"]["coding"][0]["code"] == "PGN"  # SPM-2.1
+
 
 class TestNistLriCbc:
     name = "msfc_LRI_2.0-NG_CBC_Typ_Message.hl7"
@@ -245,6 +283,19 @@ class TestNistLriCbc:
         assert dr["code"]["coding"][1]["system"] == LAB_CODE  # 99USI alternate: local
         assert [i["type"]["coding"][0]["code"] for i in dr["identifier"]] == ["FILL", "PLAC"]
 
+    def test_specimen_type_is_snomed_as_sent(self) -> None:
+        (report,) = mapped(self.name).reports
+        (specimen,) = resources(report.bundle, "Specimen")
+        assert specimen["type"] == {
+            "coding": [{"system": "http://snomed.info/sct", "code": "119297000", "display": "BLD"}],
+            "text": "Blood",
+        }
+        ms = resources(converter("LRI_2.0-NG_CBC_Typ_Message-expected.json"), "Specimen")[-1]
+        assert instant(specimen["collection"]["collectedDateTime"]) == instant(
+            ms["collection"]["collectedDateTime"]
+        )
+        assert "identifier" not in specimen and "status" not in specimen  # SPM-2, SPM-20 empty
+
     def test_broker_reads_the_panel_with_every_item(self) -> None:
         (result,) = results(mapped(self.name))
         assert result.status == "final"
@@ -283,6 +334,39 @@ class TestKitchenSinkOru:
         (dr,) = resources(report.bundle, "DiagnosticReport")
         assert dr["meta"]["lastUpdated"] == "2012-03-14T12:59:00-02:15"  # MSH-7 odd offset
         assert dr["status"] == "final"
+
+    def test_the_specimen_condition_reaches_the_bundle(self) -> None:
+        (report,) = mapped(self.name).reports
+        (specimen,) = resources(report.bundle, "Specimen")
+        v2_0493 = "http://terminology.hl7.org/CodeSystem/v2-0493"
+        # SPM-24 "AUT^Autolyzed^HL70493^CLOT~HEM": CWE alternate and a bare repetition
+        assert specimen["condition"] == [
+            {
+                "coding": [
+                    {"system": v2_0493, "code": "AUT", "display": "Autolyzed"},
+                    {"system": v2_0493, "code": "CLOT", "display": "Clotted"},
+                ]
+            },
+            {"coding": [{"system": v2_0493, "code": "HEM", "display": "Hemolyzed"}]},
+        ]
+        assert specimen["status"] == "available"  # SPM-20 Y, no SPM-21
+        assert "extension" not in specimen
+        assert specimen["collection"] == {  # SPM-17 with an end: a period
+            "collectedPeriod": {
+                "start": "2011-01-03T14:34:28-08:00",
+                "end": "2011-11-03T14:34:28-08:00",
+            }
+        }
+        placer, filler = specimen["identifier"]
+        assert (placer["system"], placer["value"]) == (
+            "urn:mrb:hospital:H001:placer-specimen",
+            "2012545",
+        )
+        assert (filler["system"], filler["value"]) == (
+            "urn:oid:2.16.840.1.114222.4.3.3.5.1.2",
+            "2012999999",
+        )
+        assert specimen["note"] == [{"text": "This is a specimen resource"}]
 
 
 class TestGlucoseSamples:
