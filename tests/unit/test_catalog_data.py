@@ -308,6 +308,24 @@ def test_each_loinc_code_maps_to_one_item(catalog: dict[str, Any]) -> None:
     assert {code: o for code, o in owners.items() if len(o) > 1} == {}
 
 
+def loinc_check_digit_ok(code: str) -> bool:
+    """LOINC's mod-10 check digit (the digit after the hyphen), as LOINC publishes it."""
+    body, check = code.split("-")
+    digits = body[::-1]
+    doubled = str(int(digits[0::2]) * 2)
+    total = sum(int(d) for d in digits[1::2] + doubled)
+    return (10 - total % 10) % 10 == int(check)
+
+
+def test_every_loinc_code_has_a_valid_check_digit(catalog: dict[str, Any]) -> None:
+    assert loinc_check_digit_ok("718-7") and not loinc_check_digit_ok("718-6")
+    bad = [
+        (i["code"], c) for i in catalog["items"] for c in i["loinc"] if not loinc_check_digit_ok(c)
+    ]
+    assert bad == []
+    assert all(loinc_check_digit_ok(c) for c in PROTOCOL_UNSTATED_LOINC | set(FAST_CHANGING_LOINC))
+
+
 def test_item_counts(catalog: dict[str, Any]) -> None:
     kinds = Counter(item["kind"] for item in catalog["items"])
     categories = Counter(
