@@ -479,7 +479,10 @@ async def _listen_dicom(
         )
     finally:
         scp.stop()
-        adapter.collector.stop(flush=True)  # pending studies go to the outbox, not lost
+        # Pending studies go to the outbox, not lost. Off the loop: the collector's thread
+        # may be handing a study to this loop right now, and joining it here would wait
+        # for itself (up to the sink's 60 s timeout).
+        await asyncio.to_thread(adapter.collector.stop, flush=True)
         outbox.close()
         spool.close()
         console.print("stopped; undelivered messages stay in the outbox for the next run")
