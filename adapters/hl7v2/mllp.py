@@ -11,8 +11,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+
+from adapters.common.peers import (
+    HANDSHAKE_SECONDS,
+    PeerAllowlist,
+    client_certificate,
+    log_connection,
+    peer_text,
+)
 
 START_BLOCK = b"\x0b"
 END_BLOCK = b"\x1c\x0d"
@@ -103,16 +112,48 @@ async def serve_mllp(
     *,
     max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
     on_oversize: OversizeHandler | None = None,
+    peers: PeerAllowlist | None = None,
+    tls: ssl.SSLContext | None = None,
 ) -> asyncio.Server:
     """Listen for MLLP; each message goes to `handler`, whose ACK is framed and sent back.
+
+    Only `peers` may connect (default: loopback only); anyone else is disconnected before
+    a byte is read. With `tls`, the handshake follows that check, and a peer that fails
+    it (plain text, no or an untrusted client certificate) is disconnected likewise.
 
     Messages on one connection are handled one at a time, in order. The handler stores
     the message durably before returning its ACK; returning None sends nothing (e.g.
     enhanced mode with MSH-15 NE). If the handler raises, no ACK is sent and the
     connection is closed, so the sender resends: nothing is acknowledged unstored.
     """
+    allowed = peers if peers is not None else PeerAllowlist.parse()
+
+    async def admitted(writer: asyncio.StreamWriter) -> bool:
+        address = writer.get_extra_info("peername")
+        peer = peer_text(address)
+        if not address or not allowed.allows(str(address[0])):
+            log_connection("mllp", peer, accepted=False, reason="address not allowed")
+            return False
+        if tls is not None:
+            try:
+                await writer.start_tls(tls, ssl_handshake_timeout=HANDSHAKE_SECONDS)
+            except (ssl.SSLError, OSError, TimeoutError) as exc:
+                reason = f"TLS handshake failed ({type(exc).__name__})"
+                log_connection("mllp", peer, accepted=False, reason=reason)
+                return False
+        log_connection(
+            "mllp",
+            peer,
+            accepted=True,
+            reason="address allowed" + (", TLS" if tls is not None else ""),
+            client_cert=client_certificate(writer.get_extra_info("peercert")),
+        )
+        return True
 
     async def connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if not await admitted(writer):
+            writer.transport.abort()  # nothing read, nothing answered
+            return
         decoder = MllpDecoder(max_frame_bytes)
         try:
             while data := await reader.read(65536):
@@ -125,7 +166,7 @@ async def serve_mllp(
                     if reply is not None:
                         writer.write(frame(reply))
                         await writer.drain()
-        except (ConnectionError, asyncio.IncompleteReadError):
+        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
             pass  # the peer went away; an unacknowledged message will be resent
         except Exception as exc:  # the handler failed: no ACK, the sender resends
             logger.error(
@@ -133,7 +174,7 @@ async def serve_mllp(
             )
         finally:
             writer.close()
-            with contextlib.suppress(ConnectionError):
+            with contextlib.suppress(ConnectionError, ssl.SSLError):
                 await writer.wait_closed()
 
     return await asyncio.start_server(connection, host, port)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 import os
 from collections import Counter
 from collections.abc import Callable
@@ -23,6 +24,7 @@ from rich.table import Table
 from adapters.common.delivery import DeliveryReport, deliver, deliver_continuously
 from adapters.common.envelope import Signer
 from adapters.common.outbox import DELIVERED, PENDING, REJECTED, Outbox
+from adapters.common.peers import PeerAllowlist, TlsFiles
 from adapters.common.signing import SigningKeyMissing, current_key
 from adapters.dicom.bundle import BundleOptions
 from adapters.dicom.folder import read_folder
@@ -38,6 +40,7 @@ from adapters.hl7v2.intake import Intake, accept, reject_oversize
 from adapters.hl7v2.mllp import Oversize, serve_mllp
 from broker.domain.rejections import Rejected
 from broker.ingest.parse import parse_message
+from broker.observability import configure_logging
 from broker.runtime import install_signal_handlers
 from broker.security.keys import load_or_create_key
 from broker.settings import Settings
@@ -235,6 +238,58 @@ def _host_port(value: str, option: str) -> tuple[str, int]:
     return host, int(port)
 
 
+# Who may connect to a listener: the same options for MLLP and DICOM, each with its own
+# environment variables (MRB_HL7V2_*, MRB_DICOM_*; several values: separated by spaces).
+_PEERS = (
+    "With --listen: an address or network (CIDR) that may connect; repeat for more. "
+    "Default: loopback only (127.0.0.0/8, ::1)."
+)
+_CERT = "With --listen: TLS certificate (PEM)."
+_KEY = "With --listen: its private key (PEM)."
+_CLIENT_CA = "With --tls-cert: CA (PEM) whose client certificates are required (mTLS)."
+Hl7Peers = Annotated[
+    list[str] | None, typer.Option("--allow-peer", envvar="MRB_HL7V2_ALLOW_PEERS", help=_PEERS)
+]
+Hl7Cert = Annotated[Path | None, typer.Option(envvar="MRB_HL7V2_TLS_CERT", help=_CERT)]
+Hl7Key = Annotated[Path | None, typer.Option(envvar="MRB_HL7V2_TLS_KEY", help=_KEY)]
+Hl7ClientCa = Annotated[
+    Path | None, typer.Option(envvar="MRB_HL7V2_TLS_CLIENT_CA", help=_CLIENT_CA)
+]
+DicomPeers = Annotated[
+    list[str] | None, typer.Option("--allow-peer", envvar="MRB_DICOM_ALLOW_PEERS", help=_PEERS)
+]
+DicomCert = Annotated[Path | None, typer.Option(envvar="MRB_DICOM_TLS_CERT", help=_CERT)]
+DicomKey = Annotated[Path | None, typer.Option(envvar="MRB_DICOM_TLS_KEY", help=_KEY)]
+DicomClientCa = Annotated[
+    Path | None, typer.Option(envvar="MRB_DICOM_TLS_CLIENT_CA", help=_CLIENT_CA)
+]
+
+
+def _listener_access(
+    allow_peer: list[str] | None,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    tls_client_ca: Path | None,
+) -> tuple[PeerAllowlist, TlsFiles | None]:
+    """The allowlist and TLS files of a listener; exit 2 on a bad value or missing file."""
+    try:
+        peers = PeerAllowlist.parse(allow_peer or ())
+        if tls_cert is None and tls_key is None and tls_client_ca is None:
+            return peers, None
+        if tls_cert is None or tls_key is None:
+            raise ValueError("TLS needs both --tls-cert and --tls-key")
+        tls = TlsFiles(tls_cert, tls_key, tls_client_ca)
+        tls.context()  # an unreadable file stops the start, not the first connection
+    except ValueError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    return peers, tls
+
+
+def _access_text(peers: PeerAllowlist, tls: TlsFiles | None) -> str:
+    return f"accepting {peers}" + (f" over {tls.describe()}" if tls else " (no TLS)")
+
+
 @app.command("hl7v2")
 def hl7v2(
     hospital: Annotated[str, typer.Option(help="Registered hospital id, e.g. H001.")],
@@ -262,15 +317,23 @@ def hl7v2(
     resend_after: Annotated[
         float, typer.Option(help="Seconds without a receipt before sending again.")
     ] = 30.0,
+    allow_peer: Hl7Peers = None,
+    tls_cert: Hl7Cert = None,
+    tls_key: Hl7Key = None,
+    tls_client_ca: Hl7ClientCa = None,
 ) -> None:
     """Publish HL7 v2 ORU^R01 lab results as FHIR (one report per OBR group).
 
     With --listen it is an MLLP server: each message is stored in the outbox before it
     is acknowledged (AA, or CA in enhanced mode; AE/AR with ERR when it cannot be used);
     with --ack-to, enhanced-mode application ACKs follow once the broker's receipts
-    arrive. Without --listen it reads files (MLLP-framed, or plain with FHS/BHS batches).
+    arrive. Only --allow-peer addresses may connect (default: this machine only), over
+    TLS with --tls-cert/--tls-key. Without --listen it reads files (MLLP-framed, or
+    plain with FHS/BHS batches).
     """
     settings = Settings()
+    # Checked first: a bad access setting stops the command before anything is opened.
+    access = _listener_access(allow_peer, tls_cert, tls_key, tls_client_ca) if listen else None
     signer = _signer(settings, hospital)
     try:
         config = InterfaceConfig(
@@ -284,10 +347,12 @@ def hl7v2(
         raise typer.Exit(2) from None
     outbox = open_outbox(settings)
     intake = Intake(outbox, signer, config)
-    if listen:
+    if listen and access:
         target = _host_port(ack_to, "--ack-to") if ack_to else None
+        where = _host_port(listen, "--listen")
+        configure_logging(settings.log_level)  # the per-connection lines
         try:
-            asyncio.run(_listen_hl7(settings, intake, _host_port(listen, "--listen"), target))
+            asyncio.run(_listen_hl7(settings, intake, where, target, *access))
         finally:
             outbox.close()
         return
@@ -319,6 +384,8 @@ async def _listen_hl7(
     intake: Intake,
     where: tuple[str, int],
     ack_to: tuple[str, int] | None,
+    peers: PeerAllowlist,
+    tls: TlsFiles | None,
 ) -> None:
     stop = asyncio.Event()
     install_signal_handlers(stop)
@@ -332,10 +399,16 @@ async def _listen_hl7(
     async def oversize(item: Oversize) -> bytes | None:
         return await reject_oversize(item, intake)
 
-    server = await serve_mllp(*where, handle, on_oversize=oversize)
+    server = await serve_mllp(
+        *where,
+        handle,
+        on_oversize=oversize,
+        peers=peers,
+        tls=tls.context() if tls else None,
+    )
     port = server.sockets[0].getsockname()[1]
     console.print(
-        f"MLLP listener for {intake.hospital} on {where[0]}:{port}"
+        f"MLLP listener for {intake.hospital} on {where[0]}:{port}, {_access_text(peers, tls)}"
         + (f", application ACKs to {ack_to[0]}:{ack_to[1]}" if ack_to else "")
         + f"; publishing to {bootstrap_of(settings)}. Ctrl-C stops."
     )
@@ -387,22 +460,52 @@ def dicom(
     resend_after: Annotated[
         float, typer.Option(help="Seconds without a receipt before sending again.")
     ] = 30.0,
+    allow_peer: DicomPeers = None,
+    allow_calling_aet: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-calling-aet",
+            envvar="MRB_DICOM_ALLOW_CALLING_AETS",
+            help="With --listen: a calling AE title that may associate; repeat for more. "
+            "Default: any, from an allowed address.",
+        ),
+    ] = None,
+    tls_cert: DicomCert = None,
+    tls_key: DicomKey = None,
+    tls_client_ca: DicomClientCa = None,
 ) -> None:
     """Publish DICOM studies (headers only, never pixels) as ImagingStudy bundles.
 
     Folder mode reads PATHS, groups instances by study and publishes each study once.
     With --listen it is a DICOM Storage SCP: a PACS sends studies (C-STORE) and each
     quiet study is published; an instance is acknowledged only once it is on disk.
+    Only --allow-peer addresses may connect (default: this machine only), addressing
+    --ae-title and, with --allow-calling-aet, calling as one of those; over TLS with
+    --tls-cert/--tls-key.
     """
     settings = Settings()
+    access = _listener_access(allow_peer, tls_cert, tls_key, tls_client_ca) if listen else None
     signer = _signer(settings, hospital)
     options = BundleOptions(hospital=hospital, wado_rs_base=wado_rs)
-    if listen:
+    if listen and access:
         host, _, port = listen.rpartition(":")
         if not host or not port.isdigit():
             console.print("[red]error:[/red] --listen takes HOST:PORT, e.g. 0.0.0.0:11112")
             raise typer.Exit(2)
-        scp = ScpSettings(host=host, port=int(port), ae_title=ae_title, fallback_charset=charset)
+        peers, tls = access
+        scp = ScpSettings(
+            host=host,
+            port=int(port),
+            ae_title=ae_title,
+            fallback_charset=charset,
+            allowed_peers=tuple(str(n) for n in peers.networks),
+            allowed_calling_ae_titles=tuple(
+                t for item in allow_calling_aet or () for t in item.replace(",", " ").split()
+            ),
+            tls=tls,
+        )
+        configure_logging(settings.log_level)  # the per-connection lines
+        logging.getLogger("pynetdicom").setLevel(logging.WARNING)  # ours say who and why
         asyncio.run(_listen_dicom(settings, options, signer, scp, ZoneInfo(zone), quiet_seconds))
         return
     if not paths:
@@ -460,11 +563,21 @@ async def _listen_dicom(
         quiet_seconds=quiet_seconds,
     )
     restored = adapter.restore()
-    scp = start_scp(scp_settings, adapter.on_instance, zone=zone, loop=asyncio.get_running_loop())
+    try:
+        scp = start_scp(
+            scp_settings, adapter.on_instance, zone=zone, loop=asyncio.get_running_loop()
+        )
+    except ValueError as exc:  # e.g. an AE title pynetdicom refuses
+        outbox.close()
+        spool.close()
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
     adapter.collector.start()
+    calling = ", ".join(scp_settings.allowed_calling_ae_titles) or "any"
     console.print(
         f"DICOM receiver {scp_settings.ae_title} on {scp_settings.host}:{scp.port} for "
-        f"{options.hospital} ({restored} spooled instance(s) restored); publishing to "
+        f"{options.hospital}, {_access_text(scp.peers, scp_settings.tls)}, calling AE titles: "
+        f"{calling} ({restored} spooled instance(s) restored); publishing to "
         f"{bootstrap_of(settings)}. Ctrl-C stops."
     )
     try:
