@@ -109,6 +109,7 @@ def imaging_bundle(
     started: str = "2026-05-10T09:00:00+08:00",
     status: str = "available",
     pat: dict[str, Any] | None = None,
+    contrast: bool | None = False,
 ) -> bytes:
     series: dict[str, Any] = {
         "uid": uid + ".1",
@@ -129,6 +130,8 @@ def imaging_bundle(
         "series": [series],
         "meta": {"lastUpdated": "2026-05-10T10:00:00+08:00"},
     }
+    if contrast is not None:  # the protocol, as the DICOM adapter always states it
+        study["extension"] = [{"url": "urn:mrb:fhir:extension:contrast", "valueBoolean": contrast}]
     report = {
         "resourceType": "DiagnosticReport",
         "id": "rad1",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Literal, Self
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
@@ -36,6 +36,13 @@ class ItemIn(BaseModel):
     body_site: CodingIn | None = None
     laterality: CodingIn | None = None
     contrast: bool | None = None
+    protocol: str | None = Field(
+        default=None,
+        max_length=32,
+        pattern=r"^[a-z][a-z0-9-]{1,31}$",
+        description="plain (平扫), enhanced (增强), angiography, low-dose, perfusion, pet-ct …;"
+        " wins over contrast",
+    )
 
     @model_validator(mode="after")
     def _one_kind(self) -> Self:
@@ -44,6 +51,7 @@ class ItemIn(BaseModel):
             self.modality is not None
             or self.body_site is not None
             or (self.laterality is not None or self.contrast is not None)
+            or self.protocol is not None
         )
         if coded == imaging:
             raise ValueError("give either system and code, or modality (with body_site)")
@@ -61,6 +69,10 @@ class CheckIn(BaseModel):
     order_time: AwareDatetime
     items: list[ItemIn] = Field(min_length=1, max_length=50)
     emergency: bool = False
+    birth_date: date | None = Field(
+        default=None, description="the patient's; else the birth date hospitals sent is used"
+    )
+    pregnant: bool | None = None
 
 
 class Text(BaseModel):
@@ -79,6 +91,23 @@ class ResultRef(BaseModel):
     decision: str  # what the rules say about this result for the ordered item
     reason: Text
     valid_until: str | None = None
+    value: str | None = None
+    unit: str | None = None
+    flags: list[str] = []  # interpretation codes: H, L, A; HH, LL, AA are critical
+
+
+class WarningOut(BaseModel):
+    """Beside a recognisable candidate: a newer result, or the candidate's own flags."""
+
+    kind: str  # newer-result | candidate-critical | candidate-abnormal
+    hospital: str
+    effective: datetime | None
+    status: str
+    value: str | None
+    unit: str | None
+    flags: list[str]
+    fhir: str
+    message: Text
 
 
 class ItemOut(BaseModel):
@@ -90,6 +119,7 @@ class ItemOut(BaseModel):
     valid_until: str | None
     candidate: ResultRef | None
     other_results: list[ResultRef]
+    warnings: list[WarningOut] = []
     fee_saved: str | None  # yuan, decimal string, when recognised
     notes: list[Text] = []
 

@@ -4,6 +4,8 @@
   suggestion, "recognise and remove the duplicate order" (a `delete` action on the draft
   ServiceRequest), `selectionBehavior` "at-most-one", the regulation's decline reasons as
   `overrideReasons`, and links to the doctor's page and the prior result.
+  When a newer result exists or the candidate is flagged abnormal or critical, the card
+  is a `warning` and its detail names them (the receiving doctor decides).
 - WITHDRAWN: a `warning` card without suggestions: a result the doctor may have seen at
   another hospital was withdrawn; the test must be done.
 - Every other decision (no prior result, expired, out of scope, ...) gets no card: mrb
@@ -59,6 +61,8 @@ class CardFacts:
     result_url: str | None  # absolute link to the result (ImagingStudy / DiagnosticReport)
     imaging: bool = False
     notes: tuple[Text, ...] = ()
+    # Newer results and the candidate's abnormal or critical flags: the doctor decides.
+    warnings: tuple[Text, ...] = ()
 
 
 def card_kind(decision: Decision) -> str | None:
@@ -87,7 +91,7 @@ def card_content(facts: CardFacts, *, draft_ref: str, base_url: str) -> dict[str
     base = base_url if base_url.endswith("/") else base_url + "/"
     card: dict[str, Any] = {
         "summary": summary(facts),
-        "indicator": "info" if kind == RECOGNITION else "warning",
+        "indicator": "info" if kind == RECOGNITION and not facts.warnings else "warning",
         "detail": detail(facts),
         "source": {"label": SOURCE_LABEL, "url": f"{base}doctor", "topic": dict(TOPIC)},
     }
@@ -175,6 +179,8 @@ def detail(facts: CardFacts) -> str:
         lines.append(f"| 有效期至 Valid until | {facts.valid_until.isoformat()} |")
     if facts.fee_saved is not None:
         lines.append(f"| 可节省 Fee saved | ¥{facts.fee_saved:.2f} |")
+    for warning in facts.warnings:
+        lines += ["", f"> **注意 Warning:** {md(warning.zh)} {md(warning.en)}"]
     for note in facts.notes:
         lines += ["", f"> {md(note.zh)} {md(note.en)}"]
     lines.append("")

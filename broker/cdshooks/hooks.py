@@ -60,6 +60,7 @@ from broker.domain.recognition import (
     RECOGNISABLE_STATUSES,
     REPORT_NOT_FINAL,
     Decision,
+    PatientContext,
     Text,
     local_date,
 )
@@ -213,7 +214,7 @@ async def _orders(
     found = await _identify(container, request, patient_id, hospital, transport)
     if found is None:
         return dict(NO_CARDS)
-    ident, _person = found
+    ident, _person, birth_date = found
     pseudonym = container.pseudonyms.of(ident)
     positions = {r.draft.ref: i for i, r in enumerate(resolved)}
 
@@ -243,6 +244,7 @@ async def _orders(
                 order_time=caller.now,
                 items=tuple(r.order for r in fresh),
                 emergency=any(r.draft.urgent for r in fresh),
+                patient=PatientContext(birth_date),
             ),
             actor,
             now=caller.now,
@@ -391,6 +393,7 @@ async def _facts(s: AsyncSession, answer_: CheckAnswer, base_url: str) -> dict[i
             result_url=f"{base_url}fhir/{rtype}/{c.result_id}" if rtype else None,
             imaging=item.kind is ItemKind.IMAGING,
             notes=d.notes,
+            warnings=tuple(w.message for w in d.warnings),
         )
     return out
 
@@ -404,8 +407,9 @@ async def _identify(
     patient_id: str,
     hospital: str,
     transport: httpx.AsyncBaseTransport | None,
-) -> tuple[PatientIdentifier, str] | None:
-    """The identifier mrb knows the patient by, and the person; None: not known."""
+) -> tuple[PatientIdentifier, str, date | None] | None:
+    """The identifier mrb knows the patient by, the person and the EHR's birth date (for
+    age-banded items); None: not known."""
     source = PatientSource(request.prefetch, request.fhirServer, request.fhirAuthorization)
     try:
         patient = await patient_resource(source, patient_id, transport=transport)
@@ -429,8 +433,17 @@ async def _identify(
                 continue
             person = await people.find(ident)
             if person is not None:
-                return ident, person
+                return ident, person, _birth_date(patient)
     return None
+
+
+def _birth_date(patient: dict[str, Any]) -> date | None:
+    """Patient.birthDate when it is a full date (a year or year-month gives no age in days)."""
+    raw = patient.get("birthDate")
+    try:
+        return date.fromisoformat(raw) if isinstance(raw, str) and len(raw) == 10 else None
+    except ValueError:
+        return None
 
 
 # -- patient-view ----------------------------------------------------------------------------
@@ -448,7 +461,7 @@ async def _patient_view(
     found = await _identify(container, request, patient_id, hospital, transport)
     if found is None:
         return dict(NO_CARDS)
-    ident, person = found
+    ident, person, _birth = found
     async with container.sessions() as s, s.begin():
         catalog = (await container.rules_provider().current(s)).catalog
         horizon = max((i.validity_days for i in catalog.items.values()), default=0)

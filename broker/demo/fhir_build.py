@@ -219,12 +219,14 @@ def _codeable(system: str, code: str, display: str, text: str | None = None) -> 
     return concept
 
 
-def _extensions(site: Site, contrast: bool = False) -> list[Json]:
+def _extensions(site: Site, contrast: bool | None = None) -> list[Json]:
+    """The mark; for a study also its contrast, always stated (as the DICOM adapter does):
+    a study whose protocol is unknown never matches a plain or enhanced order."""
     ext: list[Json] = []
     if site.mark:
         ext.append({"url": RECOGNITION_MARK_URL, "valueString": site.mark})
-    if contrast:
-        ext.append({"url": CONTRAST_URL, "valueBoolean": True})
+    if contrast is not None:
+        ext.append({"url": CONTRAST_URL, "valueBoolean": contrast})
     return ext
 
 

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from datetime import date
 from decimal import Decimal
 from enum import StrEnum
+
+from broker.domain.sites import EMPTY_SITES, ENHANCED, PLAIN, SiteTable
 
 CATALOG_SYSTEM = "urn:mrb:catalog"
 LOINC_SYSTEM = "http://loinc.org"
@@ -28,6 +31,21 @@ class ItemKind(StrEnum):
 
 
 @dataclass(frozen=True)
+class AgeBand:
+    """An age range (in days at order time) where the item is excluded or has its own window."""
+
+    reason_zh: str
+    reason_en: str
+    min_days: int = 0
+    max_days: int | None = None  # exclusive
+    exclude: bool = False
+    validity_days: int | None = None  # 0: the same calendar day only
+
+    def applies(self, age_days: int) -> bool:
+        return age_days >= self.min_days and (self.max_days is None or age_days < self.max_days)
+
+
+@dataclass(frozen=True)
 class CatalogItem:
     code: str
     kind: ItemKind
@@ -42,11 +60,22 @@ class CatalogItem:
     components: tuple[str, ...] = ()
     modality: str | None = None
     body_site: str | None = None  # SNOMED CT code
-    laterality: bool = False  # left and right are told apart
-    contrast: bool = False  # 增强 (True) or 平扫 (False)
+    laterality: bool = False  # sided: left, right and both are told apart
+    protocol: str | None = None  # imaging: plain (平扫), enhanced (增强), angiography …
+    validity_source: str | None = None  # the document citing validity_days; None: default
+    age_bands: tuple[AgeBand, ...] = ()
+    pregnancy_sensitive: bool = False
+    charge_codes: tuple[str, ...] = ()
+
+    @property
+    def contrast(self) -> bool:
+        return self.protocol == ENHANCED
 
     def fee(self, tier: str) -> Decimal | None:
         return self.fees.get(tier)
+
+    def age_band(self, age_days: int) -> AgeBand | None:
+        return next((b for b in self.age_bands if b.applies(age_days)), None)
 
     def modalities(self) -> frozenset[str]:
         m = (self.modality or "").upper()
@@ -62,6 +91,15 @@ class RegionOverride:
     fees: Mapping[str, Mapping[str, Decimal]] = field(default_factory=dict)
     negative_add: frozenset[str] = frozenset()
     negative_remove: frozenset[str] = frozenset()
+    version: str | None = None
+    effective_from: date | None = None
+    source: str | None = None  # the published list the override transcribes
+    sources: Mapping[str, str] = field(default_factory=dict)  # per item, when different
+    requires_final_report: bool | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.region}@{self.version or '-'}"
 
 
 @dataclass(frozen=True)
@@ -72,31 +110,60 @@ class Catalog:
     # (hospital, local system, local code) -> catalog code; hospital "*" applies to all
     local_codes: Mapping[tuple[str, str, str], str] = field(default_factory=dict)
     regions: tuple[RegionOverride, ...] = ()
+    sites: SiteTable = EMPTY_SITES
+    # The region overrides applied (by for_region), so a check can record exactly what it used.
+    applied: tuple[str, ...] = ()
+    requires_final_report: bool = False  # imaging: a study counts only with its final report
     by_loinc: Mapping[str, str] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         index = {code: item.code for item in self.items.values() for code in item.loinc}
         object.__setattr__(self, "by_loinc", index)
 
-    def for_region(self, region: str) -> Catalog:
-        """The catalog as seen from `region`: overrides applied, least specific first."""
+    @property
+    def version_label(self) -> str:
+        """The catalog release plus every regional list applied, e.g. 2026.11+51@2024.03."""
+        return "+".join((self.version, *self.applied))
+
+    def for_region(self, region: str, on: date | None = None) -> Catalog:
+        """The catalog as seen from `region` on a day: overrides in force applied, least
+        specific first (a list not yet in force on `on` is skipped)."""
         applicable = sorted(
-            (r for r in self.regions if region.startswith(r.region)), key=lambda r: len(r.region)
+            (
+                r
+                for r in self.regions
+                if region.startswith(r.region)
+                and (on is None or r.effective_from is None or r.effective_from <= on)
+            ),
+            key=lambda r: len(r.region),
         )
         if not applicable:
-            return self
+            return replace(self, regions=())
         items = dict(self.items)
         negative = set(self.negative_list)
+        final_report = self.requires_final_report
         for override in applicable:
             for code, days in override.validity_days.items():
                 if code in items:
-                    items[code] = replace(items[code], validity_days=days)
+                    cited = override.sources.get(code, override.source)
+                    items[code] = replace(items[code], validity_days=days, validity_source=cited)
             for code, fees in override.fees.items():
                 if code in items:
                     items[code] = replace(items[code], fees={**items[code].fees, **fees})
             negative |= override.negative_add
             negative -= override.negative_remove
-        return Catalog(self.version, items, frozenset(negative), self.local_codes, ())
+            if override.requires_final_report is not None:
+                final_report = override.requires_final_report
+        return Catalog(
+            self.version,
+            items,
+            frozenset(negative),
+            self.local_codes,
+            (),
+            self.sites,
+            tuple(o.label for o in applicable),
+            final_report,
+        )
 
     def item_for_code(self, hospital: str | None, system: str, code: str) -> CatalogItem | None:
         """The catalog item a coded order or result means (LOINC, catalog or local code)."""
@@ -112,15 +179,18 @@ class Catalog:
         return None
 
     def imaging_item(
-        self, modality: str, body_site: str | None, contrast: bool | None
+        self, modality: str, body_site: str | None, protocol: str | None
     ) -> CatalogItem | None:
-        """The imaging item for a modality, body site and contrast (None means plain)."""
+        """The imaging item for a modality, body site (any spelling the site table knows)
+        and protocol (None means plain, 平扫)."""
+        site = self.sites.canonical(body_site)
+        wanted = protocol or PLAIN
         for item in self.items.values():
             if (
                 item.kind is ItemKind.IMAGING
                 and modality.upper() in item.modalities()
-                and item.body_site == body_site
-                and item.contrast == bool(contrast)
+                and self.sites.canonical(item.body_site) == site
+                and (item.protocol or PLAIN) == wanted
             ):
                 return item
         return None

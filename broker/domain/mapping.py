@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from broker.domain.catalog import CATALOG_SYSTEM, LOINC_SYSTEM, Catalog
+from broker.domain.catalog import CATALOG_SYSTEM, LOINC_SYSTEM, Catalog, ItemKind
 from broker.domain.results import ResultItem
 
 SNOMED_SYSTEM = "http://snomed.info/sct"
@@ -35,10 +35,19 @@ def is_local(system: str) -> bool:
 
 
 def unmapped_codes(catalog: Catalog, hospital: str, items: Iterable[ResultItem]) -> list[LocalCode]:
-    """Local codes of lab items that map to no catalog item (imaging matches by modality)."""
+    """Local codes of lab items that map to no catalog item, and imaging body sites that
+    the site table does not know or no catalog item of that modality covers."""
     out: dict[tuple[str, str], LocalCode] = {}
     for item in items:
-        if item.modality is not None or not item.codings:
+        if item.modality is not None:
+            site = item.body_site
+            if site is not None and not _imaging_known(catalog, item.modality, site.code):
+                out.setdefault(
+                    (site.system, site.code),
+                    LocalCode(site.system, site.code, f"{item.modality} {site.display or ''}"),
+                )
+            continue
+        if not item.codings:
             continue
         if any(catalog.item_for_code(hospital, c.system, c.code) for c in item.codings):
             continue
@@ -46,3 +55,15 @@ def unmapped_codes(catalog: Catalog, hospital: str, items: Iterable[ResultItem])
             if c.system and c.code and is_local(c.system):
                 out.setdefault((c.system, c.code), LocalCode(c.system, c.code, c.display))
     return list(out.values())
+
+
+def _imaging_known(catalog: Catalog, modality: str, site: str) -> bool:
+    if catalog.sites.sites and catalog.sites.site(site) is None:
+        return False
+    canonical = catalog.sites.canonical(site)
+    return any(
+        i.kind is ItemKind.IMAGING
+        and modality.upper() in i.modalities()
+        and catalog.sites.canonical(i.body_site) == canonical
+        for i in catalog.items.values()
+    )

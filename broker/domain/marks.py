@@ -44,8 +44,39 @@ class MarkTable:
                 return area + SUFFIX
         return None
 
+    def city_mark(self, region: str) -> str | None:
+        """The city mark of a region (e.g. 510502 -> 泸州HR)."""
+        for area, prefixes in self.areas.items():
+            if prefixes == (region[:4],):
+                return area + SUFFIX
+        return None
+
     def derived_mark(self, cert: Certification, issuer: HospitalProfile) -> str | None:
         """The mark a certification implies when the result itself carries none."""
         if cert.body.national:
             return NATIONAL_MARK
+        if cert.body.reach == "city":
+            return self.city_mark(issuer.region)
         return self.province_mark(issuer.region)
+
+    def supported(
+        self,
+        mark: str,
+        cert: Certification,
+        issuer: HospitalProfile,
+        agreement_marks: frozenset[str] = frozenset(),
+    ) -> bool:
+        """Whether the issuer's certification supports a mark it sent: a national mark
+        needs national EQA; a provincial body's certificate reaches its province (and the
+        marks of agreements the province belongs to); a city body's reaches its city."""
+        prefixes = self.regions(mark)
+        if prefixes is None:
+            return False
+        if cert.body.national:
+            return True
+        if not prefixes:
+            return False
+        limit = issuer.region[:4] if cert.body.reach == "city" else issuer.region[:2]
+        if all(p.startswith(limit) for p in prefixes):
+            return True
+        return cert.body.reach == "province" and "".join(mark.split()).upper() in agreement_marks

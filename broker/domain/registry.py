@@ -14,10 +14,19 @@ class CertifyingBody(StrEnum):
     NATIONAL_EQA = "national-eqa"  # 国家卫健委临床检验中心室间质评
     PROVINCIAL_EQA = "provincial-eqa"  # 省临床检验中心室间质评
     PROVINCIAL_IMAGING_QC = "provincial-imaging-qc"  # 省医学影像质控中心
+    CITY_EQA = "city-eqa"  # 市临床检验质控中心 (e.g. 泸州市)
+    CITY_IMAGING_QC = "city-imaging-qc"  # 市医学影像质控中心
 
     @property
     def national(self) -> bool:
         return self is CertifyingBody.NATIONAL_EQA
+
+    @property
+    def reach(self) -> str:
+        """How far the body's certificate carries a mark: national, province or city."""
+        if self.national:
+            return "national"
+        return "city" if self.value.startswith("city-") else "province"
 
 
 @dataclass(frozen=True)

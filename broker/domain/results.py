@@ -41,6 +41,11 @@ class ResultItem:
     laterality: Coding | None = None
     contrast: bool | None = None
     recognition_mark: str | None = None
+    protocol: str | None = None  # imaging protocol as sent (urn:mrb:fhir:extension:protocol)
+    value: str | None = None
+    unit: str | None = None
+    flags: tuple[str, ...] = ()  # interpretation codes
+    no_value: str | None = None  # why there is no usable content (recognition.content_problem)
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from datetime import datetime, tzinfo
 from typing import Any
 
@@ -35,6 +36,13 @@ from broker.ingest.fhir_time import FhirTimeError, parse_fhir_datetime
 
 RECOGNITION_MARK_URL = "urn:mrb:fhir:extension:recognition-mark"
 CONTRAST_URL = "urn:mrb:fhir:extension:contrast"
+PROTOCOL_URL = "urn:mrb:fhir:extension:protocol"
+REJECT_REASON_URL = "urn:mrb:fhir:extension:specimen-reject-reason"
+V2_0493 = "http://terminology.hl7.org/CodeSystem/v2-0493"
+# Specimen conditions (HL7 table 0493) that make a result unusable: haemolysed, clotted,
+# contaminated, autolysed, not received. Storage conditions (COOL, FROZ, ROOM) do not.
+UNUSABLE_CONDITIONS = frozenset({"HEM", "CLOT", "CON", "AUT", "SNR"})
+_HAEMOLYSIS_WORDS = ("溶血", "HEMOLY", "HAEMOLY")
 DICOM_UID_SYSTEM = "urn:dicom:uid"
 ANIMAL_URL = "http://hl7.org/fhir/StructureDefinition/patient-animal"
 _IMAGING_CATEGORIES = frozenset({"RAD", "CT", "MR", "US", "XRC", "NMR", "NMS", "RUS", "VUS", "OUS"})
@@ -132,15 +140,18 @@ def _report(
     clock = _Clock(zone)
     members = _members(report, index)
     where = _where(report)
-    items = [_report_item(report, clock, where)]
-    items += [_observation_item(o, clock, report) for o in members]
     categories = {c.code for c in _codings_of_list(report.get("category"))}
     kind = (
         ResultKind.REPORT
         if categories & _IMAGING_CATEGORIES or report.get("imagingStudy")
         else ResultKind.LAB
     )
-    return _result(kind, report, members, items, clock, index, hospital, aliases)
+    observed = [_observation_item(o, clock, index, report) for o in members]
+    head = _report_item(report, clock, where)
+    if kind is ResultKind.LAB and not any(o.no_value is None for o in observed):
+        # A lab report none of whose observations has a value carries nothing to recognise.
+        head = replace(head, no_value="report-empty")
+    return _result(kind, report, members, [head, *observed], clock, index, hospital, aliases)
 
 
 def _lone_observation(
@@ -148,8 +159,14 @@ def _lone_observation(
 ) -> ExtractedResult:
     clock = _Clock(zone)
     members = _members(obs, index)
-    items = [_observation_item(obs, clock, None)]
-    items += [_observation_item(m, clock, obs) for m in members]
+    observed = [_observation_item(m, clock, index, obs) for m in members]
+    head = _observation_item(obs, clock, index, None)
+    if observed and head.no_value == "no-value":  # a grouping: its members carry the values
+        if any(o.no_value is None for o in observed):
+            head = replace(head, no_value=None)
+        else:
+            head = replace(head, no_value="report-empty")
+    items = [head, *observed]
     return _result(ResultKind.LAB, obs, members, items, clock, index, hospital, aliases)
 
 
@@ -166,6 +183,9 @@ def _imaging(
     started = clock.at(study.get("started"), f"{where}.started")
     mark = _extension(study, RECOGNITION_MARK_URL, "valueString")
     contrast = _extension(study, CONTRAST_URL, "valueBoolean")
+    protocol = _extension(study, PROTOCOL_URL, "valueCode") or _extension(
+        study, PROTOCOL_URL, "valueString"
+    )
     status = str(study.get("status", "unknown"))
     procedure = _codings_of_list(study.get("procedureCode"))
     summary = _text_of_list(study.get("procedureCode")) or str(study.get("description") or "")
@@ -195,8 +215,9 @@ def _imaging(
             modality=part[0],
             body_site=part[1],
             laterality=part[2],
-            contrast=contrast,
+            contrast=contrast if isinstance(contrast, bool) else None,
             recognition_mark=mark,
+            protocol=protocol if isinstance(protocol, str) and protocol else None,
         )
         for part in parts
     ]
@@ -395,12 +416,15 @@ def _report_item(report: Resource, clock: _Clock, where: str) -> ResultItem:
     )
 
 
-def _observation_item(obs: Resource, clock: _Clock, parent: Resource | None) -> ResultItem:
+def _observation_item(
+    obs: Resource, clock: _Clock, index: BundleIndex, parent: Resource | None
+) -> ResultItem:
     where = _where(obs)
     mark = _extension(obs, RECOGNITION_MARK_URL, "valueString")
     if mark is None and parent is not None:
         mark = _extension(parent, RECOGNITION_MARK_URL, "valueString")
     name = _text(obs.get("code")) or "observation"
+    value, unit = _value(obs)
     return ResultItem(
         resource_type="Observation",
         resource_id=obs.get("id"),
@@ -409,7 +433,100 @@ def _observation_item(obs: Resource, clock: _Clock, parent: Resource | None) -> 
         effective=_effective(obs, clock, where),
         summary=f"{name}: {_value_text(obs)}",
         recognition_mark=mark,
+        value=value,
+        unit=unit,
+        flags=_flags(obs),
+        no_value=_content_problem(obs, index, parent),
     )
+
+
+def _content_problem(obs: Resource, index: BundleIndex, parent: Resource | None) -> str | None:
+    """Why an observation has no usable content (see recognition.content_problem), or None."""
+    if isinstance(dar := obs.get("dataAbsentReason"), dict):
+        code = next((c.code for c in _codings(dar)), None) or _text(dar) or "unknown"
+        return f"data-absent:{code}"
+    specimens = [index.resolve(_ref(r)) for r in _list(obs.get("specimen"))]
+    if not specimens and parent is not None:
+        specimens = [index.resolve(_ref(r)) for r in _list(parent.get("specimen"))]
+    for specimen in specimens:
+        if specimen is not None and (problem := _specimen_problem(specimen)):
+            return problem
+    for concept in _list(obs.get("interpretation")):
+        if problem := _condition_problem(concept):
+            return problem
+    has_value = any(k.startswith("value") for k in obs) or any(
+        isinstance(c, dict) and any(k.startswith("value") for k in c)
+        for c in _list(obs.get("component"))
+    )
+    return None if has_value else "no-value"
+
+
+def _specimen_problem(specimen: Resource) -> str | None:
+    if specimen.get("resourceType") != "Specimen":
+        return None
+    reject = _extension(specimen, REJECT_REASON_URL, "valueCodeableConcept")
+    if reject is not None or specimen.get("status") == "unsatisfactory":
+        code = next((c.code for c in _codings(reject)), None) or _text(reject) or "unsatisfactory"
+        return f"specimen-rejected:{code}"
+    for concept in _list(specimen.get("condition")):
+        if problem := _condition_problem(concept):
+            return problem
+    return None
+
+
+def _condition_problem(concept: object) -> str | None:
+    """HEM, CLOT … from v2-0493 codings, or haemolysis named in text (溶血, hemolyzed)."""
+    for c in _codings(concept):
+        if c.system == V2_0493 and c.code.upper() in UNUSABLE_CONDITIONS:
+            return f"specimen-condition:{c.code.upper()}"
+    words = " ".join(
+        str(x)
+        for x in (
+            concept.get("text") if isinstance(concept, dict) else None,
+            *(c.display for c in _codings(concept)),
+        )
+        if x
+    ).upper()
+    if any(w in words for w in _HAEMOLYSIS_WORDS):
+        return "specimen-condition:HEM"
+    return None
+
+
+def _flags(obs: Resource) -> tuple[str, ...]:
+    out: list[str] = []
+    for concept in _list(obs.get("interpretation")):
+        for c in _codings(concept):
+            if c.code not in out and len(c.code) <= 8:
+                out.append(c.code)
+    return tuple(out)
+
+
+def _value(obs: Resource) -> tuple[str | None, str | None]:
+    """The value as shown to a doctor and its unit (None when there is none)."""
+    if isinstance(q := obs.get("valueQuantity"), dict):
+        if q.get("value") is None:
+            return None, None
+        unit = q.get("unit") or q.get("code")
+        return f"{q.get('comparator', '')}{q.get('value')}", str(unit) if unit else None
+    if isinstance(cc := obs.get("valueCodeableConcept"), dict):
+        return _text(cc), None
+    for key in ("valueString", "valueBoolean", "valueInteger", "valueDateTime", "valueTime"):
+        if key in obs:
+            return str(obs[key]), None
+    if isinstance(r := obs.get("valueRange"), dict):
+        low, high = (r.get(k) or {} for k in ("low", "high"))
+        unit = low.get("unit") or high.get("unit")
+        return f"{low.get('value', '')}-{high.get('value', '')}", unit
+    if obs.get("component"):
+        return f"{len(obs['component'])} components", None
+    return None, None
+
+
+def _list(value: object) -> list[Any]:
+    """A repeating element as a list; a single one (Observation.specimen) as one item."""
+    if isinstance(value, list):
+        return value
+    return [value] if isinstance(value, dict) else []
 
 
 def _effective(res: Resource, clock: _Clock, where: str) -> datetime | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import date
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -10,10 +11,12 @@ from typing import Any
 import jsonschema
 import yaml
 
-from broker.domain.catalog import Catalog, CatalogItem, ItemKind, RegionOverride
+from broker.domain.catalog import AgeBand, Catalog, CatalogItem, ItemKind, RegionOverride
 from broker.domain.marks import MarkTable
 from broker.domain.recognition import Policy
 from broker.domain.registry import LevelMatrix
+from broker.domain.scope import AcceptRule, Agreement, HospitalClass, LevelRules, ScopeRules
+from broker.domain.sites import Protocol, Side, Site, SiteTable
 
 
 class ReferenceDataError(ValueError):
@@ -60,7 +63,45 @@ def load_catalog(schemas: Path) -> Catalog:
     unknown = negative - items.keys()
     if unknown:
         raise ReferenceDataError(f"{base / 'catalog.yaml'}: negative_list names {sorted(unknown)}")
-    return Catalog(str(doc["catalog_version"]), items, negative, local, regions)
+    return Catalog(
+        str(doc["catalog_version"]), items, negative, local, regions, load_sites(schemas)
+    )
+
+
+def load_sites(schemas: Path) -> SiteTable:
+    base = schemas / "catalog"
+    path = base / "body-sites.yaml"
+    if not path.exists():
+        return SiteTable()
+    doc = _read(path, base / "body-sites.schema.json")
+    sites = {
+        str(s["code"]): Site(
+            str(s["code"]),
+            s["display"],
+            tuple(s.get("zh") or ()),
+            tuple(s.get("dicom") or ()),
+            tuple(str(c) for c in s.get("snomed") or ()),
+            bool(s.get("sided", False)),
+        )
+        for s in doc["sites"]
+    }
+    sides = {
+        str(code): Side(str(code), s["display"], s["zh"], s["dicom"])
+        for code, s in doc["sides"].items()
+    }
+    protocols = {
+        code: Protocol(code, p["zh"], p["en"], tuple(p.get("terms") or ()))
+        for code, p in doc["protocols"].items()
+    }
+    return SiteTable(sites, sides, protocols)
+
+
+def cited(source: Any) -> str | None:
+    """A source as one line (document, issuer, date); None for an unverified default."""
+    if not isinstance(source, dict):
+        return None
+    parts = [source.get("document"), source.get("issuer"), source.get("date")]
+    return "，".join(str(p) for p in parts if p)
 
 
 def _item(i: dict[str, Any]) -> CatalogItem:
@@ -80,7 +121,22 @@ def _item(i: dict[str, Any]) -> CatalogItem:
         modality=i.get("modality"),
         body_site=str(site["code"]) if site.get("code") else None,
         laterality=bool(i.get("laterality", False)),
-        contrast=bool(i.get("contrast", False)),
+        protocol=i.get("protocol"),
+        validity_source=cited(i.get("validity_source")),
+        age_bands=tuple(_band(b) for b in i.get("age_bands") or ()),
+        pregnancy_sensitive=bool(i.get("pregnancy_sensitive", False)),
+        charge_codes=tuple(str(c) for c in i.get("charge_codes") or ()),
+    )
+
+
+def _band(b: dict[str, Any]) -> AgeBand:
+    return AgeBand(
+        reason_zh=b["reason"]["zh"],
+        reason_en=b["reason"]["en"],
+        min_days=int(b.get("min_days", 0)),
+        max_days=int(b["max_days"]) if b.get("max_days") is not None else None,
+        exclude=bool(b.get("exclude", False)),
+        validity_days=int(b["validity_days"]) if b.get("validity_days") is not None else None,
     )
 
 
@@ -94,14 +150,81 @@ def _region(r: dict[str, Any]) -> RegionOverride:
         },
         negative_add=frozenset(r.get("negative_list_add") or ()),
         negative_remove=frozenset(r.get("negative_list_remove") or ()),
+        version=str(r["version"]) if r.get("version") else None,
+        effective_from=_date(r.get("effective_from")),
+        source=cited(r.get("source")),
+        sources={k: s for k, v in (r.get("sources") or {}).items() if (s := cited(v))},
+        requires_final_report=r.get("requires_final_report"),
     )
 
 
+def _date(value: Any) -> date | None:
+    if value is None or isinstance(value, date):
+        return value
+    return date.fromisoformat(str(value))
+
+
 def load_policy(schemas: Path) -> Policy:
-    doc = _read(schemas / "policy" / "recognition-policy.yaml", None)
+    path = schemas / "policy" / "recognition-policy.yaml"
+    doc = _read(path, schemas / "policy" / "recognition-policy.schema.json")
     try:
         areas = {str(k): tuple(str(p) for p in v) for k, v in doc["mark_areas"].items()}
         matrix = {str(k): frozenset(str(x) for x in v) for k, v in doc["level_matrix"].items()}
-    except (KeyError, TypeError, AttributeError) as exc:
-        raise ReferenceDataError(f"recognition-policy.yaml: {exc}") from None
-    return Policy(MarkTable(areas), LevelMatrix(matrix))
+        matrices = tuple(_matrix(m) for m in doc.get("level_matrices") or ())
+        agreements = tuple(_agreement(a) for a in doc.get("agreements") or ())
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
+        raise ReferenceDataError(f"{path}: {exc!r}") from None
+    default = LevelRules(
+        "",
+        tuple(
+            AcceptRule(HospitalClass(frozenset({o})), HospitalClass(issuing))
+            for o, issuing in matrix.items()
+        ),
+        name="default (unverified)",
+    )
+    scope = ScopeRules((default, *matrices), agreements)
+    version = str(doc.get("policy_version") or "unversioned")
+    return Policy(MarkTable(areas), LevelMatrix(matrix), scope, version)
+
+
+def _class(c: Any) -> HospitalClass:
+    if isinstance(c, list):
+        return HospitalClass(frozenset(str(x) for x in c))
+    owners = c.get("ownership")
+    return HospitalClass(
+        frozenset(str(x) for x in c["members"]), frozenset(owners) if owners else None
+    )
+
+
+def _matrix(m: dict[str, Any]) -> LevelRules:
+    rules = tuple(
+        AcceptRule(
+            _class(r["ordering"]),
+            _class(r["issuing"]),
+            frozenset(r["kinds"]) if r.get("kinds") else None,
+        )
+        for r in m["rules"]
+    )
+    return LevelRules(
+        str(m["region"]),
+        rules,
+        name=str(m.get("name") or m["region"]),
+        effective_from=_date(m.get("effective_from")),
+        effective_to=_date(m.get("effective_to")),
+        source=cited(m.get("source")),
+    )
+
+
+def _agreement(a: dict[str, Any]) -> Agreement:
+    return Agreement(
+        id=str(a["id"]),
+        name_zh=a["name"]["zh"],
+        name_en=a["name"]["en"],
+        members=tuple(str(m) for m in a["members"]),
+        marks=frozenset(a["marks"]),
+        items=frozenset(a["items"]) if a.get("items") else None,
+        kinds=frozenset(a["kinds"]) if a.get("kinds") else None,
+        effective_from=_date(a.get("effective_from")),
+        effective_to=_date(a.get("effective_to")),
+        source=cited(a.get("source")),
+    )

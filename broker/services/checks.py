@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from broker.domain.actors import Actor
 from broker.domain.catalog import Catalog
 from broker.domain.identifiers import InvalidIdentifier, normalise
-from broker.domain.recognition import ItemDecision, Order, Policy, decide
+from broker.domain.recognition import ItemDecision, Order, PatientContext, Policy, decide
 from broker.observability import CHECKS
 from broker.security.payload_cipher import PayloadCipher
 from broker.security.pseudonyms import Pseudonymiser
@@ -38,6 +38,8 @@ class CheckRequest:
     order_time: datetime
     items: tuple[Order, ...]
     emergency: bool = False
+    # age and pregnancy, when the caller knows them
+    patient: PatientContext = field(default_factory=PatientContext)
 
 
 @dataclass(frozen=True)
@@ -104,7 +106,7 @@ async def run_check(
             raise CheckRefused(422, "Invalid patient identifier", "patient.value is empty")
         person_id = await People(session, pseudonyms).find(ident)
         prior = await person_items(session, person_id) if person_id else []
-        catalog = rules.catalog.for_region(ordering.region)
+        catalog = rules.catalog.for_region(ordering.region, request.order_time.date())
         answers = []
         for order in request.items:
             decision = decide(
@@ -116,6 +118,7 @@ async def run_check(
                 policy=rules.policy,
                 prior=prior,
                 emergency=request.emergency,
+                patient=request.patient,
             )
             CHECKS.labels(decision.decision.value).inc()
             answers.append(ItemAnswer(order, decision))
@@ -149,6 +152,8 @@ async def run_check(
                 "patient_sealed": patient.ciphertext,
                 "patient_nonce": patient.nonce,
                 "patient_key_id": patient.key_id,
+                "catalog_version": catalog.version_label[:200],
+                "policy_version": rules.policy.version[:64],
             },
         )
         await events.append(
@@ -204,4 +209,7 @@ def _stored(a: ItemAnswer) -> dict[str, Any]:
         "other_hospitals": sorted({o.hospital for o in d.others}),
         "valid_until": d.valid_until.isoformat() if d.valid_until else None,
         "fee_saved": str(d.fee_saved) if d.fee_saved is not None else None,
+        "warnings": [
+            {"kind": w.kind, "result_id": w.result_id, "hospital": w.hospital} for w in d.warnings
+        ],
     }

@@ -38,6 +38,11 @@ async def person_items(session: AsyncSession, person_id: str) -> list[PriorItem]
             result_item.c.laterality_code,
             result_item.c.contrast,
             result_item.c.recognition_mark,
+            result_item.c.protocol,
+            result_item.c.value_text,
+            result_item.c.unit,
+            result_item.c.flags,
+            result_item.c.no_value,
         )
         .join(result, result.c.id == result_item.c.result_id)
         .where(result_item.c.person_id == person_id)
@@ -67,5 +72,10 @@ async def person_items(session: AsyncSession, person_id: str) -> list[PriorItem]
             laterality=r.laterality_code,
             contrast=r.contrast,
             recognition_mark=r.recognition_mark,
+            protocol=r.protocol,
+            value=r.value_text,
+            unit=r.unit,
+            flags=tuple(f for f in (r.flags or "").split(",") if f),
+            no_value=r.no_value,
         )
     return list(merged.values())

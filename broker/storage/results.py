@@ -59,6 +59,11 @@ def _item_row(
         "effective": item.effective,
         "summary": item.summary[:2000],
         "recognition_mark": item.recognition_mark,
+        "protocol": (item.protocol or "")[:32] or None,
+        "value_text": (item.value or "")[:200] or None,
+        "unit": (item.unit or "")[:64] or None,
+        "flags": ",".join(item.flags)[:64] or None,
+        "no_value": (item.no_value or "")[:120] or None,
     }
 
 

@@ -224,6 +224,13 @@ result_item = Table(
     Column("effective", UTCDateTime, nullable=True),
     Column("summary", Text, nullable=False),
     Column("recognition_mark", String(64), nullable=True),
+    # What the rules need to warn and refuse (recognition rules v2): imaging protocol, the
+    # value as shown with its unit and interpretation flags, and why content is unusable.
+    Column("protocol", String(32), nullable=True),
+    Column("value_text", String(200), nullable=True),
+    Column("unit", String(64), nullable=True),
+    Column("flags", String(64), nullable=True),  # interpretation codes, comma-separated
+    Column("no_value", String(120), nullable=True),
     Index("ix_result_item_person_code", "person_id", "code_system", "code"),
     Index("ix_result_item_person_imaging", "person_id", "modality", "body_site_code"),
 )
@@ -238,6 +245,9 @@ recognition_check = Table(
     Column("order_time", UTCDateTime, nullable=False),
     Column("emergency", Boolean, nullable=False),
     Column("items", JSON, nullable=False),  # requested items and answers; no identifiers
+    # The exact reference data the decision used, so it can be explained later.
+    Column("catalog_version", String(200), nullable=True),
+    Column("policy_version", String(64), nullable=True),
     # The identifier the doctor asked with, sealed (AES-GCM), so a safety notice can name
     # the patient to that doctor; never readable from the database alone.
     Column("patient_sealed", LargeBinary, nullable=True),

@@ -171,7 +171,7 @@ def test_imaging_by_loinc_keeps_the_side(catalog: Catalog) -> None:
         bundle(
             service_request(
                 "mr-1",
-                (LOINC, "24802-1"),
+                (LOINC, "30691-0"),
                 bodySite=[
                     {"coding": [{"system": SNOMED, "code": "72696002"}]},
                     {"coding": [{"system": SNOMED, "code": "7771000", "display": "Left"}]},
@@ -181,7 +181,7 @@ def test_imaging_by_loinc_keeps_the_side(catalog: Catalog) -> None:
     )
     found = resolve(order, catalog, "H002")
     assert found is not None and found.item.code == "IMG-MR-KNEE-PLAIN"
-    assert found.order == Order(system=LOINC, code="24802-1", laterality="7771000")
+    assert found.order == Order(system=LOINC, code="30691-0", laterality="7771000")
 
 
 def test_r5_code_as_codeable_reference(catalog: Catalog) -> None:

@@ -30,6 +30,7 @@ from adapters.dicom.study import SeenInstance, Study, StudySet, group
 from broker.domain.catalog import Catalog
 from broker.domain.identifiers import RESIDENT_ID_SYSTEM, IdentifierScope
 from broker.domain.results import ExtractedResult, ResultKind
+from broker.domain.sites import study_protocol
 from broker.ingest.parse import parse_message
 from broker.reference.loader import default_schemas_dir, load_catalog
 
@@ -171,7 +172,8 @@ class TestCatalogMatching:
                 study_bundle(study_of(SeenInstance(headers_of(realdata, name), T0)), OPTIONS).value
             ).items[0]
             assert item.modality and item.body_site
-            found = catalog.imaging_item(item.modality, item.body_site.code, item.contrast)
+            protocol = study_protocol(item.protocol, item.contrast)
+            found = catalog.imaging_item(item.modality, item.body_site.code, protocol)
             assert found is not None and found.code == "IMG-CT-HEAD-PLAIN", name
 
     @pytest.mark.parametrize(
@@ -208,7 +210,8 @@ class TestCatalogMatching:
         h = replace(base, modality=modality, body_part=term, contrast=contrast, laterality=side)
         (item,) = one_result(study_bundle(study_of(SeenInstance(h, T0)), OPTIONS).value).items
         assert item.modality and item.body_site
-        found = catalog.imaging_item(item.modality, item.body_site.code, item.contrast)
+        protocol = study_protocol(item.protocol, item.contrast)
+        found = catalog.imaging_item(item.modality, item.body_site.code, protocol)
         assert found is not None and found.code == code
         sides = {"L": "7771000", "R": "24028007", "B": "51440002"}
         assert (item.laterality.code if item.laterality else None) == sides.get(side or "")

@@ -76,7 +76,7 @@ def imaging(
         fees("200.00"),
         modality=modality,
         body_site=site,
-        contrast=contrast,
+        protocol="enhanced" if contrast else "plain",
         laterality=laterality,
     )
 
@@ -203,7 +203,7 @@ def study(
     site: str,
     when: datetime,
     *,
-    contrast: bool | None = None,
+    contrast: bool | None = False,
     laterality: str | None = None,
     status: str = "available",
     mark: str | None = None,
@@ -451,10 +451,19 @@ class TestScope:
         assert d.decision is Decision.OUT_OF_SCOPE and "苏HR" in d.explanation.zh
 
     def test_national_mark_covers_everywhere(self) -> None:
+        # H001 (Luzhou) holds national EQA; H004 is in Nanjing.
+        d = check(
+            HB, [obs("r", "H001", "718-7", at(date(2026, 5, 19)), mark="全国HR")], ordering="H004"
+        )
+        assert d.decision is Decision.RECOGNIZABLE
+
+    def test_national_mark_without_national_eqa_is_capped_to_the_province(self) -> None:
         d = check(
             HB, [obs("r", "H004", "718-7", at(date(2026, 5, 19)), mark="全国HR")], ordering="H008"
         )
-        assert d.decision is Decision.RECOGNIZABLE
+        assert d.decision is Decision.OUT_OF_SCOPE
+        assert d.candidate is not None and d.candidate.mark == "苏HR"
+        assert "全国HR" in d.explanation.zh and "provincial-eqa" in d.explanation.en
 
     def test_city_mark_covers_its_city_only(self) -> None:
         prior = [obs("r", "H002", "718-7", at(date(2026, 5, 19)), mark="泸州HR")]
@@ -475,9 +484,16 @@ class TestScope:
         d = check(HB, [obs("r", "H002", "718-7", at(date(2026, 5, 19)))], ordering="H006")
         assert d.candidate is not None and d.candidate.mark == "川HR"
 
-    def test_unreadable_mark_is_out_of_scope(self) -> None:
+    def test_unreadable_mark_gives_way_to_the_derived_one(self) -> None:
         prior = [obs("r", "H002", "718-7", at(date(2026, 5, 19)), mark="XYZ")]
-        assert check(HB, prior).decision is Decision.OUT_OF_SCOPE
+        d = check(HB, prior)
+        assert d.decision is Decision.RECOGNIZABLE
+        assert d.candidate is not None and d.candidate.mark == "川HR"
+        assert "XYZ" in d.explanation.en
+
+    def test_unreadable_mark_without_certification_is_not_recognised(self) -> None:
+        prior = [obs("r", "H005", "718-7", at(date(2026, 5, 19)), mark="XYZ")]
+        assert check(HB, prior).decision is Decision.NOT_QC_CERTIFIED
 
     def test_own_results_are_always_in_scope(self) -> None:
         prior = [obs("r", "H004", "718-7", at(date(2026, 5, 19)), mark="苏HR")]

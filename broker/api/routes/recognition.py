@@ -16,9 +16,10 @@ from broker.api.schemas import (
     ReasonOut,
     ResultRef,
     Text,
+    WarningOut,
 )
 from broker.domain.ledger import REASON_DISPLAY, DeclineReason, OutcomeInput, OutcomeKind
-from broker.domain.recognition import Order, Verdict
+from broker.domain.recognition import Order, PatientContext, Verdict, Warning
 from broker.services.checks import CheckRequest, ItemAnswer, run_check
 from broker.services.outcomes import OutcomeRequest, RecordedOutcome, record_outcomes
 
@@ -35,6 +36,7 @@ async def check(body: CheckIn, container: ContainerDep, actor: DoctorDep) -> Che
         order_time=body.order_time,
         emergency=body.emergency,
         items=tuple(_order(i) for i in body.items),
+        patient=PatientContext(body.birth_date, body.pregnant),
     )
     answer = await run_check(
         container.sessions,
@@ -102,6 +104,7 @@ def _order(i: ItemIn) -> Order:
         body_site=i.body_site.code if i.body_site else None,
         laterality=i.laterality.code if i.laterality else None,
         contrast=i.contrast,
+        protocol=i.protocol,
     )
 
 
@@ -121,6 +124,7 @@ def _item(a: ItemAnswer) -> ItemOut:
         valid_until=d.valid_until.isoformat() if d.valid_until else None,
         candidate=_ref(d.candidate) if d.candidate else None,
         other_results=[_ref(o) for o in d.others],
+        warnings=[_warning(w) for w in d.warnings],
         fee_saved=f"{d.fee_saved:.2f}" if d.fee_saved is not None else None,
         notes=[Text(zh=n.zh, en=n.en) for n in d.notes],
     )
@@ -136,6 +140,8 @@ def _requested(r: Order) -> dict[str, object]:
         out["laterality"] = {"system": "http://snomed.info/sct", "code": r.laterality}
     if r.contrast is not None:
         out["contrast"] = r.contrast
+    if r.protocol is not None:
+        out["protocol"] = r.protocol
     return out
 
 
@@ -155,4 +161,21 @@ def _ref(v: Verdict) -> ResultRef:
         decision=v.decision.value,
         reason=Text(zh=v.reason.zh, en=v.reason.en),
         valid_until=v.valid_until.isoformat() if v.valid_until else None,
+        value=v.value,
+        unit=v.unit,
+        flags=list(v.flags),
+    )
+
+
+def _warning(w: Warning) -> WarningOut:
+    return WarningOut(
+        kind=w.kind,
+        hospital=w.hospital,
+        effective=w.effective,
+        status=w.status,
+        value=w.value,
+        unit=w.unit,
+        flags=list(w.flags),
+        fhir=f"/fhir/{w.resource_type or 'DiagnosticReport'}/{w.result_id}",
+        message=Text(zh=w.message.zh, en=w.message.en),
     )

@@ -1,0 +1,249 @@
+"""Recognition rules v2 through the real path: FHIR, HL7 v2 and DICOM input -> ingest ->
+index -> check, on SQLite and PostgreSQL. Each unsafe category the pure rules refuse is
+also refused when it arrives as a hospital would send it."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from adapters.dicom.bundle import BundleOptions, study_bundle
+from adapters.dicom.headers import PatientIdHeader, read_headers
+from adapters.dicom.study import SeenInstance, group
+from adapters.hl7v2.oru import map_message
+from broker.bootstrap import Container
+from broker.domain.actors import Actor, Role
+from broker.domain.recognition import Decision, ItemDecision, Order, PatientContext
+from broker.services.checks import CheckRequest, run_check
+from tests import factories as f
+from tests.conftest import certify
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+DOCTOR = Actor("dr-li", Role.DOCTOR, "H002")
+MAY_20 = datetime(2026, 5, 20, 1, 0, tzinfo=UTC)  # 09:00 in Beijing
+HB = Order(system="http://loinc.org", code="718-7")
+CBC = Order(system="http://loinc.org", code="58410-2")
+V2_0493 = "http://terminology.hl7.org/CodeSystem/v2-0493"
+LEFT, RIGHT = "7771000", "24028007"
+KNEE = "72696002"
+
+
+async def index(c: Container, value: bytes, hospital: str = "H001") -> None:
+    (p,) = await c.ingest_service().process_batch([f.inbound(value, hospital)])
+    assert p.outcome.value == "indexed", p.detail
+
+
+async def decide(
+    c: Container, *orders: Order, patient: str = f.PATIENT_A, context: PatientContext | None = None
+) -> list[ItemDecision]:
+    answer = await run_check(
+        c.sessions,
+        c.pseudonyms,
+        c.cipher,
+        c.rules(),
+        CheckRequest(
+            f.NATIONAL, patient, "H002", MAY_20, orders, patient=context or PatientContext()
+        ),
+        DOCTOR,
+    )
+    return [a.decision for a in answer.items]
+
+
+def lab(accession: str, *observations: dict[str, Any], extra: list[Any] = ()) -> bytes:  # type: ignore[assignment]
+    report = {
+        "resourceType": "DiagnosticReport",
+        "id": f"dr-{accession}",
+        "identifier": [{"system": "urn:lab:H001", "value": accession}],
+        "status": "final",
+        "code": {"coding": [{"system": f.LOINC, "code": "58410-2"}]},
+        "subject": {"reference": "urn:uuid:patient"},
+        "effectiveDateTime": observations[0]["effectiveDateTime"],
+        "result": [{"reference": f"urn:uuid:{o['id']}"} for o in observations],
+    }
+    entries = [("urn:uuid:patient", f.patient()), ("urn:uuid:dr", report)]
+    entries += [(f"urn:uuid:{o['id']}", o) for o in observations]
+    entries += list(extra)
+    return f.bundle(entries)
+
+
+@pytest.fixture
+async def certified(container: Container) -> Container:
+    for scope in ("HEMATOLOGY", "MR", "DR"):
+        await certify(container, "H001", scope)
+    return container
+
+
+class TestNoValueFromFhir:
+    async def test_data_absent_reason(self, certified: Container) -> None:
+        hb = f.observation("hb", "718-7", 0)
+        del hb["valueQuantity"]
+        hb["dataAbsentReason"] = {
+            "coding": [
+                {
+                    "system": "http://terminology.hl7.org/CodeSystem/data-absent-reason",
+                    "code": "error",
+                }
+            ]
+        }
+        await index(certified, lab("A1", hb, f.observation("plt", "777-3", 250, "10*9/L")))
+        hb_d, cbc_d = await decide(certified, HB, CBC)
+        assert hb_d.decision is Decision.NO_VALUE and "error" in hb_d.explanation.en
+        assert cbc_d.decision is Decision.NO_VALUE
+
+    async def test_a_haemolysed_specimen(self, certified: Container) -> None:
+        specimen = {
+            "resourceType": "Specimen",
+            "id": "sp1",
+            "condition": [{"coding": [{"system": V2_0493, "code": "HEM"}], "text": "溶血"}],
+        }
+        hb = f.observation("hb", "718-7", 13.2) | {"specimen": {"reference": "urn:uuid:sp1"}}
+        await index(certified, lab("A2", hb, extra=[("urn:uuid:sp1", specimen)]))
+        (d,) = await decide(certified, HB)
+        assert d.decision is Decision.NO_VALUE and "溶血" in d.explanation.zh
+
+    async def test_a_report_none_of_whose_observations_has_a_value(
+        self, certified: Container
+    ) -> None:
+        empty = [f.observation(i, c, 0) for i, c in (("hb", "718-7"), ("plt", "777-3"))]
+        for o in empty:
+            del o["valueQuantity"]
+        await index(certified, lab("A3", *empty))
+        (d,) = await decide(certified, CBC)
+        assert d.decision is Decision.NO_VALUE
+
+
+class TestWarningsFromFhir:
+    async def test_a_newer_result_is_named_with_its_value_and_flags(
+        self, certified: Container
+    ) -> None:
+        await index(certified, f.lab_bundle(accession="OLD", hb=13.2,
+                                            effective="2026-05-16T08:00:00+08:00"))  # fmt: skip
+        newer = f.observation("hb2", "718-7", 7.1, effective="2026-05-19T08:00:00+08:00")
+        newer["identifier"] = [{"system": "urn:lab:H002", "value": "N-1"}]
+        newer["interpretation"] = [
+            {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation",
+                        "code": "LL",
+                    }
+                ]
+            }
+        ]
+        await index(
+            certified, f.bundle([("urn:uuid:patient", f.patient(mrn=None)), ("urn:uuid:o", newer)]),
+            hospital="H002",
+        )  # fmt: skip
+        (d,) = await decide(certified, HB)
+        assert d.decision is Decision.RECOGNIZABLE and d.candidate is not None
+        assert d.candidate.hospital == "H001" and d.candidate.value == "13.2"
+        (w,) = d.warnings
+        assert (w.kind, w.hospital, w.value, w.unit, w.flags) == (
+            "newer-result", "H002", "7.1", "g/dL", ("LL",),
+        )  # fmt: skip
+
+
+def hl7(spm_condition: str = "", spm_reject: str = "") -> bytes:
+    segments = [
+        "MSH|^~\\&|LIS|H001|MRB|MRB|20260518103000+0800||ORU^R01^ORU_R01|M1|P|2.5.1"
+        "|||||CHN|UNICODE UTF-8",
+        f"PID|1||{f.PATIENT_A}^^^^NNCHN||张^三||19800101|F",
+        "OBR|1|PL1^HIS|FL1^LIS|718-7^Hemoglobin^LN|||20260518080000|||||||||||||||20260518100000|||F",
+        "OBX|1|NM|718-7^Hemoglobin^LN||13.2|g/dL|12-16|N|||F|||20260518080000",
+        "SPM|1|BC1&HIS^LAB1&LIS||BLD^Whole blood^HL70487|||||||||||||20260518080000|20260518083000"
+        f"|||{spm_reject}|||{spm_condition}",
+    ]
+    (report,) = map_message(("\r".join(segments) + "\r").encode(), hospital="H001").reports
+    return report.value
+
+
+class TestNoValueFromHl7:
+    @pytest.mark.parametrize(
+        ("condition", "reject", "said"),
+        [("HEM", "", "haemolysed"), ("CLOT", "", "clotted"), ("", "RH", "rejected (RH)")],
+    )
+    async def test_an_unusable_specimen(
+        self, certified: Container, condition: str, reject: str, said: str
+    ) -> None:
+        await index(certified, hl7(condition, reject))
+        (d,) = await decide(certified, HB)
+        assert d.decision is Decision.NO_VALUE and said in d.explanation.en
+
+    async def test_a_good_specimen_is_recognised(self, certified: Container) -> None:
+        await index(certified, hl7("ROOM"))
+        (d,) = await decide(certified, HB)
+        assert d.decision is Decision.RECOGNIZABLE and d.candidate is not None
+        assert d.candidate.value == "13.2" and d.candidate.flags == ("N",)
+
+
+def knee_study(realdata: Path, side: str | None) -> bytes:
+    base = read_headers(realdata / "dicom" / "MR_small.dcm", zone=SHANGHAI)
+    h = replace(
+        base,
+        modality="MR",
+        body_part="KNEE",
+        contrast=None,
+        laterality=side,
+        patient=PatientIdHeader(f.PATIENT_A, issuer="身份证"),
+        started=datetime(2026, 5, 10, 9, tzinfo=SHANGHAI),
+    )
+    (study,), rejected = group([SeenInstance(h, MAY_20)])
+    assert not rejected
+    return study_bundle(study, BundleOptions("H001")).value
+
+
+class TestImagingFromDicom:
+    async def test_a_sided_study_matches_only_its_side(
+        self, certified: Container, realdata: Path
+    ) -> None:
+        await index(certified, knee_study(realdata, "L"))
+        left, right, unsided = await decide(
+            certified,
+            Order(modality="MR", body_site=KNEE, laterality=LEFT),
+            Order(modality="MR", body_site=KNEE, laterality=RIGHT),
+            Order(modality="MR", body_site=KNEE),
+        )
+        assert left.decision is Decision.RECOGNIZABLE, left.explanation.en
+        assert right.decision is Decision.NO_PRIOR_RESULT and right.candidate is None
+        assert [o.near_miss for o in right.others] == [True]
+        assert "left side" in right.explanation.en
+        assert unsided.decision is Decision.NO_PRIOR_RESULT
+
+    async def test_a_study_of_unknown_side_never_matches_a_sided_order(
+        self, certified: Container, realdata: Path
+    ) -> None:
+        await index(certified, knee_study(realdata, None))
+        (d,) = await decide(certified, Order(modality="MR", body_site=KNEE, laterality=LEFT))
+        assert d.decision is Decision.NO_PRIOR_RESULT and "unknown" in d.explanation.en
+
+    async def test_an_enhanced_order_is_not_met_by_a_plain_study(
+        self, certified: Container, realdata: Path
+    ) -> None:
+        await index(certified, knee_study(realdata, "L"))
+        (d,) = await decide(
+            certified, Order(modality="MR", body_site=KNEE, laterality=LEFT, protocol="enhanced")
+        )
+        assert d.decision in (Decision.NO_PRIOR_RESULT, Decision.NOT_IN_CATALOG)
+
+
+class TestVersionsAreRecorded:
+    async def test_a_check_stores_the_catalog_and_policy_versions(
+        self, certified: Container
+    ) -> None:
+        from sqlalchemy import select
+
+        from broker.storage.tables import recognition_check
+
+        await decide(certified, HB)
+        async with certified.sessions() as s:
+            row = (await s.execute(select(recognition_check))).one()
+        rules = certified.rules()
+        assert row.policy_version == rules.policy.version
+        assert row.catalog_version.startswith(rules.catalog.version)
+        assert json.dumps(row.items)  # the answer is stored beside them
