@@ -8,6 +8,8 @@ the hospital that issued it (an MRN "12345" at H001 is not the same person as
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -31,6 +33,8 @@ FHIR_PATIENT_ID_SYSTEM = "urn:mrb:fhir:patient-id"
 
 _WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 _CHECK = "10X98765432"
+# ASCII only: str.isdigit() would also admit Arabic-Indic, Devanagari, ... digits.
+_RESIDENT_ID = re.compile(r"[0-9]{17}[0-9X]", re.ASCII)
 
 
 class IdentifierScope(StrEnum):
@@ -64,13 +68,19 @@ def resident_id_check_digit(first17: str) -> str:
     return _CHECK[total % 11]
 
 
+def nfkc(value: str) -> str:
+    """Unicode NFKC: full-width "１１０１" is "1101", so one person keeps one pseudonym
+    however the sending system typed the number."""
+    return unicodedata.normalize("NFKC", value)
+
+
 def validate_resident_id(value: str) -> str:
-    """Return the resident ID upper-cased, or raise InvalidIdentifier saying why."""
-    v = value.strip().upper()
+    """Return the resident ID as ASCII, upper-cased, or raise InvalidIdentifier saying why."""
+    v = nfkc(value).strip().upper()
     if len(v) != 18:
         raise InvalidIdentifier(f"resident ID must have 18 characters, got {len(v)}")
-    if not v[:17].isdigit() or not (v[17].isdigit() or v[17] == "X"):
-        raise InvalidIdentifier("resident ID must be 17 digits then a digit or X")
+    if not _RESIDENT_ID.fullmatch(v):
+        raise InvalidIdentifier("resident ID must be 17 digits 0-9 then a digit or X")
     if resident_id_check_digit(v[:17]) != v[17]:
         raise InvalidIdentifier("resident ID check digit does not match (GB 11643)")
     return v
@@ -88,9 +98,12 @@ def normalise(
     An unknown system (or none) is scoped to the hospital: we never link people across
     hospitals on identifiers whose meaning we cannot vouch for.
     """
-    if value is None or not value.strip():
+    if value is None:
         return None
-    raw_system = (system or "").strip()
+    value = nfkc(value)
+    if not value.strip():
+        return None
+    raw_system = nfkc(system or "").strip()
     canonical = aliases.get(raw_system, aliases.get(raw_system.lower(), raw_system))
     if canonical in NATIONAL_SYSTEMS:
         return PatientIdentifier(

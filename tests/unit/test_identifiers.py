@@ -15,6 +15,7 @@ from broker.domain.identifiers import (
     resident_id_check_digit,
     validate_resident_id,
 )
+from broker.security.pseudonyms import Pseudonymiser
 
 
 class TestResidentId:
@@ -85,3 +86,60 @@ class TestNormalise:
         a = patient_resource_key("pat2", hospital="H001")
         b = patient_resource_key("pat2", hospital="H002")
         assert a.link_key != b.link_key
+
+
+class TestUnicodeForms:
+    """Values are NFKC-normalised first: one person, one pseudonym, whatever the keyboard."""
+
+    ASCII = "11010519491231002X"
+    FULL_WIDTH = "１１０１０５１９４９１２３１００２Ｘ"  # U+FF11.., U+FF38: an IME's full width
+
+    def test_full_width_resident_id_is_the_ascii_one(self) -> None:
+        assert validate_resident_id(self.FULL_WIDTH) == self.ASCII
+        assert validate_resident_id("１１０１０５１９４９１２３１００２ｘ") == self.ASCII
+
+    def test_full_width_resident_id_gets_the_same_pseudonym(self) -> None:
+        pseudonyms = Pseudonymiser(bytes(range(32)))
+        ascii_ = normalise(RESIDENT_ID_SYSTEM, self.ASCII, hospital="H001")
+        wide = normalise(RESIDENT_ID_SYSTEM, self.FULL_WIDTH, hospital="H002")
+        assert ascii_ is not None and wide is not None
+        assert wide.value == self.ASCII
+        assert pseudonyms.of(wide) == pseudonyms.of(ascii_)
+
+    @pytest.mark.parametrize(
+        "digits",
+        [
+            "٠١٢٣٤٥٦٧٨٩",  # Arabic-Indic
+            "۰۱۲۳۴۵۶۷۸۹",  # Extended Arabic-Indic (Persian)
+            "०१२३४५६७८९",  # Devanagari
+        ],
+    )
+    def test_other_decimal_digits_are_refused(self, digits: str) -> None:
+        # The same number written in another script: isdigit() and int() accept these.
+        other = self.ASCII[:17].translate(str.maketrans("0123456789", digits)) + "X"
+        assert other.replace("X", "").isdigit()
+        with pytest.raises(InvalidIdentifier, match="17 digits 0-9"):
+            validate_resident_id(other)
+        with pytest.raises(InvalidIdentifier):
+            normalise(RESIDENT_ID_SYSTEM, other, hospital="H001")
+
+    def test_superscript_digits_are_not_a_back_door(self) -> None:
+        # NFKC turns superscripts into ASCII digits; the number then validates as usual,
+        # and so it is the same person, not a second one.
+        sup = "¹¹⁰¹⁰⁵¹⁹⁴⁹¹²³¹⁰⁰²X"
+        assert validate_resident_id(sup) == self.ASCII
+
+    def test_hospital_scoped_values_are_nfkc_normalised_too(self) -> None:
+        wide = normalise("urn:oid:1.2.3.mrn", "ＭＲＮ１２３４５", hospital="H001")
+        plain = normalise("urn:oid:1.2.3.mrn", "MRN12345", hospital="H001")
+        assert wide is not None and plain is not None and wide.link_key == plain.link_key
+
+    def test_full_width_system_alias_is_recognised(self) -> None:
+        ident = normalise("ｓｆｚｈ", self.ASCII, hospital="H001")
+        assert ident is not None and ident.scope is IdentifierScope.NATIONAL
+
+    @given(st.text(alphabet="0123456789", min_size=17, max_size=17))
+    def test_full_width_of_any_valid_number_validates_to_it(self, first17: str) -> None:
+        value = first17 + resident_id_check_digit(first17)
+        wide = value.translate({ord(c): ord(c) + 0xFEE0 for c in "0123456789X"})
+        assert validate_resident_id(wide) == value
