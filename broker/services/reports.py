@@ -33,6 +33,11 @@ def yuan(fen: int) -> str:
     return f"{Decimal(fen) / 100:.2f}"
 
 
+def yuan_amount(fen: int) -> Decimal:
+    """The same amount as a number (for CSV: a number cell, never escaped as text)."""
+    return (Decimal(fen) / 100).quantize(Decimal("0.01"))
+
+
 def period_bound(value: str | None) -> str | None:
     """A month ("2026-05") from a month or a day ("2026-05-20"); None stays open."""
     if value is None or value == "":
@@ -127,21 +132,33 @@ _FIGURE_COLUMNS = [
 def _figure_cells(f: Figures) -> list[object]:
     return [
         f.recognitions,
-        yuan(f.saved_fen),
+        yuan_amount(f.saved_fen),
         f.reversals,
-        yuan(f.reversed_fen),
-        yuan(f.net_fen),
+        yuan_amount(f.reversed_fen),
+        yuan_amount(f.net_fen),
         f.flagged,
         f.declined,
         *(f.declines.get(r, 0) for r in REASONS),
     ]
 
 
+# A spreadsheet reads a cell starting with one of these as a formula (OWASP: CSV injection).
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: object) -> object:
+    """A text cell that would start a formula gets a leading single quote, so spreadsheets
+    show it as text; numbers (int, Decimal: e.g. a negative net saving) stay as they are."""
+    if isinstance(value, str) and value.startswith(_FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
 def _csv(header: list[str], rows: Iterable[list[object]]) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow(header)
-    writer.writerows(rows)
+    writer.writerow([csv_cell(h) for h in header])
+    writer.writerows([csv_cell(cell) for cell in row] for row in rows)
     return out.getvalue()
 
 
