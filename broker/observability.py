@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 import sys
+from wsgiref.simple_server import WSGIServer
 
 import structlog
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 MESSAGES = Counter(
     "mrb_messages_total", "Messages processed by the ingest worker", ["hospital", "outcome"]
@@ -17,6 +18,7 @@ RESULTS_INGESTED = Counter(
 REJECTED = Counter("mrb_results_rejected_total", "Messages sent to the DLQ", ["code"])
 CONSUMER_LAG = Gauge("mrb_consumer_lag", "Messages not yet consumed", ["topic", "partition"])
 BATCH_SECONDS = Histogram("mrb_ingest_batch_seconds", "Time to index one fetched batch")
+# Bounded labels only: a known method or "OTHER", the route template (never the path).
 REQUEST_SECONDS = Histogram(
     "mrb_http_request_seconds", "HTTP request latency", ["method", "route", "status"]
 )
@@ -26,6 +28,23 @@ FOLLOW_UP_FAILURES = Counter(
     "Safety notices or worklist updates that failed while their results were still indexed",
     ["step"],
 )
+
+
+def start_metrics_server(host: str, port: int) -> WSGIServer:
+    """Serve /metrics on host:port from a background thread (prometheus_client's own
+    server), apart from the API port; stop it with `.shutdown()` and `.server_close()`.
+
+    Raises OSError naming the address when it cannot listen there.
+    """
+    try:
+        server, _thread = start_http_server(port, addr=host)
+    except OSError as exc:
+        raise OSError(
+            exc.errno,
+            f"metrics cannot listen on {host}:{port} ({exc.strerror}): set MRB_METRICS_PORT "
+            "to a free port, or 0 to turn metrics off",
+        ) from exc
+    return server
 
 
 def configure_logging(level: str = "INFO") -> None:
@@ -38,6 +57,7 @@ def configure_logging(level: str = "INFO") -> None:
     formatter = structlog.stdlib.ProcessorFormatter(
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
         foreign_pre_chain=[
+            structlog.stdlib.ExtraAdder(),  # fields passed as `extra`, e.g. the access log's
             structlog.stdlib.add_log_level,
             structlog.stdlib.add_logger_name,
             structlog.processors.TimeStamper(fmt="iso", utc=True),

@@ -1,4 +1,5 @@
-"""Running mrb's processes: embedded broker, migrations, ingest worker, HTTP server.
+"""Running mrb's processes: embedded broker, migrations, ingest worker, HTTP server,
+metrics listener.
 
 One asyncio loop holds them; SIGINT/SIGTERM set one stop event and everything
 started is stopped in reverse order.
@@ -9,16 +10,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 from collections.abc import AsyncIterator, Generator
 from dataclasses import dataclass, field
+from pathlib import Path
+from wsgiref.simple_server import WSGIServer
 
 import uvicorn
+from sqlalchemy.engine import make_url
 
 from broker.api.app import create_app
 from broker.bootstrap import Container
 from broker.kafka.embedded import EmbeddedKafka
 from broker.kafka.topics import default_partitions, ensure_topics
+from broker.observability import start_metrics_server
 from broker.settings import Settings
 from broker.storage.database import upgrade
 
@@ -40,11 +46,42 @@ class Stack:
     kafka: EmbeddedKafka | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     server: _Server | None = None
+    metrics: WSGIServer | None = None
 
     @property
     def api_url(self) -> str:
         s = self.container.settings
         return f"http://{s.http_host}:{s.http_port}"
+
+    @property
+    def metrics_url(self) -> str | None:
+        """Where Prometheus scrapes this process; None when metrics are off."""
+        if self.metrics is None:
+            return None
+        s = self.container.settings
+        return f"http://{s.metrics_host}:{s.metrics_port}/metrics"
+
+
+def private_sqlite_file(url: str) -> Path | None:
+    """Make the SQLite database file owner-only (0600): created so before SQLite opens it
+    (SQLite gives its -wal and -shm files the same mode), or tightened if it exists.
+
+    Returns the file, or None for a database that is not a SQLite file.
+    """
+    parsed = make_url(url)
+    name = parsed.database
+    if parsed.get_backend_name() != "sqlite" or not name or name.startswith((":", "file:")):
+        return None
+    path = Path(name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))  # empty file: an empty database
+    for file in (path, *(path.with_name(path.name + s) for s in ("-wal", "-shm", "-journal"))):
+        try:
+            if file.exists() and file.stat().st_mode & 0o077:
+                file.chmod(0o600)
+        except OSError as exc:  # e.g. owned by another user: say so, keep running
+            logger.warning("cannot make %s owner-only: %s", file, exc.strerror)
+    return path
 
 
 def install_signal_handlers(stop: asyncio.Event) -> None:
@@ -86,6 +123,7 @@ async def running_stack(
                 default_partitions(settings.results_partitions),
                 settings.kafka_options(),
             )
+        private_sqlite_file(settings.resolved_database_url)
         await upgrade(settings.resolved_database_url, settings.database_schema)
         if worker:
             ingest = container.ingest_worker()
@@ -94,6 +132,8 @@ async def running_stack(
             stack.tasks.append(asyncio.create_task(relay.run(stop), name="event-relay"))
             sealer = container.audit_sealer()
             stack.tasks.append(asyncio.create_task(sealer.run(stop), name="audit-sealer"))
+        if (api or worker) and settings.metrics_port:
+            stack.metrics = start_metrics_server(settings.metrics_host, settings.metrics_port)
         if api or worker:
             role = "all" if api and worker else ("api" if api else "worker")
             config = uvicorn.Config(
@@ -122,6 +162,9 @@ async def running_stack(
         for task in stack.tasks:
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await asyncio.wait_for(task, 15)
+        if stack.metrics is not None:
+            await asyncio.to_thread(stack.metrics.shutdown)
+            stack.metrics.server_close()
         if stack.kafka is not None:
             await stack.kafka.stop()
         await container.close()

@@ -30,6 +30,11 @@ class Settings(BaseSettings):
     data_dir: Path = Path("./var")
     http_host: str = "127.0.0.1"
     http_port: int = 8000
+    # Prometheus /metrics on its own listener, never on the API port; 0 turns it off.
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(default=9464, ge=0, le=65535)
+    # Request bodies above this many bytes get HTTP 413 before they are read or parsed.
+    max_body_bytes: int = Field(default=1024 * 1024, gt=0)
     tansu_bin: Path | None = None
     schemas_dir: Path | None = None  # catalog and policy; default: the checkout's schemas/
     embedded_kafka_port: int = 19092

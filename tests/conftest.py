@@ -82,6 +82,7 @@ def settings(db: Db, tmp_path: Path) -> Settings:
         database_url=db.url,
         database_schema=db.schema,
         http_port=free_port(),
+        metrics_port=free_port(),
         embedded_kafka_port=free_port(),
         consumer_session_timeout_ms=2000,  # joins the group in ~1 s instead of ~5 s
         create_keys=True,

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Awaitable, Callable
-
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
+from starlette.types import ASGIApp
 
 from broker.api import problems
+from broker.api.middleware import AccessLog, BodySizeLimit, NoStore
 from broker.api.routes import (
     admin,
     cds_hooks,
@@ -21,16 +20,35 @@ from broker.api.routes import (
     recognition,
 )
 from broker.bootstrap import Container
-from broker.observability import REQUEST_SECONDS
+
+
+class _Api(FastAPI):
+    """FastAPI with mrb's edge outside everything, even Starlette's 500 handler.
+
+    Outermost first: the access log and metrics (so refused and failed requests are
+    logged and measured too, with their request id), no-store headers (on errors too),
+    then the body limit, which answers before the app reads, parses or authenticates.
+    """
+
+    max_body_bytes: int
+
+    def build_middleware_stack(self) -> ASGIApp:
+        inner = super().build_middleware_stack()
+        return AccessLog(NoStore(BodySizeLimit(inner, self.max_body_bytes)))
 
 
 def create_app(container: Container, *, role: str = "api") -> FastAPI:
-    """`role` is "api", "worker" (health and metrics only) or "all" (mrb up / demo)."""
-    app = FastAPI(
+    """`role` is "api", "worker" (health only) or "all" (mrb up / demo).
+
+    Metrics are not served here: the runtime exposes them on their own port
+    (MRB_METRICS_HOST/MRB_METRICS_PORT), never on the API's.
+    """
+    app = _Api(
         title="mrb — test-result mutual-recognition broker",
         version="0.1.0",
         description="Cross-hospital recognition of lab and imaging results (互认).",
     )
+    app.max_body_bytes = container.settings.max_body_bytes
     app.state.container = container
     app.state.role = role
     problems.install(app)
@@ -45,18 +63,4 @@ def create_app(container: Container, *, role: str = "api") -> FastAPI:
         app.include_router(fhir.router)
         app.include_router(cds_hooks.router)
         app.mount("/static", StaticFiles(directory=pages.STATIC), name="static")
-
-    @app.middleware("http")
-    async def _timing(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        started = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        REQUEST_SECONDS.labels(request.method, path, str(response.status_code)).observe(
-            time.perf_counter() - started
-        )
-        return response
-
     return app

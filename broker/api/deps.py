@@ -25,9 +25,11 @@ _bearer = HTTPBearer(auto_error=False, description="a token from `mrb token issu
 
 
 def get_actor(
+    request: Request,
     container: ContainerDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Actor:
+    """The token's caller, also left in request.state.actor for the access log."""
     if credentials is None:
         raise ServiceError(
             401,
@@ -36,9 +38,11 @@ def get_actor(
             "`mrb token issue --role R --hospital H --subject NAME`",
         )
     try:
-        return container.tokens().verify(credentials.credentials)
+        actor = container.tokens().verify(credentials.credentials)
     except InvalidToken as exc:
         raise ServiceError(401, "Invalid token", str(exc)) from None
+    request.state.actor = actor
+    return actor
 
 
 def require(*roles: Role) -> Callable[[Actor], Actor]:

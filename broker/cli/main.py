@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import Annotated
 
 import typer
@@ -21,7 +22,12 @@ from broker.cli import (
 )
 from broker.cli.demo import run_demo
 from broker.observability import configure_logging
-from broker.runtime import install_signal_handlers, running_stack, wait_for_failure_or_stop
+from broker.runtime import (
+    install_signal_handlers,
+    private_sqlite_file,
+    running_stack,
+    wait_for_failure_or_stop,
+)
 from broker.security.keys import load_or_create_key
 from broker.security.payload_cipher import PayloadCipher
 from broker.settings import Settings
@@ -48,6 +54,15 @@ app.add_typer(report_cmd.ledger_app, name="ledger")
 
 console = Console()
 err = Console(stderr=True)
+
+# Files mrb creates (database, keys, logs, exports) are readable by their owner only.
+PRIVATE_UMASK = 0o077
+
+
+@app.callback()
+def _start() -> None:
+    # Runs before every command. No docstring: it would replace the app's help text.
+    os.umask(PRIVATE_UMASK)
 
 
 def _settings() -> Settings:
@@ -111,6 +126,7 @@ def demo(
 def db_upgrade() -> None:
     """Apply all database migrations (Alembic)."""
     settings = _settings()
+    private_sqlite_file(settings.resolved_database_url)
     asyncio.run(upgrade(settings.resolved_database_url, settings.database_schema))
     console.print("database is at the latest schema")
 

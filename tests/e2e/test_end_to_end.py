@@ -206,7 +206,9 @@ async def test_operations_endpoints(stack: Stack) -> None:
         assert (await client.get("/healthz")).json() == {"status": "ok"}
         ready = (await client.get("/readyz")).json()
         assert ready["status"] == "ready" and ready["checks"]["database"] == "ok"
-        metrics = (await client.get("/metrics")).text
+        assert (await client.get("/metrics")).status_code == 404  # not on the API port
+        assert stack.metrics_url is not None
+        metrics = (await client.get(stack.metrics_url)).text
         assert "mrb_results_rejected_total" in metrics and "mrb_consumer_lag" in metrics
         openapi = (await client.get("/openapi.json")).json()
         assert "/api/v1/recognition/check" in openapi["paths"]

@@ -1,9 +1,8 @@
-"""Liveness, readiness and metrics."""
+"""Liveness and readiness (metrics have their own port: broker.runtime)."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from broker.api.deps import ContainerDep
 from broker.api.problems import problem
@@ -39,9 +38,3 @@ async def readyz(request: Request, container: ContainerDep) -> Response | dict[s
     if request.app.state.role == "worker" and not all(w.stats.kafka_ok for w in container.workers):
         return problem(503, "Not ready", "ingest worker is not connected to Kafka", checks=checks)
     return {"status": "ready", "checks": checks}
-
-
-@router.get("/metrics")
-async def metrics() -> Response:
-    """Prometheus metrics: ingested, rejected by code, consumer lag, request latency."""
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

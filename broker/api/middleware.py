@@ -1,0 +1,215 @@
+"""Pure ASGI middleware around the API: bounded bodies, no caching, access log, metrics.
+
+Pure ASGI (not Starlette's BaseHTTPMiddleware) so that a body can be refused while it
+streams, before anything reads it into memory, parses it or checks a token.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from broker.api.problems import problem
+from broker.observability import REQUEST_SECONDS
+
+access_logger = logging.getLogger("broker.access")
+
+# Every method the API serves (and OPTIONS/HEAD, which clients send on their own);
+# anything else is one metric label, so made-up methods cannot grow the label set.
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+OTHER_METHOD = "OTHER"
+UNMATCHED_ROUTE = "unmatched"
+REQUEST_ID_HEADER = "x-request-id"
+# A caller's own request id is kept only when it is short and plain; else a new one.
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+# Responses that can be cached: the web pages' own script, style and images.
+CACHEABLE_PREFIXES = ("/static/",)
+
+
+def method_label(method: str) -> str:
+    return method if method in KNOWN_METHODS else OTHER_METHOD
+
+
+def route_label(scope: Scope) -> str:
+    """The matched route's template ("/fhir/{resource_type}/{id}"), never the raw path."""
+    path = getattr(scope.get("route"), "path", None)
+    return path if isinstance(path, str) and path else UNMATCHED_ROUTE
+
+
+def _header(scope: Scope, name: bytes) -> bytes | None:
+    for key, value in scope.get("headers", ()):
+        if key.lower() == name:
+            return bytes(value)
+    return None
+
+
+class BodyTooLarge(Exception):
+    """The body grew past the limit after the response had already started."""
+
+
+class BodySizeLimit:
+    """HTTP 413 for a body over `max_bytes`: at once when Content-Length says so, else as
+    soon as the streamed (chunked) body passes the limit; the rest is never read."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = _header(scope, b"content-length")
+        if declared and declared.strip().isdigit() and int(declared) > self.max_bytes:
+            await self._refuse(scope, receive, send)
+            return
+        received = 0
+        started = False
+        refused = False
+
+        async def limited_receive() -> Message:
+            nonlocal received, refused
+            if refused:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    if started:
+                        raise BodyTooLarge(f"request body over {self.max_bytes} bytes")
+                    refused = True
+                    await self._refuse(scope, receive, send)
+                    # The app sees a client that went away: it stops reading, and
+                    # whatever it still tries to send is dropped below.
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal started
+            if refused:
+                return
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        await self.app(scope, limited_receive, guarded_send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = problem(
+            413,
+            "Content Too Large",
+            f"the request body is larger than {self.max_bytes} bytes, the limit for this "
+            "API (MRB_MAX_BODY_BYTES); send less per request",
+        )
+        response.headers["Connection"] = "close"
+        await response(scope, receive, send)
+
+
+class NoStore:
+    """`Cache-Control: no-store` and `Pragma: no-cache` on every response that can carry
+    patient data: everything except the static assets of the web pages."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"].startswith(CACHEABLE_PREFIXES):
+            await self.app(scope, receive, send)
+            return
+
+        async def send_no_store(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [
+                    (k, v)
+                    for k, v in message.get("headers", ())
+                    if k.lower() not in (b"cache-control", b"pragma")
+                ]
+                headers += [(b"cache-control", b"no-store"), (b"pragma", b"no-cache")]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_no_store)
+
+
+class AccessLog:
+    """One structured log line and one latency observation per request.
+
+    The line names the route template, never the path (it may hold identifiers) nor the
+    query string; the caller as authentication left it in `request.state.actor`; and a
+    correlation id, the caller's `X-Request-ID` or a new one, echoed in the response.
+    401 and 403 are logged at warning, 5xx at error, the rest at info.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started_at = time.perf_counter()
+        given = (_header(scope, REQUEST_ID_HEADER.encode()) or b"").decode("latin-1")
+        request_id = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+        # A dict shared with the app: authentication writes request.state.actor into it.
+        state: dict[str, Any] = scope.setdefault("state", {})
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+                headers = [
+                    (k, v)
+                    for k, v in message.get("headers", ())
+                    if k.lower() != REQUEST_ID_HEADER.encode()
+                ]
+                headers.append((REQUEST_ID_HEADER.encode(), request_id.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            seconds = time.perf_counter() - started_at
+            method, route = method_label(scope["method"]), route_label(scope)
+            REQUEST_SECONDS.labels(method, route, str(status)).observe(seconds)
+            self._log(scope, state, method, route, status, seconds, request_id)
+
+    @staticmethod
+    def _log(
+        scope: Scope,
+        state: dict[str, Any],
+        method: str,
+        route: str,
+        status: int,
+        seconds: float,
+        request_id: str,
+    ) -> None:
+        actor = state.get("actor")
+        client = scope.get("client")
+        if status >= 500:
+            level = logging.ERROR
+        elif status in (401, 403):
+            level = logging.WARNING
+        else:
+            level = logging.INFO
+        access_logger.log(
+            level,
+            "request",
+            extra={
+                "route": route,
+                "method": method,
+                "status": status,
+                "subject": getattr(actor, "name", None),
+                "hospital": getattr(actor, "hospital", None),
+                "role": str(actor.role) if actor is not None else None,
+                "client": client[0] if client else None,
+                "latency_ms": round(seconds * 1000, 1),
+                "request_id": request_id,
+            },
+        )
