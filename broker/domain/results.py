@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
 
 from broker.domain.identifiers import PatientIdentifier
@@ -59,6 +59,7 @@ class PatientRef:
 
     identifiers: tuple[PatientIdentifier, ...]
     resource_key: PatientIdentifier | None
+    birth_date: date | None = None  # Patient.birthDate, a full date only (for age rules)
 
     @property
     def link_keys(self) -> tuple[PatientIdentifier, ...]:

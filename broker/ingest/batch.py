@@ -14,7 +14,7 @@ import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import delete, select, tuple_, update
@@ -30,11 +30,13 @@ from broker.observability import FOLLOW_UP_FAILURES
 from broker.security.payload_cipher import PayloadCipher
 from broker.security.pseudonyms import Pseudonymiser
 from broker.storage.mappings import note_unmapped
+from broker.storage.people import birth_date_context
 from broker.storage.results import current_fields, item_rows
 from broker.storage.tables import (
     inbox,
     payload,
     person,
+    person_birth_date,
     person_link,
     result,
     result_item,
@@ -87,6 +89,7 @@ class BatchIndexer:
     _clear_items: set[str] = field(default_factory=set)
     _changes: dict[str, ResultChange] = field(default_factory=dict)
     _unmapped: Counter[tuple[str, LocalCode]] = field(default_factory=Counter)
+    _births: dict[tuple[str, str], date] = field(default_factory=dict)  # (person, hospital)
 
     async def prefetch(self, parsed: Sequence[tuple[str, ParsedMessage]]) -> None:
         """Load the people and results the batch touches (two queries)."""
@@ -152,8 +155,10 @@ class BatchIndexer:
                     f"is not in the message and {hospital} has not sent before"
                 )
         for ref in parsed.patients:
-            self._person(ref.link_keys)
+            self._note_birth(self._person(ref.link_keys), hospital, ref.birth_date)
         people = [self._person(r.patient.link_keys) for r in parsed.results]
+        for r, pid in zip(parsed.results, people, strict=True):
+            self._note_birth(pid, hospital, r.patient.birth_date)
         # A later result of the message may have merged an earlier one's person.
         people = [self._merges.get(pid, pid) for pid in people]
         self._payload(message_value, content_type, message_id, hospital)
@@ -166,6 +171,10 @@ class BatchIndexer:
             outcome = self._version(r, hospital, pid, message_id)
             staged.counts[outcome.value] = staged.counts.get(outcome.value, 0) + 1
         return staged
+
+    def _note_birth(self, pid: str, hospital: str, born: date | None) -> None:
+        if born is not None:
+            self._births[(pid, hospital)] = born
 
     def add_inbox(self, row: dict[str, Any]) -> None:
         self._add("inbox", row)
@@ -220,12 +229,44 @@ class BatchIndexer:
             await s.execute(result_item.insert(), rows)
         if rows := self._rows.get("inbox"):
             await s.execute(inbox.insert(), rows)
+        if self._births:
+            await self._write_births()
         if self._unmapped:
             seen = [(h, c, n) for (h, c), n in self._unmapped.items()]
             await self._follow_up("worklist", note_unmapped(s, seen, self.now))
         if self._changes and self.on_change is not None:
             changes = list(self._changes.values())
             await self._follow_up("safety", self.on_change(s, changes, self.now))
+
+    async def _write_births(self) -> None:
+        """The latest birth date each hospital sent for a person, sealed (replacing the last)."""
+        latest: dict[tuple[str, str], date] = {}
+        for (pid, hospital), born in self._births.items():
+            latest[(self._merges.get(pid, pid), hospital)] = born
+        for pid, hospital in latest:
+            await self.session.execute(
+                delete(person_birth_date).where(
+                    (person_birth_date.c.person_id == pid)
+                    & (person_birth_date.c.hospital_id == hospital)
+                )
+            )
+        rows = []
+        for (pid, hospital), born in latest.items():
+            sealed = self.cipher.seal(
+                born.isoformat().encode(), associated=birth_date_context(pid, hospital)
+            )
+            rows.append(
+                {
+                    "person_id": pid,
+                    "hospital_id": hospital,
+                    "key_id": sealed.key_id,
+                    "algorithm": sealed.algorithm,
+                    "nonce": sealed.nonce,
+                    "ciphertext": sealed.ciphertext,
+                    "updated_at": self.now,
+                }
+            )
+        await self.session.execute(person_birth_date.insert(), rows)
 
     async def _follow_up(self, step: str, work: Awaitable[None]) -> None:
         """Run a step that must not cost hospitals their results if it has a bug.

@@ -11,7 +11,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
-from datetime import datetime, tzinfo
+from datetime import date, datetime, tzinfo
 from typing import Any
 
 from broker.domain.identifiers import (
@@ -308,14 +308,14 @@ def _patient(
                 f"{where}.subject is a {patient.get('resourceType')}, not a Patient",
             )
         found = patient_ref(patient, hospital, aliases, required=False)
-        identifiers, key = found.identifiers, found.resource_key
+        identifiers, key, born = found.identifiers, found.resource_key, found.birth_date
     else:
-        identifiers, key = (), _reference_key(ref, hospital)
+        identifiers, key, born = (), _reference_key(ref, hospital), None
     if isinstance(subject.get("identifier"), dict):
         extra = _identifiers([subject["identifier"]], hospital, aliases, where)
         identifiers = identifiers + tuple(i for i in extra if i not in identifiers)
     if identifiers or key is not None:
-        return PatientRef(identifiers, key)
+        return PatientRef(identifiers, key, born)
     raise Rejected(
         RejectCode.PATIENT_NOT_IDENTIFIED,
         f"{where}.subject {ref!r} names no identifier: include the Patient with its "
@@ -335,7 +335,17 @@ def patient_ref(
     key = patient_resource_key(rid, hospital=hospital) if isinstance(rid, str) and rid else None
     if required and not identifiers:
         raise Rejected(RejectCode.PATIENT_NOT_IDENTIFIED, f"{where} has no usable identifier")
-    return PatientRef(identifiers, key)
+    return PatientRef(identifiers, key, _birth_date(patient.get("birthDate")))
+
+
+def _birth_date(value: object) -> date | None:
+    """A full birth date (YYYY-MM-DD); a year or year-month gives no age in days."""
+    if not isinstance(value, str) or len(value) != 10:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        return None
 
 
 def _identifiers(

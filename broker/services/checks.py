@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -22,7 +22,7 @@ from broker.services.audit import record_read
 from broker.services.errors import ServiceError
 from broker.storage import events, hospitals
 from broker.storage.lookup import person_items
-from broker.storage.people import People
+from broker.storage.people import People, birth_date
 from broker.storage.tables import recognition_check, result
 
 
@@ -106,6 +106,10 @@ async def run_check(
             raise CheckRefused(422, "Invalid patient identifier", "patient.value is empty")
         person_id = await People(session, pseudonyms).find(ident)
         prior = await person_items(session, person_id) if person_id else []
+        context = request.patient
+        if context.birth_date is None and person_id:
+            born = await birth_date(session, cipher, person_id)
+            context = replace(context, birth_date=born)
         catalog = rules.catalog.for_region(ordering.region, request.order_time.date())
         answers = []
         for order in request.items:
@@ -118,7 +122,7 @@ async def run_check(
                 policy=rules.policy,
                 prior=prior,
                 emergency=request.emergency,
-                patient=request.patient,
+                patient=context,
             )
             CHECKS.labels(decision.decision.value).inc()
             answers.append(ItemAnswer(order, decision))

@@ -5,12 +5,37 @@ Linking and merging happen while indexing (broker/ingest/batch.py); this reads t
 
 from __future__ import annotations
 
+from datetime import date
+
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from broker.domain.identifiers import PatientIdentifier
+from broker.security.payload_cipher import PayloadCipher, Sealed
 from broker.security.pseudonyms import Pseudonymiser
-from broker.storage.tables import person, person_link
+from broker.storage.tables import person, person_birth_date, person_link
+
+
+def birth_date_context(person_id: str, hospital: str) -> bytes:
+    """Associated data binding a sealed birth date to its person and hospital."""
+    return f"birth-date|{person_id}|{hospital}".encode()
+
+
+async def birth_date(session: AsyncSession, cipher: PayloadCipher, person_id: str) -> date | None:
+    """The person's birth date when every hospital that sent one agrees; None when none
+    was sent or they disagree (an age rule must never rest on a doubtful age)."""
+    merged = select(person.c.id).where(person.c.merged_into == person_id)
+    rows = await session.execute(
+        select(person_birth_date).where(
+            (person_birth_date.c.person_id == person_id) | person_birth_date.c.person_id.in_(merged)
+        )
+    )
+    found = set()
+    for r in rows:
+        sealed = Sealed(r.key_id, r.algorithm, r.nonce, r.ciphertext)
+        plain = cipher.open(sealed, associated=birth_date_context(r.person_id, r.hospital_id))
+        found.add(date.fromisoformat(plain.decode()))
+    return found.pop() if len(found) == 1 else None
 
 
 class People:

@@ -115,6 +115,20 @@ person = Table(
     Column("merged_into", String(36), ForeignKey("person.id"), nullable=True),
 )
 
+# Birth dates as each hospital sent them (Patient.birthDate), sealed like payloads: the
+# age-banded rules need an age; the index keeps no demographics in clear.
+person_birth_date = Table(
+    "person_birth_date",
+    metadata,
+    Column("person_id", String(36), ForeignKey("person.id"), primary_key=True),
+    Column("hospital_id", String(32), primary_key=True),
+    Column("key_id", String(32), nullable=False),
+    Column("algorithm", String(32), nullable=False),
+    Column("nonce", LargeBinary, nullable=False),
+    Column("ciphertext", LargeBinary, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
 person_link = Table(
     "person_link",
     metadata,

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -247,3 +247,49 @@ class TestVersionsAreRecorded:
         assert row.policy_version == rules.policy.version
         assert row.catalog_version.startswith(rules.catalog.version)
         assert json.dumps(row.items)  # the answer is stored beside them
+
+
+class TestAgeFromTheSentBirthDate:
+    """An age-banded item takes the age from the birth date hospitals sent (sealed)."""
+
+    async def _banded(self, c: Container) -> None:
+        from broker.domain.catalog import AgeBand
+
+        rules = c.rules()
+        hb = rules.catalog.items["LAB-HGB"]
+        band = AgeBand("儿童不适用", "not for children", max_days=365 * 14, exclude=True)
+        items = {**rules.catalog.items, "LAB-HGB": replace(hb, age_bands=(band,))}
+        c._rules = replace(rules, catalog=replace(rules.catalog, items=items))  # type: ignore[attr-defined]
+
+    async def test_the_birth_date_sent_with_the_result_decides(self, certified: Container) -> None:
+        await self._banded(certified)
+        child = f.patient() | {"birthDate": "2020-02-29"}
+        await index(certified, f.lab_bundle(pat=child))
+        (d,) = await decide(certified, HB)
+        assert d.decision is Decision.EXCLUDED and "children" in d.explanation.en
+
+    async def test_an_adult(self, certified: Container) -> None:
+        await self._banded(certified)
+        await index(certified, f.lab_bundle(pat=f.patient() | {"birthDate": "1980-01-01"}))
+        (d,) = await decide(certified, HB)
+        assert d.decision is Decision.RECOGNIZABLE
+
+    async def test_disagreeing_hospitals_leave_the_age_unknown(self, certified: Container) -> None:
+        await self._banded(certified)
+        await index(certified, f.lab_bundle(pat=f.patient() | {"birthDate": "1980-01-01"}))
+        other = f.patient(mrn=None) | {"birthDate": "2019-01-01"}
+        await index(certified, f.lab_bundle(accession="B2", pat=other), hospital="H002")
+        (d,) = await decide(certified, HB)
+        assert d.decision is Decision.EXCLUDED and "unknown" in d.explanation.en
+        (d,) = await decide(certified, HB, context=PatientContext(date(1980, 1, 1)))
+        assert d.decision is Decision.RECOGNIZABLE  # the doctor's own answer wins
+
+    async def test_no_birth_date_is_stored_in_clear(self, certified: Container) -> None:
+        from sqlalchemy import select
+
+        from broker.storage.tables import person_birth_date
+
+        await index(certified, f.lab_bundle(pat=f.patient() | {"birthDate": "1980-01-01"}))
+        async with certified.sessions() as s:
+            (row,) = (await s.execute(select(person_birth_date))).all()
+        assert b"1980" not in row.ciphertext and row.algorithm

@@ -5,13 +5,16 @@ Revises: 0008
 
 Result items gain what the rules need to refuse empty results (no_value), match imaging
 protocols and warn about newer or abnormal results (value_text, unit, flags). Checks
-record the catalog and policy versions they used.
+record the catalog and policy versions they used. Each hospital's birth date for a
+person is kept sealed, for age-banded items.
 """
 
 from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
+
+import broker.storage.tables
 
 revision: str = '0009'
 down_revision: str | None = '0008'
@@ -20,6 +23,17 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    op.create_table('person_birth_date',
+    sa.Column('person_id', sa.String(length=36), nullable=False),
+    sa.Column('hospital_id', sa.String(length=32), nullable=False),
+    sa.Column('key_id', sa.String(length=32), nullable=False),
+    sa.Column('algorithm', sa.String(length=32), nullable=False),
+    sa.Column('nonce', sa.LargeBinary(), nullable=False),
+    sa.Column('ciphertext', sa.LargeBinary(), nullable=False),
+    sa.Column('updated_at', broker.storage.tables.UTCDateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['person_id'], ['person.id'], ),
+    sa.PrimaryKeyConstraint('person_id', 'hospital_id')
+    )
     with op.batch_alter_table('result_item') as batch:
         batch.add_column(sa.Column('protocol', sa.String(length=32), nullable=True))
         batch.add_column(sa.Column('value_text', sa.String(length=200), nullable=True))
@@ -38,3 +52,4 @@ def downgrade() -> None:
     with op.batch_alter_table('result_item') as batch:
         for column in ('no_value', 'flags', 'unit', 'value_text', 'protocol'):
             batch.drop_column(column)
+    op.drop_table('person_birth_date')
