@@ -26,6 +26,10 @@ from adapters.common.signing import SigningKeyMissing, create_key, current_key, 
 from broker.cli import demo_outcomes
 from broker.cli.demo_outcomes import DemoCheck
 from broker.demo import registry as demo_registry
+from broker.demo import scenarios
+from broker.demo.dataset import (
+    DEFAULT_SEED as DEMO_SEED,
+)
 from broker.demo.dataset import NATIONAL_ID_SYSTEM, DemoDataset, DemoMessage, generate
 from broker.domain.actors import Role
 from broker.runtime import Stack, install_signal_handlers, running_stack, wait_for_failure_or_stop
@@ -67,10 +71,18 @@ async def run_demo(
             f"Kafka: {stack.container.kafka_bootstrap} ({where}); "
             f"database: {settings.resolved_database_url.split('://')[0]}"
         )
-        dataset = _with_forgeries(generate(now=datetime.now(SHANGHAI), patients=patients))
+        now = datetime.now(SHANGHAI)
+        story = scenarios.build(DEMO_SEED, now)
+        dataset = _with_forgeries(generate(now=now, seed=DEMO_SEED, patients=patients))
+        dataset = replace(
+            dataset,
+            hospitals=(*dataset.hospitals, scenarios.CHONGQING),
+            messages=(*dataset.messages, *story.messages),
+        )
         signers = await _register(stack, dataset)
         receipts, seconds = await _publish(stack, dataset, signers, console)
         checks = await _summary(stack, dataset, receipts, seconds, console)
+        await _rules_v2_story(stack, story, console)
         await _outcomes(stack, checks, signers, console)
         if keep_serving:
             console.print(
@@ -381,6 +393,36 @@ async def _showcase(
             soft_wrap=True,
         )
     return dict(counts), checks
+
+
+async def _rules_v2_story(stack: Stack, story: scenarios.Scenarios, console: Console) -> None:
+    """The four rules v2 cases, each answered by a real check on what the demo ingested."""
+    table = Table("case", "decision", "what the doctor is told", title="Rules v2 at work")
+    client = demo_outcomes.client(
+        stack, Role.DOCTOR, scenarios.ORDERING, demo_outcomes.doctor(scenarios.ORDERING)
+    )
+    try:
+        for case in story.checks:
+            body = {
+                "patient": {"system": NATIONAL_ID_SYSTEM, "value": case.national_id},
+                "ordering_hospital": scenarios.ORDERING,
+                "order_time": datetime.now(SHANGHAI).isoformat(timespec="seconds"),
+                "items": [case.item],
+            }
+            response = await client.post("/api/v1/recognition/check", json=body)
+            if response.status_code != 200:
+                console.print(f"[red]check failed: {response.status_code} {response.text}[/red]")
+                return
+            (item,) = response.json()["items"]
+            said = " ".join(
+                [item["explanation"]["en"], *(w["message"]["en"] for w in item["warnings"])]
+            )
+            ok = item["decision"] == case.decision and case.shows in said
+            mark = "" if ok else f" [red](expected {case.decision}: rules v2 story broken)[/red]"
+            table.add_row(case.name, item["decision"] + mark, said)
+    finally:
+        await client.aclose()
+    console.print(table)
 
 
 def _local_day(iso: str | None) -> str:

@@ -129,7 +129,10 @@ def recognition_mark(hospital: DemoHospital) -> str | None:
     return {"3": "全国HR", "2": "泸州HR"}.get(hospital.level)
 
 
-def generate(*, now: datetime, seed: int = 20260520, patients: int = 240) -> DemoDataset:
+DEFAULT_SEED = 20260520
+
+
+def generate(*, now: datetime, seed: int = DEFAULT_SEED, patients: int = 240) -> DemoDataset:
     """Build the whole data set; pure function of its arguments."""
     if now.tzinfo is None or now.utcoffset() is None:
         raise ValueError("now must be timezone-aware")

@@ -3,7 +3,8 @@
 Chosen so the sample shows every decision: H001 and H003 share the Luzhou medical
 alliance; H002's haematology certification lapsed two months ago; H003 (二级) is only
 certified for chemistry and ultrasound; H004 in Nanjing holds a Jiangsu certificate,
-whose mark (苏HR) does not cover Luzhou.
+whose mark (苏HR) does not cover Luzhou; H005 in Chongqing holds a Chongqing certificate
+and marks its results 川渝HR, which crosses into Sichuan under the 川渝 agreement.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ _PROFILE = {  # id -> (grade, ownership, alliances)
     "H002": ("甲", "public", frozenset()),
     "H003": ("乙", "public", frozenset({ALLIANCE})),
     "H004": (None, "private", frozenset()),
+    "H005": ("甲", "public", frozenset()),  # Chongqing: the 川渝 agreement's other side
 }
 
 
@@ -59,4 +61,5 @@ def certifications(today: date) -> list[Certification]:
         Certification("H004", g, provincial, year_ago, in_a_year)
         for g in ("HEMATOLOGY", "CHEMISTRY")
     ]
+    certs += [Certification("H005", g, provincial, year_ago, in_a_year) for g in LAB_GROUPS]
     return certs

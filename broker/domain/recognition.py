@@ -627,11 +627,11 @@ class _Judge:
             reason = _expired(name, p, p.effective, until, self.order_day) + window_note
             return _verdict(p, Decision.EXPIRED, reason, until)
         mark, mark_note = self._mark(p, cert, issuer, day)
-        scope = self._scope(p, issuer, mark, item)
-        if scope is not None:
-            return _verdict(p, Decision.OUT_OF_SCOPE, scope + mark_note, until, mark)
+        refusal, scope_note = self._scope(p, issuer, mark, item)
+        if refusal is not None:
+            return _verdict(p, Decision.OUT_OF_SCOPE, refusal + mark_note, until, mark)
         reason = _recognisable(name, p, issuer, cert.body.value, mark, until, window)
-        reason = reason + cert_note + mark_note + window_note + report_note
+        reason = reason + cert_note + mark_note + scope_note + window_note + report_note
         return _verdict(p, Decision.RECOGNIZABLE, reason, until, mark)
 
     def _certification(
@@ -677,35 +677,34 @@ class _Judge:
 
     def _scope(
         self, p: PriorItem, issuer: HospitalProfile, mark: str | None, item: CatalogItem
-    ) -> Text | None:
-        """None when the ordering hospital must accept the result; else why not."""
-        ordering = self.ordering
+    ) -> tuple[Text | None, Text]:
+        """(None, how) when the ordering hospital must accept the result; else (why not, _)."""
+        ordering, none = self.ordering, Text("", "")
         if issuer.id == ordering.id:
-            return None
+            return None, none
         if issuer.alliances & ordering.alliances:
-            return None  # 医联体/医共体: full recognition inside the alliance
+            return None, none  # 医联体/医共体: full recognition inside the alliance
         marks, rules = self.policy.marks, self.policy.rules
         kind = item.kind.value
-        agreement_note = Text("", "")
         if mark is None:
-            return _no_mark(issuer, ordering, mark)
-        national = marks.regions(mark) == ()
-        if issuer.region[:2] != ordering.region[:2] and not national:
+            return _no_mark(issuer, ordering, mark), none
+        how = none
+        if issuer.region[:2] != ordering.region[:2] and marks.regions(mark) != ():
             agreement = rules.agreement(
                 issuer.region, ordering.region, item.code, kind, mark, self.order_day
             )
             if agreement is None:
-                return _border(issuer, ordering, mark, item)
-            agreement_note = Text(
+                return _border(issuer, ordering, mark, item), none
+            how = Text(
                 f"依{agreement.name_zh}互认协议跨省互认。",
                 f"Recognised across the provincial border under the {agreement.name_en} agreement.",
             )
         elif not marks.covers(mark, ordering.region):
-            return _no_mark(issuer, ordering, mark)
+            return _no_mark(issuer, ordering, mark), none
         matrix = rules.matrix_for(ordering.region, self.order_day)
         if matrix is not None and not matrix.allows(ordering, issuer, kind):
-            return _levels(issuer, ordering, matrix.name, matrix.source) + agreement_note
-        return None
+            return _levels(issuer, ordering, matrix.name, matrix.source) + how, none
+        return None, how
 
 
 def _verdict(

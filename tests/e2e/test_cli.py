@@ -215,13 +215,20 @@ async def test_demo_indexes_the_sample_and_answers_a_check(settings: Settings) -
     assert "Recognition decisions from the sample" in text and "check failed" not in text
     assert "no example in this sample" not in text
     assert "may be recognised" in text and "中文说明" in text
+    # Rules v2, each case a real check on what the demo ingested (NO_VALUE, a newer-result
+    # warning, a sided-study refusal, a result crossing the border under 川渝).
+    assert "Rules v2 at work" in text and "rules v2 story broken" not in text
+    for shown in ("NO_VALUE", "haemolysed", "newer result", "left side", "Sichuan–Chongqing"):
+        assert shown in text, shown
     # Doctors' outcomes, a recognised report withdrawn, and the reports from the ledger.
     assert "Outcomes" in text and "receipt: indexed" in text
     assert "notice to dr.demo@" in text and "已被撤回" in text
     assert "Savings report" in text and "Regulator report" in text
     assert "/doctor#token=" in text and "/finance#token=" in text
     total = next(line for line in text.splitlines() if "│ TOTAL" in line)
-    assert total.split("│")[4].strip() == "1"  # one reversal
+    # Every recognition resting on the withdrawn report is reversed, each with its notice.
+    reversals = int(total.split("│")[4].strip())
+    assert reversals >= 1 and reversals == text.count("(reverse):")
 
 
 @pytest.mark.slow
