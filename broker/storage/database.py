@@ -50,8 +50,9 @@ def alembic_config(url: str, schema: str | None = None) -> Config:
 
 
 def upgrade_sync(url: str, schema: str | None = None) -> None:
-    """Apply every migration (blocking; call from a thread inside an event loop)."""
-    command.upgrade(alembic_config(url, schema), "head")
+    """Apply every migration (blocking; call from a thread inside an event loop). "heads":
+    migrations written side by side on branches apply before their merge revision lands."""
+    command.upgrade(alembic_config(url, schema), "heads")
 
 
 async def upgrade(url: str, schema: str | None = None) -> None:
