@@ -96,6 +96,19 @@ async def test_results_from_two_hospitals_answer_a_check(stack: Stack) -> None:
         ("H002", "NOT_QC_CERTIFIED")
     ]
     assert hb["valid_until"] == "2026-05-25" and hb["fee_saved"] is not None
+    # H002's newer (uncertified) haemoglobin is named beside the candidate: the doctor decides.
+    assert (hb["candidate"]["value"], hb["candidate"]["unit"]) == ("13.2", "g/dL")
+    (newer,) = hb["warnings"]
+    assert {k: newer[k] for k in ("kind", "hospital", "status", "value", "unit", "flags")} == {
+        "kind": "newer-result",
+        "hospital": "H002",
+        "status": "final",
+        "value": "12.1",
+        "unit": "g/dL",
+        "flags": [],
+    }
+    assert newer["fhir"].startswith("/fhir/") and newer["effective"].startswith("2026-05-1")
+    assert "H002" in newer["message"]["zh"] and "newer" in newer["message"]["en"]
     assert "2026-05-18" in hb["explanation"]["en"] and "2026-05-18" in hb["explanation"]["zh"]
     assert ct["decision"] == "RECOGNIZABLE" and ct["candidate"]["hospital"] == "H001"
     assert ct["candidate"]["fhir"].startswith("/fhir/ImagingStudy/")

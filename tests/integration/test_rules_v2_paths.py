@@ -74,7 +74,7 @@ def lab(accession: str, *observations: dict[str, Any], extra: list[Any] = ()) ->
 
 @pytest.fixture
 async def certified(container: Container) -> Container:
-    for scope in ("HEMATOLOGY", "MR", "DR"):
+    for scope in ("HEMATOLOGY", "MR", "DR", "CT"):
         await certify(container, "H001", scope)
     return container
 
@@ -293,3 +293,41 @@ class TestAgeFromTheSentBirthDate:
         async with certified.sessions() as s:
             (row,) = (await s.execute(select(person_birth_date))).all()
         assert b"1980" not in row.ciphertext and row.algorithm
+
+
+def _study_with_report(report_status: str | None) -> bytes:
+    doc = json.loads(f.imaging_bundle())
+    if report_status is None:
+        doc["entry"] = [
+            e for e in doc["entry"] if e["resource"]["resourceType"] != "DiagnosticReport"
+        ]
+    for e in doc["entry"]:
+        if e["resource"]["resourceType"] == "DiagnosticReport":
+            e["resource"]["status"] = report_status
+    return json.dumps(doc).encode()
+
+
+class TestImagingReportsFromFhir:
+    CT_CHEST = Order(modality="CT", body_site="51185008")
+
+    async def test_a_study_whose_report_was_withdrawn_is_withdrawn(
+        self, certified: Container
+    ) -> None:
+        await index(certified, _study_with_report("entered-in-error"))
+        (d,) = await decide(certified, self.CT_CHEST)
+        assert d.decision is Decision.WITHDRAWN and "report" in d.explanation.en
+
+    async def test_a_study_without_a_report_is_recognised_by_its_images(
+        self, certified: Container
+    ) -> None:
+        await index(certified, _study_with_report(None))
+        (d,) = await decide(certified, self.CT_CHEST)
+        assert d.decision is Decision.RECOGNIZABLE and "no report yet" in d.explanation.en
+
+    async def test_a_study_of_unstated_protocol_is_listed_not_matched(
+        self, certified: Container
+    ) -> None:
+        await index(certified, f.imaging_bundle(contrast=None))
+        (d,) = await decide(certified, self.CT_CHEST)
+        assert d.decision is Decision.NO_PRIOR_RESULT and d.candidate is None
+        assert [o.near_miss for o in d.others] == [True]

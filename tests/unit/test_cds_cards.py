@@ -185,3 +185,13 @@ def test_patient_view_card_is_quiet_information() -> None:
     assert card["indicator"] == "info" and "suggestions" not in card
     assert len(card["summary"]) < 140 and "3" in card["summary"]
     assert card["links"][0]["url"] == f"{BASE}doctor"
+
+
+def test_warnings_make_the_card_a_warning_and_are_named_in_the_detail() -> None:
+    newer = Text("注意：H003 有更新的结果（96 g/L）。", "Note: H003 has a newer result (96 g/L).")
+    content = card_content(facts(warnings=(newer,)), draft_ref="ServiceRequest/h", base_url=BASE)
+    assert content["indicator"] == "warning"
+    assert "H003 有更新的结果" in content["detail"] and "newer result (96 g/L)" in content["detail"]
+    assert content["suggestions"]  # still recognisable: the receiving doctor decides
+    quiet = card_content(facts(), draft_ref="ServiceRequest/h", base_url=BASE)
+    assert quiet["indicator"] == "info" and "Warning" not in quiet["detail"]

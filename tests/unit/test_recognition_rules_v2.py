@@ -561,3 +561,38 @@ class TestProtocolFromNames:
     ) -> None:
         s = replace(study("s", "H002", "CT", HEAD, at(DAY), contrast=None), summary=summary)
         assert run(Order(modality="CT", body_site=HEAD), [s]).decision is decision
+
+
+class TestWarningProperties:
+    @given(
+        st.lists(
+            st.tuples(
+                st.integers(min_value=0, max_value=6),  # days before the order
+                st.sampled_from(["H001", "H002", "H005"]),  # H005 holds no certificate
+                st.sampled_from(["final", "preliminary", "entered-in-error"]),
+            ),
+            min_size=1,
+            max_size=6,
+        )
+    )
+    @settings(max_examples=60, deadline=None)
+    def test_warnings_name_exactly_the_newer_unwithdrawn_results(
+        self, rows: list[tuple[int, str, str]]
+    ) -> None:
+        prior = [
+            hb(f"r{i}", h, ORDER_TIME.date() - timedelta(days=days), 7, status=status)
+            for i, (days, h, status) in enumerate(rows)
+        ]
+        d = run(HB, prior, ordering="H001")
+        if d.decision is not Decision.RECOGNIZABLE:
+            assert d.warnings == ()
+            return
+        assert d.candidate is not None and d.candidate.effective is not None
+        expected = {
+            p.result_id
+            for p in prior
+            if p.effective is not None
+            and p.effective > d.candidate.effective
+            and p.status != "entered-in-error"
+        }
+        assert {w.result_id for w in d.warnings if w.kind == "newer-result"} == expected
