@@ -596,3 +596,13 @@ class TestWarningProperties:
             and p.status != "entered-in-error"
         }
         assert {w.result_id for w in d.warnings if w.kind == "newer-result"} == expected
+
+
+class TestShippedPatientContext:
+    def test_neonatal_bilirubin_and_pregnancy_sensitive_thyroid_items_ship(self) -> None:
+        catalog = load_catalog(default_schemas_dir())
+        tbil = catalog.items["LAB-TBIL"]
+        band = tbil.age_band(3)
+        assert band is not None and band.validity_days == 0 and tbil.age_band(40) is None
+        assert catalog.items["LAB-TSH"].pregnancy_sensitive
+        assert catalog.items["LAB-FT4"].pregnancy_sensitive
