@@ -59,7 +59,9 @@ class Container:
         """The catalog (with regions and local-code mappings) and scope policy, loaded once."""
         if self._rules is None:
             schemas = self.settings.schemas_dir or default_schemas_dir()
-            self._rules = Rules(load_catalog(schemas), load_policy(schemas))
+            # The data folder's catalog/ (`mrb catalog import`) wins over the shipped files.
+            catalog = load_catalog(schemas, self.settings.data_dir / "catalog")
+            self._rules = Rules(catalog, load_policy(schemas))
         return self._rules
 
     def rules_provider(self) -> RulesProvider:

@@ -14,6 +14,7 @@ from broker.cdshooks import cli as cds_cli
 from broker.cli import (
     adapter_cmd,
     audit_cmd,
+    catalog_cmd,
     dlq_cmd,
     hospital_cmd,
     mapping_cmd,
@@ -47,6 +48,7 @@ app.add_typer(adapter_cmd.app, name="adapter")
 app.add_typer(dlq_cmd.app, name="dlq")
 app.add_typer(token_cmd.app, name="token")
 app.add_typer(mapping_cmd.app, name="mapping")
+app.add_typer(catalog_cmd.app, name="catalog")
 app.add_typer(cds_cli.app, name="cds")
 app.add_typer(audit_cmd.app, name="audit")
 app.add_typer(report_cmd.app, name="report")

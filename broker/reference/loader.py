@@ -43,16 +43,26 @@ def _read(path: Path, schema: Path | None) -> Any:
     return data
 
 
-def load_catalog(schemas: Path) -> Catalog:
+def load_catalog(schemas: Path, extra: Path | None = None) -> Catalog:
+    """The catalog with its regional overrides and local-code mappings.
+
+    `extra` is an optional folder laid out like schemas/catalog/ (regions/*.yaml,
+    mappings/*.yaml; the data folder's catalog/, written by `mrb catalog import`), checked
+    against the same schemas and read after the shipped files: for the same region its
+    override is applied after the shipped one, so it wins per field and per item.
+    """
     base = schemas / "catalog"
     doc = _read(base / "catalog.yaml", base / "catalog.schema.json")
     items = {i["code"]: _item(i) for i in doc["items"]}
+    folders = (base,) if extra is None else (base, extra)
     regions = tuple(
         _region(_read(p, base / "region.schema.json"))
-        for p in sorted((base / "regions").glob("*.yaml"))
+        for folder in folders
+        for p in sorted((folder / "regions").glob("*.yaml"))
     )
     local: dict[tuple[str, str, str], str] = {}
-    for p in sorted((base / "mappings").glob("*.yaml")):
+    mapping_files = [p for f in folders for p in sorted((f / "mappings").glob("*.yaml"))]
+    for p in mapping_files:
         m = _read(p, base / "mapping.schema.json")
         for table in m["mappings"]:
             for code, target in table["codes"].items():
