@@ -21,7 +21,14 @@ from broker.services.checks import Rules
 from broker.services.rules import RulesProvider
 from broker.services.safety import SafetyNotifier
 from broker.settings import Settings
-from broker.storage.audit_chain import CheckpointKey
+from broker.storage.audit_chain import (
+    PUBLIC_KEY_FILE,
+    CheckpointKey,
+    PinnedKeys,
+    pinned_keys,
+    sealer_key,
+)
+from broker.storage.audit_export import CheckpointExport, open_export
 from broker.storage.database import create_engine, session_factory
 
 
@@ -109,8 +116,8 @@ class Container:
         return worker
 
     def audit_sealer(self) -> AuditSealer:
-        key = CheckpointKey.from_dir(self.settings.keys_dir, create=self.settings.may_create_keys)
-        return AuditSealer(self.sessions, key, interval=self.settings.audit_seal_interval_seconds)
+        """Seals only where the sealer key is (keys/audit-checkpoint.key); idle elsewhere."""
+        return AuditTrail(self.settings, self.sessions).sealer()
 
     def event_relay(self) -> EventRelay:
         if not self.kafka_bootstrap:
@@ -124,3 +131,48 @@ class Container:
 
     async def close(self) -> None:
         await self.engine.dispose()
+
+@dataclass
+class AuditTrail:
+    """The audit trail's keys and checkpoint export, for sealing and verifying.
+
+    Needs the database and the audit keys only: the sealer host and an auditor's host
+    hold none of the broker's other keys.
+    """
+
+    settings: Settings
+    sessions: async_sessionmaker[AsyncSession]
+    engine: AsyncEngine | None = None  # set when built on its own (then closed by close())
+
+    @classmethod
+    def build(cls, settings: Settings) -> AuditTrail:
+        engine = create_engine(settings.resolved_database_url, schema=settings.database_schema)
+        return cls(settings, session_factory(engine), engine)
+
+    def pinned_keys(self) -> PinnedKeys:
+        s = self.settings
+        return pinned_keys(s.keys_dir, s.audit_checkpoint_public_key, embedded=s.may_create_keys)
+
+    def sealer_key(self) -> CheckpointKey | None:
+        """This host's sealer key, checked against the pinned key when one is configured."""
+        s = self.settings
+        pinned = None
+        if s.audit_checkpoint_public_key or (s.keys_dir / PUBLIC_KEY_FILE).exists():
+            pinned = self.pinned_keys()
+        return sealer_key(s.keys_dir, pinned, embedded=s.may_create_keys)
+
+    def export(self, location: str | None = None) -> CheckpointExport | None:
+        target = location or self.settings.resolved_audit_export
+        return open_export(target) if target else None
+
+    def sealer(self) -> AuditSealer:
+        key = self.sealer_key()
+        if key is None:
+            return AuditSealer.idle(self.sessions)
+        return AuditSealer(
+            self.sessions, key, self.export(), interval=self.settings.audit_seal_interval_seconds
+        )
+
+    async def close(self) -> None:
+        if self.engine is not None:
+            await self.engine.dispose()

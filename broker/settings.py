@@ -61,6 +61,14 @@ class Settings(BaseSettings):
     ledger_on_corrected: SafetyAction = SafetyAction.FLAG
     event_relay_interval_seconds: float = Field(default=1.0, gt=0)
     audit_seal_interval_seconds: float = Field(default=5.0, gt=0)
+    # The audit trail (docs/security.md, "Audit trail"). The sealer's checkpoint public
+    # key, pinned: base64 raw Ed25519 (several, comma-separated, while rotating); else
+    # keys/audit-checkpoint.pub. Verification refuses checkpoints signed by other keys.
+    audit_checkpoint_public_key: str | None = None
+    # Where the sealer appends each checkpoint as it is made: a file path (JSON lines)
+    # outside the database host. Default only in the embedded set-up: data_dir's
+    # audit-export.jsonl.
+    audit_export: str | None = None
 
     @cached_property
     def resolved_database_url(self) -> str:
@@ -95,6 +103,15 @@ class Settings(BaseSettings):
     @property
     def keys_dir(self) -> Path:
         return self.data_dir / "keys"
+
+    @property
+    def resolved_audit_export(self) -> str | None:
+        """The checkpoint export: MRB_AUDIT_EXPORT, or a file in the data dir when embedded."""
+        if self.audit_export:
+            return self.audit_export
+        if self.may_create_keys:
+            return str(self.data_dir / "audit-export.jsonl")
+        return None
 
     @property
     def may_create_keys(self) -> bool:

@@ -1,4 +1,11 @@
-"""Seals the audit trail into its hash chain every few seconds (in worker processes)."""
+"""Seals the audit trail into its hash chain every few seconds and exports each checkpoint.
+
+It runs where the sealer key is: `mrb audit seal --follow`, or a worker given
+keys/audit-checkpoint.key (every `mrb up`/`mrb demo`). A process without that key does
+not seal (`AuditSealer.idle`). Checkpoints are exported after their transaction commits;
+what a crash left unexported is exported first on the next round, and nothing new is
+sealed while the export cannot be written.
+"""
 
 from __future__ import annotations
 
@@ -9,37 +16,85 @@ import logging
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from broker.storage.audit_chain import CheckpointKey, seal
+from broker.storage.audit_chain import CheckpointKey, checkpoints_after, seal
+from broker.storage.audit_export import CheckpointExport
 
 logger = logging.getLogger(__name__)
+_POSTPONED = (OperationalError, InterfaceError, OSError)
 
 
 class AuditSealer:
     def __init__(
         self,
         sessions: async_sessionmaker[AsyncSession],
-        key: CheckpointKey,
+        key: CheckpointKey | None,
+        export: CheckpointExport | None,
         *,
         interval: float = 5.0,
     ) -> None:
+        if key is not None and export is None:
+            raise ValueError(
+                "the audit sealer needs a checkpoint export: set MRB_AUDIT_EXPORT to a file "
+                "path outside the database host (see docs/security.md, Audit trail)"
+            )
         self._sessions = sessions
         self._key = key
+        self._export = export
         self._interval = interval
+        self._exported: int | None = None  # the last seq known to be in the export
         self.sealed = 0
 
+    @classmethod
+    def idle(cls, sessions: async_sessionmaker[AsyncSession]) -> AuditSealer:
+        """For a process without the sealer key: it waits for stop and seals nothing."""
+        return cls(sessions, None, None)
+
+    @property
+    def active(self) -> bool:
+        return self._key is not None
+
     async def seal_once(self) -> int:
+        """Export what is left, seal what is new, export its checkpoint; entries sealed."""
+        if self._key is None or self._export is None:
+            raise RuntimeError("this process holds no audit sealer key")
+        await self.export_pending()
         async with self._sessions() as s, s.begin():
             n = await seal(s, self._key)
+        if n:
+            await self.export_pending()
         self.sealed += n
         return n
 
+    async def export_pending(self) -> int:
+        """Append the database's checkpoints the export does not have yet; how many."""
+        if self._export is None:
+            return 0
+        export = self._export
+        if self._exported is None:
+            self._exported = await asyncio.to_thread(export.last_seq)
+        async with self._sessions() as s:
+            pending = await checkpoints_after(s, self._exported)
+        if pending:
+            await asyncio.to_thread(export.append, pending)
+            self._exported = pending[-1].seq
+        return len(pending)
+
     async def run(self, stop: asyncio.Event) -> None:
+        if self._key is None:
+            logger.info(
+                "audit sealing is off in this process (no keys/audit-checkpoint.key): the "
+                "sealer host runs `mrb audit seal --follow`"
+            )
+            await stop.wait()
+            return
         while not stop.is_set():
             try:
                 await self.seal_once()
+            except OSError as exc:
+                logger.error("audit checkpoint export failed, sealing waits for it: %s", exc)
             except (OperationalError, InterfaceError) as exc:
                 logger.warning("audit sealing postponed: %s", type(exc).__name__)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self._interval)
-        with contextlib.suppress(OperationalError, InterfaceError):
+        with contextlib.suppress(*_POSTPONED):
             await self.seal_once()  # what the last requests audited, before stopping

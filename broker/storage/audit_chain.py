@@ -1,39 +1,120 @@
 """Sealing the audit trail into its hash chain, signing checkpoints, verifying it.
 
 Reads are audited inside the request's own transaction, unsealed, so no request waits
-for a global lock; a sealer (in the worker processes, and `mrb audit seal`) then links
-new entries in order. On PostgreSQL an advisory lock keeps sealers from racing; SQLite
-has one writer. Database triggers refuse deleting entries or changing a sealed one.
+for a global lock; the sealer (`mrb audit seal --follow`, or a worker that holds the
+sealer key) then links new entries in order. On PostgreSQL an advisory lock keeps
+sealers from racing; SQLite has one writer. Database triggers refuse deleting entries,
+changing a sealed one and changing an unsealed one other than by sealing it.
+
+Two keys, two places: the sealer holds the Ed25519 private key
+(keys/audit-checkpoint.key); everything else, verification included, holds only the
+public key, pinned in configuration (MRB_AUDIT_CHECKPOINT_PUBLIC_KEY or
+keys/audit-checkpoint.pub). A checkpoint signed by any other key does not verify.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import binascii
 import hashlib
+import os
+import secrets
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import func, select, text, update
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
+from sqlalchemy import Row, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from broker.domain.audit_chain import (
     GENESIS,
     ChainReport,
+    Checkpoint,
+    ExportRead,
     checkpoint_message,
     entry_hash,
     verify_chain,
 )
 from broker.security.keys import load_key
+from broker.storage.audit_export import CheckpointExport
 from broker.storage.tables import audit_checkpoint, audit_event
 
 _LOCK = 0x6D72_6261  # "mrba"
+PRIVATE_KEY_FILE = "audit-checkpoint.key"
+PUBLIC_KEY_FILE = "audit-checkpoint.pub"
+
+
+class CheckpointKeyError(ValueError):
+    """A checkpoint key that is missing, malformed or not the pinned one."""
+
+
+def key_id_of(raw_public: bytes) -> str:
+    return "audit-" + hashlib.sha256(raw_public).hexdigest()[:12]
+
+
+class PinnedKeys:
+    """The checkpoint public keys verification trusts (more than one during a rotation)."""
+
+    def __init__(self, keys: Iterable[Ed25519PublicKey]) -> None:
+        self._keys: dict[str, Ed25519PublicKey] = {}
+        for k in keys:
+            raw = k.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+            self._keys[key_id_of(raw)] = k
+        if not self._keys:
+            raise CheckpointKeyError("no checkpoint public key is pinned")
+
+    @classmethod
+    def parse(cls, text_: str, *, source: str) -> PinnedKeys:
+        """Base64 raw Ed25519 public keys, separated by commas, spaces or lines."""
+        keys = []
+        for item in text_.replace(",", " ").split():
+            try:
+                raw = base64.b64decode(item, validate=True)
+                keys.append(Ed25519PublicKey.from_public_bytes(raw))
+            except (binascii.Error, ValueError):
+                raise CheckpointKeyError(
+                    f"{source}: {item[:60]!r} is not a base64 raw Ed25519 public key (32 bytes)"
+                ) from None
+        if not keys:
+            raise CheckpointKeyError(f"{source} holds no public key")
+        return cls(keys)
+
+    @property
+    def key_ids(self) -> tuple[str, ...]:
+        return tuple(self._keys)
+
+    def public_b64(self) -> tuple[str, ...]:
+        return tuple(
+            base64.b64encode(
+                k.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+            ).decode()
+            for k in self._keys.values()
+        )
+
+    def knows(self, key_id: str) -> bool:
+        return key_id in self._keys
+
+    def verifies(self, key_id: str, message: bytes, signature: bytes) -> bool:
+        key = self._keys.get(key_id)
+        if key is None:
+            return False
+        try:
+            key.verify(signature, message)
+        except InvalidSignature:
+            return False
+        return True
 
 
 class CheckpointKey:
-    """The Ed25519 key that signs checkpoints: a file in MRB_DATA_DIR/keys, never in the DB."""
+    """The sealer's Ed25519 private key: a file on the sealer's host, never in the DB."""
 
     def __init__(self, private: Ed25519PrivateKey) -> None:
         self._private = private
@@ -41,22 +122,79 @@ class CheckpointKey:
             serialization.Encoding.Raw, serialization.PublicFormat.Raw
         )
         self.public_b64 = base64.b64encode(raw).decode()
-        self.key_id = "audit-" + hashlib.sha256(raw).hexdigest()[:12]
+        self.key_id = key_id_of(raw)
 
     @classmethod
     def from_dir(cls, keys: Path, *, create: bool) -> CheckpointKey:
-        seed = load_key(keys / "audit-checkpoint.key", create=create)
-        return cls(Ed25519PrivateKey.from_private_bytes(seed))
+        """keys/audit-checkpoint.key; a key created here also gets its .pub beside it."""
+        path = keys / PRIVATE_KEY_FILE
+        existed = path.exists()
+        key = cls(Ed25519PrivateKey.from_private_bytes(load_key(path, create=create)))
+        if not existed:
+            key.write_public(keys)
+        return key
+
+    def write_public(self, keys: Path) -> Path:
+        """Write keys/audit-checkpoint.pub (what other hosts pin), replacing it whole."""
+        path = keys / PUBLIC_KEY_FILE
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(self.public_b64 + "\n")
+        tmp.replace(path)
+        return path
+
+    @property
+    def pinned(self) -> PinnedKeys:
+        return PinnedKeys([self._private.public_key()])
 
     def sign(self, message: bytes) -> bytes:
         return self._private.sign(message)
 
-    def verifies(self, message: bytes, signature: bytes) -> bool:
-        try:
-            self._private.public_key().verify(signature, message)
-        except InvalidSignature:
-            return False
-        return True
+
+def pinned_keys(keys: Path, configured: str | None, *, embedded: bool) -> PinnedKeys:
+    """The pinned public key(s): MRB_AUDIT_CHECKPOINT_PUBLIC_KEY, else keys/audit-checkpoint.pub.
+
+    Only the embedded set-up, which holds the private key anyway, may fall back to the
+    public half of keys/audit-checkpoint.key (writing the .pub it lacked).
+    """
+    public_file = keys / PUBLIC_KEY_FILE
+    if configured:
+        pinned = PinnedKeys.parse(configured, source="MRB_AUDIT_CHECKPOINT_PUBLIC_KEY")
+        if public_file.exists():
+            on_disk = PinnedKeys.parse(public_file.read_text(), source=str(public_file))
+            if set(on_disk.key_ids) != set(pinned.key_ids):
+                raise CheckpointKeyError(
+                    f"MRB_AUDIT_CHECKPOINT_PUBLIC_KEY and {public_file} pin different keys: "
+                    "remove one, or make them agree"
+                )
+        return pinned
+    if public_file.exists():
+        return PinnedKeys.parse(public_file.read_text(), source=str(public_file))
+    if embedded:
+        key = CheckpointKey.from_dir(keys, create=True)
+        key.write_public(keys)
+        return key.pinned
+    raise CheckpointKeyError(
+        "no checkpoint public key is pinned: set MRB_AUDIT_CHECKPOINT_PUBLIC_KEY to the "
+        f"key `mrb audit key` prints on the sealer host, or put it in {public_file}"
+    )
+
+
+def sealer_key(keys: Path, pinned: PinnedKeys | None, *, embedded: bool) -> CheckpointKey | None:
+    """The sealer's private key if this host holds one (created only in the embedded set-up).
+
+    A key that is not among the pinned ones is refused: its checkpoints would not verify.
+    """
+    if not (keys / PRIVATE_KEY_FILE).exists() and not embedded:
+        return None
+    key = CheckpointKey.from_dir(keys, create=True)
+    if pinned is not None and not pinned.knows(key.key_id):
+        raise CheckpointKeyError(
+            f"{keys / PRIVATE_KEY_FILE} is key {key.key_id}, which is not the pinned checkpoint "
+            f"key ({', '.join(pinned.key_ids)}): its checkpoints would not verify"
+        )
+    return key
 
 
 async def seal(session: AsyncSession, key: CheckpointKey, *, limit: int = 5000) -> int:
@@ -102,7 +240,22 @@ async def seal(session: AsyncSession, key: CheckpointKey, *, limit: int = 5000) 
     return len(pending)
 
 
-async def verify(session: AsyncSession, key: CheckpointKey) -> ChainReport:
+async def checkpoints_after(session: AsyncSession, seq: int) -> list[Checkpoint]:
+    """The checkpoints in the database after `seq`, in order (what is left to export)."""
+    rows = await session.execute(
+        select(audit_checkpoint)
+        .where(audit_checkpoint.c.seq > seq)
+        .order_by(audit_checkpoint.c.seq)
+    )
+    return [_checkpoint(r) for r in rows]
+
+
+async def verify(
+    session: AsyncSession,
+    pinned: PinnedKeys,
+    export: CheckpointExport | None,
+) -> ChainReport:
+    """Recompute the chain, check checkpoints against the pinned keys and the export."""
     entries = [
         dict(r._mapping)
         for r in await session.execute(
@@ -110,7 +263,7 @@ async def verify(session: AsyncSession, key: CheckpointKey) -> ChainReport:
         )
     ]
     checkpoints = [
-        (int(r.seq), str(r.hash), bytes(r.signature))
+        _checkpoint(r)
         for r in await session.execute(select(audit_checkpoint).order_by(audit_checkpoint.c.seq))
     ]
     unsealed = (
@@ -118,4 +271,19 @@ async def verify(session: AsyncSession, key: CheckpointKey) -> ChainReport:
             select(func.count()).select_from(audit_event).where(audit_event.c.seq.is_(None))
         )
     ).scalar_one()
-    return verify_chain(entries, checkpoints, key.verifies, int(unsealed))
+    if export is None:
+        exported = ExportRead(
+            missing="no checkpoint export is configured (MRB_AUDIT_EXPORT, or --export)"
+        )
+    else:
+        exported = await asyncio.to_thread(export.read)
+        if exported.missing is not None and not checkpoints and not entries:
+            exported = ExportRead()  # nothing sealed yet, so nothing exported yet
+    return verify_chain(entries, checkpoints, pinned, exported, int(unsealed))
+
+
+def _checkpoint(row: Row[Any]) -> Checkpoint:
+    r = row._mapping
+    return Checkpoint(
+        int(r["seq"]), str(r["hash"]), str(r["key_id"]), bytes(r["signature"]), r["at"]
+    )

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
-from sqlalchemy import text, update
+from sqlalchemy import select, text, update
 from sqlalchemy.exc import DBAPIError
 
-from broker.bootstrap import Container
+from broker.bootstrap import AuditTrail, Container
 from broker.domain.actors import Actor, Role
 from broker.services.audit import record_read
-from broker.storage.audit_chain import CheckpointKey, seal, verify
+from broker.storage.audit_chain import verify
 from broker.storage.tables import audit_event
 from tests.conftest import Db
 
 DOCTOR = Actor("dr-li", Role.DOCTOR, "H002")
+DOCTOR_AT = datetime(2026, 5, 20, 9, 0, tzinfo=UTC)
 
 
 async def audit(c: Container, n: int) -> None:
@@ -26,24 +29,21 @@ async def audit(c: Container, n: int) -> None:
 
 
 async def test_entries_are_sealed_in_order_and_verify(container: Container) -> None:
-    key = CheckpointKey.from_dir(container.settings.keys_dir, create=True)
+    trail = AuditTrail(container.settings, container.sessions)
+    sealer = trail.sealer()
     await audit(container, 3)
-    async with container.sessions() as s, s.begin():
-        assert await seal(s, key) == 3
+    assert await sealer.seal_once() == 3
     await audit(container, 2)
-    async with container.sessions() as s, s.begin():
-        assert await seal(s, key) == 2
-        assert await seal(s, key) == 0
+    assert await sealer.seal_once() == 2
+    assert await sealer.seal_once() == 0
     async with container.sessions() as s:
-        report = await verify(s, key)
-    assert report.intact and (report.sealed, report.checkpoints) == (5, 2)
+        report = await verify(s, trail.pinned_keys(), trail.export())
+    assert report.intact and (report.sealed, report.checkpoints, report.exported) == (5, 2, 2)
 
 
 async def test_sealed_entries_cannot_be_changed_or_deleted(container: Container) -> None:
-    key = CheckpointKey.from_dir(container.settings.keys_dir, create=True)
     await audit(container, 2)
-    async with container.sessions() as s, s.begin():
-        await seal(s, key)
+    await AuditTrail(container.settings, container.sessions).sealer().seal_once()
     for statement in (
         update(audit_event).values(actor="someone-else"),
         text("DELETE FROM audit_event"),
@@ -54,11 +54,55 @@ async def test_sealed_entries_cannot_be_changed_or_deleted(container: Container)
                 await s.execute(statement)
 
 
+class TestAnUnsealedEntry:
+    """Before the sealer links it, an entry can be sealed, and nothing else."""
+
+    async def test_its_content_cannot_change(self, container: Container) -> None:
+        await audit(container, 1)
+        for values in (
+            {"actor": "someone-else"},
+            {"detail": {"n": 99}},
+            {"person_id": None},
+            {"actor": "someone-else", "seq": 1, "prev_hash": "0" * 64, "hash": "1" * 64},
+        ):
+            with pytest.raises(DBAPIError, match="unsealed entry can only be sealed"):
+                async with container.sessions() as s, s.begin():
+                    await s.execute(update(audit_event).values(**values))
+
+    async def test_it_is_sealed_with_all_three_columns_at_once(self, container: Container) -> None:
+        await audit(container, 1)
+        with pytest.raises(DBAPIError, match="append-only"):
+            async with container.sessions() as s, s.begin():
+                await s.execute(update(audit_event).values(seq=1))
+        async with container.sessions() as s, s.begin():
+            await s.execute(update(audit_event).values(seq=1, prev_hash="0" * 64, hash="1" * 64))
+        with pytest.raises(DBAPIError, match=r"sealed (audit )?entry cannot change"):  # once
+            async with container.sessions() as s, s.begin():
+                await s.execute(update(audit_event).values(hash="2" * 64))
+        async with container.sessions() as s:
+            assert (await s.execute(select(audit_event.c.hash))).scalar_one() == "1" * 64
+
+    async def test_a_new_entry_cannot_bring_its_own_seal(self, container: Container) -> None:
+        with pytest.raises(DBAPIError, match="arrives unsealed"):
+            async with container.sessions() as s, s.begin():
+                await s.execute(
+                    audit_event.insert().values(
+                        at=DOCTOR_AT,
+                        actor="x",
+                        role="doctor",
+                        action="fhir-read",
+                        purpose="TREAT",
+                        seq=1,
+                        prev_hash="0" * 64,
+                        hash="1" * 64,
+                    )
+                )
+
+
 async def test_a_change_behind_the_triggers_back_is_detected(container: Container, db: Db) -> None:
-    key = CheckpointKey.from_dir(container.settings.keys_dir, create=True)
+    trail = AuditTrail(container.settings, container.sessions)
     await audit(container, 3)
-    async with container.sessions() as s, s.begin():
-        await seal(s, key)
+    await trail.sealer().seal_once()
     async with container.sessions() as s, s.begin():  # someone with DDL rights
         if db.kind == "postgres":
             await s.execute(text("ALTER TABLE audit_event DISABLE TRIGGER audit_event_guard"))
@@ -66,6 +110,5 @@ async def test_a_change_behind_the_triggers_back_is_detected(container: Containe
             await s.execute(text("DROP TRIGGER audit_event_sealed"))
         await s.execute(update(audit_event).where(audit_event.c.seq == 2).values(actor="x"))
     async with container.sessions() as s:
-        report = await verify(s, key)
-    assert not report.intact
-    assert any("seq 2" in p and "content changed" in p for p in report.problems)
+        report = await verify(s, trail.pinned_keys(), trail.export())
+    assert report.problems == ("edited: seq 2 (audit id 2): content changed after sealing",)
