@@ -132,6 +132,7 @@ class Container:
     async def close(self) -> None:
         await self.engine.dispose()
 
+
 @dataclass
 class AuditTrail:
     """The audit trail's keys and checkpoint export, for sealing and verifying.

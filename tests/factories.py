@@ -197,3 +197,12 @@ def inbound(
             "mrb-signature": sign(private_key(who), hospital, mid, value).encode(),
         },
     )
+
+
+def business_id_of(container: Any, row: Any) -> str:
+    """A stored result's business identifier, opened from its sealed copy (the column
+    itself holds a keyed hash)."""
+    from broker.storage.protect import Protector
+
+    protector = Protector(container.cipher, container.pseudonyms)
+    return protector.open_business_id(row.id, row.business_id_sealed)

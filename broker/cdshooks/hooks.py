@@ -72,6 +72,7 @@ from broker.services.outcomes import OutcomeRequest, record_outcomes
 from broker.storage import hospitals
 from broker.storage.lookup import person_items
 from broker.storage.people import People
+from broker.storage.protect import Protector
 from broker.storage.tables import recognition_check, result
 
 # A check made at order-select is reused at order-sign within this time, on the same day.
@@ -468,7 +469,9 @@ async def _patient_view(
         since = caller.now - timedelta(days=horizon + 1)
         prior = [
             p
-            for p in await person_items(s, person)
+            for p in await person_items(
+                s, person, Protector(container.cipher, container.pseudonyms)
+            )
             if p.hospital != hospital
             and p.effective is not None
             and since <= p.effective <= caller.now

@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 
 from adapters.common.signing import create_key
+from broker.bootstrap import Container
 from broker.cdshooks import cli as cds_cli
 from broker.cli import (
     adapter_cmd,
@@ -32,7 +33,8 @@ from broker.runtime import (
 from broker.security.keys import load_or_create_key
 from broker.security.payload_cipher import PayloadCipher
 from broker.settings import Settings
-from broker.storage.database import upgrade
+from broker.storage.database import create_engine, session_factory, upgrade
+from broker.storage.protect import Protector, has_legacy_rows, seal_legacy_rows
 
 app = typer.Typer(
     help="mrb — cross-hospital test-result mutual-recognition broker.",
@@ -131,6 +133,26 @@ def db_upgrade() -> None:
     private_sqlite_file(settings.resolved_database_url)
     asyncio.run(upgrade(settings.resolved_database_url, settings.database_schema))
     console.print("database is at the latest schema")
+    sealed = asyncio.run(_seal_legacy_rows(settings))
+    if sealed:
+        console.print(f"sealed the clinical text and business identifiers of {sealed} rows")
+
+
+async def _seal_legacy_rows(settings: Settings) -> int:
+    """Rows indexed before clinical text was sealed: seal them now (needs the keys)."""
+    engine = create_engine(settings.resolved_database_url, schema=settings.database_schema)
+    try:
+        async with session_factory(engine)() as s:
+            if not await has_legacy_rows(s):
+                return 0
+    finally:
+        await engine.dispose()
+    container = Container.build(settings)
+    try:
+        async with container.sessions() as s, s.begin():
+            return await seal_legacy_rows(s, Protector(container.cipher, container.pseudonyms))
+    finally:
+        await container.close()
 
 
 @keys_app.command("init")

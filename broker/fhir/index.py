@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from broker.fhir.resources import IndexRow, ResultInfo, ResultView
 from broker.security.payload_cipher import PayloadCipher, Sealed
+from broker.security.sealed_fields import open_json
 from broker.storage.fhir_tables import fhir_resource, fhir_token
 from broker.storage.tables import hospital, payload, result, result_version
 
@@ -69,7 +70,9 @@ async def load_views(
         )
     ).all()
     docs: dict[str, dict[str, Any]] = {}
-    return {row.version_id: ResultView(_document(cipher, row, docs), _info(row)) for row in rows}
+    return {
+        row.version_id: ResultView(_document(cipher, row, docs), _info(cipher, row)) for row in rows
+    }
 
 
 async def _refresh(
@@ -107,7 +110,7 @@ async def _refresh(
     tokens: list[dict[str, Any]] = []
     for row in stale:
         try:
-            view = ResultView(_document(cipher, row, docs), _info(row))
+            view = ResultView(_document(cipher, row, docs), _info(cipher, row))
             built = view.index_rows(_zone(row.timezone, zones))
         except (ValueError, KeyError, TypeError, InvalidTag) as exc:
             # Never expected (ingest stored and parsed it); indexed as unreadable so it is
@@ -165,6 +168,7 @@ def _result_columns() -> list[Any]:
         result.c.id.label("result_id"),
         result.c.resource_type,
         result.c.business_id,
+        result.c.business_id_sealed,
         result.c.hospital_id,
         result.c.person_id,
         result.c.updated_at,
@@ -181,11 +185,18 @@ def _payload_columns() -> list[Any]:
     ]
 
 
-def _info(row: Any) -> ResultInfo:
+def _info(cipher: PayloadCipher, row: Any) -> ResultInfo:
+    """The result as stored; its business identifier opened from its sealed copy (the
+    column itself holds only a keyed hash)."""
+    business_id = (
+        open_json(cipher, row.business_id_sealed, context=f"business-id|{row.result_id}")
+        if row.business_id_sealed is not None
+        else row.business_id
+    )
     return ResultInfo(
         result_id=row.result_id,
         resource_type=row.resource_type,
-        business_id=row.business_id,
+        business_id=str(business_id),
         hospital=row.hospital_id,
         person_id=row.person_id,
         updated_at=row.updated_at,

@@ -31,6 +31,7 @@ from broker.security.payload_cipher import PayloadCipher
 from broker.security.pseudonyms import Pseudonymiser
 from broker.storage.mappings import note_unmapped
 from broker.storage.people import birth_date_context
+from broker.storage.protect import Protector
 from broker.storage.results import current_fields, item_rows
 from broker.storage.tables import (
     inbox,
@@ -91,6 +92,10 @@ class BatchIndexer:
     _unmapped: Counter[tuple[str, LocalCode]] = field(default_factory=Counter)
     _births: dict[tuple[str, str], date] = field(default_factory=dict)  # (person, hospital)
 
+    @property
+    def _protector(self) -> Protector:
+        return Protector(self.cipher, self.pseudonyms)
+
     async def prefetch(self, parsed: Sequence[tuple[str, ParsedMessage]]) -> None:
         """Load the people and results the batch touches (two queries)."""
         pseudos = {
@@ -113,7 +118,11 @@ class BatchIndexer:
             for p, pid, merged, born in rows:
                 self._people[p] = merged or pid
                 self._born.setdefault(merged or pid, born)
-        idents = {(hospital, r.business_id) for hospital, p in parsed for r in p.results}
+        idents = {
+            (hospital, self._protector.business_key(hospital, r.business_id))
+            for hospital, p in parsed
+            for r in p.results
+        }
         if idents:
             versions = await self.session.execute(
                 select(
@@ -355,18 +364,21 @@ class BatchIndexer:
     def _version(
         self, r: ExtractedResult, hospital: str, person_id: str, message_id: str
     ) -> VersionOutcome:
-        ident = self._results.get((hospital, r.business_id))
-        fields = current_fields(r, person_id, self.now)
+        key = (hospital, self._protector.business_key(hospital, r.business_id))
+        ident = self._results.get(key)
         if ident is None:
             ident = _Identity(str(uuid.uuid4()), [])
-            self._results[(hospital, r.business_id)] = ident
+            self._results[key] = ident
             self._add(
                 "result",
                 {
                     "id": ident.result_id,
                     "hospital_id": hospital,
-                    "business_id": r.business_id,
-                    **fields,
+                    "business_id": key[1],
+                    "business_id_sealed": self._protector.seal_business_id(
+                        ident.result_id, r.business_id
+                    ),
+                    **current_fields(r, person_id, self.now, ident.result_id, self._protector),
                 },
             )
             outcome = VersionOutcome.CURRENT
@@ -379,7 +391,9 @@ class BatchIndexer:
                     ident.result_id, hospital, r.status, message_id
                 )
                 self._uncurrent.add(ident.result_id)
-                self._updates[ident.result_id] = fields
+                self._updates[ident.result_id] = current_fields(
+                    r, person_id, self.now, ident.result_id, self._protector
+                )
                 self._clear_items.add(ident.result_id)
                 for row in self._rows.get("result_version", []):
                     if row["result_id"] == ident.result_id:
@@ -392,7 +406,7 @@ class BatchIndexer:
         current = outcome is VersionOutcome.CURRENT
         if current:
             ident.versions = [StoredVersion(v.key, v.content_hash, False) for v in ident.versions]
-            for row in item_rows(ident.result_id, hospital, person_id, r.items):
+            for row in item_rows(ident.result_id, hospital, person_id, r.items, self._protector):
                 self._add("result_item", row)
         ident.versions.append(StoredVersion(r.version, r.content_hash, current))
         self._add(

@@ -18,3 +18,9 @@ class Pseudonymiser:
 
     def of(self, identifier: PatientIdentifier) -> str:
         return hmac.new(self._key, identifier.link_key.encode(), hashlib.sha256).hexdigest()
+
+    def of_text(self, domain: str, value: str) -> str:
+        """A keyed hash of another value that must be found but not read (a result's
+        business identifier: an accession or filler order number), per domain."""
+        message = f"{domain}\x1f{value}".encode()
+        return hmac.new(self._key, message, hashlib.sha256).hexdigest()

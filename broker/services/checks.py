@@ -23,6 +23,7 @@ from broker.services.errors import ServiceError
 from broker.storage import events, hospitals
 from broker.storage.lookup import person_items
 from broker.storage.people import People, birth_date
+from broker.storage.protect import Protector
 from broker.storage.tables import recognition_check, result
 
 
@@ -105,7 +106,8 @@ async def run_check(
         if ident is None:
             raise CheckRefused(422, "Invalid patient identifier", "patient.value is empty")
         person_id = await People(session, pseudonyms).find(ident)
-        prior = await person_items(session, person_id) if person_id else []
+        protector = Protector(cipher, pseudonyms)
+        prior = await person_items(session, person_id, protector) if person_id else []
         context = request.patient
         if context.birth_date is None and person_id:
             born = await birth_date(session, cipher, person_id)

@@ -9,10 +9,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from broker.domain.recognition import PriorItem
 from broker.domain.results import Coding
+from broker.storage.protect import Protector
 from broker.storage.tables import result, result_item
 
 
-async def person_items(session: AsyncSession, person_id: str) -> list[PriorItem]:
+async def person_items(
+    session: AsyncSession, person_id: str, protector: Protector
+) -> list[PriorItem]:
     """Every item of the person's current results, from every hospital.
 
     One person has tens to a few hundred items, so the rules get them all and do the
@@ -39,7 +42,7 @@ async def person_items(session: AsyncSession, person_id: str) -> list[PriorItem]
             result_item.c.contrast,
             result_item.c.recognition_mark,
             result_item.c.protocol,
-            result_item.c.value_text,
+            result_item.c.clinical,
             result_item.c.unit,
             result_item.c.flags,
             result_item.c.no_value,
@@ -57,6 +60,7 @@ async def person_items(session: AsyncSession, person_id: str) -> list[PriorItem]
         if seen is not None:
             merged[key] = replace(seen, codings=seen.codings + coding)
             continue
+        summary, value = protector.open_item(r.result_id, r.clinical, r.summary)
         merged[key] = PriorItem(
             result_id=r.result_id,
             hospital=r.hospital_id,
@@ -65,7 +69,7 @@ async def person_items(session: AsyncSession, person_id: str) -> list[PriorItem]
             result_status=r.status,
             status=r.item_status,
             effective=r.effective or r.result_effective,
-            summary=r.summary,
+            summary=summary,
             codings=coding,
             modality=r.modality,
             body_site=r.body_site_code,
@@ -73,7 +77,7 @@ async def person_items(session: AsyncSession, person_id: str) -> list[PriorItem]
             contrast=r.contrast,
             recognition_mark=r.recognition_mark,
             protocol=r.protocol,
-            value=r.value_text,
+            value=None if value is None else str(value),
             unit=r.unit,
             flags=tuple(f for f in (r.flags or "").split(",") if f),
             no_value=r.no_value,

@@ -9,11 +9,14 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from broker.domain.results import ExtractedResult, ResultItem
+from broker.storage.protect import Protector
 from broker.storage.tables import result
 
 
-def current_fields(r: ExtractedResult, person_id: str, now: datetime) -> dict[str, Any]:
-    """The result row's columns that follow its current version."""
+def current_fields(
+    r: ExtractedResult, person_id: str, now: datetime, result_id: str, protector: Protector
+) -> dict[str, Any]:
+    """The result row's columns that follow its current version (its summary sealed)."""
     return {
         "person_id": person_id,
         "kind": r.kind.value,
@@ -21,32 +24,44 @@ def current_fields(r: ExtractedResult, person_id: str, now: datetime) -> dict[st
         "status": r.status,
         "effective": r.effective,
         "issued": r.issued,
-        "summary": r.summary[:2000],
+        "summary": "",
+        "clinical": protector.seal_result(result_id, r.summary[:2000]),
         "timezone_assumed": r.timezone_assumed,
         "updated_at": now,
     }
 
 
 def item_rows(
-    result_id: str, hospital: str, person_id: str, items: tuple[ResultItem, ...]
+    result_id: str,
+    hospital: str,
+    person_id: str,
+    items: tuple[ResultItem, ...],
+    protector: Protector,
 ) -> list[dict[str, Any]]:
     """One index row per item and coding (an uncoded item still gets one)."""
     return [
-        _item_row(result_id, hospital, person_id, item, coding)
+        _item_row(result_id, hospital, person_id, item, coding, protector)
         for item in items
         for coding in (item.codings or (None,))
     ]
 
 
 def _item_row(
-    result_id: str, hospital: str, person_id: str, item: ResultItem, coding: Any
+    result_id: str,
+    hospital: str,
+    person_id: str,
+    item: ResultItem,
+    coding: Any,
+    protector: Protector,
 ) -> dict[str, Any]:
     return {
         "result_id": result_id,
         "person_id": person_id,
         "hospital_id": hospital,
         "resource_type": item.resource_type,
-        "resource_id": item.resource_id,
+        # The hospital's own resource id can embed an accession: only a keyed hash is kept
+        # (it groups an item's codings back together, nothing reads it).
+        "resource_id": protector.resource_key(hospital, item.resource_id),
         "code_system": coding.system if coding else None,
         "code": coding.code if coding else None,
         "display": (coding.display or "")[:300] if coding else None,
@@ -57,10 +72,10 @@ def _item_row(
         "contrast": item.contrast,
         "status": item.status,
         "effective": item.effective,
-        "summary": item.summary[:2000],
+        "summary": "",
+        "clinical": protector.seal_item(result_id, item.summary[:2000], item.value),
         "recognition_mark": item.recognition_mark,
         "protocol": (item.protocol or "")[:32] or None,
-        "value_text": (item.value or "")[:200] or None,
         "unit": (item.unit or "")[:64] or None,
         "flags": ",".join(item.flags)[:64] or None,
         "no_value": (item.no_value or "")[:120] or None,

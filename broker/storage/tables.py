@@ -187,14 +187,18 @@ result = Table(
     metadata,
     Column("id", String(36), primary_key=True),
     Column("hospital_id", String(32), ForeignKey("hospital.id"), nullable=False),
+    # A keyed hash of the hospital's identifier for the result (accession, filler order
+    # number, StudyInstanceUID): found and unique, never readable; its ciphertext beside it.
     Column("business_id", String(400), nullable=False),
+    Column("business_id_sealed", LargeBinary, nullable=True),
     Column("person_id", String(36), ForeignKey("person.id"), nullable=False, index=True),
     Column("kind", String(16), nullable=False),
     Column("resource_type", String(40), nullable=False),
     Column("status", String(32), nullable=False),
     Column("effective", UTCDateTime, nullable=True),
     Column("issued", UTCDateTime, nullable=True),
-    Column("summary", Text, nullable=False),
+    Column("summary", Text, nullable=False),  # "" once sealed into `clinical`
+    Column("clinical", LargeBinary, nullable=True),  # sealed {"summary"}
     Column("timezone_assumed", Boolean, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     UniqueConstraint("hospital_id", "business_id", name="uq_result_identity"),
@@ -238,10 +242,11 @@ result_item = Table(
     Column("effective", UTCDateTime, nullable=True),
     Column("summary", Text, nullable=False),
     Column("recognition_mark", String(64), nullable=True),
-    # What the rules need to warn and refuse (recognition rules v2): imaging protocol, the
-    # value as shown with its unit and interpretation flags, and why content is unusable.
+    # What the rules need to warn and refuse (recognition rules v2): imaging protocol,
+    # the value's unit and interpretation flags, and why content is unusable. The summary
+    # and the value itself are clinical text: sealed in `clinical` ({"summary", "value"}).
     Column("protocol", String(32), nullable=True),
-    Column("value_text", String(200), nullable=True),
+    Column("clinical", LargeBinary, nullable=True),
     Column("unit", String(64), nullable=True),
     Column("flags", String(64), nullable=True),  # interpretation codes, comma-separated
     Column("no_value", String(120), nullable=True),

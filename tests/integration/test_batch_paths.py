@@ -59,7 +59,7 @@ def scenario() -> list[InboundMessage]:
 async def snapshot(c: Container) -> dict[str, object]:
     async with c.sessions() as s:
         results = {
-            r.business_id: (r.hospital_id, r.status, r.person_id)
+            f.business_id_of(c, r): (r.hospital_id, r.status, r.person_id)
             for r in (await s.execute(select(result))).all()
         }
         versions = sorted(

@@ -147,10 +147,8 @@ def valid(resource: dict[str, Any]) -> None:
 
 async def result_ids(container: Container, resource_type: str) -> dict[str, str]:
     async with container.sessions() as s:
-        rows = await s.execute(
-            select(result.c.business_id, result.c.id).where(result.c.resource_type == resource_type)
-        )
-        return {b.split("|")[-1]: i for b, i in rows.all()}
+        rows = await s.execute(select(result).where(result.c.resource_type == resource_type))
+        return {f.business_id_of(container, r).split("|")[-1]: r.id for r in rows.all()}
 
 
 class TestCapabilityStatement:

@@ -13,7 +13,15 @@ from broker.ingest.service import InboundMessage, Outcome, Processed
 from broker.security.payload_cipher import Sealed
 from broker.storage.lookup import person_items
 from broker.storage.people import People
-from broker.storage.tables import payload, person, rejection, result, result_version
+from broker.storage.protect import Protector, has_legacy_rows, seal_legacy_rows
+from broker.storage.tables import (
+    payload,
+    person,
+    rejection,
+    result,
+    result_item,
+    result_version,
+)
 from tests import factories as f
 from tests.conftest import Db
 
@@ -26,10 +34,12 @@ async def ingest(c: Container, *values: InboundMessage) -> list[Processed]:
     return await c.ingest_service().process_batch(list(values))
 
 
-async def current(c: Container, business_id: str) -> dict[str, object]:
-    """The result row, plus how many versions of it are stored."""
+async def current(c: Container, business_id: str, hospital: str = "H001") -> dict[str, object]:
+    """The result row (found by its business id's keyed hash), and its version count."""
     async with c.sessions() as s:
-        row = (await s.execute(select(result).where(result.c.business_id == business_id))).one()
+        key = Protector(c.cipher, c.pseudonyms).business_key(hospital, business_id)
+        row = (await s.execute(select(result).where(result.c.business_id == key))).one()
+        assert f.business_id_of(c, row) == business_id
         versions = (
             await s.execute(
                 select(func.count())
@@ -112,7 +122,13 @@ class TestPeople:
         person_id = await person_of(container, f.PATIENT_A)
         assert person_id is not None
         async with container.sessions() as s:
-            found = [i for i in await person_items(s, person_id) if i.codings[0].code == "718-7"]
+            found = [
+                i
+                for i in await person_items(
+                    s, person_id, Protector(container.cipher, container.pseudonyms)
+                )
+                if i.codings[0].code == "718-7"
+            ]
         assert sorted(r.hospital for r in found) == ["H001", "H002"]
 
     async def test_same_mrn_at_two_hospitals_is_two_people(self, container: Container) -> None:
@@ -138,7 +154,11 @@ class TestPeople:
         person_id = await person_of(container, f.PATIENT_A)
         async with container.sessions() as s:
             found = [
-                i for i in await person_items(s, person_id or "") if i.codings[0].code == "718-7"
+                i
+                for i in await person_items(
+                    s, person_id or "", Protector(container.cipher, container.pseudonyms)
+                )
+                if i.codings[0].code == "718-7"
             ]
             alive = (
                 await s.execute(
@@ -178,6 +198,35 @@ class TestPrivacyAndSafety:
         blob = "\n".join(dump)
         for secret in (f.PATIENT_A, "MRN-1", "张三", "\\u5f20"):
             assert secret not in blob
+        # Clinical text and business identifiers are sealed too: the accession, the value.
+        for secret in ("ACC-1", "13.2", "LOINC 718-7: "):
+            assert secret not in blob, secret
+
+    async def test_rows_indexed_in_clear_before_are_sealed_once(self, container: Container) -> None:
+        await ingest(container, msg(f.lab_bundle()))
+        async with container.sessions() as s, s.begin():  # as an older version stored it
+            await s.execute(
+                result.update().values(
+                    business_id=BID, business_id_sealed=None, clinical=None, summary="CBC 13.2"
+                )
+            )
+            await s.execute(result_item.update().values(clinical=None, summary="Hb: 13.2 g/dL"))
+        protector = Protector(container.cipher, container.pseudonyms)
+        async with container.sessions() as s, s.begin():
+            assert await has_legacy_rows(s)
+            assert await seal_legacy_rows(s, protector) > 0
+        async with container.sessions() as s, s.begin():
+            assert not await has_legacy_rows(s)
+            assert await seal_legacy_rows(s, protector) == 0
+        row = await current(container, BID)  # found by its keyed hash, opened again
+        assert row["summary"] == ""
+        (p,) = await ingest(container, msg(f.lab_bundle(hb=13.2)))  # same content: duplicate
+        assert p.outcome is Outcome.DUPLICATE
+        async with container.sessions() as s:
+            person_id = await person_of(container, f.PATIENT_A)
+            assert person_id is not None
+            items = await person_items(s, person_id, protector)
+        assert any(i.summary == "Hb: 13.2 g/dL" for i in items)
 
     async def test_payload_is_the_received_bytes_sealed(self, container: Container) -> None:
         value = f.lab_bundle()
@@ -229,4 +278,4 @@ class TestPrivacyAndSafety:
             await hospitals.add_key(s, "H003", f.key_id("H003"), f.public_b64("H003"))
         (second,) = await ingest(container, m)
         assert second.outcome is Outcome.INDEXED
-        assert (await current(container, BID))["updated_at"] <= datetime.now(UTC)
+        assert (await current(container, BID, "H003"))["updated_at"] <= datetime.now(UTC)

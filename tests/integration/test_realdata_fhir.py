@@ -93,7 +93,10 @@ async def test_every_realdata_fhir_file_ends_as_expected(
     indexed = [p for p in processed if p.outcome is Outcome.INDEXED]
     assert sum(p.results for p in indexed) == 25
     async with container.sessions() as s:
-        rows = dict((await s.execute(select(result.c.business_id, result.c.status))).all())
+        rows = {
+            f.business_id_of(container, r): r.status
+            for r in (await s.execute(select(result))).all()
+        }
     # Two pairs of spec examples reuse one identifier: each pair is one result, two versions.
     assert len(rows) == 23
     # Observation-unsat withdraws Observation-f001: same identifier, same `issued`, so the

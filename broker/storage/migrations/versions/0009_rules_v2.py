@@ -6,7 +6,9 @@ Revises: 0008
 Result items gain what the rules need to refuse empty results (no_value), match imaging
 protocols and warn about newer or abnormal results (value_text, unit, flags). Checks
 record the catalog and policy versions they used. Each hospital's birth date for a
-person is kept sealed, for age-banded items.
+person is kept sealed, for age-banded items. Results and their items gain sealed clinical
+text (summaries, values) and a sealed business identifier beside its keyed hash; rows
+written before are sealed by `mrb db upgrade` (broker.storage.protect).
 """
 
 from collections.abc import Sequence
@@ -36,10 +38,13 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('result_item') as batch:
         batch.add_column(sa.Column('protocol', sa.String(length=32), nullable=True))
-        batch.add_column(sa.Column('value_text', sa.String(length=200), nullable=True))
+        batch.add_column(sa.Column('clinical', sa.LargeBinary(), nullable=True))
         batch.add_column(sa.Column('unit', sa.String(length=64), nullable=True))
         batch.add_column(sa.Column('flags', sa.String(length=64), nullable=True))
         batch.add_column(sa.Column('no_value', sa.String(length=120), nullable=True))
+    with op.batch_alter_table('result') as batch:
+        batch.add_column(sa.Column('business_id_sealed', sa.LargeBinary(), nullable=True))
+        batch.add_column(sa.Column('clinical', sa.LargeBinary(), nullable=True))
     with op.batch_alter_table('recognition_check') as batch:
         batch.add_column(sa.Column('catalog_version', sa.String(length=200), nullable=True))
         batch.add_column(sa.Column('policy_version', sa.String(length=64), nullable=True))
@@ -50,6 +55,9 @@ def downgrade() -> None:
         batch.drop_column('policy_version')
         batch.drop_column('catalog_version')
     with op.batch_alter_table('result_item') as batch:
-        for column in ('no_value', 'flags', 'unit', 'value_text', 'protocol'):
+        for column in ('no_value', 'flags', 'unit', 'clinical', 'protocol'):
             batch.drop_column(column)
+    with op.batch_alter_table('result') as batch:
+        batch.drop_column('clinical')
+        batch.drop_column('business_id_sealed')
     op.drop_table('person_birth_date')

@@ -1,0 +1,117 @@
+"""Clinical text and business identifiers at rest: what the index may keep in clear
+(codes, dates, statuses, flags) and what it seals (summaries, values) or only hashes
+(accession and other business identifiers, kept as a keyed hash plus their ciphertext).
+
+Rows written before this existed are sealed by `seal_legacy_rows`, which `mrb db upgrade`
+runs after the migrations (it needs the keys, which a migration never holds).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from broker.security.payload_cipher import PayloadCipher
+from broker.security.pseudonyms import Pseudonymiser
+from broker.security.sealed_fields import open_json, seal_json
+from broker.storage.tables import result, result_item
+
+BUSINESS_ID_DOMAIN = "business-id"
+
+
+@dataclass(frozen=True)
+class Protector:
+    cipher: PayloadCipher
+    pseudonyms: Pseudonymiser
+
+    def business_key(self, hospital: str, business_id: str) -> str:
+        """What the index stores and looks a result up by: a keyed hash, never the id."""
+        return self.pseudonyms.of_text(BUSINESS_ID_DOMAIN, f"{hospital}|{business_id}")
+
+    def resource_key(self, hospital: str, resource_id: str | None) -> str | None:
+        if resource_id is None:
+            return None
+        return self.pseudonyms.of_text("resource-id", f"{hospital}|{resource_id}")[:40]
+
+    def seal_business_id(self, result_id: str, business_id: str) -> bytes:
+        return seal_json(self.cipher, business_id, context=f"business-id|{result_id}")
+
+    def open_business_id(self, result_id: str, sealed: bytes) -> str:
+        return str(open_json(self.cipher, sealed, context=f"business-id|{result_id}"))
+
+    def seal_result(self, result_id: str, summary: str) -> bytes:
+        return seal_json(self.cipher, {"summary": summary}, context=f"result|{result_id}")
+
+    def seal_item(self, result_id: str, summary: str, value: str | None) -> bytes:
+        return seal_json(
+            self.cipher, {"summary": summary, "value": value}, context=f"result-item|{result_id}"
+        )
+
+    def open_item(self, result_id: str, sealed: bytes | None, summary: str) -> tuple[str, Any]:
+        """(summary, value) of an item row; a row from before sealing keeps its clear text."""
+        if sealed is None:
+            return summary, None
+        found = open_json(self.cipher, sealed, context=f"result-item|{result_id}")
+        return str(found.get("summary") or ""), found.get("value")
+
+
+async def has_legacy_rows(session: AsyncSession) -> bool:
+    """Whether any row still holds clinical text or a business identifier in clear."""
+    found = await session.execute(
+        select(result.c.id).where(result.c.business_id_sealed.is_(None)).limit(1)
+    )
+    if found.first() is not None:
+        return True
+    found = await session.execute(
+        select(result_item.c.id).where(result_item.c.clinical.is_(None)).limit(1)
+    )
+    return found.first() is not None
+
+
+async def seal_legacy_rows(session: AsyncSession, protector: Protector, *, batch: int = 500) -> int:
+    """Seal summaries and hash business identifiers of rows stored in clear; returns how
+    many rows changed. Idempotent: sealed rows are never touched again."""
+    changed = 0
+    while True:
+        rows = (
+            await session.execute(
+                select(result.c.id, result.c.hospital_id, result.c.business_id, result.c.summary)
+                .where(result.c.business_id_sealed.is_(None))
+                .limit(batch)
+            )
+        ).all()
+        for r in rows:
+            await session.execute(
+                update(result)
+                .where(result.c.id == r.id)
+                .values(
+                    business_id=protector.business_key(r.hospital_id, r.business_id),
+                    business_id_sealed=protector.seal_business_id(r.id, r.business_id),
+                    clinical=protector.seal_result(r.id, r.summary),
+                    summary="",
+                )
+            )
+        changed += len(rows)
+        if len(rows) < batch:
+            break
+    while True:
+        items = (
+            await session.execute(
+                select(result_item.c.id, result_item.c.result_id, result_item.c.summary)
+                .where(result_item.c.clinical.is_(None))
+                .limit(batch)
+            )
+        ).all()
+        for i in items:
+            await session.execute(
+                update(result_item)
+                .where(result_item.c.id == i.id)
+                .values(clinical=protector.seal_item(i.result_id, i.summary, None), summary="")
+            )
+        changed += len(items)
+        if len(items) < batch:
+            break
+    return changed
