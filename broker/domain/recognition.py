@@ -36,7 +36,7 @@ from broker.domain.marks import MarkTable
 from broker.domain.registry import Certification, HospitalProfile, LevelMatrix
 from broker.domain.results import WITHDRAWN_STATUSES, Coding
 from broker.domain.scope import ScopeRules, simple_matrix
-from broker.domain.sites import PLAIN, SiteTable, study_protocol
+from broker.domain.sites import ENHANCED, PLAIN, SiteTable, study_protocol
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 RECOGNISABLE_STATUSES = frozenset({"final", "amended", "corrected", "appended", "available"})
@@ -483,12 +483,7 @@ def _study_match(
     if sites.canonical(p.body_site) != sites.canonical(item.body_site):
         return None
     wanted = item.protocol or PLAIN
-    sent = (sites.protocol(p.protocol) or p.protocol) if p.protocol else None
-    done = (
-        study_protocol(sent, p.contrast)
-        or _coded_protocol(p, catalog)
-        or sites.protocol_in_text(p.summary)
-    )
+    done = _study_protocol(p, catalog)
     if done != wanted:
         return _protocol_miss(sites, done, wanted)
     if not item.laterality:
@@ -511,6 +506,22 @@ def _study_match(
             f"The study is of the {done_en} side; the order is for the {want_en} side.",
         )
     return True
+
+
+def _study_protocol(p: PriorItem, catalog: Catalog) -> str | None:
+    """The protocol a study states: its protocol extension; else its procedure code or
+    name (CTA, 平扫 …) unless the contrast flag contradicts it; else the contrast flag."""
+    sites = catalog.sites
+    if p.protocol:
+        return sites.protocol(p.protocol) or p.protocol
+    named = _coded_protocol(p, catalog) or sites.protocol_in_text(p.summary)
+    flagged = study_protocol(None, p.contrast)
+    if named is None:
+        return flagged
+    contradicted = (named == PLAIN and p.contrast is True) or (
+        named == ENHANCED and p.contrast is False
+    )
+    return None if contradicted else named
 
 
 def _coded_protocol(p: PriorItem, catalog: Catalog) -> str | None:

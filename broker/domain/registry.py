@@ -29,6 +29,9 @@ class CertifyingBody(StrEnum):
         return "city" if self.value.startswith("city-") else "province"
 
 
+_REACH_ORDER = {"national": 0, "province": 1, "city": 2}
+
+
 @dataclass(frozen=True)
 class Certification:
     """A certification for one catalog item, or for a whole QC group of items."""
@@ -66,9 +69,10 @@ class HospitalProfile:
         return f"{level}{self.grade + '等' if self.grade else ''}"
 
     def certification_for(self, item_code: str, qc_group: str, on: date) -> Certification | None:
-        """The certification held for the item on that day; national ones first."""
+        """The certification held for the item on that day, the widest-reaching first
+        (national, then provincial, then city), so a result gets the broadest mark it earned."""
         held = [c for c in self.certifications if c.covers(item_code, qc_group, on)]
-        held.sort(key=lambda c: not c.body.national)
+        held.sort(key=lambda c: _REACH_ORDER[c.body.reach])
         return held[0] if held else None
 
 

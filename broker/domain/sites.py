@@ -84,17 +84,23 @@ class SiteTable:
         return self._protocol_index.get(_key(term)) if term else None
 
     def protocol_in_text(self, text: str | None) -> str | None:
-        """The one protocol a procedure name states in Chinese (胸部CT平扫 -> plain); None
-        when it names none or several (平扫+增强)."""
+        """The one protocol a procedure name states (胸部CT平扫 -> plain, 头颅CTA ->
+        angiography); None when it names none or several (平扫+增强)."""
         if not text:
             return None
-        key = _key(text)
-        found = {
-            p.code
-            for p in self.protocols.values()
-            for term in (p.zh, *p.terms)
-            if len(term) >= 2 and not term.isascii() and _key(term) in key
-        }
+        key, upper = _key(text), unicodedata.normalize("NFKC", text).upper()
+        found: set[str] = set()
+        for p in self.protocols.values():
+            for term in p.terms:
+                if not term.isascii():
+                    hit = _key(term) in key
+                elif p.code in (PLAIN, ENHANCED) or len(term) < 3:
+                    continue  # W, WO, CONTRAST: too loose inside free text
+                else:
+                    word = re.escape(term.upper())
+                    hit = re.search(rf"(?<![A-Z]){word}(?![A-Z])", upper) is not None
+                if hit:
+                    found.add(p.code)
         return found.pop() if len(found) == 1 else None
 
     def protocol_name(self, code: str | None) -> tuple[str, str]:

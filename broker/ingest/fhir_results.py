@@ -464,11 +464,30 @@ def _content_problem(obs: Resource, index: BundleIndex, parent: Resource | None)
     for concept in _list(obs.get("interpretation")):
         if problem := _condition_problem(concept):
             return problem
-    has_value = any(k.startswith("value") for k in obs) or any(
-        isinstance(c, dict) and any(k.startswith("value") for k in c)
-        for c in _list(obs.get("component"))
+    has_value = _has_value(obs) or any(
+        isinstance(c, dict) and _has_value(c) for c in _list(obs.get("component"))
     )
     return None if has_value else "no-value"
+
+
+def _has_value(element: Resource) -> bool:
+    """A value[x] that says something: a Quantity with its number, a concept with a code
+    or text, non-empty text; an empty valueQuantity is no value."""
+    for key, value in element.items():
+        if not key.startswith("value"):
+            continue
+        if key == "valueQuantity":
+            if isinstance(value, dict) and value.get("value") is not None:
+                return True
+        elif key == "valueCodeableConcept":
+            if isinstance(value, dict) and (_codings(value) or value.get("text")):
+                return True
+        elif key == "valueString":
+            if isinstance(value, str) and value.strip():
+                return True
+        elif value is not None and value != {} and value != []:
+            return True
+    return False
 
 
 def _specimen_problem(specimen: Resource) -> str | None:

@@ -232,8 +232,9 @@ def _agreement(a: dict[str, Any]) -> Agreement:
         name_en=a["name"]["en"],
         members=tuple(str(m) for m in a["members"]),
         marks=frozenset(a["marks"]),
-        items=frozenset(a["items"]) if a.get("items") else None,
-        kinds=frozenset(a["kinds"]) if a.get("kinds") else None,
+        # Absent means every item; an empty list means none (never "every" by accident).
+        items=frozenset(a["items"]) if "items" in a else None,
+        kinds=frozenset(a["kinds"]) if "kinds" in a else None,
         effective_from=_date(a.get("effective_from")),
         effective_to=_date(a.get("effective_to")),
         source=cited(a.get("source")),

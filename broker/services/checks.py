@@ -14,7 +14,14 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from broker.domain.actors import Actor
 from broker.domain.catalog import Catalog
 from broker.domain.identifiers import InvalidIdentifier, normalise
-from broker.domain.recognition import ItemDecision, Order, PatientContext, Policy, decide
+from broker.domain.recognition import (
+    ItemDecision,
+    Order,
+    PatientContext,
+    Policy,
+    decide,
+    local_date,
+)
 from broker.observability import CHECKS
 from broker.security.payload_cipher import PayloadCipher
 from broker.security.pseudonyms import Pseudonymiser
@@ -112,7 +119,7 @@ async def run_check(
         if context.birth_date is None and person_id:
             born = await birth_date(session, cipher, person_id)
             context = replace(context, birth_date=born)
-        catalog = rules.catalog.for_region(ordering.region, request.order_time.date())
+        catalog = rules.catalog.for_region(ordering.region, local_date(request.order_time))
         answers = []
         for order in request.items:
             decision = decide(
@@ -205,6 +212,7 @@ def _stored(a: ItemAnswer) -> dict[str, Any]:
             "body_site": r.body_site,
             "laterality": r.laterality,
             "contrast": r.contrast,
+            "protocol": r.protocol,
         },
         "catalog_code": d.item.code if d.item else None,
         "category": d.item.category if d.item else None,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import date, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -606,3 +607,63 @@ class TestShippedPatientContext:
         assert band is not None and band.validity_days == 0 and tbil.age_band(40) is None
         assert catalog.items["LAB-TSH"].pregnancy_sensitive
         assert catalog.items["LAB-FT4"].pregnancy_sensitive
+
+
+class TestProtocolConflicts:
+    def _study(self, summary: str, contrast: bool | None) -> PriorItem:
+        return replace(study("s", "H002", "CT", HEAD, at(DAY), contrast=contrast), summary=summary)
+
+    def test_a_named_angiography_wins_over_the_contrast_flag(self) -> None:
+        cta = self._study("头颅CTA", True)
+        assert run(
+            Order(modality="CT", body_site=HEAD, protocol="angiography"), [cta]
+        ).decision is (Decision.RECOGNIZABLE)
+        assert run(Order(modality="CT", body_site=HEAD, contrast=True), [cta]).decision is not (
+            Decision.RECOGNIZABLE
+        )
+
+    def test_a_name_the_contrast_flag_contradicts_is_unknown(self) -> None:
+        d = run(Order(modality="CT", body_site=HEAD), [self._study("头颅CT平扫", True)])
+        assert d.decision is Decision.NO_PRIOR_RESULT and "not stated" in d.explanation.en
+
+    @pytest.mark.parametrize(
+        ("text", "protocol"),
+        [
+            ("MR动态增强", "enhanced"),
+            ("胸部CT常规平扫", "plain"),
+            ("CT HEAD WITHOUT CONTRAST", None),
+            ("头颅CTA", "angiography"),
+            ("CTAB", None),
+        ],
+    )
+    def test_protocol_names_in_text(self, text: str, protocol: str | None) -> None:
+        shipped = load_catalog(default_schemas_dir()).sites
+        assert shipped.protocol_in_text(text) == protocol
+
+
+class TestCertificateReach:
+    def test_the_widest_certificate_gives_the_mark(self) -> None:
+        both = (
+            *_certs("H006", "HEMATOLOGY", body=CertifyingBody.CITY_EQA),
+            *_certs("H006", "HEMATOLOGY", body=CertifyingBody.PROVINCIAL_EQA),
+        )
+        h = replace(HOSPITALS["H006"], certifications=both)
+        d = run(HB, [hb(hospital="H006")], ordering="H008", hospitals={**HOSPITALS, "H006": h})
+        assert d.candidate is not None and d.candidate.mark == "川HR"
+
+
+class TestAgreementData:
+    def test_an_empty_item_list_admits_nothing(self, tmp_path: Path) -> None:
+        import shutil
+
+        import yaml
+
+        schemas = tmp_path / "schemas"
+        shutil.copytree(default_schemas_dir(), schemas)
+        path = schemas / "policy" / "recognition-policy.yaml"
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+        doc["agreements"][0]["items"] = []
+        path.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
+        (agreement, *_) = load_policy(schemas).rules.agreements
+        assert agreement.items == frozenset()
+        assert not agreement.covers("500103", "510502", "LAB-HGB", "lab", "川渝HR", DAY)
