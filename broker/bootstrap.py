@@ -18,6 +18,7 @@ from broker.security.pseudonyms import Pseudonymiser
 from broker.security.tokens import TokenService
 from broker.services.audit_sealer import AuditSealer
 from broker.services.checks import Rules
+from broker.services.rate_limits import RateLimiter
 from broker.services.rules import RulesProvider
 from broker.services.safety import SafetyNotifier
 from broker.settings import Settings
@@ -46,6 +47,7 @@ class Container:
     _rules: Rules | None = None
     _tokens: TokenService | None = None
     _provider: RulesProvider | None = None
+    _limiter: RateLimiter | None = None
 
     @classmethod
     def build(cls, settings: Settings) -> Container:
@@ -84,6 +86,19 @@ class Container:
             )
             self._tokens = TokenService(key)
         return self._tokens
+
+    def rate_limiter(self) -> RateLimiter:
+        """Requests per token and address, patients per person: shared by API processes."""
+        if self._limiter is None:
+            s = self.settings
+            self._limiter = RateLimiter.build(
+                self.engine,
+                redis_url=s.redis_url.get_secret_value() if s.redis_url else None,
+                per_token=s.rate_limit_per_minute,
+                per_address=s.rate_limit_per_address_per_minute,
+                patients_per_hour=s.distinct_patients_per_hour,
+            )
+        return self._limiter
 
     def ingest_service(self) -> IngestService:
         s = self.settings
@@ -130,6 +145,8 @@ class Container:
         )
 
     async def close(self) -> None:
+        if self._limiter is not None:
+            await self._limiter.close()
         await self.engine.dispose()
 
 

@@ -23,6 +23,18 @@ REQUEST_SECONDS = Histogram(
     "mrb_http_request_seconds", "HTTP request latency", ["method", "route", "status"]
 )
 CHECKS = Counter("mrb_recognition_checks_total", "Recognition check answers", ["decision"])
+# Rate limits (broker/services/rate_limits.py); labels are fixed words, never a caller.
+RATE_LIMITED = Counter("mrb_rate_limited_total", "Requests refused by a rate limit", ["limit"])
+RATE_LIMIT_ERRORS = Counter(
+    "mrb_rate_limit_errors_total",
+    "Rate limits not checked because their storage (database or Redis) failed",
+    ["limit"],
+)
+BREAK_GLASS = Counter(
+    "mrb_break_glass_total",
+    "Emergency requests let through although over a rate limit (audited as break-glass)",
+    ["channel", "limit"],
+)
 FOLLOW_UP_FAILURES = Counter(
     "mrb_ingest_follow_up_failures_total",
     "Safety notices or worklist updates that failed while their results were still indexed",

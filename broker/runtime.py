@@ -17,8 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from wsgiref.simple_server import WSGIServer
 
+import h11
 import uvicorn
 from sqlalchemy.engine import make_url
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from broker.api.app import create_app
 from broker.bootstrap import Container
@@ -37,6 +39,79 @@ class _Server(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
         yield
+
+
+_REQUEST_TIMEOUT = (
+    b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\n"
+    b"content-length: 43\r\nconnection: close\r\n\r\n"
+    b"the request headers did not arrive in time\n"
+)
+
+
+class _HeaderDeadline(H11Protocol):
+    """uvicorn's h11 protocol with a deadline for each request's line and headers.
+
+    uvicorn times out idle keep-alive connections but not a client that sends its
+    headers a byte at a time (slowloris): here the request line and headers must arrive
+    within `header_timeout` seconds of the connection (or of the first byte of the next
+    request on a kept-alive one), else the client gets 408 and the connection closes.
+    The body's own deadline is the API edge's (MRB_BODY_READ_TIMEOUT).
+    """
+
+    header_timeout = 10.0
+    _header_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.conn.their_state is h11.IDLE:
+            self._arm()  # part of a request line or headers: the clock runs
+        else:
+            self._disarm()  # the headers are in
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def _arm(self) -> None:
+        if self._header_timer is None:
+            self._header_timer = self.loop.call_later(self.header_timeout, self._too_slow)
+
+    def _disarm(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _too_slow(self) -> None:
+        self._header_timer = None
+        if self.transport.is_closing() or self.conn.their_state is not h11.IDLE:
+            return
+        if self.cycle is None or self.cycle.response_complete:
+            self.transport.write(_REQUEST_TIMEOUT)
+        self.transport.close()
+
+
+def header_deadline_protocol(seconds: float) -> type[H11Protocol]:
+    """The h11 protocol class with its header deadline set to `seconds`."""
+    return type("HeaderDeadlineH11", (_HeaderDeadline,), {"header_timeout": seconds})
+
+
+def server_config(app: object, settings: Settings) -> uvicorn.Config:
+    """uvicorn for the API: h11 with bounded headers and timeouts (docs/security.md)."""
+    return uvicorn.Config(
+        app,  # type: ignore[arg-type]
+        host=settings.http_host,
+        port=settings.http_port,
+        http=header_deadline_protocol(settings.http_header_timeout),
+        h11_max_incomplete_event_size=settings.max_header_bytes,
+        timeout_keep_alive=settings.http_keep_alive_timeout,
+        log_config=None,
+        access_log=False,
+        lifespan="off",
+    )
 
 
 @dataclass
@@ -136,14 +211,7 @@ async def running_stack(
             stack.metrics = start_metrics_server(settings.metrics_host, settings.metrics_port)
         if api or worker:
             role = "all" if api and worker else ("api" if api else "worker")
-            config = uvicorn.Config(
-                create_app(container, role=role),
-                host=settings.http_host,
-                port=settings.http_port,
-                log_config=None,
-                access_log=False,
-                lifespan="off",
-            )
+            config = server_config(create_app(container, role=role), settings)
             stack.server = _Server(config)
             stack.tasks.append(asyncio.create_task(stack.server.serve(), name="http"))
             while not stack.server.started:

@@ -6,7 +6,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from broker.domain.ledger import SafetyAction
@@ -35,6 +35,29 @@ class Settings(BaseSettings):
     metrics_port: int = Field(default=9464, ge=0, le=65535)
     # Request bodies above this many bytes get HTTP 413 before they are read or parsed.
     max_body_bytes: int = Field(default=1024 * 1024, gt=0)
+    # Slow clients: a request body still arriving after this many seconds gets 408; the
+    # request line and headers must arrive within http_header_timeout seconds, be at most
+    # max_header_bytes long, and an idle keep-alive connection closes after
+    # http_keep_alive_timeout seconds.
+    body_read_timeout: float = Field(default=30.0, gt=0)
+    http_header_timeout: float = Field(default=10.0, gt=0)
+    max_header_bytes: int = Field(default=16 * 1024, ge=1024)
+    http_keep_alive_timeout: int = Field(default=5, ge=1)
+    # Rate limits, shared by every API process (0 turns one off): requests per minute per
+    # token (its subject and hospital) and per client address, and distinct patients one
+    # person may look up per hour. Counters live in the database, or in Redis when
+    # redis_url is set (redis://[:password@]host:port/db). See docs/security.md.
+    rate_limit_per_minute: int = Field(default=120, ge=0)
+    rate_limit_per_address_per_minute: int = Field(default=600, ge=0)
+    distinct_patients_per_hour: int = Field(default=60, ge=0)
+    redis_url: SecretStr | None = None
+    # The URL EHRs and browsers reach mrb at (behind any proxy), ending in "/": CDS Hooks
+    # JWTs must name {public_base_url}cds-services/{id} as their audience, and card links
+    # point here. Unset: http://{http_host}:{http_port}/ (right only without a proxy).
+    public_base_url: str | None = None
+    # Test and development only: let CDS clients register http://127.0.0.1, localhost or
+    # [::1] FHIR servers (production FHIR servers must be https).
+    cds_allow_http_loopback: bool = False
     tansu_bin: Path | None = None
     schemas_dir: Path | None = None  # catalog and policy; default: the checkout's schemas/
     embedded_kafka_port: int = 19092
@@ -69,6 +92,28 @@ class Settings(BaseSettings):
     # outside the database host. Default only in the embedded set-up: data_dir's
     # audit-export.jsonl.
     audit_export: str | None = None
+
+    @field_validator("public_base_url")
+    @classmethod
+    def _absolute_base(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(value)
+        if parts.scheme not in ("https", "http") or not parts.hostname:
+            raise ValueError("MRB_PUBLIC_BASE_URL must be an absolute http(s) URL")
+        if parts.query or parts.fragment or parts.username or parts.password:
+            raise ValueError("MRB_PUBLIC_BASE_URL takes no query, fragment or user")
+        return value if value.endswith("/") else value + "/"
+
+    @property
+    def resolved_public_base_url(self) -> str:
+        """Where clients reach mrb, ending in "/": configured, never taken from a request."""
+        if self.public_base_url:
+            return self.public_base_url
+        host = f"[{self.http_host}]" if ":" in self.http_host else self.http_host
+        return f"http://{host}:{self.http_port}/"
 
     @cached_property
     def resolved_database_url(self) -> str:

@@ -7,7 +7,14 @@ from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
 from broker.api import problems
-from broker.api.middleware import AccessLog, BodySizeLimit, NoStore
+from broker.api.limits import RateLimits, token_person
+from broker.api.middleware import (
+    AccessLog,
+    BodyReadTimeout,
+    BodySizeLimit,
+    HeaderSizeLimit,
+    NoStore,
+)
 from broker.api.routes import (
     admin,
     cds_hooks,
@@ -27,14 +34,21 @@ class _Api(FastAPI):
 
     Outermost first: the access log and metrics (so refused and failed requests are
     logged and measured too, with their request id), no-store headers (on errors too),
-    then the body limit, which answers before the app reads, parses or authenticates.
+    the header size limit, the rate limits (per address and token, before anything is
+    read), then the body read timeout and the body limit, which answer before the app
+    reads, parses or authenticates.
     """
 
     max_body_bytes: int
+    max_header_bytes: int
+    body_read_timeout: float
+    container: Container
 
     def build_middleware_stack(self) -> ASGIApp:
-        inner = super().build_middleware_stack()
-        return AccessLog(NoStore(BodySizeLimit(inner, self.max_body_bytes)))
+        inner = BodySizeLimit(super().build_middleware_stack(), self.max_body_bytes)
+        timed = BodyReadTimeout(inner, self.body_read_timeout)
+        limited = RateLimits(timed, self.container, token_person(self.container))
+        return AccessLog(NoStore(HeaderSizeLimit(limited, self.max_header_bytes)))
 
 
 def create_app(container: Container, *, role: str = "api") -> FastAPI:
@@ -49,6 +63,9 @@ def create_app(container: Container, *, role: str = "api") -> FastAPI:
         description="Cross-hospital recognition of lab and imaging results (互认).",
     )
     app.max_body_bytes = container.settings.max_body_bytes
+    app.body_read_timeout = container.settings.body_read_timeout
+    app.max_header_bytes = container.settings.max_header_bytes
+    app.container = container
     app.state.container = container
     app.state.role = role
     problems.install(app)

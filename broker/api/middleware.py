@@ -6,6 +6,7 @@ streams, before anything reads it into memory, parses it or checks a token.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -108,6 +109,99 @@ class BodySizeLimit:
         )
         response.headers["Connection"] = "close"
         await response(scope, receive, send)
+
+
+class HeaderSizeLimit:
+    """HTTP 431 for a request whose header fields add up to more than `max_bytes`.
+
+    uvicorn (h11) already refuses headers that grow past the limit while they arrive
+    (`h11_max_incomplete_event_size`); this catches a header block that came whole in one
+    read, so the limit holds however the bytes were sent.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            size = sum(len(k) + len(v) + 4 for k, v in scope.get("headers", ()))
+            if size > self.max_bytes:
+                response = problem(
+                    431,
+                    "Request Header Fields Too Large",
+                    f"the request's headers are larger than {self.max_bytes} bytes, the limit "
+                    "for this API (MRB_MAX_HEADER_BYTES)",
+                )
+                response.headers["Connection"] = "close"
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+class BodyReadTimeout:
+    """HTTP 408 for a request body still arriving `seconds` after the request began.
+
+    The deadline is for the whole body, not each read: a client that trickles a byte at
+    a time (slowloris) is cut off as surely as one that stops. The app sees a client that
+    went away; the connection is closed.
+    """
+
+    def __init__(self, app: ASGIApp, seconds: float) -> None:
+        self.app = app
+        self.seconds = seconds
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        deadline = asyncio.get_running_loop().time() + self.seconds
+        complete = False
+        started = False
+        timed_out = False
+
+        async def timed_receive() -> Message:
+            nonlocal complete, timed_out
+            if timed_out:
+                return {"type": "http.disconnect"}
+            if complete:  # the body is in: what follows is waiting for a disconnect
+                return await receive()
+            left = deadline - asyncio.get_running_loop().time()
+            try:
+                async with asyncio.timeout(max(left, 0)):
+                    message = await receive()
+            except TimeoutError:
+                timed_out = True
+                if not started:
+                    await self._refuse(scope, send)
+                return {"type": "http.disconnect"}
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                complete = True
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal started
+            if timed_out:
+                return
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        await self.app(scope, timed_receive, guarded_send)
+
+    async def _refuse(self, scope: Scope, send: Send) -> None:
+        response = problem(
+            408,
+            "Request Timeout",
+            f"the request body did not arrive within {self.seconds:g} seconds "
+            "(MRB_BODY_READ_TIMEOUT); send it again at once",
+        )
+        response.headers["Connection"] = "close"
+
+        async def nothing() -> Message:
+            return {"type": "http.disconnect"}
+
+        await response(scope, nothing, send)
 
 
 class NoStore:

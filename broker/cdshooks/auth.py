@@ -10,8 +10,10 @@ mrb accepts it when:
   fetches a key from a URL it was not given by an administrator);
 - the signature verifies with the JWK named by `kid` in the client's JWK Set (from its
   registered URL, cached, re-read once when a new `kid` appears, or given inline);
-- `aud` is the URL being called, `exp` is in the future and at most an hour away, `iat`
-  is present and not in the future, `jti` is present and never seen before.
+- `aud` is the URL of the service called as mrb publishes it (MRB_PUBLIC_BASE_URL +
+  `cds-services/{id}`, never built from the request's Host header), `exp` is in the
+  future and at most an hour away, `iat` is present and not in the future, `jti` is
+  present and never seen before.
 
 Every refusal is a ClientRejected whose message is for the log only: the caller gets a
 plain 401 (the spec's best practices: do not tell an attacker what was wrong).
@@ -44,6 +46,7 @@ class RegisteredClient:
     hospital: str
     jwks_url: str | None = None
     jwks: dict[str, Any] | None = None
+    fhir_servers: tuple[str, ...] = ()  # the only fhirServer bases mrb may read from
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,7 @@ class AuthenticatedClient:
     expires_at: datetime
     subject: str | None = None  # not defined by 2.0; kept for logs when an EHR sends it
     tenant: str | None = None
+    fhir_servers: tuple[str, ...] = ()  # the client's registered FHIR server bases
 
 
 class ClientRegistry(Protocol):
@@ -167,6 +171,7 @@ async def authenticate(
         expires_at=expires_at,
         subject=sub if isinstance(sub, str) else None,
         tenant=tenant if isinstance(tenant, str) else None,
+        fhir_servers=client.fhir_servers,
     )
 
 

@@ -31,6 +31,13 @@ def add(
     jwks_file: Annotated[
         Path | None, typer.Option(help="A JWK Set file of public keys given out of band.")
     ] = None,
+    fhir_server: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A FHIR server base URL (https) the EHR may name as fhirServer; mrb sends "
+            "the EHR's access token there only. Repeat for more; none: prefetch only."
+        ),
+    ] = None,
     by: Annotated[str, typer.Option(help="Who registers it (recorded).")] = "cli",
 ) -> None:
     """Register (or update) an EHR allowed to call the CDS Services for its hospital."""
@@ -43,11 +50,49 @@ def add(
 
     async def work(c: Container) -> None:
         async with c.sessions() as s, s.begin():
-            await store.register_client(s, issuer, hospital, jwks_url, jwks, by=by)
+            await store.register_client(
+                s,
+                issuer,
+                hospital,
+                jwks_url,
+                jwks,
+                fhir_servers=fhir_server or (),
+                allow_http_loopback=c.settings.cds_allow_http_loopback,
+                by=by,
+            )
 
     with_container(work)
     source = jwks_url or f"{jwks_file} (inline)"
-    console.print(f"CDS client {issuer} registered for {hospital}; keys from {source}")
+    servers = ", ".join(fhir_server or ()) or "none (the EHR must prefetch the Patient)"
+    console.print(
+        f"CDS client {issuer} registered for {hospital}; keys from {source}; "
+        f"FHIR servers: {servers}"
+    )
+
+
+@app.command("fhir-servers")
+def fhir_servers(
+    issuer: Annotated[str, typer.Option(help="The EHR's JWT issuer.")],
+    fhir_server: Annotated[
+        list[str] | None,
+        typer.Option(help="A FHIR server base URL (https); repeat; none: prefetch only."),
+    ] = None,
+) -> None:
+    """Replace the FHIR servers an EHR may name as fhirServer."""
+
+    async def work(c: Container) -> bool:
+        async with c.sessions() as s, s.begin():
+            return await store.set_fhir_servers(
+                s,
+                issuer,
+                fhir_server or (),
+                allow_http_loopback=c.settings.cds_allow_http_loopback,
+            )
+
+    if not with_container(work):
+        console.print(f"no CDS client {issuer}")
+        raise typer.Exit(1)
+    console.print(f"CDS client {issuer}: FHIR servers {', '.join(fhir_server or ()) or 'none'}")
 
 
 @app.command("list")
@@ -59,11 +104,12 @@ def list_() -> None:
             return await store.list_clients(s)
 
     rows = with_container(work)
-    table = Table("issuer", "hospital", "keys", "added", "revoked")
+    table = Table("issuer", "hospital", "keys", "FHIR servers", "added", "revoked")
     for r in rows:
         keys = r.jwks_url or f"{r.keys} inline key(s)"
         revoked = r.revoked_at.date().isoformat() if r.revoked_at else ""
-        table.add_row(r.issuer, r.hospital, keys, r.added_at.date().isoformat(), revoked)
+        servers = "\n".join(r.fhir_servers) or "-"
+        table.add_row(r.issuer, r.hospital, keys, servers, r.added_at.date().isoformat(), revoked)
     console.print(table)
 
 

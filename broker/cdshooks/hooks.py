@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 from sqlalchemy import select
@@ -46,6 +47,7 @@ from broker.cdshooks.orders import (
     selected,
 )
 from broker.cdshooks.patients import (
+    FhirServerNotAllowed,
     PatientSource,
     PatientUnavailable,
     identifiers,
@@ -69,6 +71,7 @@ from broker.services.audit import record_read
 from broker.services.checks import CheckAnswer, CheckRequest, run_check
 from broker.services.errors import ServiceError
 from broker.services.outcomes import OutcomeRequest, record_outcomes
+from broker.services.rate_limits import admit, refuse_deferred
 from broker.storage import hospitals
 from broker.storage.lookup import person_items
 from broker.storage.people import People
@@ -79,6 +82,7 @@ from broker.storage.tables import recognition_check, result
 REUSE_WITHIN = timedelta(hours=12)
 NO_CARDS: dict[str, Any] = {"cards": []}
 NOT_DOCTORS = ("Patient", "RelatedPerson")  # patient-portal users get no recognition advice
+MAX_IDENTIFIERS = 4  # identifiers of one Patient tried (one per system), in the order given
 
 
 @dataclass(frozen=True)
@@ -119,11 +123,48 @@ async def answer(
             422, "Invalid context", "context.userId is required (e.g. Practitioner/1)"
         )
     if user_id.split("/", 1)[0] in NOT_DOCTORS:
+        refuse_deferred()
         return dict(NO_CARDS)
     actor = Actor(user_id.strip()[:200], Role.DOCTOR, caller.client.hospital)
+    admission = _Admission(container, actor)
     if service.hook == PATIENT_VIEW:
-        return await _patient_view(container, request, patient_id, actor, caller, transport)
-    return await _orders(container, service, request, patient_id, actor, caller, transport)
+        cards = await _patient_view(
+            container, request, patient_id, actor, caller, transport, admission
+        )
+    else:
+        cards = await _orders(
+            container, service, request, patient_id, actor, caller, transport, admission
+        )
+    await admission.nobody()  # a call that looked nobody up counts as a request
+    return cards
+
+
+class _Admission:
+    """The rate limits of one hook call, counted once (broker/services/rate_limits.py):
+    the request limit of the doctor in context.userId, the request limits the API edge
+    deferred, and the distinct patients the doctor looks up. Urgent draft orders make
+    the call an emergency, never refused: audited as break-glass."""
+
+    def __init__(self, container: Container, actor: Actor) -> None:
+        self._container = container
+        self._actor = actor
+        self._done = False
+
+    async def patients(self, pseudonyms: Sequence[str], *, emergency: bool) -> None:
+        self._done = True
+        await admit(
+            self._container.rate_limiter(),
+            self._container.sessions,
+            self._actor,
+            patients=pseudonyms,
+            emergency=emergency,
+            channel="cds-hooks",
+            per_person_requests=True,
+        )
+
+    async def nobody(self) -> None:
+        if not self._done:
+            await self.patients((), emergency=False)
 
 
 async def record_feedback(
@@ -193,6 +234,7 @@ async def _orders(
     actor: Actor,
     caller: Caller,
     transport: httpx.AsyncBaseTransport | None,
+    admission: _Admission,
 ) -> dict[str, Any]:
     context = request.context
     try:
@@ -212,7 +254,10 @@ async def _orders(
     resolved = [r for d in drafts if (r := resolve(d, catalog, hospital)) is not None]
     if not resolved:  # nothing mrb knows how to recognise: do not even look the patient up
         return dict(NO_CARDS)
-    found = await _identify(container, request, patient_id, hospital, transport)
+    urgent = any(r.draft.urgent for r in resolved)
+    found = await _identify(
+        container, request, patient_id, actor, caller, transport, admission, emergency=urgent
+    )
     if found is None:
         return dict(NO_CARDS)
     ident, _person, birth_date = found
@@ -406,14 +451,40 @@ async def _identify(
     container: Container,
     request: HookRequest,
     patient_id: str,
-    hospital: str,
+    actor: Actor,
+    caller: Caller,
     transport: httpx.AsyncBaseTransport | None,
+    admission: _Admission,
+    *,
+    emergency: bool,
 ) -> tuple[PatientIdentifier, str, date | None] | None:
     """The identifier mrb knows the patient by, the person and the EHR's birth date (for
-    age-banded items); None: not known."""
-    source = PatientSource(request.prefetch, request.fhirServer, request.fhirAuthorization)
+    age-banded items); None: not known.
+
+    The Patient is the prefetched one, else read from `fhirServer` only when that is a
+    server registered for the client. The patient counts against the doctor's
+    distinct-patient limit (by its first identifier) before mrb says whether it knows
+    them; at most one identifier per system is tried, so one Patient padded with many
+    resident IDs cannot probe many people.
+    """
+    hospital = caller.client.hospital
+    source = PatientSource(
+        request.prefetch,
+        request.fhirServer,
+        request.fhirAuthorization,
+        caller.client.fhir_servers,
+        container.settings.cds_allow_http_loopback,
+    )
     try:
         patient = await patient_resource(source, patient_id, transport=transport)
+    except FhirServerNotAllowed as exc:
+        await _audit_refused_server(container, actor, caller, request.fhirServer or "")
+        raise ServiceError(
+            412,
+            "Patient data unavailable",
+            f"{exc}: prefetch 'patient' (Patient/{{{{context.patientId}}}}) or name a "
+            "registered fhirServer",
+        ) from None
     except PatientUnavailable as exc:
         raise ServiceError(
             412,
@@ -423,19 +494,47 @@ async def _identify(
         ) from None
     if patient is None:
         return None
+    idents: list[PatientIdentifier] = []
+    for system, value in identifiers(patient, patient_id):
+        try:
+            ident = normalise(system, value, hospital=hospital)
+        except InvalidIdentifier:
+            continue
+        if ident is None or any(i.system == ident.system for i in idents):
+            continue  # one identifier per system: a person has one resident ID
+        idents.append(ident)
+        if len(idents) == MAX_IDENTIFIERS:
+            break
+    # One patient, counted by its first identifier (the resident ID when there is one).
+    counted = [container.pseudonyms.of(idents[0])] if idents else []
+    await admission.patients(counted, emergency=emergency)
     async with container.sessions() as s:
         people = People(s, container.pseudonyms)
-        for system, value in identifiers(patient, patient_id):
-            try:
-                ident = normalise(system, value, hospital=hospital)
-            except InvalidIdentifier:
-                continue
-            if ident is None:
-                continue
+        for ident in idents:
             person = await people.find(ident)
             if person is not None:
                 return ident, person, _birth_date(patient)
     return None
+
+
+async def _audit_refused_server(
+    container: Container, actor: Actor, caller: Caller, fhir_server: str
+) -> None:
+    """A fhirServer not registered for the client: nothing was sent; record who asked."""
+    try:
+        host = urlsplit(fhir_server).hostname
+    except ValueError:
+        host = None
+    async with container.sessions() as s, s.begin():
+        await record_read(
+            s,
+            actor,
+            action="cds-fhir-server-refused",
+            purpose="cds-hooks",
+            patient_pseudonym=None,
+            person_id=None,
+            detail={"client": caller.client.issuer, "fhir_server_host": (host or "")[:200]},
+        )
 
 
 def _birth_date(patient: dict[str, Any]) -> date | None:
@@ -457,9 +556,12 @@ async def _patient_view(
     actor: Actor,
     caller: Caller,
     transport: httpx.AsyncBaseTransport | None,
+    admission: _Admission,
 ) -> dict[str, Any]:
     hospital = caller.client.hospital
-    found = await _identify(container, request, patient_id, hospital, transport)
+    found = await _identify(
+        container, request, patient_id, actor, caller, transport, admission, emergency=False
+    )
     if found is None:
         return dict(NO_CARDS)
     ident, person, _birth = found

@@ -14,6 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from broker.cdshooks.auth import RegisteredClient
+from broker.cdshooks.patients import fhir_base
 from broker.storage.cds_tables import cds_card, cds_client, cds_draft_order, cds_jti
 from broker.storage.tables import hospital, recognition_outcome
 
@@ -37,6 +38,7 @@ class ClientRow:
     added_by: str
     added_at: datetime
     revoked_at: datetime | None
+    fhir_servers: tuple[str, ...] = ()
 
 
 async def register_client(
@@ -46,14 +48,19 @@ async def register_client(
     jwks_url: str | None = None,
     jwks: dict[str, Any] | str | None = None,
     *,
+    fhir_servers: Sequence[str] = (),
+    allow_http_loopback: bool = False,
     by: str = "admin",
     now: datetime | None = None,
 ) -> None:
-    """Allow an EHR to call the CDS Services: its JWT issuer, hospital and public keys.
+    """Allow an EHR to call the CDS Services: its JWT issuer, hospital and public keys,
+    and the FHIR servers mrb may read the Patient from with the EHR's token.
 
     Exactly one of `jwks_url` (https; http only for localhost) or `jwks` (a JWK Set of
-    public keys, each with a `kid`) is given. Registering an issuer again replaces it
-    (key rotation, a new URL) and un-revokes it.
+    public keys, each with a `kid`) is given. `fhir_servers` are base URLs (https; http
+    for localhost only with `allow_http_loopback`); none: the EHR must prefetch the
+    Patient. Registering an issuer again replaces it (key rotation, a new URL, its
+    servers) and un-revokes it.
     """
     issuer = issuer.strip()
     if not issuer or len(issuer) > 300:
@@ -63,6 +70,7 @@ async def register_client(
     if jwks_url is not None:
         _check_url(jwks_url)
     keys = _check_jwks(jwks) if jwks is not None else None
+    servers = _check_servers(fhir_servers, allow_http_loopback)
     known = await session.scalar(select(hospital.c.id).where(hospital.c.id == hospital_id))
     if known is None:
         raise ClientRegistrationError(f"hospital {hospital_id!r} is not registered")
@@ -70,6 +78,7 @@ async def register_client(
         "hospital_id": hospital_id,
         "jwks_url": jwks_url,
         "jwks": keys,
+        "fhir_servers": servers,
         "added_by": by,
         "added_at": now or datetime.now(UTC),
         "revoked_at": None,
@@ -79,6 +88,22 @@ async def register_client(
     )
     if getattr(done, "rowcount", 0) == 0:
         await session.execute(cds_client.insert().values(issuer=issuer, **values))
+
+
+async def set_fhir_servers(
+    session: AsyncSession,
+    issuer: str,
+    fhir_servers: Sequence[str],
+    *,
+    allow_http_loopback: bool = False,
+) -> bool:
+    """Replace the FHIR servers of a registered client (none: prefetch only); False when
+    there is no such client."""
+    servers = _check_servers(fhir_servers, allow_http_loopback)
+    done = await session.execute(
+        update(cds_client).where(cds_client.c.issuer == issuer).values(fhir_servers=servers)
+    )
+    return bool(getattr(done, "rowcount", 0))
 
 
 async def revoke_client(session: AsyncSession, issuer: str, *, now: datetime | None = None) -> bool:
@@ -101,6 +126,7 @@ async def list_clients(session: AsyncSession) -> list[ClientRow]:
             r.added_by,
             r.added_at,
             r.revoked_at,
+            tuple(r.fhir_servers or ()),
         )
         for r in rows
     ]
@@ -121,7 +147,9 @@ class DbClientRegistry:
             ).first()
         if row is None:
             return None
-        return RegisteredClient(row.issuer, row.hospital_id, row.jwks_url, row.jwks)
+        return RegisteredClient(
+            row.issuer, row.hospital_id, row.jwks_url, row.jwks, tuple(row.fhir_servers or ())
+        )
 
 
 class DbReplayGuard:
@@ -150,6 +178,20 @@ def _check_url(url: str) -> None:
         raise ClientRegistrationError("the JWKS URL must be https (http only for localhost)")
     if not parts.hostname or len(url) > 1000:
         raise ClientRegistrationError("the JWKS URL must be an absolute URL of <= 1000 chars")
+
+
+def _check_servers(servers: Sequence[str], allow_http_loopback: bool) -> list[str]:
+    out: list[str] = []
+    for url in servers:
+        try:
+            base = fhir_base(url, allow_http_loopback=allow_http_loopback)
+        except ValueError as exc:
+            raise ClientRegistrationError(str(exc)) from None
+        if base not in out:
+            out.append(base)
+    if len(out) > 20:
+        raise ClientRegistrationError("at most 20 FHIR servers per CDS client")
+    return out
 
 
 def _check_jwks(jwks: dict[str, Any] | str) -> dict[str, Any]:

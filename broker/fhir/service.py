@@ -25,6 +25,7 @@ from broker.fhir.params import PARAMS, WITHDRAWN, Search, parse_search
 from broker.fhir.resources import ResultView, instant, merge_patients
 from broker.security.keys import MissingKey, load_key
 from broker.services.audit import record_read
+from broker.services.rate_limits import RateLimited, admit
 from broker.storage.fhir_tables import fhir_resource
 from broker.storage.people import People
 from broker.storage.tables import person, result
@@ -187,6 +188,8 @@ class FhirService:
             offset, strict = page.offset, False
         search = parse_search(resource_type, pairs, strict=strict, zone=self._zone, now=now)
         patient = await self._resolve(search, caller.actor)
+        if not cursors:  # a paging link goes on with a patient already counted
+            await self._admit(caller, search, patient)
         entries: list[BundleEntry] = []
         total = 0
         if patient.person_id is not None:
@@ -308,6 +311,24 @@ class FhirService:
         if row is None:
             return _Patient(None, None)
         return _Patient(str(row.merged_into or row.id), None)
+
+    async def _admit(self, caller: Caller, search: Search, patient: _Patient) -> None:
+        """The distinct-patient rate limit: the pseudonym of the identifier searched, or
+        the person id asked for (429 "throttled" over the limit)."""
+        key = patient.pseudonym
+        if key is None and search.patient.person_id:
+            key = f"person:{search.patient.person_id}"
+        try:
+            await admit(
+                self._c.rate_limiter(),
+                self._c.sessions,
+                caller.actor,
+                patients=[key] if key else [],
+                emergency=False,
+                channel="fhir",
+            )
+        except RateLimited as exc:
+            raise FhirError(429, "throttled", exc.detail) from None
 
     def _links(
         self,

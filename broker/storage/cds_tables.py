@@ -21,7 +21,8 @@ from sqlalchemy import (
 from broker.storage.tables import UTCDateTime, metadata
 
 # An EHR (CDS Client) allowed to call the services: the JWT issuer, the hospital it
-# orders for, and where its public keys are (a JWKS URL, or a JWK Set given out of band).
+# orders for, where its public keys are (a JWKS URL, or a JWK Set given out of band), and
+# the FHIR servers it may ask mrb to read the Patient from.
 cds_client = Table(
     "cds_client",
     metadata,
@@ -29,6 +30,9 @@ cds_client = Table(
     Column("hospital_id", String(32), ForeignKey("hospital.id"), nullable=False, index=True),
     Column("jwks_url", String(1000), nullable=True),
     Column("jwks", JSON, nullable=True),  # {"keys": [...]} public keys only
+    # The FHIR server base URLs (https) this EHR may name as fhirServer: mrb sends the
+    # EHR's access token to these only. NULL or []: none (the Patient must be prefetched).
+    Column("fhir_servers", JSON, nullable=True),
     Column("added_by", String(200), nullable=False),
     Column("added_at", UTCDateTime, nullable=False),
     Column("revoked_at", UTCDateTime, nullable=True),

@@ -421,4 +421,4 @@ unmapped_code = Table(
 
 
 # Tables kept in their own modules join the same metadata (Alembic compares them all).
-from broker.storage import cds_tables, fhir_tables  # noqa: E402, F401
+from broker.storage import cds_tables, fhir_tables, rate_limit_tables  # noqa: E402, F401

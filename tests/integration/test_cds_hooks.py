@@ -30,6 +30,7 @@ from broker.bootstrap import Container
 from broker.cdshooks import store
 from broker.cdshooks.cards import DECLINE_REASON_SYSTEM, SUGGESTION_LABEL
 from broker.domain.registry import Certification, CertifyingBody
+from broker.settings import Settings
 from broker.storage import cds_tables, hospitals
 from broker.storage.database import create_engine
 from broker.storage.tables import (
@@ -243,6 +244,15 @@ async def index(c: Container, value: bytes, hospital: str = "H001") -> None:
     assert p.outcome.value == "indexed", p.detail
 
 
+EHR_FHIR = "https://his.h002.example.cn/fhir"
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """mrb as the EHR reaches it: the audience its JWTs name and where cards link."""
+    return settings.model_copy(update={"public_base_url": f"{BASE}/"})
+
+
 @pytest.fixture
 async def ehr(container: Container) -> AsyncIterator[Ehr]:
     """H001 holds patient A's blood count (18 May) and chest CT (10 May); H002's HIS asks."""
@@ -251,7 +261,9 @@ async def ehr(container: Container) -> AsyncIterator[Ehr]:
     await index(container, f.lab_bundle())
     await index(container, f.imaging_bundle())
     async with container.sessions() as s, s.begin():
-        await store.register_client(s, ISS, "H002", jwks={"keys": [public_jwk(EC_KEY, "his-1")]})
+        await store.register_client(
+            s, ISS, "H002", jwks={"keys": [public_jwk(EC_KEY, "his-1")]}, fhir_servers=[EHR_FHIR]
+        )
         await store.register_client(
             s, OTHER_ISS, "H002", jwks={"keys": [public_jwk(RSA_KEY, "ris-1")]}
         )
@@ -566,6 +578,80 @@ async def test_412_when_the_patient_can_be_neither_prefetched_nor_read(ehr: Ehr)
     refused = dict(no_server, fhirServer="https://his.h002.example.cn/fhir")  # no token: 401
     assert (await ehr.call(SIGN, refused)).status_code == 412
     assert await ehr.count(recognition_check) == 0
+
+
+async def test_a_fhir_server_not_registered_for_the_client_is_never_contacted(ehr: Ehr) -> None:
+    authorization = {"access_token": "ehr-access-token", "token_type": "Bearer"}
+    for elsewhere in (
+        "https://attacker.example/fhir",  # another host
+        "https://his.h002.example.cn.attacker.example/fhir",
+        "https://his.h002.example.cn:8443/fhir",  # another port
+        "http://his.h002.example.cn/fhir",  # not https
+        "https://his.h002.example.cn/other",  # another path on the host
+        "https://user@his.h002.example.cn/fhir",
+    ):
+        body = hook_request(
+            "order-sign",
+            lab_order("hgb-1"),
+            patient="absent",
+            fhirServer=elsewhere,
+            fhirAuthorization=authorization,
+        )
+        response = await ehr.call(SIGN, body)
+        assert response.status_code == 412, elsewhere
+        assert response.json()["title"] == "Patient data unavailable"
+        assert "ehr-access-token" not in response.text
+    assert ehr.fhir_calls == []  # no request, so the EHR's token went nowhere
+    refused = [r for r in await ehr.rows(audit_event) if r["action"] == "cds-fhir-server-refused"]
+    assert len(refused) == 6 and refused[0]["detail"]["fhir_server_host"] == "attacker.example"
+    assert refused[0]["detail"]["client"] == ISS and refused[0]["actor"] == "PractitionerRole/123"
+    # The registered server, spelled with its default port and a trailing slash, is read.
+    same = hook_request(
+        "order-sign",
+        lab_order("hgb-1"),
+        patient="absent",
+        fhirServer="HTTPS://his.h002.example.cn:443/fhir/",
+        fhirAuthorization=authorization,
+    )
+    assert len(await ehr.cards(SIGN, same)) == 1
+    (call,) = ehr.fhir_calls
+    assert str(call.url) == f"{EHR_FHIR}/Patient/{PATIENT_ID}"
+
+
+async def test_the_audience_is_the_configured_url_whatever_the_host_header(ehr: Ehr) -> None:
+    body = hook_request("order-select", lab_order("hgb-1"))
+    forged = {"Host": "attacker.example"}
+    url = f"/cds-services/{SELECT}"
+    aud_of_forged_host = sign(SELECT, aud=f"http://attacker.example{url}")
+    response = await ehr.http.post(
+        url, json=body, headers={**forged, "Authorization": f"Bearer {aud_of_forged_host}"}
+    )
+    assert response.status_code == 401
+    configured = sign(SELECT)  # aud: http://testserver/cds-services/...
+    response = await ehr.http.post(
+        url, json=body, headers={**forged, "Authorization": f"Bearer {configured}"}
+    )
+    assert response.status_code == 200, response.text
+    (card,) = response.json()["cards"]
+    assert all(link["url"].startswith(f"{BASE}/") for link in card["links"])  # not the Host
+
+
+async def test_an_urgent_order_over_the_patient_limit_passes_as_break_glass(ehr: Ehr) -> None:
+    ehr.container.settings.distinct_patients_per_hour = 1  # before the limiter is built
+    assert len(await ehr.cards(SIGN, hook_request("order-sign", lab_order("hgb-1")))) == 1
+    other = f.patient(national_id=f.PATIENT_B, mrn=None, pid=PATIENT_ID)
+    refused = await ehr.call(SIGN, hook_request("order-sign", lab_order("hgb-2"), patient=other))
+    assert refused.status_code == 429 and int(refused.headers["retry-after"]) > 0
+    assert "MRB_DISTINCT_PATIENTS_PER_HOUR" in refused.json()["detail"]
+    urgent = lab_order("hgb-3") | {"priority": "stat"}
+    passed = await ehr.call(SIGN, hook_request("order-sign", urgent, patient=other))
+    assert passed.status_code == 200, passed.text
+    glass = [r for r in await ehr.rows(audit_event) if r["purpose"] == "break-glass"]
+    assert [(g["actor"], g["hospital_id"], g["detail"]["channel"]) for g in glass] == [
+        ("PractitionerRole/123", "H002", "cds-hooks")
+    ]
+    again = await ehr.cards(SIGN, hook_request("order-sign", lab_order("hgb-1")))
+    assert len(again) == 1  # the patient already looked up stays available
 
 
 async def test_patient_view_says_other_hospitals_hold_results(ehr: Ehr) -> None:

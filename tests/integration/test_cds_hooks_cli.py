@@ -80,3 +80,34 @@ def test_register_list_and_revoke_an_ehr(env: Settings, tmp_path: Path) -> None:
         app, ["add", "--issuer", ISS, "--hospital", "H009", "--jwks-url", "http://ehr/jwks"]
     )
     assert url.exit_code == 2  # https only (http for localhost)
+
+
+def test_an_ehrs_fhir_servers_are_registered_https_only(
+    env: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runner = CliRunner()
+    assert runner.invoke(app, ["list"]).exit_code == 0  # migrates the database
+    add_hospital(env)
+    url = "https://ehr.h009.example.cn/jwks"
+    add = ["add", "--issuer", ISS, "--hospital", "H009", "--jwks-url", url]
+    plain = runner.invoke(app, [*add, "--fhir-server", "http://ehr.h009.example.cn/fhir"])
+    assert plain.exit_code == 2 and "https" in plain.output
+    done = runner.invoke(
+        app, [*add, "--fhir-server", "https://EHR.h009.example.cn:443/fhir/", "--fhir-server",
+              "https://ehr.h009.example.cn/fhir"]
+    )  # fmt: skip
+    assert done.exit_code == 0, done.output
+    (row,) = clients(env)
+    assert row.fhir_servers == ("https://ehr.h009.example.cn/fhir",)  # one server, two spellings
+    loopback = "http://127.0.0.1:8080/fhir"
+    servers = ["fhir-servers", "--issuer", ISS, "--fhir-server", loopback]
+    assert runner.invoke(app, servers).exit_code == 2  # http on loopback: tests and dev only
+    monkeypatch.setenv("MRB_CDS_ALLOW_HTTP_LOOPBACK", "true")
+    assert runner.invoke(app, servers).exit_code == 0
+    (row,) = clients(env)
+    assert row.fhir_servers == (loopback,)
+    monkeypatch.setenv("COLUMNS", "300")  # rich fits tables to the terminal
+    assert "127.0.0.1:8080" in runner.invoke(app, ["list"]).output
+    assert runner.invoke(app, ["fhir-servers", "--issuer", ISS]).exit_code == 0
+    assert clients(env)[0].fhir_servers == ()  # none: the EHR must prefetch the Patient
+    assert runner.invoke(app, ["fhir-servers", "--issuer", "https://nobody/"]).exit_code == 1

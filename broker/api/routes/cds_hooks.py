@@ -15,6 +15,7 @@ import httpx
 from fastapi import APIRouter, Depends, Request
 
 from broker.api.deps import ContainerDep
+from broker.bootstrap import Container
 from broker.cdshooks import hooks
 from broker.cdshooks.auth import AuthenticatedClient, ClientRejected, JwksCache, authenticate
 from broker.cdshooks.models import FeedbackRequest, HookRequest
@@ -44,10 +45,13 @@ def _jwks_cache(request: Request) -> JwksCache:
     return cache
 
 
-def called_url(request: Request) -> str:
-    """The URL the EHR called, as the JWT's `aud` must name it (no query string)."""
-    url = request.url
-    return f"{url.scheme}://{url.netloc}{url.path}"
+def called_url(request: Request, container: Container) -> str:
+    """The URL of the service called as mrb publishes it, which the JWT's `aud` must name:
+    MRB_PUBLIC_BASE_URL + the path, never built from the request's Host header (a forged
+    Host must not choose the audience a token is checked against)."""
+    template = getattr(request.scope.get("route"), "path", "")
+    path = template.format(**request.path_params).lstrip("/")
+    return container.settings.resolved_public_base_url + path
 
 
 async def cds_client(request: Request, container: ContainerDep) -> AuthenticatedClient:
@@ -62,7 +66,7 @@ async def cds_client(request: Request, container: ContainerDep) -> Authenticated
     try:
         return await authenticate(
             token.strip(),
-            audience=called_url(request),
+            audience=called_url(request, container),
             registry=DbClientRegistry(container.sessions),
             replay=DbReplayGuard(container.sessions),
             jwks_cache=_jwks_cache(request),
@@ -84,9 +88,9 @@ def _service(service_id: str) -> ServiceDefinition:
     return service
 
 
-def _caller(request: Request, client: AuthenticatedClient, now: datetime) -> hooks.Caller:
-    base = str(request.base_url)
-    return hooks.Caller(client, base if base.endswith("/") else base + "/", now)
+def _caller(container: Container, client: AuthenticatedClient, now: datetime) -> hooks.Caller:
+    """Card links point at MRB_PUBLIC_BASE_URL, never at the request's Host."""
+    return hooks.Caller(client, container.settings.resolved_public_base_url, now)
 
 
 @router.get("/cds-services")
@@ -99,7 +103,6 @@ async def cds_discovery() -> dict[str, Any]:
 async def cds_service(
     service_id: str,
     body: HookRequest,
-    request: Request,
     container: ContainerDep,
     client: ClientDep,
     now: ClockDep,
@@ -107,7 +110,7 @@ async def cds_service(
 ) -> dict[str, Any]:
     """Cards for one hook call: recognisable prior results for the draft orders."""
     return await hooks.answer(
-        container, _service(service_id), body, _caller(request, client, now), transport=transport
+        container, _service(service_id), body, _caller(container, client, now), transport=transport
     )
 
 
@@ -115,12 +118,11 @@ async def cds_service(
 async def cds_feedback(
     service_id: str,
     body: FeedbackRequest,
-    request: Request,
     container: ContainerDep,
     client: ClientDep,
     now: ClockDep,
 ) -> dict[str, Any]:
     """Accepted or overridden cards -> the doctor's outcome (idempotent)."""
     return await hooks.record_feedback(
-        container, _service(service_id), body, _caller(request, client, now)
+        container, _service(service_id), body, _caller(container, client, now)
     )

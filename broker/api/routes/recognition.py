@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 
 from broker.api.deps import ContainerDep, DoctorDep, get_actor
+from broker.api.limits import admit_check
 from broker.api.schemas import (
     CheckIn,
     CheckOut,
@@ -29,6 +30,9 @@ router = APIRouter(prefix="/api/v1/recognition", tags=["recognition"])
 @router.post("/check", response_model=CheckOut)
 async def check(body: CheckIn, container: ContainerDep, actor: DoctorDep) -> CheckOut:
     """Decide, per ordered item, whether a prior result from any hospital may be recognised."""
+    await admit_check(
+        container, actor, body.patient.system, body.patient.value, emergency=body.emergency
+    )
     request = CheckRequest(
         patient_system=body.patient.system,
         patient_value=body.patient.value,
