@@ -31,7 +31,7 @@ from adapters.dicom.folder import read_folder
 from adapters.dicom.scp import ScpSettings, start_scp
 from adapters.dicom.service import DicomAdapter
 from adapters.dicom.spool import Spool
-from adapters.fhir.poll import Cursor, PollError, poll_reports
+from adapters.fhir.poll import DEFAULT_MAX_PAGES, Cursor, PollError, Search
 from adapters.fhir.source import iter_paths, patient_hint, read_items
 from adapters.hl7v2.app_acks import ApplicationAcks
 from adapters.hl7v2.batch import split_messages
@@ -73,6 +73,10 @@ def fhir(
     interval: Annotated[
         float, typer.Option(help="With --poll: seconds between polls (0: poll once).")
     ] = 0.0,
+    max_pages: Annotated[
+        int,
+        typer.Option(min=1, help="With --poll: at most this many search pages per poll."),
+    ] = DEFAULT_MAX_PAGES,
     validate: Annotated[
         bool, typer.Option(help="Check each message as the broker will, before sending.")
     ] = True,
@@ -86,7 +90,9 @@ def fhir(
 
     PATHS are JSON files (a Bundle or a resource), NDJSON (one per line) or directories.
     --poll reads a hospital FHIR server's DiagnosticReport search by _lastUpdated (the
-    bearer token, if the server needs one, from MRB_FHIR_SOURCE_TOKEN). Messages the
+    bearer token, if the server needs one, from MRB_FHIR_SOURCE_TOKEN), following only
+    `next` links on that same server, at most --max-pages pages per poll; SIGTERM or
+    Ctrl-C ends it after the page being read (exit 0, the cursor kept). Messages the
     broker would refuse are reported here and not sent. Without PATHS or --poll,
     delivers what is still pending. Exit code 1 if anything was refused, rejected or is
     still pending when the timeout ends (it stays in the outbox for the next run).
@@ -95,7 +101,9 @@ def fhir(
     check = _validator(hospital, ZoneInfo(zone)) if validate else None
     if poll:
         signer = _signer(settings, hospital)
-        asyncio.run(_poll_fhir(settings, signer, poll, interval, check, timeout, resend_after))
+        asyncio.run(
+            _poll_fhir(settings, signer, poll, interval, check, timeout, resend_after, max_pages)
+        )
         return
     try:
         items = list(read_items(paths or []))
@@ -133,32 +141,68 @@ async def _poll_fhir(
     check: Validator | None,
     timeout: float,
     resend_after: float,
+    max_pages: int = DEFAULT_MAX_PAGES,
 ) -> None:
+    """Poll until done (interval 0) or stopped: SIGTERM/SIGINT finish the page being read,
+    queue what was read, keep the cursor and return (exit 0)."""
     stop = asyncio.Event()
     install_signal_handlers(stop)
     name = hashlib.sha256(base.encode()).hexdigest()[:12]
     cursor = Cursor(settings.data_dir / f"fhir-poll-{name}.json")
     token = os.environ.get("MRB_FHIR_SOURCE_TOKEN")
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
     outbox = open_outbox(settings)
     try:
-        async with httpx.AsyncClient(headers=headers, timeout=30) as client:
+        async with httpx.AsyncClient(timeout=30, follow_redirects=False) as client:
             while True:
                 since = cursor.read()
+                search = Search(client, base, since, token=token, max_pages=max_pages)
                 values: list[tuple[bytes, str]] = []
-                newest = since
-                async for item in poll_reports(client, base, since):
-                    values.append((item.value, f"{base}/DiagnosticReport/{item.report_id}"))
-                    if item.last_updated and (newest is None or item.last_updated > newest):
-                        newest = item.last_updated
+                newest, in_order = since, True
+                async for page in search.pages():
+                    for item in page:
+                        values.append((item.value, f"{base}/DiagnosticReport/{item.report_id}"))
+                        if item.last_updated:
+                            in_order = in_order and (newest is None or item.last_updated >= newest)
+                            newest = max(newest or item.last_updated, item.last_updated)
+                    if stop.is_set():
+                        break  # the page is in: stop before asking for the next
                 queued, problems = _signed(signer, values, check)(outbox)
-                if newest and newest != since:
-                    cursor.write(newest)  # after the outbox holds them: nothing skipped
+                # After the outbox holds them: nothing skipped. A run cut short moves the
+                # cursor only when the server sent its pages in lastUpdated order.
+                moved = bool(newest and newest != since and (not search.more or in_order))
+                if moved and newest:
+                    cursor.write(newest)
                 console.print(
                     f"polled {base} since {since or 'the beginning'}: {len(values)} report(s), "
                     f"{queued} queued, {problems} refused"
                 )
-                report = await _deliver(outbox, settings, signer.hospital, timeout, resend_after)
+                if search.more and not stop.is_set():
+                    if not moved:
+                        console.print(
+                            f"[red]error:[/red] stopped after {search.pages_read} page(s) "
+                            "(--max-pages) without moving the cursor; raise --max-pages"
+                        )
+                        raise typer.Exit(1)
+                    console.print(
+                        f"[yellow]stopped after {search.pages_read} page(s) (--max-pages); "
+                        f"the next poll goes on from {newest}[/yellow]"
+                    )
+                if stop.is_set():
+                    _stopped(cursor)
+                    return
+                delivery = asyncio.ensure_future(
+                    _deliver(outbox, settings, signer.hospital, timeout, resend_after)
+                )
+                stopping = asyncio.ensure_future(stop.wait())
+                await asyncio.wait({delivery, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                stopping.cancel()
+                if not delivery.done():
+                    delivery.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await delivery
+                    _stopped(cursor)
+                    return
+                report = delivery.result()
                 _report(outbox, report, queued, signer.hospital)
                 if interval <= 0 or stop.is_set():
                     rejected = any(r.outcome == "rejected" for r in report.receipts.values())
@@ -168,12 +212,20 @@ async def _poll_fhir(
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), interval)
                 if stop.is_set():
+                    _stopped(cursor)
                     return
     except (httpx.HTTPError, PollError) as exc:
         console.print(f"[red]error:[/red] polling {base} failed: {exc}")
         raise typer.Exit(1) from None
     finally:
         outbox.close()
+
+
+def _stopped(cursor: Cursor) -> None:
+    console.print(
+        f"stopped: the cursor stays at {cursor.read() or 'the beginning'}; what was read "
+        "is in the outbox and is sent on the next run"
+    )
 
 
 def _signer(settings: Settings, hospital: str) -> Signer:
