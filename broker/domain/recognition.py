@@ -603,6 +603,10 @@ class _Judge:
         imaging = item.kind is ItemKind.IMAGING
         if imaging and p.resource_type != "ImagingStudy":
             return _verdict(p, Decision.NO_PRIOR_RESULT, _report_only(name, p))
+        if p.status == "cancelled" and p.no_value is not None:
+            # An observation the lab could not produce (HL7 OBX-11 X/N -> cancelled with a
+            # dataAbsentReason) was never a result: no value, not a withdrawal.
+            return _verdict(p, Decision.NO_VALUE, _no_value(name, p))
         if p.status in WITHDRAWN_STATUSES or p.result_status in WITHDRAWN_STATUSES:
             return _verdict(p, Decision.WITHDRAWN, _withdrawn(name, p))
         if imaging and reports and all(r.status in WITHDRAWN_STATUSES for r in reports):

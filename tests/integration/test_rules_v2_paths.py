@@ -149,13 +149,14 @@ class TestWarningsFromFhir:
         )  # fmt: skip
 
 
-def hl7(spm_condition: str = "", spm_reject: str = "") -> bytes:
+def hl7(spm_condition: str = "", spm_reject: str = "", obx11: str = "F") -> bytes:
     segments = [
         "MSH|^~\\&|LIS|H001|MRB|MRB|20260518103000+0800||ORU^R01^ORU_R01|M1|P|2.5.1"
         "|||||CHN|UNICODE UTF-8",
         f"PID|1||{f.PATIENT_A}^^^^NNCHN||张^三||19800101|F",
         "OBR|1|PL1^HIS|FL1^LIS|718-7^Hemoglobin^LN|||20260518080000|||||||||||||||20260518100000|||F",
-        "OBX|1|NM|718-7^Hemoglobin^LN||13.2|g/dL|12-16|N|||F|||20260518080000",
+        f"OBX|1|NM|718-7^Hemoglobin^LN||{'' if obx11 in 'XN' else '13.2'}|g/dL|12-16|N|||{obx11}"
+        "|||20260518080000",
         "SPM|1|BC1&HIS^LAB1&LIS||BLD^Whole blood^HL70487|||||||||||||20260518080000|20260518083000"
         f"|||{spm_reject}|||{spm_condition}",
     ]
@@ -174,6 +175,14 @@ class TestNoValueFromHl7:
         await index(certified, hl7(condition, reject))
         (d,) = await decide(certified, HB)
         assert d.decision is Decision.NO_VALUE and said in d.explanation.en
+
+    @pytest.mark.parametrize("obx11", ["X", "N"])
+    async def test_a_result_the_lab_could_not_produce(
+        self, certified: Container, obx11: str
+    ) -> None:
+        await index(certified, hl7(obx11=obx11))
+        (d,) = await decide(certified, HB)
+        assert d.decision is Decision.NO_VALUE and "data absent" in d.explanation.en
 
     async def test_a_good_specimen_is_recognised(self, certified: Container) -> None:
         await index(certified, hl7("ROOM"))
