@@ -18,6 +18,7 @@ from broker.cli import (
     catalog_cmd,
     dlq_cmd,
     hospital_cmd,
+    keys_rotation,
     mapping_cmd,
     report_cmd,
     token_cmd,
@@ -46,6 +47,9 @@ keys_app = typer.Typer(help="Key material in MRB_DATA_DIR/keys.", no_args_is_hel
 app.add_typer(db_app, name="db")
 app.add_typer(hospital_cmd.app, name="hospital")
 app.add_typer(keys_app, name="keys")
+keys_app.command("rotate")(keys_rotation.rotate)
+keys_app.command("reencrypt")(keys_rotation.reencrypt)
+keys_app.command("usage")(keys_rotation.usage)
 app.add_typer(adapter_cmd.app, name="adapter")
 app.add_typer(dlq_cmd.app, name="dlq")
 app.add_typer(token_cmd.app, name="token")

@@ -1,0 +1,202 @@
+"""Re-sealing stored ciphertext under the active payload key after `mrb keys rotate`.
+
+Works in small transactions over every table that holds data sealed with the payload
+cipher: payloads (the messages as received), sealed birth dates, the identifier a check
+was made with, and the sealed clinical text and business identifiers of the index. Each
+row is opened with the key it names and sealed again with the active key, so access is
+never lost: a row is readable before, during and after, and an interrupted run resumes.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import Table, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from broker.security.payload_cipher import PayloadCipher, Sealed
+from broker.security.sealed_fields import open_json, parse, seal_json
+from broker.storage.people import birth_date_context
+from broker.storage.tables import (
+    payload,
+    person_birth_date,
+    recognition_check,
+    result,
+    result_item,
+)
+
+BATCH = 200
+
+
+async def reseal_all(
+    sessions: async_sessionmaker[AsyncSession],
+    cipher: PayloadCipher,
+    *,
+    progress: Callable[[str, int], None] | None = None,
+) -> Counter[str]:
+    """Re-seal every row not under the active key; returns rows changed per table."""
+    done: Counter[str] = Counter()
+    steps: list[tuple[str, Callable[[AsyncSession, PayloadCipher], Any]]] = [
+        ("payload", _payloads),
+        ("person_birth_date", _birth_dates),
+        ("recognition_check", _checks),
+        ("result", _results),
+        ("result_item", _items),
+    ]
+    for name, step in steps:
+        while True:
+            async with sessions() as s, s.begin():
+                n = await step(s, cipher)
+            done[name] += n
+            if progress is not None and n:
+                progress(name, done[name])
+            if n < BATCH:
+                break
+    return done
+
+
+async def keys_in_use(sessions: async_sessionmaker[AsyncSession]) -> Counter[str]:
+    """How many stored rows each payload key id still seals (to know when one can go)."""
+    used: Counter[str] = Counter()
+    async with sessions() as s:
+        for table, column in ((payload, "key_id"), (person_birth_date, "key_id")):
+            rows = await s.execute(select(table.c[column]))
+            used.update(r[0] for r in rows)
+        checks = await s.execute(
+            select(recognition_check.c.patient_key_id).where(
+                recognition_check.c.patient_key_id.is_not(None)
+            )
+        )
+        used.update(r[0] for r in checks)
+        for table, columns in (
+            (result, ("clinical", "business_id_sealed")),
+            (result_item, ("clinical",)),
+        ):
+            for column in columns:
+                blobs = await s.execute(select(table.c[column]).where(table.c[column].is_not(None)))
+                used.update(parse(b[0]).key_id for b in blobs)
+    return used
+
+
+async def _payloads(s: AsyncSession, cipher: PayloadCipher) -> int:
+    rows = (
+        await s.execute(
+            select(payload).where(payload.c.key_id != cipher.active_key_id).limit(BATCH)
+        )
+    ).all()
+    for r in rows:
+        aad = r.message_id.encode()
+        plain = cipher.open(Sealed(r.key_id, r.algorithm, r.nonce, r.ciphertext), associated=aad)
+        new = cipher.seal(plain, associated=aad)
+        await s.execute(
+            update(payload)
+            .where(payload.c.id == r.id)
+            .values(
+                key_id=new.key_id,
+                algorithm=new.algorithm,
+                nonce=new.nonce,
+                ciphertext=new.ciphertext,
+            )
+        )
+    return len(rows)
+
+
+async def _birth_dates(s: AsyncSession, cipher: PayloadCipher) -> int:
+    t = person_birth_date
+    rows = (await s.execute(select(t).where(t.c.key_id != cipher.active_key_id).limit(BATCH))).all()
+    for r in rows:
+        aad = birth_date_context(r.person_id, r.hospital_id)
+        plain = cipher.open(Sealed(r.key_id, r.algorithm, r.nonce, r.ciphertext), associated=aad)
+        new = cipher.seal(plain, associated=aad)
+        await s.execute(
+            update(t)
+            .where((t.c.person_id == r.person_id) & (t.c.hospital_id == r.hospital_id))
+            .values(
+                key_id=new.key_id,
+                algorithm=new.algorithm,
+                nonce=new.nonce,
+                ciphertext=new.ciphertext,
+            )
+        )
+    return len(rows)
+
+
+async def _checks(s: AsyncSession, cipher: PayloadCipher) -> int:
+    t = recognition_check
+    rows = (
+        await s.execute(
+            select(t.c.id, t.c.patient_sealed, t.c.patient_nonce, t.c.patient_key_id)
+            .where(t.c.patient_key_id.is_not(None) & (t.c.patient_key_id != cipher.active_key_id))
+            .limit(BATCH)
+        )
+    ).all()
+    for r in rows:
+        aad = r.id.encode()
+        sealed = Sealed(r.patient_key_id, "A256GCM", r.patient_nonce, r.patient_sealed)
+        new = cipher.seal(cipher.open(sealed, associated=aad), associated=aad)
+        await s.execute(
+            update(t)
+            .where(t.c.id == r.id)
+            .values(
+                patient_sealed=new.ciphertext, patient_nonce=new.nonce, patient_key_id=new.key_id
+            )
+        )
+    return len(rows)
+
+
+async def _reseal_envelopes(
+    s: AsyncSession,
+    cipher: PayloadCipher,
+    table: Table,
+    columns: dict[str, Callable[[Any], str]],
+    key: str,
+) -> int:
+    """Rows of `table` whose envelopes (in `columns`, each with its context) name another
+    key: the key id lives inside the blob, so rows are scanned in key order."""
+    changed, after = 0, None
+    while changed < BATCH:
+        query = select(table).order_by(table.c[key]).limit(BATCH)
+        if after is not None:
+            query = query.where(table.c[key] > after)
+        rows = (await s.execute(query)).all()
+        if not rows:
+            break
+        for r in rows:
+            values = {}
+            for column, context in columns.items():
+                blob = getattr(r, column)
+                if blob is not None and parse(blob).key_id != cipher.active_key_id:
+                    ctx = context(r)
+                    values[column] = seal_json(
+                        cipher, open_json(cipher, blob, context=ctx), context=ctx
+                    )
+            if values:
+                await s.execute(
+                    update(table).where(table.c[key] == getattr(r, key)).values(**values)
+                )
+                changed += 1
+        after = getattr(rows[-1], key)
+        if len(rows) < BATCH:
+            break
+    return changed
+
+
+async def _results(s: AsyncSession, cipher: PayloadCipher) -> int:
+    return await _reseal_envelopes(
+        s,
+        cipher,
+        result,
+        {
+            "clinical": lambda r: f"result|{r.id}",
+            "business_id_sealed": lambda r: f"business-id|{r.id}",
+        },
+        "id",
+    )
+
+
+async def _items(s: AsyncSession, cipher: PayloadCipher) -> int:
+    return await _reseal_envelopes(
+        s, cipher, result_item, {"clinical": lambda r: f"result-item|{r.result_id}"}, "id"
+    )
