@@ -301,6 +301,7 @@ def _warnings(best: Verdict, exact: Sequence[Verdict]) -> tuple[Warning, ...]:
         for v in exact
         if v is not best
         and v.decision is not Decision.WITHDRAWN
+        and v.status not in WITHDRAWN_STATUSES  # a cancelled, never-produced observation
         and v.effective is not None
         and best.effective is not None
         and v.effective > best.effective

@@ -667,3 +667,15 @@ class TestAgreementData:
         (agreement, *_) = load_policy(schemas).rules.agreements
         assert agreement.items == frozenset()
         assert not agreement.covers("500103", "510502", "LAB-HGB", "lab", "川渝HR", DAY)
+
+
+class TestCancelledObservations:
+    def test_a_newer_observation_the_lab_could_not_produce_is_not_warned_about(self) -> None:
+        prior = [
+            hb("cand", day=DAY - timedelta(days=2)),
+            hb("x", "H005", DAY, status="cancelled", no_value="data-absent:not-performed"),
+        ]
+        d = run(HB, prior)
+        assert d.decision is Decision.RECOGNIZABLE and d.warnings == ()
+        (other,) = d.others
+        assert other.decision is Decision.NO_VALUE
