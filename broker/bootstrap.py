@@ -23,6 +23,7 @@ from broker.services.rules import RulesProvider
 from broker.services.safety import SafetyNotifier
 from broker.settings import Settings
 from broker.storage.audit_chain import (
+    PRIVATE_KEY_FILE,
     PUBLIC_KEY_FILE,
     CheckpointKey,
     PinnedKeys,
@@ -171,20 +172,32 @@ class AuditTrail:
         s = self.settings
         return pinned_keys(s.keys_dir, s.audit_checkpoint_public_key, embedded=s.may_create_keys)
 
-    def sealer_key(self) -> CheckpointKey | None:
-        """This host's sealer key, checked against the pinned key when one is configured."""
+    def sealer_key(self, *, sealer_host: bool = False) -> CheckpointKey | None:
+        """The sealer's private key, if this process is to seal (checked against the pin).
+
+        MRB_AUDIT_SEALER_KEY names it; the embedded set-up makes keys/audit-checkpoint.key;
+        `mrb audit seal` (`sealer_host`) also takes keys/audit-checkpoint.key. A key file
+        merely present elsewhere (say, from `mrb keys init`) does not make a worker seal.
+        """
         s = self.settings
+        if s.audit_sealer_key is not None:
+            path, create = s.audit_sealer_key, False
+        elif s.may_create_keys or sealer_host:
+            path, create = s.keys_dir / PRIVATE_KEY_FILE, s.may_create_keys
+        else:
+            return None
         pinned = None
         if s.audit_checkpoint_public_key or (s.keys_dir / PUBLIC_KEY_FILE).exists():
             pinned = self.pinned_keys()
-        return sealer_key(s.keys_dir, pinned, embedded=s.may_create_keys)
+        return sealer_key(path, pinned, create=create)
 
     def export(self, location: str | None = None) -> CheckpointExport | None:
         target = location or self.settings.resolved_audit_export
         return open_export(target) if target else None
 
-    def sealer(self) -> AuditSealer:
-        key = self.sealer_key()
+    def sealer(self, *, sealer_host: bool = False) -> AuditSealer:
+        """A sealer with its key and export, or an idle one where this process holds no key."""
+        key = self.sealer_key(sealer_host=sealer_host)
         if key is None:
             return AuditSealer.idle(self.sessions)
         return AuditSealer(

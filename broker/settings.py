@@ -92,6 +92,9 @@ class Settings(BaseSettings):
     # outside the database host. Default only in the embedded set-up: data_dir's
     # audit-export.jsonl.
     audit_export: str | None = None
+    # The sealer's private key file, on the sealer host only: workers given it seal too.
+    # Unset, only `mrb audit seal` (keys/audit-checkpoint.key) and the embedded set-up seal.
+    audit_sealer_key: Path | None = None
 
     @field_validator("public_base_url")
     @classmethod

@@ -54,23 +54,26 @@ def _run(work: Callable[[AuditTrail], Awaitable[T]], *, migrate: bool) -> T:
 def key_cmd() -> None:
     """On the sealer host: create the checkpoint signing key if missing; print its public key.
 
-    The private key (keys/audit-checkpoint.key) stays on this host. Pin the printed
-    public key everywhere else: MRB_AUDIT_CHECKPOINT_PUBLIC_KEY, or keys/audit-checkpoint.pub.
+    The private key (MRB_AUDIT_SEALER_KEY, default keys/audit-checkpoint.key) stays on this
+    host. Pin the printed public key everywhere else: MRB_AUDIT_CHECKPOINT_PUBLIC_KEY, or
+    keys/audit-checkpoint.pub.
     """
     settings = Settings()
-    key = CheckpointKey.from_dir(settings.keys_dir, create=True)
-    written = key.write_public(settings.keys_dir)
-    console.print(f"checkpoint key {key.key_id}; public key written to {written}")
+    path = settings.audit_sealer_key or settings.keys_dir / PRIVATE_KEY_FILE
+    key = CheckpointKey.from_file(path, create=True)
+    written = key.write_public(path.with_suffix(".pub"))
+    console.print(f"checkpoint key {key.key_id} in {path}; public key written to {written}")
     console.print("pin it on the API, worker and auditor hosts:")
     console.print(f"  MRB_AUDIT_CHECKPOINT_PUBLIC_KEY={key.public_b64}")
 
 
 def _sealer(trail: AuditTrail) -> AuditSealer:
-    sealer = trail.sealer()
+    sealer = trail.sealer(sealer_host=True)
     if not sealer.active:
+        s = trail.settings
         raise ValueError(
-            f"this host holds no sealer key ({trail.settings.keys_dir / PRIVATE_KEY_FILE}): "
-            "seal on the sealer host, or create the key there with `mrb audit key`"
+            f"this host holds no sealer key ({s.audit_sealer_key or s.keys_dir / PRIVATE_KEY_FILE})"
+            ": seal on the sealer host, or create the key there with `mrb audit key`"
         )
     return sealer
 

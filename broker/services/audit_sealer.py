@@ -1,8 +1,8 @@
 """Seals the audit trail into its hash chain every few seconds and exports each checkpoint.
 
-It runs where the sealer key is: `mrb audit seal --follow`, or a worker given
-keys/audit-checkpoint.key (every `mrb up`/`mrb demo`). A process without that key does
-not seal (`AuditSealer.idle`). Checkpoints are exported after their transaction commits;
+It runs where the sealer key is: `mrb audit seal --follow`, or a worker given the key
+(MRB_AUDIT_SEALER_KEY; every `mrb up`/`mrb demo`). A process without it does not seal
+(`AuditSealer.idle`). Checkpoints are exported after their transaction commits;
 what a crash left unexported is exported first on the next round, and nothing new is
 sealed while the export cannot be written.
 """
@@ -82,8 +82,8 @@ class AuditSealer:
     async def run(self, stop: asyncio.Event) -> None:
         if self._key is None:
             logger.info(
-                "audit sealing is off in this process (no keys/audit-checkpoint.key): the "
-                "sealer host runs `mrb audit seal --follow`"
+                "audit sealing is off in this process (it holds no sealer key): the sealer "
+                "host runs `mrb audit seal --follow`"
             )
             await stop.wait()
             return

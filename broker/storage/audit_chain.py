@@ -125,18 +125,22 @@ class CheckpointKey:
         self.key_id = key_id_of(raw)
 
     @classmethod
-    def from_dir(cls, keys: Path, *, create: bool) -> CheckpointKey:
-        """keys/audit-checkpoint.key; a key created here also gets its .pub beside it."""
-        path = keys / PRIVATE_KEY_FILE
+    def from_file(cls, path: Path, *, create: bool) -> CheckpointKey:
+        """The key at `path`; one created here also gets its public half beside it (.pub)."""
         existed = path.exists()
         key = cls(Ed25519PrivateKey.from_private_bytes(load_key(path, create=create)))
         if not existed:
-            key.write_public(keys)
+            key.write_public(path.with_suffix(".pub"))
         return key
 
-    def write_public(self, keys: Path) -> Path:
-        """Write keys/audit-checkpoint.pub (what other hosts pin), replacing it whole."""
-        path = keys / PUBLIC_KEY_FILE
+    @classmethod
+    def from_dir(cls, keys: Path, *, create: bool) -> CheckpointKey:
+        """keys/audit-checkpoint.key (and keys/audit-checkpoint.pub when created)."""
+        return cls.from_file(keys / PRIVATE_KEY_FILE, create=create)
+
+    def write_public(self, path: Path) -> Path:
+        """Write the public key (base64, what other hosts pin) to `path`, replacing it whole."""
+        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         with os.fdopen(fd, "w") as fh:
@@ -173,7 +177,7 @@ def pinned_keys(keys: Path, configured: str | None, *, embedded: bool) -> Pinned
         return PinnedKeys.parse(public_file.read_text(), source=str(public_file))
     if embedded:
         key = CheckpointKey.from_dir(keys, create=True)
-        key.write_public(keys)
+        key.write_public(public_file)
         return key.pinned
     raise CheckpointKeyError(
         "no checkpoint public key is pinned: set MRB_AUDIT_CHECKPOINT_PUBLIC_KEY to the "
@@ -181,18 +185,18 @@ def pinned_keys(keys: Path, configured: str | None, *, embedded: bool) -> Pinned
     )
 
 
-def sealer_key(keys: Path, pinned: PinnedKeys | None, *, embedded: bool) -> CheckpointKey | None:
-    """The sealer's private key if this host holds one (created only in the embedded set-up).
+def sealer_key(path: Path, pinned: PinnedKeys | None, *, create: bool) -> CheckpointKey | None:
+    """The sealer's private key at `path`, if this host holds it (None if not).
 
     A key that is not among the pinned ones is refused: its checkpoints would not verify.
     """
-    if not (keys / PRIVATE_KEY_FILE).exists() and not embedded:
+    if not path.exists() and not create:
         return None
-    key = CheckpointKey.from_dir(keys, create=True)
+    key = CheckpointKey.from_file(path, create=create)
     if pinned is not None and not pinned.knows(key.key_id):
         raise CheckpointKeyError(
-            f"{keys / PRIVATE_KEY_FILE} is key {key.key_id}, which is not the pinned checkpoint "
-            f"key ({', '.join(pinned.key_ids)}): its checkpoints would not verify"
+            f"{path} is key {key.key_id}, which is not the pinned checkpoint key "
+            f"({', '.join(pinned.key_ids)}): its checkpoints would not verify"
         )
     return key
 

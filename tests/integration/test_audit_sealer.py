@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from broker.bootstrap import AuditTrail, Container
 from broker.domain.actors import Actor, Role
 from broker.domain.audit_chain import Finding
+from broker.security.keys import load_or_create_key
 from broker.services.audit import record_read
 from broker.settings import Settings
 from broker.storage.audit_chain import (
@@ -51,7 +52,14 @@ async def hosts(db: Db, tmp_path: Path) -> AsyncIterator[tuple[AuditTrail, Path]
     sealer_data = tmp_path / "sealer"
     key = CheckpointKey.from_dir(sealer_data / "keys", create=True)
     export = tmp_path / "export" / "audit-checkpoints.jsonl"
-    trail = AuditTrail.build(production(db, sealer_data, audit_export=str(export)))
+    trail = AuditTrail.build(
+        production(
+            db,
+            sealer_data,
+            audit_export=str(export),
+            audit_sealer_key=sealer_data / "keys" / PRIVATE_KEY_FILE,
+        )
+    )
     yield trail, export
     await trail.close()
     assert key.key_id  # the sealer host's key stayed where it was made
@@ -90,7 +98,12 @@ class TestTheSealerHost:
         blocked = tmp_path / "not-a-dir"
         blocked.write_text("")
         trail = AuditTrail.build(
-            production(db, tmp_path / "s", audit_export=str(blocked / "audit.jsonl"))
+            production(
+                db,
+                tmp_path / "s",
+                audit_export=str(blocked / "audit.jsonl"),
+                audit_sealer_key=tmp_path / "s" / "keys" / PRIVATE_KEY_FILE,
+            )
         )
         try:
             await audit(container, 1)
@@ -109,7 +122,9 @@ class TestTheSealerHost:
 
     async def test_it_needs_an_export(self, db: Db, tmp_path: Path) -> None:
         CheckpointKey.from_dir(tmp_path / "keys", create=True)
-        trail = AuditTrail.build(production(db, tmp_path))
+        trail = AuditTrail.build(
+            production(db, tmp_path, audit_sealer_key=tmp_path / "keys" / PRIVATE_KEY_FILE)
+        )
         try:
             with pytest.raises(ValueError, match="MRB_AUDIT_EXPORT"):
                 trail.sealer()
@@ -128,6 +143,7 @@ class TestTheSealerHost:
                 tmp_path,
                 audit_export=str(tmp_path / "e.jsonl"),
                 audit_checkpoint_public_key=other.public_b64,
+                audit_sealer_key=tmp_path / "keys" / PRIVATE_KEY_FILE,
             )
         )
         try:
@@ -141,6 +157,7 @@ class TestTheOtherHosts:
     async def test_a_worker_without_the_key_does_not_seal(self, db: Db, tmp_path: Path) -> None:
         trail = AuditTrail.build(production(db, tmp_path))
         try:
+            assert trail.sealer_key() is None
             sealer = trail.sealer()
             assert not sealer.active
             stop = asyncio.Event()
@@ -150,6 +167,19 @@ class TestTheOtherHosts:
             stop.set()
             await asyncio.wait_for(task, 5)
             assert not (tmp_path / "keys" / PRIVATE_KEY_FILE).exists()
+        finally:
+            await trail.close()
+
+    async def test_a_key_file_merely_present_does_not_make_a_worker_seal(
+        self, db: Db, tmp_path: Path
+    ) -> None:
+        load_or_create_key(tmp_path / "keys" / PRIVATE_KEY_FILE)  # as `mrb keys init` leaves it
+        pin = CheckpointKey(Ed25519PrivateKey.generate()).public_b64
+        trail = AuditTrail.build(production(db, tmp_path, audit_checkpoint_public_key=pin))
+        try:
+            assert not trail.sealer().active
+            with pytest.raises(CheckpointKeyError, match="not the pinned checkpoint key"):
+                trail.sealer(sealer_host=True)  # `mrb audit seal` here would be refused
         finally:
             await trail.close()
 
@@ -169,7 +199,7 @@ class TestTheOtherHosts:
             production(db, tmp_path, audit_checkpoint_public_key=key.public_b64)
         )
         (tmp_path / "f" / "keys").mkdir(parents=True)
-        key.write_public(tmp_path / "f" / "keys")
+        key.write_public(tmp_path / "f" / "keys" / PUBLIC_KEY_FILE)
         by_file = AuditTrail.build(production(db, tmp_path / "f"))
         other = CheckpointKey(Ed25519PrivateKey.generate())
         both = AuditTrail.build(
