@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -104,6 +105,15 @@ SETTING = {
 }
 
 
+async def away_from_a_minute_boundary() -> None:
+    """Request limits count in minute windows weighted across the boundary (limits'
+    sliding-window counter): a test that crosses one may see one request more admitted.
+    Start where the next 15 s stay inside one minute."""
+    second = time.time() % 60
+    if second > 45:
+        await asyncio.sleep(60.5 - second)
+
+
 def assert_429(response: httpx.Response, limit: str) -> None:
     """429 with a problem body naming the limit's setting, and Retry-After."""
     assert response.status_code == 429, response.text
@@ -135,6 +145,7 @@ async def test_sequential_resident_ids_hit_429_at_the_distinct_patient_limit(bui
 
 
 async def test_requests_per_token_are_limited_and_other_tokens_are_not(build: Any) -> None:
+    await away_from_a_minute_boundary()
     api = await build(rate_limit_per_minute=3)
     doctor = await bearer(api.container, subject="dr.busy")
     reasons = "/api/v1/recognition/decline-reasons"
@@ -156,6 +167,7 @@ async def test_requests_per_token_are_limited_and_other_tokens_are_not(build: An
 
 
 async def test_requests_per_address_are_limited_before_authentication(build: Any) -> None:
+    await away_from_a_minute_boundary()
     api = await build(rate_limit_per_address_per_minute=2)
     assert (await api.http.get("/api/v1/admin/hospitals")).status_code == 401
     assert (await api.http.get("/api/v1/admin/hospitals")).status_code == 401
@@ -164,6 +176,7 @@ async def test_requests_per_address_are_limited_before_authentication(build: Any
 
 
 async def test_two_api_processes_on_one_database_share_the_counters(build: Any) -> None:
+    await away_from_a_minute_boundary()
     first = await build(distinct_patients_per_hour=3, rate_limit_per_minute=6)
     second = await build(distinct_patients_per_hour=3, rate_limit_per_minute=6)
     doctor = await bearer(first.container, subject="dr.roaming")
@@ -183,6 +196,7 @@ async def test_two_api_processes_on_one_database_share_the_counters(build: Any) 
 
 
 async def test_an_emergency_over_the_limit_passes_audited_as_break_glass(build: Any) -> None:
+    await away_from_a_minute_boundary()
     api = await build(distinct_patients_per_hour=1, rate_limit_per_minute=3)
     doctor = await bearer(api.container, subject="dr.er")
 
@@ -222,6 +236,7 @@ async def test_an_emergency_over_the_limit_passes_audited_as_break_glass(build: 
 async def test_the_database_window_admits_exactly_the_limit_across_processes(
     settings: Settings,
 ) -> None:
+    await away_from_a_minute_boundary()
     first, second = Container.build(settings), Container.build(settings)
     try:
         limiters = [
@@ -266,6 +281,7 @@ async def test_a_patient_leaves_the_window_after_it_ends(settings: Settings) -> 
 
 @pytest.mark.parametrize("db", ["sqlite"], indirect=True)
 async def test_redis_counters_are_shared_by_two_processes(build: Any) -> None:
+    await away_from_a_minute_boundary()
     limits = {
         "redis_url": SecretStr(REDIS_URL),
         "distinct_patients_per_hour": 2,
