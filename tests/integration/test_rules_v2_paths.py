@@ -340,3 +340,34 @@ class TestImagingReportsFromFhir:
         (d,) = await decide(certified, self.CT_CHEST)
         assert d.decision is Decision.NO_PRIOR_RESULT and d.candidate is None
         assert [o.near_miss for o in d.others] == [True]
+
+
+class TestRegionalListDates:
+    async def test_a_regional_list_applies_from_its_day_in_shanghai(
+        self, certified: Container
+    ) -> None:
+        from broker.domain.catalog import RegionOverride
+
+        rules = certified.rules()
+        shorter = RegionOverride(
+            "5105", validity_days={"LAB-HGB": 1}, version="t", effective_from=date(2026, 5, 20)
+        )
+        catalog = replace(rules.catalog, regions=(*rules.catalog.regions, shorter))
+        certified._rules = replace(rules, catalog=catalog)  # type: ignore[attr-defined]
+        await index(certified, f.lab_bundle())  # collected 2026-05-18 (Shanghai)
+
+        async def at(moment: datetime) -> Decision:
+            answer = await run_check(
+                certified.sessions,
+                certified.pseudonyms,
+                certified.cipher,
+                certified.rules(),
+                CheckRequest(f.NATIONAL, f.PATIENT_A, "H002", moment, (HB,)),
+                DOCTOR,
+            )
+            return answer.items[0].decision.decision
+
+        # 2026-05-19 23:00 in Shanghai: the list is not in force yet (7-day default).
+        assert await at(datetime(2026, 5, 19, 15, 0, tzinfo=UTC)) is Decision.RECOGNIZABLE
+        # 2026-05-20 01:30 in Shanghai (still the 19th in UTC): its 1-day window applies.
+        assert await at(datetime(2026, 5, 19, 17, 30, tzinfo=UTC)) is Decision.EXPIRED
