@@ -13,6 +13,7 @@ class Role(StrEnum):
     DOCTOR = "doctor"
     FINANCE = "finance"
     ADMIN = "admin"
+    AUDIT = "audit"
 
 
 @dataclass(frozen=True)

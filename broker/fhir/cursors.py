@@ -14,6 +14,7 @@ import hmac
 import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from urllib.parse import quote
 
 from broker.domain.actors import Actor
 from broker.fhir.errors import FhirError, forbidden, invalid
@@ -93,6 +94,35 @@ class CursorSigner:
     def _binding(self, actor: Actor) -> str:
         who = "\0".join((actor.role.value, actor.hospital, actor.name)).encode()
         return hmac.new(self._key, b"bind\0" + who, hashlib.sha256).hexdigest()[:32]
+
+
+def page_links(
+    signer: CursorSigner,
+    page: Page,
+    *,
+    total: int,
+    summary_count: bool,
+    actor: Actor,
+    base: str,
+    now: datetime,
+) -> dict[str, str]:
+    """A searchset's links (self, first, previous, next, last) as cursors bound to `actor`."""
+    size = page.count
+
+    def link(at: int) -> str:
+        cursor = signer.issue(Page(page.resource_type, page.params, at, size), actor, now)
+        return f"{base}/{page.resource_type}?_cursor={quote(cursor, safe='.')}"
+
+    links = {"self": link(page.offset)}
+    if size == 0 or summary_count:
+        return links
+    links["first"] = link(0)
+    if page.offset > 0:
+        links["previous"] = link(max(0, page.offset - size))
+    if page.offset + size < total:
+        links["next"] = link(page.offset + size)
+    links["last"] = link(max(0, ((total - 1) // size) * size) if total else 0)
+    return links
 
 
 def _refused(why: str) -> FhirError:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from broker.fhir.balp import BALP
 from broker.fhir.params import INCLUDES, MAX_COUNT, PARAMS, SORTS
 from broker.fhir.resources import instant
 
@@ -100,6 +101,7 @@ def capability_statement(base: str, now: datetime, version: str) -> Resource:
                 }
             ]
         resources.append(entry)
+    resources.append(_audit_event_capability())
     return {
         "resourceType": "CapabilityStatement",
         "id": "mrb",
@@ -142,11 +144,53 @@ def capability_statement(base: str, now: datetime, version: str) -> Resource:
                         "Send `Authorization: Bearer <token>`; only the doctor role reads "
                         "patient data, one named patient at a time. An optional "
                         "`X-Purpose-Of-Use` header (TREAT, ETREAT, CAREMGT, PATRQT; default "
-                        "TREAT) is recorded in the audit trail."
+                        "TREAT) is recorded in the audit trail. Only the audit role reads "
+                        "AuditEvent, and nothing else."
                     ),
                 },
                 "resource": resources,
                 "interaction": [],
+            }
+        ],
+    }
+
+
+def _audit_event_capability() -> Resource:
+    """AuditEvent: the audit trail in IHE BALP's shape (broker.fhir.balp), for auditors."""
+    return {
+        "type": "AuditEvent",
+        "profile": "http://hl7.org/fhir/StructureDefinition/AuditEvent",
+        "supportedProfile": [
+            BALP + name for name in ("PatientRead", "PatientQuery", "Read", "Query")
+        ],
+        "interaction": [
+            {"code": "read", "documentation": "By audit id (the audit role only)."},
+            {
+                "code": "search-type",
+                "documentation": "Every entry the auditor may see, newest first (the audit "
+                "role only); each search and read of the trail is itself audited.",
+            },
+        ],
+        "versioning": "no-version",
+        "readHistory": False,
+        "updateCreate": False,
+        "conditionalCreate": False,
+        "conditionalRead": "not-supported",
+        "conditionalUpdate": False,
+        "conditionalDelete": "not-supported",
+        "searchParam": [
+            {
+                "name": "date",
+                "definition": "http://hl7.org/fhir/SearchParameter/AuditEvent-date",
+                "type": "date",
+                "documentation": "When the entry was recorded; every prefix (ge and le for a "
+                "range); a value without a zone is in the server's zone.",
+            }
+        ],
+        "extension": [
+            {
+                "url": "urn:mrb:fhir:extension:sort-keys",
+                "valueString": "date (prefix - for descending; -date is the default)",
             }
         ],
     }

@@ -257,7 +257,7 @@ def parse_search(
         value = raw.strip()
         if name in _CONTROL:
             if name == "_count":
-                count = _count(value)
+                count = parse_count(value)
             elif name == "_sort":
                 sort, unknown = _sort(resource_type, value)
                 for u in unknown:
@@ -432,7 +432,8 @@ def _how_to_name(rtype: str) -> str:
     return "patient=Patient/<id>, or subject:identifier=system|value"
 
 
-def _count(value: str) -> int:
+def parse_count(value: str) -> int:
+    """`_count`: a whole number, at most MAX_COUNT (more is capped, not refused)."""
     try:
         n = int(value)
     except ValueError:

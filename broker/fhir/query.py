@@ -6,6 +6,7 @@ what the unit tests prove of `matches` holds of the SQL too.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -82,13 +83,18 @@ def conditions(search: Search, person_id: str) -> list[ColumnElement[bool]]:
         where.append(_token_filter(tf))
     for df in search.dates:
         if df.target == "lastUpdated":
-            low, high = _End(result.c.updated_at), _End(result.c.updated_at, point_high=True)
-            guard: ColumnElement[bool] = true()
-        else:
-            low, high = _End(fr.date_low), _End(fr.date_high)
-            guard = fr.date_low.is_not(None)  # no value: never a match, even for `ne`
+            where.append(instant_matches(result.c.updated_at, df.values))
+            continue
+        low, high = _End(fr.date_low), _End(fr.date_high)
+        guard = fr.date_low.is_not(None)  # no value: never a match, even for `ne`
         where.append(and_(guard, or_(*(_date(v, low, high) for v in df.values))))
     return where
+
+
+def instant_matches(column: Any, values: Sequence[DateValue]) -> ColumnElement[bool]:
+    """A date parameter's values (ORed) on an instant column, which stands for [t, t + 1 µs)."""
+    low, high = _End(column), _End(column, point_high=True)
+    return or_(*(_date(v, low, high) for v in values))
 
 
 async def count(session: AsyncSession, search: Search, person_id: str) -> int:

@@ -8,7 +8,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
@@ -18,7 +17,7 @@ from broker.bootstrap import Container
 from broker.domain.actors import Actor, Role
 from broker.domain.identifiers import InvalidIdentifier, normalise
 from broker.fhir import index, query
-from broker.fhir.cursors import CursorSigner, Page
+from broker.fhir.cursors import CursorSigner, Page, page_links
 from broker.fhir.documents import BundleEntry, capability_statement, operation_outcome, searchset
 from broker.fhir.errors import FhirError, forbidden, invalid, not_found
 from broker.fhir.params import PARAMS, WITHDRAWN, Search, parse_search
@@ -342,24 +341,15 @@ class FhirService:
     ) -> dict[str, str]:
         pid = patient.person_id or "-"  # an unknown patient pages through nothing
         who = ("_id", pid) if search.resource_type == "Patient" else ("patient", f"Patient/{pid}")
-        params = (*search.canonical, who)
-        size = search.count
-
-        def link(at: int) -> str:
-            cursor = self._signer.issue(Page(search.resource_type, params, at, size), actor, now)
-            return f"{base}/{search.resource_type}?_cursor={quote(cursor, safe='.')}"
-
-        links = {"self": link(offset)}
-        if size == 0 or search.summary_count:
-            return links
-        last = max(0, ((total - 1) // size) * size) if total else 0
-        links["first"] = link(0)
-        if offset > 0:
-            links["previous"] = link(max(0, offset - size))
-        if offset + size < total:
-            links["next"] = link(offset + size)
-        links["last"] = link(last)
-        return links
+        return page_links(
+            self._signer,
+            Page(search.resource_type, (*search.canonical, who), offset, search.count),
+            total=total,
+            summary_count=search.summary_count,
+            actor=actor,
+            base=base,
+            now=now,
+        )
 
     async def _audit(
         self,

@@ -159,7 +159,13 @@ class TestCapabilityStatement:
         valid(cs)
         assert cs["fhirVersion"] == "4.0.1" and cs["format"] == [FHIR_JSON, "json"]
         rest = {x["type"]: x for x in cs["rest"][0]["resource"]}
-        assert set(rest) == {"Patient", "DiagnosticReport", "Observation", "ImagingStudy"}
+        assert set(rest) == {
+            "Patient",
+            "DiagnosticReport",
+            "Observation",
+            "ImagingStudy",
+            "AuditEvent",  # for the audit role (tests/integration/test_fhir_audit_events.py)
+        }
         for x in rest.values():
             assert [i["code"] for i in x["interaction"]] == ["read", "search-type"]
         params = {t: {p["name"]: p["type"] for p in x["searchParam"]} for t, x in rest.items()}

@@ -18,6 +18,7 @@ from fastapi.routing import APIRoute
 
 from broker.api.deps import get_actor
 from broker.domain.actors import Actor
+from broker.fhir.audit_events import AuditEvents
 from broker.fhir.documents import FHIR_JSON, operation_outcome
 from broker.fhir.errors import FhirError
 from broker.fhir.params import check_prefer
@@ -105,8 +106,20 @@ async def get_caller(request: Request, actor: Annotated[Actor, Depends(get_actor
     return FhirService.caller(actor, request.headers.get("x-purpose-of-use"))
 
 
+async def get_audit_events(request: Request) -> AuditEvents:
+    """One AuditEvents per app (it holds the cursor key), made on the event loop."""
+    events: AuditEvents | None = getattr(request.app.state, "fhir_audit_events", None)
+    if events is None:
+        events = AuditEvents(request.app.state.container)
+        request.app.state.fhir_audit_events = events
+    return events
+
+
 ServiceDep = Annotated[FhirService, Depends(get_service)]
 CallerDep = Annotated[Caller, Depends(get_caller)]
+AuditEventsDep = Annotated[AuditEvents, Depends(get_audit_events)]
+ActorDep = Annotated[Actor, Depends(get_actor)]
+SERVED = (*RESOURCE_TYPES, "AuditEvent")
 
 
 def _base(request: Request) -> str:
@@ -117,6 +130,53 @@ def _base(request: Request) -> str:
 async def metadata(request: Request, service: ServiceDep) -> Response:
     """The CapabilityStatement: exactly what this endpoint supports (no token needed)."""
     return FhirResponse(service.capabilities(_base(request)))
+
+
+@router.get("/AuditEvent", dependencies=[Depends(check_format)])
+async def audit_event_search(request: Request, events: AuditEventsDep, actor: ActorDep) -> Response:
+    """The audit trail as IHE BALP AuditEvents, for the audit role only (`date`, `_count`)."""
+    return FhirResponse(
+        await events.search(
+            actor,
+            request.query_params.multi_items(),
+            strict=check_prefer(request.headers.get("prefer")),
+            base=_base(request),
+        )
+    )
+
+
+@router.post("/AuditEvent/_search", dependencies=[Depends(check_format)])
+async def audit_event_search_by_post(
+    request: Request, events: AuditEventsDep, actor: ActorDep
+) -> Response:
+    """The same search with its parameters in a form body."""
+    return FhirResponse(
+        await events.search(
+            actor,
+            await _form_pairs(request),
+            strict=check_prefer(request.headers.get("prefer")),
+            base=_base(request),
+        )
+    )
+
+
+@router.get("/AuditEvent/{rid}", dependencies=[Depends(check_format)])
+async def audit_event_read(
+    rid: str, request: Request, events: AuditEventsDep, actor: ActorDep
+) -> Response:
+    """One audit entry as an AuditEvent, by its audit id."""
+    return FhirResponse(await events.read(actor, rid, _base(request)))
+
+
+async def _form_pairs(request: Request) -> list[tuple[str, str]]:
+    """The query string's parameters and the form body's (application/x-www-form-urlencoded)."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind not in ("application/x-www-form-urlencoded", ""):
+        raise FhirError(
+            415, "not-supported", "POST _search takes application/x-www-form-urlencoded"
+        )
+    body = (await request.body()).decode("utf-8", errors="replace")
+    return [*request.query_params.multi_items(), *parse_qsl(body, keep_blank_values=True)]
 
 
 @router.get("/{resource_type}", dependencies=[Depends(check_format)])
@@ -140,21 +200,11 @@ async def search_by_post(
     resource_type: str, request: Request, service: ServiceDep, caller: CallerDep
 ) -> Response:
     """The same search with its parameters in a form body (keeps identifiers out of URLs)."""
-    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if kind not in ("application/x-www-form-urlencoded", ""):
-        raise FhirError(
-            415, "not-supported", "POST _search takes application/x-www-form-urlencoded"
-        )
-    body = (await request.body()).decode("utf-8", errors="replace")
-    pairs: list[tuple[str, str]] = [
-        *request.query_params.multi_items(),
-        *parse_qsl(body, keep_blank_values=True),
-    ]
     return FhirResponse(
         await service.search(
             caller,
             resource_type,
-            pairs,
+            await _form_pairs(request),
             strict=check_prefer(request.headers.get("prefer")),
             base=_base(request),
         )
@@ -175,7 +225,7 @@ async def read(resource_type: str, rid: str, service: ServiceDep, caller: Caller
 async def unsupported(rest: str, request: Request) -> Response:
     """Anything else under /fhir: 405 for writes on served types, else 404."""
     first = rest.split("/")[0]
-    if request.method not in ("GET", "HEAD") and (first in RESOURCE_TYPES or not rest):
+    if request.method not in ("GET", "HEAD") and (first in SERVED or not rest):
         raise FhirError(
             405,
             "not-supported",
@@ -187,5 +237,5 @@ async def unsupported(rest: str, request: Request) -> Response:
         404,
         "not-found",
         f"/fhir/{detail} is not offered: mrb serves metadata, read and search on "
-        + ", ".join(RESOURCE_TYPES),
+        + ", ".join(SERVED),
     )

@@ -1,0 +1,244 @@
+"""`GET /fhir/AuditEvent`: the audit trail as BALP AuditEvents, for the `audit` role only.
+
+Search takes `date` (when the entry was recorded; every prefix, ge/le for a range),
+`_count`, `_sort` (date or -date; newest first by default) and `_summary=count`, and
+pages with the same signed, caller-bound cursors as the other resources. The first page
+fixes the newest entry it may show, so entries audited while an auditor pages (their own
+reading included) never shift a page. Every search and read of the trail is audited.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, tzinfo
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import ColumnElement, func, select
+
+from broker.bootstrap import Container
+from broker.domain.actors import ALL_HOSPITALS, Actor, Role
+from broker.fhir.balp import audit_event
+from broker.fhir.cursors import CursorSigner, Page, page_links
+from broker.fhir.dates import DateError, DateValue, parse_value
+from broker.fhir.documents import BundleEntry, operation_outcome, searchset
+from broker.fhir.errors import forbidden, invalid, not_found, not_supported
+from broker.fhir.params import parse_count, split_values
+from broker.fhir.query import instant_matches
+from broker.fhir.service import cursor_key
+from broker.services.audit import record_read
+from broker.storage.tables import audit_event as audit_table
+
+RESOURCE_TYPE = "AuditEvent"
+SORTS = ("date",)
+_PAGING_EXTRAS = frozenset({"_format", "_pretty"})
+_NO_OPS = frozenset({"_total", "_format", "_pretty"})
+_UPTO = "_upto"  # only inside a signed cursor: the newest entry the first page could see
+
+
+@dataclass(frozen=True)
+class AuditSearch:
+    dates: tuple[tuple[DateValue, ...], ...] = ()  # each occurrence ANDed, its values ORed
+    count: int = 20
+    newest_first: bool = True
+    summary_count: bool = False
+    upto: int | None = None
+    canonical: tuple[tuple[str, str], ...] = ()  # what a paging cursor carries
+    ignored: tuple[str, ...] = ()
+
+
+def parse_audit_search(
+    pairs: Sequence[tuple[str, str]],
+    *,
+    strict: bool,
+    zone: tzinfo,
+    now: datetime,
+    from_cursor: bool = False,
+) -> AuditSearch:
+    """Read an AuditEvent query; FhirError 400 for what cannot be read."""
+    dates: list[tuple[DateValue, ...]] = []
+    canonical: list[tuple[str, str]] = []
+    ignored: list[str] = []
+    count, newest_first, summary_count, upto = 20, True, False, None
+
+    def skip(what: str) -> None:
+        if strict:
+            raise not_supported(f"{what} (Prefer: handling=strict)")
+        ignored.append(what)
+
+    for key, raw in pairs:
+        name, _, modifier = key.partition(":")
+        value = raw.strip()
+        if name == _UPTO and from_cursor:
+            upto = int(value)
+        elif name == "_count":
+            count = parse_count(value)
+        elif name == "_sort":
+            keys = [k.strip() for k in value.split(",") if k.strip()]
+            for k in keys:
+                if k.removeprefix("-") not in SORTS:
+                    skip(f"sort key {k!r} is not supported for AuditEvent")
+            known = [k for k in keys if k.removeprefix("-") in SORTS]
+            if known:
+                newest_first = known[0].startswith("-")
+                canonical.append(("_sort", known[0]))
+        elif name == "_summary":
+            if value == "count":
+                summary_count = True
+                canonical.append((key, raw))
+            elif value != "false":
+                skip(f"_summary={value} is not supported (only count and false)")
+        elif name in _NO_OPS:
+            continue
+        elif name == "date":
+            if modifier:
+                raise not_supported(f"modifier :{modifier} is not supported on date")
+            if not value:
+                continue
+            try:
+                dates.append(tuple(parse_value(v, zone, now) for v in split_values(value)))
+            except DateError as exc:
+                raise invalid(f"date: {exc}") from None
+            canonical.append((key, raw))
+        else:
+            skip(f"parameter {name!r} is not supported for AuditEvent")
+    return AuditSearch(
+        dates=tuple(dates),
+        count=count,
+        newest_first=newest_first,
+        summary_count=summary_count,
+        upto=upto,
+        canonical=tuple(canonical),
+        ignored=tuple(ignored),
+    )
+
+
+class AuditEvents:
+    """Search and read the audit trail as AuditEvents."""
+
+    def __init__(self, container: Container) -> None:
+        self._c = container
+        self._signer = CursorSigner(cursor_key(container))
+        self._zone = ZoneInfo(container.settings.default_timezone)
+
+    async def search(
+        self, actor: Actor, pairs: Sequence[tuple[str, str]], *, strict: bool, base: str
+    ) -> dict[str, Any]:
+        _authorize(actor)
+        now = datetime.now(UTC)
+        offset, from_cursor = 0, False
+        cursors = [v for k, v in pairs if k == "_cursor"]
+        if cursors:
+            others = [k for k, _ in pairs if k != "_cursor" and k not in _PAGING_EXTRAS]
+            if len(cursors) > 1 or others:
+                raise invalid(
+                    "a paging link carries its whole search: send it as given, without "
+                    f"other parameters ({', '.join(others) or '_cursor twice'})"
+                )
+            page = self._signer.open(cursors[0], RESOURCE_TYPE, actor, now)
+            pairs = [*page.params, ("_count", str(page.count))]
+            offset, strict, from_cursor = page.offset, False, True
+        search = parse_audit_search(
+            pairs, strict=strict, zone=self._zone, now=now, from_cursor=from_cursor
+        )
+        t = audit_table.c
+        async with self._c.sessions() as s, s.begin():
+            upto = search.upto
+            if upto is None:
+                upto = int((await s.execute(select(func.max(t.id)))).scalar() or 0)
+            where = [t.id <= upto, *_scope(actor)]
+            where += [instant_matches(t.at, d) for d in search.dates]
+            total = int(
+                (
+                    await s.execute(select(func.count()).select_from(audit_table).where(*where))
+                ).scalar_one()
+            )
+            rows: list[Any] = []
+            if search.count > 0 and not search.summary_count:
+                order = t.id.desc() if search.newest_first else t.id.asc()
+                rows = list(
+                    await s.execute(
+                        select(audit_table)
+                        .where(*where)
+                        .order_by(order)
+                        .offset(offset)
+                        .limit(search.count)
+                    )
+                )
+            await record_read(
+                s,
+                actor,
+                action="audit.read",
+                purpose="audit",
+                patient_pseudonym=None,
+                person_id=None,
+                detail={
+                    "resource_type": RESOURCE_TYPE,
+                    "parameters": sorted({k for k, _ in pairs if k not in ("_cursor", _UPTO)}),
+                    "offset": offset,
+                    "total": total,
+                    "returned": len(rows),
+                },
+            )
+        entries = [BundleEntry(audit_event(dict(r._mapping), base), "match") for r in rows]
+        if search.ignored:
+            entries.append(
+                BundleEntry(
+                    operation_outcome(
+                        "not-supported",
+                        search.ignored[0] + "; ignored",
+                        severity="warning",
+                        more=[m + "; ignored" for m in search.ignored[1:]],
+                    ),
+                    "outcome",
+                )
+            )
+        params = (*search.canonical, (_UPTO, str(upto)))
+        links = page_links(
+            self._signer,
+            Page(RESOURCE_TYPE, params, offset, search.count),
+            total=total,
+            summary_count=search.summary_count,
+            actor=actor,
+            base=base,
+            now=now,
+        )
+        return searchset(base=base, total=total, entries=entries, links=links, now=now)
+
+    async def read(self, actor: Actor, rid: str, base: str) -> dict[str, Any]:
+        _authorize(actor)
+        if not rid.isdigit() or len(rid) > 18:
+            raise not_found(f"AuditEvent/{rid[:40]} is not known to mrb")
+        t = audit_table.c
+        async with self._c.sessions() as s, s.begin():
+            row = (
+                await s.execute(select(audit_table).where(t.id == int(rid), *_scope(actor)))
+            ).first()
+            if row is None:
+                raise not_found(f"AuditEvent/{rid} is not known to mrb")
+            await record_read(
+                s,
+                actor,
+                action="audit.read",
+                purpose="audit",
+                patient_pseudonym=None,
+                person_id=None,
+                detail={"resource": f"AuditEvent/{rid}"},
+            )
+        return audit_event(dict(row._mapping), base)
+
+
+def _authorize(actor: Actor) -> None:
+    if actor.role is not Role.AUDIT:
+        raise forbidden(
+            f"the audit trail is read with an audit token only; this token's role is "
+            f"{actor.role.value}"
+        )
+
+
+def _scope(actor: Actor) -> list[ColumnElement[bool]]:
+    """A platform auditor sees every hospital's entries; any other scope only its own."""
+    if actor.hospital == ALL_HOSPITALS:
+        return []
+    return [audit_table.c.hospital_id == actor.hospital]
