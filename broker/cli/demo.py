@@ -44,10 +44,17 @@ SHANGHAI = ZoneInfo("Asia/Shanghai")
 def demo_settings(settings: Settings) -> Settings:
     """The demo keeps its own SQLite file (recreated each run) unless a URL is set.
 
-    A short consumer session makes the single worker join its group in ~1.5 s.
+    A short consumer session makes the single worker join its group in ~1.5 s, and the
+    showcase's batch of checks runs without the per-person rate limits.
     """
     if "consumer_session_timeout_ms" not in settings.model_fields_set:
         settings = settings.model_copy(update={"consumer_session_timeout_ms": 3000})
+    # The showcase checks every sample patient as three doctors within seconds: a batch,
+    # not people at work, so the per-person limits are off unless set (the per-address
+    # limit stays; docs/security.md).
+    for per_person in ("rate_limit_per_minute", "distinct_patients_per_hour"):
+        if per_person not in settings.model_fields_set:
+            settings = settings.model_copy(update={per_person: 0})
     if settings.database_url:
         return settings
     demo_dir = settings.data_dir / "demo"
