@@ -13,6 +13,7 @@ from typing import Annotated, TypeVar
 import typer
 from rich.console import Console
 from rich.markup import escape
+from sqlalchemy.exc import SQLAlchemyError
 
 from broker.bootstrap import AuditTrail
 from broker.domain.audit_chain import ChainReport
@@ -47,6 +48,12 @@ def _run(work: Callable[[AuditTrail], Awaitable[T]], *, migrate: bool) -> T:
         return asyncio.run(main())
     except ValueError as exc:  # keys, pins and export locations (their errors say which)
         err.print(f"[red]error:[/red] {escape(str(exc))}")
+        raise typer.Exit(2) from None
+    except OSError as exc:  # exit 1 means findings, never this
+        err.print(f"[red]error:[/red] {escape(str(exc))}")
+        raise typer.Exit(2) from None
+    except SQLAlchemyError as exc:
+        err.print(f"[red]error:[/red] the database: {type(exc).__name__}")
         raise typer.Exit(2) from None
 
 

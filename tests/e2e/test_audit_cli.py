@@ -78,6 +78,9 @@ def test_the_sealer_host_and_an_auditor(db: Db, settings: Settings, tmp_path: Pa
     assert refused.exit_code == 2 and "holds no sealer key" in refused.output
     unpinned = runner.invoke(app, ["audit", "verify"], env=env(db, tmp_path / "nobody"))
     assert unpinned.exit_code == 2 and "no checkpoint public key is pinned" in unpinned.output
+    offline = {**auditor, "MRB_DATABASE_URL": "postgresql+asyncpg://nobody@127.0.0.1:9/none"}
+    unreachable = runner.invoke(app, ["audit", "verify"], env=offline)
+    assert unreachable.exit_code == 2, unreachable.output  # 1 is for findings only
     gone = runner.invoke(
         app, ["audit", "verify", "--export", str(tmp_path / "elsewhere.jsonl")], env=auditor
     )
