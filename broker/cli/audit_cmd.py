@@ -19,7 +19,7 @@ from broker.bootstrap import AuditTrail
 from broker.domain.audit_chain import ChainReport
 from broker.observability import configure_logging
 from broker.runtime import install_signal_handlers
-from broker.services.audit_sealer import AuditSealer
+from broker.services.audit_sealer import AuditSealer, ChainBehindExport
 from broker.settings import Settings
 from broker.storage.audit_chain import PRIVATE_KEY_FILE, CheckpointKey, verify
 from broker.storage.database import upgrade
@@ -49,6 +49,9 @@ def _run(work: Callable[[AuditTrail], Awaitable[T]], *, migrate: bool) -> T:
     except ValueError as exc:  # keys, pins and export locations (their errors say which)
         err.print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(2) from None
+    except ChainBehindExport as exc:  # evidence of tampering, as `verify` would find
+        err.print(f"[red]error:[/red] {escape(str(exc))}")
+        raise typer.Exit(1) from None
     except OSError as exc:  # exit 1 means findings, never this
         err.print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(2) from None

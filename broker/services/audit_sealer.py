@@ -16,11 +16,15 @@ import logging
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from broker.storage.audit_chain import CheckpointKey, checkpoints_after, seal
+from broker.storage.audit_chain import CheckpointKey, checkpoints_after, last_checkpoint, seal
 from broker.storage.audit_export import CheckpointExport
 
 logger = logging.getLogger(__name__)
 _POSTPONED = (OperationalError, InterfaceError, OSError)
+
+
+class ChainBehindExport(RuntimeError):
+    """The export holds checkpoints the database no longer has: nothing is sealed over it."""
 
 
 class AuditSealer:
@@ -73,7 +77,16 @@ class AuditSealer:
         if self._exported is None:
             self._exported = await asyncio.to_thread(export.last_seq)
         async with self._sessions() as s:
+            newest = await last_checkpoint(s)
             pending = await checkpoints_after(s, self._exported)
+        if newest < self._exported:
+            # Sealing on would sign a second history under seqs the export already holds.
+            raise ChainBehindExport(
+                f"the database's audit checkpoints end at seq {newest} but the export "
+                f"{export.location} holds seq {self._exported}: entries or checkpoints were "
+                "removed (or an older backup restored); nothing is sealed until this is "
+                "resolved (run `mrb audit verify`; docs/operations.md)"
+            )
         if pending:
             await asyncio.to_thread(export.append, pending)
             self._exported = pending[-1].seq
@@ -92,9 +105,11 @@ class AuditSealer:
                 await self.seal_once()
             except OSError as exc:
                 logger.error("audit checkpoint export failed, sealing waits for it: %s", exc)
+            except ChainBehindExport as exc:
+                logger.error("audit sealing stopped: %s", exc)
             except (OperationalError, InterfaceError) as exc:
                 logger.warning("audit sealing postponed: %s", type(exc).__name__)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self._interval)
-        with contextlib.suppress(*_POSTPONED):
+        with contextlib.suppress(*_POSTPONED, ChainBehindExport):
             await self.seal_once()  # what the last requests audited, before stopping

@@ -244,6 +244,12 @@ async def seal(session: AsyncSession, key: CheckpointKey, *, limit: int = 5000) 
     return len(pending)
 
 
+async def last_checkpoint(session: AsyncSession) -> int:
+    """The highest checkpoint seq in the database (0 if none)."""
+    found = (await session.execute(select(func.max(audit_checkpoint.c.seq)))).scalar()
+    return int(found or 0)
+
+
 async def checkpoints_after(session: AsyncSession, seq: int) -> list[Checkpoint]:
     """The checkpoints in the database after `seq`, in order (what is left to export)."""
     rows = await session.execute(

@@ -103,6 +103,9 @@ def test_the_sealer_host_and_an_auditor(db: Db, settings: Settings, tmp_path: Pa
     assert cut.exit_code == 1, cut.output
     assert "truncated: truncated since seq 7" in cut.stdout
     assert "the audit trail was altered (1 finding(s))" in cut.stdout
+    run(db, reads=1)
+    halted = runner.invoke(app, ["audit", "seal"], env=sealer)
+    assert halted.exit_code == 1 and "checkpoints end at seq 5" in halted.output
 
 
 def test_the_embedded_set_up_holds_both_keys(db: Db, settings: Settings) -> None:

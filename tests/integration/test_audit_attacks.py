@@ -13,6 +13,7 @@ from broker.bootstrap import AuditTrail, Container
 from broker.domain.actors import Actor, Role
 from broker.domain.audit_chain import ChainReport, Finding
 from broker.services.audit import record_read
+from broker.services.audit_sealer import ChainBehindExport
 from broker.storage.audit_chain import CheckpointKey, seal, verify
 from broker.storage.tables import audit_checkpoint, audit_event
 from tests.conftest import Db
@@ -69,17 +70,23 @@ async def report(trail: AuditTrail) -> ChainReport:
 
 
 async def test_cutting_off_the_last_entries_and_their_checkpoints_is_truncation(
-    trail: AuditTrail,
+    trail: AuditTrail, container: Container
 ) -> None:
     async with trail.sessions() as s, s.begin():
         await s.execute(delete(audit_event).where(audit_event.c.seq > 5))
         await s.execute(delete(audit_checkpoint).where(audit_checkpoint.c.seq > 5))
-    found = await report(trail)
-    assert found.kinds == {Finding.TRUNCATED}
-    assert found.problems == (
+    truncated = (
         "truncated: truncated since seq 6: the chain ends at seq 5, but exported checkpoint 8 "
         "proves entries up to seq 8 existed; checkpoint(s) 8 are gone from the database too",
     )
+    found = await report(trail)
+    assert found.kinds == {Finding.TRUNCATED} and found.problems == truncated
+    # The honest sealer does not sign a second history over the seqs the export holds.
+    await audit(container, 3)
+    with pytest.raises(ChainBehindExport, match=r"end at seq 5 but the export .* holds seq 8"):
+        await trail.sealer().seal_once()
+    found = await report(trail)
+    assert found.problems == truncated and found.unsealed == 3
 
 
 async def test_an_edit_resealed_with_the_attackers_own_key_is_named(trail: AuditTrail) -> None:
