@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from broker.domain.actors import ALL_HOSPITALS, Actor, Role
 from broker.domain.ledger import SafetyPolicy
 from broker.ingest.parse import ParseLimits
 from broker.ingest.service import IngestService
@@ -15,7 +17,14 @@ from broker.reference.loader import default_schemas_dir, load_catalog, load_poli
 from broker.security.keys import load_key
 from broker.security.payload_cipher import PayloadCipher
 from broker.security.pseudonyms import Pseudonymiser
-from broker.security.tokens import TokenService
+from broker.security.tokens import (
+    IssuedToken,
+    TokenIssuer,
+    TokenVerifier,
+    TrustedKeys,
+    load_issuer_key,
+)
+from broker.services import tokens as token_service
 from broker.services.audit_sealer import AuditSealer
 from broker.services.checks import Rules
 from broker.services.rate_limits import RateLimiter
@@ -46,7 +55,9 @@ class Container:
     kafka_bootstrap: str | None = None  # set once the broker (embedded or not) is known
     workers: list[IngestWorker] = field(default_factory=list)
     _rules: Rules | None = None
-    _tokens: TokenService | None = None
+    _token_verifier: TokenVerifier | None = None
+    _token_issuer: TokenIssuer | None = None
+    _revocations: token_service.RevocationCheck | None = None
     _provider: RulesProvider | None = None
     _limiter: RateLimiter | None = None
 
@@ -80,13 +91,52 @@ class Container:
             self._provider = RulesProvider(self.rules())
         return self._provider
 
-    def tokens(self) -> TokenService:
-        if self._tokens is None:
-            key = load_key(
-                self.settings.keys_dir / "api-token.key", create=self.settings.may_create_keys
+    def token_verifier(self) -> TokenVerifier:
+        """Checks API tokens with the trusted issuer public keys; no private key needed."""
+        if self._token_verifier is None:
+            s = self.settings
+            keys = TrustedKeys(s.token_public_keys_path, s.token_public_keys)
+            self._token_verifier = TokenVerifier(keys, s.token_lifetimes)
+        return self._token_verifier
+
+    def token_issuer(self) -> TokenIssuer:
+        """Signs tokens: only where keys/token-issuer.key is (MissingKey elsewhere). With
+        SQLite (the embedded set-up) the key is created on first use."""
+        if self._token_issuer is None:
+            s = self.settings
+            key = load_issuer_key(s.keys_dir, create=s.may_create_keys)
+            self._token_issuer = TokenIssuer(key, s.token_lifetimes)
+        return self._token_issuer
+
+    def token_revocations(self) -> token_service.RevocationCheck:
+        if self._revocations is None:
+            self._revocations = token_service.RevocationCheck(
+                self.sessions, cache_seconds=self.settings.token_revocation_cache_seconds
             )
-            self._tokens = TokenService(key)
-        return self._tokens
+        return self._revocations
+
+    async def issue_token(
+        self,
+        subject: str,
+        role: Role,
+        hospital: str | None,
+        *,
+        by: str,
+        ttl: timedelta | None = None,
+        machine: bool = False,
+    ) -> IssuedToken:
+        """Issue and record a token as security administrator `by` (the issuing host's
+        duty; the embedded set-up and the tests issue here because they hold the key)."""
+        return await token_service.issue(
+            self.sessions,
+            self.token_issuer(),
+            Actor(by, Role.SECURITY_ADMIN, ALL_HOSPITALS),
+            subject=subject,
+            role=role,
+            hospital=hospital,
+            ttl=ttl,
+            machine=machine,
+        )
 
     def rate_limiter(self) -> RateLimiter:
         """Requests per token and address, patients per person: shared by API processes."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from broker.domain.ledger import SafetyAction
+from broker.security.tokens import PUBLIC_KEYS_FILE, Lifetimes, parse_ttl
 
 
 class Settings(BaseSettings):
@@ -95,6 +97,34 @@ class Settings(BaseSettings):
     # The sealer's private key file, on the sealer host only: workers given it seal too.
     # Unset, only `mrb audit seal` (keys/audit-checkpoint.key) and the embedded set-up seal.
     audit_sealer_key: Path | None = None
+
+    # API tokens (docs/security.md "Tokens and roles"). Trusted issuer public keys: the
+    # file (default keys/token-issuer.pub) and/or KID=BASE64 entries, comma-separated.
+    token_public_keys: str | None = None
+    token_public_keys_file: Path | None = None
+    # Longest lifetimes: 8h, 30m, 30d, seconds, or ISO 8601 (PT8H).
+    token_max_ttl_people: timedelta = timedelta(hours=8)
+    token_max_ttl_machines: timedelta = timedelta(days=30)
+    # How long a request may rely on an earlier look-up of a token's revocation state.
+    token_revocation_cache_seconds: float = Field(default=2.0, ge=0, le=5)
+
+    @field_validator("token_max_ttl_people", "token_max_ttl_machines", mode="before")
+    @classmethod
+    def _lifetime(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                return parse_ttl(value)
+            except ValueError:
+                return value  # seconds or ISO 8601, parsed by pydantic
+        return value
+
+    @property
+    def token_lifetimes(self) -> Lifetimes:
+        return Lifetimes(self.token_max_ttl_people, self.token_max_ttl_machines)
+
+    @property
+    def token_public_keys_path(self) -> Path:
+        return self.token_public_keys_file or self.keys_dir / PUBLIC_KEYS_FILE
 
     @field_validator("public_base_url")
     @classmethod

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from adapters.common.signing import create_key
 from broker.bootstrap import Container
-from broker.domain.actors import Role
+from broker.domain.actors import ALL_HOSPITALS, Actor, Role
 from broker.domain.registry import Certification, CertifyingBody
 from broker.kafka.embedded import EmbeddedKafka
 from broker.kafka.topics import default_partitions, ensure_topics
@@ -30,6 +30,8 @@ from broker.storage import hospitals
 from broker.storage.database import upgrade
 from tests import factories
 
+# Who registry changes made directly through the services are recorded as in tests.
+PLATFORM_ADMIN = Actor("platform-admin.tests", Role.PLATFORM_ADMIN, ALL_HOSPITALS)
 REPO = Path(__file__).resolve().parent.parent
 REALDATA = REPO.parent / "shared" / "realdata"
 PG_URL = os.environ.get(
@@ -142,21 +144,26 @@ async def running_worker(container: Container, bootstrap: str) -> AsyncIterator[
         await asyncio.wait_for(task, 20)
 
 
-def bearer(
+async def bearer(
     container: Container, role: str = "doctor", hospital: str = "H002", subject: str | None = None
 ) -> dict[str, str]:
-    """An Authorization header with a token the container's API accepts."""
-    token = container.tokens().issue(subject or f"{role}-{hospital}", Role(role), hospital)
-    return {"Authorization": f"Bearer {token}"}
-
-
-def api_client(
-    stack: Stack, role: str = "doctor", hospital: str = "H002", subject: str | None = None
-) -> httpx.AsyncClient:
-    """An HTTP client for the running stack, authenticated as `role` of `hospital`."""
-    return httpx.AsyncClient(
-        base_url=stack.api_url, headers=bearer(stack.container, role, hospital, subject)
+    """An Authorization header with a token the container's API accepts: issued and
+    recorded through the container, which in these tests (as in `mrb up`) holds the
+    issuer key."""
+    issued = await container.issue_token(
+        subject or f"{role}-{hospital}", Role(role), hospital, by="tests"
     )
+    return {"Authorization": f"Bearer {issued.token}"}
+
+
+@asynccontextmanager
+async def api_client(
+    stack: Stack, role: str = "doctor", hospital: str = "H002", subject: str | None = None
+) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client for the running stack, authenticated as `role` of `hospital`."""
+    headers = await bearer(stack.container, role, hospital, subject)
+    async with httpx.AsyncClient(base_url=stack.api_url, headers=headers) as client:
+        yield client
 
 
 async def certify(
@@ -180,7 +187,9 @@ async def adapter_env(stack: Stack, tmp_path: Path, hospital: str = "H001") -> d
     """The environment of a hospital's adapter process: its own data dir and signing key
     (registered at the broker), and the stack's Kafka."""
     key_id, public = create_key(tmp_path / "adapter" / "keys", hospital)
-    await registry_service.add_key(stack.container.sessions, hospital, key_id, public)
+    await registry_service.add_key(
+        stack.container.sessions, hospital, key_id, public, by=PLATFORM_ADMIN
+    )
     return {
         **os.environ,
         "MRB_KAFKA_BOOTSTRAP": stack.container.kafka_bootstrap or "",

@@ -25,6 +25,7 @@ from broker.api.routes import (
     notifications,
     pages,
     recognition,
+    tokens,
 )
 from broker.bootstrap import Container
 
@@ -76,6 +77,7 @@ def create_app(container: Container, *, role: str = "api") -> FastAPI:
         app.include_router(finance.router)
         app.include_router(admin.router)
         app.include_router(mappings.router)
+        app.include_router(tokens.router)
         app.include_router(pages.router)
         app.include_router(fhir.router)
         app.include_router(cds_hooks.router)

@@ -1,17 +1,25 @@
-"""Typed dependencies for route handlers: the container and the authenticated caller."""
+"""Typed dependencies for route handlers: the container and the authenticated caller.
+
+Authentication: an EdDSA token from a trusted issuer key, recorded when issued and not
+revoked (broker/security/tokens.py, broker/services/tokens.py). Authorisation: each route
+names the duty it serves (`require(Duty.X)`, the role table in broker/domain/actors.py);
+whether a hospital role acts on its own hospital is checked where that hospital is known
+(the handler or the service), with `Actor.authorize`.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from broker.bootstrap import Container
-from broker.domain.actors import Actor, Role
+from broker.domain.actors import GRANTS, Actor, Duty
 from broker.security.tokens import InvalidToken
 from broker.services.errors import ServiceError
+from broker.services.tokens import TokenRevoked
 
 
 def get_container(request: Request) -> Container:
@@ -24,7 +32,7 @@ ContainerDep = Annotated[Container, Depends(get_container)]
 _bearer = HTTPBearer(auto_error=False, description="a token from `mrb token issue`")
 
 
-def get_actor(
+async def get_actor(
     request: Request,
     container: ContainerDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
@@ -34,31 +42,43 @@ def get_actor(
         raise ServiceError(
             401,
             "Authentication required",
-            "send `Authorization: Bearer <token>`; an administrator issues tokens with "
-            "`mrb token issue --role R --hospital H --subject NAME`",
+            "send `Authorization: Bearer <token>`; a security administrator issues tokens "
+            "with `mrb token issue --role R --hospital H --subject NAME`",
         )
     try:
-        actor = container.tokens().verify(credentials.credentials)
+        verified = container.token_verifier().verify(credentials.credentials)
+        await container.token_revocations().check(verified.actor.token_id or "")
+    except TokenRevoked as exc:
+        raise ServiceError(401, "Token revoked", str(exc)) from None
     except InvalidToken as exc:
         raise ServiceError(401, "Invalid token", str(exc)) from None
-    request.state.actor = actor
-    return actor
+    request.state.actor = verified.actor
+    return verified.actor
 
 
-def require(*roles: Role) -> Callable[[Actor], Actor]:
-    """A dependency that admits only callers holding one of `roles`."""
+def require(duty: Duty) -> Callable[[Actor], Awaitable[Actor]]:
+    """A dependency that admits only callers whose role has `duty`."""
 
-    def check(actor: Annotated[Actor, Depends(get_actor)]) -> Actor:
-        if actor.role not in roles:
-            allowed = ", ".join(r.value for r in roles)
+    async def check(actor: Annotated[Actor, Depends(get_actor)]) -> Actor:
+        if actor.role not in GRANTS[duty]:
+            allowed = ", ".join(sorted(r.value for r in GRANTS[duty]))
             raise ServiceError(
-                403, "Forbidden", f"this needs the role {allowed}; the token's role is {actor.role}"
+                403,
+                "Forbidden",
+                f"{duty.value} needs the role {allowed}; the token's role is {actor.role}",
             )
         return actor
 
     return check
 
 
-DoctorDep = Annotated[Actor, Depends(require(Role.DOCTOR))]
-FinanceDep = Annotated[Actor, Depends(require(Role.FINANCE, Role.ADMIN))]
-AdminDep = Annotated[Actor, Depends(require(Role.ADMIN))]
+ReferenceDep = Annotated[Actor, Depends(require(Duty.REFERENCE))]
+DoctorDep = Annotated[Actor, Depends(require(Duty.RECOGNITION))]
+SavingsDep = Annotated[Actor, Depends(require(Duty.SAVINGS))]
+CityReportsDep = Annotated[Actor, Depends(require(Duty.CITY_REPORTS))]
+LedgerReadDep = Annotated[Actor, Depends(require(Duty.LEDGER_READ))]
+LedgerCloseDep = Annotated[Actor, Depends(require(Duty.LEDGER_CLOSE))]
+RegistryDep = Annotated[Actor, Depends(require(Duty.REGISTRY))]
+CertifyDep = Annotated[Actor, Depends(require(Duty.CERTIFY))]
+MappingsDep = Annotated[Actor, Depends(require(Duty.MAPPINGS))]
+TokensDep = Annotated[Actor, Depends(require(Duty.TOKENS))]

@@ -275,13 +275,15 @@ async def _outcomes(
     await demo_outcomes.show_reports(stack, console)
     console.print(
         "API calls need a bearer token: "
-        "`mrb token issue --role doctor --hospital H001 --subject dr.li` (roles: doctor, "
-        "finance, admin; '*' = every hospital). Web pages, signed in for 8 hours:"
+        "`mrb token issue --role doctor --hospital H001 --subject dr.li` (hospital roles: "
+        "adapter, doctor, finance, admin; platform roles: platform-admin, security-admin, "
+        "audit, qc, platform-finance). Web pages, signed in for 8 hours:"
     )
-    tokens = stack.container.tokens()
     notified = withdrawn.hospital if withdrawn else "H001"
-    doctor = tokens.issue(demo_outcomes.doctor(notified), Role.DOCTOR, notified)
-    finance = tokens.issue("finance.demo", Role.FINANCE, "*")
+    issue = stack.container.issue_token
+    by = demo_outcomes.DEMO_ISSUER
+    doctor = (await issue(demo_outcomes.doctor(notified), Role.DOCTOR, notified, by=by)).token
+    finance = (await issue("finance.demo", Role.PLATFORM_FINANCE, None, by=by)).token
     console.print(f"  doctor ({notified}): {stack.api_url}/doctor#token={doctor}", soft_wrap=True)
     console.print(f"  finance: {stack.api_url}/finance#token={finance}", soft_wrap=True)
 
@@ -332,7 +334,7 @@ async def _showcase(
     checks: list[DemoCheck] = []
     ordering_sites = [h.id for h in dataset.hospitals][:3]
     clients = {
-        h: demo_outcomes.client(stack, Role.DOCTOR, h, demo_outcomes.doctor(h))
+        h: await demo_outcomes.client(stack, Role.DOCTOR, h, demo_outcomes.doctor(h))
         for h in ordering_sites
     }
     try:
@@ -405,7 +407,7 @@ async def _showcase(
 async def _rules_v2_story(stack: Stack, story: scenarios.Scenarios, console: Console) -> None:
     """The four rules v2 cases, each answered by a real check on what the demo ingested."""
     table = Table("case", "decision", "what the doctor is told", title="Rules v2 at work")
-    client = demo_outcomes.client(
+    client = await demo_outcomes.client(
         stack, Role.DOCTOR, scenarios.ORDERING, demo_outcomes.doctor(scenarios.ORDERING)
     )
     try:

@@ -46,12 +46,16 @@ class DemoCheck:
     items: list[dict[str, Any]]
 
 
+DEMO_ISSUER = "mrb demo"
+
+
 def doctor(hospital: str) -> str:
     return f"dr.demo@{hospital}"
 
 
-def client(stack: Stack, role: Role, hospital: str, subject: str) -> httpx.AsyncClient:
-    token = stack.container.tokens().issue(subject, role, hospital)
+async def client(stack: Stack, role: Role, hospital: str, subject: str) -> httpx.AsyncClient:
+    """An API client with a token the demo issues (the embedded set-up holds the issuer key)."""
+    token = (await stack.container.issue_token(subject, role, hospital, by=DEMO_ISSUER)).token
     return httpx.AsyncClient(
         base_url=stack.api_url, timeout=30, headers={"Authorization": f"Bearer {token}"}
     )
@@ -65,7 +69,7 @@ async def record_outcomes(stack: Stack, checks: list[DemoCheck]) -> list[tuple[D
     try:
         for check in checks:
             if check.hospital not in clients:
-                clients[check.hospital] = client(
+                clients[check.hospital] = await client(
                     stack, Role.DOCTOR, check.hospital, doctor(check.hospital)
                 )
             body = []
@@ -168,7 +172,7 @@ def _entered_in_error(value: bytes) -> bytes:
 
 
 async def show_notice(stack: Stack, check: DemoCheck, console: Console) -> None:
-    async with client(stack, Role.DOCTOR, check.hospital, doctor(check.hospital)) as c:
+    async with await client(stack, Role.DOCTOR, check.hospital, doctor(check.hospital)) as c:
         notices = (await c.get("/api/v1/notifications")).json()
     for n in notices:
         console.print(
@@ -180,7 +184,7 @@ async def show_notice(stack: Stack, check: DemoCheck, console: Console) -> None:
 async def show_reports(stack: Stack, console: Console) -> None:
     """The finance office's savings report and the regulator's monthly return."""
     month = datetime.now(SHANGHAI).strftime("%Y-%m")
-    async with client(stack, Role.FINANCE, ALL_HOSPITALS, "finance.demo") as c:
+    async with await client(stack, Role.PLATFORM_FINANCE, ALL_HOSPITALS, "finance.demo") as c:
         savings = (await c.get("/api/v1/savings", params={"group_by": "hospital"})).json()
         categories = (await c.get("/api/v1/savings", params={"group_by": "category"})).json()
         regulator = (await c.get("/api/v1/reports/regulator", params={"month": month})).json()

@@ -10,7 +10,8 @@ from rich.console import Console
 from rich.table import Table
 
 from broker.bootstrap import Container
-from broker.cli.context import with_container
+from broker.cli.context import BY_HELP, operator, with_container
+from broker.domain.actors import Role
 from broker.domain.registry import Certification
 from broker.services import registry as registry_service
 from broker.storage import hospitals as registry
@@ -38,8 +39,10 @@ def add(
         "Asia/Shanghai"
     ),
     replace: Annotated[bool, typer.Option(help="Update it if it exists.")] = False,
+    by: Annotated[str | None, typer.Option(help=BY_HELP)] = None,
 ) -> None:
     """Register a hospital (messages from unregistered hospitals go to the DLQ)."""
+    actor = operator(Role.PLATFORM_ADMIN, by)
     h = registry.Hospital(
         hospital_id,
         name,
@@ -53,7 +56,7 @@ def add(
     )
 
     async def work(c: Container) -> registry.Hospital:
-        return await registry_service.register(c.sessions, h, replace=replace)
+        return await registry_service.register(c.sessions, h, by=actor, replace=replace)
 
     try:
         with_container(work)
@@ -93,19 +96,25 @@ def certify(
     hospital_id: Annotated[str, typer.Argument(help="Registered hospital id.")],
     scope: Annotated[str, typer.Option(help="Catalog item (LAB-HGB) or QC group (HEMATOLOGY).")],
     body: Annotated[
-        str, typer.Option(help="national-eqa | provincial-eqa | provincial-imaging-qc.")
+        str,
+        typer.Option(
+            help="national-eqa | provincial-eqa | provincial-imaging-qc | city-eqa | "
+            "city-imaging-qc."
+        ),
     ],
     valid_from: Annotated[datetime, typer.Option("--from", formats=["%Y-%m-%d"])],
     valid_to: Annotated[datetime, typer.Option("--to", formats=["%Y-%m-%d"])],
     reference: Annotated[str | None, typer.Option(help="Certificate number.")] = None,
+    by: Annotated[str | None, typer.Option(help=BY_HELP)] = None,
 ) -> None:
     """Record a QC certification (室间质评/影像质控) valid from..to inclusive."""
+    actor = operator(Role.QC, by)
 
     async def work(c: Container) -> None:
         cert = registry_service.certification(
             c.rules().catalog, hospital_id, scope, body, _day(valid_from), _day(valid_to)
         )
-        await registry_service.certify(c.sessions, cert, reference)
+        await registry_service.certify(c.sessions, cert, reference, by=actor)
 
     with_container(work)
     console.print(
@@ -122,11 +131,13 @@ def key_add(
     hospital_id: Annotated[str, typer.Argument(help="Registered hospital id.")],
     key_id: Annotated[str, typer.Option(help="The id `mrb keys init --hospital` printed.")],
     public_key: Annotated[str, typer.Option(help="Base64 of the Ed25519 public key.")],
+    by: Annotated[str | None, typer.Option(help=BY_HELP)] = None,
 ) -> None:
     """Register a hospital's public key; older keys stay valid until revoked (rotation)."""
+    actor = operator(Role.PLATFORM_ADMIN, by)
 
     async def work(c: Container) -> None:
-        await registry_service.add_key(c.sessions, hospital_id, key_id, public_key)
+        await registry_service.add_key(c.sessions, hospital_id, key_id, public_key, by=actor)
 
     with_container(work)
     console.print(f"registered key {key_id} for {hospital_id}")
@@ -136,11 +147,13 @@ def key_add(
 def key_revoke(
     hospital_id: Annotated[str, typer.Argument(help="Registered hospital id.")],
     key_id: Annotated[str, typer.Option(help="The key to revoke.")],
+    by: Annotated[str | None, typer.Option(help=BY_HELP)] = None,
 ) -> None:
     """Revoke a key: every message signed with it is refused from now on (REVOKED_KEY)."""
+    actor = operator(Role.PLATFORM_ADMIN, by)
 
     async def work(c: Container) -> None:
-        await registry_service.revoke_key(c.sessions, hospital_id, key_id)
+        await registry_service.revoke_key(c.sessions, hospital_id, key_id, by=actor)
 
     with_container(work)
     console.print(f"revoked key {key_id} of {hospital_id}")

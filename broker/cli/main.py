@@ -33,6 +33,16 @@ from broker.runtime import (
 )
 from broker.security.keys import load_or_create_key
 from broker.security.payload_cipher import PayloadCipher
+from broker.security.tokens import (
+    ISSUER_KEY_FILE,
+    PUBLIC_KEYS_FILE,
+    IssuerKey,
+    TrustedKeys,
+    load_issuer_key,
+    public_key_b64,
+    retire_public_key,
+    rotate_issuer_key,
+)
 from broker.settings import Settings
 from broker.storage.database import create_engine, session_factory, upgrade
 from broker.storage.protect import Protector, has_legacy_rows, seal_legacy_rows
@@ -44,6 +54,11 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 keys_app = typer.Typer(help="Key material in MRB_DATA_DIR/keys.", no_args_is_help=True)
+issuer_app = typer.Typer(
+    help="The API token issuer's key (issuing host) and the public keys API hosts trust.",
+    no_args_is_help=True,
+)
+keys_app.add_typer(issuer_app, name="token-issuer")
 app.add_typer(db_app, name="db")
 app.add_typer(hospital_cmd.app, name="hospital")
 app.add_typer(keys_app, name="keys")
@@ -166,7 +181,8 @@ def keys_init(
         typer.Option(help="Create a hospital's Ed25519 signing key (adapter side) instead."),
     ] = None,
 ) -> None:
-    """Create the broker's keys (pseudonyms, payload encryption) if missing; never overwrite.
+    """Create the broker's keys (pseudonyms, payload encryption, the token issuer's) if
+    missing; never overwrite.
 
     With --hospital, create a new signing key for that hospital's adapters (a rotation when
     one exists: older keys stay, so messages signed with them still verify on replay).
@@ -187,21 +203,74 @@ def keys_init(
         for p in (
             keys / "pseudonym.key",
             keys / "payload-k1.key",
-            keys / "api-token.key",
             keys / "fhir-cursor.key",
             keys / "audit-checkpoint.key",
+            keys / ISSUER_KEY_FILE,
         )
         if not p.exists()
     ]
-    for name in ("pseudonym.key", "api-token.key", "fhir-cursor.key", "audit-checkpoint.key"):
+    for name in ("pseudonym.key", "fhir-cursor.key", "audit-checkpoint.key"):
         load_or_create_key(keys / name)
     PayloadCipher.from_dir(keys, create=True)
+    issuer = load_issuer_key(keys, create=True)
     for p in created:
         console.print(f"created {p}")
     console.print(
         f"keys are in {keys}: back them up and never commit them; losing pseudonym.key "
         "means no identifier can be found again"
     )
+    console.print(
+        f"{ISSUER_KEY_FILE} (token issuer {issuer.key_id}) stays on this, the issuing host: "
+        f"give API hosts {PUBLIC_KEYS_FILE} (or MRB_TOKEN_PUBLIC_KEYS) and every other file, "
+        "never the issuer key",
+        soft_wrap=True,
+    )
+
+
+@issuer_app.command("show")
+def issuer_show() -> None:
+    """Print the trusted public keys (KID=BASE64), for API hosts' MRB_TOKEN_PUBLIC_KEYS."""
+    settings = _settings()
+    keys = TrustedKeys(settings.token_public_keys_path, settings.token_public_keys)
+    issuing = settings.keys_dir / ISSUER_KEY_FILE
+    current = (
+        IssuerKey.from_pem(issuing.read_bytes(), source=str(issuing)).key_id
+        if issuing.exists()
+        else None
+    )
+    for kid in keys.key_ids():
+        public = keys.get(kid)
+        if public is not None:
+            mark = "  # issues here" if kid == current else ""
+            console.print(f"{kid}={public_key_b64(public)}{mark}", soft_wrap=True, highlight=False)
+
+
+@issuer_app.command("rotate")
+def issuer_rotate() -> None:
+    """Make a new issuer key: new tokens are signed with it; the old public key stays
+    trusted here until `retire` (tokens it signed live at most MRB_TOKEN_MAX_TTL_MACHINES)."""
+    settings = _settings()
+    old, new = rotate_issuer_key(settings.keys_dir)
+    console.print(f"token issuer {old.key_id} -> {new.key_id}; trust the new key on every API host")
+    console.print(f"  {new.public_entry()}", soft_wrap=True, highlight=False)
+    console.print(
+        f"then, once {old.key_id}'s tokens have expired: mrb keys token-issuer retire {old.key_id}"
+    )
+
+
+@issuer_app.command("retire")
+def issuer_retire(kid: Annotated[str, typer.Argument(help="The key id to stop trusting.")]) -> None:
+    """Stop trusting an issuer public key here: tokens it signed are refused at once."""
+    settings = _settings()
+    try:
+        removed = retire_public_key(settings.keys_dir, kid)
+    except ValueError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    if not removed:
+        err.print(f"{kid} is not in {settings.token_public_keys_path}")
+        raise typer.Exit(1)
+    console.print(f"retired {kid} from {settings.token_public_keys_path}")
 
 
 def _run(coro: object) -> None:

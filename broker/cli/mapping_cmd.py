@@ -9,7 +9,8 @@ from rich.console import Console
 from rich.table import Table
 
 from broker.bootstrap import Container
-from broker.cli.context import with_container
+from broker.cli.context import BY_HELP, operator, with_container
+from broker.domain.actors import Role
 from broker.services import mappings as mapping_service
 from broker.storage import mappings
 
@@ -55,9 +56,10 @@ def add(
     system: Annotated[str, typer.Option(help="Its code system URI.")],
     code: Annotated[str, typer.Option(help="The local code.")],
     item: Annotated[str, typer.Option(help="The catalog item code, e.g. LAB-HGB.")],
-    by: Annotated[str, typer.Option(help="Who maps it (recorded).")] = "cli",
+    by: Annotated[str | None, typer.Option(help=BY_HELP)] = None,
 ) -> None:
     """Map a local code; running brokers use it from their next request, no restart."""
+    actor = operator(Role.PLATFORM_ADMIN, by)
 
     async def work(c: Container) -> int:
         return await mapping_service.add_mapping(
@@ -67,7 +69,7 @@ def add(
             system=system,
             code=code,
             catalog_code=item,
-            by=by,
+            by=actor,
         )
 
     covered = with_container(work)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -12,9 +11,11 @@ from rich.console import Console
 from rich.table import Table
 
 from broker.bootstrap import Container
-from broker.cli.context import with_container
+from broker.cli.context import BY_HELP, operator, with_container
+from broker.domain.actors import Role
 from broker.domain.ledger import parse_month
 from broker.services import reports
+from broker.services.periods import close_month
 from broker.storage import ledger
 
 app = typer.Typer(help="Finance and regulator reports.", no_args_is_help=True)
@@ -120,14 +121,14 @@ def regulator(
 @ledger_app.command("close")
 def close(
     month: Annotated[str, typer.Argument(help="The month to close, YYYY-MM.")],
-    by: Annotated[str, typer.Option(help="Who closes it (recorded).")] = "cli",
+    by: Annotated[str | None, typer.Option(help=BY_HELP)] = None,
 ) -> None:
     """Close a month: later savings and reversals book into the next open month."""
     _month(month)
+    actor = operator(Role.PLATFORM_ADMIN, by)
 
     async def work(container: Container) -> bool:
-        async with container.sessions() as s, s.begin():
-            return await ledger.close_period(s, month, by, datetime.now(UTC))
+        return await close_month(container.sessions, month, by=actor)
 
     if with_container(work):
         console.print(f"closed {month}")

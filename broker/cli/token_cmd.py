@@ -1,4 +1,8 @@
-"""`mrb token issue`: API bearer tokens for people and systems, one role and hospital each."""
+"""`mrb token issue|list|revoke`: API bearer tokens, one holder, role and hospital each.
+
+Issuing needs the token issuer's private key (keys/token-issuer.key), so it runs on the
+issuing host only; listing and revoking need the database alone.
+"""
 
 from __future__ import annotations
 
@@ -7,40 +11,144 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
 from broker.bootstrap import Container
-from broker.cli.context import with_container
-from broker.domain.actors import ALL_HOSPITALS, Role
-from broker.storage import hospitals as registry
+from broker.cli.context import BY_HELP, operator, with_container
+from broker.domain.actors import Role
+from broker.security.tokens import IssuedToken, describe, parse_ttl
+from broker.services import tokens as token_service
+from broker.storage.tokens import TokenRecord
 
 app = typer.Typer(help="API bearer tokens.", no_args_is_help=True)
 console = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
+_ROLES = ", ".join(r.value for r in Role)
+
+
+def _ttl(value: str | None) -> timedelta | None:
+    if value is None:
+        return None
+    try:
+        return parse_ttl(value)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
 
 @app.command("issue")
 def issue(
-    role: Annotated[Role, typer.Option(help="adapter, doctor, finance or admin.")],
-    hospital: Annotated[
-        str, typer.Option(help="The hospital the holder acts for; '*' = platform-wide.")
-    ],
+    role: Annotated[Role, typer.Option(help=f"One of: {_ROLES}.")],
     subject: Annotated[
-        str, typer.Option(help="Who holds it (a staff number or system name); audited.")
-    ] = "",
-    hours: Annotated[float, typer.Option(help="Lifetime in hours.", min=0.01)] = 8.0,
+        str,
+        typer.Option(help="The person (staff number, name) or system that holds it; audited."),
+    ],
+    hospital: Annotated[
+        str | None,
+        typer.Option(help="The hospital a hospital role acts for; platform roles act for all."),
+    ] = None,
+    ttl: Annotated[
+        str | None,
+        typer.Option(
+            help="Lifetime, e.g. 30m, 8h, 7d; default and maximum: MRB_TOKEN_MAX_TTL_PEOPLE "
+            "(8 h) or, for --machine, MRB_TOKEN_MAX_TTL_MACHINES (30 d)."
+        ),
+    ] = None,
+    machine: Annotated[
+        bool,
+        typer.Option(
+            help="A system holds it (adapter tokens always; finance, platform-finance, audit)."
+        ),
+    ] = False,
+    by: Annotated[str | None, typer.Option(help=BY_HELP)] = None,
 ) -> None:
     """Print a token for `Authorization: Bearer …` (nothing else on stdout, for scripts)."""
-    name = subject or f"{role.value}@{hospital}"
+    life = _ttl(ttl)
+    issuer = operator(Role.SECURITY_ADMIN, by)
 
-    async def work(container: Container) -> str:
-        if hospital != ALL_HOSPITALS:
-            async with container.sessions() as s:
-                if await registry.get(s, hospital) is None:
-                    raise ValueError(
-                        f"hospital {hospital!r} is not registered; see `mrb hospital list`"
-                    )
-        return container.tokens().issue(name, role, hospital, ttl=timedelta(hours=hours))
+    async def work(container: Container) -> IssuedToken:
+        return await token_service.issue(
+            container.sessions,
+            container.token_issuer(),
+            issuer,
+            subject=subject,
+            role=role,
+            hospital=hospital,
+            ttl=life,
+            machine=machine,
+        )
 
-    token = with_container(work)
-    err.print(f"token for {name} ({role.value}, {hospital}), valid {hours:g} h:")
-    console.print(token)
+    issued = with_container(work)
+    err.print(
+        f"token {issued.jti} for {issued.subject} ({issued.role.value}, {issued.hospital}, "
+        f"{issued.kind.value}), valid {describe(issued.expires_at - issued.issued_at)} until "
+        f"{issued.expires_at:%Y-%m-%d %H:%M} UTC; revoke with `mrb token revoke {issued.jti}`:"
+    )
+    console.print(issued.token)
+
+
+@app.command("list")
+def list_(
+    hospital: Annotated[
+        str | None, typer.Option(help="Only this hospital ('*': platform).")
+    ] = None,
+    subject: Annotated[str | None, typer.Option(help="Only this holder.")] = None,
+    all_: Annotated[
+        bool, typer.Option("--all", help="Include expired and revoked tokens.")
+    ] = False,
+    by: Annotated[str | None, typer.Option(help=BY_HELP)] = None,
+) -> None:
+    """Issued tokens, newest first: id, holder, role, hospital, lifetime, revocation."""
+    actor = operator(Role.SECURITY_ADMIN, by)
+
+    async def work(container: Container) -> list[TokenRecord]:
+        return await token_service.listed(
+            container.sessions, actor, hospital=hospital, subject=subject, live_only=not all_
+        )
+
+    table = Table("jti", "subject", "role", "hospital", "kind", "issued", "expires", "revoked")
+    for t in with_container(work):
+        revoked = (
+            f"{t.revoked_at:%Y-%m-%d %H:%M} by {t.revoked_by}: {t.reason}" if t.revoked_at else "-"
+        )
+        table.add_row(
+            t.jti,
+            t.subject,
+            t.role,
+            t.hospital,
+            t.kind,
+            f"{t.issued_at:%Y-%m-%d %H:%M} by {t.issued_by}",
+            f"{t.expires_at:%Y-%m-%d %H:%M}",
+            revoked,
+        )
+    console.print(table)
+
+
+@app.command("revoke")
+def revoke(
+    jti: Annotated[
+        str | None, typer.Argument(help="The token's id (see `mrb token list`).")
+    ] = None,
+    subject: Annotated[
+        str | None, typer.Option(help="Instead: every live token of this holder.")
+    ] = None,
+    hospital: Annotated[str | None, typer.Option(help="With --subject: only here.")] = None,
+    *,
+    reason: Annotated[str, typer.Option(help="Why (recorded), e.g. 'left the hospital'.")],
+    by: Annotated[str | None, typer.Option(help=BY_HELP)] = None,
+) -> None:
+    """Revoke a token, or all of a holder's: every API process refuses them within
+    MRB_TOKEN_REVOCATION_CACHE_SECONDS, without a restart."""
+    actor = operator(Role.SECURITY_ADMIN, by)
+
+    async def work(container: Container) -> list[str]:
+        return await token_service.revoke(
+            container.sessions, actor, reason=reason, jti=jti, subject=subject, hospital=hospital
+        )
+
+    revoked = with_container(work)
+    if not revoked:
+        console.print("nothing to revoke: no such live token (already revoked or expired?)")
+        return
+    for j in revoked:
+        console.print(f"revoked {j}")

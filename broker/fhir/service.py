@@ -374,15 +374,15 @@ def cursor_key(container: Container) -> bytes:
     """The paging-cursor key: keys/fhir-cursor.key, created like the other keys.
 
     Where keys may not be created here (PostgreSQL: processes share keys made once by
-    `mrb keys init`) and the file is missing, a key derived from the shared API token
+    `mrb keys init`) and the file is missing, a key derived from the shared pseudonym
     key is used, so every API process still signs and accepts the same cursors.
     """
     settings = container.settings
     try:
         return load_key(settings.keys_dir / CURSOR_KEY_FILE, create=settings.may_create_keys)
     except MissingKey:
-        token_key = load_key(settings.keys_dir / "api-token.key", create=False)
-        return hmac.new(token_key, b"mrb fhir paging cursors", hashlib.sha256).digest()
+        shared = load_key(settings.keys_dir / "pseudonym.key", create=False)
+        return hmac.new(shared, b"mrb fhir paging cursors", hashlib.sha256).digest()
 
 
 def _check_type(resource_type: str) -> None:

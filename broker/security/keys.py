@@ -28,19 +28,43 @@ def load_or_create_key(path: Path, *, size: int = 32) -> bytes:
         if len(key) != size:
             raise ValueError(f"{path} holds {len(key)} bytes, expected {size}")
         return key
-    path.parent.mkdir(parents=True, exist_ok=True)
     key = secrets.token_bytes(size)
-    # Written whole to a private temporary file, then linked into place: a process that
-    # loses the race reads the winner's complete key, never a half-written file.
+    if not create_private_file(path, key.hex() + "\n"):
+        return load_or_create_key(path, size=size)
+    return key
+
+
+def create_private_file(path: Path, text: str) -> bool:
+    """Write `text` to a new owner-only file at `path`; False (and nothing written) if the
+    file exists already.
+
+    Written whole to a private temporary file, then linked into place: a process that
+    loses the race reads the winner's complete file, never a half-written one.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         with os.fdopen(fd, "w") as fh:
-            fh.write(key.hex() + "\n")
+            fh.write(text)
         try:
             os.link(tmp, path)
         except FileExistsError:
-            return load_or_create_key(path, size=size)
+            return False
     finally:
         tmp.unlink(missing_ok=True)
-    return key
+    return True
+
+
+def replace_private_file(path: Path, text: str) -> None:
+    """Replace the file at `path` with `text`, owner-only, in one step (readers see the old
+    file or the new one, never a mix)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -1,4 +1,5 @@
-"""The audit trail of reads of patient data (who, role, hospital, pseudonym, purpose)."""
+"""The audit trail: reads of patient data (who, role, hospital, pseudonym, purpose) and
+administrative changes (who, with which token, what changed)."""
 
 from __future__ import annotations
 
@@ -32,5 +33,34 @@ async def record_read(
             patient_pseudonym=patient_pseudonym,
             person_id=person_id,
             detail=detail,
+        )
+    )
+
+
+ADMINISTRATION = "administration"
+
+
+async def record_change(
+    session: AsyncSession,
+    actor: Actor,
+    *,
+    action: str,
+    hospital: str | None,
+    detail: dict[str, Any],
+) -> None:
+    """An administrative write (registry, certification, ledger month, mapping, token), in
+    the transaction that makes it: who (and with which token; none = the CLI), what, on
+    which hospital, and what changed."""
+    await session.execute(
+        audit_event.insert().values(
+            at=datetime.now(UTC),
+            actor=actor.name,
+            role=actor.role.value,
+            hospital_id=actor.hospital,
+            action=action,
+            purpose=ADMINISTRATION,
+            patient_pseudonym=None,
+            person_id=None,
+            detail={"hospital": hospital, "token": actor.token_id, **detail},
         )
     )

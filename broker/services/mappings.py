@@ -6,8 +6,10 @@ from datetime import UTC, datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from broker.domain.actors import Actor, Duty
 from broker.domain.catalog import Catalog
 from broker.domain.mapping import is_local
+from broker.services.audit import record_change
 from broker.services.errors import ServiceError
 from broker.storage import hospitals, mappings
 
@@ -20,9 +22,13 @@ async def add_mapping(
     system: str,
     code: str,
     catalog_code: str,
-    by: str,
+    by: Actor,
 ) -> int:
-    """Map a hospital's local code; returns how many indexed results it now covers."""
+    """Map a hospital's local code; returns how many indexed results it now covers.
+
+    A hospital admin maps their own hospital's codes only; the change is audited.
+    """
+    by.authorize(Duty.MAPPINGS, hospital)
     if catalog_code not in catalog.items:
         raise ServiceError(
             422,
@@ -41,6 +47,14 @@ async def add_mapping(
     async with sessions() as s, s.begin():
         if await hospitals.get(s, hospital) is None:
             raise ServiceError(404, "Unknown hospital", f"{hospital!r} is not registered")
-        return await mappings.add_mapping(
-            s, hospital, system, code.strip(), catalog_code, by, datetime.now(UTC)
+        covered = await mappings.add_mapping(
+            s, hospital, system, code.strip(), catalog_code, by.name, datetime.now(UTC)
         )
+        await record_change(
+            s,
+            by,
+            action="mapping.add",
+            hospital=hospital,
+            detail={"system": system, "code": code.strip(), "catalog_code": catalog_code},
+        )
+    return covered

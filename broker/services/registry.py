@@ -1,15 +1,23 @@
-"""Registering hospitals and their QC certifications, with the checks an admin expects."""
+"""Registering hospitals and their QC certifications, with the checks an admin expects.
+
+Every change needs its duty (the registry: platform-admin; certifications: qc) and is
+audited with its actor, in the transaction that makes it.
+"""
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import date
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from broker.domain.actors import Actor, Duty
 from broker.domain.catalog import Catalog
 from broker.domain.registry import Certification, CertifyingBody
 from broker.security import signatures
+from broker.services.audit import record_change
 from broker.storage import hospitals
 from broker.storage.hospitals import Hospital
 
@@ -47,12 +55,31 @@ def validated(h: Hospital) -> Hospital:
 
 
 async def register(
-    sessions: async_sessionmaker[AsyncSession], h: Hospital, *, replace: bool = False
+    sessions: async_sessionmaker[AsyncSession],
+    h: Hospital,
+    *,
+    by: Actor,
+    replace: bool = False,
 ) -> Hospital:
+    by.authorize(Duty.REGISTRY, h.id)
     clean = validated(h)
     async with sessions() as session, session.begin():
+        before = await hospitals.get(session, clean.id)
         await hospitals.add(session, clean, replace=replace)
+        await record_change(
+            session,
+            by,
+            action="registry.hospital." + ("replace" if before else "add"),
+            hospital=clean.id,
+            detail={"before": _plain(before), "after": _plain(clean)},
+        )
     return clean
+
+
+def _plain(h: Hospital | None) -> dict[str, Any] | None:
+    if h is None:
+        return None
+    return {**asdict(h), "alliances": sorted(h.alliances)}
 
 
 def certification(
@@ -79,19 +106,43 @@ def certification(
 
 
 async def certify(
-    sessions: async_sessionmaker[AsyncSession], cert: Certification, reference: str | None
+    sessions: async_sessionmaker[AsyncSession],
+    cert: Certification,
+    reference: str | None,
+    *,
+    by: Actor,
 ) -> None:
+    by.authorize(Duty.CERTIFY, cert.hospital)
     async with sessions() as session, session.begin():
         try:
             await hospitals.certify(session, cert, reference)
         except hospitals.UnknownHospital:
             raise RegistryError(f"hospital {cert.hospital!r} is not registered") from None
+        await record_change(
+            session,
+            by,
+            action="registry.certify",
+            hospital=cert.hospital,
+            detail={
+                "scope": cert.scope,
+                "body": cert.body.value,
+                "valid_from": cert.valid_from.isoformat(),
+                "valid_to": cert.valid_to.isoformat(),
+                "reference": reference,
+            },
+        )
 
 
 async def add_key(
-    sessions: async_sessionmaker[AsyncSession], hospital_id: str, key_id: str, public_b64: str
+    sessions: async_sessionmaker[AsyncSession],
+    hospital_id: str,
+    key_id: str,
+    public_b64: str,
+    *,
+    by: Actor,
 ) -> None:
     """Register a public key after checking it really is one."""
+    by.authorize(Duty.REGISTRY, hospital_id)
     if not key_id or len(key_id) > 64:
         raise RegistryError("key id must have 1-64 characters")
     try:
@@ -105,11 +156,26 @@ async def add_key(
             raise RegistryError(f"hospital {hospital_id!r} is not registered") from None
         except hospitals.KeyExists:
             raise RegistryError(f"key {key_id!r} is already registered for {hospital_id}") from None
+        await record_change(
+            session,
+            by,
+            action="registry.key.add",
+            hospital=hospital_id,
+            detail={"key_id": key_id, "public_key": public_b64},
+        )
 
 
 async def revoke_key(
-    sessions: async_sessionmaker[AsyncSession], hospital_id: str, key_id: str
+    sessions: async_sessionmaker[AsyncSession], hospital_id: str, key_id: str, *, by: Actor
 ) -> None:
+    by.authorize(Duty.REGISTRY, hospital_id)
     async with sessions() as session, session.begin():
         if not await hospitals.revoke_key(session, hospital_id, key_id):
             raise RegistryError(f"no active key {key_id!r} for {hospital_id}")
+        await record_change(
+            session,
+            by,
+            action="registry.key.revoke",
+            hospital=hospital_id,
+            detail={"key_id": key_id},
+        )

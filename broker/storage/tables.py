@@ -419,6 +419,25 @@ unmapped_code = Table(
     Column("mapped_at", UTCDateTime, nullable=True),
 )
 
+# Every API token issued (never the token itself): who holds it, for what, until when,
+# who issued it, and its revocation. A token whose jti is missing here is refused.
+issued_token = Table(
+    "issued_token",
+    metadata,
+    Column("jti", String(36), primary_key=True),
+    Column("subject", String(200), nullable=False, index=True),
+    Column("role", String(32), nullable=False),
+    Column("hospital", String(32), nullable=False, index=True),  # '*' for platform roles
+    Column("kind", String(16), nullable=False),  # person | machine
+    Column("key_id", String(64), nullable=False),  # the issuer key that signed it
+    Column("issued_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("issued_by", String(200), nullable=False),
+    Column("revoked_at", UTCDateTime, nullable=True),
+    Column("revoked_by", String(200), nullable=True),
+    Column("reason", String(200), nullable=True),
+)
+
 
 # Tables kept in their own modules join the same metadata (Alembic compares them all).
 from broker.storage import cds_tables, fhir_tables, rate_limit_tables  # noqa: E402, F401

@@ -7,17 +7,28 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from broker.runtime import running_stack
+from broker.runtime import Stack, running_stack
 from broker.settings import Settings
 from tests.conftest import api_client
 
 
 @pytest.fixture
-async def api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    async with (
-        running_stack(settings, api=True, worker=False, kafka_needed=False) as stack,
-        api_client(stack, "admin", "*") as client,
-    ):
+async def stack(settings: Settings) -> AsyncIterator[Stack]:
+    async with running_stack(settings, api=True, worker=False, kafka_needed=False) as stack:
+        yield stack
+
+
+@pytest.fixture
+async def api(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
+    """The platform administrator (the registry and code mappings)."""
+    async with api_client(stack, "platform-admin", "*", "sys.zhang") as client:
+        yield client
+
+
+@pytest.fixture
+async def qc(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
+    """The quality-control office (certifications)."""
+    async with api_client(stack, "qc", "*", "qc.wu") as client:
         yield client
 
 
@@ -32,7 +43,7 @@ HOSPITAL = {
 }
 
 
-async def test_register_certify_and_list(api: httpx.AsyncClient) -> None:
+async def test_register_certify_and_list(api: httpx.AsyncClient, qc: httpx.AsyncClient) -> None:
     assert (await api.post("/api/v1/admin/hospitals", json=HOSPITAL)).status_code == 201
     cert = {
         "scope": "IMG-CT-CHEST-PLAIN",
@@ -41,7 +52,7 @@ async def test_register_certify_and_list(api: httpx.AsyncClient) -> None:
         "valid_to": "2026-06-30",
         "reference": "SC-CT-7",
     }
-    r = await api.post("/api/v1/admin/hospitals/H030/certifications", json=cert)
+    r = await qc.post("/api/v1/admin/hospitals/H030/certifications", json=cert)
     assert r.status_code == 201, r.text
     (listed,) = (await api.get("/api/v1/admin/hospitals")).json()
     assert listed["alliances"] == ["LX-YGT"] and listed["grade"] == "甲"
@@ -83,7 +94,7 @@ async def test_invalid_registrations_are_problems(
     assert r.status_code == 422 and detail in r.json()["detail"]
 
 
-async def test_certification_problems(api: httpx.AsyncClient) -> None:
+async def test_certification_problems(api: httpx.AsyncClient, qc: httpx.AsyncClient) -> None:
     await api.post("/api/v1/admin/hospitals", json=HOSPITAL)
     base = {
         "scope": "CT",
@@ -91,9 +102,9 @@ async def test_certification_problems(api: httpx.AsyncClient) -> None:
         "valid_from": "2026-06-30",
         "valid_to": "2026-01-01",
     }
-    backwards = await api.post("/api/v1/admin/hospitals/H030/certifications", json=base)
+    backwards = await qc.post("/api/v1/admin/hospitals/H030/certifications", json=base)
     assert backwards.status_code == 422 and "before" in backwards.json()["detail"]
-    unknown = await api.post(
+    unknown = await qc.post(
         "/api/v1/admin/hospitals/H404/certifications",
         json={**base, "valid_from": "2026-01-01", "valid_to": "2026-06-30"},
     )
@@ -125,9 +136,13 @@ async def test_mapping_worklist_over_http(api: httpx.AsyncClient) -> None:
     assert wrong.status_code == 422 and "not in the catalog" in wrong.json()["detail"]
 
 
-async def test_admin_of_one_hospital_maps_only_its_codes(settings: Settings) -> None:
+async def test_admin_of_one_hospital_maps_only_its_codes(
+    stack: Stack, api: httpx.AsyncClient
+) -> None:
+    for hid in ("H001", "H002"):
+        registered = await api.post("/api/v1/admin/hospitals", json={**HOSPITAL, "id": hid})
+        assert registered.status_code == 201
     async with (
-        running_stack(settings, api=True, worker=False, kafka_needed=False) as stack,
         api_client(stack, "admin", "H001") as h001_admin,
         api_client(stack, "doctor", "H001") as doctor,
     ):

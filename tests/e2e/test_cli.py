@@ -258,7 +258,9 @@ def test_token_issue_and_reports(settings: Settings) -> None:
     )
     assert token.exit_code == 0 and token.stdout.strip().count(".") == 2  # a JWT
     unknown = runner.invoke(
-        app, ["token", "issue", "--role", "finance", "--hospital", "H404"], env=env
+        app,
+        ["token", "issue", "--role", "finance", "--hospital", "H404", "--subject", "cw.wang"],
+        env=env,
     )
     assert unknown.exit_code == 2 and "not registered" in unknown.output
     savings = runner.invoke(app, ["report", "savings", "--format", "json"], env=env)
@@ -279,3 +281,69 @@ def test_audit_seal_and_verify(settings: Settings) -> None:
     assert "sealed 0" in runner.invoke(app, ["audit", "seal"], env=env).stdout
     verified = runner.invoke(app, ["audit", "verify"], env=env)
     assert verified.exit_code == 0 and "the audit trail is intact" in verified.stdout
+
+
+def test_token_issue_needs_a_subject_and_a_lifetime_within_the_cap(settings: Settings) -> None:
+    env = env_for(settings)
+    register = ["hospital", "add", "H001", "--name", "n", "--region", "510502", "--level", "3"]
+    assert runner.invoke(app, register, env=env).exit_code == 0
+    doctor = ["token", "issue", "--role", "doctor", "--hospital", "H001"]
+    nobody = runner.invoke(app, doctor, env=env)
+    assert nobody.exit_code == 2 and "--subject" in nobody.output
+    too_long = runner.invoke(app, [*doctor, "--subject", "dr.li", "--ttl", "9h"], env=env)
+    assert too_long.exit_code == 2 and "at most 8 h (MRB_TOKEN_MAX_TTL_PEOPLE)" in too_long.output
+    capped = runner.invoke(
+        app,
+        [*doctor, "--subject", "dr.li", "--ttl", "2h"],
+        env={**env, "MRB_TOKEN_MAX_TTL_PEOPLE": "1h"},
+    )
+    assert capped.exit_code == 2 and "at most 1 h" in capped.output
+    machine_doctor = runner.invoke(app, [*doctor, "--subject", "his", "--machine"], env=env)
+    assert machine_doctor.exit_code == 2 and "not doctor" in machine_doctor.output
+    adapter = ["token", "issue", "--role", "adapter", "--hospital", "H001", "--subject", "lis"]
+    month = runner.invoke(app, [*adapter, "--ttl", "30d"], env=env)
+    assert month.exit_code == 0 and "machine), valid 30 d" in month.output
+    beyond = runner.invoke(app, [*adapter, "--ttl", "31d"], env=env)
+    assert beyond.exit_code == 2 and "MRB_TOKEN_MAX_TTL_MACHINES" in beyond.output
+    platform = ["token", "issue", "--role", "platform-admin", "--subject", "sys.zhang"]
+    assert runner.invoke(app, platform, env=env).exit_code == 0
+    scoped = runner.invoke(app, [*platform, "--hospital", "H001"], env=env)
+    assert scoped.exit_code == 2 and "platform role" in scoped.output
+    hospital_wide = runner.invoke(
+        app, ["token", "issue", "--role", "admin", "--hospital", "*", "--subject", "x"], env=env
+    )
+    assert hospital_wide.exit_code == 2 and "hospital role" in hospital_wide.output
+
+
+def test_token_list_and_revoke(settings: Settings) -> None:
+    env = {**env_for(settings), "MRB_OPERATOR": "sec.chen"}
+    register = ["hospital", "add", "H001", "--name", "n", "--region", "510502", "--level", "3"]
+    assert runner.invoke(app, register, env=env).exit_code == 0
+    issue = ["token", "issue", "--role", "doctor", "--hospital", "H001", "--subject", "dr.li"]
+    first = runner.invoke(app, issue, env=env)
+    second = runner.invoke(app, issue, env=env)
+    assert first.exit_code == 0 and second.exit_code == 0
+    jti = first.stderr.split()[1]
+    listed = runner.invoke(app, ["token", "list"], env=env)
+    assert listed.exit_code == 0 and jti in listed.stdout and "sec.chen" in listed.stdout
+    assert first.stdout.strip() not in listed.stdout  # never the token text
+    no_reason = runner.invoke(app, ["token", "revoke", jti], env=env)
+    assert no_reason.exit_code == 2 and "--reason" in no_reason.output
+    one = runner.invoke(app, ["token", "revoke", jti, "--reason", "laptop lost"], env=env)
+    assert one.exit_code == 0 and f"revoked {jti}" in one.stdout
+    rest = runner.invoke(
+        app, ["token", "revoke", "--subject", "dr.li", "--reason", "left"], env=env
+    )
+    assert rest.exit_code == 0 and rest.stdout.count("revoked ") == 1
+    assert (
+        "no such live token"
+        in runner.invoke(
+            app, ["token", "revoke", "--subject", "dr.li", "--reason", "left"], env=env
+        ).stdout
+    )
+    live = runner.invoke(app, ["token", "list"], env=env)
+    assert jti not in live.stdout
+    everything = runner.invoke(app, ["token", "list", "--all"], env=env)
+    assert "laptop lost" in everything.stdout and "by sec.chen" in everything.stdout
+    unknown = runner.invoke(app, ["token", "revoke", "nope", "--reason", "x"], env=env)
+    assert unknown.exit_code == 2 and "Unknown token" in unknown.output

@@ -74,7 +74,9 @@ class TestBodyLimit:
     ) -> None:
         body = Streamed(4 * MIB)
         r = await client.post(
-            CHECK, content=body, headers={"Content-Length": str(4 * MIB), **bearer(container)}
+            CHECK,
+            content=body,
+            headers={"Content-Length": str(4 * MIB), **(await bearer(container))},
         )
         assert_413(r)
         assert body.pulled == 0
@@ -82,7 +84,7 @@ class TestBodyLimit:
     async def test_a_chunked_oversized_body_is_cut_off_at_the_limit(
         self, client: httpx.AsyncClient, container: Container
     ) -> None:
-        for headers in ({}, bearer(container)):  # with or without a token: the same
+        for headers in ({}, await bearer(container)):  # with or without a token: the same
             body = Streamed(64 * MIB)
             r = await client.post(CHECK, content=body, headers=headers)
             assert_413(r)
@@ -93,7 +95,7 @@ class TestBodyLimit:
         self, client: httpx.AsyncClient, container: Container
     ) -> None:
         assert (await client.post(CHECK, json=check_body())).status_code == 401
-        r = await client.post(CHECK, json=check_body(), headers=bearer(container))
+        r = await client.post(CHECK, json=check_body(), headers=await bearer(container))
         assert r.status_code == 200, r.text
         assert r.json()["items"][0]["decision"] == "NO_PRIOR_RESULT"
 
@@ -131,7 +133,7 @@ class TestMetricLabels:
     async def test_the_route_label_is_the_template_never_the_path(
         self, client: httpx.AsyncClient, container: Container
     ) -> None:
-        await client.get(f"/fhir/Patient/{f.PATIENT_B}", headers=bearer(container))
+        await client.get(f"/fhir/Patient/{f.PATIENT_B}", headers=await bearer(container))
         await client.get(f"/no/such/{f.PATIENT_B}")
         routes = {
             s.labels["route"]
@@ -147,7 +149,7 @@ class TestNoStore:
     async def test_every_response_that_can_hold_patient_data_is_no_store(
         self, client: httpx.AsyncClient, container: Container
     ) -> None:
-        token = bearer(container)
+        token = await bearer(container)
         answers = [
             await client.post(CHECK, json=check_body(), headers=token),
             await client.post(CHECK, json=check_body()),  # a 401 problem
@@ -211,7 +213,7 @@ class TestAccessLog:
         self, client: httpx.AsyncClient, container: Container, caplog: pytest.LogCaptureFixture
     ) -> None:
         caplog.set_level(logging.INFO)
-        doctor = bearer(container, "doctor", "H002", "dr.li")
+        doctor = await bearer(container, "doctor", "H002", "dr.li")
         ok = await client.post(CHECK, json=check_body(), headers=doctor)
         refused = await client.get("/api/v1/savings", headers=doctor)
         assert (ok.status_code, refused.status_code) == (200, 403)
@@ -229,7 +231,7 @@ class TestAccessLog:
         # Not the test client's own request lines: configure_logging keeps httpx at WARNING.
         caplog.set_level(logging.WARNING, logger="httpx")
         caplog.set_level(logging.INFO)  # last: the capturing handler takes this level
-        token = bearer(container)
+        token = await bearer(container)
         patient = f.PATIENT_A
         query = {"identifier": f"{f.NATIONAL}|{patient}"}
         statuses = [

@@ -105,7 +105,7 @@ async def test_outcome_savings_withdrawal_notice_and_events(stack: Stack) -> Non
         assert read.status_code == 204
         assert (await doctor.get("/api/v1/notifications", params={"unread": True})).json() == []
 
-    async with api_client(stack, "finance", "*") as finance:
+    async with api_client(stack, "platform-finance", "*") as finance:
         report = (await finance.get("/api/v1/savings", params={"group_by": "hospital"})).json()
         (h002,) = report["groups"]
         assert h002["key"] == "H002" and h002["saved"] == "5.40"
@@ -157,9 +157,13 @@ async def test_authentication_and_scope_are_enforced(stack: Stack) -> None:
         assert (await other_doctor.get("/api/v1/savings")).status_code == 403
     async with api_client(stack, "finance", "H001") as local_finance:
         assert (await local_finance.get("/api/v1/savings")).status_code == 200
+        other = await local_finance.get("/api/v1/savings", params={"hospital": "H002"})
+        assert other.status_code == 403
         closing = await local_finance.post("/api/v1/ledger/periods/2026-05/close")
         assert closing.status_code == 403
-    async with api_client(stack, "admin", "*") as admin:
+        city = await local_finance.get("/api/v1/reports/regulator", params={"month": "2026-05"})
+        assert city.status_code == 403
+    async with api_client(stack, "platform-admin", "*", "sys.zhang") as admin:
         closed = await admin.post("/api/v1/ledger/periods/2026-05/close")
         assert closed.json() == {"period": "2026-05", "closed": True, "already_closed": False}
         reasons = (await admin.get("/api/v1/recognition/decline-reasons")).json()

@@ -46,7 +46,7 @@ async def index(stack: Stack, value: bytes) -> None:
 async def test_recognise_in_the_page_then_see_the_withdrawal_notice(stack: Stack) -> None:
     today = date.today().isoformat()
     await index(stack, f.lab_bundle(effective=f"{today}T08:00:00+08:00", last_updated=None))
-    token = bearer(stack.container, "doctor", "H002", "dr-li")["Authorization"].split()[1]
+    token = (await bearer(stack.container, "doctor", "H002", "dr-li"))["Authorization"].split()[1]
     async with playwright_api.async_playwright() as pw:
         browser = await pw.chromium.launch(
             executable_path=CHROMIUM,
@@ -130,7 +130,7 @@ async def test_the_finance_page_charts_the_ledger(stack: Stack) -> None:
         ],
         doctor,
     )
-    token = bearer(c, "finance", "*", "finance-zhao")["Authorization"].split()[1]
+    token = (await bearer(c, "platform-finance", "*", "finance-zhao"))["Authorization"].split()[1]
     async with playwright_api.async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         try:

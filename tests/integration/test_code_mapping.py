@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from broker.bootstrap import Container
-from broker.domain.actors import Actor, Role
+from broker.domain.actors import ALL_HOSPITALS, Actor, Forbidden, Role
 from broker.domain.recognition import Order
 from broker.services.checks import CheckRequest, run_check
 from broker.services.errors import ServiceError
@@ -19,6 +19,7 @@ from tests import factories as f
 from tests.conftest import certify
 
 LIS = "urn:mrb:hospital:H001:lab-code"
+PLATFORM_IT = Actor("it", Role.PLATFORM_ADMIN, ALL_HOSPITALS)
 HB = Order(system="http://loinc.org", code="718-7")
 
 
@@ -69,7 +70,7 @@ async def test_unmapped_codes_are_listed_then_mapped_without_restart(container: 
         system=LIS,
         code="XHB",
         catalog_code="LAB-HGB",
-        by="it-zhou",
+        by=Actor("it-zhou", Role.ADMIN, "H001"),
     )
     assert covered == 2
     assert await decision(c) == "RECOGNIZABLE"  # the same provider, no reload by hand
@@ -97,5 +98,19 @@ async def test_bad_mappings_are_refused(
 ) -> None:
     args = {"hospital": "H001", "system": LIS, "code": "XHB", "catalog_code": "LAB-HGB"} | changes
     with pytest.raises(ServiceError) as refused:
-        await add_mapping(container.sessions, container.rules().catalog, by="it", **args)
+        await add_mapping(container.sessions, container.rules().catalog, by=PLATFORM_IT, **args)
     assert refused.value.status == status
+
+
+async def test_a_hospital_admin_maps_only_its_own_codes(container: Container) -> None:
+    args = {"system": LIS, "code": "XHB", "catalog_code": "LAB-HGB"}
+    other = Actor("it-li", Role.ADMIN, "H002")
+    with pytest.raises(Forbidden, match="H001 is another hospital's"):
+        await add_mapping(
+            container.sessions, container.rules().catalog, hospital="H001", by=other, **args
+        )
+    doctor = Actor("dr-li", Role.DOCTOR, "H001")
+    with pytest.raises(Forbidden, match="needs the role admin, platform-admin"):
+        await add_mapping(
+            container.sessions, container.rules().catalog, hospital="H001", by=doctor, **args
+        )

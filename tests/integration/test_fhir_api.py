@@ -122,7 +122,7 @@ async def data(container: Container, api: httpx.AsyncClient) -> Data:
         (f.lab_bundle(accession="ACC-B", pat=f.patient(f.PATIENT_B, "MRN-2", pid="pb")), "H001")
     )
     await index(container, *messages)
-    doctor = bearer(container, "doctor", "H002", "dr.li")
+    doctor = await bearer(container, "doctor", "H002", "dr.li")
     found = await api.get("/fhir/Patient", params={"identifier": A}, headers=doctor)
     pid = found.json()["entry"][0]["resource"]["id"]
     return Data(container, api, doctor, pid)
@@ -225,8 +225,8 @@ class TestPatients:
     async def test_a_hospital_local_identifier_is_read_as_the_callers_hospitals(
         self, data: Data
     ) -> None:
-        h2 = bearer(data.container, "doctor", "H002", "dr.li")
-        h1 = bearer(data.container, "doctor", "H001", "dr.wang")
+        h2 = await bearer(data.container, "doctor", "H002", "dr.li")
+        h1 = await bearer(data.container, "doctor", "H001", "dr.wang")
         for headers, total in ((h2, 1), (h1, 0)):
             r = await data.api.get(
                 "/fhir/Patient", params={"identifier": "urn:h2:mrn|H2-77"}, headers=headers
@@ -430,12 +430,12 @@ class TestPaging:
     async def test_a_cursor_is_bound_to_its_user(self, data: Data) -> None:
         nxt = link(await data.search("Observation", _count="2"), "next")
         assert nxt is not None
-        other = bearer(data.container, "doctor", "H002", "dr.wang")
+        other = await bearer(data.container, "doctor", "H002", "dr.wang")
         body = await data.error(403, nxt, headers=other)
         assert "another user" in body["issue"][0]["diagnostics"]
         # The same user with a new token may go on.
         assert (
-            await data.api.get(nxt, headers=bearer(data.container, "doctor", "H002", "dr.li"))
+            await data.api.get(nxt, headers=await bearer(data.container, "doctor", "H002", "dr.li"))
         ).status_code == 200
 
     async def test_an_altered_or_misused_cursor_is_refused(self, data: Data) -> None:
@@ -489,7 +489,7 @@ class TestRead:
         await index(container, (f.lab_bundle(accession="ACC-R"), "H001"))
         rid = (await result_ids(container, "DiagnosticReport"))["ACC-R"]
         r = await api.get(
-            f"/fhir/DiagnosticReport/{rid}", headers=bearer(container, "doctor", "H001")
+            f"/fhir/DiagnosticReport/{rid}", headers=await bearer(container, "doctor", "H001")
         )
         assert r.status_code == 200 and r.json()["id"] == rid
 
@@ -537,7 +537,7 @@ class TestIndexUpkeep:
         self, container: Container, api: httpx.AsyncClient
     ) -> None:
         await index(container, *((f.lab_bundle(accession=f"ACC-C{i}"), "H001") for i in range(4)))
-        doctor = bearer(container, "doctor", "H001")
+        doctor = await bearer(container, "doctor", "H001")
         answers = await asyncio.gather(
             *(
                 api.get("/fhir/Observation", params={"subject:identifier": A}, headers=doctor)
@@ -565,7 +565,7 @@ class TestIndexUpkeep:
             await s.execute(
                 update(payload).where(payload.c.id == pid).values(ciphertext=b"garbage" * 4)
             )
-        doctor = bearer(container, "doctor", "H001")
+        doctor = await bearer(container, "doctor", "H001")
         r = await api.get(
             "/fhir/DiagnosticReport", params={"subject:identifier": A}, headers=doctor
         )
@@ -610,7 +610,7 @@ class TestRefusals:
         await data.error(
             401, "/fhir/Observation", patient=data.pid, headers={"Authorization": "Bearer x.y.z"}
         )
-        finance = bearer(data.container, "finance", "H002")
+        finance = await bearer(data.container, "finance", "H002")
         body = await data.error(403, "/fhir/Observation", patient=data.pid, headers=finance)
         assert "doctor" in body["issue"][0]["diagnostics"]
         body = await data.error(403, "/fhir/Observation", code=HB)
@@ -692,7 +692,7 @@ class TestRealSamples:
     async def samples(self, realdata: Path, container: Container, api: httpx.AsyncClient) -> Data:
         folder = realdata / "fhir" / "r4-spec"
         await index(container, *((folder.joinpath(n).read_bytes(), "H001") for n in self.FILES))
-        return Data(container, api, bearer(container, "doctor", "H001"), "")
+        return Data(container, api, await bearer(container, "doctor", "H001"), "")
 
     async def _pid(self, data: Data, identifier: str) -> str:
         bundle = await data.get("/fhir/Patient", identifier=identifier)

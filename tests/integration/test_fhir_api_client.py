@@ -47,15 +47,15 @@ async def stack(
         yield s
 
 
-def client(stack: Stack, container: Container, **headers: str) -> Any:
-    token = bearer(container, "doctor", "H002", "dr.li")["Authorization"]
+async def client(stack: Stack, container: Container, **headers: str) -> Any:
+    token = (await bearer(container, "doctor", "H002", "dr.li"))["Authorization"]
     return fhirpy.AsyncFHIRClient(
         f"{stack.api_url}/fhir", authorization=token, extra_headers=headers or None
     )
 
 
 async def test_fhirpy_searches_pages_and_reads(stack: Stack, container: Container) -> None:
-    fc = client(stack, container)
+    fc = await client(stack, container)
     capability = await fc.execute("metadata", method="get")
     assert capability["fhirVersion"] == "4.0.1"
 
@@ -94,13 +94,13 @@ async def test_fhirpy_searches_pages_and_reads(stack: Stack, container: Containe
 
 
 async def test_fhirpy_sees_refusals_as_fhir_errors(stack: Stack, container: Container) -> None:
-    fc = client(stack, container)
+    fc = await client(stack, container)
     with pytest.raises(exceptions.ForbiddenError):
         await fc.resources("Observation").search(code="718-7").fetch()
     with pytest.raises(exceptions.ResourceNotFound):
         await fc.get("DiagnosticReport", "no-such-report")
     (patient,) = await fc.resources("Patient").search(identifier=A).fetch()
-    strict = client(stack, container, Prefer="handling=strict")
+    strict = await client(stack, container, Prefer="handling=strict")
     with pytest.raises(exceptions.OperationOutcome) as caught:
         await strict.resources("Observation").search(patient=patient.id, foo="bar").fetch()
     assert "handling=strict" in str(caught.value)

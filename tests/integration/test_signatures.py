@@ -11,6 +11,7 @@ from broker.domain.rejections import RejectCode
 from broker.ingest.service import InboundMessage, Outcome, Processed
 from broker.services import registry as registry_service
 from tests import factories as f
+from tests.conftest import PLATFORM_ADMIN
 
 
 async def ingest(c: Container, *m: InboundMessage) -> list[Processed]:
@@ -67,7 +68,7 @@ class TestSignatureMatrix:
     async def test_rotated_key_keeps_older_messages_verifiable(self, container: Container) -> None:
         old = f.inbound(f.lab_bundle(accession="OLD"))  # signed with H001-test
         await registry_service.add_key(
-            container.sessions, "H001", f.key_id("H003"), f.public_b64("H003")
+            container.sessions, "H001", f.key_id("H003"), f.public_b64("H003"), by=PLATFORM_ADMIN
         )
         new = f.inbound(f.lab_bundle(accession="NEW"), hospital="H001", signer="H003")
         assert [p.outcome for p in await ingest(container, new, old)] == [
@@ -76,20 +77,24 @@ class TestSignatureMatrix:
         ]
 
     async def test_revoked_key_is_refused(self, container: Container) -> None:
-        await registry_service.revoke_key(container.sessions, "H001", f.key_id("H001"))
+        await registry_service.revoke_key(
+            container.sessions, "H001", f.key_id("H001"), by=PLATFORM_ADMIN
+        )
         (p,) = await ingest(container, f.inbound(f.lab_bundle()))
         assert p.code is RejectCode.REVOKED_KEY
 
 
 async def test_key_registration_checks_the_key(container: Container) -> None:
     with pytest.raises(registry_service.RegistryError, match="32 bytes"):
-        await registry_service.add_key(container.sessions, "H001", "k2", "AAAA")
+        await registry_service.add_key(container.sessions, "H001", "k2", "AAAA", by=PLATFORM_ADMIN)
     with pytest.raises(registry_service.RegistryError, match="already registered"):
         await registry_service.add_key(
-            container.sessions, "H001", f.key_id("H001"), f.public_b64("H001")
+            container.sessions, "H001", f.key_id("H001"), f.public_b64("H001"), by=PLATFORM_ADMIN
         )
     with pytest.raises(registry_service.RegistryError, match="not registered"):
-        await registry_service.add_key(container.sessions, "H404", "k", f.public_b64("H001"))
+        await registry_service.add_key(
+            container.sessions, "H404", "k", f.public_b64("H001"), by=PLATFORM_ADMIN
+        )
 
 
 async def test_migration_mode_accepts_unsigned_but_still_checks_signatures(

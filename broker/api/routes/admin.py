@@ -1,4 +1,5 @@
-"""Admin API: the hospital registry, QC certifications and the item catalog."""
+"""Admin API: the hospital registry (platform-admin), QC certifications (qc) and the
+item catalog (read by every role but audit). Every write is audited with its actor."""
 
 from __future__ import annotations
 
@@ -8,14 +9,13 @@ from typing import Literal
 from fastapi import APIRouter, Depends, status
 from pydantic import BaseModel, Field
 
-from broker.api.deps import ContainerDep, get_actor, require
-from broker.domain.actors import Role
+from broker.api.deps import CertifyDep, ContainerDep, RegistryDep, require
+from broker.domain.actors import Duty
 from broker.services import registry as registry_service
 from broker.storage import hospitals as registry
 
 router = APIRouter(prefix="/api/v1/admin", tags=["admin"])
-READ = Depends(get_actor)  # any authenticated caller: no patient data here
-ADMIN = Depends(require(Role.ADMIN))
+READ = Depends(require(Duty.REFERENCE))  # reference data: no patient data here
 
 
 class HospitalIn(BaseModel):
@@ -32,7 +32,9 @@ class HospitalIn(BaseModel):
 
 class CertificationIn(BaseModel):
     scope: str = Field(description="catalog item code (LAB-HGB) or QC group (HEMATOLOGY)")
-    body: Literal["national-eqa", "provincial-eqa", "provincial-imaging-qc"]
+    body: Literal[
+        "national-eqa", "provincial-eqa", "provincial-imaging-qc", "city-eqa", "city-imaging-qc"
+    ]
     valid_from: date
     valid_to: date
     reference: str | None = Field(default=None, max_length=100)
@@ -78,33 +80,32 @@ async def list_hospitals(container: ContainerDep) -> list[HospitalOut]:
     ]
 
 
-@router.post("/hospitals", status_code=status.HTTP_201_CREATED, dependencies=[ADMIN])
-async def add_hospital(body: HospitalIn, container: ContainerDep) -> dict[str, str]:
-    """Register a hospital (409 if the id exists; PUT replaces)."""
-    await registry_service.register(container.sessions, _hospital(body))
+@router.post("/hospitals", status_code=status.HTTP_201_CREATED)
+async def add_hospital(
+    body: HospitalIn, container: ContainerDep, actor: RegistryDep
+) -> dict[str, str]:
+    """Register a hospital (409 if the id exists; PUT replaces). Platform-admin only."""
+    await registry_service.register(container.sessions, _hospital(body), by=actor)
     return {"id": body.id}
 
 
-@router.put("/hospitals/{hospital_id}", dependencies=[ADMIN])
+@router.put("/hospitals/{hospital_id}")
 async def replace_hospital(
-    hospital_id: str, body: HospitalIn, container: ContainerDep
+    hospital_id: str, body: HospitalIn, container: ContainerDep, actor: RegistryDep
 ) -> dict[str, str]:
-    """Create or update a hospital; alliances are replaced by those given."""
+    """Create or update a hospital; alliances are replaced by those given. Platform-admin
+    only: a hospital does not set its own level, region or alliances."""
     if body.id != hospital_id:
         raise registry_service.RegistryError("the body's id differs from the path's")
-    await registry_service.register(container.sessions, _hospital(body), replace=True)
+    await registry_service.register(container.sessions, _hospital(body), by=actor, replace=True)
     return {"id": hospital_id}
 
 
-@router.post(
-    "/hospitals/{hospital_id}/certifications",
-    status_code=status.HTTP_201_CREATED,
-    dependencies=[ADMIN],
-)
+@router.post("/hospitals/{hospital_id}/certifications", status_code=status.HTTP_201_CREATED)
 async def add_certification(
-    hospital_id: str, body: CertificationIn, container: ContainerDep
+    hospital_id: str, body: CertificationIn, container: ContainerDep, actor: CertifyDep
 ) -> dict[str, str]:
-    """Record a QC certification for an item or QC group, valid from..to inclusive."""
+    """Record a QC certification for an item or QC group, valid from..to inclusive (qc)."""
     cert = registry_service.certification(
         container.rules().catalog,
         hospital_id,
@@ -113,7 +114,7 @@ async def add_certification(
         body.valid_from,
         body.valid_to,
     )
-    await registry_service.certify(container.sessions, cert, body.reference)
+    await registry_service.certify(container.sessions, cert, body.reference, by=actor)
     return {"hospital": hospital_id, "scope": body.scope}
 
 

@@ -1,14 +1,14 @@
-"""Admin API: the unmapped-code worklist and local-code mappings (hospital IT)."""
+"""Admin API: the unmapped-code worklist and local-code mappings (hospital IT: a
+hospital admin for their own hospital, platform-admin for any)."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, status
 from pydantic import BaseModel, Field
 
-from broker.api.deps import AdminDep, ContainerDep
-from broker.domain.actors import Actor
+from broker.api.deps import ContainerDep, MappingsDep
+from broker.domain.actors import Actor, Duty
 from broker.services import mappings as mapping_service
-from broker.services.errors import ServiceError
 from broker.storage import mappings
 
 router = APIRouter(prefix="/api/v1/admin/mappings", tags=["admin"])
@@ -23,14 +23,15 @@ class MappingIn(BaseModel):
 
 def _scope(actor: Actor, hospital: str | None) -> str | None:
     """An admin of one hospital sees and maps only that hospital's codes."""
-    if hospital is not None and not actor.acts_for(hospital):
-        raise ServiceError(403, "Not your hospital", f"this token is for {actor.hospital}")
-    return hospital if hospital is not None else (None if actor.hospital == "*" else actor.hospital)
+    if hospital is not None:
+        actor.authorize(Duty.MAPPINGS, hospital)
+        return hospital
+    return None if actor.platform else actor.hospital
 
 
 @router.get("/unmapped", response_model=list[mappings.Unmapped])
 async def unmapped(
-    container: ContainerDep, actor: AdminDep, hospital: str | None = None, all: bool = False
+    container: ContainerDep, actor: MappingsDep, hospital: str | None = None, all: bool = False
 ) -> list[mappings.Unmapped]:
     """Local codes seen in results that map to no catalog item, most frequent first."""
     async with container.sessions() as s:
@@ -38,9 +39,8 @@ async def unmapped(
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)
-async def add(body: MappingIn, container: ContainerDep, actor: AdminDep) -> dict[str, object]:
+async def add(body: MappingIn, container: ContainerDep, actor: MappingsDep) -> dict[str, object]:
     """Map a local code to a catalog item; in force from the next request, no restart."""
-    _scope(actor, body.hospital)
     covered = await mapping_service.add_mapping(
         container.sessions,
         container.rules().catalog,
@@ -48,6 +48,6 @@ async def add(body: MappingIn, container: ContainerDep, actor: AdminDep) -> dict
         system=body.system,
         code=body.code,
         catalog_code=body.catalog_code,
-        by=actor.name,
+        by=actor,
     )
     return {**body.model_dump(), "results_covered": covered}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 
-from broker.api.deps import ContainerDep, DoctorDep, get_actor
+from broker.api.deps import ContainerDep, DoctorDep, require
 from broker.api.limits import admit_check
 from broker.api.schemas import (
     CheckIn,
@@ -19,6 +19,7 @@ from broker.api.schemas import (
     Text,
     WarningOut,
 )
+from broker.domain.actors import Duty
 from broker.domain.ledger import REASON_DISPLAY, DeclineReason, OutcomeInput, OutcomeKind
 from broker.domain.recognition import Order, PatientContext, Verdict, Warning
 from broker.services.checks import CheckRequest, ItemAnswer, run_check
@@ -74,7 +75,11 @@ async def outcome(
     return OutcomeOut(check_id=check_id, items=[_outcome(o) for o in recorded])
 
 
-@router.get("/decline-reasons", response_model=list[ReasonOut], dependencies=[Depends(get_actor)])
+@router.get(
+    "/decline-reasons",
+    response_model=list[ReasonOut],
+    dependencies=[Depends(require(Duty.REFERENCE))],
+)
 async def decline_reasons() -> list[ReasonOut]:
     """The regulation's grounds for testing again, for order-entry screens."""
     return [
