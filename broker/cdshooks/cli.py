@@ -15,7 +15,9 @@ from rich.table import Table
 
 from broker.bootstrap import Container
 from broker.cdshooks import store
-from broker.cli.context import with_container
+from broker.cli.context import BY_HELP, operator, with_container
+from broker.domain.actors import Role
+from broker.services.audit import record_change
 
 app = typer.Typer(help="CDS Hooks clients: EHRs, their JWT issuer and keys.", no_args_is_help=True)
 console = Console(soft_wrap=True)
@@ -38,9 +40,10 @@ def add(
             "the EHR's access token there only. Repeat for more; none: prefetch only."
         ),
     ] = None,
-    by: Annotated[str, typer.Option(help="Who registers it (recorded).")] = "cli",
+    by: Annotated[str | None, typer.Option(help=BY_HELP)] = None,
 ) -> None:
     """Register (or update) an EHR allowed to call the CDS Services for its hospital."""
+    actor = operator(Role.PLATFORM_ADMIN, by)
     jwks: dict[str, Any] | None = None
     if jwks_file is not None:
         try:
@@ -58,8 +61,10 @@ def add(
                 jwks,
                 fhir_servers=fhir_server or (),
                 allow_http_loopback=c.settings.cds_allow_http_loopback,
-                by=by,
+                by=actor.name,
             )
+            detail = {"issuer": issuer, "jwks_url": jwks_url, "fhir_servers": fhir_server or []}
+            await record_change(s, actor, action="cds.client.add", hospital=hospital, detail=detail)
 
     with_container(work)
     source = jwks_url or f"{jwks_file} (inline)"
@@ -77,17 +82,25 @@ def fhir_servers(
         list[str] | None,
         typer.Option(help="A FHIR server base URL (https); repeat; none: prefetch only."),
     ] = None,
+    by: Annotated[str | None, typer.Option(help=BY_HELP)] = None,
 ) -> None:
     """Replace the FHIR servers an EHR may name as fhirServer."""
+    actor = operator(Role.PLATFORM_ADMIN, by)
 
     async def work(c: Container) -> bool:
         async with c.sessions() as s, s.begin():
-            return await store.set_fhir_servers(
+            changed = await store.set_fhir_servers(
                 s,
                 issuer,
                 fhir_server or (),
                 allow_http_loopback=c.settings.cds_allow_http_loopback,
             )
+            if changed:
+                detail = {"issuer": issuer, "fhir_servers": fhir_server or []}
+                await record_change(
+                    s, actor, action="cds.client.fhir-servers", hospital=None, detail=detail
+                )
+            return changed
 
     if not with_container(work):
         console.print(f"no CDS client {issuer}")
@@ -114,12 +127,22 @@ def list_() -> None:
 
 
 @app.command("revoke")
-def revoke(issuer: Annotated[str, typer.Option(help="The EHR's JWT issuer.")]) -> None:
+def revoke(
+    issuer: Annotated[str, typer.Option(help="The EHR's JWT issuer.")],
+    by: Annotated[str | None, typer.Option(help=BY_HELP)] = None,
+) -> None:
     """Stop accepting an EHR's calls (its JWTs are refused from now on)."""
+    actor = operator(Role.PLATFORM_ADMIN, by)
 
     async def work(c: Container) -> bool:
         async with c.sessions() as s, s.begin():
-            return await store.revoke_client(s, issuer)
+            revoked = await store.revoke_client(s, issuer)
+            if revoked:
+                detail = {"issuer": issuer}
+                await record_change(
+                    s, actor, action="cds.client.revoke", hospital=None, detail=detail
+                )
+            return revoked
 
     if not with_container(work):
         console.print(f"no active CDS client {issuer}")

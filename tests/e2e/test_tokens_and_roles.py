@@ -18,6 +18,7 @@ import httpx
 import jwt
 import pytest
 from click.testing import Result
+from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import select
 from typer.testing import CliRunner
 
@@ -187,6 +188,28 @@ class TestTheAttackersCase:
         )
         (hospital_added,) = await _audit(stack.container, "registry.hospital.add")
         assert hospital_added.actor == "sec.chen" and hospital_added.detail["after"]["id"] == "H010"
+
+    async def test_cds_client_changes_record_their_operator(
+        self, stack: Stack, tmp_path: Path
+    ) -> None:
+        env = cli_env(stack.container.settings)
+        key = ec.generate_private_key(ec.SECP256R1()).public_key()
+        jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(key)) | {"kid": "k1"}
+        jwks = tmp_path / "jwks.json"
+        jwks.write_text(json.dumps({"keys": [jwk]}))
+        ehr = "https://ehr.h001.example"
+        added = await invoke(
+            cli,
+            ["cds", "add", "--issuer", ehr, "--hospital", "H001", "--jwks-file", str(jwks)],
+            env={**env, "MRB_OPERATOR": "sys.wu"},
+        )
+        assert added.exit_code == 0, added.output
+        revoked = await invoke(cli, ["cds", "revoke", "--issuer", ehr, "--by", "sys.he"], env=env)
+        assert revoked.exit_code == 0, revoked.output
+        (add,) = await _audit(stack.container, "cds.client.add")
+        (revoke,) = await _audit(stack.container, "cds.client.revoke")
+        assert (add.actor, add.role, add.detail["hospital"]) == ("sys.wu", "platform-admin", "H001")
+        assert (revoke.actor, revoke.detail["issuer"]) == ("sys.he", ehr)
 
 
 class TestForgedTokens:
