@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from adapters.common.envelope import OutgoingMessage
 from adapters.common.publisher import Publisher, ReceiptWatcher
+from adapters.common.receipts import RECEIPT_KEYS_FILE, ReceiptTrust
 from adapters.common.signing import public_key_b64
 from broker.bootstrap import Container
 from broker.demo.dataset import NATIONAL_ID_SYSTEM, DemoDataset, DemoMessage, generate
@@ -125,9 +126,10 @@ async def _index_through_kafka(stack: Stack, ds: DemoDataset) -> int:
     """Publish the sample signed and wait for every receipt (hospitals registered first)."""
     bootstrap = stack.container.kafka_bootstrap or ""
     out = [_outgoing(m) for m in ds.messages]
-    async with ReceiptWatcher(bootstrap) as watcher, Publisher(bootstrap) as pub:
+    trust = ReceiptTrust.configured(file=stack.container.settings.keys_dir / RECEIPT_KEYS_FILE)
+    async with ReceiptWatcher(bootstrap, trust=trust) as watcher, Publisher(bootstrap) as pub:
         await pub.publish(out)
-        return len(await watcher.wait_for({m.message_id for m in out}, timeout=600))
+        return len(await watcher.wait_for({m.message_id: m.hospital for m in out}, timeout=600))
 
 
 async def _bare_round_trip(bootstrap: str, values: list[bytes]) -> float:

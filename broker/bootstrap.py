@@ -17,6 +17,7 @@ from broker.reference.loader import default_schemas_dir, load_catalog, load_poli
 from broker.security.keys import load_key
 from broker.security.payload_cipher import PayloadCipher
 from broker.security.pseudonyms import Pseudonymiser
+from broker.security.receipt_signing import load_receipt_signer
 from broker.security.tokens import (
     IssuedToken,
     TokenIssuer,
@@ -169,9 +170,11 @@ class Container:
     def ingest_worker(self) -> IngestWorker:
         if not self.kafka_bootstrap:
             raise RuntimeError("no Kafka bootstrap: set MRB_KAFKA_BOOTSTRAP or use `mrb up`")
+        s = self.settings
         worker = IngestWorker(
             self.ingest_service(),
             cipher=self.cipher,
+            receipt_signer=load_receipt_signer(s.keys_dir, create=s.may_create_keys),
             bootstrap=self.kafka_bootstrap,
             group_id=self.settings.consumer_group,
             max_records=self.settings.batch_max_records,

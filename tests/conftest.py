@@ -185,7 +185,7 @@ async def certify(
 
 async def adapter_env(stack: Stack, tmp_path: Path, hospital: str = "H001") -> dict[str, str]:
     """The environment of a hospital's adapter process: its own data dir and signing key
-    (registered at the broker), and the stack's Kafka."""
+    (registered at the broker), the broker's receipt key, and the stack's Kafka."""
     key_id, public = create_key(tmp_path / "adapter" / "keys", hospital)
     await registry_service.add_key(
         stack.container.sessions, hospital, key_id, public, by=PLATFORM_ADMIN
@@ -194,5 +194,6 @@ async def adapter_env(stack: Stack, tmp_path: Path, hospital: str = "H001") -> d
         **os.environ,
         "MRB_KAFKA_BOOTSTRAP": stack.container.kafka_bootstrap or "",
         "MRB_DATA_DIR": str(tmp_path / "adapter"),
+        "MRB_RECEIPT_PUBLIC_KEYS": factories.receipt_public_keys(stack.container.settings.keys_dir),
         "COLUMNS": "300",  # rich wraps tables to the terminal width
     }

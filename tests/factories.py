@@ -5,13 +5,16 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from adapters.common.envelope import OutgoingMessage
+from adapters.common.receipts import RECEIPT_KEYS_FILE, ReceiptTrust
 from adapters.common.signing import public_key_b64, sign
 from broker.ingest.service import InboundMessage
+from broker.security.receipt_signing import load_receipt_signer, published_entries
 
 NATIONAL = "urn:oid:2.16.156.10011.1.3"
 PATIENT_A = "11010519491231002X"
@@ -197,6 +200,22 @@ def inbound(
             "mrb-signature": sign(private_key(who), hospital, mid, value).encode(),
         },
     )
+
+
+# -- receipts: the broker signs them, adapters trust its published key -------------------
+
+
+def receipt_trust(keys_dir: Path) -> ReceiptTrust:
+    """What an adapter sharing the broker's data dir trusts (the embedded set-up): the
+    receipt key the broker's workers sign with there (created now if no worker ran yet)."""
+    load_receipt_signer(keys_dir, create=True)
+    return ReceiptTrust.configured(file=keys_dir / RECEIPT_KEYS_FILE)
+
+
+def receipt_public_keys(keys_dir: Path) -> str:
+    """MRB_RECEIPT_PUBLIC_KEYS for an adapter with its own data dir: the broker's keys."""
+    load_receipt_signer(keys_dir, create=True)
+    return ",".join(published_entries(keys_dir))
 
 
 def business_id_of(container: Any, row: Any) -> str:

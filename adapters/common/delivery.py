@@ -1,4 +1,10 @@
-"""Deliver an outbox: send what is due, settle receipts, resend after a timeout."""
+"""Deliver an outbox: send what is due, settle verified receipts, resend after a timeout.
+
+Only a receipt the broker signed for the message's hospital with a trusted receipt key
+settles a message (adapters/common/receipts.py). Any other receipt for a pending message
+is refused: logged, counted in the outbox (`mrb adapter status`), and the message stays
+pending, so it is resent and settled by the broker's real receipt.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +20,8 @@ from typing import Any
 from aiokafka.errors import KafkaError
 
 from adapters.common.outbox import Outbox
-from adapters.common.publisher import Publisher, Receipt, ReceiptWatcher
+from adapters.common.publisher import Publisher, ReceiptWatcher
+from adapters.common.receipts import Receipt, ReceiptTrust, Refusal
 
 logger = logging.getLogger(__name__)
 
@@ -26,12 +33,14 @@ class DeliveryReport:
     receipts: dict[str, Receipt] = field(default_factory=dict)
     pending: set[str] = field(default_factory=set)
     errors: list[str] = field(default_factory=list)
+    refused: list[Refusal] = field(default_factory=list)  # receipts not believed
 
 
 async def deliver(
     outbox: Outbox,
     bootstrap: str,
     *,
+    trust: ReceiptTrust,
     hospital: str | None = None,
     options: Mapping[str, Any] | None = None,
     resend_after: timedelta = timedelta(seconds=30),
@@ -42,12 +51,19 @@ async def deliver(
 
     Every pending message is sent when due; one without a receipt is sent again after
     `resend_after`, then after twice that, and so on (the broker answers a resend of
-    something it already indexed with a `duplicate` receipt).
+    something it already indexed with a `duplicate` receipt). Receipts are believed only
+    when `trust` verifies them; with an empty `trust` nothing settles.
     """
     report = DeliveryReport()
     deadline = time.monotonic() + timeout
     total = len(outbox.pending_ids(hospital))
-    async with ReceiptWatcher(bootstrap, options) as watcher, Publisher(bootstrap, options) as pub:
+
+    def refused(refusal: Refusal) -> None:
+        outbox.record_refusal(refusal)
+        report.refused.append(refusal)
+
+    watcher = ReceiptWatcher(bootstrap, options, trust=trust, on_refused=refused)
+    async with watcher, Publisher(bootstrap, options) as pub:
         while True:
             due = outbox.due(hospital, datetime.now(UTC))
             if due:
@@ -70,7 +86,7 @@ async def deliver(
             if not pending or time.monotonic() >= deadline:
                 report.pending = pending
                 return report
-            for receipt in await watcher.poll(pending):
+            for receipt in await watcher.poll(outbox.pending_hospitals(hospital)):
                 if outbox.settle(
                     receipt.message_id, receipt.outcome, receipt.error_code, receipt.error_detail
                 ):
@@ -82,6 +98,7 @@ async def deliver_continuously(
     bootstrap: str,
     stop: asyncio.Event,
     *,
+    trust: ReceiptTrust,
     hospital: str | None = None,
     options: Mapping[str, Any] | None = None,
     resend_after: timedelta = timedelta(seconds=30),
@@ -98,6 +115,7 @@ async def deliver_continuously(
                 report = await deliver(
                     outbox,
                     bootstrap,
+                    trust=trust,
                     hospital=hospital,
                     options=options,
                     resend_after=resend_after,

@@ -4,7 +4,9 @@ SQLite at the hospital (synchronous=FULL): a crash or a broker that loses what i
 (the embedded one keeps messages in memory only) never loses a result; the adapter
 resends after a timeout and the broker de-duplicates by message id. Values and their
 origin (file names can name patients) are sealed with an adapter-local AES-GCM key and
-erased once the receipt arrives; what remains is the outcome and its reason.
+erased once the receipt arrives; what remains is the outcome and its reason. Only a
+receipt the broker signed settles a message (adapters/common/receipts.py); refused ones
+are counted here, per hospital and reason, for `mrb adapter status`.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from adapters.common.envelope import OutgoingMessage
+from adapters.common.receipts import Refusal
 
 PENDING, DELIVERED, REJECTED = "pending", "delivered", "rejected"
 
@@ -40,6 +43,16 @@ CREATE TABLE IF NOT EXISTS outbox (
     origin_sealed BLOB         -- where it came from (file names may name patients); kept
 );
 CREATE INDEX IF NOT EXISTS ix_outbox_due ON outbox (state, next_attempt_at);
+CREATE TABLE IF NOT EXISTS receipt_refusals (  -- receipts not believed (docs/security.md)
+    hospital TEXT NOT NULL,
+    reason TEXT NOT NULL,      -- unsigned | unknown-key | bad-signature | other-hospital | ...
+    count INTEGER NOT NULL,
+    last_at TEXT NOT NULL,
+    last_message_id TEXT NOT NULL,
+    last_key_id TEXT,
+    last_detail TEXT NOT NULL,
+    PRIMARY KEY (hospital, reason)
+);
 """
 
 
@@ -61,6 +74,19 @@ class Settled:
     origin: str
     attempts: int
     completed_at: str | None
+
+
+@dataclass(frozen=True)
+class RefusalCount:
+    """Receipts refused for one hospital's messages, for one reason."""
+
+    hospital: str
+    reason: str
+    count: int
+    last_at: str
+    last_message_id: str
+    last_key_id: str | None
+    last_detail: str
 
 
 def backoff(attempts: int, first: timedelta, cap: timedelta = timedelta(minutes=10)) -> timedelta:
@@ -152,6 +178,42 @@ class Outbox:
                 ),
             )
         return done.rowcount == 1
+
+    def record_refusal(self, refusal: Refusal) -> None:
+        """Count a refused receipt (per hospital and reason); the message stays pending."""
+        with self._tx():
+            self._db.execute(
+                "INSERT INTO receipt_refusals (hospital, reason, count, last_at, "
+                "last_message_id, last_key_id, last_detail) VALUES (?, ?, 1, ?, ?, ?, ?) "
+                "ON CONFLICT (hospital, reason) DO UPDATE SET count = count + 1, "
+                "last_at = excluded.last_at, last_message_id = excluded.last_message_id, "
+                "last_key_id = excluded.last_key_id, last_detail = excluded.last_detail",
+                (
+                    refusal.hospital,
+                    refusal.reason,
+                    _iso(datetime.now(UTC)),
+                    refusal.message_id,
+                    refusal.key_id,
+                    refusal.detail[:500],
+                ),
+            )
+
+    def refusals(self, hospital: str | None = None) -> list[RefusalCount]:
+        rows = self._db.execute(
+            "SELECT hospital, reason, count, last_at, last_message_id, last_key_id, last_detail "
+            "FROM receipt_refusals WHERE (? IS NULL OR hospital = ?) ORDER BY hospital, reason",
+            (hospital, hospital),
+        )
+        return [RefusalCount(*row) for row in rows.fetchall()]
+
+    def pending_hospitals(self, hospital: str | None = None) -> dict[str, str]:
+        """Pending message ids and the hospital each was sent as (to check its receipt)."""
+        rows = self._db.execute(
+            "SELECT message_id, hospital FROM outbox WHERE state = ? "
+            "AND (? IS NULL OR hospital = ?)",
+            (PENDING, hospital, hospital),
+        )
+        return dict(rows.fetchall())
 
     def pending_ids(self, hospital: str | None = None) -> set[str]:
         rows = self._db.execute(

@@ -1,38 +1,23 @@
-"""Publishing envelopes to Kafka and waiting for their receipts."""
+"""Publishing envelopes to Kafka and waiting for their (signed) receipts."""
 
 from __future__ import annotations
 
 import json
+import logging
 import time
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from adapters.common.envelope import RECEIPTS_TOPIC, RESULTS_TOPIC, OutgoingMessage
+from adapters.common.receipts import Receipt, ReceiptRefused, ReceiptTrust, Refusal
+
+__all__ = ["MAX_REQUEST_BYTES", "Publisher", "Receipt", "ReceiptWatcher", "Refusal"]
+
+logger = logging.getLogger(__name__)
 
 MAX_REQUEST_BYTES = 32 * 1024 * 1024
-
-
-@dataclass(frozen=True)
-class Receipt:
-    message_id: str
-    outcome: str  # indexed | duplicate | rejected
-    error_code: str | None
-    error_detail: str | None
-    results: int
-
-    @classmethod
-    def from_json(cls, raw: bytes) -> Receipt:
-        d: dict[str, Any] = json.loads(raw)
-        return cls(
-            d["message_id"],
-            d["outcome"],
-            d.get("error_code"),
-            d.get("error_detail"),
-            int(d.get("results") or 0),
-        )
 
 
 class Publisher:
@@ -67,16 +52,31 @@ class Publisher:
 
 
 class ReceiptWatcher:
-    """Reads mrb.receipts.v1 from its current end; start it before publishing."""
+    """Reads mrb.receipts.v1 from its current end; start it before publishing.
 
-    def __init__(self, bootstrap: str, options: Mapping[str, Any] | None = None) -> None:
+    Only receipts the broker signed for the right hospital with a key in `trust` are
+    returned; any other receipt for a wanted message is refused: logged, handed to
+    `on_refused` and kept in `refused` (the message stays pending).
+    """
+
+    def __init__(
+        self,
+        bootstrap: str,
+        options: Mapping[str, Any] | None = None,
+        *,
+        trust: ReceiptTrust,
+        on_refused: Callable[[Refusal], None] | None = None,
+    ) -> None:
         self._consumer = AIOKafkaConsumer(
             **dict(options or {}),
             bootstrap_servers=bootstrap,
             enable_auto_commit=False,
             group_id=None,
         )
+        self._trust = trust
+        self._on_refused = on_refused
         self.receipts: dict[str, Receipt] = {}
+        self.refused: list[Refusal] = []
 
     async def __aenter__(self) -> ReceiptWatcher:
         await self._consumer.start()
@@ -94,27 +94,57 @@ class ReceiptWatcher:
     async def __aexit__(self, *exc: object) -> None:
         await self._consumer.stop()
 
-    async def poll(self, wanted: set[str], *, timeout_ms: int = 200) -> list[Receipt]:
-        """Receipts that arrived since the last poll for any of the `wanted` message ids."""
+    async def poll(self, wanted: Mapping[str, str], *, timeout_ms: int = 200) -> list[Receipt]:
+        """Verified receipts that arrived since the last poll for the `wanted` messages
+        (message id -> the hospital that sent it)."""
         found: list[Receipt] = []
         fetched = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=1000)
         for batch in fetched.values():
             for record in batch:
-                if record.value is None:
+                message_id = _message_id(record.value)
+                if message_id is None or message_id not in wanted:
+                    continue  # another adapter's, or not a receipt at all: not ours to judge
+                hospital = wanted[message_id]
+                try:
+                    r = self._trust.verify(record.value, record.headers, hospital)
+                except ReceiptRefused as no:
+                    self._refuse(Refusal(message_id, hospital, no.reason, no.detail, no.key_id))
                     continue
-                r = Receipt.from_json(record.value)
-                if r.message_id in wanted:
-                    self.receipts[r.message_id] = r
-                    found.append(r)
+                self.receipts[r.message_id] = r
+                found.append(r)
         return found
 
+    def _refuse(self, refusal: Refusal) -> None:
+        logger.warning(
+            "receipt refused for message %s of %s (%s): %s; the message stays in the outbox",
+            refusal.message_id,
+            refusal.hospital,
+            refusal.reason,
+            refusal.detail,
+        )
+        self.refused.append(refusal)
+        if self._on_refused is not None:
+            self._on_refused(refusal)
+
     async def wait_for(
-        self, message_ids: set[str], *, timeout: float, progress: Any = None
+        self, message_ids: Mapping[str, str], *, timeout: float, progress: Any = None
     ) -> dict[str, Receipt]:
-        """Collect receipts until every id has one or `timeout` seconds pass."""
+        """Collect verified receipts until every id has one or `timeout` seconds pass."""
         deadline = time.monotonic() + timeout
-        while not message_ids <= self.receipts.keys() and time.monotonic() < deadline:
+        while not message_ids.keys() <= self.receipts.keys() and time.monotonic() < deadline:
             await self.poll(message_ids)
             if progress is not None:
-                progress(len(message_ids & self.receipts.keys()))
+                progress(len(message_ids.keys() & self.receipts.keys()))
         return {m: self.receipts[m] for m in message_ids if m in self.receipts}
+
+
+def _message_id(value: bytes | None) -> str | None:
+    """The message id a record claims to answer (unverified: only to pick ours)."""
+    if not value:
+        return None
+    try:
+        doc = json.loads(value)
+    except ValueError:
+        return None
+    mid = doc.get("message_id") if isinstance(doc, dict) else None
+    return mid if isinstance(mid, str) else None

@@ -25,6 +25,7 @@ from adapters.common.delivery import DeliveryReport, deliver, deliver_continuous
 from adapters.common.envelope import Signer
 from adapters.common.outbox import DELIVERED, PENDING, REJECTED, Outbox
 from adapters.common.peers import PeerAllowlist, TlsFiles
+from adapters.common.receipts import ENV_SETTING, RECEIPT_KEYS_FILE, ReceiptKeyError, ReceiptTrust
 from adapters.common.signing import SigningKeyMissing, current_key
 from adapters.dicom.bundle import BundleOptions
 from adapters.dicom.folder import read_folder
@@ -60,6 +61,42 @@ def open_outbox(settings: Settings) -> Outbox:
     return Outbox(settings.data_dir / "adapter-outbox.db", key)
 
 
+ReceiptKeys = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--receipt-key",
+        envvar=ENV_SETTING,
+        help="The broker's receipt public key as KID=BASE64 (`mrb keys show-receipt-key` at "
+        "the broker); repeat, or separate with commas, to trust several during a rotation. "
+        f"Also trusted: the keys in MRB_DATA_DIR/keys/{RECEIPT_KEYS_FILE}. Only receipts "
+        "signed with a trusted key settle the outbox.",
+    ),
+]
+
+
+def receipt_trust(
+    settings: Settings, receipt_key: list[str] | None, *, warn: bool = True
+) -> ReceiptTrust:
+    """The broker receipt keys this adapter trusts; exit 2 on a malformed one. With none,
+    a warning: receipts are refused, so messages stay pending (the secure default)."""
+    try:
+        trust = ReceiptTrust.configured(receipt_key or (), settings.keys_dir / RECEIPT_KEYS_FILE)
+    except ReceiptKeyError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    if not trust and warn:
+        console.print(f"[yellow]warning:[/yellow] {_NO_RECEIPT_KEY}")
+    return trust
+
+
+_NO_RECEIPT_KEY = (
+    f"no broker receipt key is configured ({ENV_SETTING}=KID=BASE64, --receipt-key, or the "
+    f"broker's {RECEIPT_KEYS_FILE} in MRB_DATA_DIR/keys; `mrb keys show-receipt-key` at the "
+    "broker prints it). Every receipt is refused until then: messages are sent but stay "
+    "pending in the outbox and are resent."
+)
+
+
 @app.command("fhir")
 def fhir(
     hospital: Annotated[str, typer.Option(help="Registered hospital id, e.g. H001.")],
@@ -85,6 +122,7 @@ def fhir(
     resend_after: Annotated[
         float, typer.Option(help="Seconds without a receipt before sending again.")
     ] = 30.0,
+    receipt_key: ReceiptKeys = None,
 ) -> None:
     """Publish FHIR R4 as HOSPITAL: stored in the outbox, signed, sent, receipted.
 
@@ -99,10 +137,13 @@ def fhir(
     """
     settings = Settings()
     check = _validator(hospital, ZoneInfo(zone)) if validate else None
+    trust = receipt_trust(settings, receipt_key)
     if poll:
         signer = _signer(settings, hospital)
         asyncio.run(
-            _poll_fhir(settings, signer, poll, interval, check, timeout, resend_after, max_pages)
+            _poll_fhir(
+                settings, signer, poll, interval, check, timeout, resend_after, max_pages, trust
+            )
         )
         return
     try:
@@ -115,7 +156,7 @@ def fhir(
         raise typer.Exit(1)
     signer = _signer(settings, hospital)
     values = [(i.value, i.origin) for i in items]
-    _publish(settings, hospital, _signed(signer, values, check), timeout, resend_after)
+    _publish(settings, hospital, _signed(signer, values, check), timeout, resend_after, trust)
 
 
 # Returns why the broker would refuse a message (None: it would be accepted).
@@ -141,7 +182,8 @@ async def _poll_fhir(
     check: Validator | None,
     timeout: float,
     resend_after: float,
-    max_pages: int = DEFAULT_MAX_PAGES,
+    max_pages: int,
+    trust: ReceiptTrust,
 ) -> None:
     """Poll until done (interval 0) or stopped: SIGTERM/SIGINT finish the page being read,
     queue what was read, keep the cursor and return (exit 0)."""
@@ -191,7 +233,7 @@ async def _poll_fhir(
                     _stopped(cursor)
                     return
                 delivery = asyncio.ensure_future(
-                    _deliver(outbox, settings, signer.hospital, timeout, resend_after)
+                    _deliver(outbox, settings, signer.hospital, timeout, resend_after, trust)
                 )
                 stopping = asyncio.ensure_future(stop.wait())
                 await asyncio.wait({delivery, stopping}, return_when=asyncio.FIRST_COMPLETED)
@@ -262,13 +304,18 @@ Enqueue = Callable[[Outbox], tuple[int, int]]
 
 
 def _publish(
-    settings: Settings, hospital: str, enqueue: Enqueue, timeout: float, resend_after: float
+    settings: Settings,
+    hospital: str,
+    enqueue: Enqueue,
+    timeout: float,
+    resend_after: float,
+    trust: ReceiptTrust,
 ) -> None:
     """Store in the outbox, deliver, report; exit 1 on rejections, leftovers or problems."""
     outbox = open_outbox(settings)
     try:
         queued, problems = enqueue(outbox)
-        report = asyncio.run(_deliver(outbox, settings, hospital, timeout, resend_after))
+        report = asyncio.run(_deliver(outbox, settings, hospital, timeout, resend_after, trust))
         _report(outbox, report, queued, hospital)
     except Exception as exc:
         console.print(
@@ -373,6 +420,7 @@ def hl7v2(
     tls_cert: Hl7Cert = None,
     tls_key: Hl7Key = None,
     tls_client_ca: Hl7ClientCa = None,
+    receipt_key: ReceiptKeys = None,
 ) -> None:
     """Publish HL7 v2 ORU^R01 lab results as FHIR (one report per OBR group).
 
@@ -387,6 +435,7 @@ def hl7v2(
     # Checked first: a bad access setting stops the command before anything is opened.
     access = _listener_access(allow_peer, tls_cert, tls_key, tls_client_ca) if listen else None
     signer = _signer(settings, hospital)
+    trust = receipt_trust(settings, receipt_key)
     try:
         config = InterfaceConfig(
             zone=ZoneInfo(zone),
@@ -404,7 +453,7 @@ def hl7v2(
         where = _host_port(listen, "--listen")
         configure_logging(settings.log_level)  # the per-connection lines
         try:
-            asyncio.run(_listen_hl7(settings, intake, where, target, *access))
+            asyncio.run(_listen_hl7(settings, intake, where, target, *access, trust))
         finally:
             outbox.close()
         return
@@ -428,7 +477,7 @@ def hl7v2(
                     )
         return queued, problems
 
-    _publish(settings, hospital, enqueue, timeout, resend_after)
+    _publish(settings, hospital, enqueue, timeout, resend_after, trust)
 
 
 async def _listen_hl7(
@@ -438,6 +487,7 @@ async def _listen_hl7(
     ack_to: tuple[str, int] | None,
     peers: PeerAllowlist,
     tls: TlsFiles | None,
+    trust: ReceiptTrust,
 ) -> None:
     stop = asyncio.Event()
     install_signal_handlers(stop)
@@ -470,12 +520,14 @@ async def _listen_hl7(
         counts = Counter(r.outcome for r in report.receipts.values())
         if counts:
             console.print("delivered: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+        _refused_line(report)
 
     try:
         await deliver_continuously(
             intake.outbox,
             bootstrap_of(settings),
             stop,
+            trust=trust,
             hospital=intake.hospital,
             options=settings.kafka_options(),
             on_report=on_report,
@@ -525,6 +577,7 @@ def dicom(
     tls_cert: DicomCert = None,
     tls_key: DicomKey = None,
     tls_client_ca: DicomClientCa = None,
+    receipt_key: ReceiptKeys = None,
 ) -> None:
     """Publish DICOM studies (headers only, never pixels) as ImagingStudy bundles.
 
@@ -538,6 +591,7 @@ def dicom(
     settings = Settings()
     access = _listener_access(allow_peer, tls_cert, tls_key, tls_client_ca) if listen else None
     signer = _signer(settings, hospital)
+    trust = receipt_trust(settings, receipt_key)
     options = BundleOptions(hospital=hospital, wado_rs_base=wado_rs)
     if listen and access:
         host, _, port = listen.rpartition(":")
@@ -558,7 +612,9 @@ def dicom(
         )
         configure_logging(settings.log_level)  # the per-connection lines
         logging.getLogger("pynetdicom").setLevel(logging.WARNING)  # ours say who and why
-        asyncio.run(_listen_dicom(settings, options, signer, scp, ZoneInfo(zone), quiet_seconds))
+        asyncio.run(
+            _listen_dicom(settings, options, signer, scp, ZoneInfo(zone), quiet_seconds, trust)
+        )
         return
     if not paths:
         console.print("[red]error:[/red] give DICOM files or folders, or --listen HOST:PORT")
@@ -589,6 +645,7 @@ def dicom(
         lambda box: (enqueue(box)[0], len(result.problems)),
         timeout,
         resend_after,
+        trust,
     )
 
 
@@ -599,6 +656,7 @@ async def _listen_dicom(
     scp_settings: ScpSettings,
     zone: ZoneInfo,
     quiet_seconds: float,
+    trust: ReceiptTrust,
 ) -> None:
     stop = asyncio.Event()
     install_signal_handlers(stop)
@@ -637,6 +695,7 @@ async def _listen_dicom(
             outbox,
             bootstrap_of(settings),
             stop,
+            trust=trust,
             hospital=options.hospital,
             options=settings.kafka_options(),
             resend_after=timedelta(seconds=30),
@@ -660,16 +719,23 @@ def _listen_report(report: DeliveryReport, adapter: DicomAdapter) -> None:
             f"delivered: {', '.join(f'{k} {v}' for k, v in sorted(counts.items()))} "
             f"(studies published so far: {adapter.published})"
         )
+    _refused_line(report)
 
 
 async def _deliver(
-    outbox: Outbox, settings: Settings, hospital: str, timeout: float, resend_after: float
+    outbox: Outbox,
+    settings: Settings,
+    hospital: str,
+    timeout: float,
+    resend_after: float,
+    trust: ReceiptTrust,
 ) -> DeliveryReport:
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("delivering", total=None)
         return await deliver(
             outbox,
             bootstrap_of(settings),
+            trust=trust,
             hospital=hospital,
             options=settings.kafka_options(),
             resend_after=timedelta(seconds=resend_after),
@@ -689,6 +755,7 @@ def _report(outbox: Outbox, report: DeliveryReport, queued: int, hospital: str) 
         if mid in rejected:
             s = rejected[mid]
             console.print(f"  [red]{s.error_code}[/red] {s.origin}: {s.error_detail}")
+    _refused_line(report)
     if report.pending:
         console.print(
             f"[yellow]{len(report.pending)} message(s) still pending[/yellow]: kept in the "
@@ -696,20 +763,43 @@ def _report(outbox: Outbox, report: DeliveryReport, queued: int, hospital: str) 
         )
 
 
+def _refused_line(report: DeliveryReport) -> None:
+    """Receipts not believed in this delivery, by reason (details: `mrb adapter status`)."""
+    if report.refused:
+        reasons = Counter(r.reason for r in report.refused)
+        console.print(
+            f"[red]{len(report.refused)} receipt(s) refused[/red] ("
+            + ", ".join(f"{k} {v}" for k, v in sorted(reasons.items()))
+            + "): not signed by a trusted broker receipt key for this hospital; those "
+            "messages stay in the outbox and are resent (see `mrb adapter status`)"
+        )
+
+
 @app.command("status")
 def status(
     hospital: Annotated[str | None, typer.Option(help="Only this hospital.")] = None,
     limit: Annotated[int, typer.Option(help="Rows per list.")] = 20,
+    receipt_key: ReceiptKeys = None,
 ) -> None:
-    """Pending, delivered and rejected messages in this adapter's outbox, with reasons."""
+    """Pending, delivered and rejected messages in this adapter's outbox, with reasons;
+    receipts refused (not signed by a trusted broker receipt key) and the keys trusted."""
     settings = Settings()
+    trust = receipt_trust(settings, receipt_key, warn=False)
     outbox = open_outbox(settings)
     try:
         counts = outbox.counts(hospital)
+        refusals = outbox.refusals(hospital)
         console.print(
             f"pending: {counts[PENDING]}, delivered: {counts[DELIVERED]}, "
-            f"rejected: {counts[REJECTED]}"
+            f"rejected: {counts[REJECTED]}, receipts refused: {sum(r.count for r in refusals)}"
         )
+        if trust:
+            console.print(
+                f"receipt keys trusted: {', '.join(trust.key_ids())} "
+                f"(from {', '.join(trust.sources)})"
+            )
+        else:
+            console.print(f"[yellow]receipt keys trusted: none[/yellow]: {_NO_RECEIPT_KEY}")
         for state in (PENDING, REJECTED):
             rows = outbox.listing(state, hospital, limit)
             if not rows:
@@ -725,6 +815,28 @@ def status(
                     str(s.attempts),
                     s.error_code or "",
                     s.error_detail or "",
+                )
+            console.print(table)
+        if refusals:
+            table = Table(
+                "hospital",
+                "reason",
+                "count",
+                "last",
+                "last message id",
+                "key id",
+                "detail",
+                title="receipts refused",
+            )
+            for r in refusals:
+                table.add_row(
+                    r.hospital,
+                    r.reason,
+                    str(r.count),
+                    r.last_at,
+                    r.last_message_id,
+                    r.last_key_id or "",
+                    r.last_detail,
                 )
             console.print(table)
     finally:

@@ -22,6 +22,7 @@ from adapters.common.delivery import deliver
 from adapters.common.envelope import OutgoingMessage
 from adapters.common.outbox import Outbox
 from adapters.common.publisher import Receipt
+from adapters.common.receipts import RECEIPT_KEYS_FILE, ReceiptTrust
 from adapters.common.signing import SigningKeyMissing, create_key, current_key, public_key_b64
 from broker.cli import demo_outcomes
 from broker.cli.demo_outcomes import DemoCheck
@@ -172,6 +173,9 @@ async def _publish(
             report = await deliver(
                 box,
                 bootstrap,
+                # Embedded: the adapters share the broker's data dir, so they trust the
+                # receipt key its worker published there (docs/security.md).
+                trust=ReceiptTrust.configured(file=settings.keys_dir / RECEIPT_KEYS_FILE),
                 options=settings.kafka_options(),
                 timeout=300,
                 progress=lambda done, total: progress.update(task, completed=done),

@@ -21,6 +21,7 @@ from sqlalchemy import select
 from adapters.common.delivery import deliver
 from adapters.common.envelope import OutgoingMessage
 from adapters.common.outbox import Outbox
+from adapters.common.receipts import RECEIPT_KEYS_FILE, ReceiptTrust
 from broker.domain.actors import ALL_HOSPITALS, Role
 from broker.domain.ledger import DeclineReason
 from broker.runtime import Stack
@@ -131,7 +132,10 @@ async def withdraw_one(
         box.add([(message, "demo: a recognised report withdrawn")])
         bootstrap = stack.container.kafka_bootstrap
         assert bootstrap is not None
-        report = await deliver(box, bootstrap, options=settings.kafka_options(), timeout=60)
+        trust = ReceiptTrust.configured(file=settings.keys_dir / RECEIPT_KEYS_FILE)
+        report = await deliver(
+            box, bootstrap, trust=trust, options=settings.kafka_options(), timeout=60
+        )
     finally:
         box.close()
     receipt = report.receipts.get(message.message_id)

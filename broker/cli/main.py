@@ -20,6 +20,7 @@ from broker.cli import (
     hospital_cmd,
     keys_rotation,
     mapping_cmd,
+    receipt_key_cmd,
     report_cmd,
     token_cmd,
 )
@@ -62,6 +63,7 @@ keys_app.add_typer(issuer_app, name="token-issuer")
 app.add_typer(db_app, name="db")
 app.add_typer(hospital_cmd.app, name="hospital")
 app.add_typer(keys_app, name="keys")
+receipt_key_cmd.register(keys_app)  # show-receipt-key, rotate-receipt-key
 keys_app.command("rotate")(keys_rotation.rotate)
 keys_app.command("reencrypt")(keys_rotation.reencrypt)
 keys_app.command("usage")(keys_rotation.usage)
@@ -225,6 +227,7 @@ def keys_init(
         "never the issuer key",
         soft_wrap=True,
     )
+    receipt_key_cmd.init_key(keys, console)
 
 
 @issuer_app.command("show")

@@ -12,6 +12,7 @@ from cryptography.exceptions import InvalidTag
 from broker.ingest.service import Outcome, Processed
 from broker.kafka.topics import RECEIPTS, RESULTS_DLQ
 from broker.security.payload_cipher import PayloadCipher, Sealed
+from broker.security.receipt_signing import ReceiptSigner
 
 
 def receipt(p: Processed) -> bytes:
@@ -73,9 +74,12 @@ def dlq_headers(p: Processed) -> list[tuple[str, bytes]]:
 
 
 async def publish_followups(
-    producer: AIOKafkaProducer, processed: list[Processed], cipher: PayloadCipher
+    producer: AIOKafkaProducer,
+    processed: list[Processed],
+    cipher: PayloadCipher,
+    signer: ReceiptSigner,
 ) -> None:
-    """Send DLQ copies and receipts and wait for every acknowledgement."""
+    """Send DLQ copies and signed receipts and wait for every acknowledgement."""
     futures = []
     for p in processed:
         if p.outcome is Outcome.REJECTED:
@@ -84,9 +88,13 @@ async def publish_followups(
                 await producer.send(RESULTS_DLQ, value=value, key=p.message.key, headers=headers)
             )
         if p.message_id is not None or p.hospital is not None:
+            value = receipt(p)
             futures.append(
                 await producer.send(
-                    RECEIPTS, value=receipt(p), key=(p.hospital or "").encode() or None
+                    RECEIPTS,
+                    value=value,
+                    key=(p.hospital or "").encode() or None,
+                    headers=signer.headers(p.hospital or "", value),
                 )
             )
     for fut in futures:

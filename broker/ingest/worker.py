@@ -29,6 +29,7 @@ from broker.observability import (
     RESULTS_INGESTED,
 )
 from broker.security.payload_cipher import PayloadCipher
+from broker.security.receipt_signing import ReceiptSigner
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +55,7 @@ class IngestWorker:
         service: IngestService,
         *,
         cipher: PayloadCipher,
+        receipt_signer: ReceiptSigner,
         bootstrap: str,
         group_id: str,
         max_records: int = 500,
@@ -63,6 +65,7 @@ class IngestWorker:
     ) -> None:
         self._service = service
         self._cipher = cipher  # seals DLQ copies
+        self._receipt_signer = receipt_signer  # signs receipts (the adapters verify them)
         self._bootstrap = bootstrap
         self._group_id = group_id
         self._max_records = max_records
@@ -130,7 +133,7 @@ class IngestWorker:
         started = time.perf_counter()
         try:
             processed = await self._service.process_batch([_inbound(r) for r in records])
-            await publish_followups(producer, processed, self._cipher)
+            await publish_followups(producer, processed, self._cipher, self._receipt_signer)
         except (OperationalError, InterfaceError) as exc:
             self.stats.last_error = f"database unavailable: {type(exc).__name__}"
             logger.warning("database unavailable; retrying batch in %ss", self._retry_seconds)

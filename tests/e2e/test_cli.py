@@ -74,7 +74,7 @@ def test_hospital_add_refuses_bad_values(settings: Settings, args: list[str], me
 def test_keys_init_creates_keys_once(tmp_path: Path) -> None:
     env = {"MRB_DATA_DIR": str(tmp_path)}
     first = runner.invoke(app, ["keys", "init"], env=env)
-    assert first.exit_code == 0 and first.output.count("created") == 5
+    assert first.exit_code == 0 and first.output.count("created") == 6  # with the receipt key
     key = (tmp_path / "keys" / "pseudonym.key").read_text()
     assert (tmp_path / "keys" / "pseudonym.key").stat().st_mode & 0o077 == 0  # owner only
     second = runner.invoke(app, ["keys", "init"], env=env)

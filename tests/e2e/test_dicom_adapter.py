@@ -63,7 +63,10 @@ async def test_a_pacs_sends_studies_that_get_indexed(
     stop = asyncio.Event()
     bootstrap = stack.container.kafka_bootstrap
     assert bootstrap
-    delivery = asyncio.create_task(deliver_continuously(a.outbox, bootstrap, stop, idle=0.2))
+    trust = f.receipt_trust(stack.container.settings.keys_dir)
+    delivery = asyncio.create_task(
+        deliver_continuously(a.outbox, bootstrap, stop, trust=trust, idle=0.2)
+    )
     try:
         files = samples(realdata)
         statuses = await asyncio.to_thread(store, scp.port, files)

@@ -71,9 +71,11 @@ async def test_results_from_two_hospitals_answer_a_check(stack: Stack) -> None:
             b"b",
         ),
     ]
-    async with ReceiptWatcher(bootstrap) as watcher, Publisher(bootstrap) as pub:
+    trust = f.receipt_trust(stack.container.settings.keys_dir)
+    async with ReceiptWatcher(bootstrap, trust=trust) as watcher, Publisher(bootstrap) as pub:
         await pub.publish(messages)
-        receipts = await watcher.wait_for({m.message_id for m in messages}, timeout=30)
+        wanted = {m.message_id: m.hospital for m in messages}
+        receipts = await watcher.wait_for(wanted, timeout=30)
     assert {r.outcome for r in receipts.values()} == {"indexed"}
 
     body = check_body(

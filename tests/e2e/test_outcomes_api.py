@@ -44,9 +44,10 @@ async def publish(stack: Stack, value: bytes) -> None:
     bootstrap = stack.container.kafka_bootstrap
     assert bootstrap
     message = f.outgoing(value, "H001", b"a")
-    async with ReceiptWatcher(bootstrap) as watcher, Publisher(bootstrap) as pub:
+    trust = f.receipt_trust(stack.container.settings.keys_dir)
+    async with ReceiptWatcher(bootstrap, trust=trust) as watcher, Publisher(bootstrap) as pub:
         await pub.publish([message])
-        receipts = await watcher.wait_for({message.message_id}, timeout=30)
+        receipts = await watcher.wait_for({message.message_id: "H001"}, timeout=30)
     assert receipts[message.message_id].outcome == "indexed"
 
 

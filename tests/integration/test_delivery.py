@@ -73,7 +73,10 @@ async def test_broker_restart_loses_nothing_and_indexes_exactly_once(
         # 2. Twenty more are sent while no worker runs: they sit in the broker's memory...
         late = batch("B", 20)
         box.add(late)  # type: ignore[arg-type]
-        first = await deliver(box, kafka.bootstrap, resend_after=timedelta(minutes=5), timeout=1.0)
+        trust = f.receipt_trust(container.settings.keys_dir)
+        first = await deliver(
+            box, kafka.bootstrap, trust=trust, resend_after=timedelta(minutes=5), timeout=1.0
+        )
         assert first.sent == 20 and len(first.pending) == 25
         # 3. ...and the broker restarts, losing every message it held.
         await restart(kafka)
@@ -81,7 +84,7 @@ async def test_broker_restart_loses_nothing_and_indexes_exactly_once(
         # 4. The outbox resends everything still pending once its timeout passes.
         box.mark_sent(box.pending_ids(), datetime.now(UTC) - timedelta(minutes=10), FAST)
         async with worker(container, kafka.bootstrap):
-            report = await deliver(box, kafka.bootstrap, resend_after=FAST, timeout=40)
+            report = await deliver(box, kafka.bootstrap, trust=trust, resend_after=FAST, timeout=40)
         assert report.pending == set()
         outcomes = sorted(r.outcome for r in report.receipts.values())
         assert outcomes == ["duplicate"] * 5 + ["indexed"] * 20
@@ -101,14 +104,15 @@ async def test_adapter_crash_between_send_and_receipt(
     messages = batch("C", 6)
     box = outbox(tmp_path)
     box.add(messages)  # type: ignore[arg-type]
+    trust = f.receipt_trust(container.settings.keys_dir)
     async with worker(container, kafka):
-        crashed = await deliver(box, kafka, resend_after=FAST, timeout=0.01)  # sent, no wait
+        crashed = await deliver(box, kafka, trust=trust, resend_after=FAST, timeout=0.01)  # sent
         assert crashed.sent == 6
         box.close()  # the process dies here
         reopened = outbox(tmp_path)
         try:
             assert len(reopened.pending_ids()) == 6 - len(crashed.receipts)
-            report = await deliver(reopened, kafka, resend_after=FAST, timeout=30)
+            report = await deliver(reopened, kafka, trust=trust, resend_after=FAST, timeout=30)
             assert report.pending == set()
             assert reopened.counts()[DELIVERED] == 6
         finally:
@@ -121,13 +125,13 @@ async def test_duplicate_sends_are_counted_once(container: Container, kafka: str
     seen: list[str] = []
     async with (
         worker(container, kafka),
-        ReceiptWatcher(kafka) as watcher,
+        ReceiptWatcher(kafka, trust=f.receipt_trust(container.settings.keys_dir)) as watcher,
         Publisher(kafka) as pub,
     ):
         for _ in range(3):
             await pub.publish([message])
         for _ in range(100):
-            seen += [r.outcome for r in await watcher.poll({message.message_id})]
+            seen += [r.outcome for r in await watcher.poll({message.message_id: "H001"})]
             if len(seen) == 3:
                 break
     assert sorted(seen) == ["duplicate", "duplicate", "indexed"]
@@ -163,8 +167,11 @@ async def test_broker_restart_under_a_running_worker_and_adapter(
     container.settings.batch_max_records = 3  # small batches, so the restart lands mid-stream
     try:
         async with worker(container, kafka.bootstrap):
+            trust = f.receipt_trust(container.settings.keys_dir)
             delivery = asyncio.create_task(
-                deliver(box, kafka.bootstrap, resend_after=timedelta(seconds=3), timeout=90)
+                deliver(
+                    box, kafka.bootstrap, trust=trust, resend_after=timedelta(seconds=3), timeout=90
+                )
             )
             while box.counts()[DELIVERED] < 5:  # mid-stream
                 await asyncio.sleep(0.05)

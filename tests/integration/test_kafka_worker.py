@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 
 import jsonschema
@@ -18,6 +19,7 @@ from broker.ingest.service import InboundMessage, IngestService, Processed
 from broker.ingest.worker import IngestWorker
 from broker.kafka.reading import read_topic
 from broker.kafka.topics import RESULTS, RESULTS_DLQ
+from broker.security.receipt_signing import load_receipt_signer
 from tests import factories as f
 from tests.conftest import REPO
 from tests.conftest import running_worker as worker
@@ -25,10 +27,16 @@ from tests.conftest import running_worker as worker
 pytestmark = pytest.mark.slow
 
 
-async def send_and_wait(kafka: str, messages: list[OutgoingMessage]) -> dict[str, Receipt]:
-    async with ReceiptWatcher(kafka) as watcher, Publisher(kafka) as pub:
+async def send_and_wait(
+    container: Container, kafka: str, messages: list[OutgoingMessage]
+) -> dict[str, Receipt]:
+    """Publish and collect the receipts, each verified with the broker's receipt key."""
+    trust = f.receipt_trust(container.settings.keys_dir)
+    async with ReceiptWatcher(kafka, trust=trust) as watcher, Publisher(kafka) as pub:
         await pub.publish(messages)
-        return await watcher.wait_for({m.message_id for m in messages}, timeout=30)
+        got = await watcher.wait_for({m.message_id: m.hospital for m in messages}, timeout=30)
+    assert watcher.refused == []
+    return got
 
 
 def out(value: bytes, hospital: str = "H001", key: bytes = b"k1") -> OutgoingMessage:
@@ -63,7 +71,7 @@ async def test_results_are_indexed_and_bad_messages_dead_lettered(
         ),
     }
     async with worker(container, kafka):
-        receipts = await send_and_wait(kafka, good + list(bad.values()))
+        receipts = await send_and_wait(container, kafka, good + list(bad.values()))
     assert all(receipts[m.message_id].outcome == "indexed" for m in good)
     for code, m in bad.items():
         assert receipts[m.message_id].outcome == "rejected"
@@ -84,7 +92,7 @@ async def test_results_are_indexed_and_bad_messages_dead_lettered(
 async def test_offsets_are_committed_after_the_batch(container: Container, kafka: str) -> None:
     messages = [out(f.lab_bundle(accession=f"C{i}"), key=f"p{i}".encode()) for i in range(12)]
     async with worker(container, kafka):
-        receipts = await send_and_wait(kafka, messages)
+        receipts = await send_and_wait(container, kafka, messages)
     assert len(receipts) == 12
     consumer = AIOKafkaConsumer(
         bootstrap_servers=kafka, group_id="mrb-ingest", enable_auto_commit=False
@@ -102,15 +110,22 @@ async def test_offsets_are_committed_after_the_batch(container: Container, kafka
 async def test_a_restarted_worker_does_not_reprocess(container: Container, kafka: str) -> None:
     first = [out(f.lab_bundle(accession=f"D{i}"), key=f"p{i}".encode()) for i in range(6)]
     async with worker(container, kafka):
-        await send_and_wait(kafka, first)
+        await send_and_wait(container, kafka, first)
     second = [out(f.lab_bundle(accession=f"E{i}"), key=f"p{i}".encode()) for i in range(6)]
     async with worker(container, kafka):
-        receipts = await send_and_wait(kafka, second)
+        receipts = await send_and_wait(container, kafka, second)
     assert {r.outcome for r in receipts.values()} == {"indexed"}
     all_receipts = await read_topic(kafka, "mrb.receipts.v1")
     schema = json.loads((REPO / "schemas" / "messages" / "receipt.v1.schema.json").read_text())
+    signer = load_receipt_signer(container.settings.keys_dir, create=False)
+    public = signer.private_key.public_key()
     for r in all_receipts:
         jsonschema.validate(json.loads(r.value or b"{}"), schema)
+        # Signed by the broker's receipt key over `hospital 0x0A value` (headers).
+        headers = dict(r.headers)
+        assert headers["mrb-key-id"].decode() == signer.key_id
+        signature = base64.b64decode(headers["mrb-signature"], validate=True)
+        public.verify(signature, b"H001\n" + (r.value or b""))
     ids = [json.loads(r.value or b"{}")["message_id"] for r in all_receipts]
     assert len(ids) == len(set(ids)) == 12  # nothing from the first run was processed twice
 
@@ -136,6 +151,7 @@ async def test_a_database_outage_rewinds_the_batch_and_loses_nothing(
     worker_ = IngestWorker(
         flaky,  # type: ignore[arg-type]
         cipher=container.cipher,
+        receipt_signer=load_receipt_signer(container.settings.keys_dir, create=True),
         bootstrap=kafka,
         group_id="g-outage",
         retry_seconds=0.1,
@@ -145,7 +161,7 @@ async def test_a_database_outage_rewinds_the_batch_and_loses_nothing(
     task = asyncio.create_task(worker_.run(stop))
     try:
         messages = [out(f.lab_bundle(accession=f"F{i}"), key=f"p{i}".encode()) for i in range(4)]
-        receipts = await send_and_wait(kafka, messages)
+        receipts = await send_and_wait(container, kafka, messages)
     finally:
         stop.set()
         await asyncio.wait_for(task, 20)
@@ -164,7 +180,7 @@ async def test_dlq_replay_after_the_fix_indexes_the_message(
 
     stray = f.outgoing(f.lab_bundle(accession="LATE"), hospital="H003")
     async with worker(container, kafka):
-        (first,) = (await send_and_wait(kafka, [stray])).values()
+        (first,) = (await send_and_wait(container, kafka, [stray])).values()
         assert first.error_code == "UNKNOWN_HOSPITAL"
         async with container.sessions() as s, s.begin():
             await hospitals.add(s, hospitals.Hospital("H003", "Third", "510503", "2"))
@@ -174,11 +190,12 @@ async def test_dlq_replay_after_the_fix_indexes_the_message(
             "MRB_DATA_DIR": str(container.settings.data_dir),
             "MRB_DATABASE_URL": container.settings.database_url or "",
         }
-        async with ReceiptWatcher(kafka) as watcher:
+        trust = f.receipt_trust(container.settings.keys_dir)
+        async with ReceiptWatcher(kafka, trust=trust) as watcher:
             result = await asyncio.to_thread(
                 CliRunner().invoke, app, ["dlq", "replay", "--code", "UNKNOWN_HOSPITAL"], env=env
             )
             assert result.exit_code == 0, result.output
             assert "replayed 1 message(s)" in result.output
-            got = await watcher.wait_for({stray.message_id}, timeout=30)
+            got = await watcher.wait_for({stray.message_id: "H003"}, timeout=30)
     assert got[stray.message_id].outcome == "indexed"
