@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -33,20 +33,34 @@ _CHUNK = 500
 UNREADABLE = "unreadable"  # the resource_type of a result whose payload cannot be read
 
 
+# Identifier token values (accession numbers, filler order numbers) are stored as a keyed
+# hash under this domain (Pseudonymiser.of_text); searches hash the value they look for.
+IDENTIFIER_DOMAIN = "fhir-identifier"
+IdentifierKey = Callable[[str], str]
+
+
 async def refresh_person(
-    sessions: async_sessionmaker[AsyncSession], cipher: PayloadCipher, person_id: str
+    sessions: async_sessionmaker[AsyncSession],
+    cipher: PayloadCipher,
+    person_id: str,
+    *,
+    identifiers: IdentifierKey,
 ) -> int:
     """Rebuild the index rows of the person's results that changed; how many were rebuilt."""
-    return await _refresh(sessions, cipher, result.c.person_id == person_id)
+    return await _refresh(sessions, cipher, result.c.person_id == person_id, identifiers)
 
 
 async def refresh_results(
-    sessions: async_sessionmaker[AsyncSession], cipher: PayloadCipher, result_ids: Sequence[str]
+    sessions: async_sessionmaker[AsyncSession],
+    cipher: PayloadCipher,
+    result_ids: Sequence[str],
+    *,
+    identifiers: IdentifierKey,
 ) -> int:
     """Rebuild the index rows of these results if they changed."""
     if not result_ids:
         return 0
-    return await _refresh(sessions, cipher, result.c.id.in_(list(result_ids)))
+    return await _refresh(sessions, cipher, result.c.id.in_(list(result_ids)), identifiers)
 
 
 async def load_views(
@@ -79,6 +93,7 @@ async def _refresh(
     sessions: async_sessionmaker[AsyncSession],
     cipher: PayloadCipher,
     which: ColumnElement[bool],
+    identifiers: IdentifierKey,
 ) -> int:
     main = fhir_resource.alias("main_row")
     async with sessions() as session:
@@ -137,7 +152,12 @@ async def _refresh(
                 }
             )
             tokens.extend(
-                {"resource_id": ir.served_id, "param": p, "system": s, "code": c}
+                {
+                    "resource_id": ir.served_id,
+                    "param": p,
+                    "system": s,
+                    "code": identifiers(c) if p == "identifier" else c,
+                }
                 for p, s, c in sorted(ir.tokens)
             )
     ids = [row.result_id for row in stale]

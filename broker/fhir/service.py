@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -62,6 +62,10 @@ class FhirService:
         self._version = version
         self._zone = ZoneInfo(container.settings.default_timezone)
 
+    def _identifier(self, value: str) -> str:
+        """Identifier tokens are found by a keyed hash: the index never holds the value."""
+        return self._c.pseudonyms.of_text(index.IDENTIFIER_DOMAIN, value)
+
     def capabilities(self, base: str) -> dict[str, Any]:
         return capability_statement(base, datetime.now(UTC), self._version)
 
@@ -101,7 +105,7 @@ class FhirService:
                 result_id = main.id if main is not None else None
         if result_id is None:
             raise not_found(f"{resource_type}/{rid} is not known to mrb")
-        await index.refresh_results(sessions, cipher, [result_id])
+        await index.refresh_results(sessions, cipher, [result_id], identifiers=self._identifier)
         async with sessions() as s, s.begin():
             row = (await s.execute(_resource_row(rid, resource_type))).first()
             if row is None:
@@ -154,7 +158,9 @@ class FhirService:
                         }
                     ],
                 }
-        await index.refresh_person(self._c.sessions, self._c.cipher, pid)
+        await index.refresh_person(
+            self._c.sessions, self._c.cipher, pid, identifiers=self._identifier
+        )
         async with self._c.sessions() as s, s.begin():
             resource = await self._patient(s, pid)
             await self._audit(s, caller, "fhir-read", _Patient(pid, None), {"resource": "Patient"})
@@ -186,13 +192,16 @@ class FhirService:
             pairs = [*page.params, ("_count", str(page.count))]
             offset, strict = page.offset, False
         search = parse_search(resource_type, pairs, strict=strict, zone=self._zone, now=now)
+        search = _hashed_identifiers(search, self._identifier)
         patient = await self._resolve(search, caller.actor)
         if not cursors:  # a paging link goes on with a patient already counted
             await self._admit(caller, search, patient)
         entries: list[BundleEntry] = []
         total = 0
         if patient.person_id is not None:
-            await index.refresh_person(self._c.sessions, self._c.cipher, patient.person_id)
+            await index.refresh_person(
+                self._c.sessions, self._c.cipher, patient.person_id, identifiers=self._identifier
+            )
         async with self._c.sessions() as s, s.begin():
             if patient.person_id is not None:
                 if resource_type == "Patient":
@@ -404,3 +413,19 @@ def _resource_row(rid: str, resource_type: str) -> Any:
         .join(result, result.c.id == fhir_resource.c.result_id)
         .where(fhir_resource.c.id == rid, fhir_resource.c.resource_type == resource_type)
     )
+
+
+def _hashed_identifiers(search: Search, key: index.IdentifierKey) -> Search:
+    """The search with its identifier values replaced by their keyed hashes (as indexed)."""
+    tokens = tuple(
+        replace(
+            tf,
+            tokens=tuple(
+                replace(t, code=key(t.code)) if t.code is not None else t for t in tf.tokens
+            ),
+        )
+        if tf.target == "identifier"
+        else tf
+        for tf in search.tokens
+    )
+    return replace(search, tokens=tokens)

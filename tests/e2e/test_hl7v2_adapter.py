@@ -16,6 +16,7 @@ from broker.runtime import Stack, running_stack
 from broker.settings import Settings
 from broker.storage import hospitals
 from broker.storage.tables import result
+from tests import factories as f
 from tests.conftest import adapter_env, free_port
 
 pytestmark = pytest.mark.slow
@@ -30,8 +31,10 @@ async def stack(settings: Settings) -> AsyncIterator[Stack]:
 
 
 async def results(stack: Stack) -> list[str]:
+    """The business ids indexed, opened from their sealed copies (the column is a hash)."""
     async with stack.container.sessions() as s:
-        return list((await s.execute(select(result.c.business_id))).scalars())
+        rows = (await s.execute(select(result))).all()
+    return [f.business_id_of(stack.container, r) for r in rows]
 
 
 async def test_file_mode_publishes_every_sample_or_names_its_error(

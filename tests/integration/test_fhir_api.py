@@ -24,6 +24,7 @@ from broker.domain.identifiers import normalise, resident_id_check_digit
 from broker.ingest.service import Outcome
 from broker.storage import fhir_tables
 from broker.storage.database import create_engine
+from broker.storage.fhir_tables import fhir_token
 from broker.storage.tables import audit_event, metadata, payload, result, result_version
 from tests import factories as f
 from tests.conftest import Db, bearer
@@ -301,6 +302,14 @@ class TestSearch:
         assert (await data.search("DiagnosticReport", identifier="urn:lab:H001|ACC-3"))[
             "total"
         ] == 1
+        assert (await data.search("DiagnosticReport", identifier="ACC-3"))["total"] == 1
+        assert (await data.search("DiagnosticReport", identifier="urn:lab:H001|"))["total"] >= 1
+        # The index keeps identifier values only as keyed hashes: no accession in clear.
+        async with data.container.sessions() as s:
+            codes = (
+                await s.execute(select(fhir_token.c.code).where(fhir_token.c.param == "identifier"))
+            ).scalars()
+            assert not any("ACC-" in c for c in codes)
         assert (await data.search("DiagnosticReport", status="final"))["total"] == 8
         assert (await data.search("DiagnosticReport", status="preliminary"))["total"] == 0
 
