@@ -8,18 +8,21 @@ runs after the migrations (it needs the keys, which a migration never holds).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from broker.security.payload_cipher import PayloadCipher
 from broker.security.pseudonyms import Pseudonymiser
 from broker.security.sealed_fields import open_json, seal_json
+from broker.storage.fhir_tables import fhir_resource, fhir_token
 from broker.storage.tables import result, result_item
 
 BUSINESS_ID_DOMAIN = "business-id"
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -68,7 +71,18 @@ async def has_legacy_rows(session: AsyncSession) -> bool:
     found = await session.execute(
         select(result_item.c.id).where(result_item.c.clinical.is_(None)).limit(1)
     )
-    return found.first() is not None
+    if found.first() is not None:
+        return True
+    return await _clear_identifier_tokens(session)
+
+
+async def _clear_identifier_tokens(session: AsyncSession) -> bool:
+    """Whether the FHIR search index still holds an identifier value in clear (a keyed
+    hash is 64 hex digits; the index was written before identifiers were hashed)."""
+    codes = await session.execute(
+        select(fhir_token.c.code).where(fhir_token.c.param == "identifier").limit(1000)
+    )
+    return any(not _HEX64.fullmatch(c) for c in codes.scalars())
 
 
 async def seal_legacy_rows(session: AsyncSession, protector: Protector, *, batch: int = 500) -> int:
@@ -114,4 +128,9 @@ async def seal_legacy_rows(session: AsyncSession, protector: Protector, *, batch
         changed += len(items)
         if len(items) < batch:
             break
+    if await _clear_identifier_tokens(session):
+        # The search index is derived from the sealed payloads: drop it, it rebuilds hashed.
+        await session.execute(delete(fhir_token))
+        await session.execute(delete(fhir_resource))
+        changed += 1
     return changed

@@ -11,6 +11,7 @@ from broker.bootstrap import Container
 from broker.domain.rejections import RejectCode
 from broker.ingest.service import InboundMessage, Outcome, Processed
 from broker.security.payload_cipher import Sealed
+from broker.storage.fhir_tables import fhir_resource, fhir_token
 from broker.storage.lookup import person_items
 from broker.storage.people import People
 from broker.storage.protect import Protector, has_legacy_rows, seal_legacy_rows
@@ -211,6 +212,19 @@ class TestPrivacyAndSafety:
                 )
             )
             await s.execute(result_item.update().values(clinical=None, summary="Hb: 13.2 g/dL"))
+            await s.execute(  # and a search index row from before identifiers were hashed
+                fhir_resource.insert().values(
+                    id="fr1",
+                    result_id=(await s.execute(select(result.c.id))).scalar_one(),
+                    version_id=1,
+                    resource_type="DiagnosticReport",
+                )
+            )
+            await s.execute(
+                fhir_token.insert().values(
+                    resource_id="fr1", param="identifier", system="urn:lab:H001", code="ACC-1"
+                )
+            )
         protector = Protector(container.cipher, container.pseudonyms)
         async with container.sessions() as s, s.begin():
             assert await has_legacy_rows(s)
@@ -218,6 +232,7 @@ class TestPrivacyAndSafety:
         async with container.sessions() as s, s.begin():
             assert not await has_legacy_rows(s)
             assert await seal_legacy_rows(s, protector) == 0
+            assert (await s.execute(select(fhir_token))).first() is None
         row = await current(container, BID)  # found by its keyed hash, opened again
         assert row["summary"] == ""
         (p,) = await ingest(container, msg(f.lab_bundle(hb=13.2)))  # same content: duplicate
