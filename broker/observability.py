@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import logging
+import socket
 import sys
-from wsgiref.simple_server import WSGIServer
+import threading
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 import structlog
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram, make_wsgi_app
+from prometheus_client.exposition import ThreadingWSGIServer
+
+from broker.instance import Listener, listen_socket
 
 MESSAGES = Counter(
     "mrb_messages_total", "Messages processed by the ingest worker", ["hospital", "outcome"]
@@ -42,20 +47,31 @@ FOLLOW_UP_FAILURES = Counter(
 )
 
 
-def start_metrics_server(host: str, port: int) -> WSGIServer:
-    """Serve /metrics on host:port from a background thread (prometheus_client's own
-    server), apart from the API port; stop it with `.shutdown()` and `.server_close()`.
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        """No line per scrape on stderr."""
 
-    Raises OSError naming the address when it cannot listen there.
+
+def start_metrics_server(host: str, port: int, *, sock: socket.socket | None = None) -> WSGIServer:
+    """Serve /metrics on host:port from a background thread (prometheus_client's WSGI app
+    and threading server), apart from the API port; stop it with `.shutdown()` and
+    `.server_close()`.
+
+    `sock`: a socket already listening there (broker.instance.listen_socket), taken over as
+    is, so the port cannot be lost between the check at start and this server. Without
+    one, the port is bound here: PortInUse (an OSError) names MRB_METRICS_PORT.
     """
-    try:
-        server, _thread = start_http_server(port, addr=host)
-    except OSError as exc:
-        raise OSError(
-            exc.errno,
-            f"metrics cannot listen on {host}:{port} ({exc.strerror}): set MRB_METRICS_PORT "
-            "to a free port, or 0 to turn metrics off",
-        ) from exc
+    if sock is None:
+        sock = listen_socket(Listener(host, port, "MRB_METRICS_PORT"))
+    server = ThreadingWSGIServer((host, port), _QuietHandler, bind_and_activate=False)
+    server.socket.close()
+    server.socket = sock
+    server.server_address = sock.getsockname()
+    server.server_name = host
+    server.server_port = sock.getsockname()[1]
+    server.setup_environ()
+    server.set_app(make_wsgi_app())
+    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
     return server
 
 

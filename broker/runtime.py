@@ -1,8 +1,10 @@
 """Running mrb's processes: embedded broker, migrations, ingest worker, HTTP server,
 metrics listener.
 
-One asyncio loop holds them; SIGINT/SIGTERM set one stop event and everything
-started is stopped in reverse order.
+Before anything starts, the process claims what it will own (`claim`): the lock on its
+data folder and every port it listens on; a clash stops it there, having changed nothing.
+One asyncio loop holds the rest; SIGINT/SIGTERM set one stop event and everything
+started is stopped in reverse order: the worker leaves its group, then the broker stops.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 from collections.abc import AsyncIterator, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +27,16 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from broker.api.app import create_app
 from broker.bootstrap import Container
-from broker.kafka.embedded import EmbeddedKafka
+from broker.instance import (
+    DataDirLock,
+    Listener,
+    ensure_free,
+    installation_id,
+    listen_socket,
+    lock_data_dir,
+    writes_data_dir,
+)
+from broker.kafka.embedded import EmbeddedBrokerError, EmbeddedKafka
 from broker.kafka.topics import default_partitions, ensure_topics
 from broker.observability import start_metrics_server
 from broker.settings import Settings
@@ -115,6 +127,79 @@ def server_config(app: object, settings: Settings) -> uvicorn.Config:
 
 
 @dataclass
+class Claim:
+    """What a process secured before starting anything: its data folder and its ports.
+
+    The HTTP and metrics sockets are already listening; the servers take them over, so
+    nothing else can take those ports in between. Release what was not handed over.
+    """
+
+    lock: DataDirLock | None = None
+    http: socket.socket | None = None
+    http_listener: Listener | None = None
+    metrics: socket.socket | None = None
+
+    def release(self) -> None:
+        for sock in (self.http, self.metrics):
+            if sock is not None:
+                sock.close()
+        self.http = self.metrics = None
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
+
+
+def http_listener(settings: Settings, *, api: bool) -> Listener:
+    """The API's address, or a worker's own health port (several workers on one host)."""
+    if api:
+        return Listener(settings.http_host, settings.http_port, "MRB_HTTP_PORT")
+    return Listener(settings.http_host, settings.worker_health_port, "MRB_WORKER_HEALTH_PORT")
+
+
+def claim(
+    settings: Settings,
+    *,
+    api: bool,
+    worker: bool,
+    kafka_needed: bool,
+    command: str | None = None,
+    lock: bool | None = None,
+) -> Claim:
+    """Lock the data folder (when this process writes it, or `lock`) and secure every port
+    it will listen on, before anything is created, deleted or started.
+
+    Raises broker.instance.Refused (DataDirInUse, PortInUse, InstallationIdMissing): one
+    line for the operator, having changed nothing.
+    """
+    embedded = kafka_needed and not settings.kafka_bootstrap
+    if command is None:
+        command = "mrb up" if api and worker else ("mrb serve" if api else "mrb worker")
+    claimed = Claim()
+    try:
+        if lock if lock is not None else writes_data_dir(settings, embedded_kafka=embedded):
+            claimed.lock = lock_data_dir(settings.data_dir, command)
+        if api or worker:
+            claimed.http_listener = http_listener(settings, api=api)
+            claimed.http = listen_socket(claimed.http_listener)
+            if settings.metrics_port:
+                claimed.metrics = listen_socket(
+                    Listener(settings.metrics_host, settings.metrics_port, "MRB_METRICS_PORT")
+                )
+        if embedded:
+            # tansu binds it itself: checked free here, and its own child must be the one
+            # listening there before it counts as ready (EmbeddedKafka.start).
+            ensure_free(
+                Listener("127.0.0.1", settings.embedded_kafka_port, "MRB_EMBEDDED_KAFKA_PORT")
+            )
+        if worker:
+            installation_id(settings)  # its consumer group; given, or made once in the folder
+    except BaseException:
+        claimed.release()
+        raise
+    return claimed
+
+
+@dataclass
 class Stack:
     container: Container
     stop: asyncio.Event
@@ -122,9 +207,12 @@ class Stack:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     server: _Server | None = None
     metrics: WSGIServer | None = None
+    listener: Listener | None = None  # the HTTP server's: the API's, or a worker's health port
 
     @property
     def api_url(self) -> str:
+        if self.listener is not None:
+            return f"http://{self.listener.address}"
         s = self.container.settings
         return f"http://{s.http_host}:{s.http_port}"
 
@@ -174,10 +262,23 @@ async def running_stack(
     worker: bool,
     kafka_needed: bool,
     stop: asyncio.Event | None = None,
+    claimed: Claim | None = None,
 ) -> AsyncIterator[Stack]:
-    """Start what is asked, yield once it is ready, stop it all on exit."""
+    """Start what is asked, yield once it is ready, stop it all on exit.
+
+    `claimed`: what the caller already secured with `claim` (the caller releases it);
+    without it, the stack claims its folder and ports itself, first, and releases them last.
+    """
     stop = stop or asyncio.Event()
-    container = Container.build(settings)
+    own_claim = claimed is None
+    if claimed is None:
+        claimed = claim(settings, api=api, worker=worker, kafka_needed=kafka_needed)
+    try:
+        container = Container.build(settings)
+    except BaseException:
+        if own_claim:
+            claimed.release()
+        raise
     stack = Stack(container, stop)
     try:
         if kafka_needed and not settings.kafka_bootstrap:
@@ -189,6 +290,9 @@ async def running_stack(
             )
             await stack.kafka.start()
             container.kafka_bootstrap = stack.kafka.bootstrap
+            stack.tasks.append(
+                asyncio.create_task(_watch_broker(stack.kafka, stop), name="embedded-kafka")
+            )
         if kafka_needed:
             bootstrap = container.kafka_bootstrap or settings.kafka_bootstrap
             if bootstrap is None:
@@ -207,23 +311,27 @@ async def running_stack(
             stack.tasks.append(asyncio.create_task(relay.run(stop), name="event-relay"))
             sealer = container.audit_sealer()
             stack.tasks.append(asyncio.create_task(sealer.run(stop), name="audit-sealer"))
-        if (api or worker) and settings.metrics_port:
-            stack.metrics = start_metrics_server(settings.metrics_host, settings.metrics_port)
-        if api or worker:
+        if claimed.metrics is not None:
+            sock, claimed.metrics = claimed.metrics, None
+            stack.metrics = start_metrics_server(
+                settings.metrics_host, settings.metrics_port, sock=sock
+            )
+        if claimed.http is not None:
+            sock, claimed.http = claimed.http, None
+            stack.listener = claimed.http_listener
             role = "all" if api and worker else ("api" if api else "worker")
             config = server_config(create_app(container, role=role), settings)
             stack.server = _Server(config)
-            stack.tasks.append(asyncio.create_task(stack.server.serve(), name="http"))
+            stack.tasks.append(asyncio.create_task(stack.server.serve(sockets=[sock]), name="http"))
             while not stack.server.started:
                 if stack.tasks[-1].done():
-                    stack.tasks[-1].result()  # raises why it failed (e.g. port in use)
-                    raise RuntimeError(
-                        f"HTTP server stopped at start: is {settings.http_host}:"
-                        f"{settings.http_port} in use? (MRB_HTTP_PORT)"
-                    )
+                    stack.tasks[-1].result()  # raises why it failed
+                    raise RuntimeError(f"the HTTP server on {stack.api_url} stopped at start")
                 await asyncio.sleep(0.05)
         yield stack
     finally:
+        # In order: the worker commits and leaves its consumer group, the relay and the
+        # HTTP server finish; then the metrics listener; the broker last.
         stop.set()
         if stack.server is not None:
             stack.server.should_exit = True
@@ -236,6 +344,25 @@ async def running_stack(
         if stack.kafka is not None:
             await stack.kafka.stop()
         await container.close()
+        if own_claim:
+            claimed.release()
+
+
+async def _watch_broker(kafka: EmbeddedKafka, stop: asyncio.Event) -> None:
+    """Fail the stack if the embedded broker dies while it is meant to run."""
+    exited = asyncio.create_task(kafka.wait_exited())
+    stopping = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({exited, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+        if not exited.done():
+            exited.cancel()
+    if exited.done() and not exited.cancelled() and not stop.is_set():
+        raise EmbeddedBrokerError(
+            f"the embedded Kafka broker (tansu) exited with code {exited.result()} "
+            f"(its log: {kafka.log_file or 'none'})"
+        )
 
 
 async def wait_for_failure_or_stop(stack: Stack) -> None:

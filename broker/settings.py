@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     data_dir: Path = Path("./var")
     http_host: str = "127.0.0.1"
     http_port: int = 8000
+    # `mrb worker` serves /healthz and /readyz here (on MRB_HTTP_HOST), not on the API's
+    # port: give each worker on one host its own (and its own MRB_METRICS_PORT).
+    worker_health_port: int = Field(default=8001, ge=1, le=65535)
     # Prometheus /metrics on its own listener, never on the API port; 0 turns it off.
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(default=9464, ge=0, le=65535)
@@ -72,7 +75,11 @@ class Settings(BaseSettings):
     # Turn off only while migrating adapters: unsigned messages are then accepted, but
     # any signature that is present is still checked.
     require_signatures: bool = True
-    consumer_group: str = "mrb-ingest"
+    # Names this installation's ingest consumer group (mrb-ingest-<id>), so that two
+    # installations on one Kafka never share a group. The same on every worker of one
+    # installation, on any host; unset: MRB_DATA_DIR/installation-id, made once where the
+    # broker makes its own keys (the embedded set-up). See docs/operations.md.
+    installation_id: str | None = None
     # The group coordinator holds a join for about half of this: short for the demo/tests.
     consumer_session_timeout_ms: int = Field(default=10_000, ge=1000)
     max_message_bytes: int = Field(default=1024 * 1024, gt=0)
@@ -196,3 +203,17 @@ class Settings(BaseSettings):
         if self.create_keys is not None:
             return self.create_keys
         return self.resolved_database_url.startswith("sqlite")
+
+    @field_validator("installation_id")
+    @classmethod
+    def _installation_id(cls, value: str | None) -> str | None:
+        from broker.instance import valid_installation_id
+
+        return None if value is None else valid_installation_id(value)
+
+    @property
+    def consumer_group(self) -> str:
+        """The ingest workers' Kafka consumer group: mrb-ingest-<installation id>."""
+        from broker.instance import installation_id
+
+        return f"mrb-ingest-{installation_id(self)}"

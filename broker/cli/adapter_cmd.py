@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 from zoneinfo import ZoneInfo
 
 import httpx
@@ -41,6 +41,7 @@ from adapters.hl7v2.intake import Intake, accept, reject_oversize
 from adapters.hl7v2.mllp import Oversize, serve_mllp
 from broker.domain.rejections import Rejected
 from broker.ingest.parse import parse_message
+from broker.instance import Listener, PortInUse, ensure_free
 from broker.observability import configure_logging
 from broker.runtime import install_signal_handlers
 from broker.security.keys import load_or_create_key
@@ -385,6 +386,20 @@ def _listener_access(
     return peers, tls
 
 
+def _free_port(listen: str) -> None:
+    """A busy --listen port stops the command before anything is opened: one line, exit 2."""
+    host, port = _host_port(listen, "--listen")
+    try:
+        ensure_free(Listener(host, port, "--listen"))
+    except PortInUse as exc:
+        _port_in_use(exc)
+
+
+def _port_in_use(exc: PortInUse) -> NoReturn:
+    console.print(f"[red]error:[/red] {exc}", soft_wrap=True, highlight=False)
+    raise typer.Exit(2) from None
+
+
 def _access_text(peers: PeerAllowlist, tls: TlsFiles | None) -> str:
     return f"accepting {peers}" + (f" over {tls.describe()}" if tls else " (no TLS)")
 
@@ -434,6 +449,8 @@ def hl7v2(
     settings = Settings()
     # Checked first: a bad access setting stops the command before anything is opened.
     access = _listener_access(allow_peer, tls_cert, tls_key, tls_client_ca) if listen else None
+    if listen:
+        _free_port(listen)
     signer = _signer(settings, hospital)
     trust = receipt_trust(settings, receipt_key)
     try:
@@ -454,6 +471,8 @@ def hl7v2(
         configure_logging(settings.log_level)  # the per-connection lines
         try:
             asyncio.run(_listen_hl7(settings, intake, where, target, *access, trust))
+        except PortInUse as exc:  # taken since the check above
+            _port_in_use(exc)
         finally:
             outbox.close()
         return
@@ -501,13 +520,16 @@ async def _listen_hl7(
     async def oversize(item: Oversize) -> bytes | None:
         return await reject_oversize(item, intake)
 
-    server = await serve_mllp(
-        *where,
-        handle,
-        on_oversize=oversize,
-        peers=peers,
-        tls=tls.context() if tls else None,
-    )
+    try:
+        server = await serve_mllp(
+            *where,
+            handle,
+            on_oversize=oversize,
+            peers=peers,
+            tls=tls.context() if tls else None,
+        )
+    except OSError as exc:
+        raise PortInUse(Listener(*where, "--listen"), exc.strerror or str(exc)) from None
     port = server.sockets[0].getsockname()[1]
     console.print(
         f"MLLP listener for {intake.hospital} on {where[0]}:{port}, {_access_text(peers, tls)}"
@@ -590,6 +612,8 @@ def dicom(
     """
     settings = Settings()
     access = _listener_access(allow_peer, tls_cert, tls_key, tls_client_ca) if listen else None
+    if listen:
+        _free_port(listen)
     signer = _signer(settings, hospital)
     trust = receipt_trust(settings, receipt_key)
     options = BundleOptions(hospital=hospital, wado_rs_base=wado_rs)
@@ -677,9 +701,12 @@ async def _listen_dicom(
         scp = start_scp(
             scp_settings, adapter.on_instance, zone=zone, loop=asyncio.get_running_loop()
         )
-    except ValueError as exc:  # e.g. an AE title pynetdicom refuses
+    except (ValueError, OSError) as exc:  # an AE title pynetdicom refuses; a busy port
         outbox.close()
         spool.close()
+        if isinstance(exc, OSError):  # taken since the check at start
+            listener = Listener(scp_settings.host, scp_settings.port, "--listen")
+            _port_in_use(PortInUse(listener, exc.strerror or str(exc)))
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
     adapter.collector.start()

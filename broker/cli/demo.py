@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 import uuid
 from collections import Counter
+from collections.abc import Coroutine
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -33,7 +35,13 @@ from broker.demo.dataset import (
 )
 from broker.demo.dataset import NATIONAL_ID_SYSTEM, DemoDataset, DemoMessage, generate
 from broker.domain.actors import Role
-from broker.runtime import Stack, install_signal_handlers, running_stack, wait_for_failure_or_stop
+from broker.runtime import (
+    Stack,
+    claim,
+    install_signal_handlers,
+    running_stack,
+    wait_for_failure_or_stop,
+)
 from broker.security.keys import load_or_create_key
 from broker.settings import Settings
 from broker.storage import hospitals as registry
@@ -58,10 +66,18 @@ def demo_settings(settings: Settings) -> Settings:
             settings = settings.model_copy(update={per_person: 0})
     if settings.database_url:
         return settings
-    demo_dir = settings.data_dir / "demo"
-    for stale in demo_dir.glob("mrb.db*"):
+    # Its own folder; the SQLite file there is recreated by reset_demo_database, once
+    # this process holds the folder and its ports.
+    return settings.model_copy(update={"data_dir": settings.data_dir / "demo"})
+
+
+def reset_demo_database(settings: Settings) -> None:
+    """Delete the demo's own SQLite file for a fresh run: only once this process holds the
+    folder's lock and every port (claim), never under a running demo."""
+    if settings.database_url:
+        return
+    for stale in settings.data_dir.glob("mrb.db*"):
         stale.unlink()
-    return settings.model_copy(update={"data_dir": demo_dir})
 
 
 async def run_demo(
@@ -71,33 +87,69 @@ async def run_demo(
     stop = asyncio.Event()
     install_signal_handlers(stop)
     console.print("[bold]mrb demo[/bold]: starting the embedded stack…")
-    async with running_stack(
-        settings, api=True, worker=True, kafka_needed=True, stop=stop
-    ) as stack:
-        where = "embedded Tansu" if stack.kafka else "MRB_KAFKA_BOOTSTRAP"
-        console.print(
-            f"Kafka: {stack.container.kafka_bootstrap} ({where}); "
-            f"database: {settings.resolved_database_url.split('://')[0]}"
-        )
-        now = datetime.now(SHANGHAI)
-        story = scenarios.build(DEMO_SEED, now)
-        dataset = _with_forgeries(generate(now=now, seed=DEMO_SEED, patients=patients))
-        dataset = replace(
-            dataset,
-            hospitals=(*dataset.hospitals, scenarios.CHONGQING),
-            messages=(*dataset.messages, *story.messages),
-        )
-        signers = await _register(stack, dataset)
-        receipts, seconds = await _publish(stack, dataset, signers, console)
-        checks = await _summary(stack, dataset, receipts, seconds, console)
-        await _rules_v2_story(stack, story, console)
-        await _outcomes(stack, checks, signers, console)
-        if keep_serving:
+    # The folder and every port first: a second demo beside a running one stops here,
+    # before it deletes anything of the first's.
+    claimed = claim(
+        settings, api=True, worker=True, kafka_needed=True, command="mrb demo", lock=True
+    )
+    try:
+        reset_demo_database(settings)
+        async with running_stack(
+            settings, api=True, worker=True, kafka_needed=True, stop=stop, claimed=claimed
+        ) as stack:
+            where = "embedded Tansu" if stack.kafka else "MRB_KAFKA_BOOTSTRAP"
             console.print(
-                f"\nServing on {stack.api_url} (OpenAPI: {stack.api_url}/docs). "
-                "Ctrl-C stops everything."
+                f"Kafka: {stack.container.kafka_bootstrap} ({where}); "
+                f"database: {settings.resolved_database_url.split('://')[0]}"
             )
-            await wait_for_failure_or_stop(stack)
+            # Ctrl-C / SIGTERM while the sample is replayed: the adapters stop first, then
+            # the stack (worker, then broker) as it leaves this block.
+            if not await _unless_stopped(_replay(stack, patients, console), stop):
+                console.print("stopped before the sample was replayed")
+                return
+            if keep_serving:
+                console.print(
+                    f"\nServing on {stack.api_url} (OpenAPI: {stack.api_url}/docs). "
+                    "Ctrl-C stops everything."
+                )
+                await wait_for_failure_or_stop(stack)
+    finally:
+        claimed.release()
+
+
+async def _replay(stack: Stack, patients: int, console: Console) -> None:
+    """The sample through the adapters, then the checks, outcomes and reports."""
+    now = datetime.now(SHANGHAI)
+    story = scenarios.build(DEMO_SEED, now)
+    dataset = _with_forgeries(generate(now=now, seed=DEMO_SEED, patients=patients))
+    dataset = replace(
+        dataset,
+        hospitals=(*dataset.hospitals, scenarios.CHONGQING),
+        messages=(*dataset.messages, *story.messages),
+    )
+    signers = await _register(stack, dataset)
+    receipts, seconds = await _publish(stack, dataset, signers, console)
+    checks = await _summary(stack, dataset, receipts, seconds, console)
+    await _rules_v2_story(stack, story, console)
+    await _outcomes(stack, checks, signers, console)
+
+
+async def _unless_stopped(work: Coroutine[Any, Any, None], stop: asyncio.Event) -> bool:
+    """Run `work` until it ends (True) or stop is set (False: it is cancelled first)."""
+    task = asyncio.create_task(work)
+    stopping = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    if task.cancelled():
+        return False
+    task.result()  # its failure, if any
+    return True
 
 
 Signer = tuple[str, Ed25519PrivateKey]

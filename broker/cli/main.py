@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
@@ -25,6 +27,7 @@ from broker.cli import (
     token_cmd,
 )
 from broker.cli.demo import run_demo
+from broker.instance import ADMIN_LOCK_WAIT_SECONDS, Refused, lock_data_dir, sqlite_file_in
 from broker.observability import configure_logging
 from broker.runtime import (
     install_signal_handlers,
@@ -111,6 +114,39 @@ def _serve(*, api: bool, worker: bool) -> None:
     _run(main())
 
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _holding_data_dir(
+    command: str, *, sqlite_only: bool = False
+) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """An admin command that creates the broker's database or keys in the data folder
+    holds the folder's lock while it runs: it waits a few seconds for another to finish,
+    then stops (exit 2) naming the holder. `sqlite_only`: only when the database is a
+    SQLite file in that folder."""
+
+    def wrap(run: Callable[P, R]) -> Callable[P, R]:
+        @functools.wraps(run)
+        def locked(*args: P.args, **kwargs: P.kwargs) -> R:
+            settings = Settings()
+            if sqlite_only and not sqlite_file_in(settings):
+                return run(*args, **kwargs)
+            try:
+                lock = lock_data_dir(settings.data_dir, command, wait=ADMIN_LOCK_WAIT_SECONDS)
+            except Refused as exc:
+                err.print(f"[red]error:[/red] {exc}", soft_wrap=True, highlight=False)
+                raise typer.Exit(2) from None
+            try:
+                return run(*args, **kwargs)
+            finally:
+                lock.release()
+
+        return locked
+
+    return wrap
+
+
 @app.command()
 def up() -> None:
     """Run everything in one process: broker (embedded unless MRB_KAFKA_BOOTSTRAP), worker, API."""
@@ -148,6 +184,7 @@ def demo(
 
 
 @db_app.command("upgrade")
+@_holding_data_dir("mrb db upgrade", sqlite_only=True)
 def db_upgrade() -> None:
     """Apply all database migrations (Alembic)."""
     settings = _settings()
@@ -177,6 +214,7 @@ async def _seal_legacy_rows(settings: Settings) -> int:
 
 
 @keys_app.command("init")
+@_holding_data_dir("mrb keys init")
 def keys_init(
     hospital: Annotated[
         str | None,
@@ -281,6 +319,9 @@ def _run(coro: object) -> None:
         asyncio.run(coro)  # type: ignore[arg-type]
     except KeyboardInterrupt:
         err.print("stopped")
+    except Refused as exc:  # a busy data folder or port: nothing was started or changed
+        err.print(f"[red]error:[/red] {exc}", soft_wrap=True, highlight=False)
+        raise typer.Exit(2) from None
     except Exception as exc:  # the CLI's one place to turn a failure into a clear exit
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from None

@@ -95,7 +95,9 @@ async def test_offsets_are_committed_after_the_batch(container: Container, kafka
         receipts = await send_and_wait(container, kafka, messages)
     assert len(receipts) == 12
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=kafka, group_id="mrb-ingest", enable_auto_commit=False
+        bootstrap_servers=kafka,
+        group_id=container.settings.consumer_group,  # mrb-ingest-<installation id>
+        enable_auto_commit=False,
     )
     await consumer.start()
     try:
