@@ -15,6 +15,7 @@ from broker.ingest.worker import IngestWorker
 from broker.kafka.event_relay import EventRelay
 from broker.reference.loader import default_schemas_dir, load_catalog, load_policy
 from broker.security.keys import load_key
+from broker.security.oidc import OidcVerifier
 from broker.security.payload_cipher import PayloadCipher
 from broker.security.pseudonyms import Pseudonymiser
 from broker.security.receipt_signing import load_receipt_signer
@@ -59,6 +60,7 @@ class Container:
     _token_verifier: TokenVerifier | None = None
     _token_issuer: TokenIssuer | None = None
     _revocations: token_service.RevocationCheck | None = None
+    _oidc: OidcVerifier | None = None
     _provider: RulesProvider | None = None
     _limiter: RateLimiter | None = None
 
@@ -108,6 +110,16 @@ class Container:
             key = load_issuer_key(s.keys_dir, create=s.may_create_keys)
             self._token_issuer = TokenIssuer(key, s.token_lifetimes)
         return self._token_issuer
+
+    def oidc_verifier(self) -> OidcVerifier | None:
+        """Checks tokens of the OpenID Connect issuer (MRB_OIDC_ISSUER) against its JWKS;
+        None when no issuer is configured (mrb's own tokens only)."""
+        config = self.settings.oidc
+        if config is None:
+            return None
+        if self._oidc is None:
+            self._oidc = OidcVerifier(config)
+        return self._oidc
 
     def token_revocations(self) -> token_service.RevocationCheck:
         if self._revocations is None:

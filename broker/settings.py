@@ -7,10 +7,11 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from broker.domain.ledger import SafetyAction
+from broker.security.oidc import OidcConfig, issuer_url
 from broker.security.tokens import PUBLIC_KEYS_FILE, Lifetimes, parse_ttl
 
 
@@ -114,6 +115,43 @@ class Settings(BaseSettings):
     token_max_ttl_machines: timedelta = timedelta(days=30)
     # How long a request may rely on an earlier look-up of a token's revocation state.
     token_revocation_cache_seconds: float = Field(default=2.0, ge=0, le=5)
+    # People logging in through an OpenID Connect issuer (docs/security.md, "OpenID
+    # Connect"): its URL exactly as its tokens' `iss` says it (https), the audience its
+    # tokens must name (the client id or API audience), and its JWKS URL (unset: the
+    # jwks_uri of {issuer}/.well-known/openid-configuration). Unset issuer: mrb tokens only.
+    oidc_issuer: str | None = None
+    oidc_audience: str | None = None
+    oidc_jwks_url: str | None = None
+
+    @field_validator("oidc_issuer", "oidc_jwks_url")
+    @classmethod
+    def _oidc_url(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        return issuer_url(value, setting=f"MRB_{(info.field_name or '').upper()}")
+
+    @model_validator(mode="after")
+    def _oidc_complete(self) -> Settings:
+        if self.oidc_issuer is None and (self.oidc_audience or self.oidc_jwks_url):
+            raise ValueError("MRB_OIDC_AUDIENCE and MRB_OIDC_JWKS_URL need MRB_OIDC_ISSUER")
+        if self.oidc_issuer is not None and not (self.oidc_audience or "").strip():
+            raise ValueError(
+                "MRB_OIDC_ISSUER needs MRB_OIDC_AUDIENCE: the client id or API audience its "
+                "tokens name in `aud`"
+            )
+        return self
+
+    @property
+    def oidc(self) -> OidcConfig | None:
+        """The OpenID Connect issuer whose tokens the API accepts, if one is configured."""
+        if self.oidc_issuer is None or self.oidc_audience is None:
+            return None
+        return OidcConfig(
+            issuer=self.oidc_issuer,
+            audience=self.oidc_audience.strip(),
+            jwks_url=self.oidc_jwks_url,
+            max_lifetime=self.token_max_ttl_people,
+        )
 
     @field_validator("token_max_ttl_people", "token_max_ttl_machines", mode="before")
     @classmethod

@@ -1,7 +1,9 @@
 """Typed dependencies for route handlers: the container and the authenticated caller.
 
 Authentication: an EdDSA token from a trusted issuer key, recorded when issued and not
-revoked (broker/security/tokens.py, broker/services/tokens.py). Authorisation: each route
+revoked (broker/security/tokens.py, broker/services/tokens.py), or, when MRB_OIDC_ISSUER
+is set, a token of that OpenID Connect issuer whose subject mrb maps to an enabled role
+(broker/security/oidc.py, broker/services/users.py). Authorisation: each route
 names the duty it serves (`require(Duty.X)`, the role table in broker/domain/actors.py);
 whether a hospital role acts on its own hospital is checked where that hospital is known
 (the handler or the service), with `Actor.authorize`.
@@ -17,7 +19,9 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from broker.bootstrap import Container
 from broker.domain.actors import GRANTS, Actor, Duty
-from broker.security.tokens import InvalidToken
+from broker.security.oidc import IssuerUnavailable, unverified_issuer
+from broker.security.tokens import ISSUER, InvalidToken
+from broker.services import users as user_service
 from broker.services.errors import ServiceError
 from broker.services.tokens import TokenRevoked
 
@@ -29,7 +33,11 @@ def get_container(request: Request) -> Container:
 
 ContainerDep = Annotated[Container, Depends(get_container)]
 
-_bearer = HTTPBearer(auto_error=False, description="a token from `mrb token issue`")
+_bearer = HTTPBearer(
+    auto_error=False,
+    description="a token from `mrb token issue`, or from the OpenID Connect issuer when "
+    "one is configured",
+)
 
 
 async def get_actor(
@@ -45,15 +53,29 @@ async def get_actor(
             "send `Authorization: Bearer <token>`; a security administrator issues tokens "
             "with `mrb token issue --role R --hospital H --subject NAME`",
         )
+    token = credentials.credentials
+    oidc = container.oidc_verifier()
     try:
-        verified = container.token_verifier().verify(credentials.credentials)
-        await container.token_revocations().check(verified.actor.token_id or "")
+        if oidc is not None and oidc.claims_to_be_mine(token):
+            identity = await oidc.verify(token)
+            actor = await user_service.actor_for(container.sessions, identity)
+        else:
+            if oidc is not None and unverified_issuer(token) not in (None, ISSUER):
+                raise InvalidToken(
+                    f"the token's issuer {str(unverified_issuer(token))[:100]!r} is not "
+                    f"trusted here: only mrb's own tokens and those of {oidc.issuer} are"
+                )
+            verified = container.token_verifier().verify(token)
+            await container.token_revocations().check(verified.actor.token_id or "")
+            actor = verified.actor
     except TokenRevoked as exc:
         raise ServiceError(401, "Token revoked", str(exc)) from None
     except InvalidToken as exc:
         raise ServiceError(401, "Invalid token", str(exc)) from None
-    request.state.actor = verified.actor
-    return verified.actor
+    except IssuerUnavailable as exc:
+        raise ServiceError(503, "Authentication unavailable", str(exc)) from None
+    request.state.actor = actor
+    return actor
 
 
 def require(duty: Duty) -> Callable[[Actor], Awaitable[Actor]]:

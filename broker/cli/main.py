@@ -25,6 +25,7 @@ from broker.cli import (
     receipt_key_cmd,
     report_cmd,
     token_cmd,
+    user_cmd,
 )
 from broker.cli.demo import run_demo
 from broker.instance import ADMIN_LOCK_WAIT_SECONDS, Refused, lock_data_dir, sqlite_file_in
@@ -73,6 +74,7 @@ keys_app.command("usage")(keys_rotation.usage)
 app.add_typer(adapter_cmd.app, name="adapter")
 app.add_typer(dlq_cmd.app, name="dlq")
 app.add_typer(token_cmd.app, name="token")
+app.add_typer(user_cmd.app, name="user")
 app.add_typer(mapping_cmd.app, name="mapping")
 app.add_typer(catalog_cmd.app, name="catalog")
 app.add_typer(cds_cli.app, name="cds")

@@ -439,5 +439,22 @@ issued_token = Table(
 )
 
 
+# People who log in through the OpenID Connect issuer (MRB_OIDC_ISSUER): mrb, not the
+# issuer, says what each may do. A token of an issuer+subject not here, or disabled, is
+# refused with 403 until a security administrator maps it (`mrb user map`).
+oidc_user = Table(
+    "oidc_user",
+    metadata,
+    Column("issuer", String(300), primary_key=True),
+    Column("subject", String(255), primary_key=True),
+    Column("role", String(32), nullable=False),
+    Column("hospital", String(32), nullable=False, index=True),  # '*' for platform roles
+    Column("display_name", String(200), nullable=True),
+    Column("created_by", String(200), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("disabled_at", UTCDateTime, nullable=True),
+)
+
+
 # Tables kept in their own modules join the same metadata (Alembic compares them all).
 from broker.storage import cds_tables, fhir_tables, rate_limit_tables  # noqa: E402, F401

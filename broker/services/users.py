@@ -1,0 +1,193 @@
+"""People who log in through OpenID Connect: mapping them to a role and hospital, listing
+and disabling them, and turning a verified OIDC identity into an Actor on each request.
+
+The issuer says who someone is; only mrb says what they may do. Mapping (`user.map`) is
+granting access, as issuing a token is: the security administrator's duty (ISSUING).
+Listing and disabling follow tokens (TOKENS): a security administrator for everyone, a
+hospital admin for their own hospital's people. Every change is audited with its actor.
+The mapping is read on every request, so disabling someone takes effect on their next
+request, in every API process, without a restart.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from broker.domain.actors import ALL_HOSPITALS, Actor, Duty, Role
+from broker.security.oidc import MAX_SUBJECT, OidcIdentity, issuer_url
+from broker.security.tokens import actor_hospital
+from broker.services.audit import record_change
+from broker.services.errors import ServiceError
+from broker.storage import hospitals
+from broker.storage import oidc_users as store
+from broker.storage.oidc_users import OidcUser
+
+_MAX_NAME = 200
+
+
+async def map_user(
+    sessions: async_sessionmaker[AsyncSession],
+    by: Actor,
+    *,
+    issuer: str,
+    subject: str,
+    role: Role,
+    hospital: str | None,
+    display_name: str | None = None,
+) -> OidcUser:
+    """Map issuer + subject to a role and hospital (replacing and re-enabling an earlier
+    mapping); ValueError names what is wrong with the request."""
+    by.authorize(Duty.ISSUING)
+    issuer = issuer_url(issuer, setting="the issuer")
+    if len(issuer) > 300:
+        raise ValueError("the issuer URL has at most 300 characters")
+    if not subject or subject != subject.strip() or len(subject) > MAX_SUBJECT:
+        raise ValueError(
+            f"the subject is the issuer's `sub` claim exactly: 1-{MAX_SUBJECT} characters, "
+            "no surrounding spaces"
+        )
+    if role is Role.ADAPTER:
+        raise ValueError("adapter is a machine's role: people who log in cannot hold it")
+    scope = actor_hospital(role, hospital)
+    name = (display_name or "").strip() or None
+    if name is not None and len(name) > _MAX_NAME:
+        raise ValueError(f"the display name has at most {_MAX_NAME} characters")
+    Actor(subject, role, scope)  # role and hospital fit together
+    user = OidcUser(
+        issuer=issuer,
+        subject=subject,
+        role=role.value,
+        hospital=scope,
+        display_name=name,
+        created_by=by.name,
+        created_at=datetime.now(UTC),
+        disabled_at=None,
+    )
+    async with sessions() as s, s.begin():
+        if scope != ALL_HOSPITALS and await hospitals.get(s, scope) is None:
+            raise ValueError(f"hospital {scope!r} is not registered; see `mrb hospital list`")
+        before = await store.get(s, issuer, subject)
+        await store.put(s, user)
+        await record_change(
+            s,
+            by,
+            action="user.map",
+            hospital=None if scope == ALL_HOSPITALS else scope,
+            detail={
+                "issuer": issuer,
+                "subject": subject,
+                "role": user.role,
+                "user_hospital": scope,
+                "display_name": name,
+                "before": None
+                if before is None
+                else {
+                    "role": before.role,
+                    "user_hospital": before.hospital,
+                    "disabled": before.disabled_at is not None,
+                },
+            },
+        )
+    return user
+
+
+async def listed(
+    sessions: async_sessionmaker[AsyncSession],
+    by: Actor,
+    *,
+    issuer: str | None = None,
+    hospital: str | None = None,
+    enabled_only: bool = False,
+) -> list[OidcUser]:
+    """Mapped people a security administrator sees (all), or a hospital admin (their own
+    hospital's)."""
+    if hospital is not None:
+        by.authorize(Duty.TOKENS, hospital)
+    else:
+        by.authorize(Duty.TOKENS)
+        hospital = None if by.platform else by.hospital
+    async with sessions() as s:
+        return await store.find(s, issuer=issuer, hospital=hospital, enabled_only=enabled_only)
+
+
+async def disable(
+    sessions: async_sessionmaker[AsyncSession],
+    by: Actor,
+    *,
+    issuer: str,
+    subject: str,
+    reason: str,
+) -> bool:
+    """Disable a mapped person: their next request gets 403. False when already disabled."""
+    reason = reason.strip()
+    if not reason:
+        raise ValueError("give a reason (it is recorded)")
+    now = datetime.now(UTC)
+    async with sessions() as s, s.begin():
+        found = await store.get(s, issuer, subject)
+        if found is None:
+            raise ServiceError(
+                404, "Unknown user", f"{subject[:80]!r} of {issuer[:100]!r} is not mapped"
+            )
+        by.authorize(Duty.TOKENS, found.hospital)
+        if not await store.disable(s, issuer, subject, at=now):
+            return False
+        await record_change(
+            s,
+            by,
+            action="user.disable",
+            hospital=None if found.hospital == ALL_HOSPITALS else found.hospital,
+            detail={"issuer": issuer, "subject": subject, "reason": reason[:200]},
+        )
+    return True
+
+
+async def actor_for(sessions: async_sessionmaker[AsyncSession], identity: OidcIdentity) -> Actor:
+    """The caller a verified OIDC identity is in mrb: its mapped role and hospital.
+
+    ServiceError 403 when the issuer + subject is not mapped or is disabled, 503 when the
+    user table cannot be read (never let a request through unchecked).
+    """
+    try:
+        async with sessions() as s:
+            user = await store.get(s, identity.issuer, identity.subject)
+    except SQLAlchemyError:
+        raise ServiceError(
+            503, "Authentication unavailable", "the user table cannot be read now"
+        ) from None
+    mapping = (
+        f"`mrb user map --issuer {identity.issuer} --subject {identity.subject} "
+        "--role R --hospital H`"
+    )
+    if user is None:
+        raise ServiceError(
+            403,
+            "User not mapped",
+            f"you logged in as {identity.subject!r} at {identity.issuer}, which has no role "
+            f"in mrb: an administrator must map it ({mapping})",
+        )
+    if user.disabled_at is not None:
+        raise ServiceError(
+            403,
+            "User disabled",
+            f"{identity.subject!r} at {identity.issuer} was disabled in mrb on "
+            f"{user.disabled_at:%Y-%m-%d %H:%M} UTC: an administrator must map it again "
+            f"({mapping})",
+        )
+    try:
+        return Actor(
+            identity.subject,
+            Role(user.role),
+            user.hospital,
+            token_id=f"oidc:{identity.token_id}" if identity.token_id else None,
+        )
+    except ValueError:
+        raise ServiceError(
+            403,
+            "User not mapped",
+            f"the mapping of {identity.subject!r} is unusable: an administrator must map it "
+            f"again ({mapping})",
+        ) from None
