@@ -67,6 +67,7 @@ from broker.domain.recognition import (
     local_date,
 )
 from broker.domain.results import WITHDRAWN_STATUSES
+from broker.security.payload_cipher import PayloadCipher
 from broker.services.audit import record_read
 from broker.services.checks import CheckAnswer, CheckRequest, run_check
 from broker.services.errors import ServiceError
@@ -177,7 +178,7 @@ async def record_feedback(
     if service.hook == PATIENT_VIEW:  # its card recommends nothing: nothing to record
         return {"feedback": [{"card": f.card, "recorded": "none"} for f in body.feedback]}
     async with container.sessions() as s:
-        cards = await store.cards_by_uuid(s, [f.card for f in body.feedback])
+        cards = await store.cards_by_uuid(s, [f.card for f in body.feedback], container.cipher)
     wanted: list[tuple[Feedback, store.CardRow, OutcomeInput | None]] = []
     for f in body.feedback:
         row = cards.get(f.card)
@@ -307,17 +308,28 @@ async def _orders(
                     content = card_content(
                         facts[i], draft_ref=r.draft.ref, base_url=caller.base_url
                     )
-                    card = await _issue(s, service, caller, actor, check, r.draft.ref, content)
+                    card = await _issue(
+                        s, service, caller, actor, check, r.draft.ref, content, container.cipher
+                    )
                     issued.append(_Issued(positions[r.draft.ref], card))
         if reused:
             items = [(h.check_id, h.item_index) for _, h in reused]
             done = await store.decided(s, {c for c, _ in items})
-            last = await store.latest_cards(s, items, hospital)
+            last = await store.latest_cards(s, items, hospital, container.cipher)
             for r, held in reused:
                 key = (held.check_id, held.item_index)
                 if key in done or key not in last:  # decided already, or nothing to say
                     continue
-                card = await _issue(s, service, caller, actor, held, r.draft.ref, last[key].content)
+                card = await _issue(
+                    s,
+                    service,
+                    caller,
+                    actor,
+                    held,
+                    r.draft.ref,
+                    last[key].content,
+                    container.cipher,
+                )
                 issued.append(_Issued(positions[r.draft.ref], card))
     issued.sort(key=lambda c: c.position)
     return {"cards": [c.card for c in issued]}
@@ -331,8 +343,9 @@ async def _issue(
     check: store.DraftCheck,
     draft_ref: str,
     content: dict[str, Any],
+    cipher: PayloadCipher,
 ) -> dict[str, Any]:
-    """Give the card fresh uuids, store it for feedback, and return it."""
+    """Give the card fresh uuids, store it (sealed) for feedback, and return it."""
     card_uuid = str(uuid.uuid4())
     suggestion_uuid = str(uuid.uuid4()) if content.get("suggestions") else None
     await store.save_card(
@@ -351,6 +364,7 @@ async def _issue(
             content=content,
             created_at=caller.now,
         ),
+        cipher,
     )
     return issue(content, card_uuid, suggestion_uuid)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -15,6 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from broker.cdshooks.auth import RegisteredClient
 from broker.cdshooks.patients import fhir_base
+from broker.security.payload_cipher import PayloadCipher
+from broker.security.sealed_fields import open_json, seal_json
 from broker.storage.cds_tables import cds_card, cds_client, cds_draft_order, cds_jti
 from broker.storage.tables import hospital, recognition_outcome
 
@@ -296,7 +299,22 @@ class CardRow:
     created_at: datetime
 
 
-async def save_card(session: AsyncSession, card: CardRow) -> None:
+def _seal_content(cipher: PayloadCipher, card_uuid: str, content: dict[str, Any]) -> dict[str, str]:
+    """A card names the prior result (its summary, hospital, date): sealed like the index's
+    clinical text, inside the JSON column as {"sealed": base64 envelope}."""
+    blob = seal_json(cipher, content, context=f"cds-card|{card_uuid}")
+    return {"sealed": base64.b64encode(blob).decode()}
+
+
+def _open_content(cipher: PayloadCipher, card_uuid: str, stored: Any) -> dict[str, Any]:
+    if isinstance(stored, dict) and set(stored) == {"sealed"}:
+        blob = base64.b64decode(stored["sealed"])
+        opened: dict[str, Any] = open_json(cipher, blob, context=f"cds-card|{card_uuid}")
+        return opened
+    return dict(stored)  # a card stored before sealing
+
+
+async def save_card(session: AsyncSession, card: CardRow, cipher: PayloadCipher) -> None:
     await session.execute(
         cds_card.insert().values(
             uuid=card.uuid,
@@ -309,21 +327,26 @@ async def save_card(session: AsyncSession, card: CardRow) -> None:
             item_index=card.item_index,
             kind=card.kind,
             draft_ref=card.draft_ref,
-            content=card.content,
+            content=_seal_content(cipher, card.uuid, card.content),
             created_at=card.created_at,
         )
     )
 
 
-async def cards_by_uuid(session: AsyncSession, uuids: Sequence[str]) -> dict[str, CardRow]:
+async def cards_by_uuid(
+    session: AsyncSession, uuids: Sequence[str], cipher: PayloadCipher
+) -> dict[str, CardRow]:
     if not uuids:
         return {}
     rows = await session.execute(select(cds_card).where(cds_card.c.uuid.in_(sorted(set(uuids)))))
-    return {r.uuid: _card(r) for r in rows}
+    return {r.uuid: _card(r, cipher) for r in rows}
 
 
 async def latest_cards(
-    session: AsyncSession, items: Iterable[tuple[str, int]], hospital_id: str
+    session: AsyncSession,
+    items: Iterable[tuple[str, int]],
+    hospital_id: str,
+    cipher: PayloadCipher,
 ) -> dict[tuple[str, int], CardRow]:
     """The last card issued for each (check, item) to the hospital's clients."""
     wanted = set(items)
@@ -340,7 +363,7 @@ async def latest_cards(
     out: dict[tuple[str, int], CardRow] = {}
     for r in rows:
         if (r.check_id, r.item_index) in wanted:
-            out[(r.check_id, r.item_index)] = _card(r)
+            out[(r.check_id, r.item_index)] = _card(r, cipher)
     return out
 
 
@@ -357,7 +380,7 @@ async def decided(session: AsyncSession, check_ids: Iterable[str]) -> set[tuple[
     return {(r.check_id, r.item_index) for r in rows}
 
 
-def _card(r: Any) -> CardRow:
+def _card(r: Any, cipher: PayloadCipher) -> CardRow:
     return CardRow(
         r.uuid,
         r.suggestion_uuid,
@@ -369,6 +392,6 @@ def _card(r: Any) -> CardRow:
         r.item_index,
         r.kind,
         r.draft_ref,
-        r.content,
+        _open_content(cipher, r.uuid, r.content),
         r.created_at,
     )

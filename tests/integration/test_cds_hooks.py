@@ -725,6 +725,8 @@ async def test_no_identifier_is_stored_in_clear(ehr: Ehr) -> None:
         ensure_ascii=False,
     )
     assert f.PATIENT_A not in stored and "MRN-1" not in stored and "张三" not in stored
+    # The card names the prior result (its summary and value): stored sealed, like the index.
+    assert "13.2" not in stored and "Hemoglobin" not in stored and "血红蛋白" not in stored
 
 
 async def test_client_registration_refuses_unsafe_keys(ehr: Ehr) -> None:
