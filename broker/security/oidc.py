@@ -159,20 +159,23 @@ class OidcVerifier:
     async def verify(self, token: str) -> OidcIdentity:
         """The caller the token names; InvalidToken saying why not, IssuerUnavailable when
         no key of the issuer could ever be read."""
+        alg, kid = _header(token)
+        return self._check(token, _signing_key(await self._key(kid), kid, alg), kid, alg)
+
+    def verify_cached(self, token: str) -> OidcIdentity | None:
+        """The caller, checked as `verify` does but with the keys already read only (no
+        network): for the rate limits, before the route authenticates. None when refused
+        or when the key is not known yet."""
         try:
-            header = jwt.get_unverified_header(token)
-        except jwt.PyJWTError:
-            raise InvalidToken("the token is not a JWT") from None
-        alg = header.get("alg")
-        if alg not in ALGORITHMS:
-            raise InvalidToken(
-                f"OpenID Connect tokens are accepted signed with {', '.join(ALGORITHMS)}; "
-                f"{str(alg)[:20]!r} is refused"
-            )
-        kid = header.get("kid")
-        if not isinstance(kid, str) or not kid:
-            raise InvalidToken("the token names no signing key (kid)")
-        key = _signing_key(await self._key(kid), kid, alg)
+            alg, kid = _header(token)
+            jwk = self._keys.get(kid)
+            if jwk is None:
+                return None
+            return self._check(token, _signing_key(jwk, kid, alg), kid, alg)
+        except InvalidToken:
+            return None
+
+    def _check(self, token: str, key: jwt.PyJWK, kid: str, alg: str) -> OidcIdentity:
         c = self.config
         try:
             claims = jwt.decode(
@@ -319,6 +322,24 @@ def _usable_keys(document: dict[str, Any], url: str) -> dict[str, dict[str, Any]
         assert isinstance(kid, str)
         usable[kid] = jwk
     return usable
+
+
+def _header(token: str) -> tuple[str, str]:
+    """The token's `alg` (one of ALGORITHMS) and `kid`, or InvalidToken."""
+    try:
+        header = jwt.get_unverified_header(token)
+    except jwt.PyJWTError:
+        raise InvalidToken("the token is not a JWT") from None
+    alg = header.get("alg")
+    if alg not in ALGORITHMS:
+        raise InvalidToken(
+            f"OpenID Connect tokens are accepted signed with {', '.join(ALGORITHMS)}; "
+            f"{str(alg)[:20]!r} is refused"
+        )
+    kid = header.get("kid")
+    if not isinstance(kid, str) or not kid:
+        raise InvalidToken("the token names no signing key (kid)")
+    return str(alg), kid
 
 
 def _fits(jwk: dict[str, Any], alg: str) -> bool:

@@ -4,6 +4,7 @@ tokens only for mapped, enabled people, with the role and hospital mrb gives the
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -34,6 +35,7 @@ from broker.security.oidc import IssuerUnavailable, OidcConfig, OidcVerifier
 from broker.security.tokens import InvalidToken
 from broker.services import users as user_service
 from broker.settings import Settings
+from broker.storage import hospitals
 from broker.storage.tables import audit_event
 from tests.conftest import Db, free_port
 
@@ -530,3 +532,42 @@ def test_user_commands_map_list_and_disable(settings: Settings, idp: Issuer) -> 
         cli, ["user", "disable", "--subject", "u-?", "--reason", "x", "--by", "sec.chen"], env=env
     )
     assert unknown.exit_code == 2 and "not mapped" in unknown.output
+
+
+@SQLITE
+async def test_the_per_token_rate_limit_counts_a_person_of_the_issuer(
+    settings: Settings, idp: Issuer
+) -> None:
+    second = time.time() % 60  # stay inside one minute window (see test_rate_limits.py)
+    if second > 45:
+        await asyncio.sleep(60.5 - second)
+    container = Container.build(settings.model_copy(update={"rate_limit_per_minute": 3}))
+    try:
+        async with container.sessions() as s, s.begin():
+            await hospitals.add(s, hospitals.Hospital("H001", "H001", "510502", "3"))
+        for subject in ("u-busy", "u-calm"):
+            await user_service.map_user(
+                container.sessions,
+                SECURITY,
+                issuer=idp.issuer,
+                subject=subject,
+                role=Role.DOCTOR,
+                hospital="H001",
+            )
+        transport = httpx.ASGITransport(app=create_app(container))
+        async with httpx.AsyncClient(transport=transport, base_url="http://mrb.test") as api:
+            reasons = "/api/v1/recognition/decline-reasons"
+            busy = auth(idp.token("u-busy"))
+            # The first request reads the issuer's keys (the limiter never reads them
+            # itself, so that one counts against the address only); then three per minute.
+            for _ in range(4):
+                assert (await api.get(reasons, headers=busy)).status_code == 200
+            refused = await api.get(reasons, headers=busy)
+            assert refused.status_code == 429, refused.text
+            assert refused.json()["limit"] == "token"
+            # Another token of the same person shares the count; another person does not.
+            assert (await api.get(reasons, headers=auth(idp.token("u-busy")))).status_code == 429
+            calm = await api.get(reasons, headers=auth(idp.token("u-calm")))
+            assert calm.status_code == 200, calm.text
+    finally:
+        await container.close()
