@@ -317,11 +317,24 @@ async def test_a_disabled_person_is_refused_on_the_next_request(
         role=Role.ADMIN,
         hospital="H001",
     )
-    token = idp.token("u-zhao")
+    jti = str(uuid.uuid4())
+    token = idp.token("u-zhao", jti=jti)
     before = await api.get(
         "/api/v1/admin/mappings/unmapped", params={"hospital": "H001"}, headers=auth(token)
     )
     assert before.status_code == 200, before.text
+    mapping = {
+        "hospital": "H001",
+        "system": "urn:mrb:hospital:H001:lab-code",
+        "code": "X-OIDC",
+        "catalog_code": "LAB-HGB",
+    }
+    written = await api.post("/api/v1/admin/mappings", json=mapping, headers=auth(token))
+    assert written.status_code == 201, written.text
+    foreign = await api.post(
+        "/api/v1/admin/mappings", json={**mapping, "hospital": "H002"}, headers=auth(token)
+    )
+    assert foreign.status_code == 403, foreign.text
     # A hospital admin may disable only their own hospital's people.
     with pytest.raises(Forbidden):
         await user_service.disable(
@@ -354,16 +367,22 @@ async def test_a_disabled_person_is_refused_on_the_next_request(
     )
     assert again.status_code == 200, again.text
     async with container.sessions() as s:
-        actions = [
-            (r.action, r.actor)
+        entries = [
+            (r.action, r.actor, r.role, r.detail.get("token"))
             for r in await s.execute(
-                select(audit_event.c.action, audit_event.c.actor).order_by(audit_event.c.id)
+                select(
+                    audit_event.c.action,
+                    audit_event.c.actor,
+                    audit_event.c.role,
+                    audit_event.c.detail,
+                ).order_by(audit_event.c.id)
             )
         ]
-    assert actions == [
-        ("user.map", "sec.chen"),
-        ("user.disable", "sec.chen"),
-        ("user.map", "sec.chen"),
+    assert entries == [
+        ("user.map", "sec.chen", "security-admin", None),
+        ("mapping.add", "u-zhao", "admin", f"oidc:{jti}"),  # the person, and their token
+        ("user.disable", "sec.chen", "security-admin", None),
+        ("user.map", "sec.chen", "security-admin", None),
     ]
 
 
