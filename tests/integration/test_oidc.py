@@ -40,6 +40,9 @@ from broker.storage.tables import audit_event
 from tests.conftest import Db, free_port
 
 SQLITE = pytest.mark.parametrize("db", ["sqlite"], indirect=True)
+BOTH_DATABASES = pytest.mark.parametrize(
+    "db", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
+)
 
 AUDIENCE = "mrb-api"
 SECURITY = Actor("sec.chen", Role.SECURITY_ADMIN, ALL_HOSPITALS)
@@ -305,7 +308,7 @@ async def test_forged_misaddressed_and_expired_tokens_get_401(
         assert answer.json()["title"] == "Invalid token", case
 
 
-@SQLITE
+@BOTH_DATABASES
 async def test_a_disabled_person_is_refused_on_the_next_request(
     container: Container, api: httpx.AsyncClient, idp: Issuer
 ) -> None:
