@@ -96,5 +96,8 @@ def configure_logging(level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("aiokafka", "uvicorn.access", "httpx", "alembic"):
+    # aiosqlite and SQLAlchemy log every statement with its parameters at DEBUG/INFO:
+    # the values a caller looked up (a resident ID in a FHIR id) would be in the log.
+    quiet = ("aiokafka", "uvicorn.access", "httpx", "alembic", "aiosqlite", "sqlalchemy")
+    for noisy in quiet:
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

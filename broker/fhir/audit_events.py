@@ -209,7 +209,7 @@ class AuditEvents:
     async def read(self, actor: Actor, rid: str, base: str) -> dict[str, Any]:
         _authorize(actor)
         if not rid.isdigit() or len(rid) > 18:
-            raise not_found(f"AuditEvent/{rid[:40]} is not known to mrb")
+            raise not_found("no AuditEvent with this id is known to mrb")
         t = audit_table.c
         async with self._c.sessions() as s, s.begin():
             row = (

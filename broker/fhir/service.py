@@ -104,7 +104,7 @@ class FhirService:
                 ).first()
                 result_id = main.id if main is not None else None
         if result_id is None:
-            raise not_found(f"{resource_type}/{rid} is not known to mrb")
+            raise not_found(f"no {resource_type} with this id is known to mrb")
         await index.refresh_results(sessions, cipher, [result_id], identifiers=self._identifier)
         async with sessions() as s, s.begin():
             row = (await s.execute(_resource_row(rid, resource_type))).first()
@@ -143,7 +143,7 @@ class FhirService:
                 await s.execute(select(person.c.id, person.c.merged_into).where(person.c.id == pid))
             ).first()
         if row is None:
-            raise not_found(f"Patient/{pid} is not known to mrb")
+            raise not_found("no Patient with this id is known to mrb")
         async with self._c.sessions() as s, s.begin():
             if row.merged_into:
                 await self._audit(s, caller, "fhir-read", _Patient(pid, None), {"merged": True})
