@@ -257,8 +257,13 @@ async def test_the_fhir_server_is_read_with_the_ehrs_token() -> None:
         return httpx.Response(200, content=json.dumps(f.patient(pid="p7")).encode())
 
     auth = FhirAuthorization(access_token=SecretStr("secret-token"), scope="patient/Patient.read")
-    source = PatientSource(None, "https://ehr.example/fhir/", auth)
     transport = httpx.MockTransport(ehr)
+    # A server the CDS client did not register is never read, and its token goes nowhere.
+    stranger = PatientSource(None, "https://ehr.example/fhir/", auth)
+    with pytest.raises(PatientUnavailable):
+        await patient_resource(stranger, "p7", transport=transport)
+    assert seen == []
+    source = PatientSource(None, "https://ehr.example/fhir/", auth, ("https://ehr.example/fhir",))
     patient = await patient_resource(source, "p7", transport=transport)
     assert patient is not None and patient["id"] == "p7"
     assert str(seen[0].url) == "https://ehr.example/fhir/Patient/p7"
