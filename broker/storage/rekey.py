@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import Table, select, update
+from sqlalchemy import ColumnElement, Table, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from broker.security.payload_cipher import PayloadCipher, Sealed
@@ -81,38 +81,44 @@ async def keys_in_use(sessions: async_sessionmaker[AsyncSession]) -> Counter[str
 
 
 async def _payloads(s: AsyncSession, cipher: PayloadCipher) -> int:
-    rows = (
-        await s.execute(
-            select(payload).where(payload.c.key_id != cipher.active_key_id).limit(BATCH)
-        )
-    ).all()
-    for r in rows:
-        aad = r.message_id.encode()
-        plain = cipher.open(Sealed(r.key_id, r.algorithm, r.nonce, r.ciphertext), associated=aad)
-        new = cipher.seal(plain, associated=aad)
-        await s.execute(
-            update(payload)
-            .where(payload.c.id == r.id)
-            .values(
-                key_id=new.key_id,
-                algorithm=new.algorithm,
-                nonce=new.nonce,
-                ciphertext=new.ciphertext,
-            )
-        )
-    return len(rows)
+    return await _reseal_key_columns(
+        s,
+        cipher,
+        payload,
+        lambda r: r.message_id.encode(),
+        lambda r: payload.c.id == r.id,
+    )
 
 
 async def _birth_dates(s: AsyncSession, cipher: PayloadCipher) -> int:
     t = person_birth_date
-    rows = (await s.execute(select(t).where(t.c.key_id != cipher.active_key_id).limit(BATCH))).all()
+    return await _reseal_key_columns(
+        s,
+        cipher,
+        t,
+        lambda r: birth_date_context(r.person_id, r.hospital_id),
+        lambda r: (t.c.person_id == r.person_id) & (t.c.hospital_id == r.hospital_id),
+    )
+
+
+async def _reseal_key_columns(
+    s: AsyncSession,
+    cipher: PayloadCipher,
+    table: Table,
+    aad: Callable[[Any], bytes],
+    row_filter: Callable[[Any], ColumnElement[bool]],
+) -> int:
+    """Rows of a table with key_id / algorithm / nonce / ciphertext columns, re-sealed."""
+    rows = (
+        await s.execute(select(table).where(table.c.key_id != cipher.active_key_id).limit(BATCH))
+    ).all()
     for r in rows:
-        aad = birth_date_context(r.person_id, r.hospital_id)
-        plain = cipher.open(Sealed(r.key_id, r.algorithm, r.nonce, r.ciphertext), associated=aad)
-        new = cipher.seal(plain, associated=aad)
+        context = aad(r)
+        sealed = Sealed(r.key_id, r.algorithm, r.nonce, r.ciphertext)
+        new = cipher.seal(cipher.open(sealed, associated=context), associated=context)
         await s.execute(
-            update(t)
-            .where((t.c.person_id == r.person_id) & (t.c.hospital_id == r.hospital_id))
+            update(table)
+            .where(row_filter(r))
             .values(
                 key_id=new.key_id,
                 algorithm=new.algorithm,
