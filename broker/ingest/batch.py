@@ -92,9 +92,10 @@ class BatchIndexer:
     _unmapped: Counter[tuple[str, LocalCode]] = field(default_factory=Counter)
     _births: dict[tuple[str, str], date] = field(default_factory=dict)  # (person, hospital)
 
-    @property
-    def _protector(self) -> Protector:
-        return Protector(self.cipher, self.pseudonyms)
+    _protector: Protector = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._protector = Protector(self.cipher, self.pseudonyms)  # once per batch
 
     async def prefetch(self, parsed: Sequence[tuple[str, ParsedMessage]]) -> None:
         """Load the people and results the batch touches (two queries)."""
