@@ -23,6 +23,12 @@ RESULTS_INGESTED = Counter(
 REJECTED = Counter("mrb_results_rejected_total", "Messages sent to the DLQ", ["code"])
 CONSUMER_LAG = Gauge("mrb_consumer_lag", "Messages not yet consumed", ["topic", "partition"])
 BATCH_SECONDS = Histogram("mrb_ingest_batch_seconds", "Time to index one fetched batch")
+# From a record's Kafka timestamp (the adapter's send, or a resend) to its batch's commit.
+END_TO_END_SECONDS = Histogram(
+    "mrb_ingest_end_to_end_seconds",
+    "Seconds from a message's Kafka timestamp to its batch being indexed and committed",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600),
+)
 # Bounded labels only: a known method or "OTHER", the route template (never the path).
 REQUEST_SECONDS = Histogram(
     "mrb_http_request_seconds", "HTTP request latency", ["method", "route", "status"]

@@ -10,20 +10,23 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 from sqlalchemy.exc import InterfaceError, OperationalError
 
+from broker.domain.rejections import RejectCode
 from broker.ingest.followups import publish_followups
 from broker.ingest.service import InboundMessage, IngestService, Outcome, Processed
 from broker.kafka.topics import RESULTS
 from broker.observability import (
     BATCH_SECONDS,
     CONSUMER_LAG,
+    END_TO_END_SECONDS,
     MESSAGES,
     REJECTED,
     RESULTS_INGESTED,
@@ -73,6 +76,7 @@ class IngestWorker:
         self._session_timeout_ms = session_timeout_ms
         self._kafka_options = dict(kafka_options or {})
         self.stats = WorkerStats()
+        self._lag_partitions: set[TopicPartition] = set()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until `stop`; if Kafka is unreachable, keep retrying (never give up).
@@ -129,6 +133,7 @@ class IngestWorker:
         fetched = await consumer.getmany(timeout_ms=500, max_records=self._max_records)
         records = [r for batch in fetched.values() for r in batch]
         if not records:
+            await self._update_lag(consumer)  # lag can grow while nothing reaches us
             return
         started = time.perf_counter()
         try:
@@ -148,6 +153,7 @@ class IngestWorker:
             # answers it with `duplicate` receipts. Indexed is indexed either way.
             logger.warning("offset commit failed (%r); the batch may be redelivered", exc)
         BATCH_SECONDS.observe(time.perf_counter() - started)
+        _observe_end_to_end(records)
         self._count(processed)
         self.stats.last_error = None
         await self._update_lag(consumer)
@@ -166,14 +172,66 @@ class IngestWorker:
                 self.stats.indexed += 1
             for placement, n in p.versions.items():
                 RESULTS_INGESTED.labels(p.hospital or "-", placement).inc(n)
+            log_outcome(p)
 
-    @staticmethod
-    async def _update_lag(consumer: AIOKafkaConsumer) -> None:
-        for tp in consumer.assignment():
+    async def _update_lag(self, consumer: AIOKafkaConsumer) -> None:
+        assigned = consumer.assignment()
+        for tp in self._lag_partitions - assigned:  # moved to another worker: not ours
+            with contextlib.suppress(KeyError):
+                CONSUMER_LAG.remove(tp.topic, str(tp.partition))
+        self._lag_partitions = set(assigned)
+        for tp in assigned:
             high = consumer.highwater(tp)
             if high is not None:
                 position = await consumer.position(tp)
                 CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(0, high - position))
+
+
+def log_outcome(p: Processed) -> None:
+    """One line per message after its batch committed: the correlation id the adapter
+    logged when it stored and sent it, where it was read, and what became of it.
+
+    Only header values that passed the broker's checks are logged: a rejected message's
+    id or hospital header may hold anything a sender put there.
+    """
+    m = p.message
+    trusted = p.outcome is not Outcome.REJECTED or p.code not in _UNTRUSTED_HEADERS
+    logger.info(
+        "message %s",
+        p.outcome.value,
+        extra={
+            "message_id": p.message_id if trusted and _is_uuid(p.message_id) else None,
+            "hospital": p.hospital if trusted else None,
+            "topic": m.topic,
+            "partition": m.partition,
+            "offset": m.offset,
+            "outcome": p.outcome.value,
+            "error_code": p.code.value if p.code else None,
+            "results": p.results,
+        },
+    )
+
+
+# Rejections that mean the id or hospital header was not what mrb accepts.
+_UNTRUSTED_HEADERS = frozenset(
+    {RejectCode.MISSING_HEADER, RejectCode.INVALID_MESSAGE_ID, RejectCode.UNKNOWN_HOSPITAL}
+)
+
+
+def _is_uuid(value: str | None) -> bool:
+    try:
+        return value is not None and str(uuid.UUID(value)) == value
+    except ValueError:
+        return False
+
+
+def _observe_end_to_end(records: list[ConsumerRecord[bytes, bytes]]) -> None:
+    """Seconds from the record's Kafka timestamp (set by the adapter's producer when it
+    sent, or by the broker on append) to now, when its batch is indexed and committed."""
+    now_ms = time.time() * 1000
+    for r in records:
+        if r.timestamp is not None and r.timestamp > 0:
+            END_TO_END_SECONDS.observe(max(0.0, now_ms - r.timestamp) / 1000)
 
 
 def _inbound(record: ConsumerRecord[bytes, bytes]) -> InboundMessage:
