@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import uuid
 from dataclasses import dataclass, field, replace
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from adapters.common.signing import sign
+from mrb_wire import headers
+from mrb_wire.headers import FHIR_CONTENT_TYPE
+from mrb_wire.routing import routing_key
+from mrb_wire.topics import RECEIPTS as RECEIPTS_TOPIC
+from mrb_wire.topics import RESULTS as RESULTS_TOPIC
 
-RESULTS_TOPIC = "mrb.results.v1"
-RECEIPTS_TOPIC = "mrb.receipts.v1"
-FHIR_CONTENT_TYPE = "application/fhir+json; fhirVersion=4.0"
+__all__ = ["FHIR_CONTENT_TYPE", "RECEIPTS_TOPIC", "RESULTS_TOPIC", "OutgoingMessage", "Signer"]
 
 
 @dataclass(frozen=True)
@@ -36,21 +37,12 @@ class OutgoingMessage:
 
     def headers(self) -> list[tuple[str, bytes]]:
         return [
-            ("mrb-hospital", self.hospital.encode()),
-            ("mrb-message-id", self.message_id.encode()),
-            ("mrb-key-id", self.key_id.encode()),
-            ("mrb-signature", self.signature.encode()),
-            ("content-type", self.content_type.encode()),
+            (headers.HOSPITAL, self.hospital.encode()),
+            (headers.MESSAGE_ID, self.message_id.encode()),
+            (headers.KEY_ID, self.key_id.encode()),
+            (headers.SIGNATURE, self.signature.encode()),
+            (headers.CONTENT_TYPE, self.content_type.encode()),
         ]
-
-
-def routing_key(secret: bytes, hospital: str, patient_hint: str) -> bytes:
-    """An opaque per-patient key: keeps one patient's messages in order, reveals nothing.
-
-    Keyed (HMAC) because a plain hash of an 18-digit ID number can be brute-forced.
-    """
-    digest = hmac.new(secret, f"{hospital}|{patient_hint}".encode(), hashlib.sha256)
-    return digest.hexdigest()[:32].encode()
 
 
 @dataclass(frozen=True)

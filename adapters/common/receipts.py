@@ -27,10 +27,13 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from mrb_wire import headers
+from mrb_wire.signing import RECEIPT_KEYS_FILE, receipt_signed_bytes
+
 # The broker writes this file in its keys dir; an adapter reads it from its own.
-RECEIPT_KEYS_FILE = "receipt-signing.pub"
-KEY_ID_HEADER = "mrb-key-id"
-SIGNATURE_HEADER = "mrb-signature"
+__all__ = ["RECEIPT_KEYS_FILE", "Receipt", "ReceiptTrust"]
+KEY_ID_HEADER = headers.KEY_ID
+SIGNATURE_HEADER = headers.SIGNATURE
 OUTCOMES = ("indexed", "duplicate", "rejected")
 ENV_SETTING = "MRB_RECEIPT_PUBLIC_KEYS"
 
@@ -96,11 +99,6 @@ class ReceiptRefused(Exception):
 
 class ReceiptKeyError(ValueError):
     """A configured receipt key is not `KID=BASE64` of an Ed25519 public key."""
-
-
-def receipt_signed_bytes(hospital: str, value: bytes) -> bytes:
-    """`UTF-8(hospital id) 0x0A value`: what the broker signs (the contract)."""
-    return hospital.encode() + b"\n" + value
 
 
 def parse_entries(text: str, source: str) -> dict[str, Ed25519PublicKey]:

@@ -14,9 +14,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-
-def signed_bytes(hospital: str, message_id: str, value: bytes) -> bytes:
-    return hospital.encode() + b"\n" + message_id.encode() + b"\n" + value
+from mrb_wire.signing import signed_bytes
 
 
 def sign(private_key: Ed25519PrivateKey, hospital: str, message_id: str, value: bytes) -> str:

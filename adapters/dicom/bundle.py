@@ -22,10 +22,9 @@ from adapters.dicom.headers import InstanceHeaders
 from adapters.dicom.patient import patient_identifiers, patient_resource
 from adapters.dicom.sr import conclusion
 from adapters.dicom.study import SeenInstance, Series, Study
+from mrb_wire.fhir import CONTRAST_URL, DICOM_UID_SYSTEM
 
 NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:mrb:adapter:dicom")
-DICOM_UID_SYSTEM = "urn:dicom:uid"
-CONTRAST_URL = "urn:mrb:fhir:extension:contrast"
 V2_0203 = "http://terminology.hl7.org/CodeSystem/v2-0203"
 V2_0074 = "http://terminology.hl7.org/CodeSystem/v2-0074"
 ENDPOINT_TYPES = "http://terminology.hl7.org/CodeSystem/endpoint-connection-type"

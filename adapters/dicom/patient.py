@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from urllib.parse import quote
 
 from adapters.dicom.headers import InstanceHeaders, PatientIdHeader
+from mrb_wire import resident_id
+from mrb_wire.fhir import RESIDENT_ID_SYSTEM
 
-RESIDENT_ID_SYSTEM = "urn:oid:2.16.156.10011.1.3"
-RESIDENT_ID_OID = "2.16.156.10011.1.3"
+RESIDENT_ID_OID = resident_id.OID
 # Issuer of Patient ID values that mean "this is the resident ID number" (compared
 # lower-cased, without spaces); the broker's own aliases are among them.
 NATIONAL_ID_ISSUERS = frozenset(
@@ -40,18 +41,12 @@ NATIONAL_ID_ISSUERS = frozenset(
         "cn-resident-id",
     }
 )
-_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
-_CHECK = "10X98765432"
 _GENDER = {"M": "male", "F": "female", "O": "other"}
 
 
 def valid_resident_id(value: str) -> str | None:
-    """The ID upper-cased when it is 17 digits plus a right check character, else None."""
-    v = value.strip().upper()
-    if len(v) != 18 or not v[:17].isdigit() or not (v[17].isdigit() or v[17] == "X"):
-        return None
-    total = sum(int(d) * w for d, w in zip(v[:17], _WEIGHTS, strict=True))
-    return v if _CHECK[total % 11] == v[17] else None
+    """The ID in ASCII, upper-cased, when it is 17 digits plus a right check character."""
+    return resident_id.canonical(value)
 
 
 def pid_system(hospital: str, issuer: str | None) -> str:

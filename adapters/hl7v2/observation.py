@@ -32,9 +32,9 @@ from adapters.hl7v2.values import (
     structured_numeric,
     text_of,
 )
+from mrb_wire.fhir import RECOGNITION_MARK_URL
 
 Json = dict[str, Any]
-RECOGNITION_MARK_URL = "urn:mrb:fhir:extension:recognition-mark"
 DATA_ABSENT_REASON = "http://terminology.hl7.org/CodeSystem/data-absent-reason"
 _ALTERNATE_CODES = "http://hl7.org/fhir/StructureDefinition/alternate-codes"
 _V2_0085 = "http://terminology.hl7.org/CodeSystem/v2-0085"

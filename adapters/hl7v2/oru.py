@@ -31,6 +31,7 @@ from adapters.hl7v2.tables import REPORT_STATUS, REPORT_STATUS_ERRORS
 from adapters.hl7v2.tables import report_status_from_observations as derived_status
 from adapters.hl7v2.timestamps import Hl7TimeError, fhir_datetime, fhir_instant
 from adapters.hl7v2.values import codeable
+from mrb_wire.fhir import RECOGNITION_MARK_URL
 
 Json = dict[str, Any]
 
@@ -253,7 +254,7 @@ def _diagnostic_report(
         report["meta"] = {"lastUpdated": context.updated}
     mark = _mark(group, context)
     if mark:
-        report["extension"] = [{"url": obs.RECOGNITION_MARK_URL, "valueString": mark}]
+        report["extension"] = [{"url": RECOGNITION_MARK_URL, "valueString": mark}]
     report["identifier"] = identity
     report["status"] = status
     if section := obr.get(24):  # OBR-24 diagnostic service section (table 0074)

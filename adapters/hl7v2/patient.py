@@ -16,11 +16,12 @@ from adapters.hl7v2.errors import ErrorLocation, Hl7ErrorCode, Hl7MappingError
 from adapters.hl7v2.segments import Rep, Segment, comp, sub
 from adapters.hl7v2.tables import GENDER, NAME_USE
 from adapters.hl7v2.timestamps import Hl7TimeError, fhir_date
+from mrb_wire import resident_id
+from mrb_wire.fhir import RESIDENT_ID_SYSTEM
 
 Json = dict[str, Any]
 
-RESIDENT_ID_SYSTEM = "urn:oid:2.16.156.10011.1.3"  # GB 11643, as in WS 363
-_RESIDENT_ID_OID = "2.16.156.10011.1.3"
+_RESIDENT_ID_OID = resident_id.OID
 _RESIDENT_ID_AUTHORITIES = frozenset({"身份证", "居民身份证", "SFZ", "SFZH", _RESIDENT_ID_OID})
 _V2_0203 = "http://terminology.hl7.org/CodeSystem/v2-0203"
 # Well-known assigning authorities (CX.4.1) with a FHIR identifier system.
@@ -28,16 +29,11 @@ _AUTHORITIES = {
     "SSA": "http://hl7.org/fhir/sid/us-ssn",
     "USSSA": "http://hl7.org/fhir/sid/us-ssn",
 }
-_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
-_CHECK = "10X98765432"
 
 
 def valid_resident_id(value: str) -> bool:
     """GB 11643: 17 digits then an ISO 7064 MOD 11-2 check character."""
-    v = value.strip().upper()
-    if len(v) != 18 or not v[:17].isdigit() or not (v[17].isdigit() or v[17] == "X"):
-        return False
-    return _CHECK[sum(int(d) * w for d, w in zip(v[:17], _WEIGHTS, strict=True)) % 11] == v[17]
+    return resident_id.canonical(value) is not None
 
 
 @dataclass(frozen=True)
@@ -99,7 +95,9 @@ def patient_identifiers(pid: Segment, hospital: str) -> list[PatientIdentifier]:
             break
     ssn = pid.get(19)  # many Chinese HIS put the resident ID in the "SSN" field
     if valid_resident_id(ssn):
-        extra = PatientIdentifier(RESIDENT_ID_SYSTEM, ssn.strip().upper(), None, False)
+        extra = PatientIdentifier(
+            RESIDENT_ID_SYSTEM, resident_id.canonical(ssn) or ssn, None, False
+        )
         if all((i.system, i.value) != (extra.system, extra.value) for i in found):
             found.append(extra)
     usable = [i for i in found if not i.declared_national or valid_resident_id(i.value)]

@@ -25,10 +25,11 @@ from adapters.hl7v2.tables import (
 from adapters.hl7v2.timestamps import Hl7TimeError, fhir_datetime
 from adapters.hl7v2.values import codeable, table_codeable, text_of
 
+# The IG maps SPM-21 to a reject-reason extension it has not defined, so mrb names its own.
+from mrb_wire.fhir import REJECT_REASON_URL
+
 Json = dict[str, Any]
 
-# The IG maps SPM-21 to a reject-reason extension it has not defined, so mrb names its own.
-REJECT_REASON_URL = "urn:mrb:fhir:extension:specimen-reject-reason"
 V2_0490 = "http://terminology.hl7.org/CodeSystem/v2-0490"
 V2_0493 = "http://terminology.hl7.org/CodeSystem/v2-0493"
 _V2_0203 = "http://terminology.hl7.org/CodeSystem/v2-0203"

@@ -20,11 +20,11 @@ from typing import Any
 
 from broker.domain.catalog import Catalog, CatalogItem, ItemKind
 from broker.domain.recognition import Order, resolve_order
+from mrb_wire.fhir import CONTRAST_URL as CONTRAST_EXTENSION
 
 DICOM_MODALITY_SYSTEM = "http://dicom.nema.org/resources/ontology/DCM"
 SNOMED = "http://snomed.info/sct"
 LATERALITY_CODES = frozenset({"7771000", "24028007", "51440002"})
-CONTRAST_EXTENSION = "urn:mrb:fhir:extension:contrast"
 # FHIR id: 1-64 of A-Z a-z 0-9 - . (R4 datatypes).
 FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 # Statuses a draft order has; order-sign may also re-sign active orders, which are not new.

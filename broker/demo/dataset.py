@@ -28,8 +28,6 @@ from broker.demo.catalog_sample import (
 )
 from broker.demo.fhir_build import (
     CST,
-    NATIONAL_ID_SYSTEM,
-    RECOGNITION_MARK_URL,
     Person,
     ResultPlan,
     Site,
@@ -38,6 +36,9 @@ from broker.demo.fhir_build import (
     render,
     routing_key,
 )
+from mrb_wire import resident_id
+from mrb_wire.fhir import RECOGNITION_MARK_URL
+from mrb_wire.fhir import RESIDENT_ID_SYSTEM as NATIONAL_ID_SYSTEM
 
 __all__ = [
     "NATIONAL_ID_SYSTEM",
@@ -106,8 +107,6 @@ AMENDED, CORRECTED, OUT_OF_ORDER = 6, 2, 3
 PRELIMINARY = 4
 TRANSACTIONS, ZONELESS, LOCAL_CODED = 12, 6, 8
 
-_ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
-
 
 def demo_hospitals() -> tuple[DemoHospital, ...]:
     """Three Luzhou hospitals of levels 3, 3, 2 and one level-1 centre in Nanjing."""
@@ -116,10 +115,7 @@ def demo_hospitals() -> tuple[DemoHospital, ...]:
 
 def resident_id_check_digit(first17: str) -> str:
     """ISO 7064 MOD 11-2 check character of an 18-digit resident ID (GB 11643)."""
-    if len(first17) != 17 or not first17.isdigit():
-        raise ValueError("expected the first 17 digits of a resident ID")
-    total = sum(int(d) * w for d, w in zip(first17, _ID_WEIGHTS, strict=True))
-    return "10X98765432"[total % 11]
+    return resident_id.check_character(first17)
 
 
 def recognition_mark(hospital: DemoHospital) -> str | None:

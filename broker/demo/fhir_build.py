@@ -22,12 +22,11 @@ from broker.demo.catalog_sample import (
     ImagingKind,
     LabPanel,
 )
+from mrb_wire.fhir import CONTRAST_URL, RECOGNITION_MARK_URL
+from mrb_wire.fhir import RESIDENT_ID_SYSTEM as NATIONAL_ID_SYSTEM
 
 Json = dict[str, Any]
 
-NATIONAL_ID_SYSTEM = "urn:oid:2.16.156.10011.1.3"
-RECOGNITION_MARK_URL = "urn:mrb:fhir:extension:recognition-mark"
-CONTRAST_URL = "urn:mrb:fhir:extension:contrast"
 CST = timezone(timedelta(hours=8), "+08:00")
 
 V2_0203 = "http://terminology.hl7.org/CodeSystem/v2-0203"

@@ -25,14 +25,14 @@ from broker.demo.dataset import (
     resident_id_check_digit,
 )
 from broker.demo.fhir_build import CST, det_uuid, routing_key, ts
+from mrb_wire.fhir import CONTRAST_URL
+from mrb_wire.fhir import RECOGNITION_MARK_URL as MARK_URL
 
 Json = dict[str, Any]
 LOINC = "http://loinc.org"
 SNOMED = "http://snomed.info/sct"
 V2_0493 = "http://terminology.hl7.org/CodeSystem/v2-0493"
 INTERPRETATION = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
-MARK_URL = "urn:mrb:fhir:extension:recognition-mark"
-CONTRAST_URL = "urn:mrb:fhir:extension:contrast"
 KNEE, LEFT, RIGHT = "72696002", "7771000", "24028007"
 ORDERING = "H002"  # every scenario is ordered at 西南医科大学附属医院 (Luzhou)
 

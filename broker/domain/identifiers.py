@@ -8,18 +8,19 @@ the hospital that issued it (an MRN "12345" at H001 is not the same person as
 
 from __future__ import annotations
 
-import re
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
+from mrb_wire import resident_id
+
 # 中华人民共和国居民身份证号码 (GB 11643), OID as used by China's EHR standards (WS 363).
-RESIDENT_ID_SYSTEM = "urn:oid:2.16.156.10011.1.3"
+RESIDENT_ID_SYSTEM = resident_id.SYSTEM
 
 # Other spellings of the same systems seen from hospital interfaces; extendable per site.
 DEFAULT_SYSTEM_ALIASES: Mapping[str, str] = {
-    "urn:oid:2.16.156.10011.1.3": RESIDENT_ID_SYSTEM,
+    RESIDENT_ID_SYSTEM: RESIDENT_ID_SYSTEM,
     "2.16.156.10011.1.3": RESIDENT_ID_SYSTEM,
     "http://www.nhc.gov.cn/fhir/sid/resident-id": RESIDENT_ID_SYSTEM,
     "urn:mrb:sid:resident-id": RESIDENT_ID_SYSTEM,
@@ -30,11 +31,6 @@ NATIONAL_SYSTEMS = frozenset({RESIDENT_ID_SYSTEM})
 
 # Not a real identifier system: the sending hospital's own FHIR Patient.id.
 FHIR_PATIENT_ID_SYSTEM = "urn:mrb:fhir:patient-id"
-
-_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
-_CHECK = "10X98765432"
-# ASCII only: str.isdigit() would also admit Arabic-Indic, Devanagari, ... digits.
-_RESIDENT_ID = re.compile(r"[0-9]{17}[0-9X]", re.ASCII)
 
 
 class IdentifierScope(StrEnum):
@@ -64,8 +60,7 @@ class PatientIdentifier:
 
 def resident_id_check_digit(first17: str) -> str:
     """Return the ISO 7064 MOD 11-2 check character for 17 digits (GB 11643)."""
-    total = sum(int(d) * w for d, w in zip(first17, _WEIGHTS, strict=True))
-    return _CHECK[total % 11]
+    return resident_id.check_character(first17)
 
 
 def nfkc(value: str) -> str:
@@ -79,7 +74,7 @@ def validate_resident_id(value: str) -> str:
     v = nfkc(value).strip().upper()
     if len(v) != 18:
         raise InvalidIdentifier(f"resident ID must have 18 characters, got {len(v)}")
-    if not _RESIDENT_ID.fullmatch(v):
+    if not resident_id.has_shape(v):
         raise InvalidIdentifier("resident ID must be 17 digits 0-9 then a digit or X")
     if resident_id_check_digit(v[:17]) != v[17]:
         raise InvalidIdentifier("resident ID check digit does not match (GB 11643)")

@@ -33,17 +33,19 @@ from broker.domain.results import (
 from broker.domain.versions import VersionKey
 from broker.ingest.fhir_bundle import IN_SCOPE, BundleIndex, Resource
 from broker.ingest.fhir_time import FhirTimeError, parse_fhir_datetime
+from mrb_wire.fhir import (
+    CONTRAST_URL,
+    DICOM_UID_SYSTEM,
+    PROTOCOL_URL,
+    RECOGNITION_MARK_URL,
+    REJECT_REASON_URL,
+)
 
-RECOGNITION_MARK_URL = "urn:mrb:fhir:extension:recognition-mark"
-CONTRAST_URL = "urn:mrb:fhir:extension:contrast"
-PROTOCOL_URL = "urn:mrb:fhir:extension:protocol"
-REJECT_REASON_URL = "urn:mrb:fhir:extension:specimen-reject-reason"
 V2_0493 = "http://terminology.hl7.org/CodeSystem/v2-0493"
 # Specimen conditions (HL7 table 0493) that make a result unusable: haemolysed, clotted,
 # contaminated, autolysed, not received. Storage conditions (COOL, FROZ, ROOM) do not.
 UNUSABLE_CONDITIONS = frozenset({"HEM", "CLOT", "CON", "AUT", "SNR"})
 _HAEMOLYSIS_WORDS = ("溶血", "HEMOLY", "HAEMOLY")
-DICOM_UID_SYSTEM = "urn:dicom:uid"
 ANIMAL_URL = "http://hl7.org/fhir/StructureDefinition/patient-animal"
 _IMAGING_CATEGORIES = frozenset({"RAD", "CT", "MR", "US", "XRC", "NMR", "NMS", "RUS", "VUS", "OUS"})
 

@@ -26,14 +26,15 @@ from broker.security.payload_cipher import PayloadCipher
 from broker.security.pseudonyms import Pseudonymiser
 from broker.storage import hospitals as hospital_registry
 from broker.storage.tables import inbox, rejection
+from mrb_wire import headers
 
 logger = logging.getLogger(__name__)
 
-HEADER_HOSPITAL = "mrb-hospital"
-HEADER_MESSAGE_ID = "mrb-message-id"
-HEADER_CONTENT_TYPE = "content-type"
-HEADER_KEY_ID = "mrb-key-id"
-HEADER_SIGNATURE = "mrb-signature"
+HEADER_HOSPITAL = headers.HOSPITAL
+HEADER_MESSAGE_ID = headers.MESSAGE_ID
+HEADER_CONTENT_TYPE = headers.CONTENT_TYPE
+HEADER_KEY_ID = headers.KEY_ID
+HEADER_SIGNATURE = headers.SIGNATURE
 
 
 class Outcome(StrEnum):

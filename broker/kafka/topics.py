@@ -9,12 +9,18 @@ from typing import Any
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from mrb_wire.topics import RECEIPTS, RECOGNITION, RESULTS, RESULTS_DLQ
+
 logger = logging.getLogger(__name__)
 
-RESULTS = "mrb.results.v1"
-RESULTS_DLQ = "mrb.results.dlq.v1"
-RECEIPTS = "mrb.receipts.v1"
-RECOGNITION = "mrb.recognition.v1"
+__all__ = [
+    "RECEIPTS",
+    "RECOGNITION",
+    "RESULTS",
+    "RESULTS_DLQ",
+    "default_partitions",
+    "ensure_topics",
+]
 
 
 def default_partitions(results_partitions: int) -> dict[str, int]:

@@ -25,19 +25,16 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from broker.security.keys import load_key
+from mrb_wire import headers
+from mrb_wire.signing import RECEIPT_KEYS_FILE, receipt_signed_bytes
 
 RECEIPT_KEY_FILE = "receipt-signing.key"
-RECEIPT_PUBLIC_FILE = "receipt-signing.pub"
-KEY_ID_HEADER = "mrb-key-id"
-SIGNATURE_HEADER = "mrb-signature"
+RECEIPT_PUBLIC_FILE = RECEIPT_KEYS_FILE
+KEY_ID_HEADER = headers.KEY_ID
+SIGNATURE_HEADER = headers.SIGNATURE
 # How many earlier receipt keys the public file keeps listed after a rotation: adapters
 # that copy the file trust the new key and the one before it while workers restart.
 PREVIOUS_KEYS_LISTED = 1
-
-
-def receipt_signed_bytes(hospital: str, value: bytes) -> bytes:
-    """`UTF-8(hospital id) 0x0A value`: the contract (the adapters verify the same bytes)."""
-    return hospital.encode() + b"\n" + value
 
 
 @dataclass(frozen=True)

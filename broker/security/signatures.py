@@ -8,10 +8,9 @@ import binascii
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from mrb_wire.signing import signed_bytes
 
-def signed_bytes(hospital: str, message_id: str, value: bytes) -> bytes:
-    """`UTF-8(hospital id) 0x0A UTF-8(message id) 0x0A value`: the contract, not a helper."""
-    return hospital.encode() + b"\n" + message_id.encode() + b"\n" + value
+__all__ = ["public_key", "signed_bytes", "verify"]
 
 
 def public_key(b64: str) -> Ed25519PublicKey:
