@@ -12,7 +12,7 @@ from typing import Any
 from urllib.parse import quote
 
 from adapters.hl7v2.jsonout import Decimal
-from adapters.hl7v2.segments import Rep, comp, join_components, sub
+from adapters.hl7v2.segments import Rep, join_components, sub
 
 Json = dict[str, Any]
 
@@ -304,7 +304,3 @@ def interpretations(reps: list[Rep]) -> list[Json]:
 def text_of(reps: list[Rep], sep: str = "\n") -> str:
     """Free text (ST/TX/FT): repetitions are lines; components joined back with '^'."""
     return sep.join(t for t in (join_components(r) for r in reps) if t)
-
-
-def first_component_text(reps: list[Rep]) -> str:
-    return "; ".join(t for t in (" ".join(comp(r, 1)).strip() for r in reps) if t)

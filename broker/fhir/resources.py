@@ -34,7 +34,6 @@ Resource = dict[str, Any]
 NAMESPACE = uuid.UUID("5d1b6a40-64f4-4b6e-9a0e-2b8f0c7e4a11")
 TOKEN_SYSTEM_MAX = 300
 TOKEN_CODE_MAX = 200
-SERVED = ("DiagnosticReport", "Observation", "ImagingStudy")
 
 
 @dataclass(frozen=True)

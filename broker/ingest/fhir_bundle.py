@@ -19,7 +19,6 @@ from broker.domain.rejections import RejectCode, Rejected
 Resource = dict[str, Any]
 
 IN_SCOPE = frozenset({"Patient", "DiagnosticReport", "Observation", "ImagingStudy"})
-RESULT_TYPES = frozenset({"DiagnosticReport", "Observation", "ImagingStudy"})
 # Bundles that carry content to store; searchset/history/*-response are query answers.
 _ZONE_LESS = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?")
 ACCEPTED_BUNDLE_TYPES = frozenset({"collection", "transaction", "batch", "document", "message"})

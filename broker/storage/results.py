@@ -5,12 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from broker.domain.results import ExtractedResult, ResultItem
 from broker.storage.protect import Protector
-from broker.storage.tables import result
 
 
 def current_fields(
@@ -80,7 +76,3 @@ def _item_row(
         "flags": ",".join(item.flags)[:64] or None,
         "no_value": (item.no_value or "")[:120] or None,
     }
-
-
-async def count_results(session: AsyncSession) -> int:
-    return int((await session.execute(select(func.count()).select_from(result))).scalar_one())
