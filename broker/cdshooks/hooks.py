@@ -56,12 +56,12 @@ from broker.cdshooks.patients import (
 from broker.cdshooks.services import ORDER_SELECT, PATIENT_VIEW, ServiceDefinition
 from broker.domain.actors import Actor, Role
 from broker.domain.catalog import ItemKind
+from broker.domain.check_items import stored_items
 from broker.domain.identifiers import InvalidIdentifier, PatientIdentifier, normalise
 from broker.domain.ledger import OutcomeInput
 from broker.domain.recognition import (
     RECOGNISABLE_STATUSES,
     REPORT_NOT_FINAL,
-    Decision,
     PatientContext,
     Text,
     local_date,
@@ -386,9 +386,9 @@ async def _reusable(
             recognition_check.c.id.in_(sorted({h.check_id for h in recent}))
         )
     )
-    items = {r.id: r.answers for r in rows}
+    items = {r.id: stored_items(r.answers) for r in rows}
     candidates = {
-        items[h.check_id][h.item_index].get("candidate")
+        items[h.check_id][h.item_index].candidate
         for h in recent
         if h.check_id in items and h.item_index < len(items[h.check_id])
     } - {None}
@@ -406,12 +406,12 @@ async def _reusable(
         if stored is None or h.item_index >= len(stored):
             continue
         item = stored[h.item_index]
-        if item.get("decision") == Decision.RECOGNIZABLE.value:
-            now_is = stamps.get(item.get("candidate") or "")
+        if item.recognizable:
+            now_is = stamps.get(item.candidate or "")
             if (
                 now_is is None
                 or now_is[0] in WITHDRAWN_STATUSES
-                or now_is[1] != item.get("candidate_version")
+                or now_is[1] != item.candidate_version
             ):
                 continue  # the prior result changed since: decide again
         ok.add((h.check_id, h.item_index))

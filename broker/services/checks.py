@@ -6,13 +6,14 @@ import json
 import uuid
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Protocol
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from broker.domain.actors import Actor
 from broker.domain.catalog import Catalog
+from broker.domain.check_items import StoredCheckItem
 from broker.domain.identifiers import InvalidIdentifier, normalise
 from broker.domain.recognition import (
     ItemDecision,
@@ -137,17 +138,18 @@ async def run_check(
             answers.append(ItemAnswer(order, decision))
         check_id = str(uuid.uuid4())
         now = now or datetime.now(UTC)
-        stored = [_stored(a) for a in answers]
+        stored = [StoredCheckItem.of(a.requested, a.decision) for a in answers]
         # Which version each candidate was, so an outcome can tell it changed since.
-        candidates = {i["candidate"] for i in stored if i["candidate"]}
+        candidates = {i.candidate for i in stored if i.candidate}
         if candidates:
             rows = await session.execute(
                 select(result.c.id, result.c.updated_at).where(result.c.id.in_(candidates))
             )
-            stamps = {r.id: r.updated_at for r in rows.all()}
-            for i in stored:
-                if i["candidate"] in stamps:
-                    i["candidate_version"] = stamps[i["candidate"]].isoformat()
+            stamps = {r.id: r.updated_at.isoformat() for r in rows.all()}
+            stored = [
+                replace(i, candidate_version=stamps[i.candidate]) if i.candidate in stamps else i
+                for i in stored
+            ]
         patient = cipher.seal(
             json.dumps({"system": ident.system, "value": ident.value}).encode(),
             associated=check_id.encode(),
@@ -161,7 +163,7 @@ async def run_check(
                 "person_id": person_id,
                 "order_time": request.order_time,
                 "emergency": request.emergency,
-                "items": stored,
+                "items": [i.as_json() for i in stored],
                 "patient_sealed": patient.ciphertext,
                 "patient_nonce": patient.nonce,
                 "patient_key_id": patient.key_id,
@@ -180,10 +182,12 @@ async def run_check(
                 "emergency": request.emergency,
                 "items": [
                     {
-                        k: i[k]
-                        for k in ("catalog_code", "category", "decision", "candidate_hospital")
+                        "catalog_code": i.catalog_code,
+                        "category": i.category,
+                        "decision": i.decision,
+                        "candidate_hospital": i.candidate_hospital,
+                        "fee": i.fee_saved,
                     }
-                    | {"fee": i["fee_saved"]}
                     for i in stored
                 ],
             },
@@ -199,31 +203,3 @@ async def run_check(
             detail={"check_id": check_id, "items": len(answers)},
         )
     return CheckAnswer(check_id, tuple(answers))
-
-
-def _stored(a: ItemAnswer) -> dict[str, Any]:
-    """What later steps (outcomes, savings, safety notices) need; no identifiers."""
-    r, d = a.requested, a.decision
-    return {
-        "requested": {
-            "system": r.system,
-            "code": r.code,
-            "modality": r.modality,
-            "body_site": r.body_site,
-            "laterality": r.laterality,
-            "contrast": r.contrast,
-            "protocol": r.protocol,
-        },
-        "catalog_code": d.item.code if d.item else None,
-        "category": d.item.category if d.item else None,
-        "decision": d.decision.value,
-        "candidate": d.candidate.result_id if d.candidate else None,
-        "candidate_hospital": d.candidate.hospital if d.candidate else None,
-        "others": [o.result_id for o in d.others],
-        "other_hospitals": sorted({o.hospital for o in d.others}),
-        "valid_until": d.valid_until.isoformat() if d.valid_until else None,
-        "fee_saved": str(d.fee_saved) if d.fee_saved is not None else None,
-        "warnings": [
-            {"kind": w.kind, "result_id": w.result_id, "hospital": w.hospital} for w in d.warnings
-        ],
-    }

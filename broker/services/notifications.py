@@ -10,6 +10,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from broker.domain.actors import Actor
+from broker.domain.check_items import stored_items
 from broker.security.payload_cipher import ALGORITHM, PayloadCipher, Sealed
 from broker.services.audit import record_read
 from broker.services.errors import ServiceError
@@ -69,7 +70,8 @@ def _notice(r: Any, cipher: PayloadCipher) -> dict[str, Any]:
     if r.patient_sealed is not None:
         sealed = Sealed(r.patient_key_id, ALGORITHM, r.patient_nonce, r.patient_sealed)
         patient = json.loads(cipher.open(sealed, associated=r.check_id.encode()))
-    item = r.items[r.item_index] if r.item_index < len(r.items) else {}
+    items = stored_items(r.items)
+    item = items[r.item_index] if r.item_index < len(items) else None
     return {
         "notice_id": r.notice_id,
         "created_at": r.created_at,
@@ -80,7 +82,7 @@ def _notice(r: Any, cipher: PayloadCipher) -> dict[str, Any]:
         "message": r.message,
         "check_id": r.check_id,
         "item_index": r.item_index,
-        "catalog_code": item.get("catalog_code"),
+        "catalog_code": item.catalog_code if item else None,
         "order_time": r.order_time,
         "patient": patient,
         "result_fhir": f"/fhir/{r.resource_type}/{r.result_id}",

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from broker.domain.actors import Actor
 from broker.domain.catalog import Catalog
+from broker.domain.check_items import StoredCheckItem, saving_key, stored_items
 from broker.domain.ledger import (
     OutcomeInput,
     OutcomeKind,
@@ -99,8 +100,8 @@ async def _record(
                 "Not the ordering hospital",
                 f"only doctors of {check.ordering_hospital}, which ordered, may record outcomes",
             )
-        items: list[dict[str, Any]] = check.items
-        wanted: list[tuple[OutcomeRequest, OutcomeInput, dict[str, Any]]] = []
+        items = stored_items(check.items)
+        wanted: list[tuple[OutcomeRequest, OutcomeInput, StoredCheckItem]] = []
         for r in requests:
             if not 0 <= r.index < len(items):
                 raise ServiceError(
@@ -108,12 +109,12 @@ async def _record(
                 )
             item = items[r.index]
             try:
-                wanted.append((r, validate_outcome(item["decision"], r.given), item))
+                wanted.append((r, validate_outcome(item.decision, r.given), item))
             except OutcomeRefused as exc:
                 raise ServiceError(422, "Outcome refused", f"item {r.index}: {exc}") from None
         recorded = await _existing(s, check_id)
         out: list[RecordedOutcome] = []
-        fresh: list[tuple[OutcomeRequest, OutcomeInput, dict[str, Any]]] = []
+        fresh: list[tuple[OutcomeRequest, OutcomeInput, StoredCheckItem]] = []
         for r, v, item in wanted:
             prior = recorded.get(r.index)
             if prior is None:
@@ -136,7 +137,7 @@ async def _record(
             await _still_as_checked(s, r.index, item)
         period = await ledger.booking_period(s, now) if accepted else None
         for r, v, item in fresh:
-            code = item.get("catalog_code")
+            code = item.catalog_code
             cat = catalog.items.get(code) if code else None
             await s.execute(
                 recognition_outcome.insert().values(
@@ -148,7 +149,7 @@ async def _record(
                     catalog_code=code,
                     category=cat.category if cat else None,
                     period=month_of(now),
-                    result_id=item.get("candidate"),
+                    result_id=item.candidate,
                     hospital_id=check.ordering_hospital,
                     recorded_by=actor.name,
                     channel=channel,
@@ -159,30 +160,30 @@ async def _record(
                 "check_id": check_id,
                 "item_index": r.index,
                 "ordering_hospital": check.ordering_hospital,
-                "source_hospital": item.get("candidate_hospital"),
+                "source_hospital": item.candidate_hospital,
                 "catalog_code": code,
                 "category": cat.category if cat else None,
-                "result_id": item.get("candidate"),
+                "result_id": item.candidate,
                 "recorded_by": actor.name,
                 "channel": channel,
             }
             saved: Decimal | None = None
             if v.outcome is OutcomeKind.ACCEPTED:
                 assert period is not None
-                saved = to_yuan(item.get("fee_saved") or "0")
+                saved = to_yuan(item.saving)
                 entry_id = await ledger.add_entry(
                     s,
-                    dedupe_key=f"saving:{check_id}:{r.index}",
+                    dedupe_key=saving_key(check_id, r.index),
                     kind="saving",
                     period=period,
                     amount_fen=int(saved * 100),
                     ordering_hospital=check.ordering_hospital,
-                    source_hospital=item.get("candidate_hospital"),
+                    source_hospital=item.candidate_hospital,
                     catalog_code=code,
                     category=cat.category if cat else None,
                     check_id=check_id,
                     item_index=r.index,
-                    result_id=item.get("candidate"),
+                    result_id=item.candidate,
                     recorded_by=actor.name,
                     occurred_at=now,
                     recorded_at=now,
@@ -214,7 +215,7 @@ async def _existing(s: AsyncSession, check_id: str) -> dict[int, Row[Any]]:
     return {row.item_index: row for row in rows}
 
 
-def _as_recorded(row: Row[Any], item: dict[str, Any], *, replayed: bool) -> RecordedOutcome:
+def _as_recorded(row: Row[Any], item: StoredCheckItem, *, replayed: bool) -> RecordedOutcome:
     accepted = row.outcome == OutcomeKind.ACCEPTED.value
     return RecordedOutcome(
         row.item_index,
@@ -222,26 +223,26 @@ def _as_recorded(row: Row[Any], item: dict[str, Any], *, replayed: bool) -> Reco
         OutcomeKind(row.outcome),
         row.reason,
         row.reason_text,
-        to_yuan(item.get("fee_saved") or "0") if accepted else None,
+        to_yuan(item.saving) if accepted else None,
         row.recorded_by,
         row.recorded_at,
         replayed=replayed,
     )
 
 
-async def _still_as_checked(s: AsyncSession, index: int, item: dict[str, Any]) -> None:
+async def _still_as_checked(s: AsyncSession, index: int, item: StoredCheckItem) -> None:
     """Refuse to accept a result that changed after the check answered.
 
     The row lock orders this against ingest (which updates the row when a new version
     arrives), so a withdrawal either is seen here or sees this acceptance.
     """
-    query = select(result.c.status, result.c.updated_at).where(result.c.id == item["candidate"])
+    query = select(result.c.status, result.c.updated_at).where(result.c.id == item.candidate)
     if s.get_bind().dialect.name == "postgresql":
         query = query.with_for_update()
     row = (await s.execute(query)).first()
     if (
         row is None
-        or row.updated_at.isoformat() != item.get("candidate_version")
+        or row.updated_at.isoformat() != item.candidate_version
         or row.status in WITHDRAWN_STATUSES
     ):
         status = row.status if row is not None else "gone"

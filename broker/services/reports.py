@@ -18,8 +18,9 @@ from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from broker.domain.actors import ALL_HOSPITALS
+from broker.domain.check_items import stored_items
 from broker.domain.ledger import DeclineReason, next_month, parse_month
-from broker.domain.recognition import SHANGHAI, Decision
+from broker.domain.recognition import SHANGHAI
 from broker.storage import hospitals as registry
 from broker.storage.tables import ledger_entry, recognition_check, recognition_outcome
 
@@ -347,12 +348,11 @@ async def regulator(session: AsyncSession, month: str) -> RegulatorReport:
         )
     )
     for ordering, items in checks:
-        for item in items:
-            found = {item.get("candidate_hospital"), *item.get("other_hospitals", [])} - {None}
-            for a in targets(ordering, item.get("category")):
+        for item in stored_items(items):
+            for a in targets(ordering, item.category):
                 a.lookups += 1
-                a.cross_hospital_lookups += bool(found - {ordering})
-                a.recognizable += item.get("decision") == Decision.RECOGNIZABLE.value
+                a.cross_hospital_lookups += bool(item.hospitals_found() - {ordering})
+                a.recognizable += item.recognizable
     for hospital, category, kind, count, fen in await session.execute(
         select(
             ledger_entry.c.ordering_hospital,

@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from broker.domain import check_items
 from broker.domain.catalog import Catalog
 from broker.domain.ledger import SafetyAction, SafetyPolicy, change_kind, change_notice
 from broker.domain.recognition import Text
@@ -47,8 +48,8 @@ class SafetyNotifier:
     async def _one(
         self, s: AsyncSession, outcome: Any, change: ResultChange, now: datetime
     ) -> None:
-        item_key = f"{outcome.check_id}:{outcome.item_index}"
-        notice_key = f"{item_key}:{change.message_id}"
+        check_id, index = outcome.check_id, outcome.item_index
+        notice_key = check_items.notice_key(check_id, index, change.message_id)
         if await s.scalar(select(notification.c.id).where(notification.c.dedupe_key == notice_key)):
             return  # this change was handled already (a replayed message)
         kind = change_kind(change.status)
@@ -67,16 +68,19 @@ class SafetyNotifier:
         }
         saving = (
             await s.execute(
-                select(ledger_entry).where(ledger_entry.c.dedupe_key == f"saving:{item_key}")
+                select(ledger_entry).where(
+                    ledger_entry.c.dedupe_key == check_items.saving_key(check_id, index)
+                )
             )
         ).first()
         if action is SafetyAction.REVERSE and saving is not None:
-            if not await ledger.existing_keys(s, [f"reversal:{item_key}"]):
+            reversal = check_items.reversal_key(check_id, index)
+            if not await ledger.existing_keys(s, [reversal]):
                 period = await ledger.booking_period(s, now)
                 entry_id = await ledger.add_entry(
                     s,
                     **_entry_copy(saving),
-                    dedupe_key=f"reversal:{item_key}",
+                    dedupe_key=reversal,
                     kind="reversal",
                     period=period,
                     amount_fen=-saving.amount_fen,
@@ -104,7 +108,7 @@ class SafetyNotifier:
             entry_id = await ledger.add_entry(
                 s,
                 **_entry_copy(saving),
-                dedupe_key=f"flag:{notice_key}",
+                dedupe_key=check_items.flag_key(check_id, index, change.message_id),
                 kind="flag",
                 period=await ledger.booking_period(s, now),
                 amount_fen=0,
