@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
-import uuid
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from broker.api.problems import problem
+from broker.correlation import new_request_id, request_scope, safe_id
 from broker.observability import REQUEST_SECONDS
 
 access_logger = logging.getLogger("broker.access")
@@ -26,8 +25,6 @@ KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPT
 OTHER_METHOD = "OTHER"
 UNMATCHED_ROUTE = "unmatched"
 REQUEST_ID_HEADER = "x-request-id"
-# A caller's own request id is kept only when it is short and plain; else a new one.
-_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 # Responses that can be cached: the web pages' own script, style and images.
 CACHEABLE_PREFIXES = ("/static/",)
 
@@ -247,8 +244,9 @@ class AccessLog:
             await self.app(scope, receive, send)
             return
         started_at = time.perf_counter()
+        # A caller's own request id is kept only when it is short and plain; else a new one.
         given = (_header(scope, REQUEST_ID_HEADER.encode()) or b"").decode("latin-1")
-        request_id = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+        request_id = safe_id(given) or new_request_id()
         # A dict shared with the app: authentication writes request.state.actor into it.
         state: dict[str, Any] = scope.setdefault("state", {})
         status = 500
@@ -266,13 +264,15 @@ class AccessLog:
                 message = {**message, "headers": headers}
             await send(message)
 
-        try:
-            await self.app(scope, receive, send_with_id)
-        finally:
-            seconds = time.perf_counter() - started_at
-            method, route = method_label(scope["method"]), route_label(scope)
-            REQUEST_SECONDS.labels(method, route, str(status)).observe(seconds)
-            self._log(scope, state, method, route, status, seconds, request_id)
+        # Bound for the request: its log lines and the audit entries it writes carry it.
+        with request_scope(request_id):
+            try:
+                await self.app(scope, receive, send_with_id)
+            finally:
+                seconds = time.perf_counter() - started_at
+                method, route = method_label(scope["method"]), route_label(scope)
+                REQUEST_SECONDS.labels(method, route, str(status)).observe(seconds)
+                self._log(scope, state, method, route, status, seconds, request_id)
 
     @staticmethod
     def _log(

@@ -25,8 +25,17 @@ FIELDS = (
 )  # fmt: skip
 
 
+# Columns added later: hashed only when set, as {name: value} after FIELDS, so entries
+# sealed before they existed keep their hash, and setting, changing or clearing one on a
+# sealed entry changes it.
+OPTIONAL_FIELDS = ("request_id",)
+
+
 def entry_hash(entry: Mapping[str, Any], seq: int, prev_hash: str) -> str:
     body = [seq, prev_hash, *(_plain(entry.get(f)) for f in FIELDS)]
+    later = {f: _plain(entry[f]) for f in OPTIONAL_FIELDS if entry.get(f) is not None}
+    if later:
+        body.append(later)
     text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(text.encode()).hexdigest()
 

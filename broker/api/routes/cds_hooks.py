@@ -21,6 +21,7 @@ from broker.cdshooks.auth import AuthenticatedClient, ClientRejected, JwksCache,
 from broker.cdshooks.models import FeedbackRequest, HookRequest
 from broker.cdshooks.services import SERVICES, ServiceDefinition, discovery
 from broker.cdshooks.store import DbClientRegistry, DbReplayGuard
+from broker.correlation import bind_hook_instance
 from broker.services.errors import ServiceError
 
 logger = logging.getLogger(__name__)
@@ -109,6 +110,7 @@ async def cds_service(
     transport: TransportDep,
 ) -> dict[str, Any]:
     """Cards for one hook call: recognisable prior results for the draft orders."""
+    bind_hook_instance(body.hookInstance)  # the EHR's id for this call, in our log lines
     return await hooks.answer(
         container, _service(service_id), body, _caller(container, client, now), transport=transport
     )
