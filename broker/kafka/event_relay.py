@@ -17,11 +17,11 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
-from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from broker.kafka.topics import RECOGNITION
 from broker.storage import events
+from broker.storage.outage import is_outage
 
 logger = logging.getLogger(__name__)
 
@@ -55,13 +55,19 @@ class EventRelay:
             )
             try:
                 await producer.start()
-                wait = 1.0
                 while not stop.is_set():
-                    if await self.publish_pending(producer) < self._batch:
+                    sent = await self.publish_pending(producer)
+                    wait = 1.0  # Kafka and the database both answered
+                    if sent < self._batch:
                         with contextlib.suppress(TimeoutError):
                             await asyncio.wait_for(stop.wait(), self._interval)
-            except (KafkaError, OSError, OperationalError, InterfaceError) as exc:
-                logger.warning("event relay paused (%r); retrying in %.0fs", exc, wait)
+            except Exception as exc:  # a lost database connection is a DBAPIError too
+                if not (isinstance(exc, KafkaError) or is_outage(exc)):
+                    raise
+                # The type only: a database error's text holds its statement's parameters.
+                logger.warning(
+                    "event relay paused (%s); retrying in %.0fs", type(exc).__name__, wait
+                )
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), wait)
                 wait = min(wait * 2, 30.0)

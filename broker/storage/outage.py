@@ -1,0 +1,39 @@
+"""Telling a database outage from a statement the database refused.
+
+An outage (down, unreachable, connection lost, shutting down, a read-only standby after
+a failover) means: keep the work and try again later. Anything else is a real error of
+that work. What surfaces differs by driver and by moment, as seen through a TCP proxy
+cut in front of PostgreSQL (tests/e2e/test_worker_faults.py):
+
+- connecting while the server refuses: a raw ConnectionRefusedError (asyncpg connects
+  outside SQLAlchemy's exception wrapping; a timeout is TimeoutError, also an OSError);
+- a connection reset mid-transaction or at commit: DBAPIError with
+  connection_invalidated (asyncpg ConnectionDoesNotExistError), not OperationalError;
+- the backend terminated (server restart): InterfaceError "connection is closed";
+- SQLite busy or its disk failing: OperationalError.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+
+# SQLSTATEs of a server that cannot serve now (PostgreSQL appendix A): class 08
+# connection exception, 53300 too many connections, 57P01-57P03 shutdown/starting up,
+# 25006 a read-only transaction (a standby promoted late or a failover in progress).
+_UNAVAILABLE_STATES = ("08", "53300", "57P01", "57P02", "57P03", "25006")
+
+
+def is_outage(exc: BaseException) -> bool:
+    """True when `exc` says the database is unavailable rather than the work is wrong."""
+    if isinstance(exc, OperationalError | InterfaceError | OSError):
+        return True
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        return _sqlstate(exc.orig).startswith(_UNAVAILABLE_STATES)
+    return _sqlstate(exc).startswith(_UNAVAILABLE_STATES)  # asyncpg's own, raised at connect
+
+
+def _sqlstate(error: BaseException | None) -> str:
+    state = getattr(error, "sqlstate", None)
+    return state if isinstance(state, str) else "\0"

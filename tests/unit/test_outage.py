@@ -1,0 +1,53 @@
+"""What counts as a database outage (retry later) rather than an error of the work.
+
+The shapes are the ones seen through a TCP proxy cut in front of PostgreSQL
+(tests/e2e/test_worker_faults.py).
+"""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
+
+from broker.storage.outage import is_outage
+
+
+class PgError(Exception):
+    def __init__(self, sqlstate: str) -> None:
+        super().__init__(sqlstate)
+        self.sqlstate = sqlstate
+
+
+def dbapi(orig: Exception, *, invalidated: bool = False) -> DBAPIError:
+    return DBAPIError("SELECT 1", {}, orig, connection_invalidated=invalidated)
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        ConnectionRefusedError(111, "Connect call failed"),  # connecting, server refusing
+        TimeoutError(),  # connecting to a host that does not answer
+        dbapi(ConnectionResetError(), invalidated=True),  # reset mid-transaction
+        InterfaceError("SELECT 1", {}, Exception("connection is closed")),  # backend gone
+        OperationalError("SELECT 1", {}, Exception("database is locked")),  # SQLite busy
+        dbapi(PgError("57P03")),  # the database system is starting up
+        dbapi(PgError("08006")),  # connection failure
+        dbapi(PgError("25006")),  # read-only: a standby, failover under way
+        PgError("53300"),  # too many connections, raised by asyncpg at connect
+    ],
+)
+def test_outages(exc: BaseException) -> None:
+    assert is_outage(exc)
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        IntegrityError("INSERT", {}, PgError("23505")),  # a conflict: the work's own
+        dbapi(PgError("22P02")),  # invalid input
+        dbapi(Exception("no sqlstate")),
+        ValueError("bad message"),
+    ],
+)
+def test_not_outages(exc: BaseException) -> None:
+    assert not is_outage(exc)
