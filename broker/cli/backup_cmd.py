@@ -18,6 +18,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from broker.cli import purge_cmd
 from broker.instance import ADMIN_LOCK_WAIT_SECONDS, Refused, lock_data_dir
 from broker.observability import configure_logging
 from broker.security.keys import MissingKey
@@ -34,6 +35,7 @@ from broker.storage.backup import (
 from broker.storage.backup import backup as backup_database
 from broker.storage.backup import restore as restore_database
 from broker.storage.database import upgrade
+from broker.storage.retention import PURGED
 
 logger = logging.getLogger("broker.backup")
 console = Console(soft_wrap=True, highlight=False)
@@ -41,8 +43,10 @@ err = Console(stderr=True, soft_wrap=True, highlight=False)
 
 
 def register(app: typer.Typer) -> None:
+    """`mrb backup`, `mrb restore` and `mrb purge`: the database's life cycle."""
     app.command("backup")(backup)
     app.command("restore")(restore)
+    app.add_typer(purge_cmd.app, name="purge")
 
 
 def _database() -> tuple[Settings, Database]:
@@ -82,7 +86,7 @@ def backup(
     )
     if used is None:
         console.print("  (could not count them here: run `mrb keys usage` on the database)")
-    for kid in sorted((k for k in used or () if used and used[k]), key=key_order):
+    for kid in sorted((k for k in used or () if used and used[k] and k != PURGED), key=key_order):
         console.print(f"  payload-{kid}.key: {used[kid] if used else 0} rows")
     console.print(
         "back up the keys separately, offline, by two people (docs/operations.md, "
@@ -135,7 +139,8 @@ async def _restore(settings: Settings, db: Database, source: Path, force: bool) 
         have = set(PayloadCipher.from_dir(settings.keys_dir, create=False).key_ids)
     except MissingKey:
         have = set()
-    missing = sorted((k for k, n in (await payload_keys_needed(db)).items() if n and k not in have))
+    needed = await payload_keys_needed(db)
+    missing = sorted(k for k, n in needed.items() if n and k not in have and k != PURGED)
     if missing:
         err.print(
             "[yellow]warning:[/yellow] the restored data is sealed with payload key(s) "

@@ -9,7 +9,8 @@ class FhirError(Exception):
     Status codes: 400 bad parameter (invalid, not-supported), 401 no or bad token
     (login), 403 not allowed (forbidden), 404 unknown id or type (not-found), 405 an
     interaction mrb does not offer (not-supported), 406 a format other than JSON
-    (not-supported), 410 a result its hospital marked entered-in-error (deleted).
+    (not-supported), 410 a result its hospital marked entered-in-error, or whose payload
+    was purged under the retention policy (deleted).
     """
 
     def __init__(self, status: int, code: str, diagnostics: str) -> None:

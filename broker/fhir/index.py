@@ -26,6 +26,7 @@ from broker.fhir.resources import IndexRow, ResultInfo, ResultView
 from broker.security.payload_cipher import PayloadCipher, Sealed
 from broker.security.sealed_fields import open_json
 from broker.storage.fhir_tables import fhir_resource, fhir_token
+from broker.storage.retention import PURGED
 from broker.storage.tables import hospital, payload, result, result_version
 
 logger = logging.getLogger(__name__)
@@ -64,9 +65,16 @@ async def refresh_results(
 
 
 async def load_views(
-    session: AsyncSession, cipher: PayloadCipher, version_ids: Iterable[int]
+    session: AsyncSession,
+    cipher: PayloadCipher,
+    version_ids: Iterable[int],
+    *,
+    purged: set[int] | None = None,
 ) -> dict[int, ResultView]:
-    """The result views of these versions (each payload opened once), by version id."""
+    """The result views of these versions (each payload opened once), by version id.
+
+    Versions whose payload was purged (retention) have no view; they are added to
+    `purged` when given."""
     wanted = sorted(set(version_ids))
     if not wanted:
         return {}
@@ -84,9 +92,14 @@ async def load_views(
         )
     ).all()
     docs: dict[str, dict[str, Any]] = {}
-    return {
-        row.version_id: ResultView(_document(cipher, row, docs), _info(cipher, row)) for row in rows
-    }
+    views: dict[int, ResultView] = {}
+    for row in rows:
+        if row.algorithm == PURGED:
+            if purged is not None:
+                purged.add(row.version_id)
+            continue
+        views[row.version_id] = ResultView(_document(cipher, row, docs), _info(cipher, row))
+    return views
 
 
 async def _refresh(
@@ -124,6 +137,11 @@ async def _refresh(
     resources: list[dict[str, Any]] = []
     tokens: list[dict[str, Any]] = []
     for row in stale:
+        if row.algorithm == PURGED:
+            # Nothing left to read: one row, so that a read by id finds it and says 410
+            # Gone, and a search by patient counts it; no token can match it any more.
+            resources.append(_purged_row(row))
+            continue
         try:
             view = ResultView(_document(cipher, row, docs), _info(cipher, row))
             built = view.index_rows(_zone(row.timezone, zones))
@@ -183,6 +201,19 @@ async def _refresh(
     return len(ids)
 
 
+def _purged_row(row: Any) -> dict[str, Any]:
+    return {
+        "id": row.result_id,
+        "result_id": row.result_id,
+        "version_id": row.version_id,
+        "resource_type": row.resource_type,
+        "entry": None,
+        "status": None,
+        "date_low": None,
+        "date_high": None,
+    }
+
+
 def _result_columns() -> list[Any]:
     return [
         result.c.id.label("result_id"),
@@ -199,7 +230,7 @@ def _payload_columns() -> list[Any]:
     return [
         payload.c.message_id,
         payload.c.key_id,
-        payload.c.algorithm,
+        payload.c.algorithm,  # PURGED: erased under the retention policy
         payload.c.nonce,
         payload.c.ciphertext,
     ]

@@ -39,6 +39,10 @@ PURPOSES = {
     "PATRQT": "patient-request",
 }
 _PAGING_EXTRAS = frozenset({"_format", "_pretty"})
+PURGED_TEXT = (
+    "the payload it is read from was purged under the retention policy "
+    "(MRB_PAYLOAD_RETENTION_DAYS); recognition checks still use the result's index entry"
+)
 
 
 @dataclass(frozen=True)
@@ -111,9 +115,9 @@ class FhirService:
             if row is None:
                 raise not_found(f"{resource_type}/{rid} is not in the current version")
             views = await index.load_views(s, cipher, [row.version_id])
-            view = views[row.version_id]
-            found = view.get(rid)
-            if found is None:
+            view = views.get(row.version_id)  # None: its payload was purged
+            found = view.get(rid) if view is not None else None
+            if view is not None and found is None:
                 raise not_found(f"{resource_type}/{rid} is not in the current version")
             gone = row.status == WITHDRAWN
             await record_read(
@@ -125,9 +129,11 @@ class FhirService:
                 person_id=row.person_id,
                 detail={
                     "resource": f"{resource_type}/{rid}",
-                    "outcome": "gone" if gone else "read",
+                    "outcome": "purged" if view is None else "gone" if gone else "read",
                 },
             )
+        if view is None or found is None:
+            raise FhirError(410, "deleted", f"{resource_type}/{rid}: {PURGED_TEXT}")
         if gone:
             raise FhirError(
                 410,
@@ -245,7 +251,10 @@ class FhirService:
     async def _entries(
         self, s: AsyncSession, hits: list[query.Hit], search: Search
     ) -> list[BundleEntry]:
-        views = await index.load_views(s, self._c.cipher, [h.version_id for h in hits])
+        purged: set[int] = set()
+        views = await index.load_views(
+            s, self._c.cipher, [h.version_id for h in hits], purged=purged
+        )
         entries: list[BundleEntry] = []
         included: set[str] = set()
         matched = {h.served_id for h in hits}
@@ -267,6 +276,11 @@ class FhirService:
                         continue
                     included.add(oid)
                     entries.append(BundleEntry(view.render(member), "include"))
+        if left_out := sum(1 for h in hits if h.version_id in purged):
+            text = f"{left_out} matching resource(s) not returned: {PURGED_TEXT}"
+            entries.append(
+                BundleEntry(operation_outcome("deleted", text, severity="warning"), "outcome")
+            )
         return entries
 
     async def _patient(self, s: AsyncSession, person_id: str) -> dict[str, Any]:

@@ -8,6 +8,7 @@ import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
 from alembic import command
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -70,6 +71,7 @@ async def wipe(db: Db) -> None:
         await engine.dispose()
 
 
+@pytest.mark.slow
 async def test_backup_wipe_restore_answers_the_same(
     db: Db, settings: Settings, container: Container, tmp_path: Path
 ) -> None:
