@@ -42,6 +42,10 @@ def decode_json(value: bytes, *, max_bytes: int, max_depth: int) -> dict[str, An
             RejectCode.MALFORMED_JSON,
             f"{exc.msg} at line {exc.lineno} column {exc.colno}",
         ) from None
+    except ValueError:  # Python's JSON reader refuses integers of over 4300 digits
+        raise Rejected(
+            RejectCode.MALFORMED_JSON, "a number has more digits than a JSON reader accepts"
+        ) from None
     if not isinstance(doc, dict) or not isinstance(doc.get("resourceType"), str):
         raise Rejected(
             RejectCode.NOT_FHIR, "value is JSON but not a FHIR resource (no resourceType)"
