@@ -1,9 +1,11 @@
 """Telling a database outage from a statement the database refused.
 
 An outage (down, unreachable, connection lost, shutting down, a read-only standby after
-a failover) means: keep the work and try again later. Anything else is a real error of
-that work. What surfaces differs by driver and by moment, as seen through a TCP proxy
-cut in front of PostgreSQL (tests/e2e/test_worker_faults.py):
+a failover) means: keep the work and try again later. So does a conflict the database
+resolved by aborting our transaction (a deadlock between workers linking the same
+people, a serialization failure): the same work succeeds when tried again. Anything else
+is a real error of that work. What surfaces differs by driver and by moment, as seen
+through a TCP proxy cut in front of PostgreSQL (tests/e2e/test_worker_faults.py):
 
 - connecting while the server refuses: a raw ConnectionRefusedError (asyncpg connects
   outside SQLAlchemy's exception wrapping; a timeout is TimeoutError, also an OSError);
@@ -19,12 +21,14 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 # SQLSTATEs of a server that cannot serve now (PostgreSQL appendix A): class 08
 # connection exception, 53300 too many connections, 57P01-57P03 shutdown/starting up,
-# 25006 a read-only transaction (a standby promoted late or a failover in progress).
-_UNAVAILABLE_STATES = ("08", "53300", "57P01", "57P02", "57P03", "25006")
+# 25006 a read-only transaction (a standby promoted late or a failover in progress);
+# and of a transaction aborted to resolve a conflict: 40P01 deadlock, 40001 serialization.
+_UNAVAILABLE_STATES = ("08", "53300", "57P01", "57P02", "57P03", "25006", "40P01", "40001")
 
 
 def is_outage(exc: BaseException) -> bool:
-    """True when `exc` says the database is unavailable rather than the work is wrong."""
+    """True when `exc` says: try again later (the database is unavailable, or aborted us
+    to resolve a conflict), rather than: this work is wrong."""
     if isinstance(exc, OperationalError | InterfaceError | OSError):
         return True
     if isinstance(exc, DBAPIError):

@@ -34,6 +34,8 @@ def dbapi(orig: Exception, *, invalidated: bool = False) -> DBAPIError:
         dbapi(PgError("08006")),  # connection failure
         dbapi(PgError("25006")),  # read-only: a standby, failover under way
         PgError("53300"),  # too many connections, raised by asyncpg at connect
+        dbapi(PgError("40P01")),  # deadlock: two workers merging the same people
+        dbapi(PgError("40001")),  # serialization failure
     ],
 )
 def test_outages(exc: BaseException) -> None:
