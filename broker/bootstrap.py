@@ -42,7 +42,7 @@ from broker.storage.audit_chain import (
     sealer_key,
 )
 from broker.storage.audit_export import CheckpointExport, open_export
-from broker.storage.database import create_engine, session_factory
+from broker.storage.database import create_engine, ping, session_factory
 
 
 @dataclass
@@ -192,6 +192,7 @@ class Container:
             max_records=self.settings.batch_max_records,
             session_timeout_ms=self.settings.consumer_session_timeout_ms,
             kafka_options=self.settings.kafka_options(),
+            probe=lambda: ping(self.engine),  # while paused by a database outage
         )
         self.workers.append(worker)
         return worker

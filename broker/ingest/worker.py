@@ -1,7 +1,10 @@
 """The ingest worker: a Kafka consumer group member that indexes results in batches.
 
 At least once, without loss: offsets are committed only after the database commit and
-after DLQ copies and receipts are acknowledged; a database outage rewinds the batch.
+after DLQ copies and receipts are acknowledged. A database outage rewinds the batch and
+pauses the assigned partitions: the consumer keeps polling (so it keeps its place in the
+group however long the outage lasts), probes the database with a bounded backoff, and
+resumes from the rewound offsets once it answers.
 """
 
 from __future__ import annotations
@@ -11,13 +14,12 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
-from sqlalchemy.exc import InterfaceError, OperationalError
 
 from broker.domain.rejections import RejectCode
 from broker.ingest.followups import publish_followups
@@ -27,16 +29,19 @@ from broker.observability import (
     BATCH_SECONDS,
     CONSUMER_LAG,
     END_TO_END_SECONDS,
+    INGEST_PAUSED,
     MESSAGES,
     REJECTED,
     RESULTS_INGESTED,
 )
 from broker.security.payload_cipher import PayloadCipher
 from broker.security.receipt_signing import ReceiptSigner
+from broker.storage.outage import is_outage
 
 logger = logging.getLogger(__name__)
 
 FETCH_BYTES = 32 * 1024 * 1024  # oversized messages must still be fetched to reach the DLQ
+PROBE_TIMEOUT = 5.0  # a probe stuck on an unanswering host must not stop the polling
 
 
 @dataclass
@@ -48,6 +53,7 @@ class WorkerStats:
     rejected: int = 0
     kafka_ok: bool = False
     last_error: str | None = None
+    paused: bool = False  # partitions paused: the database is unavailable
 
 
 class IngestWorker:
@@ -62,10 +68,14 @@ class IngestWorker:
         bootstrap: str,
         group_id: str,
         max_records: int = 500,
-        retry_seconds: float = 2.0,
+        retry_seconds: float = 0.5,
+        max_retry_seconds: float = 10.0,
+        probe: Callable[[], Awaitable[object]] | None = None,
         session_timeout_ms: int = 10_000,
         kafka_options: Mapping[str, Any] | None = None,
     ) -> None:
+        """`probe`: answers once the database is back (e.g. SELECT 1); without one, the
+        paused worker retries the rewound batch when its backoff is over."""
         self._service = service
         self._cipher = cipher  # seals DLQ copies
         self._receipt_signer = receipt_signer  # signs receipts (the adapters verify them)
@@ -73,6 +83,11 @@ class IngestWorker:
         self._group_id = group_id
         self._max_records = max_records
         self._retry_seconds = retry_seconds
+        self._max_retry_seconds = max_retry_seconds
+        self._probe = probe
+        self._backoff = retry_seconds  # the next wait while paused; doubles, up to the max
+        self._next_probe = 0.0  # loop time of the next probe while paused
+        self._outage_started: float | None = None  # until a batch or a probe succeeds
         self._session_timeout_ms = session_timeout_ms
         self._kafka_options = dict(kafka_options or {})
         self.stats = WorkerStats()
@@ -126,10 +141,16 @@ class IngestWorker:
                 await self._poll_once(consumer, producer)
         finally:
             self.stats.kafka_ok = False
+            # Stopping while paused: nothing past the rewound batch was committed.
+            self.stats.paused = False
+            INGEST_PAUSED.set(0)
             await consumer.stop()
             await producer.stop()
 
     async def _poll_once(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer) -> None:
+        if self.stats.paused:
+            await self._poll_paused(consumer)
+            return
         fetched = await consumer.getmany(timeout_ms=500, max_records=self._max_records)
         records = [r for batch in fetched.values() for r in batch]
         if not records:
@@ -138,25 +159,80 @@ class IngestWorker:
         started = time.perf_counter()
         try:
             processed = await self._service.process_batch([_inbound(r) for r in records])
-            await publish_followups(producer, processed, self._cipher, self._receipt_signer)
-        except (OperationalError, InterfaceError) as exc:
-            self.stats.last_error = f"database unavailable: {type(exc).__name__}"
-            logger.warning("database unavailable; retrying batch in %ss", self._retry_seconds)
-            for tp, batch in fetched.items():
-                consumer.seek(tp, batch[0].offset)
-            await asyncio.sleep(self._retry_seconds)
+        except Exception as exc:
+            if not is_outage(exc):
+                raise
+            self._pause(consumer, fetched, exc)
             return
+        await publish_followups(producer, processed, self._cipher, self._receipt_signer)
         try:
             await consumer.commit({tp: batch[-1].offset + 1 for tp, batch in fetched.items()})
         except KafkaError as exc:
             # A rebalance or a broker restart: the batch may come again, and the inbox
             # answers it with `duplicate` receipts. Indexed is indexed either way.
             logger.warning("offset commit failed (%r); the batch may be redelivered", exc)
+        self._back_to_normal()
         BATCH_SECONDS.observe(time.perf_counter() - started)
         _observe_end_to_end(records)
         self._count(processed)
         self.stats.last_error = None
         await self._update_lag(consumer)
+
+    def _pause(
+        self,
+        consumer: AIOKafkaConsumer,
+        fetched: Mapping[TopicPartition, list[ConsumerRecord[bytes, bytes]]],
+        exc: BaseException,
+    ) -> None:
+        """Rewind the batch and stop fetching until the database answers again."""
+        _rewind(consumer, fetched)
+        consumer.pause(*consumer.assignment())
+        now = asyncio.get_running_loop().time()
+        if self._outage_started is None:
+            self._outage_started = now
+        self._wait_before_next_probe(now)
+        self.stats.paused = True
+        self.stats.last_error = f"database unavailable: {type(exc).__name__}"
+        INGEST_PAUSED.set(1)
+        logger.warning(
+            "database unavailable (%s); partitions paused, batch rewound, still polling",
+            type(exc).__name__,
+        )
+
+    async def _poll_paused(self, consumer: AIOKafkaConsumer) -> None:
+        """Poll (nothing comes: paused) so the group keeps us; probe when it is time."""
+        # Partitions a rebalance assigned meanwhile start unpaused: pause them too.
+        consumer.pause(*consumer.assignment())
+        loop = asyncio.get_running_loop()
+        wait = min(0.5, max(0.0, self._next_probe - loop.time()))
+        _rewind(consumer, await consumer.getmany(timeout_ms=int(wait * 1000)))
+        await self._update_lag(consumer)
+        if loop.time() < self._next_probe:
+            return
+        if self._probe is not None:
+            try:
+                await asyncio.wait_for(self._probe(), PROBE_TIMEOUT)
+            except Exception as exc:  # any failure: still unusable; the type says why
+                self.stats.last_error = f"database unavailable: {type(exc).__name__}"
+                self._wait_before_next_probe(loop.time())
+                return
+            logger.warning(  # at the level of the pause, so the two are seen together
+                "database available again after %.1fs; partitions resumed",
+                loop.time() - (self._outage_started or loop.time()),
+            )
+        # The backoff is reset only once a batch is indexed: a database that answers the
+        # probe but still refuses the batch (a read-only standby) is retried ever less often.
+        consumer.resume(*consumer.assignment())
+        self.stats.paused = False
+        INGEST_PAUSED.set(0)
+
+    def _wait_before_next_probe(self, now: float) -> None:
+        self._next_probe = now + self._backoff
+        self._backoff = min(self._backoff * 2, self._max_retry_seconds)
+
+    def _back_to_normal(self) -> None:
+        self._backoff = self._retry_seconds
+        self._outage_started = None
 
     def _count(self, processed: list[Processed]) -> None:
         self.stats.batches += 1
@@ -232,6 +308,17 @@ def _observe_end_to_end(records: list[ConsumerRecord[bytes, bytes]]) -> None:
     for r in records:
         if r.timestamp is not None and r.timestamp > 0:
             END_TO_END_SECONDS.observe(max(0.0, now_ms - r.timestamp) / 1000)
+
+
+def _rewind(
+    consumer: AIOKafkaConsumer,
+    fetched: Mapping[TopicPartition, list[ConsumerRecord[bytes, bytes]]],
+) -> None:
+    """Fetch again from each batch's first record (partitions still assigned to us)."""
+    assigned = consumer.assignment()
+    for tp, batch in fetched.items():
+        if batch and tp in assigned:
+            consumer.seek(tp, batch[0].offset)
 
 
 def _inbound(record: ConsumerRecord[bytes, bytes]) -> InboundMessage:
