@@ -52,7 +52,9 @@ class Publisher:
 
 
 class ReceiptWatcher:
-    """Reads mrb.receipts.v1 from its current end; start it before publishing.
+    """Reads mrb.receipts.v1 from its current end, or from `start` (partition -> next
+    offset, as an outbox saved it) to catch receipts sent while no one watched: a DLQ
+    replay's. Start it before publishing.
 
     Only receipts the broker signed for the right hospital with a key in `trust` are
     returned; any other receipt for a wanted message is refused: logged, handed to
@@ -66,13 +68,18 @@ class ReceiptWatcher:
         *,
         trust: ReceiptTrust,
         on_refused: Callable[[Refusal], None] | None = None,
+        start: Mapping[int, int] | None = None,
     ) -> None:
         self._consumer = AIOKafkaConsumer(
             **dict(options or {}),
             bootstrap_servers=bootstrap,
             enable_auto_commit=False,
             group_id=None,
+            auto_offset_reset="earliest",  # a saved offset Kafka no longer holds
         )
+        self._start = dict(start or {})
+        self._tps: list[TopicPartition] = []
+        self._ends: dict[TopicPartition, int] = {}
         self._trust = trust
         self._on_refused = on_refused
         self.receipts: dict[str, Receipt] = {}
@@ -85,11 +92,31 @@ class ReceiptWatcher:
             await self._consumer.stop()
             raise RuntimeError(f"topic {RECEIPTS_TOPIC} does not exist: is the broker set up?")
         tps = [TopicPartition(RECEIPTS_TOPIC, p) for p in sorted(partitions)]
+        self._tps = tps
         self._consumer.assign(tps)
-        await self._consumer.seek_to_end(*tps)
-        for tp in tps:  # resolve the end offsets now, before anything is published
+        self._ends = dict(await self._consumer.end_offsets(tps))
+        for tp in tps:
+            saved = self._start.get(tp.partition)
+            if not self._start:
+                await self._consumer.seek_to_end(tp)
+            elif saved is None or saved > self._ends[tp]:  # new, or the topic was recreated
+                await self._consumer.seek_to_beginning(tp)
+            else:
+                self._consumer.seek(tp, saved)
+        for tp in tps:  # resolve the positions now, before anything is published
             await self._consumer.position(tp)
         return self
+
+    async def positions(self) -> dict[int, int]:
+        """Per partition, the next offset to read: what an outbox saves for next time."""
+        return {tp.partition: await self._consumer.position(tp) for tp in self._tps}
+
+    async def caught_up(self) -> bool:
+        """Read up to where the topic ended when this watcher started."""
+        for tp in self._tps:
+            if await self._consumer.position(tp) < self._ends.get(tp, 0):
+                return False
+        return True
 
     async def __aexit__(self, *exc: object) -> None:
         await self._consumer.stop()

@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from broker.cli.state import StateMissing, announce, require_folder
 from broker.reference import catalog_import as ci
 from broker.reference.loader import ReferenceDataError, default_schemas_dir, load_catalog
 from broker.settings import Settings
@@ -125,6 +126,12 @@ def import_(
         raise _refuse(f"{file}: {exc.cause}", exc.fix) from None
 
     settings = Settings()
+    announce(settings)
+    try:  # the catalog overrides live in the broker's folder: never made here
+        require_folder(settings)
+    except StateMissing as exc:
+        err.print(f"[red]error:[/red] {escape(str(exc))}")
+        raise typer.Exit(2) from None
     schemas = settings.schemas_dir or default_schemas_dir()
     extra = settings.data_dir / "catalog"
     try:

@@ -11,6 +11,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from broker.cli.state import announce
 from broker.security.keys import MissingKey
 from broker.security.receipt_signing import (
     RECEIPT_KEY_FILE,
@@ -56,14 +57,16 @@ def _current(keys: Path) -> ReceiptSigner:
             f"[red]error:[/red] no receipt key in {keys}: run `mrb keys init` where the "
             "workers' MRB_DATA_DIR/keys are"
         )
-        raise typer.Exit(1) from None
+        raise typer.Exit(2) from None
 
 
 def show_receipt_key() -> None:
     """Print the broker's receipt public key(s) as KID=BASE64, the signing one first: what
     adapters trust (MRB_RECEIPT_PUBLIC_KEYS, --receipt-key, or the file
     keys/receipt-signing.pub copied into their MRB_DATA_DIR/keys)."""
-    keys = Settings().keys_dir
+    settings = Settings()
+    announce(settings)
+    keys = settings.keys_dir
     signer = _current(keys)
     for entry in published_entries(keys):
         mark = "  # signs receipts" if entry == signer.public_entry else "  # previous"
@@ -76,7 +79,9 @@ def show_receipt_key() -> None:
 def rotate() -> None:
     """Make a new receipt key. Workers sign with it once restarted; keys/receipt-signing.pub
     then lists the new key and the previous one, so adapters given that file trust both."""
-    keys = Settings().keys_dir
+    settings = Settings()
+    announce(settings)
+    keys = settings.keys_dir
     _current(keys)
     old, new = rotate_receipt_key(keys)
     console.print(f"receipt key {old.key_id} -> {new.key_id}")

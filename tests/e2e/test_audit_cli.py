@@ -110,11 +110,14 @@ def test_the_sealer_host_and_an_auditor(db: Db, settings: Settings, tmp_path: Pa
 
 def test_the_embedded_set_up_holds_both_keys(db: Db, settings: Settings) -> None:
     embedded = env(db, settings.data_dir, MRB_CREATE_KEYS="true")
+    # `mrb keys init` makes the sealer's key too; `audit seal` would not (admin commands
+    # never create keys) and derives the pinned public key from it.
+    assert runner.invoke(app, ["keys", "init"], env=embedded).exit_code == 0
     run(db, reads=2)
     sealed = runner.invoke(app, ["audit", "seal"], env=embedded)
     assert sealed.exit_code == 0 and "sealed 2 entr" in sealed.stdout
     keys = settings.data_dir / "keys"
-    assert (keys / "audit-checkpoint.key").exists() and (keys / "audit-checkpoint.pub").exists()
     assert (settings.data_dir / "audit-export.jsonl").read_text().count("\n") == 1
     verified = runner.invoke(app, ["audit", "verify"], env=embedded)
     assert verified.exit_code == 0 and "the audit trail is intact" in verified.stdout
+    assert (keys / "audit-checkpoint.key").exists() and (keys / "audit-checkpoint.pub").exists()

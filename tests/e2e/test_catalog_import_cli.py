@@ -55,6 +55,7 @@ def write(path: Path, text: str, encoding: str) -> Path:
 
 
 def env_for(data: Path, **extra: str) -> dict[str, str]:
+    data.mkdir(parents=True, exist_ok=True)  # the broker's folder: import never makes it
     return {"MRB_DATA_DIR": str(data), "COLUMNS": "250", **extra}
 
 

@@ -25,6 +25,8 @@ def env_for(settings: Settings) -> dict[str, str]:
     }
     if settings.database_schema:
         env["MRB_DATABASE_SCHEMA"] = settings.database_schema
+    # Admin commands act only on existing keys and databases (the fixture migrated it).
+    assert runner.invoke(app, ["keys", "init"], env=env).exit_code == 0
     return env
 
 
@@ -323,7 +325,7 @@ def test_token_list_and_revoke(settings: Settings) -> None:
     first = runner.invoke(app, issue, env=env)
     second = runner.invoke(app, issue, env=env)
     assert first.exit_code == 0 and second.exit_code == 0
-    jti = first.stderr.split()[1]
+    jti = first.stderr.splitlines()[-1].split()[1]  # after the folder-and-database line
     listed = runner.invoke(app, ["token", "list"], env=env)
     assert listed.exit_code == 0 and jti in listed.stdout and "sec.chen" in listed.stdout
     assert first.stdout.strip() not in listed.stdout  # never the token text

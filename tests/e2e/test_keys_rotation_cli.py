@@ -14,6 +14,7 @@ runner = CliRunner()
 def test_rotate_adds_the_next_key_and_reports_usage(tmp_path: Path) -> None:
     env = {"MRB_DATA_DIR": str(tmp_path), "MRB_CREATE_KEYS": "true", "COLUMNS": "200"}
     assert runner.invoke(app, ["keys", "init"], env=env).exit_code == 0
+    assert runner.invoke(app, ["db", "upgrade"], env=env).exit_code == 0
     rotated = runner.invoke(app, ["keys", "rotate"], env=env)
     assert rotated.exit_code == 0, rotated.output
     assert "payload key k2 is active" in rotated.output and "re-sealed 0 rows" in rotated.output

@@ -80,7 +80,7 @@ def test_keys_init_creates_and_show_receipt_key_prints_the_receipt_key(tmp_path:
     env = {"MRB_DATA_DIR": str(tmp_path), "COLUMNS": "300"}
     runner = CliRunner()
     missing = runner.invoke(app, ["keys", "show-receipt-key"], env=env)
-    assert missing.exit_code == 1 and "mrb keys init" in missing.output
+    assert missing.exit_code == 2 and "mrb keys init" in missing.output
 
     init = runner.invoke(app, ["keys", "init"], env=env)
     assert init.exit_code == 0, init.output

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from broker.bootstrap import Container
 from broker.cdshooks import store
 from broker.cdshooks.cli import app
+from broker.cli.main import app as mrb
 from broker.settings import Settings
 from broker.storage import hospitals
 
@@ -25,6 +26,8 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
     monkeypatch.setenv("MRB_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.delenv("MRB_DATABASE_URL", raising=False)
     monkeypatch.delenv("MRB_DATABASE_SCHEMA", raising=False)
+    for first in (["keys", "init"], ["db", "upgrade"]):  # admin commands create neither
+        assert CliRunner().invoke(mrb, first).exit_code == 0
     return Settings()
 
 
@@ -86,7 +89,7 @@ def test_an_ehrs_fhir_servers_are_registered_https_only(
     env: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     runner = CliRunner()
-    assert runner.invoke(app, ["list"]).exit_code == 0  # migrates the database
+    assert runner.invoke(app, ["list"]).exit_code == 0
     add_hospital(env)
     url = "https://ehr.h009.example.cn/jwks"
     add = ["add", "--issuer", ISS, "--hospital", "H009", "--jwks-url", url]

@@ -148,7 +148,7 @@ def test_outbox_holds_no_clear_payload_and_erases_it_on_receipt(tmp_path: Path) 
     (entry,) = box.due(None, datetime.now(UTC))
     assert entry.message == message and entry.origin == "张三_血常规.json"
     assert box.settle(message.message_id, "rejected", "NOT_FHIR", "no resourceType")
-    assert not box.settle(message.message_id, "indexed", None, None)  # settled once
+    assert not box.settle(message.message_id, "rejected", "NOT_FHIR", "again")  # settled once
     (row,) = box.listing("rejected")
     assert row.error_code == "NOT_FHIR" and row.origin == "张三_血常规.json"
     assert box._db.execute("SELECT sealed FROM outbox").fetchone() == (None,)

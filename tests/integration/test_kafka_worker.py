@@ -191,6 +191,7 @@ async def test_dlq_replay_after_the_fix_indexes_the_message(
             "MRB_KAFKA_BOOTSTRAP": kafka,
             "MRB_DATA_DIR": str(container.settings.data_dir),
             "MRB_DATABASE_URL": container.settings.database_url or "",
+            "MRB_DATABASE_SCHEMA": container.settings.database_schema or "",
         }
         trust = f.receipt_trust(container.settings.keys_dir)
         async with ReceiptWatcher(kafka, trust=trust) as watcher:

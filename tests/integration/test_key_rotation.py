@@ -24,8 +24,10 @@ HB = Order(system="http://loinc.org", code="718-7")
 async def test_rotation_reseals_everything_and_loses_nothing(container: Container) -> None:
     await certify(container)
     patient = f.patient() | {"birthDate": "1980-01-01"}
-    (p,) = await container.ingest_service().process_batch([f.inbound(f.lab_bundle(pat=patient))])
-    assert p.outcome.value == "indexed"
+    p, dead = await container.ingest_service().process_batch(
+        [f.inbound(f.lab_bundle(pat=patient)), f.inbound(b'{"hb": 13.2}')]  # a dead letter too
+    )
+    assert (p.outcome.value, dead.outcome.value) == ("indexed", "rejected")
     request = CheckRequest(
         f.NATIONAL, f.PATIENT_A, "H002", datetime(2026, 5, 20, 1, tzinfo=UTC), (HB,)
     )
@@ -42,9 +44,14 @@ async def test_rotation_reseals_everything_and_loses_nothing(container: Containe
     fresh = PayloadCipher.from_dir(container.settings.keys_dir, create=False)
     assert (kid, fresh.active_key_id) == ("k2", "k2")
     done = await reseal_all(container.sessions, fresh)
-    assert {"payload", "result", "result_item", "person_birth_date", "recognition_check"} <= set(
-        done
-    ) and all(done.values())
+    assert {
+        "payload",
+        "result",
+        "result_item",
+        "person_birth_date",
+        "recognition_check",
+        "rejection",
+    } <= set(done) and all(done.values())
     used = await keys_in_use(container.sessions)
     assert used["k1"] == 0 and used["k2"] > 0
     assert sum((await reseal_all(container.sessions, fresh)).values()) == 0  # idempotent

@@ -500,8 +500,10 @@ def test_user_commands_map_list_and_disable(settings: Settings, idp: Issuer) -> 
         "MRB_CREATE_KEYS": "true",
         "MRB_OIDC_ISSUER": idp.issuer,
         "MRB_OIDC_AUDIENCE": AUDIENCE,
+        "MRB_DATABASE_SCHEMA": settings.database_schema or "",
         "COLUMNS": "250",
     }
+    assert runner.invoke(cli, ["keys", "init"], env=env).exit_code == 0  # never made by `user`
     mapped = runner.invoke(
         cli,
         [
