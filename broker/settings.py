@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     # Prometheus /metrics on its own listener, never on the API port; 0 turns it off.
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(default=9464, ge=0, le=65535)
+    # A listening or polling adapter (`mrb adapter hl7v2|dicom --listen`, `fhir --poll`)
+    # serves its outbox's metrics on MRB_METRICS_HOST at this port; 0 (default): off.
+    adapter_metrics_port: int = Field(default=0, ge=0, le=65535)
     # Request bodies above this many bytes get HTTP 413 before they are read or parsed.
     max_body_bytes: int = Field(default=1024 * 1024, gt=0)
     # Slow clients: a request body still arriving after this many seconds gets 408; the
@@ -84,9 +87,19 @@ class Settings(BaseSettings):
     # The group coordinator holds a join for about half of this: short for the demo/tests.
     consumer_session_timeout_ms: int = Field(default=10_000, ge=1000)
     max_message_bytes: int = Field(default=1024 * 1024, gt=0)
+    # Raw payloads (the sealed messages as received) older than this many days are erased
+    # by `mrb purge payloads` (run it daily); index, checks, ledger and audit stay. 0: keep
+    # them forever. docs/operations.md, "Retention and purge".
+    payload_retention_days: int = Field(default=0, ge=0)
     max_json_depth: int = Field(default=64, gt=0)
     default_timezone: str = "Asia/Shanghai"  # zone for timestamps sent without one
     batch_max_records: int = Field(default=500, gt=0)
+    # `mrb dlq purge` without --older-than drops the sealed values of dead letters older
+    # than this many days (the rows, with code, detail and dates, stay).
+    dlq_retention_days: int = Field(default=90, ge=0)
+    # Admin commands print the data folder and database they act on (stderr) unless set
+    # (or given `mrb --quiet`).
+    quiet: bool = False
     results_partitions: int = Field(default=6, gt=0)
     # A saving whose result is later withdrawn / corrected: reverse it, or flag it for
     # finance to review (the recognising doctor is notified either way).

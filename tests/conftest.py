@@ -30,6 +30,10 @@ from broker.storage import hospitals
 from broker.storage.database import upgrade
 from tests import factories
 
+# The CLI's rich consoles take their width when first imported (none is imported above):
+# fix it, so table output does not depend on which test or xdist worker imported them first.
+os.environ["COLUMNS"] = "250"
+
 # Who registry changes made directly through the services are recorded as in tests.
 PLATFORM_ADMIN = Actor("platform-admin.tests", Role.PLATFORM_ADMIN, ALL_HOSPITALS)
 REPO = Path(__file__).resolve().parent.parent

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -62,7 +63,18 @@ async def deliver(
         outbox.record_refusal(refusal)
         report.refused.append(refusal)
 
-    watcher = ReceiptWatcher(bootstrap, options, trust=trust, on_refused=refused)
+    # From where this outbox stopped reading receipts: a receipt sent while no adapter
+    # watched (a DLQ replay's) still settles its message.
+    saved = outbox.receipt_positions()
+    watcher = ReceiptWatcher(bootstrap, options, trust=trust, on_refused=refused, start=saved)
+
+    async def save_position() -> None:
+        nonlocal saved
+        now = await watcher.positions()
+        if now != saved:
+            outbox.save_receipt_positions(now)
+            saved = now
+
     async with watcher, Publisher(bootstrap, options) as pub:
         while True:
             due = outbox.due(hospital, datetime.now(UTC))
@@ -78,19 +90,53 @@ async def deliver(
                     outbox.mark_sent(
                         [e.message.message_id for e in due], datetime.now(UTC), resend_after
                     )
+                    for e in due:
+                        logger.info(
+                            "message sent",
+                            extra={
+                                "message_id": e.message.message_id,
+                                "hospital": e.message.hospital,
+                                "attempt": e.attempts + 1,
+                            },
+                        )
                     report.sent += sum(1 for e in due if e.attempts == 0)
                     report.resent += sum(1 for e in due if e.attempts > 0)
             pending = outbox.pending_ids(hospital)
             if progress is not None:
                 progress(total - len(pending), total)
-            if not pending or time.monotonic() >= deadline:
+            if (not pending and await watcher.caught_up()) or time.monotonic() >= deadline:
                 report.pending = pending
+                await save_position()
                 return report
-            for receipt in await watcher.poll(outbox.pending_hospitals(hospital)):
-                if outbox.settle(
+            # Every hospital's messages in this outbox, rejected ones too: the saved
+            # position moves past whatever is read here.
+            wanted = outbox.awaiting_receipts()
+            for receipt in await watcher.poll(wanted):
+                settled = outbox.settle(
                     receipt.message_id, receipt.outcome, receipt.error_code, receipt.error_detail
-                ):
+                )
+                if settled:
+                    _log_receipt(receipt)
+                if settled and hospital in (None, wanted[receipt.message_id]):
                     report.receipts[receipt.message_id] = receipt
+            await save_position()
+
+
+def _log_receipt(receipt: Receipt) -> None:
+    """The receipt line: the same message id as when it was stored and sent."""
+    logger.log(
+        logging.WARNING if receipt.outcome == "rejected" else logging.INFO,
+        "receipt %s",
+        receipt.outcome,
+        extra={
+            "message_id": receipt.message_id,
+            "hospital": receipt.hospital,
+            "outcome": receipt.outcome,
+            "error_code": receipt.error_code,
+            "results": receipt.results,
+            "receipt_key_id": receipt.key_id,
+        },
+    )
 
 
 async def deliver_continuously(
@@ -121,6 +167,10 @@ async def deliver_continuously(
                     resend_after=resend_after,
                     timeout=max(idle, 5.0),
                 )
+            except sqlite3.Error as exc:
+                # The outbox's disk is full or failing: what it holds stays, the listener
+                # keeps answering (AE for what it cannot store); this loop tries again.
+                logger.error("outbox write failed (%s); delivery retries", type(exc).__name__)
             except (KafkaError, OSError) as exc:
                 logger.warning("Kafka unavailable (%r); messages wait in the outbox", exc)
             else:

@@ -6,12 +6,16 @@ resends after a timeout and the broker de-duplicates by message id. Values and t
 origin (file names can name patients) are sealed with an adapter-local AES-GCM key and
 erased once the receipt arrives; what remains is the outcome and its reason. Only a
 receipt the broker signed settles a message (adapters/common/receipts.py); refused ones
-are counted here, per hospital and reason, for `mrb adapter status`.
+are counted here, per hospital and reason, for `mrb adapter status`. A rejected message
+that the broker later replays from its dead letters is settled again by its `indexed`
+receipt (delivered, `replayed_from` its code); the outbox keeps how far it has read the
+receipts topic so that receipt is found even if it came while the adapter was down.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 import sqlite3
 from collections.abc import Iterable
@@ -23,6 +27,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from adapters.common.envelope import OutgoingMessage
 from adapters.common.receipts import Refusal
+
+logger = logging.getLogger(__name__)
 
 PENDING, DELIVERED, REJECTED = "pending", "delivered", "rejected"
 
@@ -40,9 +46,14 @@ CREATE TABLE IF NOT EXISTS outbox (
     outcome TEXT,              -- indexed | duplicate | rejected
     error_code TEXT,
     error_detail TEXT,
-    origin_sealed BLOB         -- where it came from (file names may name patients); kept
+    origin_sealed BLOB,        -- where it came from (file names may name patients); kept
+    replayed_from TEXT         -- delivered after a rejection with this code (a DLQ replay)
 );
 CREATE INDEX IF NOT EXISTS ix_outbox_due ON outbox (state, next_attempt_at);
+CREATE TABLE IF NOT EXISTS receipt_offsets (  -- how far mrb.receipts.v1 was read
+    partition INTEGER PRIMARY KEY,
+    next_offset INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS receipt_refusals (  -- receipts not believed (docs/security.md)
     hospital TEXT NOT NULL,
     reason TEXT NOT NULL,      -- unsigned | unknown-key | bad-signature | other-hospital | ...
@@ -104,6 +115,9 @@ class Outbox:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")  # stored means on disk before sending
         self._db.executescript(_SCHEMA)
+        columns = {r[1] for r in self._db.execute("PRAGMA table_info(outbox)")}
+        if "replayed_from" not in columns:  # an outbox file made before DLQ replays settled
+            self._db.execute("ALTER TABLE outbox ADD COLUMN replayed_from TEXT")
         self._aead = AESGCM(key)
 
     def close(self) -> None:
@@ -130,6 +144,8 @@ class Outbox:
                 "next_attempt_at, created_at, origin_sealed) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
+        for row in rows:  # the message id follows it to the broker and back (its receipt)
+            logger.info("message stored", extra={"message_id": row[0], "hospital": row[1]})
         return len(rows)
 
     def due(self, hospital: str | None, now: datetime, limit: int = 1000) -> list[Entry]:
@@ -161,9 +177,23 @@ class Outbox:
     def settle(
         self, message_id: str, outcome: str, error_code: str | None, error_detail: str | None
     ) -> bool:
-        """Record a receipt and erase the sealed value; False if not pending here."""
+        """Record a receipt and erase the sealed value; False if nothing changed here.
+
+        A pending message takes the receipt's outcome. A rejected one becomes delivered
+        when an `indexed` or `duplicate` receipt follows (the broker replayed it from its
+        dead letters after a fix); `replayed_from` keeps the code it was rejected with.
+        """
         state = REJECTED if outcome == "rejected" else DELIVERED
         with self._tx():
+            if state == DELIVERED:
+                replayed = self._db.execute(
+                    "UPDATE outbox SET state = ?, outcome = ?, replayed_from = error_code, "
+                    "error_code = NULL, error_detail = NULL, completed_at = ? "
+                    "WHERE message_id = ? AND state = ?",
+                    (DELIVERED, outcome, _iso(datetime.now(UTC)), message_id, REJECTED),
+                )
+                if replayed.rowcount == 1:
+                    return True
             done = self._db.execute(
                 "UPDATE outbox SET state = ?, outcome = ?, error_code = ?, error_detail = ?, "
                 "completed_at = ?, sealed = NULL WHERE message_id = ? AND state = ?",
@@ -214,6 +244,40 @@ class Outbox:
             (PENDING, hospital, hospital),
         )
         return dict(rows.fetchall())
+
+    def awaiting_receipts(self, hospital: str | None = None) -> dict[str, str]:
+        """Message ids a receipt may still settle, with the hospital each was sent as:
+        pending ones, and rejected ones (a replay after a fix may still index them)."""
+        rows = self._db.execute(
+            "SELECT message_id, hospital FROM outbox WHERE state IN (?, ?) "
+            "AND (? IS NULL OR hospital = ?)",
+            (PENDING, REJECTED, hospital, hospital),
+        )
+        return dict(rows.fetchall())
+
+    def receipt_positions(self) -> dict[int, int]:
+        """Per partition of mrb.receipts.v1, the next offset to read (empty: never read)."""
+        rows = self._db.execute("SELECT partition, next_offset FROM receipt_offsets")
+        return {int(p): int(o) for p, o in rows.fetchall()}
+
+    def save_receipt_positions(self, positions: dict[int, int]) -> None:
+        if not positions:
+            return
+        with self._tx():
+            self._db.executemany(
+                "INSERT INTO receipt_offsets (partition, next_offset) VALUES (?, ?) "
+                "ON CONFLICT (partition) DO UPDATE SET next_offset = excluded.next_offset",
+                sorted(positions.items()),
+            )
+
+    def replayed_count(self, hospital: str | None = None) -> int:
+        """Delivered messages that had been rejected before (settled by a DLQ replay)."""
+        (n,) = self._db.execute(
+            "SELECT COUNT(*) FROM outbox WHERE state = ? AND replayed_from IS NOT NULL "
+            "AND (? IS NULL OR hospital = ?)",
+            (DELIVERED, hospital, hospital),
+        ).fetchone()
+        return int(n)
 
     def pending_ids(self, hospital: str | None = None) -> set[str]:
         rows = self._db.execute(

@@ -87,9 +87,15 @@ class ReceiptWatcher:
 
     async def __aenter__(self) -> ReceiptWatcher:
         await self._consumer.start()
+        try:
+            return await self._position()
+        except BaseException:  # cancelled (Ctrl-C) or failed: never leave a client open
+            await self._consumer.stop()
+            raise
+
+    async def _position(self) -> ReceiptWatcher:
         partitions = self._consumer.partitions_for_topic(RECEIPTS_TOPIC) or set()
         if not partitions:
-            await self._consumer.stop()
             raise RuntimeError(f"topic {RECEIPTS_TOPIC} does not exist: is the broker set up?")
         tps = [TopicPartition(RECEIPTS_TOPIC, p) for p in sorted(partitions)]
         self._tps = tps

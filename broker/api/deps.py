@@ -19,10 +19,10 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from broker.bootstrap import Container
 from broker.domain.actors import GRANTS, Actor, Duty
+from broker.domain.errors import NotAllowed, Unauthenticated, Unavailable
 from broker.security.oidc import IssuerUnavailable, unverified_issuer
 from broker.security.tokens import ISSUER, InvalidToken
 from broker.services import users as user_service
-from broker.services.errors import ServiceError
 from broker.services.tokens import TokenRevoked
 
 
@@ -47,8 +47,7 @@ async def get_actor(
 ) -> Actor:
     """The token's caller, also left in request.state.actor for the access log."""
     if credentials is None:
-        raise ServiceError(
-            401,
+        raise Unauthenticated(
             "Authentication required",
             "send `Authorization: Bearer <token>`; a security administrator issues tokens "
             "with `mrb token issue --role R --hospital H --subject NAME`",
@@ -69,11 +68,11 @@ async def get_actor(
             await container.token_revocations().check(verified.actor.token_id or "")
             actor = verified.actor
     except TokenRevoked as exc:
-        raise ServiceError(401, "Token revoked", str(exc)) from None
+        raise Unauthenticated("Token revoked", str(exc)) from None
     except InvalidToken as exc:
-        raise ServiceError(401, "Invalid token", str(exc)) from None
+        raise Unauthenticated("Invalid token", str(exc)) from None
     except IssuerUnavailable as exc:
-        raise ServiceError(503, "Authentication unavailable", str(exc)) from None
+        raise Unavailable("Authentication unavailable", str(exc)) from None
     request.state.actor = actor
     return actor
 
@@ -84,8 +83,7 @@ def require(duty: Duty) -> Callable[[Actor], Awaitable[Actor]]:
     async def check(actor: Annotated[Actor, Depends(get_actor)]) -> Actor:
         if actor.role not in GRANTS[duty]:
             allowed = ", ".join(sorted(r.value for r in GRANTS[duty]))
-            raise ServiceError(
-                403,
+            raise NotAllowed(
                 "Forbidden",
                 f"{duty.value} needs the role {allowed}; the token's role is {actor.role}",
             )

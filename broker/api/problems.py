@@ -11,11 +11,41 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from broker.domain.actors import Forbidden
-from broker.services.errors import ServiceError
+from broker.domain.errors import (
+    Conflict,
+    Invalid,
+    NotAllowed,
+    NotFound,
+    PreconditionFailed,
+    Refused,
+    TooManyRequests,
+    Unauthenticated,
+    Unavailable,
+)
 from broker.services.registry import RegistryError
 from broker.storage.hospitals import HospitalExists
 
 PROBLEM = "application/problem+json"
+
+# The one place a refusal becomes an HTTP status (REST, FHIR and CDS Hooks routes).
+_STATUS: dict[type[Refused], int] = {
+    Invalid: 422,
+    NotFound: 404,
+    NotAllowed: 403,
+    Unauthenticated: 401,
+    Conflict: 409,
+    PreconditionFailed: 412,
+    TooManyRequests: 429,
+    Unavailable: 503,
+}
+
+
+def status_of(exc: Refused) -> int:
+    """The HTTP status of a refusal: its own class or the nearest one mapped."""
+    for cls in type(exc).__mro__:
+        if cls in _STATUS:
+            return _STATUS[cls]
+    return 400
 
 
 def problem(status: int, title: str, detail: str, **extra: Any) -> JSONResponse:
@@ -41,13 +71,9 @@ def install(app: FastAPI) -> None:
             errors=errors,
         )
 
-    @app.exception_handler(ServiceError)
-    async def _refused(_: Request, exc: ServiceError) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-        response = problem(exc.status, exc.title, exc.detail)
-        if headers:
-            response.headers.update(headers)
-        return response
+    @app.exception_handler(Refused)
+    async def _refused(_: Request, exc: Refused) -> JSONResponse:
+        return refused_response(exc)
 
     @app.exception_handler(Forbidden)
     async def _forbidden(_: Request, exc: Forbidden) -> JSONResponse:
@@ -64,6 +90,13 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         return problem(exc.status_code, _title(exc.status_code), str(exc.detail))
+
+
+def refused_response(exc: Refused) -> JSONResponse:
+    response = problem(status_of(exc), exc.title, exc.detail)
+    if isinstance(exc, Unauthenticated):
+        response.headers["WWW-Authenticate"] = "Bearer"
+    return response
 
 
 def _title(status: int) -> str:

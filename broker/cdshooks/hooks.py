@@ -57,6 +57,7 @@ from broker.cdshooks.services import ORDER_SELECT, PATIENT_VIEW, ServiceDefiniti
 from broker.domain.actors import Actor, Role
 from broker.domain.catalog import ItemKind
 from broker.domain.check_items import stored_items
+from broker.domain.errors import Invalid, NotFound, PreconditionFailed
 from broker.domain.identifiers import InvalidIdentifier, PatientIdentifier, normalise
 from broker.domain.ledger import OutcomeInput
 from broker.domain.recognition import (
@@ -70,7 +71,6 @@ from broker.domain.results import WITHDRAWN_STATUSES
 from broker.security.payload_cipher import PayloadCipher
 from broker.services.audit import record_read
 from broker.services.checks import CheckAnswer, CheckRequest, run_check
-from broker.services.errors import ServiceError
 from broker.services.outcomes import OutcomeRequest, record_outcomes
 from broker.services.rate_limits import admit, refuse_deferred
 from broker.storage import hospitals
@@ -111,18 +111,16 @@ async def answer(
 ) -> dict[str, Any]:
     """The CDS Hooks response (`{"cards": [...]}`) for one call of `service`."""
     if request.hook != service.hook:
-        raise ServiceError(
-            422, "Wrong hook", f"{service.id} answers the {service.hook} hook, not {request.hook}"
+        raise Invalid(
+            "Wrong hook", f"{service.id} answers the {service.hook} hook, not {request.hook}"
         )
     context = request.context
     patient_id = context.get("patientId")
     if not isinstance(patient_id, str) or not FHIR_ID.fullmatch(patient_id):
-        raise ServiceError(422, "Invalid context", "context.patientId must be a FHIR Patient id")
+        raise Invalid("Invalid context", "context.patientId must be a FHIR Patient id")
     user_id = context.get("userId")
     if not isinstance(user_id, str) or not user_id.strip():
-        raise ServiceError(
-            422, "Invalid context", "context.userId is required (e.g. Practitioner/1)"
-        )
+        raise Invalid("Invalid context", "context.userId is required (e.g. Practitioner/1)")
     if user_id.split("/", 1)[0] in NOT_DOCTORS:
         refuse_deferred()
         return dict(NO_CARDS)
@@ -183,8 +181,7 @@ async def record_feedback(
     for f in body.feedback:
         row = cards.get(f.card)
         if row is None or row.service_id != service.id or row.issuer != caller.client.issuer:
-            raise ServiceError(
-                404,
+            raise NotFound(
                 "Unknown card",
                 f"card {f.card!r} was not issued by {service.id} to this client",
             )
@@ -194,7 +191,7 @@ async def record_feedback(
         try:
             wanted.append((f, row, to_outcome(f, row.suggestion_uuid)))
         except FeedbackRefused as exc:
-            raise ServiceError(422, "Feedback refused", f"card {f.card!r}: {exc}") from None
+            raise Invalid("Feedback refused", f"card {f.card!r}: {exc}") from None
     out: list[dict[str, Any]] = []
     for f, row, given in wanted:
         if given is None:
@@ -241,13 +238,11 @@ async def _orders(
     try:
         drafts = parse_draft_orders(context.get("draftOrders"), patient_id)
     except InvalidDraftOrders as exc:
-        raise ServiceError(422, "Invalid draftOrders", str(exc)) from None
+        raise Invalid("Invalid draftOrders", str(exc)) from None
     if service.hook == ORDER_SELECT:
         selections = context.get("selections")
         if not isinstance(selections, list):
-            raise ServiceError(
-                422, "Invalid context", "order-select needs context.selections (an array)"
-            )
+            raise Invalid("Invalid context", "order-select needs context.selections (an array)")
         drafts = selected(drafts, selections)
     hospital = caller.client.hospital
     async with container.sessions() as s:
@@ -493,15 +488,13 @@ async def _identify(
         patient = await patient_resource(source, patient_id, transport=transport)
     except FhirServerNotAllowed as exc:
         await _audit_refused_server(container, actor, caller, request.fhirServer or "")
-        raise ServiceError(
-            412,
+        raise PreconditionFailed(
             "Patient data unavailable",
             f"{exc}: prefetch 'patient' (Patient/{{{{context.patientId}}}}) or name a "
             "registered fhirServer",
         ) from None
     except PatientUnavailable as exc:
-        raise ServiceError(
-            412,
+        raise PreconditionFailed(
             "Patient data unavailable",
             f"{exc}: prefetch 'patient' (Patient/{{{{context.patientId}}}}) or give "
             "fhirServer and fhirAuthorization",

@@ -7,8 +7,9 @@ import contextlib
 import hashlib
 import logging
 import os
+import sqlite3
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
@@ -23,6 +24,7 @@ from rich.table import Table
 
 from adapters.common.delivery import DeliveryReport, deliver, deliver_continuously
 from adapters.common.envelope import Signer
+from adapters.common.metrics import outbox_registry
 from adapters.common.outbox import DELIVERED, PENDING, REJECTED, Outbox
 from adapters.common.peers import PeerAllowlist, TlsFiles
 from adapters.common.receipts import ENV_SETTING, RECEIPT_KEYS_FILE, ReceiptKeyError, ReceiptTrust
@@ -42,7 +44,7 @@ from adapters.hl7v2.mllp import Oversize, serve_mllp
 from broker.domain.rejections import Rejected
 from broker.ingest.parse import parse_message
 from broker.instance import Listener, PortInUse, ensure_free
-from broker.observability import configure_logging
+from broker.observability import configure_logging, start_metrics_server
 from broker.runtime import install_signal_handlers
 from broker.security.keys import load_or_create_key
 from broker.settings import Settings
@@ -56,10 +58,47 @@ def bootstrap_of(settings: Settings) -> str:
     return settings.kafka_bootstrap or f"127.0.0.1:{settings.embedded_kafka_port}"
 
 
+OUTBOX_FILE = "adapter-outbox.db"
+
+
 def open_outbox(settings: Settings) -> Outbox:
     """The adapter's outbox in MRB_DATA_DIR (sealed with an adapter-local key)."""
     key = load_or_create_key(settings.keys_dir / "outbox.key")
-    return Outbox(settings.data_dir / "adapter-outbox.db", key)
+    path = settings.data_dir / OUTBOX_FILE
+    try:
+        return Outbox(path, key)
+    except (sqlite3.Error, OSError) as exc:  # a damaged file or disk: nothing is accepted
+        console.print(
+            f"[red]error:[/red] the adapter outbox {path} cannot be used ({exc}): nothing was "
+            "accepted or sent. Move the file aside (keep it: it may hold messages not yet "
+            "delivered) and run again to start a new one"
+        )
+        raise typer.Exit(1) from None
+
+
+@contextlib.contextmanager
+def adapter_metrics(settings: Settings) -> Iterator[None]:
+    """While a long-running adapter runs: its outbox's metrics on MRB_METRICS_HOST:
+    MRB_ADAPTER_METRICS_PORT (0: off). A busy port: one line, exit 2."""
+    port = settings.adapter_metrics_port
+    if not port:
+        yield
+        return
+    try:
+        server = start_metrics_server(
+            settings.metrics_host,
+            port,
+            registry=outbox_registry(settings.data_dir / OUTBOX_FILE),
+            setting="MRB_ADAPTER_METRICS_PORT",
+        )
+    except PortInUse as exc:
+        _port_in_use(exc)
+    console.print(f"outbox metrics on http://{settings.metrics_host}:{port}/metrics")
+    try:
+        yield
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 ReceiptKeys = Annotated[
@@ -141,11 +180,13 @@ def fhir(
     trust = receipt_trust(settings, receipt_key)
     if poll:
         signer = _signer(settings, hospital)
-        asyncio.run(
-            _poll_fhir(
-                settings, signer, poll, interval, check, timeout, resend_after, max_pages, trust
+        configure_logging(settings.log_level, settings=settings)
+        with adapter_metrics(settings):
+            asyncio.run(
+                _poll_fhir(
+                    settings, signer, poll, interval, check, timeout, resend_after, max_pages, trust
+                )
             )
-        )
         return
     try:
         items = list(read_items(paths or []))
@@ -318,6 +359,12 @@ def _publish(
         queued, problems = enqueue(outbox)
         report = asyncio.run(_deliver(outbox, settings, hospital, timeout, resend_after, trust))
         _report(outbox, report, queued, hospital)
+    except sqlite3.Error as exc:  # a full or failing disk: Kafka is not the problem
+        console.print(
+            f"[red]error:[/red] the adapter outbox {settings.data_dir / OUTBOX_FILE} could not "
+            f"be written ({exc}): this run's files were not queued; free space and run again"
+        )
+        raise typer.Exit(1) from None
     except Exception as exc:
         console.print(
             f"[red]error:[/red] {exc}. Messages stay in the outbox; run again when Kafka at "
@@ -468,9 +515,10 @@ def hl7v2(
     if listen and access:
         target = _host_port(ack_to, "--ack-to") if ack_to else None
         where = _host_port(listen, "--listen")
-        configure_logging(settings.log_level)  # the per-connection lines
+        configure_logging(settings.log_level, settings=settings)  # per-connection lines
         try:
-            asyncio.run(_listen_hl7(settings, intake, where, target, *access, trust))
+            with adapter_metrics(settings):
+                asyncio.run(_listen_hl7(settings, intake, where, target, *access, trust))
         except PortInUse as exc:  # taken since the check above
             _port_in_use(exc)
         finally:
@@ -634,11 +682,12 @@ def dicom(
             ),
             tls=tls,
         )
-        configure_logging(settings.log_level)  # the per-connection lines
+        configure_logging(settings.log_level, settings=settings)  # per-connection lines
         logging.getLogger("pynetdicom").setLevel(logging.WARNING)  # ours say who and why
-        asyncio.run(
-            _listen_dicom(settings, options, signer, scp, ZoneInfo(zone), quiet_seconds, trust)
-        )
+        with adapter_metrics(settings):
+            asyncio.run(
+                _listen_dicom(settings, options, signer, scp, ZoneInfo(zone), quiet_seconds, trust)
+            )
         return
     if not paths:
         console.print("[red]error:[/red] give DICOM files or folders, or --listen HOST:PORT")
@@ -816,9 +865,12 @@ def status(
     try:
         counts = outbox.counts(hospital)
         refusals = outbox.refusals(hospital)
+        replayed = outbox.replayed_count(hospital)
         console.print(
-            f"pending: {counts[PENDING]}, delivered: {counts[DELIVERED]}, "
-            f"rejected: {counts[REJECTED]}, receipts refused: {sum(r.count for r in refusals)}"
+            f"pending: {counts[PENDING]}, delivered: {counts[DELIVERED]}"
+            + (f" ({replayed} after a rejection, replayed by the broker)" if replayed else "")
+            + f", rejected: {counts[REJECTED]}, receipts refused: "
+            f"{sum(r.count for r in refusals)}"
         )
         if trust:
             console.print(

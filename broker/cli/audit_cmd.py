@@ -16,13 +16,13 @@ from rich.markup import escape
 from sqlalchemy.exc import SQLAlchemyError
 
 from broker.bootstrap import AuditTrail
+from broker.cli.state import StateMissing, announce, require_state
 from broker.domain.audit_chain import ChainReport
 from broker.observability import configure_logging
 from broker.runtime import install_signal_handlers
 from broker.services.audit_sealer import AuditSealer, ChainBehindExport
 from broker.settings import Settings
 from broker.storage.audit_chain import PRIVATE_KEY_FILE, CheckpointKey, verify
-from broker.storage.database import upgrade
 
 app = typer.Typer(help="The audit trail's hash chain.", no_args_is_help=True)
 console = Console(soft_wrap=True)
@@ -30,14 +30,16 @@ err = Console(stderr=True, soft_wrap=True)
 T = TypeVar("T")
 
 
-def _run(work: Callable[[AuditTrail], Awaitable[T]], *, migrate: bool) -> T:
-    """Run `work` on the audit trail; a configuration it cannot use exits 2 with the cause."""
+def _run(work: Callable[[AuditTrail], Awaitable[T]]) -> T:
+    """Run `work` on the audit trail of the existing, up-to-date database (never created
+    here); a configuration it cannot use exits 2 with the cause."""
     settings = Settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings=settings)
+    announce(settings)
 
     async def main() -> T:
-        if migrate:
-            await upgrade(settings.resolved_database_url, settings.database_schema)
+        # Embedded (SQLite), the sealer's key lives in the data folder beside the others.
+        await require_state(settings, keys=settings.may_create_keys)
         trail = AuditTrail.build(settings)
         try:
             return await work(trail)
@@ -46,7 +48,7 @@ def _run(work: Callable[[AuditTrail], Awaitable[T]], *, migrate: bool) -> T:
 
     try:
         return asyncio.run(main())
-    except ValueError as exc:  # keys, pins and export locations (their errors say which)
+    except (ValueError, StateMissing) as exc:  # keys, pins, export locations, the database
         err.print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(2) from None
     except ChainBehindExport as exc:  # evidence of tampering, as `verify` would find
@@ -111,7 +113,7 @@ def seal_cmd(
         await sealer.run(stop)
         return sealer.sealed
 
-    n = _run(forever if follow else once, migrate=True)
+    n = _run(forever if follow else once)
     console.print(f"sealed {n} entr(ies)")
 
 
@@ -135,7 +137,7 @@ def verify_cmd(
             report = await verify(s, pinned, destination)
         return report, pinned.key_ids, destination.location if destination else "none"
 
-    report, key_ids, location = _run(work, migrate=False)
+    report, key_ids, location = _run(work)
     console.print(
         f"{report.sealed} sealed entries, {report.unsealed} not yet sealed, "
         f"{report.checkpoints} signed checkpoints, {report.exported} exported to "

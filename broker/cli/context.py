@@ -1,4 +1,4 @@
-"""Running one CLI command against the database: settings, migrations, a container."""
+"""Running one admin command against the database: settings, checks, a container."""
 
 from __future__ import annotations
 
@@ -12,25 +12,31 @@ import typer
 from rich.console import Console
 
 from broker.bootstrap import Container
+from broker.cli.state import StateMissing, announce, require_state
 from broker.domain.actors import ALL_HOSPITALS, Actor, Forbidden, Role
+from broker.domain.errors import Refused
 from broker.observability import configure_logging
 from broker.security.keys import MissingKey
-from broker.services.errors import ServiceError
 from broker.services.registry import RegistryError
 from broker.settings import Settings
-from broker.storage.database import upgrade
 
 T = TypeVar("T")
 err = Console(stderr=True, soft_wrap=True)
 
 
 def with_container(work: Callable[[Container], Awaitable[T]]) -> T:
-    """Run `work` with a container on an up-to-date database; refusals exit 2 with the cause."""
+    """Run `work` with a container on the existing, up-to-date database and keys (never
+    creating them: see broker/cli/state.py); refusals exit 2 with the cause."""
     settings = Settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings=settings)
+    announce(settings)
+    # An admin command never creates keys (a wrong folder would get fresh ones); the
+    # embedded set-up's default audit export stays where it is.
+    settings.audit_export = settings.resolved_audit_export
+    settings.create_keys = False
 
     async def main() -> T:
-        await upgrade(settings.resolved_database_url, settings.database_schema)
+        await require_state(settings, keys=True)
         container = Container.build(settings)
         try:
             return await work(container)
@@ -39,10 +45,10 @@ def with_container(work: Callable[[Container], Awaitable[T]]) -> T:
 
     try:
         return asyncio.run(main())
-    except (RegistryError, ValueError, Forbidden, MissingKey) as exc:
+    except (RegistryError, ValueError, Forbidden, MissingKey, StateMissing) as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
-    except ServiceError as exc:
+    except Refused as exc:
         err.print(f"[red]error:[/red] {exc.title}: {exc.detail}")
         raise typer.Exit(2) from None
 

@@ -17,6 +17,7 @@ from broker.cdshooks import cli as cds_cli
 from broker.cli import (
     adapter_cmd,
     audit_cmd,
+    backup_cmd,
     catalog_cmd,
     dlq_cmd,
     hospital_cmd,
@@ -24,6 +25,7 @@ from broker.cli import (
     mapping_cmd,
     receipt_key_cmd,
     report_cmd,
+    state,
     token_cmd,
     user_cmd,
 )
@@ -36,7 +38,7 @@ from broker.runtime import (
     running_stack,
     wait_for_failure_or_stop,
 )
-from broker.security.keys import load_or_create_key
+from broker.security.keys import MissingKey, load_or_create_key
 from broker.security.payload_cipher import PayloadCipher
 from broker.security.tokens import (
     ISSUER_KEY_FILE,
@@ -81,6 +83,7 @@ app.add_typer(cds_cli.app, name="cds")
 app.add_typer(audit_cmd.app, name="audit")
 app.add_typer(report_cmd.app, name="report")
 app.add_typer(report_cmd.ledger_app, name="ledger")
+backup_cmd.register(app)  # backup, restore, purge
 
 console = Console()
 err = Console(stderr=True)
@@ -90,14 +93,42 @@ PRIVATE_UMASK = 0o077
 
 
 @app.callback()
-def _start() -> None:
+def _start(
+    quiet: Annotated[
+        bool,
+        typer.Option(
+            "--quiet",
+            "-q",
+            envvar="MRB_QUIET",
+            help="Do not print the data folder and database an admin command acts on.",
+        ),
+    ] = False,
+) -> None:
     # Runs before every command. No docstring: it would replace the app's help text.
     os.umask(PRIVATE_UMASK)
+    state.set_quiet(quiet)
 
 
 def _settings() -> Settings:
     settings = Settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings=settings)
+    return settings
+
+
+def _existing_keys_folder() -> Settings:
+    """Settings for a command on the keys folder that must already exist (exit 2 if not)."""
+    settings = _settings()
+    state.announce(settings)
+    try:
+        state.require_folder(settings)
+        if not settings.keys_dir.is_dir():
+            raise state.StateMissing(
+                f"no keys folder {settings.keys_dir.resolve()}: run `mrb keys init` first "
+                "(or set MRB_DATA_DIR to the broker's folder)"
+            )
+    except state.StateMissing as exc:
+        err.print(f"[red]error:[/red] {exc}", soft_wrap=True, highlight=False)
+        raise typer.Exit(2) from None
     return settings
 
 
@@ -181,7 +212,10 @@ def demo(
     """Start the embedded stack, replay a multi-hospital sample, and keep serving."""
     settings = Settings()
     # The demo prints its own summary; per-message logs would drown it.
-    configure_logging(settings.log_level if "log_level" in settings.model_fields_set else "WARNING")
+    configure_logging(
+        settings.log_level if "log_level" in settings.model_fields_set else "WARNING",
+        settings=settings,
+    )
     _run(run_demo(settings, patients=patients, keep_serving=not exit_after, console=console))
 
 
@@ -190,6 +224,7 @@ def demo(
 def db_upgrade() -> None:
     """Apply all database migrations (Alembic)."""
     settings = _settings()
+    state.announce(settings)
     private_sqlite_file(settings.resolved_database_url)
     asyncio.run(upgrade(settings.resolved_database_url, settings.database_schema))
     console.print("database is at the latest schema")
@@ -230,6 +265,7 @@ def keys_init(
     one exists: older keys stay, so messages signed with them still verify on replay).
     """
     settings = _settings()
+    state.announce(settings)
     keys = settings.keys_dir
     if hospital is not None:
         key_id, public = create_key(keys, hospital)
@@ -273,7 +309,7 @@ def keys_init(
 @issuer_app.command("show")
 def issuer_show() -> None:
     """Print the trusted public keys (KID=BASE64), for API hosts' MRB_TOKEN_PUBLIC_KEYS."""
-    settings = _settings()
+    settings = _existing_keys_folder()
     keys = TrustedKeys(settings.token_public_keys_path, settings.token_public_keys)
     issuing = settings.keys_dir / ISSUER_KEY_FILE
     current = (
@@ -292,8 +328,12 @@ def issuer_show() -> None:
 def issuer_rotate() -> None:
     """Make a new issuer key: new tokens are signed with it; the old public key stays
     trusted here until `retire` (tokens it signed live at most MRB_TOKEN_MAX_TTL_MACHINES)."""
-    settings = _settings()
-    old, new = rotate_issuer_key(settings.keys_dir)
+    settings = _existing_keys_folder()
+    try:
+        old, new = rotate_issuer_key(settings.keys_dir)
+    except MissingKey as exc:
+        err.print(f"[red]error:[/red] {exc}", soft_wrap=True, highlight=False)
+        raise typer.Exit(2) from None
     console.print(f"token issuer {old.key_id} -> {new.key_id}; trust the new key on every API host")
     console.print(f"  {new.public_entry()}", soft_wrap=True, highlight=False)
     console.print(
@@ -304,7 +344,7 @@ def issuer_rotate() -> None:
 @issuer_app.command("retire")
 def issuer_retire(kid: Annotated[str, typer.Argument(help="The key id to stop trusting.")]) -> None:
     """Stop trusting an issuer public key here: tokens it signed are refused at once."""
-    settings = _settings()
+    settings = _existing_keys_folder()
     try:
         removed = retire_public_key(settings.keys_dir, kid)
     except ValueError as exc:

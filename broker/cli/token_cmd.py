@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 from broker.bootstrap import Container
 from broker.cli.context import BY_HELP, operator, with_container
@@ -106,7 +106,9 @@ def list_(
             container.sessions, actor, hospital=hospital, subject=subject, live_only=not all_
         )
 
-    table = Table("jti", "subject", "role", "hospital", "kind", "issued", "expires", "revoked")
+    # The id is what `mrb token revoke` takes: never cut, however narrow the terminal.
+    jti = Column("jti", no_wrap=True, min_width=36)
+    table = Table(jti, "subject", "role", "hospital", "kind", "issued", "expires", "revoked")
     for t in with_container(work):
         revoked = (
             f"{t.revoked_at:%Y-%m-%d %H:%M} by {t.revoked_by}: {t.reason}" if t.revoked_at else "-"

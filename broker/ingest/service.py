@@ -5,14 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from broker.domain.identifiers import DEFAULT_SYSTEM_ALIASES
@@ -24,7 +24,9 @@ from broker.ingest.parse import ParseLimits, parse_message
 from broker.security import signatures
 from broker.security.payload_cipher import PayloadCipher
 from broker.security.pseudonyms import Pseudonymiser
+from broker.storage import dead_letters
 from broker.storage import hospitals as hospital_registry
+from broker.storage.outage import is_outage
 from broker.storage.tables import inbox, rejection
 from mrb_wire import headers
 
@@ -108,9 +110,9 @@ class IngestService:
         """
         try:
             return await self._process_in_bulk(messages)
-        except (OperationalError, InterfaceError):
-            raise
-        except Exception:
+        except Exception as exc:
+            if is_outage(exc):  # unavailable, connection lost, read-only: retried later
+                raise
             logger.warning("bulk indexing failed; retrying message by message", exc_info=True)
         return await self._process_one_by_one(messages)
 
@@ -140,7 +142,7 @@ class IngestService:
                         continue
                     parsed = self._parse(message, hospital, registry)
                 except Rejected as exc:
-                    rejections.append(_rejection_row(message, hospital, message_id, exc, now))
+                    rejections.append(self._rejection_row(message, hospital, message_id, exc, now))
                     out.append(
                         Processed(
                             message, Outcome.REJECTED, message_id, hospital, exc.code, exc.detail
@@ -164,7 +166,9 @@ class IngestService:
                     )
                 except UnknownPatient as exc:
                     refused = Rejected(RejectCode.PATIENT_NOT_IDENTIFIED, str(exc))
-                    rejections.append(_rejection_row(message, hospital, message_id, refused, now))
+                    rejections.append(
+                        self._rejection_row(message, hospital, message_id, refused, now)
+                    )
                     out[slot] = Processed(
                         message,
                         Outcome.REJECTED,
@@ -191,6 +195,7 @@ class IngestService:
             await batch.flush()
             if rejections:
                 await session.execute(rejection.insert(), rejections)
+            await dead_letters.resolve(session, _settled_ids(out), now)
         for p in out:
             if p is not None and p.outcome is Outcome.REJECTED:
                 logger.info(
@@ -230,7 +235,23 @@ class IngestService:
             for message in messages:
                 out.append(await self._one(session, message, registry, keys, seen_in_batch))
                 await asyncio.sleep(0)  # let the API breathe when it shares the loop
+            await dead_letters.resolve(session, _settled_ids(out), datetime.now(UTC))
         return out
+
+    def _rejection_row(
+        self,
+        message: InboundMessage,
+        hospital: str | None,
+        message_id: str | None,
+        exc: Rejected,
+        now: datetime,
+    ) -> dict[str, object]:
+        """The rejection as a dead letter: replayable from here beyond Kafka retention."""
+        row = _rejection_row(message, hospital, message_id, exc, now)
+        row.update(
+            dead_letters.sealed_columns(self._cipher, message.value, message.headers, message.key)
+        )
+        return row
 
     async def _one(
         self,
@@ -272,9 +293,9 @@ class IngestService:
             )
         except Rejected as exc:
             return await self._reject(session, message, hospital, message_id, exc.code, exc.detail)
-        except (OperationalError, InterfaceError):
-            raise  # the database is unavailable or locked: the whole batch is retried
-        except Exception:
+        except Exception as exc:
+            if is_outage(exc):  # never a rejection: the whole batch is retried
+                raise
             logger.exception("unexpected failure indexing message %s", message_id)
             return await self._reject(
                 session,
@@ -357,11 +378,27 @@ class IngestService:
         detail: str,
     ) -> Processed:
         refused = Rejected(code, detail)
-        row = _rejection_row(message, hospital, message_id, refused, datetime.now(UTC))
-        async with session.begin_nested():
-            await session.execute(rejection.insert(), row)
+        row = self._rejection_row(message, hospital, message_id, refused, datetime.now(UTC))
+        try:
+            async with session.begin_nested():
+                await session.execute(rejection.insert(), row)
+        except Exception as exc:
+            if is_outage(exc):
+                raise
+            # Never expected (the row is sanitised): the message still goes to the Kafka
+            # DLQ with its reason and gets its receipt, rather than stalling its partition.
+            logger.exception("could not record the rejection of message %s", message_id)
         logger.info("rejected message %s from %s: %s", message_id, hospital, code.value)
         return Processed(message, Outcome.REJECTED, message_id, hospital, code, detail)
+
+
+def _settled_ids(processed: Sequence[Processed | None]) -> list[str]:
+    """Message ids indexed or answered duplicate: their earlier rejections are settled."""
+    return [
+        p.message_id
+        for p in processed
+        if p is not None and p.message_id is not None and p.outcome is not Outcome.REJECTED
+    ]
 
 
 def _copy_outcome(message: InboundMessage, first: Processed) -> Processed:
@@ -406,15 +443,21 @@ def _rejection_row(
     now: datetime,
 ) -> dict[str, object]:
     return {
-        "message_id": (message_id or "")[:64] or None,
-        "hospital_id": (hospital or "")[:64] or None,
+        "message_id": _storable(message_id or "")[:64] or None,
+        "hospital_id": _storable(hospital or "")[:64] or None,
         "code": exc.code.value,
-        "detail": exc.detail,
+        "detail": _storable(exc.detail),
         "topic": message.topic,
         "partition": message.partition,
         "offset": message.offset,
         "rejected_at": now,
     }
+
+
+def _storable(text: str) -> str:
+    """Text from a message made storable: PostgreSQL text cannot hold NUL characters, and
+    a header or detail carrying one must not fail the batch."""
+    return text.replace("\x00", "\ufffd")
 
 
 async def _indexed_ids(session: AsyncSession, messages: list[InboundMessage]) -> set[str]:

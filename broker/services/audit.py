@@ -1,5 +1,7 @@
 """The audit trail: reads of patient data (who, role, hospital, pseudonym, purpose) and
-administrative changes (who, with which token, what changed)."""
+administrative changes (who, with which token, what changed). An entry written while
+serving an HTTP request stores that request's id (its `X-Request-ID`, in the access log
+too), so a log line leads to its audit entry and back."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from broker.correlation import current_request_id
 from broker.domain.actors import Actor
 from broker.storage.tables import audit_event
 
@@ -33,6 +36,7 @@ async def record_read(
             patient_pseudonym=patient_pseudonym,
             person_id=person_id,
             detail=detail,
+            request_id=current_request_id(),
         )
     )
 
@@ -62,5 +66,6 @@ async def record_change(
             patient_pseudonym=None,
             person_id=None,
             detail={"hospital": hospital, "token": actor.token_id, **detail},
+            request_id=current_request_id(),
         )
     )

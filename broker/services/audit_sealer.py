@@ -13,11 +13,13 @@ import asyncio
 import contextlib
 import logging
 
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from broker.observability import AUDIT_LAST_SEAL, AUDIT_SEAL_FAILURES
 from broker.storage.audit_chain import CheckpointKey, checkpoints_after, last_checkpoint, seal
 from broker.storage.audit_export import CheckpointExport
+from broker.storage.outage import is_outage
 
 logger = logging.getLogger(__name__)
 _POSTPONED = (OperationalError, InterfaceError, OSError)
@@ -67,6 +69,7 @@ class AuditSealer:
         if n:
             await self.export_pending()
         self.sealed += n
+        AUDIT_LAST_SEAL.set_to_current_time()
         return n
 
     async def export_pending(self) -> int:
@@ -104,10 +107,15 @@ class AuditSealer:
             try:
                 await self.seal_once()
             except OSError as exc:
+                AUDIT_SEAL_FAILURES.labels("export").inc()
                 logger.error("audit checkpoint export failed, sealing waits for it: %s", exc)
             except ChainBehindExport as exc:
+                AUDIT_SEAL_FAILURES.labels("behind-export").inc()
                 logger.error("audit sealing stopped: %s", exc)
-            except (OperationalError, InterfaceError) as exc:
+            except DBAPIError as exc:  # a lost connection is a plain DBAPIError on asyncpg
+                if not is_outage(exc):
+                    raise
+                AUDIT_SEAL_FAILURES.labels("database").inc()
                 logger.warning("audit sealing postponed: %s", type(exc).__name__)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self._interval)

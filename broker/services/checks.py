@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from broker.domain.actors import Actor
 from broker.domain.catalog import Catalog
 from broker.domain.check_items import StoredCheckItem
+from broker.domain.errors import Invalid, NotAllowed, NotFound
 from broker.domain.identifiers import InvalidIdentifier, normalise
 from broker.domain.recognition import (
     ItemDecision,
@@ -27,16 +28,11 @@ from broker.observability import CHECKS
 from broker.security.payload_cipher import PayloadCipher
 from broker.security.pseudonyms import Pseudonymiser
 from broker.services.audit import record_read
-from broker.services.errors import ServiceError
 from broker.storage import events, hospitals
 from broker.storage.lookup import person_items
 from broker.storage.people import People, birth_date
 from broker.storage.protect import Protector
 from broker.storage.tables import recognition_check, result
-
-
-class CheckRefused(ServiceError):
-    """The check cannot be answered as asked (the message says what to fix)."""
 
 
 @dataclass(frozen=True)
@@ -89,8 +85,7 @@ async def run_check(
 ) -> CheckAnswer:
     """Answer a check, store it and its event, and audit the read of the patient's results."""
     if actor.hospital != request.ordering_hospital:
-        raise CheckRefused(
-            403,
+        raise NotAllowed(
             "Not your hospital",
             f"ordering_hospital must be the caller's own ({actor.hospital}), "
             f"not {request.ordering_hospital}",
@@ -100,8 +95,7 @@ async def run_check(
         registry = await hospitals.profiles(session)
         ordering = registry.get(request.ordering_hospital)
         if ordering is None:
-            raise CheckRefused(
-                404,
+            raise NotFound(
                 "Unknown ordering hospital",
                 f"hospital {request.ordering_hospital!r} is not registered",
             )
@@ -110,9 +104,9 @@ async def run_check(
                 request.patient_system, request.patient_value, hospital=request.ordering_hospital
             )
         except InvalidIdentifier as exc:
-            raise CheckRefused(422, "Invalid patient identifier", str(exc)) from None
+            raise Invalid("Invalid patient identifier", str(exc)) from None
         if ident is None:
-            raise CheckRefused(422, "Invalid patient identifier", "patient.value is empty")
+            raise Invalid("Invalid patient identifier", "patient.value is empty")
         person_id = await People(session, pseudonyms).find(ident)
         protector = Protector(cipher, pseudonyms)
         prior = await person_items(session, person_id, protector) if person_id else []

@@ -8,9 +8,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from broker.domain.actors import Actor, Duty
 from broker.domain.catalog import Catalog
+from broker.domain.errors import Invalid, NotFound
 from broker.domain.mapping import is_local
 from broker.services.audit import record_change
-from broker.services.errors import ServiceError
 from broker.storage import hospitals, mappings
 
 
@@ -30,23 +30,21 @@ async def add_mapping(
     """
     by.authorize(Duty.MAPPINGS, hospital)
     if catalog_code not in catalog.items:
-        raise ServiceError(
-            422,
+        raise Invalid(
             "Unknown catalog item",
             f"{catalog_code!r} is not in the catalog (see GET "
             "/api/v1/admin/catalog or schemas/catalog/catalog.yaml)",
         )
     if not is_local(system):
-        raise ServiceError(
-            422,
+        raise Invalid(
             "Not a local code system",
             f"{system} is a standard vocabulary; only hospital-local codes are mapped",
         )
     if not code.strip():
-        raise ServiceError(422, "Empty code", "give the local code to map")
+        raise Invalid("Empty code", "give the local code to map")
     async with sessions() as s, s.begin():
         if await hospitals.get(s, hospital) is None:
-            raise ServiceError(404, "Unknown hospital", f"{hospital!r} is not registered")
+            raise NotFound("Unknown hospital", f"{hospital!r} is not registered")
         covered = await mappings.add_mapping(
             s, hospital, system, code.strip(), catalog_code, by.name, datetime.now(UTC)
         )

@@ -11,9 +11,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from broker.domain.actors import Actor
 from broker.domain.check_items import stored_items
+from broker.domain.errors import NotFound
 from broker.security.payload_cipher import ALGORITHM, PayloadCipher, Sealed
 from broker.services.audit import record_read
-from broker.services.errors import ServiceError
 from broker.storage.tables import notification, recognition_check, result
 
 
@@ -103,4 +103,4 @@ async def mark_read(
             .values(read_at=func.coalesce(notification.c.read_at, datetime.now(UTC)))
         )
         if done.rowcount == 0:  # type: ignore[attr-defined]
-            raise ServiceError(404, "Unknown notice", f"you have no notice {notice_id!r}")
+            raise NotFound("Unknown notice", f"you have no notice {notice_id!r}")

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from broker.domain.actors import Actor
 from broker.domain.catalog import Catalog
 from broker.domain.check_items import StoredCheckItem, saving_key, stored_items
+from broker.domain.errors import Conflict, Invalid, NotAllowed, NotFound
 from broker.domain.ledger import (
     OutcomeInput,
     OutcomeKind,
@@ -29,7 +30,6 @@ from broker.domain.ledger import (
     validate_outcome,
 )
 from broker.domain.results import WITHDRAWN_STATUSES
-from broker.services.errors import ServiceError
 from broker.storage import events, ledger
 from broker.storage.tables import recognition_check, recognition_outcome, result
 
@@ -64,10 +64,10 @@ async def record_outcomes(
     now: datetime | None = None,
 ) -> list[RecordedOutcome]:
     if not requests:
-        raise ServiceError(422, "No outcomes", "send at least one item outcome")
+        raise Invalid("No outcomes", "send at least one item outcome")
     indexes = [r.index for r in requests]
     if len(set(indexes)) != len(indexes):
-        raise ServiceError(422, "Repeated item", "each item index may appear once")
+        raise Invalid("Repeated item", "each item index may appear once")
     for attempt in (1, 2, 3):
         try:
             return await _record(sessions, catalog, check_id, requests, actor, channel, now)
@@ -93,10 +93,9 @@ async def _record(
             await s.execute(select(recognition_check).where(recognition_check.c.id == check_id))
         ).first()
         if check is None:
-            raise ServiceError(404, "Unknown check", f"no recognition check {check_id!r}")
+            raise NotFound("Unknown check", f"no recognition check {check_id!r}")
         if actor.hospital != check.ordering_hospital:
-            raise ServiceError(
-                403,
+            raise NotAllowed(
                 "Not the ordering hospital",
                 f"only doctors of {check.ordering_hospital}, which ordered, may record outcomes",
             )
@@ -104,14 +103,14 @@ async def _record(
         wanted: list[tuple[OutcomeRequest, OutcomeInput, StoredCheckItem]] = []
         for r in requests:
             if not 0 <= r.index < len(items):
-                raise ServiceError(
-                    422, "No such item", f"the check has items 0..{len(items) - 1}, not {r.index}"
+                raise Invalid(
+                    "No such item", f"the check has items 0..{len(items) - 1}, not {r.index}"
                 )
             item = items[r.index]
             try:
                 wanted.append((r, validate_outcome(item.decision, r.given), item))
             except OutcomeRefused as exc:
-                raise ServiceError(422, "Outcome refused", f"item {r.index}: {exc}") from None
+                raise Invalid("Outcome refused", f"item {r.index}: {exc}") from None
         recorded = await _existing(s, check_id)
         out: list[RecordedOutcome] = []
         fresh: list[tuple[OutcomeRequest, OutcomeInput, StoredCheckItem]] = []
@@ -126,8 +125,7 @@ async def _record(
             ):
                 out.append(_as_recorded(prior, item, replayed=True))
             else:
-                raise ServiceError(
-                    409,
+                raise Conflict(
                     "Outcome already recorded",
                     f"item {r.index} was recorded as {prior.outcome} by {prior.recorded_by} "
                     f"at {prior.recorded_at.isoformat()}; outcomes are not changed afterwards",
@@ -246,8 +244,7 @@ async def _still_as_checked(s: AsyncSession, index: int, item: StoredCheckItem) 
         or row.status in WITHDRAWN_STATUSES
     ):
         status = row.status if row is not None else "gone"
-        raise ServiceError(
-            409,
+        raise Conflict(
             "Result changed since the check",
             f"item {index}: the prior result changed after the check (now {status}); "
             "run the check again before recognising it",

@@ -43,9 +43,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlalchemy.ext.asyncio import AsyncSession as AsyncSession
 
 from broker.domain.actors import Actor
+from broker.domain.errors import TooManyRequests
 from broker.observability import BREAK_GLASS, RATE_LIMIT_ERRORS, RATE_LIMITED
 from broker.services.audit import record_read
-from broker.services.errors import ServiceError
 from broker.storage.rate_limit_tables import rate_limit_counter, rate_limit_patient
 
 logger = logging.getLogger(__name__)
@@ -66,11 +66,11 @@ class Refusal:
     detail: str
 
 
-class RateLimited(ServiceError):
-    """HTTP 429: the caller is over a limit (the API adds Retry-After)."""
+class RateLimited(TooManyRequests):
+    """The caller is over a limit (the API adds Retry-After)."""
 
     def __init__(self, refusal: Refusal) -> None:
-        super().__init__(429, "Too Many Requests", refusal.detail)
+        super().__init__("Too Many Requests", refusal.detail, refusal.retry_after)
         self.refusal = refusal
 
 

@@ -17,9 +17,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from broker.domain.actors import ALL_HOSPITALS, Actor, Duty, Role
+from broker.domain.errors import NotFound, Unavailable
 from broker.security.tokens import InvalidToken, IssuedToken, TokenIssuer, actor_hospital
 from broker.services.audit import record_change
-from broker.services.errors import ServiceError
 from broker.storage import hospitals
 from broker.storage import tokens as store
 from broker.storage.tokens import TokenRecord
@@ -105,7 +105,7 @@ async def revoke(
         if jti is not None:
             found = await store.get(s, jti)
             if found is None:
-                raise ServiceError(404, "Unknown token", f"no token {jti[:40]!r} was issued")
+                raise NotFound("Unknown token", f"no token {jti[:40]!r} was issued")
             by.authorize(Duty.TOKENS, found.hospital)
             targets = [found]
         else:
@@ -167,8 +167,8 @@ class RevocationCheck:
             async with self._sessions() as s:
                 found = await store.state(s, jti)
         except SQLAlchemyError:
-            raise ServiceError(
-                503, "Authentication unavailable", "the token register cannot be read now"
+            raise Unavailable(
+                "Authentication unavailable", "the token register cannot be read now"
             ) from None
         if not found.recorded:
             raise InvalidToken("the token is not in the token register: it was never issued here")

@@ -17,10 +17,10 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from broker.domain.actors import ALL_HOSPITALS, Actor, Duty, Role
+from broker.domain.errors import NotAllowed, NotFound, Unavailable
 from broker.security.oidc import MAX_SUBJECT, OidcIdentity, issuer_url
 from broker.security.tokens import actor_hospital
 from broker.services.audit import record_change
-from broker.services.errors import ServiceError
 from broker.storage import hospitals
 from broker.storage import oidc_users as store
 from broker.storage.oidc_users import OidcUser
@@ -129,9 +129,7 @@ async def disable(
     async with sessions() as s, s.begin():
         found = await store.get(s, issuer, subject)
         if found is None:
-            raise ServiceError(
-                404, "Unknown user", f"{subject[:80]!r} of {issuer[:100]!r} is not mapped"
-            )
+            raise NotFound("Unknown user", f"{subject[:80]!r} of {issuer[:100]!r} is not mapped")
         by.authorize(Duty.TOKENS, found.hospital)
         if not await store.disable(s, issuer, subject, at=now):
             return False
@@ -148,30 +146,28 @@ async def disable(
 async def actor_for(sessions: async_sessionmaker[AsyncSession], identity: OidcIdentity) -> Actor:
     """The caller a verified OIDC identity is in mrb: its mapped role and hospital.
 
-    ServiceError 403 when the issuer + subject is not mapped or is disabled, 503 when the
-    user table cannot be read (never let a request through unchecked).
+    NotAllowed when the issuer + subject is not mapped or is disabled, Unavailable when
+    the user table cannot be read (never let a request through unchecked).
     """
     try:
         async with sessions() as s:
             user = await store.get(s, identity.issuer, identity.subject)
     except SQLAlchemyError:
-        raise ServiceError(
-            503, "Authentication unavailable", "the user table cannot be read now"
+        raise Unavailable(
+            "Authentication unavailable", "the user table cannot be read now"
         ) from None
     mapping = (
         f"`mrb user map --issuer {identity.issuer} --subject {identity.subject} "
         "--role R --hospital H`"
     )
     if user is None:
-        raise ServiceError(
-            403,
+        raise NotAllowed(
             "User not mapped",
             f"you logged in as {identity.subject!r} at {identity.issuer}, which has no role "
             f"in mrb: an administrator must map it ({mapping})",
         )
     if user.disabled_at is not None:
-        raise ServiceError(
-            403,
+        raise NotAllowed(
             "User disabled",
             f"{identity.subject!r} at {identity.issuer} was disabled in mrb on "
             f"{user.disabled_at:%Y-%m-%d %H:%M} UTC: an administrator must map it again "
@@ -185,8 +181,7 @@ async def actor_for(sessions: async_sessionmaker[AsyncSession], identity: OidcId
             token_id=f"oidc:{identity.token_id}" if identity.token_id else None,
         )
     except ValueError:
-        raise ServiceError(
-            403,
+        raise NotAllowed(
             "User not mapped",
             f"the mapping of {identity.subject!r} is unusable: an administrator must map it "
             f"again ({mapping})",

@@ -18,11 +18,14 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from broker.security.payload_cipher import PayloadCipher, Sealed
 from broker.security.sealed_fields import open_json, parse, seal_json
+from broker.storage import dead_letters
 from broker.storage.people import birth_date_context
+from broker.storage.retention import PURGED
 from broker.storage.tables import (
     payload,
     person_birth_date,
     recognition_check,
+    rejection,
     result,
     result_item,
 )
@@ -44,6 +47,7 @@ async def reseal_all(
         ("recognition_check", _checks),
         ("result", _results),
         ("result_item", _items),
+        ("rejection", _dead_letters),
     ]
     for name, step in steps:
         while True:
@@ -62,7 +66,7 @@ async def keys_in_use(sessions: async_sessionmaker[AsyncSession]) -> Counter[str
     used: Counter[str] = Counter()
     async with sessions() as s:
         for table, column in ((payload, "key_id"), (person_birth_date, "key_id")):
-            rows = await s.execute(select(table.c[column]))
+            rows = await s.execute(select(table.c[column]).where(table.c[column] != PURGED))
             used.update(r[0] for r in rows)
         checks = await s.execute(
             select(recognition_check.c.patient_key_id).where(
@@ -70,6 +74,10 @@ async def keys_in_use(sessions: async_sessionmaker[AsyncSession]) -> Counter[str
             )
         )
         used.update(r[0] for r in checks)
+        letters = await s.execute(
+            select(rejection.c.value_key_id).where(rejection.c.value_key_id.is_not(None))
+        )
+        used.update(r[0] for r in letters)
         for table, columns in (
             (result, ("clinical", "business_id_sealed")),
             (result_item, ("clinical",)),
@@ -110,7 +118,11 @@ async def _reseal_key_columns(
 ) -> int:
     """Rows of a table with key_id / algorithm / nonce / ciphertext columns, re-sealed."""
     rows = (
-        await s.execute(select(table).where(table.c.key_id != cipher.active_key_id).limit(BATCH))
+        await s.execute(
+            select(table)
+            .where(table.c.key_id != cipher.active_key_id, table.c.key_id != PURGED)
+            .limit(BATCH)
+        )
     ).all()
     for r in rows:
         context = aad(r)
@@ -124,6 +136,33 @@ async def _reseal_key_columns(
                 algorithm=new.algorithm,
                 nonce=new.nonce,
                 ciphertext=new.ciphertext,
+            )
+        )
+    return len(rows)
+
+
+async def _dead_letters(s: AsyncSession, cipher: PayloadCipher) -> int:
+    """Dead letters' values, sealed bound to their message id header (as the DLQ copy)."""
+    t = rejection
+    rows = (
+        await s.execute(
+            select(t.c.id, t.c.value_key_id, t.c.value_algorithm, t.c.value_sealed, t.c.headers)
+            .where(t.c.value_key_id.is_not(None) & (t.c.value_key_id != cipher.active_key_id))
+            .limit(BATCH)
+        )
+    ).all()
+    for r in rows:
+        aad = dict(dead_letters.stored_headers(r.headers)).get(dead_letters.MESSAGE_ID_HEADER, b"")
+        blob: bytes = r.value_sealed
+        sealed = Sealed(r.value_key_id, r.value_algorithm, blob[:12], blob[12:])
+        new = cipher.seal(cipher.open(sealed, associated=aad), associated=aad)
+        await s.execute(
+            update(t)
+            .where(t.c.id == r.id)
+            .values(
+                value_key_id=new.key_id,
+                value_algorithm=new.algorithm,
+                value_sealed=new.nonce + new.ciphertext,
             )
         )
     return len(rows)

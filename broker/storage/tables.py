@@ -180,6 +180,19 @@ rejection = Table(
     Column("partition", Integer, nullable=True),
     Column("offset", BigInteger, nullable=True),
     Column("rejected_at", UTCDateTime, nullable=False),
+    # The dead letter, kept beyond Kafka retention for `mrb dlq` (migration 0015): status
+    # open | replayed | resolved | purged; the value sealed as the Kafka DLQ copy is.
+    Column("status", String(16), nullable=False, server_default="open", index=True),
+    Column("value_key_id", String(32), nullable=True),
+    Column("value_algorithm", String(16), nullable=True),
+    Column("value_sealed", LargeBinary, nullable=True),  # nonce || ciphertext
+    Column("headers", JSON, nullable=True),  # [[name, base64 value], ...]
+    Column("message_key", LargeBinary, nullable=True),
+    Column("replayed_at", UTCDateTime, nullable=True),
+    Column("replayed_by", String(200), nullable=True),
+    Column("replays", Integer, nullable=False, server_default="0"),
+    Column("resolved_at", UTCDateTime, nullable=True),
+    Column("purged_at", UTCDateTime, nullable=True),
 )
 
 result = Table(
@@ -373,6 +386,8 @@ audit_event = Table(
     Column("patient_pseudonym", String(64), nullable=True),
     Column("person_id", String(36), nullable=True),
     Column("detail", JSON, nullable=True),
+    # The HTTP request that wrote it (X-Request-ID, also in the access log; migration 0016).
+    Column("request_id", String(128), nullable=True),
     # The hash chain (broker/domain/audit_chain.py): set once, when the entry is sealed.
     Column("seq", BigInteger, nullable=True, unique=True),
     Column("prev_hash", String(64), nullable=True),

@@ -8,11 +8,12 @@ from typing import Any
 
 import pytest
 
+from broker.api.problems import status_of
 from broker.bootstrap import Container
 from broker.domain.actors import ALL_HOSPITALS, Actor, Forbidden, Role
+from broker.domain.errors import Refused
 from broker.domain.recognition import Order
 from broker.services.checks import CheckRequest, run_check
-from broker.services.errors import ServiceError
 from broker.services.mappings import add_mapping
 from broker.storage import mappings
 from tests import factories as f
@@ -97,9 +98,9 @@ async def test_bad_mappings_are_refused(
     container: Container, changes: dict[str, str], status: int
 ) -> None:
     args = {"hospital": "H001", "system": LIS, "code": "XHB", "catalog_code": "LAB-HGB"} | changes
-    with pytest.raises(ServiceError) as refused:
+    with pytest.raises(Refused) as refused:
         await add_mapping(container.sessions, container.rules().catalog, by=PLATFORM_IT, **args)
-    assert refused.value.status == status
+    assert status_of(refused.value) == status
 
 
 async def test_a_hospital_admin_maps_only_its_own_codes(container: Container) -> None:

@@ -7,8 +7,10 @@ are refused (no token, another hospital, the wrong role), a CDS client sends a b
 call, and some requests fail (an invalid resident ID, an unknown resource, an unknown
 route with the identifier in its path). Every log record (root logger at DEBUG through
 mrb's own logging set-up, rendered and raw), everything written to stdout and stderr,
-the Prometheus metrics text and every error body and header the API returned are then
-searched for each identifying value, as given and in lower and upper case.
+the Prometheus metrics text, every error body and header the API returned and the
+request ids stored on audit entries (one caller sends the resident ID as X-Request-ID
+and as a CDS hookInstance) are then searched for each identifying value, as given and
+in lower and upper case.
 """
 
 from __future__ import annotations
@@ -20,12 +22,14 @@ from typing import Any
 import httpx
 import pytest
 from prometheus_client import REGISTRY, generate_latest
+from sqlalchemy import select
 
 from broker.api.app import create_app
 from broker.bootstrap import Container
 from broker.domain.actors import ALL_HOSPITALS
 from broker.ingest.service import Outcome
 from broker.observability import configure_logging
+from broker.storage.tables import audit_event
 from tests import factories as f
 from tests.conftest import bearer, certify
 
@@ -153,10 +157,14 @@ async def test_no_identifier_in_logs_errors_or_metrics(
 
     doctor = await bearer(container, "doctor", "H002", "dr.li")
     finance = await bearer(container, "finance", "H002", "fin.wang")
-    # A doctor's checks: the results are there, and asked again the same morning.
-    for _ in range(2):
-        r = await call(200, "POST", "/api/v1/recognition/check", json=check(), headers=doctor)
+    # A doctor's checks: the results are there, and asked again the same morning, once
+    # by an EHR that puts the patient's resident ID in X-Request-ID (a correlation id is
+    # logged, echoed and stored on the audit entry: this one is replaced by a new one).
+    for request_id in (None, RESIDENT_ID):
+        headers = doctor | ({"X-Request-ID": request_id} if request_id else {})
+        r = await call(200, "POST", "/api/v1/recognition/check", json=check(), headers=headers)
         assert r.json()["items"][0]["decision"] == "RECOGNIZABLE", r.text
+        assert r.headers["x-request-id"] != RESIDENT_ID
     # Refused: no token, another hospital's order, a role that may not check.
     await call(401, "POST", "/api/v1/recognition/check", json=check())
     await call(
@@ -185,6 +193,8 @@ async def test_no_identifier_in_logs_errors_or_metrics(
     cds = "/cds-services/mrb-recognition-order-select"
     await call(401, "POST", cds, json=hook_call(None), headers={"Authorization": "Bearer a.b.c"})
     broken = hook_call(RESIDENT_ID)
+    broken["hookInstance"] = RESIDENT_ID  # the EHR's id for the call: never logged as is
+    await call(401, "POST", cds, json=broken, headers={"Authorization": "Bearer a.b.c"})
     del broken["hookInstance"]
     r = await api.post(cds, json=broken)
     assert r.status_code in (401, 422), r.text
@@ -205,9 +215,14 @@ async def test_no_identifier_in_logs_errors_or_metrics(
     # The scan saw something: the access log has a line per request, metrics per route.
     assert captured.count >= 15
     assert "mrb_http_request_seconds" in metrics and "/fhir/{resource_type}" in metrics
-    assert len(errors) == 2 * 9  # nine refused or failed requests, body and headers
+    assert len(errors) == 2 * 10  # ten refused or failed requests, body and headers
     places = {"logs": captured.texts, "stdout/stderr": [out, err], "metrics": [metrics]}
     places["error bodies"] = errors
+    async with container.sessions() as s:  # correlation ids stored with the audit entries
+        places["audit request ids"] = [
+            str(v) for v in (await s.execute(select(audit_event.c.request_id))).scalars()
+        ]
+    assert places["audit request ids"], "the checks were audited"
     leaks = {
         (where, secret): hits
         for where, texts in places.items()

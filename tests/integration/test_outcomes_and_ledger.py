@@ -10,12 +10,13 @@ import pytest
 from sqlalchemy import func, select, text, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
+from broker.api.problems import status_of
 from broker.bootstrap import Container
 from broker.domain.actors import Actor, Role
+from broker.domain.errors import Refused
 from broker.domain.ledger import DeclineReason, OutcomeInput, OutcomeKind
 from broker.domain.recognition import Order
 from broker.services.checks import CheckRequest, run_check
-from broker.services.errors import ServiceError
 from broker.services.notifications import mark_read, notices_for
 from broker.services.outcomes import OutcomeRequest, record_outcomes
 from broker.services.reports import regulator, savings
@@ -100,9 +101,9 @@ async def test_retries_are_idempotent_and_changes_are_conflicts(
     await outcome(c, check_id, accept(0), decline(1, DeclineReason.RAPID_CHANGE))
     again = await outcome(c, check_id, accept(0), decline(1, DeclineReason.RAPID_CHANGE))
     assert [o.replayed for o in again] == [True, True]  # type: ignore[attr-defined]
-    with pytest.raises(ServiceError) as conflict:
+    with pytest.raises(Refused) as conflict:
         await outcome(c, check_id, decline(0, DeclineReason.PATIENT_REQUEST))
-    assert conflict.value.status == 409 and "accepted" in conflict.value.detail
+    assert status_of(conflict.value) == 409 and "accepted" in conflict.value.detail
     assert len(await rows(c, ledger_entry)) == 1
     assert [e["type"] for e in await rows(c, event_outbox)] == ["check", "accepted", "declined"]
 
@@ -128,20 +129,20 @@ async def test_who_may_record_and_what(recognised: tuple[Container, str]) -> Non
         (DOCTOR, [accept(0), accept(0)], 422),
     ]
     for actor, reqs, status in cases:
-        with pytest.raises(ServiceError) as refused:
+        with pytest.raises(Refused) as refused:
             await outcome(c, check_id, *reqs, actor=actor)
-        assert refused.value.status == status, refused.value.detail
-    with pytest.raises(ServiceError) as unknown:
+        assert status_of(refused.value) == status, refused.value.detail
+    with pytest.raises(Refused) as unknown:
         await outcome(c, "no-such-check", accept(0))
-    assert unknown.value.status == 404
+    assert status_of(unknown.value) == 404
     assert await rows(c, ledger_entry) == []
 
 
 async def test_nothing_to_accept_when_the_item_was_not_recognisable(container: Container) -> None:
     check_id = await check(container, HB)  # no prior result at all
-    with pytest.raises(ServiceError) as refused:
+    with pytest.raises(Refused) as refused:
         await outcome(container, check_id, accept(0))
-    assert refused.value.status == 422 and "NO_PRIOR_RESULT" in refused.value.detail
+    assert status_of(refused.value) == 422 and "NO_PRIOR_RESULT" in refused.value.detail
 
 
 async def test_the_ledger_refuses_updates_and_deletes(recognised: tuple[Container, str]) -> None:
@@ -227,9 +228,9 @@ async def test_accepting_a_result_that_changed_since_the_check_is_refused(
         c,
         f.lab_bundle(status="cancelled", last_updated="2026-05-21T10:00:00+08:00", version="2"),
     )
-    with pytest.raises(ServiceError) as refused:
+    with pytest.raises(Refused) as refused:
         await outcome(c, check_id, accept(0))
-    assert refused.value.status == 409 and "cancelled" in refused.value.detail
+    assert status_of(refused.value) == 409 and "cancelled" in refused.value.detail
     async with c.sessions() as s:
         assert (await s.execute(select(func.count()).select_from(ledger_entry))).scalar() == 0
 

@@ -10,11 +10,12 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
+from broker.api.problems import status_of
 from broker.bootstrap import Container
 from broker.domain.actors import ALL_HOSPITALS, Actor, Forbidden, Role
+from broker.domain.errors import Refused
 from broker.security.tokens import InvalidToken
 from broker.services import tokens as token_service
-from broker.services.errors import ServiceError
 from broker.storage.tables import audit_event, issued_token
 
 SECURITY = Actor("sec.chen", Role.SECURITY_ADMIN, ALL_HOSPITALS)
@@ -123,17 +124,17 @@ async def test_revoking_by_subject_stays_within_the_hospital_admins_scope(
         await token_service.revoke(
             container.sessions, SECURITY, jti=other.jti, subject="dr.li", reason="x"
         )
-    with pytest.raises(ServiceError) as unknown:
+    with pytest.raises(Refused) as unknown:
         await token_service.revoke(container.sessions, SECURITY, jti="nope", reason="x")
-    assert unknown.value.status == 404
+    assert status_of(unknown.value) == 404
 
 
 async def test_an_unreadable_register_refuses_rather_than_passes() -> None:
     engine = create_async_engine("sqlite+aiosqlite:////nonexistent-dir/mrb.db")
     try:
         check = token_service.RevocationCheck(async_sessionmaker(engine), cache_seconds=0)
-        with pytest.raises(ServiceError) as refused:
+        with pytest.raises(Refused) as refused:
             await check.check("any")
-        assert refused.value.status == 503
+        assert status_of(refused.value) == 503
     finally:
         await engine.dispose()

@@ -22,7 +22,7 @@ from broker.cdshooks.models import FeedbackRequest, HookRequest
 from broker.cdshooks.services import SERVICES, ServiceDefinition, discovery
 from broker.cdshooks.store import DbClientRegistry, DbReplayGuard
 from broker.correlation import bind_hook_instance
-from broker.services.errors import ServiceError
+from broker.domain.errors import NotFound, Unauthenticated
 
 logger = logging.getLogger(__name__)
 router = APIRouter(tags=["cds-hooks"])
@@ -59,8 +59,7 @@ async def cds_client(request: Request, container: ContainerDep) -> Authenticated
     """The EHR that signed this call's JWT; anything else is a plain 401."""
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise ServiceError(
-            401,
+        raise Unauthenticated(
             "Authentication required",
             "CDS clients send `Authorization: Bearer <JWT>` signed with their registered key",
         )
@@ -74,7 +73,7 @@ async def cds_client(request: Request, container: ContainerDep) -> Authenticated
         )
     except ClientRejected as exc:
         logger.warning("CDS client JWT refused: %s", exc)
-        raise ServiceError(401, "Unauthorized", "the CDS client's JWT was not accepted") from None
+        raise Unauthenticated("Unauthorized", "the CDS client's JWT was not accepted") from None
 
 
 ClientDep = Annotated[AuthenticatedClient, Depends(cds_client)]
@@ -85,7 +84,7 @@ TransportDep = Annotated[httpx.AsyncBaseTransport | None, Depends(cds_fhir_trans
 def _service(service_id: str) -> ServiceDefinition:
     service = SERVICES.get(service_id)
     if service is None:
-        raise ServiceError(404, "Unknown CDS service", f"no CDS service {service_id!r}")
+        raise NotFound("Unknown CDS service", f"no CDS service {service_id!r}")
     return service
 
 

@@ -17,13 +17,14 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
 from broker.api.deps import get_actor
+from broker.api.problems import status_of
 from broker.domain.actors import Actor
+from broker.domain.errors import Refused
 from broker.fhir.audit_events import AuditEvents
 from broker.fhir.documents import FHIR_JSON, operation_outcome
 from broker.fhir.errors import FhirError
 from broker.fhir.params import check_prefer
 from broker.fhir.service import RESOURCE_TYPES, Caller, FhirService
-from broker.services.errors import ServiceError
 
 logger = logging.getLogger(__name__)
 
@@ -53,9 +54,10 @@ class FhirRoute(APIRoute):
                 return await handler(request)
             except FhirError as exc:
                 return outcome_response(exc)
-            except ServiceError as exc:
-                code = _ISSUE_CODES.get(exc.status, "processing")
-                return outcome_response(FhirError(exc.status, code, f"{exc.title}: {exc.detail}"))
+            except Refused as exc:
+                status = status_of(exc)
+                code = _ISSUE_CODES.get(status, "processing")
+                return outcome_response(FhirError(status, code, f"{exc.title}: {exc.detail}"))
             except RequestValidationError as exc:
                 first = exc.errors()[0] if exc.errors() else {}
                 where = ".".join(str(p) for p in first.get("loc", ()))

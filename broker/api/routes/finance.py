@@ -15,9 +15,9 @@ from broker.api.deps import (
     SavingsDep,
 )
 from broker.domain.actors import Duty
+from broker.domain.errors import Invalid
 from broker.domain.ledger import parse_month
 from broker.services import reports
-from broker.services.errors import ServiceError
 from broker.services.periods import close_month
 from broker.storage import ledger
 
@@ -53,7 +53,7 @@ async def savings(
     try:
         period_from, period_to = reports.period_bound(from_), reports.period_bound(to)
     except ValueError as exc:
-        raise ServiceError(422, "Invalid period", str(exc)) from None
+        raise Invalid("Invalid period", str(exc)) from None
     async with container.sessions() as s:
         report = await reports.savings(
             s, group_by, period_from=period_from, period_to=period_to, hospital=scope
@@ -75,7 +75,7 @@ async def regulator_report(
     try:
         parse_month(month)
     except ValueError as exc:
-        raise ServiceError(422, "Invalid month", str(exc)) from None
+        raise Invalid("Invalid month", str(exc)) from None
     async with container.sessions() as s:
         report = await reports.regulator(s, month)
     if _wants_csv(format, accept):
@@ -98,5 +98,5 @@ async def close_period(
     try:
         closed = await close_month(container.sessions, month, by=actor)
     except ValueError as exc:
-        raise ServiceError(422, "Invalid month", str(exc)) from None
+        raise Invalid("Invalid month", str(exc)) from None
     return {"period": month, "closed": True, "already_closed": not closed}

@@ -9,8 +9,8 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field, model_validator
 
 from broker.api.deps import ContainerDep, TokensDep
+from broker.domain.errors import Invalid
 from broker.services import tokens as token_service
-from broker.services.errors import ServiceError
 from broker.storage.tokens import TokenRecord
 
 router = APIRouter(prefix="/api/v1/admin/tokens", tags=["admin"])
@@ -61,6 +61,6 @@ async def revoke(body: RevokeIn, container: ContainerDep, actor: TokensDep) -> R
             hospital=body.hospital,
         )
     except ValueError as exc:
-        raise ServiceError(422, "Invalid revocation", str(exc)) from None
+        raise Invalid("Invalid revocation", str(exc)) from None
     container.token_revocations().revoked(revoked)
     return RevokedOut(revoked=revoked)
