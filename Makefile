@@ -31,17 +31,21 @@ demo: $(STAMP)
 up: $(STAMP)
 	$(BIN)/mrb up
 
+# Most tests wait on brokers, databases and child processes, not the CPU: three worker
+# processes (pytest-xdist) keep two cores busy. PYTEST_WORKERS=0 runs them in one process.
+PYTEST_WORKERS ?= 3
+
 test: $(STAMP)
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(PYTEST_WORKERS)
 
 test-unit: $(STAMP)
-	$(BIN)/pytest -q -m "not integration and not e2e"
+	$(BIN)/pytest -q -n $(PYTEST_WORKERS) -m "not integration and not e2e"
 
 test-integration: $(STAMP)
-	$(BIN)/pytest -q -m integration
+	$(BIN)/pytest -q -n $(PYTEST_WORKERS) -m integration
 
 test-e2e: $(STAMP)
-	$(BIN)/pytest -q -m e2e
+	$(BIN)/pytest -q -n $(PYTEST_WORKERS) -m e2e
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -42,6 +42,7 @@ from broker.storage.audit_chain import (
     sealer_key,
 )
 from broker.storage.audit_export import CheckpointExport, open_export
+from broker.storage.check_uow import SqlCheckUnitOfWork
 from broker.storage.database import create_engine, ping, session_factory
 
 
@@ -78,6 +79,10 @@ class Container:
             cipher=PayloadCipher.from_dir(keys, create=settings.may_create_keys),
             kafka_bootstrap=settings.kafka_bootstrap,
         )
+
+    def check_uow(self) -> SqlCheckUnitOfWork:
+        """A fresh unit of work for one recognition check."""
+        return SqlCheckUnitOfWork(self.sessions, self.cipher, self.pseudonyms)
 
     def rules(self) -> Rules:
         """The catalog (with regions and local-code mappings) and scope policy, loaded once."""

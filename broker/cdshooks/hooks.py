@@ -275,9 +275,7 @@ async def _orders(
     answer_: CheckAnswer | None = None
     if fresh:
         answer_ = await run_check(
-            container.sessions,
-            container.pseudonyms,
-            container.cipher,
+            container.check_uow(),
             container.rules_provider(),
             CheckRequest(
                 patient_system=ident.system,

@@ -6,9 +6,10 @@ from dataclasses import replace
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from broker import ports
 from broker.domain.catalog import Catalog
 from broker.services.checks import Rules
-from broker.storage import mappings
+from broker.storage.check_uow import SqlMappings
 
 
 class RulesProvider:
@@ -24,9 +25,12 @@ class RulesProvider:
         self._rules = base
 
     async def current(self, session: AsyncSession) -> Rules:
-        version = await mappings.version(session)
+        return await self.current_rules(SqlMappings(session))
+
+    async def current_rules(self, mappings: ports.Mappings) -> Rules:
+        version = await mappings.version()
         if version != self._version:
-            extra = await mappings.all_mappings(session)
+            extra = await mappings.all()
             catalog = replace(
                 self.base.catalog, local_codes={**self.base.catalog.local_codes, **extra}
             )

@@ -300,9 +300,7 @@ async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World
         doctor = Actor(f"doctor@{OWN}", Role.DOCTOR, OWN)
         hb = Order("http://loinc.org", "718-7")
         request = CheckRequest(f.NATIONAL, f.PATIENT_A, OWN, datetime.now(UTC), (hb,))
-        answer = await run_check(
-            c.sessions, c.pseudonyms, c.cipher, c.rules_provider(), request, doctor
-        )
+        answer = await run_check(c.check_uow(), c.rules_provider(), request, doctor)
         assert answer.items[0].decision.decision.value == "RECOGNIZABLE"
         notice_id = str(uuid.uuid4())
         async with c.sessions() as s, s.begin():

@@ -117,7 +117,8 @@ async def test_the_finance_page_charts_the_ledger(stack: Stack) -> None:
     hb, plt = Order("http://loinc.org", "718-7"), Order("http://loinc.org", "777-3")
     doctor = Actor("dr-li", Role.DOCTOR, "H002")
     answer = await run_check(
-        c.sessions, c.pseudonyms, c.cipher, c.rules_provider(),
+        c.check_uow(),
+        c.rules_provider(),
         CheckRequest(f.NATIONAL, f.PATIENT_A, "H002", datetime.now(UTC), (hb, plt)), doctor,
     )  # fmt: skip
     await record_outcomes(

@@ -472,9 +472,7 @@ async def assert_one_person_each(site: Site, sent: list[Sent]) -> None:
     doctor = Actor("dr-faults", Role.DOCTOR, "H002")
     for who in sorted(expected)[:3]:
         answer = await run_check(
-            c.sessions,
-            c.pseudonyms,
-            c.cipher,
+            c.check_uow(),
             c.rules(),
             CheckRequest(f.NATIONAL, who, "H002", datetime(2026, 5, 20, 1, tzinfo=UTC), (HB,)),
             doctor,

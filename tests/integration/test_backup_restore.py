@@ -43,9 +43,7 @@ def env(db: Db, settings: Settings, **extra: str) -> dict[str, str]:
 
 async def check(c: Container) -> tuple[str, tuple[str, str, str, str] | None]:
     answer = await run_check(
-        c.sessions,
-        c.pseudonyms,
-        c.cipher,
+        c.check_uow(),
         c.rules_provider(),
         CheckRequest(f.NATIONAL, f.PATIENT_A, "H002", datetime(2026, 5, 20, 1, tzinfo=UTC), (HB,)),
         Actor("dr-li", Role.DOCTOR, "H002"),

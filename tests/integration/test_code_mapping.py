@@ -43,9 +43,7 @@ async def index(c: Container, value: bytes) -> None:
 
 async def decision(c: Container) -> str:
     answer = await run_check(
-        c.sessions,
-        c.pseudonyms,
-        c.cipher,
+        c.check_uow(),
         c.rules_provider(),
         CheckRequest(f.NATIONAL, f.PATIENT_A, "H002", datetime(2026, 5, 20, 1, tzinfo=UTC), (HB,)),
         Actor("dr-li", Role.DOCTOR, "H002"),

@@ -49,9 +49,7 @@ async def test_each_case_answers_as_the_demo_says(container: Container) -> None:
     assert [p.outcome.value for p in processed] == ["indexed"] * len(story.messages)
     for case in story.checks:
         answer = await run_check(
-            container.sessions,
-            container.pseudonyms,
-            container.cipher,
+            container.check_uow(),
             container.rules(),
             CheckRequest(
                 f.NATIONAL, case.national_id, scenarios.ORDERING, NOW, (_order(case.item),)

@@ -228,9 +228,7 @@ async def test_versions_arriving_newest_first(container: Container, kafka: str) 
 
 async def check(c: Container) -> tuple[str, str | None]:
     answer = await run_check(
-        c.sessions,
-        c.pseudonyms,
-        c.cipher,
+        c.check_uow(),
         c.rules_provider(),
         CheckRequest(f.NATIONAL, f.PATIENT_A, "H002", datetime(2026, 5, 20, 1, tzinfo=UTC), (HB,)),
         DOCTOR,

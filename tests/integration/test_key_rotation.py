@@ -11,6 +11,7 @@ from broker.domain.identifiers import normalise
 from broker.domain.recognition import Decision, Order
 from broker.security.payload_cipher import PayloadCipher, add_key
 from broker.services.checks import CheckRequest, run_check
+from broker.storage.check_uow import SqlCheckUnitOfWork
 from broker.storage.lookup import person_items
 from broker.storage.people import People, birth_date
 from broker.storage.protect import Protector
@@ -33,9 +34,7 @@ async def test_rotation_reseals_everything_and_loses_nothing(container: Containe
     )
     doctor = Actor("dr-li", Role.DOCTOR, "H002")
     rules = container.rules()
-    before = await run_check(
-        container.sessions, container.pseudonyms, container.cipher, rules, request, doctor
-    )
+    before = await run_check(container.check_uow(), rules, request, doctor)
     assert before.items[0].decision.decision is Decision.RECOGNIZABLE
     old = container.cipher  # a running process: it loaded k1 only
     assert set((await keys_in_use(container.sessions)).elements()) == {"k1"}
@@ -65,5 +64,6 @@ async def test_rotation_reseals_everything_and_loses_nothing(container: Containe
         items = await person_items(s, pid, Protector(old, container.pseudonyms))
         assert any(i.value == "13.2" for i in items)
         assert str(await birth_date(s, old, pid)) == "1980-01-01"
-    after = await run_check(container.sessions, container.pseudonyms, old, rules, request, doctor)
+    uow = SqlCheckUnitOfWork(container.sessions, old, container.pseudonyms)
+    after = await run_check(uow, rules, request, doctor)
     assert after.items[0].decision.decision is Decision.RECOGNIZABLE

@@ -42,9 +42,7 @@ async def check(
     c: Container, *orders: Order, patient: str = f.PATIENT_A, actor: Actor = DOCTOR
 ) -> str:
     answer = await run_check(
-        c.sessions,
-        c.pseudonyms,
-        c.cipher,
+        c.check_uow(),
         c.rules(),
         CheckRequest(f.NATIONAL, patient, actor.hospital, MAY_20, orders or (HB,)),
         actor,

@@ -64,9 +64,7 @@ async def counts(c: Container) -> dict[str, int]:
 
 async def decision(c: Container) -> str:
     answer = await run_check(
-        c.sessions,
-        c.pseudonyms,
-        c.cipher,
+        c.check_uow(),
         c.rules_provider(),
         CheckRequest(
             f.NATIONAL,

@@ -43,9 +43,7 @@ async def decide(
     c: Container, *orders: Order, patient: str = f.PATIENT_A, context: PatientContext | None = None
 ) -> list[ItemDecision]:
     answer = await run_check(
-        c.sessions,
-        c.pseudonyms,
-        c.cipher,
+        c.check_uow(),
         c.rules(),
         CheckRequest(
             f.NATIONAL, patient, "H002", MAY_20, orders, patient=context or PatientContext()
@@ -358,9 +356,7 @@ class TestRegionalListDates:
 
         async def at(moment: datetime) -> Decision:
             answer = await run_check(
-                certified.sessions,
-                certified.pseudonyms,
-                certified.cipher,
+                certified.check_uow(),
                 certified.rules(),
                 CheckRequest(f.NATIONAL, f.PATIENT_A, "H002", moment, (HB,)),
                 DOCTOR,

@@ -91,9 +91,7 @@ async def test_a_month_of_recognitions_reconciles_to_the_fen(container: Containe
     checks: dict[int, str] = {}
     for i in range(N):
         answer = await run_check(
-            c.sessions,
-            c.pseudonyms,
-            c.cipher,
+            c.check_uow(),
             c.rules(),
             CheckRequest(f.NATIONAL, resident_id(i), orderer(i), in_may(20, 9), (HB, PLT)),
             doctor(i),

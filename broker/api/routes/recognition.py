@@ -44,9 +44,7 @@ async def check(body: CheckIn, container: ContainerDep, actor: DoctorDep) -> Che
         patient=PatientContext(body.birth_date, body.pregnant),
     )
     answer = await run_check(
-        container.sessions,
-        container.pseudonyms,
-        container.cipher,
+        container.check_uow(),
         container.rules_provider(),
         request,
         actor,

@@ -1,0 +1,135 @@
+"""What the use cases need from the world outside the domain, as abstract ports.
+
+`broker/storage/` implements them with SQLAlchemy; `tests/fakes.py` implements them in
+memory, so a use case is unit-tested without a database. One unit of work per use case:
+its repositories share one transaction, committed once by the use case (the event outbox
+and the audit entry are written inside it, so a check is stored, announced and audited
+together or not at all).
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from types import TracebackType
+from typing import Any, Self
+
+from broker.domain.actors import Actor
+from broker.domain.check_items import StoredCheckItem
+from broker.domain.identifiers import PatientIdentifier
+from broker.domain.recognition import PriorItem
+from broker.domain.registry import HospitalProfile
+
+# (hospital, code system, local code) -> catalog item code
+LocalCodes = Mapping[tuple[str, str, str], str]
+
+
+class Hospitals(abc.ABC):
+    @abc.abstractmethod
+    async def profiles(self) -> Mapping[str, HospitalProfile]:
+        """Every registered hospital as the rules see it."""
+
+
+class People(abc.ABC):
+    @abc.abstractmethod
+    async def find(self, identifier: PatientIdentifier) -> str | None:
+        """The surviving person an identifier is linked to, if any."""
+
+    @abc.abstractmethod
+    async def birth_date(self, person_id: str) -> date | None:
+        """The birth date every hospital that sent one agrees on; None otherwise."""
+
+
+class Results(abc.ABC):
+    @abc.abstractmethod
+    async def prior_items(self, person_id: str) -> list[PriorItem]:
+        """Every item of the person's current results, from every hospital."""
+
+    @abc.abstractmethod
+    async def versions(self, result_ids: Sequence[str]) -> dict[str, str]:
+        """Each result's current version stamp (its `updated_at`, ISO)."""
+
+
+class Mappings(abc.ABC):
+    @abc.abstractmethod
+    async def version(self) -> tuple[int, int]:
+        """Changes whenever a mapping is added or changed (cheap to ask every request)."""
+
+    @abc.abstractmethod
+    async def all(self) -> LocalCodes:
+        """Every run-time local-code mapping."""
+
+
+@dataclass(frozen=True)
+class RecordedCheck:
+    """A check as stored: what was asked and answered, no identifier in clear (the storage
+    adapter seals the patient's identifier)."""
+
+    check_id: str
+    created_at: datetime
+    ordering_hospital: str
+    person_id: str | None
+    patient: PatientIdentifier
+    order_time: datetime
+    emergency: bool
+    items: tuple[StoredCheckItem, ...]
+    catalog_version: str
+    policy_version: str
+
+
+class Checks(abc.ABC):
+    @abc.abstractmethod
+    async def add(self, check: RecordedCheck) -> None: ...
+
+
+class Events(abc.ABC):
+    """The transactional outbox of mrb.recognition.v1."""
+
+    @abc.abstractmethod
+    async def append(self, type_: str, key: str, body: dict[str, Any], now: datetime) -> str: ...
+
+
+class Audit(abc.ABC):
+    @abc.abstractmethod
+    async def record_read(
+        self,
+        actor: Actor,
+        *,
+        action: str,
+        purpose: str,
+        patient: PatientIdentifier | None,
+        person_id: str | None,
+        detail: dict[str, Any] | None = None,
+    ) -> None:
+        """A read of patient data: who, why, whose (pseudonymised by the adapter)."""
+
+
+class CheckUnitOfWork(abc.ABC):
+    """Everything a recognition check reads and writes, in one transaction."""
+
+    hospitals: Hospitals
+    people: People
+    results: Results
+    mappings: Mappings
+    checks: Checks
+    events: Events
+    audit: Audit
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.rollback()  # a no-op after commit
+
+    @abc.abstractmethod
+    async def commit(self) -> None: ...
+
+    @abc.abstractmethod
+    async def rollback(self) -> None: ...

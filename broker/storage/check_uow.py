@@ -1,0 +1,185 @@
+"""The recognition check's unit of work on SQLAlchemy: one session, one transaction."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from datetime import UTC, date, datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from broker import ports
+from broker.correlation import current_request_id
+from broker.domain.actors import Actor
+from broker.domain.identifiers import PatientIdentifier
+from broker.domain.recognition import PriorItem
+from broker.domain.registry import HospitalProfile
+from broker.security.payload_cipher import PayloadCipher
+from broker.security.pseudonyms import Pseudonymiser
+from broker.storage import events, hospitals, mappings
+from broker.storage import people as people_store
+from broker.storage.lookup import person_items
+from broker.storage.protect import Protector
+from broker.storage.tables import audit_event, recognition_check, result
+
+
+class SqlHospitals(ports.Hospitals):
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def profiles(self) -> Mapping[str, HospitalProfile]:
+        return await hospitals.profiles(self._session)
+
+
+class SqlPeople(ports.People):
+    def __init__(self, session: AsyncSession, pseudonyms: Pseudonymiser, cipher: PayloadCipher):
+        self._session = session
+        self._people = people_store.People(session, pseudonyms)
+        self._cipher = cipher
+
+    async def find(self, identifier: PatientIdentifier) -> str | None:
+        return await self._people.find(identifier)
+
+    async def birth_date(self, person_id: str) -> date | None:
+        return await people_store.birth_date(self._session, self._cipher, person_id)
+
+
+class SqlResults(ports.Results):
+    def __init__(self, session: AsyncSession, protector: Protector) -> None:
+        self._session = session
+        self._protector = protector
+
+    async def prior_items(self, person_id: str) -> list[PriorItem]:
+        return await person_items(self._session, person_id, self._protector)
+
+    async def versions(self, result_ids: Sequence[str]) -> dict[str, str]:
+        if not result_ids:
+            return {}
+        rows = await self._session.execute(
+            select(result.c.id, result.c.updated_at).where(result.c.id.in_(list(result_ids)))
+        )
+        return {r.id: r.updated_at.isoformat() for r in rows}
+
+
+class SqlMappings(ports.Mappings):
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def version(self) -> tuple[int, int]:
+        return await mappings.version(self._session)
+
+    async def all(self) -> ports.LocalCodes:
+        return await mappings.all_mappings(self._session)
+
+
+class SqlChecks(ports.Checks):
+    def __init__(self, session: AsyncSession, cipher: PayloadCipher) -> None:
+        self._session = session
+        self._cipher = cipher
+
+    async def add(self, check: ports.RecordedCheck) -> None:
+        # The identifier is kept (sealed, bound to the check) so a safety notice can name
+        # the patient to the doctor who recognised the result.
+        patient = self._cipher.seal(
+            json.dumps({"system": check.patient.system, "value": check.patient.value}).encode(),
+            associated=check.check_id.encode(),
+        )
+        await self._session.execute(
+            recognition_check.insert(),
+            {
+                "id": check.check_id,
+                "created_at": check.created_at,
+                "ordering_hospital": check.ordering_hospital,
+                "person_id": check.person_id,
+                "order_time": check.order_time,
+                "emergency": check.emergency,
+                "items": [i.as_json() for i in check.items],
+                "patient_sealed": patient.ciphertext,
+                "patient_nonce": patient.nonce,
+                "patient_key_id": patient.key_id,
+                "catalog_version": check.catalog_version[:200],
+                "policy_version": check.policy_version[:64],
+            },
+        )
+
+
+class SqlEvents(ports.Events):
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def append(self, type_: str, key: str, body: dict[str, Any], now: datetime) -> str:
+        return await events.append(self._session, type_, key, body, now)
+
+
+class SqlAudit(ports.Audit):
+    def __init__(self, session: AsyncSession, pseudonyms: Pseudonymiser) -> None:
+        self._session = session
+        self._pseudonyms = pseudonyms
+
+    async def record_read(
+        self,
+        actor: Actor,
+        *,
+        action: str,
+        purpose: str,
+        patient: PatientIdentifier | None,
+        person_id: str | None,
+        detail: dict[str, Any] | None = None,
+    ) -> None:
+        await self._session.execute(
+            audit_event.insert().values(
+                at=datetime.now(UTC),
+                actor=actor.name,
+                role=actor.role.value,
+                hospital_id=actor.hospital,
+                action=action,
+                purpose=purpose,
+                patient_pseudonym=self._pseudonyms.of(patient) if patient else None,
+                person_id=person_id,
+                detail=detail,
+                request_id=current_request_id(),
+            )
+        )
+
+
+class SqlCheckUnitOfWork(ports.CheckUnitOfWork):
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        cipher: PayloadCipher,
+        pseudonyms: Pseudonymiser,
+    ) -> None:
+        self._sessions = sessions
+        self._cipher = cipher
+        self._pseudonyms = pseudonyms
+        self._session: AsyncSession | None = None
+
+    async def __aenter__(self) -> SqlCheckUnitOfWork:
+        s = self._session = self._sessions()
+        await s.begin()
+        self.hospitals = SqlHospitals(s)
+        self.people = SqlPeople(s, self._pseudonyms, self._cipher)
+        self.results = SqlResults(s, Protector(self._cipher, self._pseudonyms))
+        self.mappings = SqlMappings(s)
+        self.checks = SqlChecks(s, self._cipher)
+        self.events = SqlEvents(s)
+        self.audit = SqlAudit(s, self._pseudonyms)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        try:
+            await self.rollback()
+        finally:
+            if self._session is not None:
+                await self._session.close()
+                self._session = None
+
+    async def commit(self) -> None:
+        assert self._session is not None, "commit outside the unit of work"
+        await self._session.commit()
+
+    async def rollback(self) -> None:
+        if self._session is not None and self._session.in_transaction():
+            await self._session.rollback()
