@@ -1,11 +1,5 @@
-"""What the use cases need from the world outside the domain, as abstract ports.
-
-`broker/storage/` implements them with SQLAlchemy; `tests/fakes.py` implements them in
-memory, so a use case is unit-tested without a database. One unit of work per use case:
-its repositories share one transaction, committed once by the use case (the event outbox
-and the audit entry are written inside it, so a check is stored, announced and audited
-together or not at all).
-"""
+"""The recognition check's ports: what it reads and writes, in one unit of work (the
+check, its event and its audit entry are stored together or not at all)."""
 
 from __future__ import annotations
 
