@@ -18,7 +18,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-from broker.storage.tables import UTCDateTime, metadata
+from broker.storage.metadata import UTCDateTime, metadata
 
 # An EHR (CDS Client) allowed to call the services: the JWT issuer, the hospital it
 # orders for, where its public keys are (a JWKS URL, or a JWK Set given out of band), and

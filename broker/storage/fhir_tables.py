@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from sqlalchemy import Column, ForeignKey, Index, Integer, String, Table
 
-from broker.storage.tables import UTCDateTime, metadata
+from broker.storage.metadata import UTCDateTime, metadata
 
 fhir_resource = Table(
     "fhir_resource",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from sqlalchemy import Column, Float, Index, Integer, String, Table
 
-from broker.storage.tables import metadata
+from broker.storage.metadata import metadata
 
 # One counter of a limits (https://limits.readthedocs.io) window: requests of one token
 # or address in one minute. Times are Unix seconds, as the limits strategies count them.

@@ -6,61 +6,23 @@ and the received message bytes are stored sealed (AES-GCM).
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import Any
-
 from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
     Column,
     Date,
-    DateTime,
     ForeignKey,
     Index,
     Integer,
     LargeBinary,
-    MetaData,
     String,
     Table,
     Text,
-    TypeDecorator,
     UniqueConstraint,
 )
-from sqlalchemy.engine import Dialect
 
-
-class UTCDateTime(TypeDecorator[datetime]):
-    """Aware datetimes in, aware UTC datetimes out, on SQLite as on PostgreSQL."""
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> Any:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetime given to a UTCDateTime column")
-        return value.astimezone(UTC)
-
-    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        stored: datetime = value
-        if stored.tzinfo is None:  # SQLite keeps no zone; we only ever write UTC
-            return stored.replace(tzinfo=UTC)
-        return stored.astimezone(UTC)
-
-
-# Explicit constraint names so Alembic migrations are identical on both databases.
-metadata = MetaData(
-    naming_convention={
-        "ix": "ix_%(column_0_label)s",
-        "uq": "uq_%(table_name)s_%(column_0_name)s",
-        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-        "pk": "pk_%(table_name)s",
-    }
-)
+from broker.storage.metadata import UTCDateTime, metadata
 
 hospital = Table(
     "hospital",
@@ -469,7 +431,3 @@ oidc_user = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("disabled_at", UTCDateTime, nullable=True),
 )
-
-
-# Tables kept in their own modules join the same metadata (Alembic compares them all).
-from broker.storage import cds_tables, fhir_tables, rate_limit_tables  # noqa: E402, F401

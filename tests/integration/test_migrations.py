@@ -7,7 +7,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import Connection
 
 from broker.storage.database import create_engine
-from broker.storage.tables import metadata
+from broker.storage.schema import metadata
 from tests.conftest import Db
 
 

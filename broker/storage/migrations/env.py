@@ -8,7 +8,7 @@ from alembic import context
 from sqlalchemy.engine import Connection
 
 from broker.storage.database import create_engine
-from broker.storage.tables import metadata
+from broker.storage.schema import metadata
 
 config = context.config
 

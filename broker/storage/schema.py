@@ -1,0 +1,12 @@
+"""The whole schema: every table module imported, so `metadata` holds every table.
+
+Alembic (migrations/env.py) and the schema tests compare against this metadata; a table
+module left out here would look like a table to drop.
+"""
+
+from __future__ import annotations
+
+from broker.storage import cds_tables, fhir_tables, rate_limit_tables, tables
+from broker.storage.metadata import metadata
+
+__all__ = ["cds_tables", "fhir_tables", "metadata", "rate_limit_tables", "tables"]
