@@ -1,6 +1,6 @@
 """Correlation ids of the work in hand, bound to the current context (structlog
 contextvars): every log line written meanwhile carries them (broker.observability), and
-the audit entries a request writes store its request id (broker/services/audit.py).
+the audit entries a request writes store its request id (broker/storage/audit_log.py).
 
 Ids come from callers (`X-Request-ID`, a CDS call's `hookInstance`), so only short,
 plain ones are kept: anything else could smuggle text (an identifier) into the logs.

@@ -25,9 +25,9 @@ from broker.cli.adapter_cmd import bootstrap_of
 from broker.cli.context import BY_HELP, operator, with_container
 from broker.domain.actors import Role
 from broker.kafka.topics import RESULTS
-from broker.services.audit import record_change
 from broker.settings import Settings
 from broker.storage import dead_letters
+from broker.storage.audit_log import record_change
 from broker.storage.dead_letters import DeadLetter, Replay, Status
 
 app = typer.Typer(

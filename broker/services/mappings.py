@@ -10,8 +10,8 @@ from broker.domain.actors import Actor, Duty
 from broker.domain.catalog import Catalog
 from broker.domain.errors import Invalid, NotFound
 from broker.domain.mapping import is_local
-from broker.services.audit import record_change
 from broker.storage import hospitals, mappings
+from broker.storage.audit_log import record_change
 
 
 async def add_mapping(

@@ -8,8 +8,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from broker.domain.actors import Actor, Duty
 from broker.domain.ledger import parse_month
-from broker.services.audit import record_change
 from broker.storage import ledger
+from broker.storage.audit_log import record_change
 
 
 async def close_month(sessions: async_sessionmaker[AsyncSession], month: str, *, by: Actor) -> bool:

@@ -17,8 +17,8 @@ from broker.domain.actors import Actor, Duty
 from broker.domain.catalog import Catalog
 from broker.domain.registry import Certification, CertifyingBody
 from broker.security import signatures
-from broker.services.audit import record_change
 from broker.storage import hospitals
+from broker.storage.audit_log import record_change
 from broker.storage.hospitals import Hospital
 
 GRADES = {"甲": "甲", "乙": "乙", "A": "甲", "B": "乙"}

@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from broker.domain.actors import Actor
-from broker.services.audit import record_change
 from broker.storage import retention
+from broker.storage.audit_log import record_change
 
 
 async def purge_payloads(

@@ -19,9 +19,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from broker.domain.actors import ALL_HOSPITALS, Actor, Duty, Role
 from broker.domain.errors import NotFound, Unavailable
 from broker.security.tokens import InvalidToken, IssuedToken, TokenIssuer, actor_hospital
-from broker.services.audit import record_change
 from broker.storage import hospitals
 from broker.storage import tokens as store
+from broker.storage.audit_log import record_change
 from broker.storage.tokens import TokenRecord
 
 

@@ -20,9 +20,9 @@ from broker.domain.actors import ALL_HOSPITALS, Actor, Duty, Role
 from broker.domain.errors import NotAllowed, NotFound, Unavailable
 from broker.security.oidc import MAX_SUBJECT, OidcIdentity, issuer_url
 from broker.security.tokens import actor_hospital
-from broker.services.audit import record_change
 from broker.storage import hospitals
 from broker.storage import oidc_users as store
+from broker.storage.audit_log import record_change
 from broker.storage.oidc_users import OidcUser
 
 _MAX_NAME = 200

@@ -4,25 +4,24 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from broker import ports
-from broker.correlation import current_request_id
 from broker.domain.actors import Actor
 from broker.domain.identifiers import PatientIdentifier
 from broker.domain.recognition import PriorItem
 from broker.domain.registry import HospitalProfile
 from broker.security.payload_cipher import PayloadCipher
 from broker.security.pseudonyms import Pseudonymiser
-from broker.storage import events, hospitals, mappings
+from broker.storage import audit_log, events, hospitals, mappings
 from broker.storage import people as people_store
 from broker.storage.lookup import person_items
 from broker.storage.protect import Protector
-from broker.storage.tables import audit_event, recognition_check, result
+from broker.storage.tables import recognition_check, result
 
 
 class SqlHospitals(ports.Hospitals):
@@ -128,19 +127,14 @@ class SqlAudit(ports.Audit):
         person_id: str | None,
         detail: dict[str, Any] | None = None,
     ) -> None:
-        await self._session.execute(
-            audit_event.insert().values(
-                at=datetime.now(UTC),
-                actor=actor.name,
-                role=actor.role.value,
-                hospital_id=actor.hospital,
-                action=action,
-                purpose=purpose,
-                patient_pseudonym=self._pseudonyms.of(patient) if patient else None,
-                person_id=person_id,
-                detail=detail,
-                request_id=current_request_id(),
-            )
+        await audit_log.record_read(
+            self._session,
+            actor,
+            action=action,
+            purpose=purpose,
+            patient_pseudonym=self._pseudonyms.of(patient) if patient else None,
+            person_id=person_id,
+            detail=detail,
         )
 
 

@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 
 from broker.cli.main import app
 from broker.domain.actors import Actor, Role
-from broker.services.audit import record_read
 from broker.settings import Settings
+from broker.storage.audit_log import record_read
 from broker.storage.database import create_engine, session_factory
 from broker.storage.tables import audit_checkpoint, audit_event
 from tests.conftest import Db

@@ -12,9 +12,9 @@ from sqlalchemy import delete, text, update
 from broker.bootstrap import AuditTrail, Container
 from broker.domain.actors import Actor, Role
 from broker.domain.audit_chain import ChainReport, Finding
-from broker.services.audit import record_read
 from broker.services.audit_sealer import ChainBehindExport
 from broker.storage.audit_chain import CheckpointKey, seal, verify
+from broker.storage.audit_log import record_read
 from broker.storage.tables import audit_checkpoint, audit_event
 from tests.conftest import Db
 

@@ -10,8 +10,8 @@ from sqlalchemy.exc import DBAPIError
 
 from broker.bootstrap import AuditTrail, Container
 from broker.domain.actors import Actor, Role
-from broker.services.audit import record_read
 from broker.storage.audit_chain import verify
+from broker.storage.audit_log import record_read
 from broker.storage.tables import audit_event
 from tests.conftest import Db
 

@@ -14,7 +14,6 @@ from broker.bootstrap import AuditTrail, Container
 from broker.domain.actors import Actor, Role
 from broker.domain.audit_chain import Finding
 from broker.security.keys import load_or_create_key
-from broker.services.audit import record_read
 from broker.settings import Settings
 from broker.storage.audit_chain import (
     PRIVATE_KEY_FILE,
@@ -25,6 +24,7 @@ from broker.storage.audit_chain import (
     verify,
 )
 from broker.storage.audit_export import FileExport
+from broker.storage.audit_log import record_read
 from tests.conftest import Db
 
 DOCTOR = Actor("dr-li", Role.DOCTOR, "H002")

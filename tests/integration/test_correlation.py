@@ -29,8 +29,8 @@ from broker.api.app import create_app
 from broker.bootstrap import AuditTrail, Container
 from broker.cli.adapter_cmd import OUTBOX_FILE, adapter_metrics
 from broker.domain.actors import Actor, Role
-from broker.services.audit import record_read
 from broker.storage.audit_chain import verify
+from broker.storage.audit_log import record_read
 from broker.storage.tables import audit_event
 from tests import factories as f
 from tests.conftest import bearer, certify, free_port

@@ -26,10 +26,11 @@ from sqlalchemy import select
 
 from broker.api.app import create_app
 from broker.bootstrap import Container
-from broker.services.rate_limits import DatabasePatientCounter, DatabaseStorage, RateLimiter
+from broker.services.rate_limits import RateLimiter
 from broker.settings import Settings
 from broker.storage import hospitals
 from broker.storage.rate_limit_tables import rate_limit_patient
+from broker.storage.rate_limits import DatabasePatientCounter, DatabaseStorage
 from broker.storage.tables import audit_event
 from tests import factories
 from tests import factories as f
