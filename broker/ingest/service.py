@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -20,8 +19,8 @@ from broker.domain.rejections import RejectCode, Rejected
 from broker.domain.results import ParsedMessage
 from broker.domain.versions import VersionOutcome
 from broker.ingest.batch import BatchIndexer, CatalogSource, ChangeListener, UnknownPatient
+from broker.ingest.envelope import Envelope, InboundMessage, check_envelope, message_id_of
 from broker.ingest.parse import ParseLimits, parse_message
-from broker.security import signatures
 from broker.security.payload_cipher import PayloadCipher
 from broker.security.pseudonyms import Pseudonymiser
 from broker.storage import dead_letters
@@ -31,6 +30,8 @@ from broker.storage.tables import inbox, rejection
 from mrb_wire import headers
 
 logger = logging.getLogger(__name__)
+
+__all__ = ["Admission", "InboundMessage", "IngestService", "Outcome", "Processed"]
 
 HEADER_HOSPITAL = headers.HOSPITAL
 HEADER_MESSAGE_ID = headers.MESSAGE_ID
@@ -46,25 +47,6 @@ class Outcome(StrEnum):
 
 
 @dataclass(frozen=True)
-class InboundMessage:
-    value: bytes
-    headers: dict[str, bytes]
-    key: bytes | None = None
-    topic: str | None = None
-    partition: int | None = None
-    offset: int | None = None
-
-    def header(self, name: str) -> str | None:
-        raw = self.headers.get(name)
-        if raw is None:
-            return None
-        try:
-            return raw.decode("utf-8").strip() or None
-        except UnicodeDecodeError:
-            return None
-
-
-@dataclass(frozen=True)
 class Processed:
     message: InboundMessage
     outcome: Outcome
@@ -74,6 +56,17 @@ class Processed:
     detail: str | None = None
     results: int = 0
     versions: dict[str, int] = field(default_factory=dict)  # VersionOutcome -> count
+
+
+@dataclass(frozen=True)
+class Admission:
+    """What the first step made of a message: a repeat, a copy of one earlier in the batch,
+    or a new message with its results parsed (`parsed`)."""
+
+    envelope: Envelope
+    parsed: ParsedMessage | None = None
+    repeat: bool = False  # already indexed
+    copy: bool = False  # its id came earlier in this batch
 
 
 class IngestService:
@@ -128,27 +121,22 @@ class IngestService:
             indexed = await _indexed_ids(session, messages)
             first_slot: dict[str, int] = {}
             for message in messages:
-                hospital = message.header(HEADER_HOSPITAL)
-                message_id = message.header(HEADER_MESSAGE_ID)
                 try:
-                    hospital, message_id = _check_headers(hospital, message_id, registry)
-                    self._check_signature(message, hospital, message_id, keys)
-                    if message_id in indexed:
-                        out.append(Processed(message, Outcome.DUPLICATE, message_id, hospital))
-                        continue
-                    if message_id in first_slot:  # a copy in this batch: as its first goes
-                        copies[len(out)] = first_slot[message_id]
-                        out.append(None)
-                        continue
-                    parsed = self._parse(message, hospital, registry)
+                    admitted = self._admit(message, registry, keys, indexed, first_slot)
                 except Rejected as exc:
-                    rejections.append(self._rejection_row(message, hospital, message_id, exc, now))
-                    out.append(
-                        Processed(
-                            message, Outcome.REJECTED, message_id, hospital, exc.code, exc.detail
-                        )
-                    )
+                    rejections.append(self._rejection_row(message, *_who(message), exc, now))
+                    out.append(_rejected(message, exc))
                     continue
+                hospital, message_id = admitted.envelope.hospital, admitted.envelope.message_id
+                if admitted.repeat:
+                    out.append(Processed(message, Outcome.DUPLICATE, message_id, hospital))
+                    continue
+                if admitted.copy:  # a copy in this batch: as its first goes
+                    copies[len(out)] = first_slot[message_id]
+                    out.append(None)
+                    continue
+                parsed = admitted.parsed
+                assert parsed is not None
                 first_slot[message_id] = len(out)
                 plans.append((len(out), message, hospital, message_id, parsed))
                 out.append(None)
@@ -196,15 +184,26 @@ class IngestService:
             if rejections:
                 await session.execute(rejection.insert(), rejections)
             await dead_letters.resolve(session, _settled_ids(out), now)
-        for p in out:
-            if p is not None and p.outcome is Outcome.REJECTED:
-                logger.info(
-                    "rejected message %s from %s: %s",
-                    p.message_id,
-                    p.hospital,
-                    p.code.value if p.code else "-",
-                )
         return [p for p in out if p is not None]
+
+    def _admit(
+        self,
+        message: InboundMessage,
+        registry: Mapping[str, hospital_registry.Hospital],
+        keys: Mapping[tuple[str, str], hospital_registry.SigningKey],
+        indexed: Container[str],
+        earlier: Container[str] = (),
+    ) -> Admission:
+        """The first step of every message on both paths: envelope (headers, signature),
+        then repeat, then parse; raises Rejected for a message that cannot be indexed."""
+        envelope = check_envelope(
+            message, registry, keys, require_signatures=self._require_signatures
+        )
+        if envelope.message_id in indexed:
+            return Admission(envelope, repeat=True)
+        if envelope.message_id in earlier:
+            return Admission(envelope, copy=True)
+        return Admission(envelope, self._parse(message, envelope.hospital, registry))
 
     async def _indexer(self, session: AsyncSession, now: datetime) -> BatchIndexer:
         """The indexer both paths use, with the catalog's current local-code mappings."""
@@ -231,9 +230,10 @@ class IngestService:
         async with self._sessions() as session, session.begin():
             registry = {h.id: h for h in await hospital_registry.list_all(session)}
             keys = await hospital_registry.signing_keys(session)
-            seen_in_batch: set[str] = set()
+            # Indexed before, or earlier in this batch: either way a repeat here.
+            indexed = await _indexed_ids(session, messages)
             for message in messages:
-                out.append(await self._one(session, message, registry, keys, seen_in_batch))
+                out.append(await self._one(session, message, registry, keys, indexed))
                 await asyncio.sleep(0)  # let the API breathe when it shares the loop
             await dead_letters.resolve(session, _settled_ids(out), datetime.now(UTC))
         return out
@@ -259,26 +259,30 @@ class IngestService:
         message: InboundMessage,
         registry: dict[str, hospital_registry.Hospital],
         keys: Mapping[tuple[str, str], hospital_registry.SigningKey],
-        seen_in_batch: set[str],
+        indexed: set[str],
     ) -> Processed:
-        hospital = message.header(HEADER_HOSPITAL)
-        message_id = message.header(HEADER_MESSAGE_ID)
+        hospital, message_id = _who(message)
         try:
-            hospital, message_id = _check_headers(hospital, message_id, registry)
-            self._check_signature(message, hospital, message_id, keys)
-            if message_id in seen_in_batch or await _already_indexed(session, message_id):
+            admitted = self._admit(message, registry, keys, indexed)
+            hospital, message_id = admitted.envelope.hospital, admitted.envelope.message_id
+            if admitted.repeat:
                 return Processed(message, Outcome.DUPLICATE, message_id, hospital)
-            parsed = self._parse(message, hospital, registry)
+            parsed = admitted.parsed
+            assert parsed is not None
             for attempt in (1, 2):
                 try:
                     async with session.begin_nested():
                         processed = await self._index(
                             session, message, hospital, message_id, parsed
                         )
-                    seen_in_batch.add(message_id)
+                    indexed.add(message_id)
                     return processed
                 except IntegrityError:
-                    # Another worker linked the same person at the same moment: retry once.
+                    # Another worker indexed this message, or linked the same person, at
+                    # the same moment: a repeat if it is indexed now, else retry once.
+                    if await _already_indexed(session, message_id):
+                        indexed.add(message_id)
+                        return Processed(message, Outcome.DUPLICATE, message_id, hospital)
                     if attempt == 2:
                         raise
             raise AssertionError("unreachable")
@@ -304,41 +308,6 @@ class IngestService:
                 message_id,
                 RejectCode.PROCESSING_FAILED,
                 "the broker could not process this message; it logged the cause",
-            )
-
-    def _check_signature(
-        self,
-        message: InboundMessage,
-        hospital: str,
-        message_id: str,
-        keys: Mapping[tuple[str, str], hospital_registry.SigningKey],
-    ) -> None:
-        """Verify before anything else reads the value (DESIGN.md)."""
-        key_id = message.header(HEADER_KEY_ID)
-        signature = message.header(HEADER_SIGNATURE)
-        if not self._require_signatures and not key_id and not signature:
-            return
-        if not key_id:
-            raise Rejected(RejectCode.UNKNOWN_KEY, f"header {HEADER_KEY_ID} is missing")
-        key = keys.get((hospital, key_id))
-        if key is None:
-            raise Rejected(
-                RejectCode.UNKNOWN_KEY,
-                f"key {key_id[:64]!r} is not registered for {hospital}; register it with "
-                "`mrb hospital key add`",
-            )
-        if key.revoked_at is not None:
-            raise Rejected(
-                RejectCode.REVOKED_KEY,
-                f"key {key_id} of {hospital} was revoked on {key.revoked_at:%Y-%m-%d}",
-            )
-        data = signatures.signed_bytes(hospital, message_id, message.value)
-        if not signature or not signatures.verify(
-            signatures.public_key(key.public_key), signature, data
-        ):
-            raise Rejected(
-                RejectCode.BAD_SIGNATURE,
-                f"mrb-signature does not match the message signed by {hospital} with {key_id}",
             )
 
     async def _index(
@@ -388,7 +357,6 @@ class IngestService:
             # Never expected (the row is sanitised): the message still goes to the Kafka
             # DLQ with its reason and gets its receipt, rather than stalling its partition.
             logger.exception("could not record the rejection of message %s", message_id)
-        logger.info("rejected message %s from %s: %s", message_id, hospital, code.value)
         return Processed(message, Outcome.REJECTED, message_id, hospital, code, detail)
 
 
@@ -399,6 +367,20 @@ def _settled_ids(processed: Sequence[Processed | None]) -> list[str]:
         for p in processed
         if p is not None and p.message_id is not None and p.outcome is not Outcome.REJECTED
     ]
+
+
+def _rejected(message: InboundMessage, exc: Rejected) -> Processed:
+    """A message refused before its envelope was trusted: its headers as they came."""
+    hospital, message_id = _who(message)
+    return Processed(message, Outcome.REJECTED, message_id, hospital, exc.code, exc.detail)
+
+
+def _who(message: InboundMessage) -> tuple[str | None, str | None]:
+    """(hospital, message id) as the headers say, the id canonical when it is a UUID: what a
+    rejection records before or after the envelope was checked."""
+    return message.header(HEADER_HOSPITAL), message_id_of(message) or message.header(
+        HEADER_MESSAGE_ID
+    )
 
 
 def _copy_outcome(message: InboundMessage, first: Processed) -> Processed:
@@ -462,39 +444,11 @@ def _storable(text: str) -> str:
 
 async def _indexed_ids(session: AsyncSession, messages: list[InboundMessage]) -> set[str]:
     """Message ids of the batch that are already indexed (one query)."""
-    ids = set()
-    for m in messages:
-        raw = m.header(HEADER_MESSAGE_ID)
-        try:
-            ids.add(str(uuid.UUID(raw or "")))
-        except ValueError:
-            continue
+    ids = {i for i in (message_id_of(m) for m in messages) if i is not None}
     if not ids:
         return set()
     rows = await session.execute(select(inbox.c.message_id).where(inbox.c.message_id.in_(ids)))
     return {r[0] for r in rows}
-
-
-def _check_headers(
-    hospital: str | None, message_id: str | None, registry: Mapping[str, object]
-) -> tuple[str, str]:
-    """The hospital and canonical message id, or Rejected naming the broken header."""
-    if not hospital:
-        raise Rejected(RejectCode.MISSING_HEADER, f"header {HEADER_HOSPITAL} is missing")
-    if not message_id:
-        raise Rejected(RejectCode.MISSING_HEADER, f"header {HEADER_MESSAGE_ID} is missing")
-    try:
-        canonical = str(uuid.UUID(message_id))
-    except ValueError:
-        raise Rejected(
-            RejectCode.INVALID_MESSAGE_ID, f"{HEADER_MESSAGE_ID} {message_id[:64]!r} is not a UUID"
-        ) from None
-    if hospital not in registry:
-        raise Rejected(
-            RejectCode.UNKNOWN_HOSPITAL,
-            f"hospital {hospital[:64]!r} is not registered; register it with `mrb hospital add`",
-        )
-    return hospital, canonical
 
 
 async def _already_indexed(session: AsyncSession, message_id: str) -> bool:

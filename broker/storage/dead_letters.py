@@ -178,7 +178,12 @@ async def claim_for_replay(
         query = query.where(t.c.hospital_id == hospital)
     rows = sorted((await session.execute(query)).all(), key=lambda r: r.id)
     out = []
+    seen: set[str] = set()
     for r in rows:
+        if r.message_id is not None:
+            if r.message_id in seen:
+                continue  # the same message rejected again (an adapter's resend): sent once
+            seen.add(r.message_id)
         headers = stored_headers(r.headers)
         blob: bytes = r.value_sealed
         sealed = Sealed(r.value_key_id, r.value_algorithm, blob[:12], blob[12:])

@@ -136,3 +136,19 @@ async def test_rejected_fixed_replayed_is_delivered_and_resolved_once(
     async with container.sessions() as s:
         actions = [r[0] for r in await s.execute(select(audit_event.c.action))]
     assert actions.count("dlq.replay") == 1 and actions.count("dlq.purge") == 2
+
+
+async def test_a_message_rejected_twice_is_replayed_once(container: Container) -> None:
+    """An adapter resends until its receipt arrives, so one message can be rejected twice:
+    both rows are settled by one replay, and the message is sent once."""
+    stray = f.inbound(f.lab_bundle(accession="TWICE-1"), hospital="H003")  # not registered
+    for _ in range(2):  # two batches: the second is not a copy within one batch
+        await container.ingest_service().process_batch([stray])
+    async with container.sessions() as s, s.begin():
+        rows = (await s.execute(select(rejection.c.id, rejection.c.status))).all()
+        claimed = await dead_letters.claim_for_replay(
+            s, container.cipher, by="ops.test", now=datetime.now(UTC)
+        )
+    assert len(rows) == 2
+    assert [c.message_id for c in claimed] == [stray.header("mrb-message-id")]
+    assert {d.status for d in (await letters(container)).values()} == {"replayed"}
