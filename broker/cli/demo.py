@@ -18,7 +18,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
-from sqlalchemy import delete, func, select
 
 from adapters.common.delivery import deliver
 from adapters.common.envelope import OutgoingMessage
@@ -44,8 +43,8 @@ from broker.runtime import (
 )
 from broker.security.keys import load_or_create_key
 from broker.settings import Settings
+from broker.storage import demo_data
 from broker.storage import hospitals as registry
-from broker.storage.tables import certification, person, result, result_item, result_version
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 
@@ -172,7 +171,7 @@ async def _register(stack: Stack, dataset: DemoDataset) -> dict[str, Signer]:
     async with stack.container.sessions() as session, session.begin():
         for entry in demo_registry.hospitals(dataset.hospitals):
             await registry.add(session, entry, replace=True)
-        await session.execute(delete(certification))
+        await demo_data.clear_certifications(session)
         for c in demo_registry.certifications(datetime.now(SHANGHAI).date()):
             await registry.certify(session, c, reference="demo")
         known = await registry.signing_keys(session)
@@ -265,24 +264,13 @@ async def _summary(
     console: Console,
 ) -> list[DemoCheck]:
     async with stack.container.sessions() as session:
-        n_results = (await session.execute(select(func.count()).select_from(result))).scalar_one()
-        n_versions = (
-            await session.execute(select(func.count()).select_from(result_version))
-        ).scalar_one()
-        n_people = (
-            await session.execute(
-                select(func.count()).select_from(person).where(person.c.merged_into.is_(None))
-            )
-        ).scalar_one()
-        n_items = (
-            await session.execute(select(func.count()).select_from(result_item))
-        ).scalar_one()
+        size = await demo_data.index_size(session)
     outcomes = Counter(r.outcome for r in receipts.values())
     console.print(
         f"\n[bold green]indexed[/bold green]: {outcomes['indexed']} messages "
         f"({outcomes['duplicate']} duplicates, {outcomes['rejected']} rejected) → "
-        f"{n_results} results, {n_versions} versions, {n_items} indexed items, "
-        f"{n_people} people, {len(dataset.hospitals)} hospitals"
+        f"{size.results} results, {size.versions} versions, {size.items} indexed items, "
+        f"{size.people} people, {len(dataset.hospitals)} hospitals"
     )
     total_results = sum(r.results for r in receipts.values())
     console.print(

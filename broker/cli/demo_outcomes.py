@@ -16,7 +16,6 @@ import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy import select
 
 from adapters.common.delivery import deliver
 from adapters.common.envelope import OutgoingMessage
@@ -26,8 +25,7 @@ from broker.domain.actors import ALL_HOSPITALS, Role
 from broker.domain.ledger import DeclineReason
 from broker.runtime import Stack
 from broker.security.keys import load_or_create_key
-from broker.security.payload_cipher import Sealed
-from broker.storage.tables import payload, result, result_version
+from broker.storage import demo_data
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 # Doctors decline about one recognisable item in four, for the regulation's reasons.
@@ -149,16 +147,8 @@ async def withdraw_one(
 
 async def _current_payload(stack: Stack, result_id: str) -> bytes:
     async with stack.container.sessions() as s:
-        row = (
-            await s.execute(
-                select(payload)
-                .join(result_version, result_version.c.payload_id == payload.c.id)
-                .join(result, result.c.id == result_version.c.result_id)
-                .where(result.c.id == result_id, result_version.c.is_current.is_(True))
-            )
-        ).one()
-    sealed = Sealed(row.key_id, row.algorithm, row.nonce, row.ciphertext)
-    return stack.container.cipher.open(sealed, associated=row.message_id.encode())
+        sealed, message_id = await demo_data.current_payload(s, result_id)
+    return stack.container.cipher.open(sealed, associated=message_id.encode())
 
 
 def _entered_in_error(value: bytes) -> bytes:
