@@ -21,6 +21,7 @@ from sqlalchemy import delete, select, tuple_, update
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from broker.domain import linking
 from broker.domain.catalog import Catalog
 from broker.domain.identifiers import PatientIdentifier
 from broker.domain.mapping import LocalCode, unmapped_codes
@@ -299,34 +300,32 @@ class BatchIndexer:
     def _person(self, keys: tuple[PatientIdentifier, ...]) -> str:
         """The person these identifiers link to: found, created, or several merged."""
         pseudos = [self.pseudonyms.of(k) for k in keys]
-        known = {self._people[p] for p in pseudos if p in self._people}
-        if len(known) > 1:
-            pid = self._merge(known)
-        elif known:
-            pid = known.pop()
-        else:
+        found = linking.link(pseudos, self._people, self._born)
+        pid = found.person
+        if pid is None:
             pid = str(uuid.uuid4())
             self._born[pid] = self.now
             self._add("person", {"id": pid, "created_at": self.now, "merged_into": None})
-        for p, k in zip(pseudos, keys, strict=True):
-            if p not in self._people:
-                self._people[p] = pid
-                self._add(
-                    "person_link",
-                    {
-                        "pseudonym": p,
-                        "person_id": pid,
-                        "scope": k.scope.value,
-                        "hospital_id": k.hospital,
-                        "created_at": self.now,
-                    },
-                )
+        elif found.merged:
+            self._merge(found.merged, pid)
+        scope = {self.pseudonyms.of(k): k for k in keys}
+        for p in found.new_links:
+            self._people[p] = pid
+            self._add(
+                "person_link",
+                {
+                    "pseudonym": p,
+                    "person_id": pid,
+                    "scope": scope[p].scope.value,
+                    "hospital_id": scope[p].hospital,
+                    "created_at": self.now,
+                },
+            )
         return pid
 
-    def _merge(self, people: set[str]) -> str:
-        """Identifiers linked to several people prove they are one: keep the oldest."""
-        survivor = min(people, key=lambda p: (self._born.get(p, self.now), p))
-        gone = people - {survivor}
+    def _merge(self, gone: frozenset[str], survivor: str) -> None:
+        """Identifiers linked to several people prove they are one: the rows staged so far
+        follow the survivor (linking.link chose it)."""
         for p, pid in self._people.items():
             if pid in gone:
                 self._people[p] = survivor
@@ -337,12 +336,7 @@ class BatchIndexer:
         for values in self._updates.values():
             if values.get("person_id") in gone:
                 values["person_id"] = survivor
-        for old in gone:
-            self._merges[old] = survivor
-        for old, target in self._merges.items():  # an earlier merge into a now-merged one
-            if target in gone:
-                self._merges[old] = survivor
-        return survivor
+        linking.redirect(self._merges, gone, survivor)
 
     def _payload(self, value: bytes, content_type: str | None, mid: str, hospital: str) -> None:
         sealed = self.cipher.seal(value, associated=mid.encode())
