@@ -29,6 +29,8 @@ from typing import Any, Protocol
 
 import jwt
 
+from broker.ports.cds import RegisteredClient as RegisteredClient  # kept here for callers
+
 ALGORITHMS = ("ES384", "RS384", "ES256", "ES512", "RS256", "RS512", "PS256", "PS384", "PS512")
 LEEWAY_SECONDS = 30
 MAX_LIFETIME = timedelta(hours=1)  # exp may be at most this far ahead
@@ -38,15 +40,6 @@ REQUIRED_CLAIMS = ["iss", "aud", "exp", "iat", "jti"]
 
 class ClientRejected(Exception):
     """The JWT is not accepted; the message says why (for logs, never for the caller)."""
-
-
-@dataclass(frozen=True)
-class RegisteredClient:
-    issuer: str
-    hospital: str
-    jwks_url: str | None = None
-    jwks: dict[str, Any] | None = None
-    fhir_servers: tuple[str, ...] = ()  # the only fhirServer bases mrb may read from
 
 
 @dataclass(frozen=True)

@@ -13,12 +13,12 @@ from rich.console import Console
 
 from adapters.common.signing import create_key
 from broker.bootstrap import Container
-from broker.cdshooks import cli as cds_cli
 from broker.cli import (
     adapter_cmd,
     audit_cmd,
     backup_cmd,
     catalog_cmd,
+    cds_cmd,
     dlq_cmd,
     hospital_cmd,
     keys_rotation,
@@ -79,7 +79,7 @@ app.add_typer(token_cmd.app, name="token")
 app.add_typer(user_cmd.app, name="user")
 app.add_typer(mapping_cmd.app, name="mapping")
 app.add_typer(catalog_cmd.app, name="catalog")
-app.add_typer(cds_cli.app, name="cds")
+app.add_typer(cds_cmd.app, name="cds")
 app.add_typer(audit_cmd.app, name="audit")
 app.add_typer(report_cmd.app, name="report")
 app.add_typer(report_cmd.ledger_app, name="ledger")

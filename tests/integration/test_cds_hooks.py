@@ -27,11 +27,12 @@ from sqlalchemy import Connection, Table, func, inspect, select
 from broker.api.app import create_app
 from broker.api.routes.cds_hooks import cds_clock, cds_fhir_transport, router
 from broker.bootstrap import Container
-from broker.cdshooks import store
+from broker.cdshooks import clients as cds_clients
 from broker.cdshooks.cards import DECLINE_REASON_SYSTEM, SUGGESTION_LABEL
 from broker.domain.registry import Certification, CertifyingBody
 from broker.settings import Settings
 from broker.storage import cds_tables, hospitals
+from broker.storage.cds_store import SqlCdsClients
 from broker.storage.database import create_engine
 from broker.storage.tables import (
     audit_event,
@@ -261,11 +262,15 @@ async def ehr(container: Container) -> AsyncIterator[Ehr]:
     await index(container, f.lab_bundle())
     await index(container, f.imaging_bundle())
     async with container.sessions() as s, s.begin():
-        await store.register_client(
-            s, ISS, "H002", jwks={"keys": [public_jwk(EC_KEY, "his-1")]}, fhir_servers=[EHR_FHIR]
+        await cds_clients.register_client(
+            SqlCdsClients(s),
+            ISS,
+            "H002",
+            jwks={"keys": [public_jwk(EC_KEY, "his-1")]},
+            fhir_servers=[EHR_FHIR],
         )
-        await store.register_client(
-            s, OTHER_ISS, "H002", jwks={"keys": [public_jwk(RSA_KEY, "ris-1")]}
+        await cds_clients.register_client(
+            SqlCdsClients(s), OTHER_ISS, "H002", jwks={"keys": [public_jwk(RSA_KEY, "ris-1")]}
         )
     app = create_app(container)
     app.include_router(router)
@@ -692,7 +697,7 @@ async def test_calls_without_a_valid_client_jwt_are_401(ehr: Ehr) -> None:
     rsa_ok = await ehr.call(SELECT, body, iss=OTHER_ISS, key=RSA_KEY, alg="RS384", kid="ris-1")
     assert rsa_ok.status_code == 200
     async with ehr.container.sessions() as s, s.begin():
-        assert await store.revoke_client(s, OTHER_ISS)
+        assert await cds_clients.revoke_client(SqlCdsClients(s), OTHER_ISS)
     revoked = await ehr.call(SELECT, body, iss=OTHER_ISS, key=RSA_KEY, alg="RS384", kid="ris-1")
     assert revoked.status_code == 401
 
@@ -732,22 +737,30 @@ async def test_no_identifier_is_stored_in_clear(ehr: Ehr) -> None:
 async def test_client_registration_refuses_unsafe_keys(ehr: Ehr) -> None:
     private = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(EC_KEY)) | {"kid": "p"}
     cases: list[tuple[Callable[..., Any], str]] = [
-        (lambda s: store.register_client(s, "x", "H002", jwks={"keys": [private]}), "private"),
-        (lambda s: store.register_client(s, "x", "H404", jwks_url="https://x/j"), "H404"),
-        (lambda s: store.register_client(s, "x", "H002", jwks_url="http://x.example/j"), "https"),
-        (lambda s: store.register_client(s, "x", "H002"), "either"),
         (
-            lambda s: store.register_client(s, "x", "H002", jwks={"keys": [{"kty": "oct"}]}),
+            lambda c: cds_clients.register_client(c, "x", "H002", jwks={"keys": [private]}),
+            "private",
+        ),
+        (lambda c: cds_clients.register_client(c, "x", "H404", jwks_url="https://x/j"), "H404"),
+        (
+            lambda c: cds_clients.register_client(c, "x", "H002", jwks_url="http://x.example/j"),
+            "https",
+        ),
+        (lambda c: cds_clients.register_client(c, "x", "H002"), "either"),
+        (
+            lambda c: cds_clients.register_client(c, "x", "H002", jwks={"keys": [{"kty": "oct"}]}),
             "kid",
         ),
     ]
     for register, message in cases:
         async with ehr.container.sessions() as s, s.begin():
-            with pytest.raises(store.ClientRegistrationError, match=message):
-                await register(s)
+            with pytest.raises(cds_clients.ClientRegistrationError, match=message):
+                await register(SqlCdsClients(s))
     async with ehr.container.sessions() as s, s.begin():
-        await store.register_client(s, ISS, "H001", jwks_url="https://his.example/jwks.json")
-        clients = {c.issuer: c for c in await store.list_clients(s)}
+        await cds_clients.register_client(
+            SqlCdsClients(s), ISS, "H001", jwks_url="https://his.example/jwks.json"
+        )
+        clients = {c.issuer: c for c in await cds_clients.list_clients(SqlCdsClients(s))}
     assert clients[ISS].hospital == "H001" and clients[ISS].jwks_url
 
 

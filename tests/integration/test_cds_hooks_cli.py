@@ -1,4 +1,4 @@
-"""`mrb cds add|list|revoke` (broker/cdshooks/cli.py) against a real SQLite database."""
+"""`mrb cds add|list|revoke` (broker/cli/cds_cmd.py) against a real SQLite database."""
 
 from __future__ import annotations
 
@@ -12,11 +12,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from typer.testing import CliRunner
 
 from broker.bootstrap import Container
-from broker.cdshooks import store
-from broker.cdshooks.cli import app
+from broker.cdshooks import clients as cds_clients
+from broker.cli.cds_cmd import app
 from broker.cli.main import app as mrb
+from broker.ports.cds import ClientRow
 from broker.settings import Settings
 from broker.storage import hospitals
+from broker.storage.cds_store import SqlCdsClients
 
 ISS = "https://his.h009.example.cn/"
 
@@ -43,12 +45,12 @@ def add_hospital(settings: Settings) -> None:
     asyncio.run(work())
 
 
-def clients(settings: Settings) -> list[store.ClientRow]:
-    async def work() -> list[store.ClientRow]:
+def clients(settings: Settings) -> list[ClientRow]:
+    async def work() -> list[ClientRow]:
         c = Container.build(settings)
         try:
             async with c.sessions() as s:
-                return await store.list_clients(s)
+                return await cds_clients.list_clients(SqlCdsClients(s))
         finally:
             await c.close()
 

@@ -1,6 +1,7 @@
 """`mrb cds add|list|revoke`: the EHRs (CDS clients) allowed to call the CDS Services.
 
-Wire into broker/cli/main.py with `app.add_typer(cdshooks.cli.app, name="cds")`.
+Registered in broker/cli/main.py as `mrb cds`; what may be registered is checked by
+broker/cdshooks/clients.py.
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ from rich.console import Console
 from rich.table import Table
 
 from broker.bootstrap import Container
-from broker.cdshooks import store
+from broker.cdshooks import clients
 from broker.cli.context import BY_HELP, operator, with_container
 from broker.domain.actors import Role
-from broker.services.audit import record_change
+from broker.ports.cds import ClientRow
+from broker.storage.audit_log import record_change
+from broker.storage.cds_store import SqlCdsClients
 
 app = typer.Typer(help="CDS Hooks clients: EHRs, their JWT issuer and keys.", no_args_is_help=True)
 console = Console(soft_wrap=True)
@@ -53,8 +56,8 @@ def add(
 
     async def work(c: Container) -> None:
         async with c.sessions() as s, s.begin():
-            await store.register_client(
-                s,
+            await clients.register_client(
+                SqlCdsClients(s),
                 issuer,
                 hospital,
                 jwks_url,
@@ -89,8 +92,8 @@ def fhir_servers(
 
     async def work(c: Container) -> bool:
         async with c.sessions() as s, s.begin():
-            changed = await store.set_fhir_servers(
-                s,
+            changed = await clients.set_fhir_servers(
+                SqlCdsClients(s),
                 issuer,
                 fhir_server or (),
                 allow_http_loopback=c.settings.cds_allow_http_loopback,
@@ -112,9 +115,9 @@ def fhir_servers(
 def list_() -> None:
     """The registered EHRs."""
 
-    async def work(c: Container) -> list[store.ClientRow]:
+    async def work(c: Container) -> list[ClientRow]:
         async with c.sessions() as s:
-            return await store.list_clients(s)
+            return await clients.list_clients(SqlCdsClients(s))
 
     rows = with_container(work)
     table = Table("issuer", "hospital", "keys", "FHIR servers", "added", "revoked")
@@ -136,7 +139,7 @@ def revoke(
 
     async def work(c: Container) -> bool:
         async with c.sessions() as s, s.begin():
-            revoked = await store.revoke_client(s, issuer)
+            revoked = await clients.revoke_client(SqlCdsClients(s), issuer)
             if revoked:
                 detail = {"issuer": issuer}
                 await record_change(
