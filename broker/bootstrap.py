@@ -2,19 +2,30 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from broker.cdshooks.admission import CdsRateLimitAdmission
+from broker.cdshooks.hooks import CdsHooks
 from broker.domain.actors import ALL_HOSPITALS, Actor, Role
 from broker.domain.ledger import SafetyPolicy
+from broker.fhir.admission import RateLimitAdmission
+from broker.fhir.audit_events import AuditEvents
+from broker.fhir.cursors import CursorSigner
+from broker.fhir.service import FhirService
 from broker.ingest.parse import ParseLimits
 from broker.ingest.service import IngestService
 from broker.ingest.worker import IngestWorker
 from broker.kafka.event_relay import EventRelay
 from broker.reference.loader import default_schemas_dir, load_catalog, load_policy
-from broker.security.keys import load_key
+from broker.security.keys import MissingKey, load_key
 from broker.security.oidc import OidcVerifier
 from broker.security.payload_cipher import PayloadCipher
 from broker.security.pseudonyms import Pseudonymiser
@@ -29,6 +40,7 @@ from broker.security.tokens import (
 from broker.services import tokens as token_service
 from broker.services.audit_sealer import AuditSealer
 from broker.services.checks import Rules
+from broker.services.outcomes import OutcomeRequest, RecordedOutcome, record_outcomes
 from broker.services.rate_limits import RateLimiter
 from broker.services.rules import RulesProvider
 from broker.services.safety import SafetyNotifier
@@ -42,8 +54,18 @@ from broker.storage.audit_chain import (
     sealer_key,
 )
 from broker.storage.audit_export import CheckpointExport, open_export
+from broker.storage.cds_store import SqlCdsUnitOfWork
 from broker.storage.check_uow import SqlCheckUnitOfWork
 from broker.storage.database import create_engine, ping, session_factory
+from broker.storage.fhir_uow import SqlFhirReindex, SqlFhirUnitOfWork
+from broker.storage.outcome_uow import (
+    SqlNoticeUnitOfWork,
+    SqlOutcomeUnitOfWork,
+    safety_listener,
+)
+from broker.storage.report_figures import SqlReportFigures
+
+FHIR_CURSOR_KEY_FILE = "fhir-cursor.key"
 
 
 @dataclass
@@ -80,9 +102,91 @@ class Container:
             kafka_bootstrap=settings.kafka_bootstrap,
         )
 
+    @asynccontextmanager
+    async def report_figures(self) -> AsyncIterator[SqlReportFigures]:
+        """The reports' figures, read in one session."""
+        async with self.sessions() as session:
+            yield SqlReportFigures(session)
+
     def check_uow(self) -> SqlCheckUnitOfWork:
         """A fresh unit of work for one recognition check."""
         return SqlCheckUnitOfWork(self.sessions, self.cipher, self.pseudonyms)
+
+    def fhir_service(self, *, version: str) -> FhirService:
+        """The FHIR read and search use cases (one per app: it holds the cursor key)."""
+        return FhirService(
+            uow=lambda: SqlFhirUnitOfWork(self.sessions, self.cipher, self.pseudonyms),
+            reindex=SqlFhirReindex(self.sessions, self.cipher, self.pseudonyms),
+            admission=RateLimitAdmission(self.rate_limiter, self.sessions, self.pseudonyms),
+            signer=self.fhir_cursor_signer(),
+            zone=ZoneInfo(self.settings.default_timezone),
+            version=version,
+        )
+
+    def fhir_audit_events(self) -> AuditEvents:
+        """The audit trail as FHIR AuditEvents (same cursor key as the other resources)."""
+        return AuditEvents(
+            self.sessions, self.fhir_cursor_signer(), ZoneInfo(self.settings.default_timezone)
+        )
+
+    def fhir_cursor_signer(self) -> CursorSigner:
+        """Signs paging cursors with keys/fhir-cursor.key, created like the other keys.
+
+        Where keys may not be created here (PostgreSQL: processes share keys made once by
+        `mrb keys init`) and the file is missing, a key derived from the shared pseudonym
+        key is used, so every API process still signs and accepts the same cursors.
+        """
+        s = self.settings
+        try:
+            key = load_key(s.keys_dir / FHIR_CURSOR_KEY_FILE, create=s.may_create_keys)
+        except MissingKey:
+            shared = load_key(s.keys_dir / "pseudonym.key", create=False)
+            key = hmac.new(shared, b"mrb fhir paging cursors", hashlib.sha256).digest()
+        return CursorSigner(key)
+
+    def outcome_uow(self) -> SqlOutcomeUnitOfWork:
+        """A unit of work for recording a doctor's outcomes (and their savings)."""
+        return SqlOutcomeUnitOfWork(self.sessions)
+
+    def notice_uow(self) -> SqlNoticeUnitOfWork:
+        """A unit of work for a doctor's safety notices (and the audit of reading them)."""
+        return SqlNoticeUnitOfWork(self.sessions, self.cipher, self.pseudonyms)
+
+    def cds_uow(self) -> SqlCdsUnitOfWork:
+        """A fresh unit of work for one step of a CDS Hooks call."""
+        return SqlCdsUnitOfWork(self.sessions, self.cipher, self.pseudonyms)
+
+    def cds_hooks(self) -> CdsHooks:
+        """The CDS Hooks use cases' collaborators (broker/cdshooks/hooks.py)."""
+        catalog = self.rules().catalog
+
+        async def record(
+            check_id: str,
+            requests: Sequence[OutcomeRequest],
+            actor: Actor,
+            *,
+            channel: str,
+            now: datetime | None,
+        ) -> list[RecordedOutcome]:
+            return await record_outcomes(
+                self.outcome_uow(),
+                catalog,
+                check_id,
+                requests,
+                actor,
+                channel=channel,
+                now=now,
+            )
+
+        return CdsHooks(
+            uow=self.cds_uow,
+            check_uow=self.check_uow,
+            rules=self.rules_provider(),
+            pseudonyms=self.pseudonyms,
+            admission=CdsRateLimitAdmission(self.rate_limiter, self.sessions),
+            record_outcomes=record,
+            allow_http_loopback=self.settings.cds_allow_http_loopback,
+        )
 
     def rules(self) -> Rules:
         """The catalog (with regions and local-code mappings) and scope policy, loaded once."""
@@ -179,8 +283,11 @@ class Container:
             default_zone=s.default_timezone,
             require_signatures=s.require_signatures,
             catalog_source=self.rules_provider().catalog,
-            on_change=SafetyNotifier(
-                SafetyPolicy(s.ledger_on_withdrawn, s.ledger_on_corrected), self.rules().catalog
+            on_change=safety_listener(
+                SafetyNotifier(
+                    SafetyPolicy(s.ledger_on_withdrawn, s.ledger_on_corrected),
+                    self.rules().catalog,
+                )
             ),
         )
 

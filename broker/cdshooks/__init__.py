@@ -7,8 +7,11 @@
 - `cards`: cards, suggestions and override reasons (pure);
 - `feedback`: feedback -> an accepted or declined outcome (pure);
 - `auth`: the EHR's signed JWT (ES384/RS384 against its registered JWK Set);
-- `store`: the client registry, the replay guard, draft orders and cards (database);
-- `hooks`: answering a hook call and recording feedback (the use cases).
+- `clients`: registering an EHR (public keys only, https, its FHIR servers);
+- `admission`: the rate limits of a hook call;
+- `hooks`: answering a hook call and recording feedback (the use cases, on the ports of
+  broker/ports/cds.py; their SQL is broker/storage/cds_store.py, `mrb cds` is
+  broker/cli/cds_cmd.py).
 
 See docs/standards.md ("CDS Hooks 2.0") for what is supported and why.
 """

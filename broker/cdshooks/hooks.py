@@ -10,23 +10,23 @@ accepted or declined is not raised again.
 The patient is found only from the EHR's Patient resource (prefetch, else a read on
 `fhirServer`): a resident ID first, then the hospital's own identifiers. A patient mrb
 has no results for gets no card and no check.
+
+The use cases take their collaborators as one `CdsHooks` (built by broker/bootstrap.py,
+fakes in tests/fakes.py) and work through units of work (broker/ports/cds.py): no
+transaction is open while the EHR's FHIR server is read or the check runs.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import httpx
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from broker.bootstrap import Container
-from broker.cdshooks import store
 from broker.cdshooks.auth import AuthenticatedClient
 from broker.cdshooks.cards import (
     RECOGNITION,
@@ -56,7 +56,6 @@ from broker.cdshooks.patients import (
 from broker.cdshooks.services import ORDER_SELECT, PATIENT_VIEW, ServiceDefinition
 from broker.domain.actors import Actor, Role
 from broker.domain.catalog import ItemKind
-from broker.domain.check_items import stored_items
 from broker.domain.errors import Invalid, NotFound, PreconditionFailed
 from broker.domain.identifiers import InvalidIdentifier, PatientIdentifier, normalise
 from broker.domain.ledger import OutcomeInput
@@ -68,22 +67,44 @@ from broker.domain.recognition import (
     local_date,
 )
 from broker.domain.results import WITHDRAWN_STATUSES
-from broker.security.payload_cipher import PayloadCipher
-from broker.services.audit import record_read
-from broker.services.checks import CheckAnswer, CheckRequest, run_check
-from broker.services.outcomes import OutcomeRequest, record_outcomes
-from broker.services.rate_limits import admit, refuse_deferred
-from broker.storage import hospitals
-from broker.storage.lookup import person_items
-from broker.storage.people import People
-from broker.storage.protect import Protector
-from broker.storage.tables import recognition_check, result
+from broker.ports.cds import CallAdmission, CdsUnitOfWork, DraftCheck, StoredCard
+from broker.ports.check import CheckUnitOfWork
+from broker.security.pseudonyms import Pseudonymiser
+from broker.services.checks import CheckAnswer, CheckRequest, RulesSource, run_check
+from broker.services.outcomes import OutcomeRequest, RecordedOutcome
 
 # A check made at order-select is reused at order-sign within this time, on the same day.
 REUSE_WITHIN = timedelta(hours=12)
 NO_CARDS: dict[str, Any] = {"cards": []}
 NOT_DOCTORS = ("Patient", "RelatedPerson")  # patient-portal users get no recognition advice
 MAX_IDENTIFIERS = 4  # identifiers of one Patient tried (one per system), in the order given
+
+
+class OutcomeRecorder(Protocol):
+    """broker.services.outcomes.record_outcomes with its storage and catalog bound."""
+
+    async def __call__(
+        self,
+        check_id: str,
+        requests: Sequence[OutcomeRequest],
+        actor: Actor,
+        *,
+        channel: str,
+        now: datetime | None,
+    ) -> list[RecordedOutcome]: ...
+
+
+@dataclass(frozen=True)
+class CdsHooks:
+    """What the hook use cases work with (broker/bootstrap.py `Container.cds_hooks`)."""
+
+    uow: Callable[[], CdsUnitOfWork]
+    check_uow: Callable[[], CheckUnitOfWork]
+    rules: RulesSource  # the catalog with run-time mappings, as the check uses it
+    pseudonyms: Pseudonymiser
+    admission: CallAdmission
+    record_outcomes: OutcomeRecorder
+    allow_http_loopback: bool = False  # MRB_CDS_ALLOW_HTTP_LOOPBACK: tests and development
 
 
 @dataclass(frozen=True)
@@ -102,7 +123,7 @@ class _Issued:
 
 
 async def answer(
-    container: Container,
+    hooks: CdsHooks,
     service: ServiceDefinition,
     request: HookRequest,
     caller: Caller,
@@ -122,52 +143,43 @@ async def answer(
     if not isinstance(user_id, str) or not user_id.strip():
         raise Invalid("Invalid context", "context.userId is required (e.g. Practitioner/1)")
     if user_id.split("/", 1)[0] in NOT_DOCTORS:
-        refuse_deferred()
+        hooks.admission.refuse_deferred()
         return dict(NO_CARDS)
     actor = Actor(user_id.strip()[:200], Role.DOCTOR, caller.client.hospital)
-    admission = _Admission(container, actor)
+    call = _Call(hooks, request, patient_id, actor, caller, transport)
     if service.hook == PATIENT_VIEW:
-        cards = await _patient_view(
-            container, request, patient_id, actor, caller, transport, admission
-        )
+        cards = await _patient_view(call)
     else:
-        cards = await _orders(
-            container, service, request, patient_id, actor, caller, transport, admission
-        )
-    await admission.nobody()  # a call that looked nobody up counts as a request
+        cards = await _orders(call, service)
+    await call.admit_nobody()  # a call that looked nobody up counts as a request
     return cards
 
 
-class _Admission:
-    """The rate limits of one hook call, counted once (broker/services/rate_limits.py):
-    the request limit of the doctor in context.userId, the request limits the API edge
-    deferred, and the distinct patients the doctor looks up. Urgent draft orders make
-    the call an emergency, never refused: audited as break-glass."""
+@dataclass
+class _Call:
+    """One hook call, and whether its rate limits were counted yet (once per call: the
+    doctor's request limit, the limits the API edge deferred, and the distinct patients
+    looked up; urgent draft orders make it an emergency, never refused: break-glass)."""
 
-    def __init__(self, container: Container, actor: Actor) -> None:
-        self._container = container
-        self._actor = actor
-        self._done = False
+    hooks: CdsHooks
+    request: HookRequest
+    patient_id: str
+    actor: Actor
+    caller: Caller
+    transport: httpx.AsyncBaseTransport | None
+    admitted: bool = False
 
-    async def patients(self, pseudonyms: Sequence[str], *, emergency: bool) -> None:
-        self._done = True
-        await admit(
-            self._container.rate_limiter(),
-            self._container.sessions,
-            self._actor,
-            patients=pseudonyms,
-            emergency=emergency,
-            channel="cds-hooks",
-            per_person_requests=True,
-        )
+    async def admit(self, pseudonyms: Sequence[str], *, emergency: bool) -> None:
+        self.admitted = True
+        await self.hooks.admission.admit(self.actor, pseudonyms, emergency=emergency)
 
-    async def nobody(self) -> None:
-        if not self._done:
-            await self.patients((), emergency=False)
+    async def admit_nobody(self) -> None:
+        if not self.admitted:
+            await self.admit((), emergency=False)
 
 
 async def record_feedback(
-    container: Container,
+    hooks: CdsHooks,
     service: ServiceDefinition,
     body: FeedbackRequest,
     caller: Caller,
@@ -175,9 +187,9 @@ async def record_feedback(
     """Each feedback entry -> the card's check item outcome (idempotent; see feedback.py)."""
     if service.hook == PATIENT_VIEW:  # its card recommends nothing: nothing to record
         return {"feedback": [{"card": f.card, "recorded": "none"} for f in body.feedback]}
-    async with container.sessions() as s:
-        cards = await store.cards_by_uuid(s, [f.card for f in body.feedback], container.cipher)
-    wanted: list[tuple[Feedback, store.CardRow, OutcomeInput | None]] = []
+    async with hooks.uow() as uow:
+        cards = await uow.cards.by_uuid([f.card for f in body.feedback])
+    wanted: list[tuple[Feedback, StoredCard, OutcomeInput | None]] = []
     for f in body.feedback:
         row = cards.get(f.card)
         if row is None or row.service_id != service.id or row.issuer != caller.client.issuer:
@@ -198,9 +210,7 @@ async def record_feedback(
             out.append({"card": f.card, "outcome": f.outcome, "recorded": "none"})
             continue
         actor = Actor(row.user_id, Role.DOCTOR, row.hospital_id)
-        (done,) = await record_outcomes(
-            container.sessions,
-            container.rules().catalog,
+        (done,) = await hooks.record_outcomes(
             row.check_id,
             [OutcomeRequest(row.item_index, given)],
             actor,
@@ -224,19 +234,10 @@ async def record_feedback(
 # -- order-select / order-sign --------------------------------------------------------------
 
 
-async def _orders(
-    container: Container,
-    service: ServiceDefinition,
-    request: HookRequest,
-    patient_id: str,
-    actor: Actor,
-    caller: Caller,
-    transport: httpx.AsyncBaseTransport | None,
-    admission: _Admission,
-) -> dict[str, Any]:
-    context = request.context
+async def _orders(call: _Call, service: ServiceDefinition) -> dict[str, Any]:
+    hooks, caller, context = call.hooks, call.caller, call.request.context
     try:
-        drafts = parse_draft_orders(context.get("draftOrders"), patient_id)
+        drafts = parse_draft_orders(context.get("draftOrders"), call.patient_id)
     except InvalidDraftOrders as exc:
         raise Invalid("Invalid draftOrders", str(exc)) from None
     if service.hook == ORDER_SELECT:
@@ -245,25 +246,22 @@ async def _orders(
             raise Invalid("Invalid context", "order-select needs context.selections (an array)")
         drafts = selected(drafts, selections)
     hospital = caller.client.hospital
-    async with container.sessions() as s:
-        catalog = (await container.rules_provider().current(s)).catalog
+    async with hooks.uow() as uow:
+        catalog = (await hooks.rules.current_rules(uow.mappings)).catalog
     resolved = [r for d in drafts if (r := resolve(d, catalog, hospital)) is not None]
     if not resolved:  # nothing mrb knows how to recognise: do not even look the patient up
         return dict(NO_CARDS)
-    urgent = any(r.draft.urgent for r in resolved)
-    found = await _identify(
-        container, request, patient_id, actor, caller, transport, admission, emergency=urgent
-    )
+    found = await _identify(call, emergency=any(r.draft.urgent for r in resolved))
     if found is None:
         return dict(NO_CARDS)
     ident, _person, birth_date = found
-    pseudonym = container.pseudonyms.of(ident)
+    pseudonym = hooks.pseudonyms.of(ident)
     positions = {r.draft.ref: i for i, r in enumerate(resolved)}
 
-    async with container.sessions() as s:
-        stored = await store.drafts(s, hospital, pseudonym, [r.draft.ref for r in resolved])
-        usable = await _reusable(s, list(stored.values()), caller.now)
-    reused: list[tuple[ResolvedOrder, store.DraftCheck]] = []
+    async with hooks.uow() as uow:
+        stored = await uow.drafts.find(hospital, pseudonym, [r.draft.ref for r in resolved])
+        usable = await _reusable(uow, list(stored.values()), caller.now)
+    reused: list[tuple[ResolvedOrder, DraftCheck]] = []
     fresh: list[ResolvedOrder] = []
     for r in resolved:
         held = stored.get((r.draft.ref, r.key))
@@ -275,8 +273,8 @@ async def _orders(
     answer_: CheckAnswer | None = None
     if fresh:
         answer_ = await run_check(
-            container.check_uow(),
-            container.rules_provider(),
+            hooks.check_uow(),
+            hooks.rules,
             CheckRequest(
                 patient_system=ident.system,
                 patient_value=ident.value,
@@ -286,84 +284,70 @@ async def _orders(
                 emergency=any(r.draft.urgent for r in fresh),
                 patient=PatientContext(birth_date),
             ),
-            actor,
+            call.actor,
             now=caller.now,
         )
 
     issued: list[_Issued] = []
-    async with container.sessions() as s, s.begin():
+    async with hooks.uow() as uow:
         if answer_ is not None:
-            facts = await _facts(s, answer_, caller.base_url)
+            facts = await _facts(uow, answer_, caller.base_url)
             for i, r in enumerate(fresh):
-                check = store.DraftCheck(answer_.check_id, i, caller.now)
-                await store.remember_draft(s, hospital, pseudonym, r.draft.ref, r.key, check)
+                check = DraftCheck(answer_.check_id, i, caller.now)
+                await uow.drafts.remember(hospital, pseudonym, r.draft.ref, r.key, check)
                 if i in facts:
                     content = card_content(
                         facts[i], draft_ref=r.draft.ref, base_url=caller.base_url
                     )
-                    card = await _issue(
-                        s, service, caller, actor, check, r.draft.ref, content, container.cipher
-                    )
+                    card = await _issue(uow, service, call, check, r.draft.ref, content)
                     issued.append(_Issued(positions[r.draft.ref], card))
         if reused:
             items = [(h.check_id, h.item_index) for _, h in reused]
-            done = await store.decided(s, {c for c, _ in items})
-            last = await store.latest_cards(s, items, hospital, container.cipher)
+            done = await uow.checks.decided({c for c, _ in items})
+            last = await uow.cards.latest(items, hospital)
             for r, held in reused:
                 key = (held.check_id, held.item_index)
                 if key in done or key not in last:  # decided already, or nothing to say
                     continue
-                card = await _issue(
-                    s,
-                    service,
-                    caller,
-                    actor,
-                    held,
-                    r.draft.ref,
-                    last[key].content,
-                    container.cipher,
-                )
+                card = await _issue(uow, service, call, held, r.draft.ref, last[key].content)
                 issued.append(_Issued(positions[r.draft.ref], card))
+        await uow.commit()
     issued.sort(key=lambda c: c.position)
     return {"cards": [c.card for c in issued]}
 
 
 async def _issue(
-    s: AsyncSession,
+    uow: CdsUnitOfWork,
     service: ServiceDefinition,
-    caller: Caller,
-    actor: Actor,
-    check: store.DraftCheck,
+    call: _Call,
+    check: DraftCheck,
     draft_ref: str,
     content: dict[str, Any],
-    cipher: PayloadCipher,
 ) -> dict[str, Any]:
     """Give the card fresh uuids, store it (sealed) for feedback, and return it."""
     card_uuid = str(uuid.uuid4())
     suggestion_uuid = str(uuid.uuid4()) if content.get("suggestions") else None
-    await store.save_card(
-        s,
-        store.CardRow(
+    await uow.cards.add(
+        StoredCard(
             uuid=card_uuid,
             suggestion_uuid=suggestion_uuid,
             service_id=service.id,
-            issuer=caller.client.issuer,
-            hospital_id=caller.client.hospital,
-            user_id=actor.name,
+            issuer=call.caller.client.issuer,
+            hospital_id=call.caller.client.hospital,
+            user_id=call.actor.name,
             check_id=check.check_id,
             item_index=check.item_index,
             kind=RECOGNITION if content.get("suggestions") else "notice",
             draft_ref=draft_ref,
             content=content,
-            created_at=caller.now,
-        ),
-        cipher,
+            created_at=call.caller.now,
+        )
     )
     return issue(content, card_uuid, suggestion_uuid)
 
 
 async def _reusable(
-    s: AsyncSession, held: Sequence[store.DraftCheck], now: datetime
+    uow: CdsUnitOfWork, held: Sequence[DraftCheck], now: datetime
 ) -> set[tuple[str, int]]:
     """The stored check items still good for this call: recent, today, result unchanged."""
     recent = [
@@ -374,25 +358,13 @@ async def _reusable(
     ]
     if not recent:
         return set()
-    rows = await s.execute(
-        select(recognition_check.c.id, recognition_check.c["items"].label("answers")).where(
-            recognition_check.c.id.in_(sorted({h.check_id for h in recent}))
-        )
-    )
-    items = {r.id: stored_items(r.answers) for r in rows}
+    items = await uow.checks.items({h.check_id for h in recent})
     candidates = {
         items[h.check_id][h.item_index].candidate
         for h in recent
         if h.check_id in items and h.item_index < len(items[h.check_id])
-    } - {None}
-    stamps: dict[str, tuple[str, str]] = {}
-    if candidates:
-        found = await s.execute(
-            select(result.c.id, result.c.status, result.c.updated_at).where(
-                result.c.id.in_(sorted(candidates))
-            )
-        )
-        stamps = {r.id: (r.status, r.updated_at.isoformat()) for r in found}
+    }
+    states = await uow.results.states({c for c in candidates if c is not None})
     ok: set[tuple[str, int]] = set()
     for h in recent:
         stored = items.get(h.check_id)
@@ -400,18 +372,18 @@ async def _reusable(
             continue
         item = stored[h.item_index]
         if item.recognizable:
-            now_is = stamps.get(item.candidate or "")
+            now_is = states.get(item.candidate or "")
             if (
                 now_is is None
-                or now_is[0] in WITHDRAWN_STATUSES
-                or now_is[1] != item.candidate_version
+                or now_is.status in WITHDRAWN_STATUSES
+                or now_is.version != item.candidate_version
             ):
                 continue  # the prior result changed since: decide again
         ok.add((h.check_id, h.item_index))
     return ok
 
 
-async def _facts(s: AsyncSession, answer_: CheckAnswer, base_url: str) -> dict[int, CardFacts]:
+async def _facts(uow: CdsUnitOfWork, answer_: CheckAnswer, base_url: str) -> dict[int, CardFacts]:
     """What each card-worthy item of a fresh check says, by item index."""
     worthy = {
         i: a
@@ -422,15 +394,15 @@ async def _facts(s: AsyncSession, answer_: CheckAnswer, base_url: str) -> dict[i
     }
     if not worthy:
         return {}
-    profiles = await hospitals.profiles(s)
-    ids = sorted({a.decision.candidate.result_id for a in worthy.values() if a.decision.candidate})
-    rows = await s.execute(select(result.c.id, result.c.resource_type).where(result.c.id.in_(ids)))
-    types = {r.id: r.resource_type for r in rows}
+    profiles = await uow.hospitals.profiles()
+    states = await uow.results.states(
+        {a.decision.candidate.result_id for a in worthy.values() if a.decision.candidate}
+    )
     out: dict[int, CardFacts] = {}
     for i, a in worthy.items():
         d, c, item = a.decision, a.decision.candidate, a.decision.item
         assert c is not None and item is not None
-        rtype = types.get(c.result_id)
+        state = states.get(c.result_id)
         profile = profiles.get(c.hospital)
         out[i] = CardFacts(
             decision=d.decision,
@@ -443,7 +415,7 @@ async def _facts(s: AsyncSession, answer_: CheckAnswer, base_url: str) -> dict[i
             summary=c.summary,
             valid_until=d.valid_until,
             fee_saved=d.fee_saved,
-            result_url=f"{base_url}fhir/{rtype}/{c.result_id}" if rtype else None,
+            result_url=f"{base_url}fhir/{state.resource_type}/{c.result_id}" if state else None,
             imaging=item.kind is ItemKind.IMAGING,
             notes=d.notes,
             warnings=tuple(w.message for w in d.warnings),
@@ -455,15 +427,7 @@ async def _facts(s: AsyncSession, answer_: CheckAnswer, base_url: str) -> dict[i
 
 
 async def _identify(
-    container: Container,
-    request: HookRequest,
-    patient_id: str,
-    actor: Actor,
-    caller: Caller,
-    transport: httpx.AsyncBaseTransport | None,
-    admission: _Admission,
-    *,
-    emergency: bool,
+    call: _Call, *, emergency: bool
 ) -> tuple[PatientIdentifier, str, date | None] | None:
     """The identifier mrb knows the patient by, the person and the EHR's birth date (for
     age-banded items); None: not known.
@@ -474,18 +438,19 @@ async def _identify(
     them; at most one identifier per system is tried, so one Patient padded with many
     resident IDs cannot probe many people.
     """
+    hooks, request, caller = call.hooks, call.request, call.caller
     hospital = caller.client.hospital
     source = PatientSource(
         request.prefetch,
         request.fhirServer,
         request.fhirAuthorization,
         caller.client.fhir_servers,
-        container.settings.cds_allow_http_loopback,
+        hooks.allow_http_loopback,
     )
     try:
-        patient = await patient_resource(source, patient_id, transport=transport)
+        patient = await patient_resource(source, call.patient_id, transport=call.transport)
     except FhirServerNotAllowed as exc:
-        await _audit_refused_server(container, actor, caller, request.fhirServer or "")
+        await _audit_refused_server(call, request.fhirServer or "")
         raise PreconditionFailed(
             "Patient data unavailable",
             f"{exc}: prefetch 'patient' (Patient/{{{{context.patientId}}}}) or name a "
@@ -500,7 +465,7 @@ async def _identify(
     if patient is None:
         return None
     idents: list[PatientIdentifier] = []
-    for system, value in identifiers(patient, patient_id):
+    for system, value in identifiers(patient, call.patient_id):
         try:
             ident = normalise(system, value, hospital=hospital)
         except InvalidIdentifier:
@@ -511,35 +476,32 @@ async def _identify(
         if len(idents) == MAX_IDENTIFIERS:
             break
     # One patient, counted by its first identifier (the resident ID when there is one).
-    counted = [container.pseudonyms.of(idents[0])] if idents else []
-    await admission.patients(counted, emergency=emergency)
-    async with container.sessions() as s:
-        people = People(s, container.pseudonyms)
+    counted = [hooks.pseudonyms.of(idents[0])] if idents else []
+    await call.admit(counted, emergency=emergency)
+    async with hooks.uow() as uow:
         for ident in idents:
-            person = await people.find(ident)
+            person = await uow.people.find(ident)
             if person is not None:
                 return ident, person, _birth_date(patient)
     return None
 
 
-async def _audit_refused_server(
-    container: Container, actor: Actor, caller: Caller, fhir_server: str
-) -> None:
+async def _audit_refused_server(call: _Call, fhir_server: str) -> None:
     """A fhirServer not registered for the client: nothing was sent; record who asked."""
     try:
         host = urlsplit(fhir_server).hostname
     except ValueError:
         host = None
-    async with container.sessions() as s, s.begin():
-        await record_read(
-            s,
-            actor,
+    async with call.hooks.uow() as uow:
+        await uow.audit.record_read(
+            call.actor,
             action="cds-fhir-server-refused",
             purpose="cds-hooks",
-            patient_pseudonym=None,
+            patient=None,
             person_id=None,
-            detail={"client": caller.client.issuer, "fhir_server_host": (host or "")[:200]},
+            detail={"client": call.caller.client.issuer, "fhir_server_host": (host or "")[:200]},
         )
+        await uow.commit()
 
 
 def _birth_date(patient: dict[str, Any]) -> date | None:
@@ -554,31 +516,20 @@ def _birth_date(patient: dict[str, Any]) -> date | None:
 # -- patient-view ----------------------------------------------------------------------------
 
 
-async def _patient_view(
-    container: Container,
-    request: HookRequest,
-    patient_id: str,
-    actor: Actor,
-    caller: Caller,
-    transport: httpx.AsyncBaseTransport | None,
-    admission: _Admission,
-) -> dict[str, Any]:
+async def _patient_view(call: _Call) -> dict[str, Any]:
+    hooks, caller = call.hooks, call.caller
     hospital = caller.client.hospital
-    found = await _identify(
-        container, request, patient_id, actor, caller, transport, admission, emergency=False
-    )
+    found = await _identify(call, emergency=False)
     if found is None:
         return dict(NO_CARDS)
     ident, person, _birth = found
-    async with container.sessions() as s, s.begin():
-        catalog = (await container.rules_provider().current(s)).catalog
+    async with hooks.uow() as uow:
+        catalog = (await hooks.rules.current_rules(uow.mappings)).catalog
         horizon = max((i.validity_days for i in catalog.items.values()), default=0)
         since = caller.now - timedelta(days=horizon + 1)
         prior = [
             p
-            for p in await person_items(
-                s, person, Protector(container.cipher, container.pseudonyms)
-            )
+            for p in await uow.results.prior_items(person)
             if p.hospital != hospital
             and p.effective is not None
             and since <= p.effective <= caller.now
@@ -587,16 +538,16 @@ async def _patient_view(
             and p.result_status not in REPORT_NOT_FINAL
         ]
         results = {p.result_id for p in prior}
-        await record_read(
-            s,
-            actor,
+        await uow.audit.record_read(
+            call.actor,
             action="cds-patient-view",
             purpose="patient-view",
-            patient_pseudonym=container.pseudonyms.of(ident),
+            patient=ident,
             person_id=person,
             detail={"results": len(results), "client": caller.client.issuer},
         )
-        profiles = await hospitals.profiles(s) if results else {}
+        profiles = await uow.hospitals.profiles() if results else {}
+        await uow.commit()
     if not results:
         return dict(NO_CARDS)
     by_hospital = sorted({p.hospital for p in prior})

@@ -56,9 +56,9 @@ def savings(
         raise typer.BadParameter("--format must be table, csv or json")
 
     async def work(container: Container) -> reports.SavingsReport:
-        async with container.sessions() as s:
+        async with container.report_figures() as figures:
             return await reports.savings(
-                s,
+                figures,
                 group_by,
                 period_from=reports.period_bound(from_),
                 period_to=reports.period_bound(to),
@@ -108,8 +108,8 @@ def regulator(
         raise typer.BadParameter("--format must be csv or json")
 
     async def work(container: Container) -> reports.RegulatorReport:
-        async with container.sessions() as s:
-            return await reports.regulator(s, month)
+        async with container.report_figures() as figures:
+            return await reports.regulator(figures, month)
 
     report = with_container(work)
     if format == "json":

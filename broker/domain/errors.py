@@ -10,12 +10,14 @@ from __future__ import annotations
 
 class Refused(Exception):
     """A request mrb will not serve as asked; `title` names the refusal, `detail` says
-    what to fix (never a patient identifier)."""
+    what to fix (never a patient identifier). `issue`: the FHIR R4 issue-type code, set by
+    the FHIR use cases (their OperationOutcome tells `invalid` from `not-supported`)."""
 
-    def __init__(self, title: str, detail: str) -> None:
+    def __init__(self, title: str, detail: str, *, issue: str | None = None) -> None:
         super().__init__(detail)
         self.title = title
         self.detail = detail
+        self.issue = issue
 
 
 class Invalid(Refused):
@@ -38,6 +40,11 @@ class Conflict(Refused):
     """The state already holds something else (an outcome recorded, a result changed)."""
 
 
+class Gone(Refused):
+    """What the request names existed but can no longer be served (withdrawn, or its
+    payload purged under the retention policy)."""
+
+
 class PreconditionFailed(Refused):
     """Data the request depends on and should have brought cannot be had (CDS prefetch)."""
 
@@ -49,6 +56,8 @@ class Unavailable(Refused):
 class TooManyRequests(Refused):
     """Over a rate limit; `retry_after` whole seconds."""
 
-    def __init__(self, title: str, detail: str, retry_after: int) -> None:
-        super().__init__(title, detail)
+    def __init__(
+        self, title: str, detail: str, retry_after: int, *, issue: str | None = None
+    ) -> None:
+        super().__init__(title, detail, issue=issue)
         self.retry_after = retry_after

@@ -13,26 +13,23 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import ColumnElement, func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from broker.bootstrap import Container
 from broker.domain.actors import ALL_HOSPITALS, Actor, Role
 from broker.fhir.balp import audit_event
-from broker.fhir.cursors import CursorSigner, Page, page_links
+from broker.fhir.cursors import CursorSigner, Page, page_links, resume
 from broker.fhir.dates import DateError, DateValue, parse_value
-from broker.fhir.documents import BundleEntry, operation_outcome, searchset
+from broker.fhir.documents import BundleEntry, ignored_outcome, searchset
 from broker.fhir.errors import forbidden, invalid, not_found, not_supported
 from broker.fhir.params import parse_count, split_values
-from broker.fhir.query import instant_matches
-from broker.fhir.service import cursor_key
-from broker.services.audit import record_read
+from broker.storage.audit_log import record_read
+from broker.storage.fhir_query import instant_matches
 from broker.storage.tables import audit_event as audit_table
 
 RESOURCE_TYPE = "AuditEvent"
 SORTS = ("date",)
-_PAGING_EXTRAS = frozenset({"_format", "_pretty"})
 _NO_OPS = frozenset({"_total", "_format", "_pretty"})
 _UPTO = "_upto"  # only inside a signed cursor: the newest entry the first page could see
 
@@ -117,33 +114,29 @@ def parse_audit_search(
 class AuditEvents:
     """Search and read the audit trail as AuditEvents."""
 
-    def __init__(self, container: Container) -> None:
-        self._c = container
-        self._signer = CursorSigner(cursor_key(container))
-        self._zone = ZoneInfo(container.settings.default_timezone)
+    def __init__(
+        self, sessions: async_sessionmaker[AsyncSession], signer: CursorSigner, zone: tzinfo
+    ) -> None:
+        self._sessions = sessions
+        self._signer = signer
+        self._zone = zone
 
     async def search(
         self, actor: Actor, pairs: Sequence[tuple[str, str]], *, strict: bool, base: str
     ) -> dict[str, Any]:
         _authorize(actor)
         now = datetime.now(UTC)
-        offset, from_cursor = 0, False
-        cursors = [v for k, v in pairs if k == "_cursor"]
-        if cursors:
-            others = [k for k, _ in pairs if k != "_cursor" and k not in _PAGING_EXTRAS]
-            if len(cursors) > 1 or others:
-                raise invalid(
-                    "a paging link carries its whole search: send it as given, without "
-                    f"other parameters ({', '.join(others) or '_cursor twice'})"
-                )
-            page = self._signer.open(cursors[0], RESOURCE_TYPE, actor, now)
-            pairs = [*page.params, ("_count", str(page.count))]
-            offset, strict, from_cursor = page.offset, False, True
+        asked = resume(self._signer, pairs, RESOURCE_TYPE, actor, now)
+        pairs, offset = asked.pairs, asked.offset
         search = parse_audit_search(
-            pairs, strict=strict, zone=self._zone, now=now, from_cursor=from_cursor
+            pairs,
+            strict=strict and not asked.paged,
+            zone=self._zone,
+            now=now,
+            from_cursor=asked.paged,
         )
         t = audit_table.c
-        async with self._c.sessions() as s, s.begin():
+        async with self._sessions() as s, s.begin():
             upto = search.upto
             if upto is None:
                 upto = int((await s.execute(select(func.max(t.id)))).scalar() or 0)
@@ -182,18 +175,7 @@ class AuditEvents:
                 },
             )
         entries = [BundleEntry(audit_event(dict(r._mapping), base), "match") for r in rows]
-        if search.ignored:
-            entries.append(
-                BundleEntry(
-                    operation_outcome(
-                        "not-supported",
-                        search.ignored[0] + "; ignored",
-                        severity="warning",
-                        more=[m + "; ignored" for m in search.ignored[1:]],
-                    ),
-                    "outcome",
-                )
-            )
+        entries += ignored_outcome(search.ignored)
         params = (*search.canonical, (_UPTO, str(upto)))
         links = page_links(
             self._signer,
@@ -211,7 +193,7 @@ class AuditEvents:
         if not rid.isdigit() or len(rid) > 18:
             raise not_found("no AuditEvent with this id is known to mrb")
         t = audit_table.c
-        async with self._c.sessions() as s, s.begin():
+        async with self._sessions() as s, s.begin():
             row = (
                 await s.execute(select(audit_table).where(t.id == int(rid), *_scope(actor)))
             ).first()

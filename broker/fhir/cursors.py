@@ -12,12 +12,14 @@ import base64
 import hashlib
 import hmac
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from urllib.parse import quote
 
 from broker.domain.actors import Actor
-from broker.fhir.errors import FhirError, forbidden, invalid
+from broker.domain.errors import Invalid
+from broker.fhir.errors import forbidden, invalid
 
 VERSION = 1
 DEFAULT_TTL = timedelta(hours=1)
@@ -57,7 +59,7 @@ class CursorSigner:
         return f"{payload}.{_b64(self._mac(payload))}"
 
     def open(self, cursor: str, resource_type: str, actor: Actor, now: datetime) -> Page:
-        """The page a cursor leads to; FhirError 400 if it is not valid, 403 if not yours."""
+        """The page a cursor leads to; Invalid if it is not valid, NotAllowed if not yours."""
         payload, _, mac = cursor.strip().partition(".")
         try:
             given = _unb64(mac)
@@ -96,6 +98,39 @@ class CursorSigner:
         return hmac.new(self._key, b"bind\0" + who, hashlib.sha256).hexdigest()[:32]
 
 
+@dataclass(frozen=True)
+class Request:
+    """A search request as asked, or as resumed from the paging link it came by."""
+
+    pairs: Sequence[tuple[str, str]]  # the search's parameters
+    offset: int = 0
+    paged: bool = False  # came by a paging link (its search already checked and counted)
+
+
+_PAGING_EXTRAS = frozenset({"_format", "_pretty"})
+
+
+def resume(
+    signer: CursorSigner,
+    pairs: Sequence[tuple[str, str]],
+    resource_type: str,
+    actor: Actor,
+    now: datetime,
+) -> Request:
+    """The search a request asks for: its own parameters, or those of its `_cursor`."""
+    cursors = [v for k, v in pairs if k == "_cursor"]
+    if not cursors:
+        return Request(pairs)
+    others = [k for k, _ in pairs if k != "_cursor" and k not in _PAGING_EXTRAS]
+    if len(cursors) > 1 or others:
+        raise invalid(
+            "a paging link carries its whole search: send it as given, without "
+            f"other parameters ({', '.join(others) or '_cursor twice'})"
+        )
+    page = signer.open(cursors[0], resource_type, actor, now)
+    return Request([*page.params, ("_count", str(page.count))], page.offset, paged=True)
+
+
 def page_links(
     signer: CursorSigner,
     page: Page,
@@ -125,7 +160,7 @@ def page_links(
     return links
 
 
-def _refused(why: str) -> FhirError:
+def _refused(why: str) -> Invalid:
     return invalid(f"the paging cursor cannot be used: {why}; run the search again")
 
 

@@ -35,6 +35,19 @@ def operation_outcome(
     return {"resourceType": "OperationOutcome", "issue": issues}
 
 
+def ignored_outcome(ignored: tuple[str, ...]) -> list[BundleEntry]:
+    """What lenient handling left out of a search, as one warning entry (none if nothing)."""
+    if not ignored:
+        return []
+    outcome = operation_outcome(
+        "not-supported",
+        ignored[0] + "; ignored",
+        severity="warning",
+        more=[m + "; ignored" for m in ignored[1:]],
+    )
+    return [BundleEntry(outcome, "outcome")]
+
+
 def searchset(
     *,
     base: str,

@@ -1,40 +1,35 @@
-"""The one error the FHIR service raises: it becomes an OperationOutcome with a status."""
+"""The refusals of the FHIR use cases, as domain errors carrying their FHIR issue code.
+
+The FHIR edge (broker/api/routes/fhir.py) maps them once to a status and an
+OperationOutcome: invalid and not-supported 400, forbidden 403, not-found 404, deleted
+410 (withdrawn, or its payload purged), throttled 429.
+"""
 
 from __future__ import annotations
 
-
-class FhirError(Exception):
-    """A request the FHIR service refuses; `code` is an R4 issue-type code.
-
-    Status codes: 400 bad parameter (invalid, not-supported), 401 no or bad token
-    (login), 403 not allowed (forbidden), 404 unknown id or type (not-found), 405 an
-    interaction mrb does not offer (not-supported), 406 a format other than JSON
-    (not-supported), 410 a result its hospital marked entered-in-error, or whose payload
-    was purged under the retention policy (deleted).
-    """
-
-    def __init__(self, status: int, code: str, diagnostics: str) -> None:
-        super().__init__(diagnostics)
-        self.status = status
-        self.code = code
-        self.diagnostics = diagnostics
+from broker.domain.errors import Gone, Invalid, NotAllowed, NotFound
 
 
-def invalid(diagnostics: str) -> FhirError:
-    """A parameter value mrb cannot read (400)."""
-    return FhirError(400, "invalid", diagnostics)
+def invalid(diagnostics: str) -> Invalid:
+    """A parameter value mrb cannot read."""
+    return Invalid("Invalid FHIR request", diagnostics, issue="invalid")
 
 
-def not_supported(diagnostics: str) -> FhirError:
-    """A parameter or modifier mrb does not offer (400)."""
-    return FhirError(400, "not-supported", diagnostics)
+def not_supported(diagnostics: str) -> Invalid:
+    """A parameter or modifier mrb does not offer."""
+    return Invalid("Not supported", diagnostics, issue="not-supported")
 
 
-def forbidden(diagnostics: str) -> FhirError:
-    """A request the caller may not make (403)."""
-    return FhirError(403, "forbidden", diagnostics)
+def forbidden(diagnostics: str) -> NotAllowed:
+    """A request the caller may not make."""
+    return NotAllowed("Forbidden", diagnostics, issue="forbidden")
 
 
-def not_found(diagnostics: str) -> FhirError:
-    """An unknown resource type or id (404)."""
-    return FhirError(404, "not-found", diagnostics)
+def not_found(diagnostics: str) -> NotFound:
+    """An unknown resource type or id."""
+    return NotFound("Not found", diagnostics, issue="not-found")
+
+
+def gone(diagnostics: str) -> Gone:
+    """A resource withdrawn by its hospital, or whose payload was purged."""
+    return Gone("Gone", diagnostics, issue="deleted")

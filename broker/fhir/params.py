@@ -235,7 +235,7 @@ def parse_search(
     zone: tzinfo,
     now: datetime,
 ) -> Search:
-    """Read a query; raises FhirError (400, or 403 when it is not about one patient)."""
+    """Read a query; raises Invalid, or NotAllowed when it is not about one patient."""
     known = {p.name: p for p in PARAMS[resource_type]}
     patients: list[PatientSelector] = []
     tokens: list[TokenFilter] = []

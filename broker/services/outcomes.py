@@ -13,13 +13,10 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Row, select
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-
+from broker import ports
 from broker.domain.actors import Actor
 from broker.domain.catalog import Catalog
-from broker.domain.check_items import StoredCheckItem, saving_key, stored_items
+from broker.domain.check_items import StoredCheckItem, saving_key
 from broker.domain.errors import Conflict, Invalid, NotAllowed, NotFound
 from broker.domain.ledger import (
     OutcomeInput,
@@ -30,8 +27,6 @@ from broker.domain.ledger import (
     validate_outcome,
 )
 from broker.domain.results import WITHDRAWN_STATUSES
-from broker.storage import events, ledger
-from broker.storage.tables import recognition_check, recognition_outcome, result
 
 
 @dataclass(frozen=True)
@@ -54,7 +49,7 @@ class RecordedOutcome:
 
 
 async def record_outcomes(
-    sessions: async_sessionmaker[AsyncSession],
+    uow: ports.OutcomeUnitOfWork,
     catalog: Catalog,
     check_id: str,
     requests: Sequence[OutcomeRequest],
@@ -63,6 +58,7 @@ async def record_outcomes(
     channel: str = "api",
     now: datetime | None = None,
 ) -> list[RecordedOutcome]:
+    """Record each item's outcome, its saving and its event in one unit of work."""
     if not requests:
         raise Invalid("No outcomes", "send at least one item outcome")
     indexes = [r.index for r in requests]
@@ -70,8 +66,9 @@ async def record_outcomes(
         raise Invalid("Repeated item", "each item index may appear once")
     for attempt in (1, 2, 3):
         try:
-            return await _record(sessions, catalog, check_id, requests, actor, channel, now)
-        except IntegrityError:
+            async with uow:
+                return await _record(uow, catalog, check_id, requests, actor, channel, now)
+        except ports.AlreadyWritten:
             # A concurrent retry recorded the same item first: read what it wrote.
             if attempt == 3:
                 raise
@@ -79,7 +76,7 @@ async def record_outcomes(
 
 
 async def _record(
-    sessions: async_sessionmaker[AsyncSession],
+    uow: ports.OutcomeUnitOfWork,
     catalog: Catalog,
     check_id: str,
     requests: Sequence[OutcomeRequest],
@@ -88,89 +85,86 @@ async def _record(
     now: datetime | None,
 ) -> list[RecordedOutcome]:
     now = now or datetime.now(UTC)
-    async with sessions() as s, s.begin():
-        check = (
-            await s.execute(select(recognition_check).where(recognition_check.c.id == check_id))
-        ).first()
-        if check is None:
-            raise NotFound("Unknown check", f"no recognition check {check_id!r}")
-        if actor.hospital != check.ordering_hospital:
-            raise NotAllowed(
-                "Not the ordering hospital",
-                f"only doctors of {check.ordering_hospital}, which ordered, may record outcomes",
+    check = await uow.checks.get(check_id)
+    if check is None:
+        raise NotFound("Unknown check", f"no recognition check {check_id!r}")
+    if actor.hospital != check.ordering_hospital:
+        raise NotAllowed(
+            "Not the ordering hospital",
+            f"only doctors of {check.ordering_hospital}, which ordered, may record outcomes",
+        )
+    items = check.items
+    wanted: list[tuple[OutcomeRequest, OutcomeInput, StoredCheckItem]] = []
+    for r in requests:
+        if not 0 <= r.index < len(items):
+            raise Invalid("No such item", f"the check has items 0..{len(items) - 1}, not {r.index}")
+        item = items[r.index]
+        try:
+            wanted.append((r, validate_outcome(item.decision, r.given), item))
+        except OutcomeRefused as exc:
+            raise Invalid("Outcome refused", f"item {r.index}: {exc}") from None
+    recorded = await uow.outcomes.of_check(check_id)
+    out: list[RecordedOutcome] = []
+    fresh: list[tuple[OutcomeRequest, OutcomeInput, StoredCheckItem]] = []
+    for r, v, item in wanted:
+        prior = recorded.get(r.index)
+        if prior is None:
+            fresh.append((r, v, item))
+        elif (prior.outcome, prior.reason, prior.reason_text) == (
+            v.outcome.value,
+            v.reason.value if v.reason else None,
+            v.reason_text,
+        ):
+            out.append(_as_recorded(prior, item, replayed=True))
+        else:
+            raise Conflict(
+                "Outcome already recorded",
+                f"item {r.index} was recorded as {prior.outcome} by {prior.recorded_by} "
+                f"at {prior.recorded_at.isoformat()}; outcomes are not changed afterwards",
             )
-        items = stored_items(check.items)
-        wanted: list[tuple[OutcomeRequest, OutcomeInput, StoredCheckItem]] = []
-        for r in requests:
-            if not 0 <= r.index < len(items):
-                raise Invalid(
-                    "No such item", f"the check has items 0..{len(items) - 1}, not {r.index}"
-                )
-            item = items[r.index]
-            try:
-                wanted.append((r, validate_outcome(item.decision, r.given), item))
-            except OutcomeRefused as exc:
-                raise Invalid("Outcome refused", f"item {r.index}: {exc}") from None
-        recorded = await _existing(s, check_id)
-        out: list[RecordedOutcome] = []
-        fresh: list[tuple[OutcomeRequest, OutcomeInput, StoredCheckItem]] = []
-        for r, v, item in wanted:
-            prior = recorded.get(r.index)
-            if prior is None:
-                fresh.append((r, v, item))
-            elif (prior.outcome, prior.reason, prior.reason_text) == (
-                v.outcome.value,
-                v.reason.value if v.reason else None,
-                v.reason_text,
-            ):
-                out.append(_as_recorded(prior, item, replayed=True))
-            else:
-                raise Conflict(
-                    "Outcome already recorded",
-                    f"item {r.index} was recorded as {prior.outcome} by {prior.recorded_by} "
-                    f"at {prior.recorded_at.isoformat()}; outcomes are not changed afterwards",
-                )
-        accepted = [(r, v, item) for r, v, item in fresh if v.outcome is OutcomeKind.ACCEPTED]
-        for r, _, item in accepted:
-            await _still_as_checked(s, r.index, item)
-        period = await ledger.booking_period(s, now) if accepted else None
-        for r, v, item in fresh:
-            code = item.catalog_code
-            cat = catalog.items.get(code) if code else None
-            await s.execute(
-                recognition_outcome.insert().values(
-                    check_id=check_id,
-                    item_index=r.index,
-                    outcome=v.outcome.value,
-                    reason=v.reason.value if v.reason else None,
-                    reason_text=v.reason_text,
-                    catalog_code=code,
-                    category=cat.category if cat else None,
-                    period=month_of(now),
-                    result_id=item.candidate,
-                    hospital_id=check.ordering_hospital,
-                    recorded_by=actor.name,
-                    channel=channel,
-                    recorded_at=now,
-                )
+    accepted = [(r, v, item) for r, v, item in fresh if v.outcome is OutcomeKind.ACCEPTED]
+    for r, _, item in accepted:
+        await _still_as_checked(uow, r.index, item)
+    period = await uow.ledger.booking_period(now) if accepted else None
+    for r, v, item in fresh:
+        code = item.catalog_code
+        cat = catalog.items.get(code) if code else None
+        category = cat.category if cat else None
+        reason = v.reason.value if v.reason else None
+        await uow.outcomes.add(
+            ports.Outcome(
+                check_id=check_id,
+                item_index=r.index,
+                outcome=v.outcome.value,
+                reason=reason,
+                reason_text=v.reason_text,
+                catalog_code=code,
+                category=category,
+                period=month_of(now),
+                result_id=item.candidate,
+                hospital_id=check.ordering_hospital,
+                recorded_by=actor.name,
+                channel=channel,
+                recorded_at=now,
             )
-            body: dict[str, Any] = {
-                "check_id": check_id,
-                "item_index": r.index,
-                "ordering_hospital": check.ordering_hospital,
-                "source_hospital": item.candidate_hospital,
-                "catalog_code": code,
-                "category": cat.category if cat else None,
-                "result_id": item.candidate,
-                "recorded_by": actor.name,
-                "channel": channel,
-            }
-            saved: Decimal | None = None
-            if v.outcome is OutcomeKind.ACCEPTED:
-                assert period is not None
-                saved = to_yuan(item.saving)
-                entry_id = await ledger.add_entry(
-                    s,
+        )
+        body: dict[str, Any] = {
+            "check_id": check_id,
+            "item_index": r.index,
+            "ordering_hospital": check.ordering_hospital,
+            "source_hospital": item.candidate_hospital,
+            "catalog_code": code,
+            "category": category,
+            "result_id": item.candidate,
+            "recorded_by": actor.name,
+            "channel": channel,
+        }
+        saved: Decimal | None = None
+        if v.outcome is OutcomeKind.ACCEPTED:
+            assert period is not None
+            saved = to_yuan(item.saving)
+            entry_id = await uow.ledger.add(
+                ports.LedgerEntry(
                     dedupe_key=saving_key(check_id, r.index),
                     kind="saving",
                     period=period,
@@ -178,7 +172,7 @@ async def _record(
                     ordering_hospital=check.ordering_hospital,
                     source_hospital=item.candidate_hospital,
                     catalog_code=code,
-                    category=cat.category if cat else None,
+                    category=category,
                     check_id=check_id,
                     item_index=r.index,
                     result_id=item.candidate,
@@ -186,34 +180,29 @@ async def _record(
                     occurred_at=now,
                     recorded_at=now,
                 )
-                body |= {"amount": f"{saved:.2f}", "period": period, "entry_id": entry_id}
-            else:
-                body |= {"reason": v.reason.value if v.reason else None}
-            await events.append(s, v.outcome.value, check.ordering_hospital, body, now)
-            out.append(
-                RecordedOutcome(
-                    r.index,
-                    code,
-                    v.outcome,
-                    v.reason.value if v.reason else None,
-                    v.reason_text,
-                    saved,
-                    actor.name,
-                    now,
-                    replayed=False,
-                )
             )
+            body |= {"amount": f"{saved:.2f}", "period": period, "entry_id": entry_id}
+        else:
+            body |= {"reason": reason}
+        await uow.events.append(v.outcome.value, check.ordering_hospital, body, now)
+        out.append(
+            RecordedOutcome(
+                r.index,
+                code,
+                v.outcome,
+                reason,
+                v.reason_text,
+                saved,
+                actor.name,
+                now,
+                replayed=False,
+            )
+        )
+    await uow.commit()
     return sorted(out, key=lambda o: o.index)
 
 
-async def _existing(s: AsyncSession, check_id: str) -> dict[int, Row[Any]]:
-    rows = await s.execute(
-        select(recognition_outcome).where(recognition_outcome.c.check_id == check_id)
-    )
-    return {row.item_index: row for row in rows}
-
-
-def _as_recorded(row: Row[Any], item: StoredCheckItem, *, replayed: bool) -> RecordedOutcome:
+def _as_recorded(row: ports.Outcome, item: StoredCheckItem, *, replayed: bool) -> RecordedOutcome:
     accepted = row.outcome == OutcomeKind.ACCEPTED.value
     return RecordedOutcome(
         row.item_index,
@@ -228,22 +217,15 @@ def _as_recorded(row: Row[Any], item: StoredCheckItem, *, replayed: bool) -> Rec
     )
 
 
-async def _still_as_checked(s: AsyncSession, index: int, item: StoredCheckItem) -> None:
-    """Refuse to accept a result that changed after the check answered.
-
-    The row lock orders this against ingest (which updates the row when a new version
-    arrives), so a withdrawal either is seen here or sees this acceptance.
-    """
-    query = select(result.c.status, result.c.updated_at).where(result.c.id == item.candidate)
-    if s.get_bind().dialect.name == "postgresql":
-        query = query.with_for_update()
-    row = (await s.execute(query)).first()
-    if (
-        row is None
-        or row.updated_at.isoformat() != item.candidate_version
-        or row.status in WITHDRAWN_STATUSES
-    ):
-        status = row.status if row is not None else "gone"
+async def _still_as_checked(
+    uow: ports.OutcomeUnitOfWork, index: int, item: StoredCheckItem
+) -> None:
+    """Refuse to accept a result that changed after the check answered (the port holds the
+    result against ingest until commit, so a withdrawal either is seen here or sees this
+    acceptance)."""
+    now = await uow.results.lock_current(item.candidate) if item.candidate else None
+    if now is None or now.version != item.candidate_version or now.status in WITHDRAWN_STATUSES:
+        status = now.status if now is not None else "gone"
         raise Conflict(
             "Result changed since the check",
             f"item {index}: the prior result changed after the check (now {status}); "

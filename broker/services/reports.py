@@ -8,21 +8,23 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, func, select
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from broker.domain.actors import ALL_HOSPITALS
-from broker.domain.check_items import stored_items
 from broker.domain.ledger import DeclineReason, next_month, parse_month
 from broker.domain.recognition import SHANGHAI
-from broker.storage import hospitals as registry
-from broker.storage.tables import ledger_entry, recognition_check, recognition_outcome
+from broker.domain.registry import HospitalProfile
+from broker.ports.reports import (
+    DeclineCount,
+    LedgerSum,
+    OrderedCheck,
+    ReportFigures,
+    Window,
+)
 
 GroupBy = Literal["hospital", "item", "month", "category"]
 GROUPS: tuple[GroupBy, ...] = ("hospital", "item", "month", "category")
@@ -163,37 +165,8 @@ def _csv(header: list[str], rows: Iterable[list[object]]) -> str:
     return out.getvalue()
 
 
-def _ledger_key(group_by: GroupBy) -> ColumnElement[Any]:
-    return {
-        "hospital": ledger_entry.c.ordering_hospital,
-        "item": ledger_entry.c.catalog_code,
-        "month": ledger_entry.c.period,
-        "category": ledger_entry.c.category,
-    }[group_by]
-
-
-def _outcome_key(group_by: GroupBy) -> ColumnElement[Any]:
-    return {
-        "hospital": recognition_outcome.c.hospital_id,
-        "item": recognition_outcome.c.catalog_code,
-        "month": recognition_outcome.c.period,
-        "category": recognition_outcome.c.category,
-    }[group_by]
-
-
-def _in_range(
-    column: ColumnElement[Any], period_from: str | None, period_to: str | None
-) -> list[ColumnElement[bool]]:
-    where = []
-    if period_from:
-        where.append(column >= period_from)
-    if period_to:
-        where.append(column <= period_to)
-    return where
-
-
 async def savings(
-    session: AsyncSession,
+    figures: ReportFigures,
     group_by: GroupBy,
     *,
     period_from: str | None = None,
@@ -202,45 +175,42 @@ async def savings(
 ) -> SavingsReport:
     """Savings per group over booked months [from, to]; `hospital` limits to one orderer."""
     scope = None if hospital in (None, ALL_HOSPITALS) else hospital
-    ledger_where = _in_range(ledger_entry.c.period, period_from, period_to)
-    outcome_where = [
-        recognition_outcome.c.outcome == "declined",
-        *_in_range(recognition_outcome.c.period, period_from, period_to),
-    ]
-    if scope:
-        ledger_where.append(ledger_entry.c.ordering_hospital == scope)
-        outcome_where.append(recognition_outcome.c.hospital_id == scope)
+    window = Window(period_from, period_to, scope)
+    return savings_report(
+        group_by,
+        window,
+        groups=await figures.ledger_sums([group_by], window),
+        group_declines=await figures.decline_counts([group_by], window),
+        totals=await figures.ledger_sums([], window),
+        total_declines=await figures.decline_counts([], window),
+    )
+
+
+def savings_report(
+    group_by: GroupBy,
+    window: Window,
+    *,
+    groups: Iterable[LedgerSum],
+    group_declines: Iterable[DeclineCount],
+    totals: Iterable[LedgerSum],
+    total_declines: Iterable[DeclineCount],
+) -> SavingsReport:
+    """The report from per-group and overall figures; a group without a key is "-"."""
     rows: dict[str, Figures] = {}
-    key = _ledger_key(group_by)
-    for k, kind, count, fen in await session.execute(
-        select(key, ledger_entry.c.kind, func.count(), func.sum(ledger_entry.c.amount_fen))
-        .where(*ledger_where)
-        .group_by(key, ledger_entry.c.kind)
-    ):
-        rows.setdefault(k or "-", Figures()).add_entries(kind, count, int(fen or 0))
-    okey = _outcome_key(group_by)
-    for k, reason, count in await session.execute(
-        select(okey, recognition_outcome.c.reason, func.count())
-        .where(*outcome_where)
-        .group_by(okey, recognition_outcome.c.reason)
-    ):
-        figures = rows.setdefault(k or "-", Figures())
-        figures.declines[reason] = figures.declines.get(reason, 0) + count
+    for s in groups:
+        rows.setdefault(s.key[0] or "-", Figures()).add_entries(s.kind, s.count, s.fen)
+    for d in group_declines:
+        figures = rows.setdefault(d.key[0] or "-", Figures())
+        figures.declines[d.reason] = figures.declines.get(d.reason, 0) + d.count
     # Totals straight from the ledger, not from the groups: the two must agree.
-    totals = Figures()
-    for kind, count, fen in await session.execute(
-        select(ledger_entry.c.kind, func.count(), func.sum(ledger_entry.c.amount_fen))
-        .where(*ledger_where)
-        .group_by(ledger_entry.c.kind)
-    ):
-        totals.add_entries(kind, count, int(fen or 0))
-    for reason, count in await session.execute(
-        select(recognition_outcome.c.reason, func.count())
-        .where(*outcome_where)
-        .group_by(recognition_outcome.c.reason)
-    ):
-        totals.declines[reason] = count
-    return SavingsReport(group_by, period_from, period_to, scope, rows, totals)
+    overall = Figures()
+    for s in totals:
+        overall.add_entries(s.kind, s.count, s.fen)
+    for d in total_declines:
+        overall.declines[d.reason] = d.count
+    return SavingsReport(
+        group_by, window.period_from, window.period_to, window.hospital, rows, overall
+    )
 
 
 # -- the provincial regulator's monthly report ------------------------------------------
@@ -271,7 +241,7 @@ def _activity_cells(a: Activity) -> list[object]:
 @dataclass
 class RegulatorReport:
     month: str
-    hospitals: list[registry.Hospital]
+    hospitals: list[HospitalProfile]
     by_hospital: dict[str, Activity]
     by_category: dict[str, Activity]
     certified: list[dict[str, str]]
@@ -329,10 +299,30 @@ def month_bounds(month: str) -> tuple[datetime, datetime]:
     return start, datetime.combine(date(ny, nm, 1), time(), SHANGHAI)
 
 
-async def regulator(session: AsyncSession, month: str) -> RegulatorReport:
+async def regulator(figures: ReportFigures, month: str) -> RegulatorReport:
     start, end = month_bounds(month)
-    hospitals = await registry.list_all(session)
-    by_hospital = {h.id: Activity() for h in hospitals}
+    window = Window(month, month)
+    return regulator_report(
+        month,
+        hospitals=await figures.hospitals(),
+        checks=await figures.checks(start, end),
+        ledger=await figures.ledger_sums(["hospital", "category"], window),
+        declines=await figures.decline_counts(["hospital", "category"], window),
+    )
+
+
+def regulator_report(
+    month: str,
+    *,
+    hospitals: Mapping[str, HospitalProfile],
+    checks: Iterable[OrderedCheck],
+    ledger: Iterable[LedgerSum],
+    declines: Iterable[DeclineCount],
+) -> RegulatorReport:
+    """The month's return from its checks, its ledger and declines by (hospital, category),
+    and the certifications valid on any day of the month."""
+    start, end = month_bounds(month)
+    by_hospital = {h: Activity() for h in hospitals}
     by_category = {c: Activity() for c in CATEGORIES}
     totals = Activity()
 
@@ -342,46 +332,19 @@ async def regulator(session: AsyncSession, month: str) -> RegulatorReport:
             out.append(by_hospital[hospital])
         return out
 
-    checks = await session.execute(
-        select(recognition_check.c.ordering_hospital, recognition_check.c["items"]).where(
-            recognition_check.c.created_at >= start, recognition_check.c.created_at < end
-        )
-    )
-    for ordering, items in checks:
-        for item in stored_items(items):
+    for check in checks:
+        ordering = check.ordering_hospital
+        for item in check.items:
             for a in targets(ordering, item.category):
                 a.lookups += 1
                 a.cross_hospital_lookups += bool(item.hospitals_found() - {ordering})
                 a.recognizable += item.recognizable
-    for hospital, category, kind, count, fen in await session.execute(
-        select(
-            ledger_entry.c.ordering_hospital,
-            ledger_entry.c.category,
-            ledger_entry.c.kind,
-            func.count(),
-            func.sum(ledger_entry.c.amount_fen),
-        )
-        .where(ledger_entry.c.period == month)
-        .group_by(ledger_entry.c.ordering_hospital, ledger_entry.c.category, ledger_entry.c.kind)
-    ):
-        for a in targets(hospital, category):
-            a.add_entries(kind, count, int(fen or 0))
-    for hospital, category, reason, count in await session.execute(
-        select(
-            recognition_outcome.c.hospital_id,
-            recognition_outcome.c.category,
-            recognition_outcome.c.reason,
-            func.count(),
-        )
-        .where(recognition_outcome.c.outcome == "declined", recognition_outcome.c.period == month)
-        .group_by(
-            recognition_outcome.c.hospital_id,
-            recognition_outcome.c.category,
-            recognition_outcome.c.reason,
-        )
-    ):
-        for a in targets(hospital, category):
-            a.declines[reason] = a.declines.get(reason, 0) + count
+    for s in ledger:
+        for a in targets(*s.key):
+            a.add_entries(s.kind, s.count, s.fen)
+    for d in declines:
+        for a in targets(*d.key):
+            a.declines[d.reason] = a.declines.get(d.reason, 0) + d.count
     first, last = start.date(), (end - timedelta(days=1)).date()
     certified = [
         {
@@ -391,7 +354,10 @@ async def regulator(session: AsyncSession, month: str) -> RegulatorReport:
             "valid_from": c.valid_from.isoformat(),
             "valid_to": c.valid_to.isoformat(),
         }
-        for c in await registry.certifications(session)
+        for h in hospitals.values()
+        for c in h.certifications
         if c.valid_from <= last and c.valid_to >= first
     ]
-    return RegulatorReport(month, hospitals, by_hospital, by_category, certified, totals)
+    return RegulatorReport(
+        month, list(hospitals.values()), by_hospital, by_category, certified, totals
+    )

@@ -1,7 +1,7 @@
 """The FHIR search index: one row per resource mrb serves, and its token values.
 
 Derived from the current version of each result (its sealed payload), so it can always
-be rebuilt; broker.fhir.index keeps it current. No patient identifier is stored here:
+be rebuilt; broker.storage.fhir_index keeps it current. No patient identifier is stored here:
 patients are found through `result.person_id`, and Patient rows only say where in the
 payload the Patient resource is.
 """

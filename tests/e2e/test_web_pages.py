@@ -122,7 +122,7 @@ async def test_the_finance_page_charts_the_ledger(stack: Stack) -> None:
         CheckRequest(f.NATIONAL, f.PATIENT_A, "H002", datetime.now(UTC), (hb, plt)), doctor,
     )  # fmt: skip
     await record_outcomes(
-        c.sessions,
+        c.outcome_uow(),
         c.rules().catalog,
         answer.check_id,
         [

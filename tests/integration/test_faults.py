@@ -194,7 +194,7 @@ async def test_versions_arriving_newest_first(container: Container, kafka: str) 
         check_id, candidate = await check(container)
         assert candidate == "amended"
         await record_outcomes(
-            container.sessions,
+            container.outcome_uow(),
             container.rules().catalog,
             check_id,
             [OutcomeRequest(0, OutcomeInput(OutcomeKind.ACCEPTED))],

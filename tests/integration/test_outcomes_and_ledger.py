@@ -61,7 +61,9 @@ def decline(index: int, reason: DeclineReason | None, text_: str | None = None) 
 async def outcome(
     c: Container, check_id: str, *reqs: OutcomeRequest, actor: Actor = DOCTOR, at: datetime = MAY_20
 ) -> list[object]:
-    return list(await record_outcomes(c.sessions, c.rules().catalog, check_id, reqs, actor, now=at))
+    return list(
+        await record_outcomes(c.outcome_uow(), c.rules().catalog, check_id, reqs, actor, now=at)
+    )
 
 
 async def rows(c: Container, table: object) -> list[dict[str, object]]:
@@ -186,15 +188,15 @@ async def test_withdrawal_after_recognition_notifies_and_reverses(
     types = [e["type"] for e in await rows(c, event_outbox)]
     assert types == ["check", "accepted", "declined", "reversed"]
 
-    (notice,) = await notices_for(c.sessions, c.cipher, DOCTOR)
+    (notice,) = await notices_for(c.notice_uow(), DOCTOR)
     assert notice["kind"] == "withdrawn" and notice["action"] == "reverse"
     assert notice["patient"] == {"system": f.NATIONAL, "value": f.PATIENT_A}
     assert "撤回" in notice["message"]["zh"] and notice["read_at"] is None
-    assert await notices_for(c.sessions, c.cipher, Actor("dr-zhang", Role.DOCTOR, "H002")) == []
-    await mark_read(c.sessions, DOCTOR, str(notice["notice_id"]))
-    assert await notices_for(c.sessions, c.cipher, DOCTOR, unread_only=True) == []
+    assert await notices_for(c.notice_uow(), Actor("dr-zhang", Role.DOCTOR, "H002")) == []
+    await mark_read(c.notice_uow(), DOCTOR, str(notice["notice_id"]))
+    assert await notices_for(c.notice_uow(), DOCTOR, unread_only=True) == []
 
-    async with c.sessions() as s:
+    async with c.report_figures() as s:
         report = await savings(s, "hospital")
     h002 = report.rows["H002"]
     assert (h002.recognitions, h002.saved_fen, h002.reversals, h002.net_fen) == (1, 540, 1, 0)
@@ -239,7 +241,7 @@ async def test_regulator_report_counts_lookups_and_certifications(
     c, check_id = recognised
     await outcome(c, check_id, accept(0), decline(1, None))
     month = datetime.now(UTC).astimezone().strftime("%Y-%m")  # checks are stamped now
-    async with c.sessions() as s:
+    async with c.report_figures() as s:
         report = await regulator(s, month)
     lab = report.by_category["LAB"]
     assert lab.lookups == 2 and lab.cross_hospital_lookups == 2 and lab.recognizable == 2

@@ -14,9 +14,9 @@ from typer.testing import CliRunner
 from broker.bootstrap import Container
 from broker.cli.main import app
 from broker.domain.actors import Actor, Role
+from broker.domain.errors import Gone
 from broker.domain.recognition import Order
-from broker.fhir.errors import FhirError
-from broker.fhir.service import FhirService
+from broker.fhir.service import caller as fhir_caller
 from broker.services.checks import CheckRequest, run_check
 from broker.settings import Settings
 from broker.storage.tables import audit_event, payload, result, result_item, result_version
@@ -83,8 +83,8 @@ async def test_old_payloads_are_purged_and_nothing_else(
 ) -> None:
     c = container
     await certify(c)
-    fhir = FhirService(c)
-    caller = FhirService.caller(DOCTOR, None)
+    fhir = c.fhir_service(version="test")
+    caller = fhir_caller(DOCTOR, None)
     old = await ingest(c, "OLD-1", age_days=400)
     recent = await ingest(c, "NEW-1", age_days=10)
     searched = await fhir.search(caller, "DiagnosticReport", [PATIENT], strict=True, base="b")
@@ -121,9 +121,9 @@ async def test_old_payloads_are_purged_and_nothing_else(
     assert await decision(c) == "RECOGNIZABLE"  # checks read the index, not payloads
 
     for rid in (old, unseen):
-        with pytest.raises(FhirError) as gone:
+        with pytest.raises(Gone) as gone:
             await fhir.read(caller, "DiagnosticReport", rid)
-        assert gone.value.status == 410 and "purged" in gone.value.diagnostics
+        assert gone.value.issue == "deleted" and "purged" in gone.value.detail
     assert (await fhir.read(caller, "DiagnosticReport", recent))["id"] == recent
     searched = await fhir.search(caller, "DiagnosticReport", [PATIENT], strict=True, base="b")
     matches = [e["resource"]["id"] for e in searched["entry"] if e["search"]["mode"] == "match"]

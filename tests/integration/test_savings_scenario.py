@@ -106,7 +106,9 @@ async def test_a_month_of_recognitions_reconciles_to_the_fen(container: Containe
     declines: Counter[str] = Counter()
 
     async def send(i: int, *reqs: OutcomeRequest, at: datetime) -> None:
-        await record_outcomes(c.sessions, c.rules().catalog, checks[i], reqs, doctor(i), now=at)
+        await record_outcomes(
+            c.outcome_uow(), c.rules().catalog, checks[i], reqs, doctor(i), now=at
+        )
 
     acc = OutcomeInput(OutcomeKind.ACCEPTED)
     for i in range(N):
@@ -179,7 +181,7 @@ async def test_a_month_of_recognitions_reconciles_to_the_fen(container: Containe
         ]
     )
 
-    async with c.sessions() as s:
+    async with c.report_figures() as s:
         by_hospital = await savings(s, "hospital")
         may = await savings(s, "hospital", period_from="2026-05", period_to="2026-05-31")
         by_month = await savings(s, "month")

@@ -8,9 +8,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from broker.api.routes.fhir import FhirEdgeError, refusal_outcome
 from broker.domain.actors import Actor, Role
+from broker.domain.errors import Refused
 from broker.fhir.cursors import CursorSigner, Page
-from broker.fhir.errors import FhirError
 
 KEY = bytes(range(32))
 NOW = datetime(2026, 6, 1, 9, tzinfo=UTC)
@@ -20,10 +21,10 @@ PAGE = Page("Observation", (("patient", "Patient/p1"), ("code", "718-7")), 20, 1
 
 def refused(
     cursor: str, actor: Actor = LI, rtype: str = "Observation", now: datetime = NOW
-) -> FhirError:
-    with pytest.raises(FhirError) as caught:
+) -> FhirEdgeError:
+    with pytest.raises(Refused) as caught:
         CursorSigner(KEY).open(cursor, rtype, actor, now)
-    return caught.value
+    return refusal_outcome(caught.value)  # as the FHIR edge answers it
 
 
 def test_a_cursor_round_trips_for_its_user() -> None:

@@ -7,7 +7,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from broker.fhir.errors import FhirError
+from broker.api.routes.fhir import FhirEdgeError, refusal_outcome
+from broker.domain.errors import Refused
 from broker.fhir.params import (
     MAX_COUNT,
     PatientSelector,
@@ -29,10 +30,10 @@ def parse(rtype: str, *pairs: tuple[str, str], strict: bool = False) -> Search:
     return parse_search(rtype, pairs, strict=strict, zone=ZoneInfo("Asia/Shanghai"), now=NOW)
 
 
-def refused(rtype: str, *pairs: tuple[str, str], strict: bool = False) -> FhirError:
-    with pytest.raises(FhirError) as caught:
+def refused(rtype: str, *pairs: tuple[str, str], strict: bool = False) -> FhirEdgeError:
+    with pytest.raises(Refused) as caught:
         parse(rtype, *pairs, strict=strict)
-    return caught.value
+    return refusal_outcome(caught.value)  # as the FHIR edge answers it
 
 
 class TestTokens:
@@ -48,9 +49,9 @@ class TestTokens:
         assert parse_token(r"a\\b") == Token(None, "a\\b")
 
     def test_a_bare_bar_or_two_bars_are_refused(self) -> None:
-        with pytest.raises(FhirError):
+        with pytest.raises(Refused):
             parse_token("|")
-        with pytest.raises(FhirError):
+        with pytest.raises(Refused):
             parse_token("a|b|c")
 
     def test_commas_are_or_and_repeats_are_and(self) -> None:

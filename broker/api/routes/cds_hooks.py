@@ -20,9 +20,9 @@ from broker.cdshooks import hooks
 from broker.cdshooks.auth import AuthenticatedClient, ClientRejected, JwksCache, authenticate
 from broker.cdshooks.models import FeedbackRequest, HookRequest
 from broker.cdshooks.services import SERVICES, ServiceDefinition, discovery
-from broker.cdshooks.store import DbClientRegistry, DbReplayGuard
 from broker.correlation import bind_hook_instance
 from broker.domain.errors import NotFound, Unauthenticated
+from broker.storage.cds_store import DbClientRegistry, DbReplayGuard
 
 logger = logging.getLogger(__name__)
 router = APIRouter(tags=["cds-hooks"])
@@ -111,7 +111,11 @@ async def cds_service(
     """Cards for one hook call: recognisable prior results for the draft orders."""
     bind_hook_instance(body.hookInstance)  # the EHR's id for this call, in our log lines
     return await hooks.answer(
-        container, _service(service_id), body, _caller(container, client, now), transport=transport
+        container.cds_hooks(),
+        _service(service_id),
+        body,
+        _caller(container, client, now),
+        transport=transport,
     )
 
 
@@ -125,5 +129,5 @@ async def cds_feedback(
 ) -> dict[str, Any]:
     """Accepted or overridden cards -> the doctor's outcome (idempotent)."""
     return await hooks.record_feedback(
-        container, _service(service_id), body, _caller(container, client, now)
+        container.cds_hooks(), _service(service_id), body, _caller(container, client, now)
     )

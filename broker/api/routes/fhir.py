@@ -19,16 +19,17 @@ from fastapi.routing import APIRoute
 from broker.api.deps import get_actor
 from broker.api.problems import status_of
 from broker.domain.actors import Actor
-from broker.domain.errors import Refused
+from broker.domain.errors import Gone, Invalid, Refused
 from broker.fhir.audit_events import AuditEvents
 from broker.fhir.documents import FHIR_JSON, operation_outcome
-from broker.fhir.errors import FhirError
 from broker.fhir.params import check_prefer
-from broker.fhir.service import RESOURCE_TYPES, Caller, FhirService
+from broker.fhir.service import RESOURCE_TYPES, Caller, FhirService, caller
 
 logger = logging.getLogger(__name__)
 
 _JSON_FORMATS = frozenset({"json", "application/json", "application/fhir+json", "fhir+json"})
+# FHIR answers a bad parameter 400 (the REST API 422), and names what is gone 410.
+_FHIR_STATUS: dict[type[Refused], int] = {Invalid: 400, Gone: 410}
 _ISSUE_CODES = {400: "invalid", 401: "login", 403: "forbidden", 404: "not-found"}
 
 
@@ -36,11 +37,32 @@ class FhirResponse(JSONResponse):
     media_type = FHIR_JSON
 
 
-def outcome_response(exc: FhirError) -> FhirResponse:
+class FhirEdgeError(Exception):
+    """What the edge itself answers (a format, a method, a failure): status and issue."""
+
+    def __init__(self, status: int, code: str, diagnostics: str) -> None:
+        super().__init__(diagnostics)
+        self.status = status
+        self.code = code
+        self.diagnostics = diagnostics
+
+
+def outcome_response(exc: FhirEdgeError) -> FhirResponse:
     response = FhirResponse(operation_outcome(exc.code, exc.diagnostics), status_code=exc.status)
     if exc.status == 401:
         response.headers["WWW-Authenticate"] = "Bearer"
     return response
+
+
+def refusal_outcome(exc: Refused) -> FhirEdgeError:
+    """The one mapping of a domain refusal to a FHIR status and issue: a refusal of the
+    FHIR use cases names its issue code and its detail is the whole diagnostics."""
+    status = next((_FHIR_STATUS[c] for c in type(exc).__mro__ if c in _FHIR_STATUS), None)
+    status = status or status_of(exc)
+    if exc.issue is not None:
+        return FhirEdgeError(status, exc.issue, exc.detail)
+    code = _ISSUE_CODES.get(status, "processing")
+    return FhirEdgeError(status, code, f"{exc.title}: {exc.detail}")
 
 
 class FhirRoute(APIRoute):
@@ -52,22 +74,20 @@ class FhirRoute(APIRoute):
         async def answer(request: Request) -> Response:
             try:
                 return await handler(request)
-            except FhirError as exc:
+            except FhirEdgeError as exc:
                 return outcome_response(exc)
             except Refused as exc:
-                status = status_of(exc)
-                code = _ISSUE_CODES.get(status, "processing")
-                return outcome_response(FhirError(status, code, f"{exc.title}: {exc.detail}"))
+                return outcome_response(refusal_outcome(exc))
             except RequestValidationError as exc:
                 first = exc.errors()[0] if exc.errors() else {}
                 where = ".".join(str(p) for p in first.get("loc", ()))
                 return outcome_response(
-                    FhirError(400, "invalid", f"{where}: {first.get('msg', 'invalid request')}")
+                    FhirEdgeError(400, "invalid", f"{where}: {first.get('msg', 'invalid request')}")
                 )
             except Exception:
                 logger.exception("FHIR request failed: %s %s", request.method, request.url.path)
                 return outcome_response(
-                    FhirError(500, "exception", "mrb could not answer; the error is logged")
+                    FhirEdgeError(500, "exception", "mrb could not answer; the error is logged")
                 )
 
         return answer
@@ -84,7 +104,7 @@ async def get_service(request: Request) -> FhirService:
     """
     service: FhirService | None = getattr(request.app.state, "fhir_service", None)
     if service is None:
-        service = FhirService(request.app.state.container, version=request.app.version)
+        service = request.app.state.container.fhir_service(version=request.app.version)
         request.app.state.fhir_service = service
     return service
 
@@ -93,26 +113,26 @@ async def check_format(request: Request) -> None:
     """JSON only: `_format` or an Accept header asking for XML or Turtle gets 406."""
     fmt = request.query_params.get("_format")
     if fmt is not None and fmt.split(";")[0].strip().lower() not in _JSON_FORMATS:
-        raise FhirError(406, "not-supported", f"_format={fmt[:40]} is not offered: JSON only")
+        raise FhirEdgeError(406, "not-supported", f"_format={fmt[:40]} is not offered: JSON only")
     accept = request.headers.get("accept")
     if accept:
         kinds = [a.split(";")[0].strip().lower() for a in accept.split(",")]
         ok = _JSON_FORMATS | {"*/*", "application/*", ""}
         if not any(k in ok for k in kinds):
-            raise FhirError(
+            raise FhirEdgeError(
                 406, "not-supported", f"Accept: {accept[:60]} is not offered: JSON only"
             )
 
 
 async def get_caller(request: Request, actor: Annotated[Actor, Depends(get_actor)]) -> Caller:
-    return FhirService.caller(actor, request.headers.get("x-purpose-of-use"))
+    return caller(actor, request.headers.get("x-purpose-of-use"))
 
 
 async def get_audit_events(request: Request) -> AuditEvents:
     """One AuditEvents per app (it holds the cursor key), made on the event loop."""
     events: AuditEvents | None = getattr(request.app.state, "fhir_audit_events", None)
     if events is None:
-        events = AuditEvents(request.app.state.container)
+        events = request.app.state.container.fhir_audit_events()
         request.app.state.fhir_audit_events = events
     return events
 
@@ -174,7 +194,7 @@ async def _form_pairs(request: Request) -> list[tuple[str, str]]:
     """The query string's parameters and the form body's (application/x-www-form-urlencoded)."""
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind not in ("application/x-www-form-urlencoded", ""):
-        raise FhirError(
+        raise FhirEdgeError(
             415, "not-supported", "POST _search takes application/x-www-form-urlencoded"
         )
     body = (await request.body()).decode("utf-8", errors="replace")
@@ -228,14 +248,14 @@ async def unsupported(rest: str, request: Request) -> Response:
     """Anything else under /fhir: 405 for writes on served types, else 404."""
     first = rest.split("/")[0]
     if request.method not in ("GET", "HEAD") and (first in SERVED or not rest):
-        raise FhirError(
+        raise FhirEdgeError(
             405,
             "not-supported",
             f"{request.method} is not offered: mrb's FHIR endpoint is read-only "
             "(read, search; POST only for [type]/_search)",
         )
     detail: Any = rest[:80] or "(the base)"
-    raise FhirError(
+    raise FhirEdgeError(
         404,
         "not-found",
         f"/fhir/{detail} is not offered: mrb serves metadata, read and search on "

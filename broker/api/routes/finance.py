@@ -54,9 +54,9 @@ async def savings(
         period_from, period_to = reports.period_bound(from_), reports.period_bound(to)
     except ValueError as exc:
         raise Invalid("Invalid period", str(exc)) from None
-    async with container.sessions() as s:
+    async with container.report_figures() as figures:
         report = await reports.savings(
-            s, group_by, period_from=period_from, period_to=period_to, hospital=scope
+            figures, group_by, period_from=period_from, period_to=period_to, hospital=scope
         )
     if _wants_csv(format, accept):
         return Response(report.as_csv(), media_type=CSV)
@@ -76,8 +76,8 @@ async def regulator_report(
         parse_month(month)
     except ValueError as exc:
         raise Invalid("Invalid month", str(exc)) from None
-    async with container.sessions() as s:
-        report = await reports.regulator(s, month)
+    async with container.report_figures() as figures:
+        report = await reports.regulator(figures, month)
     if _wants_csv(format, accept):
         return Response(report.as_csv(), media_type=CSV)
     return report.as_dict()

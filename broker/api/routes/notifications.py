@@ -16,11 +16,9 @@ async def list_notices(
     container: ContainerDep, actor: DoctorDep, unread: bool = False
 ) -> list[dict[str, object]]:
     """The caller's notices, newest first; each names the patient, so each read is audited."""
-    return await notifications.notices_for(
-        container.sessions, container.cipher, actor, unread_only=unread
-    )
+    return await notifications.notices_for(container.notice_uow(), actor, unread_only=unread)
 
 
 @router.post("/{notice_id}/read", status_code=status.HTTP_204_NO_CONTENT)
 async def mark_read(notice_id: str, container: ContainerDep, actor: DoctorDep) -> None:
-    await notifications.mark_read(container.sessions, actor, notice_id)
+    await notifications.mark_read(container.notice_uow(), actor, notice_id)

@@ -61,7 +61,7 @@ async def outcome(
     Idempotent: sending the same outcome again returns what was recorded (`replayed`).
     """
     recorded = await record_outcomes(
-        container.sessions,
+        container.outcome_uow(),
         container.rules().catalog,
         check_id,
         [

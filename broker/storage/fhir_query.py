@@ -17,22 +17,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from broker.fhir.dates import LOWEST, DateValue, relation
 from broker.fhir.params import WITHDRAWN, Search, Token, TokenFilter
 from broker.fhir.resources import clip_code, clip_system
+from broker.ports.fhir import Hit
 from broker.storage.fhir_tables import fhir_resource, fhir_token
 from broker.storage.tables import result
 
 _TICK = timedelta(microseconds=1)  # an instant stands for [t, t + 1 µs)
-
-
-@dataclass(frozen=True)
-class Hit:
-    """One matching resource: where to find it."""
-
-    served_id: str
-    result_id: str
-    version_id: int
-    resource_type: str
-    entry: int | None
-    status: str | None
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,134 @@
+"""The FHIR read and search use cases' ports: the search index, the payloads behind it,
+the people it is about, the audit trail and the distinct-patient rate limit.
+
+One unit of work per request step: what was served and its audit entry commit together.
+Keeping the index current (`FhirReindex`) is separate: derived data, rebuilt in its own
+short transaction before a read, so a refused read never holds index writes back.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Self
+
+from broker.domain.actors import Actor
+from broker.domain.identifiers import PatientIdentifier
+from broker.fhir.params import Search
+from broker.fhir.resources import ResultView
+from broker.ports.check import Audit, People
+
+
+@dataclass(frozen=True)
+class IndexedResource:
+    """A served resource's index row: which result version it is read from."""
+
+    result_id: str
+    version_id: int
+    status: str | None
+    person_id: str
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One resource matching a search: where to find it."""
+
+    served_id: str
+    result_id: str
+    version_id: int
+    resource_type: str
+    entry: int | None
+    status: str | None
+
+
+@dataclass(frozen=True)
+class PersonRecord:
+    person_id: str
+    merged_into: str | None  # the surviving person when this one was merged
+
+
+@dataclass(frozen=True)
+class Opened:
+    """Result views by version id; versions whose payload was purged are in `purged`."""
+
+    views: dict[int, ResultView] = field(default_factory=dict)
+    purged: frozenset[int] = frozenset()
+
+
+class FhirIndex(abc.ABC):
+    @abc.abstractmethod
+    async def resource(self, served_id: str, resource_type: str) -> IndexedResource | None:
+        """The index row a resource is served from."""
+
+    @abc.abstractmethod
+    async def result_id(self, result_id: str, resource_type: str) -> str | None:
+        """The result itself, when its id is asked for before it was ever indexed."""
+
+    @abc.abstractmethod
+    async def person(self, person_id: str) -> PersonRecord | None: ...
+
+    @abc.abstractmethod
+    async def count(self, search: Search, person_id: str) -> int:
+        """How many of the person's resources match (identifier values as given: the
+        adapter hashes them as they are indexed)."""
+
+    @abc.abstractmethod
+    async def page(self, search: Search, person_id: str, offset: int, limit: int) -> list[Hit]:
+        """One page of the matches in the search's order (a total order)."""
+
+    @abc.abstractmethod
+    async def patient_versions(self, person_id: str) -> list[int]:
+        """The version holding the newest Patient of each hospital that sent one."""
+
+
+class Payloads(abc.ABC):
+    @abc.abstractmethod
+    async def open(self, version_ids: Iterable[int]) -> Opened:
+        """The versions' payloads, each opened once."""
+
+
+class FhirReindex(abc.ABC):
+    """Brings the index up to date before it is read (its own transaction)."""
+
+    @abc.abstractmethod
+    async def person(self, person_id: str) -> None: ...
+
+    @abc.abstractmethod
+    async def results(self, result_ids: Sequence[str]) -> None: ...
+
+
+class Admission(abc.ABC):
+    @abc.abstractmethod
+    async def admit(
+        self, actor: Actor, *, patient: PatientIdentifier | None, person_id: str | None
+    ) -> None:
+        """Count the patient against the caller's distinct-patient limit (pseudonymised by
+        the adapter), or raise TooManyRequests."""
+
+
+class FhirUnitOfWork(abc.ABC):
+    """What one FHIR read or search page reads, and its audit entry, in one transaction."""
+
+    index: FhirIndex
+    payloads: Payloads
+    people: People
+    audit: Audit
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.rollback()  # a no-op after commit
+
+    @abc.abstractmethod
+    async def commit(self) -> None: ...
+
+    @abc.abstractmethod
+    async def rollback(self) -> None: ...
