@@ -13,13 +13,13 @@ import abc
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from broker.domain.actors import Actor
 from broker.domain.check_items import StoredCheckItem
 from broker.domain.recognition import PriorItem
 from broker.ports.check import Audit, Hospitals, Mappings, People
+from broker.ports.unit_of_work import UnitOfWork
 
 
 @dataclass(frozen=True)
@@ -132,7 +132,7 @@ class CdsResults(abc.ABC):
         """Every item of the person's current results, from every hospital."""
 
 
-class CdsUnitOfWork(abc.ABC):
+class CdsUnitOfWork(UnitOfWork):
     """What one step of a CDS call reads and writes, in one transaction."""
 
     hospitals: Hospitals
@@ -143,23 +143,6 @@ class CdsUnitOfWork(abc.ABC):
     drafts: DraftOrders
     cards: Cards
     audit: Audit
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.rollback()  # a no-op after commit
-
-    @abc.abstractmethod
-    async def commit(self) -> None: ...
-
-    @abc.abstractmethod
-    async def rollback(self) -> None: ...
 
 
 class CallAdmission(abc.ABC):

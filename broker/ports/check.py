@@ -7,14 +7,14 @@ import abc
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from broker.domain.actors import Actor
 from broker.domain.check_items import StoredCheckItem
 from broker.domain.identifiers import PatientIdentifier
 from broker.domain.recognition import PriorItem
 from broker.domain.registry import HospitalProfile
+from broker.ports.unit_of_work import UnitOfWork
 
 # (hospital, code system, local code) -> catalog item code
 LocalCodes = Mapping[tuple[str, str, str], str]
@@ -100,7 +100,7 @@ class Audit(abc.ABC):
         """A read of patient data: who, why, whose (pseudonymised by the adapter)."""
 
 
-class CheckUnitOfWork(abc.ABC):
+class CheckUnitOfWork(UnitOfWork):
     """Everything a recognition check reads and writes, in one transaction."""
 
     hospitals: Hospitals
@@ -110,20 +110,3 @@ class CheckUnitOfWork(abc.ABC):
     checks: Checks
     events: Events
     audit: Audit
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.rollback()  # a no-op after commit
-
-    @abc.abstractmethod
-    async def commit(self) -> None: ...
-
-    @abc.abstractmethod
-    async def rollback(self) -> None: ...

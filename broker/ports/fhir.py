@@ -11,14 +11,13 @@ from __future__ import annotations
 import abc
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Self
 
 from broker.domain.actors import Actor
 from broker.domain.identifiers import PatientIdentifier
 from broker.fhir.params import Search
 from broker.fhir.resources import ResultView
 from broker.ports.check import Audit, People
+from broker.ports.unit_of_work import UnitOfWork
 
 
 @dataclass(frozen=True)
@@ -108,27 +107,10 @@ class Admission(abc.ABC):
         the adapter), or raise TooManyRequests."""
 
 
-class FhirUnitOfWork(abc.ABC):
+class FhirUnitOfWork(UnitOfWork):
     """What one FHIR read or search page reads, and its audit entry, in one transaction."""
 
     index: FhirIndex
     payloads: Payloads
     people: People
     audit: Audit
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.rollback()  # a no-op after commit
-
-    @abc.abstractmethod
-    async def commit(self) -> None: ...
-
-    @abc.abstractmethod
-    async def rollback(self) -> None: ...

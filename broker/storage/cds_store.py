@@ -16,13 +16,13 @@ from broker.domain.check_items import StoredCheckItem, stored_items
 from broker.domain.recognition import PriorItem
 from broker.ports import cds as ports
 from broker.security.payload_cipher import PayloadCipher
-from broker.security.pseudonyms import Pseudonymiser
 from broker.security.sealed_fields import open_json, seal_json
 from broker.storage.cds_tables import cds_card, cds_client, cds_draft_order, cds_jti
 from broker.storage.check_uow import SqlAudit, SqlHospitals, SqlMappings, SqlPeople
 from broker.storage.lookup import person_items
 from broker.storage.protect import Protector
 from broker.storage.tables import hospital, recognition_check, recognition_outcome, result
+from broker.storage.unit_of_work import SealingUnitOfWork
 
 # -- the client registry -----------------------------------------------------------------
 
@@ -323,21 +323,8 @@ class SqlCdsResults(ports.CdsResults):
         return await person_items(self._session, person_id, self._protector)
 
 
-class SqlCdsUnitOfWork(ports.CdsUnitOfWork):
-    def __init__(
-        self,
-        sessions: async_sessionmaker[AsyncSession],
-        cipher: PayloadCipher,
-        pseudonyms: Pseudonymiser,
-    ) -> None:
-        self._sessions = sessions
-        self._cipher = cipher
-        self._pseudonyms = pseudonyms
-        self._session: AsyncSession | None = None
-
-    async def __aenter__(self) -> SqlCdsUnitOfWork:
-        s = self._session = self._sessions()
-        await s.begin()
+class SqlCdsUnitOfWork(SealingUnitOfWork, ports.CdsUnitOfWork):
+    def _bind(self, s: AsyncSession) -> None:
         self.hospitals = SqlHospitals(s)
         self.people = SqlPeople(s, self._pseudonyms, self._cipher)
         self.mappings = SqlMappings(s)
@@ -346,20 +333,3 @@ class SqlCdsUnitOfWork(ports.CdsUnitOfWork):
         self.drafts = SqlDraftOrders(s)
         self.cards = SqlCards(s, self._cipher)
         self.audit = SqlAudit(s, self._pseudonyms)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        try:
-            await self.rollback()
-        finally:
-            if self._session is not None:
-                await self._session.close()
-                self._session = None
-
-    async def commit(self) -> None:
-        assert self._session is not None, "commit outside the unit of work"
-        await self._session.commit()
-
-    async def rollback(self) -> None:
-        if self._session is not None and self._session.in_transaction():
-            await self._session.rollback()

@@ -8,7 +8,7 @@ from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from broker import ports
 from broker.domain.actors import Actor
@@ -22,6 +22,7 @@ from broker.storage import people as people_store
 from broker.storage.lookup import person_items
 from broker.storage.protect import Protector
 from broker.storage.tables import recognition_check, result
+from broker.storage.unit_of_work import SealingUnitOfWork
 
 
 class SqlHospitals(ports.Hospitals):
@@ -138,21 +139,8 @@ class SqlAudit(ports.Audit):
         )
 
 
-class SqlCheckUnitOfWork(ports.CheckUnitOfWork):
-    def __init__(
-        self,
-        sessions: async_sessionmaker[AsyncSession],
-        cipher: PayloadCipher,
-        pseudonyms: Pseudonymiser,
-    ) -> None:
-        self._sessions = sessions
-        self._cipher = cipher
-        self._pseudonyms = pseudonyms
-        self._session: AsyncSession | None = None
-
-    async def __aenter__(self) -> SqlCheckUnitOfWork:
-        s = self._session = self._sessions()
-        await s.begin()
+class SqlCheckUnitOfWork(SealingUnitOfWork, ports.CheckUnitOfWork):
+    def _bind(self, s: AsyncSession) -> None:
         self.hospitals = SqlHospitals(s)
         self.people = SqlPeople(s, self._pseudonyms, self._cipher)
         self.results = SqlResults(s, Protector(self._cipher, self._pseudonyms))
@@ -160,20 +148,3 @@ class SqlCheckUnitOfWork(ports.CheckUnitOfWork):
         self.checks = SqlChecks(s, self._cipher)
         self.events = SqlEvents(s)
         self.audit = SqlAudit(s, self._pseudonyms)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        try:
-            await self.rollback()
-        finally:
-            if self._session is not None:
-                await self._session.close()
-                self._session = None
-
-    async def commit(self) -> None:
-        assert self._session is not None, "commit outside the unit of work"
-        await self._session.commit()
-
-    async def rollback(self) -> None:
-        if self._session is not None and self._session.in_transaction():
-            await self._session.rollback()

@@ -18,6 +18,7 @@ from broker.storage import fhir_index, fhir_query
 from broker.storage.check_uow import SqlAudit, SqlPeople
 from broker.storage.fhir_tables import fhir_resource
 from broker.storage.tables import person, result
+from broker.storage.unit_of_work import SealingUnitOfWork
 
 
 class SqlFhirIndex(ports.FhirIndex):
@@ -126,42 +127,12 @@ class SqlFhirReindex(ports.FhirReindex):
         )
 
 
-class SqlFhirUnitOfWork(ports.FhirUnitOfWork):
-    def __init__(
-        self,
-        sessions: async_sessionmaker[AsyncSession],
-        cipher: PayloadCipher,
-        pseudonyms: Pseudonymiser,
-    ) -> None:
-        self._sessions = sessions
-        self._cipher = cipher
-        self._pseudonyms = pseudonyms
-        self._session: AsyncSession | None = None
-
-    async def __aenter__(self) -> SqlFhirUnitOfWork:
-        s = self._session = self._sessions()
-        await s.begin()
+class SqlFhirUnitOfWork(SealingUnitOfWork, ports.FhirUnitOfWork):
+    def _bind(self, s: AsyncSession) -> None:
         self.index = SqlFhirIndex(s, self._pseudonyms)
         self.payloads = SqlPayloads(s, self._cipher)
         self.people = SqlPeople(s, self._pseudonyms, self._cipher)
         self.audit = SqlAudit(s, self._pseudonyms)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        try:
-            await self.rollback()
-        finally:
-            if self._session is not None:
-                await self._session.close()
-                self._session = None
-
-    async def commit(self) -> None:
-        assert self._session is not None, "commit outside the unit of work"
-        await self._session.commit()
-
-    async def rollback(self) -> None:
-        if self._session is not None and self._session.in_transaction():
-            await self._session.rollback()
 
 
 def identifier_key(pseudonyms: Pseudonymiser) -> fhir_index.IdentifierKey:

@@ -10,7 +10,7 @@ import json
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any, Self
+from typing import Any
 
 from sqlalchemy import Row, func, select, update
 from sqlalchemy.exc import IntegrityError
@@ -20,7 +20,6 @@ from broker.domain.check_items import stored_items
 from broker.domain.recognition import Text
 from broker.domain.results import ResultChange
 from broker.ports import outcomes as ports  # this use case's ports
-from broker.ports.unit_of_work import UnitOfWork
 from broker.security.payload_cipher import ALGORITHM, PayloadCipher, Sealed
 from broker.security.pseudonyms import Pseudonymiser
 from broker.storage import ledger
@@ -32,6 +31,7 @@ from broker.storage.tables import (
     recognition_outcome,
     result,
 )
+from broker.storage.unit_of_work import SqlUnitOfWork
 
 
 @contextmanager
@@ -216,41 +216,11 @@ class SqlNotices(ports.Notices):
         return bool(done.rowcount)  # type: ignore[attr-defined]
 
 
-class _SqlUnitOfWork(UnitOfWork):
-    """One session and one transaction per `async with`; entering again starts afresh."""
-
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
-        self._sessions = sessions
-        self._session: AsyncSession | None = None
-
-    def _bind(self, session: AsyncSession) -> None:
-        raise NotImplementedError
-
-    async def __aenter__(self) -> Self:
-        s = self._session = self._sessions()
-        await s.begin()
-        self._bind(s)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        try:
-            await self.rollback()
-        finally:
-            if self._session is not None:
-                await self._session.close()
-                self._session = None
-
+class SqlOutcomeUnitOfWork(SqlUnitOfWork, ports.OutcomeUnitOfWork):
     async def commit(self) -> None:
-        assert self._session is not None, "commit outside the unit of work"
         with _first_writer():
-            await self._session.commit()
+            await super().commit()
 
-    async def rollback(self) -> None:
-        if self._session is not None and self._session.in_transaction():
-            await self._session.rollback()
-
-
-class SqlOutcomeUnitOfWork(_SqlUnitOfWork, ports.OutcomeUnitOfWork):
     def _bind(self, session: AsyncSession) -> None:
         self.checks = SqlRecordedChecks(session)
         self.outcomes = SqlOutcomes(session)
@@ -259,7 +229,7 @@ class SqlOutcomeUnitOfWork(_SqlUnitOfWork, ports.OutcomeUnitOfWork):
         self.events = SqlEvents(session)
 
 
-class SqlNoticeUnitOfWork(_SqlUnitOfWork, ports.NoticeUnitOfWork):
+class SqlNoticeUnitOfWork(SqlUnitOfWork, ports.NoticeUnitOfWork):
     def __init__(
         self,
         sessions: async_sessionmaker[AsyncSession],
