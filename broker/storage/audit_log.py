@@ -25,20 +25,7 @@ async def record_read(
     person_id: str | None,
     detail: dict[str, Any] | None = None,
 ) -> None:
-    await session.execute(
-        audit_event.insert().values(
-            at=datetime.now(UTC),
-            actor=actor.name,
-            role=actor.role.value,
-            hospital_id=actor.hospital,
-            action=action,
-            purpose=purpose,
-            patient_pseudonym=patient_pseudonym,
-            person_id=person_id,
-            detail=detail,
-            request_id=current_request_id(),
-        )
-    )
+    await _append(session, actor, action, purpose, patient_pseudonym, person_id, detail)
 
 
 ADMINISTRATION = "administration"
@@ -55,6 +42,20 @@ async def record_change(
     """An administrative write (registry, certification, ledger month, mapping, token), in
     the transaction that makes it: who (and with which token; none = the CLI), what, on
     which hospital, and what changed."""
+    detail = {"hospital": hospital, "token": actor.token_id, **detail}
+    await _append(session, actor, action, ADMINISTRATION, None, None, detail)
+
+
+async def _append(
+    session: AsyncSession,
+    actor: Actor,
+    action: str,
+    purpose: str,
+    patient_pseudonym: str | None,
+    person_id: str | None,
+    detail: dict[str, Any] | None,
+) -> None:
+    """One audit entry; an entry written while serving an HTTP request keeps its id."""
     await session.execute(
         audit_event.insert().values(
             at=datetime.now(UTC),
@@ -62,10 +63,10 @@ async def record_change(
             role=actor.role.value,
             hospital_id=actor.hospital,
             action=action,
-            purpose=ADMINISTRATION,
-            patient_pseudonym=None,
-            person_id=None,
-            detail={"hospital": hospital, "token": actor.token_id, **detail},
+            purpose=purpose,
+            patient_pseudonym=patient_pseudonym,
+            person_id=person_id,
+            detail=detail,
             request_id=current_request_id(),
         )
     )

@@ -14,14 +14,13 @@ from typing import Any
 
 from sqlalchemy import Row, func, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from broker.domain.check_items import stored_items
 from broker.domain.recognition import Text
 from broker.domain.results import ResultChange
 from broker.ports import outcomes as ports  # this use case's ports
 from broker.security.payload_cipher import ALGORITHM, PayloadCipher, Sealed
-from broker.security.pseudonyms import Pseudonymiser
 from broker.storage import ledger
 from broker.storage.check_uow import SqlAudit, SqlEvents
 from broker.storage.tables import (
@@ -31,7 +30,7 @@ from broker.storage.tables import (
     recognition_outcome,
     result,
 )
-from broker.storage.unit_of_work import SqlUnitOfWork
+from broker.storage.unit_of_work import SealingUnitOfWork, SqlUnitOfWork
 
 
 @contextmanager
@@ -229,17 +228,7 @@ class SqlOutcomeUnitOfWork(SqlUnitOfWork, ports.OutcomeUnitOfWork):
         self.events = SqlEvents(session)
 
 
-class SqlNoticeUnitOfWork(SqlUnitOfWork, ports.NoticeUnitOfWork):
-    def __init__(
-        self,
-        sessions: async_sessionmaker[AsyncSession],
-        cipher: PayloadCipher,
-        pseudonyms: Pseudonymiser,
-    ) -> None:
-        super().__init__(sessions)
-        self._cipher = cipher
-        self._pseudonyms = pseudonyms
-
+class SqlNoticeUnitOfWork(SealingUnitOfWork, ports.NoticeUnitOfWork):
     def _bind(self, session: AsyncSession) -> None:
         self.notices = SqlNotices(session, self._cipher)
         self.audit = SqlAudit(session, self._pseudonyms)
