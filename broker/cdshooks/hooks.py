@@ -108,7 +108,7 @@ class CdsHooks:
 
 
 @dataclass(frozen=True)
-class Caller:
+class HookCall:
     """Who calls (the authenticated EHR client), where mrb is, and the time of the call."""
 
     client: AuthenticatedClient
@@ -126,7 +126,7 @@ async def answer(
     hooks: CdsHooks,
     service: ServiceDefinition,
     request: HookRequest,
-    caller: Caller,
+    caller: HookCall,
     *,
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> dict[str, Any]:
@@ -165,7 +165,7 @@ class _Call:
     request: HookRequest
     patient_id: str
     actor: Actor
-    caller: Caller
+    caller: HookCall
     transport: httpx.AsyncBaseTransport | None
     admitted: bool = False
 
@@ -182,7 +182,7 @@ async def record_feedback(
     hooks: CdsHooks,
     service: ServiceDefinition,
     body: FeedbackRequest,
-    caller: Caller,
+    caller: HookCall,
 ) -> dict[str, Any]:
     """Each feedback entry -> the card's check item outcome (idempotent; see feedback.py)."""
     if service.hook == PATIENT_VIEW:  # its card recommends nothing: nothing to record

@@ -37,7 +37,7 @@ PURGED_TEXT = (
 
 
 @dataclass(frozen=True)
-class Caller:
+class Reader:
     actor: Actor
     purpose: str  # the audit purpose
 
@@ -48,7 +48,7 @@ class _Patient:
     identifier: PatientIdentifier | None  # when named by identifier (audited pseudonymised)
 
 
-def caller(actor: Actor, purpose_header: str | None) -> Caller:
+def caller(actor: Actor, purpose_header: str | None) -> Reader:
     """The caller if they may read patient data (doctors only), with their purpose.
 
     A doctor of any hospital reads any hospital's results: that is what mutual
@@ -63,7 +63,7 @@ def caller(actor: Actor, purpose_header: str | None) -> Caller:
         raise invalid(
             f"X-Purpose-Of-Use {code[:20]!r} is not accepted: use one of " + ", ".join(PURPOSES)
         )
-    return Caller(actor, PURPOSES[code])
+    return Reader(actor, PURPOSES[code])
 
 
 class FhirService:
@@ -91,7 +91,7 @@ class FhirService:
 
     # -- read ---------------------------------------------------------------------------
 
-    async def read(self, caller: Caller, resource_type: str, rid: str) -> dict[str, Any]:
+    async def read(self, caller: Reader, resource_type: str, rid: str) -> dict[str, Any]:
         _check_type(resource_type)
         if resource_type == "Patient":
             return await self._read_patient(caller, rid)
@@ -132,7 +132,7 @@ class FhirService:
             )
         return view.render(found)
 
-    async def _read_patient(self, caller: Caller, pid: str) -> dict[str, Any]:
+    async def _read_patient(self, caller: Reader, pid: str) -> dict[str, Any]:
         async with self._uow() as uow:
             record = await uow.index.person(pid)
             if record is None:
@@ -164,7 +164,7 @@ class FhirService:
 
     async def search(
         self,
-        caller: Caller,
+        caller: Reader,
         resource_type: str,
         pairs: Sequence[tuple[str, str]],
         *,
@@ -305,7 +305,7 @@ class FhirService:
     @staticmethod
     async def _audit(
         uow: FhirUnitOfWork,
-        caller: Caller,
+        caller: Reader,
         action: str,
         patient: _Patient,
         detail: dict[str, Any],

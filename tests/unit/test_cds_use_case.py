@@ -115,7 +115,7 @@ class Stack:
             "context": context,
             "prefetch": {"patient": f.patient(pid=PATIENT_ID)},
         } | changes
-        caller = hooks.Caller(CLIENT, "https://mrb.example/", now)
+        caller = hooks.HookCall(CLIENT, "https://mrb.example/", now)
         answer = await hooks.answer(
             self.hooks, service, HookRequest.model_validate(body), caller, transport=NO_NETWORK
         )
@@ -131,7 +131,7 @@ class Stack:
         }
         body = FeedbackRequest.model_validate({"feedback": [entry]})
         answer = await hooks.record_feedback(
-            self.hooks, SIGN, body, hooks.Caller(CLIENT, "https://mrb.example/", NOW)
+            self.hooks, SIGN, body, hooks.HookCall(CLIENT, "https://mrb.example/", NOW)
         )
         (recorded,) = answer["feedback"]
         return dict(recorded)

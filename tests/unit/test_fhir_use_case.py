@@ -17,7 +17,7 @@ from broker.domain.errors import Gone, Invalid, NotAllowed, NotFound, TooManyReq
 from broker.domain.identifiers import RESIDENT_ID_SYSTEM
 from broker.fhir.cursors import CursorSigner
 from broker.fhir.resources import ResultInfo, ResultView
-from broker.fhir.service import Caller, FhirService, caller
+from broker.fhir.service import FhirService, Reader, caller
 from broker.ports import Hit, PersonRecord
 from tests import factories as f
 from tests.fakes import FakeAdmission, FakeFhirReindex, FakeFhirUnitOfWork
@@ -58,7 +58,7 @@ class World:
         person, hit = rows[i]
         rows[i] = (person, Hit(rid, rid, hit.version_id, hit.resource_type, 0, "entered-in-error"))
 
-    async def search(self, who: Caller, *pairs: tuple[str, str]) -> dict[str, Any]:
+    async def search(self, who: Reader, *pairs: tuple[str, str]) -> dict[str, Any]:
         return await self.service.search(
             who, "DiagnosticReport", list(pairs), strict=True, base="https://mrb/fhir"
         )

@@ -88,9 +88,9 @@ def _service(service_id: str) -> ServiceDefinition:
     return service
 
 
-def _caller(container: Container, client: AuthenticatedClient, now: datetime) -> hooks.Caller:
+def _caller(container: Container, client: AuthenticatedClient, now: datetime) -> hooks.HookCall:
     """Card links point at MRB_PUBLIC_BASE_URL, never at the request's Host."""
-    return hooks.Caller(client, container.settings.resolved_public_base_url, now)
+    return hooks.HookCall(client, container.settings.resolved_public_base_url, now)
 
 
 @router.get("/cds-services")

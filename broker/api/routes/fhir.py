@@ -23,7 +23,7 @@ from broker.domain.errors import Gone, Invalid, Refused
 from broker.fhir.audit_events import AuditEvents
 from broker.fhir.documents import FHIR_JSON, operation_outcome
 from broker.fhir.params import check_prefer
-from broker.fhir.service import RESOURCE_TYPES, Caller, FhirService, caller
+from broker.fhir.service import RESOURCE_TYPES, FhirService, Reader, caller
 
 logger = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ async def check_format(request: Request) -> None:
             )
 
 
-async def get_caller(request: Request, actor: Annotated[Actor, Depends(get_actor)]) -> Caller:
+async def get_caller(request: Request, actor: Annotated[Actor, Depends(get_actor)]) -> Reader:
     return caller(actor, request.headers.get("x-purpose-of-use"))
 
 
@@ -138,7 +138,7 @@ async def get_audit_events(request: Request) -> AuditEvents:
 
 
 ServiceDep = Annotated[FhirService, Depends(get_service)]
-CallerDep = Annotated[Caller, Depends(get_caller)]
+CallerDep = Annotated[Reader, Depends(get_caller)]
 AuditEventsDep = Annotated[AuditEvents, Depends(get_audit_events)]
 ActorDep = Annotated[Actor, Depends(get_actor)]
 SERVED = (*RESOURCE_TYPES, "AuditEvent")
