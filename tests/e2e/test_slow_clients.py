@@ -5,6 +5,7 @@ refused; a normal request is unaffected."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 
@@ -33,10 +34,23 @@ async def trickle(
     started = time.monotonic()
     writer.write(head)
     await writer.drain()
-    answer = asyncio.create_task(reader.read(-1))  # everything until the server closes
+    received = bytearray()
+
+    async def collect() -> bytes:
+        """Everything until the server closes. A byte written after the server closed makes
+        its kernel answer with a reset, which can come before the answer is read: keep
+        what arrived."""
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := await reader.read(65536):
+                received.extend(chunk)
+        return bytes(received)
+
+    answer = asyncio.create_task(collect())
     try:
         for byte in drip:
-            if answer.done() or time.monotonic() - started > limit:
+            # Stop writing once the server answers: a client does, and every byte written
+            # after the server closed invites that reset.
+            if received or answer.done() or time.monotonic() - started > limit:
                 break
             try:
                 writer.write(bytes([byte]))
