@@ -10,8 +10,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
-
 from broker.cdshooks.admission import CdsRateLimitAdmission
 from broker.cdshooks.hooks import CdsHooks
 from broker.domain.actors import ALL_HOSPITALS, Actor, Role
@@ -45,6 +43,8 @@ from broker.services.rate_limits import RateLimiter
 from broker.services.rules import RulesProvider
 from broker.services.safety import SafetyNotifier
 from broker.settings import Settings
+from broker.storage.access_uow import SqlAccessLookups, SqlAccessUnitOfWork
+from broker.storage.admin_uow import SqlMonthUnitOfWork, SqlPurgeUnitOfWork
 from broker.storage.audit_chain import (
     PRIVATE_KEY_FILE,
     PUBLIC_KEY_FILE,
@@ -54,15 +54,24 @@ from broker.storage.audit_chain import (
     sealer_key,
 )
 from broker.storage.audit_export import CheckpointExport, open_export
+from broker.storage.audit_trail_uow import (
+    SqlAuditChainUnitOfWork,
+    SqlAuditReadUnitOfWork,
+    SqlReadAudit,
+)
 from broker.storage.cds_store import SqlCdsUnitOfWork
 from broker.storage.check_uow import SqlCheckUnitOfWork
-from broker.storage.database import create_engine, ping, session_factory
+from broker.storage.database import Engine, Sessions, create_engine, ping, session_factory
 from broker.storage.fhir_uow import SqlFhirReindex, SqlFhirUnitOfWork
+from broker.storage.ingest_uow import SqlIngestUnitOfWork
+from broker.storage.mapping_uow import SqlMappingUnitOfWork, session_catalog
+from broker.storage.outbox_uow import SqlOutboxUnitOfWork
 from broker.storage.outcome_uow import (
     SqlNoticeUnitOfWork,
     SqlOutcomeUnitOfWork,
     safety_listener,
 )
+from broker.storage.registry_uow import SqlRegistryUnitOfWork
 from broker.storage.report_figures import SqlReportFigures
 
 FHIR_CURSOR_KEY_FILE = "fhir-cursor.key"
@@ -73,8 +82,8 @@ class Container:
     """Long-lived collaborators built from one Settings object."""
 
     settings: Settings
-    engine: AsyncEngine
-    sessions: async_sessionmaker[AsyncSession]
+    engine: Engine
+    sessions: Sessions
     pseudonyms: Pseudonymiser
     cipher: PayloadCipher
     kafka_bootstrap: str | None = None  # set once the broker (embedded or not) is known
@@ -117,7 +126,7 @@ class Container:
         return FhirService(
             uow=lambda: SqlFhirUnitOfWork(self.sessions, self.cipher, self.pseudonyms),
             reindex=SqlFhirReindex(self.sessions, self.cipher, self.pseudonyms),
-            admission=RateLimitAdmission(self.rate_limiter, self.sessions, self.pseudonyms),
+            admission=RateLimitAdmission(self.rate_limiter, self.read_audit(), self.pseudonyms),
             signer=self.fhir_cursor_signer(),
             zone=ZoneInfo(self.settings.default_timezone),
             version=version,
@@ -126,7 +135,9 @@ class Container:
     def fhir_audit_events(self) -> AuditEvents:
         """The audit trail as FHIR AuditEvents (same cursor key as the other resources)."""
         return AuditEvents(
-            self.sessions, self.fhir_cursor_signer(), ZoneInfo(self.settings.default_timezone)
+            lambda: SqlAuditReadUnitOfWork(self.sessions, self.pseudonyms),
+            self.fhir_cursor_signer(),
+            ZoneInfo(self.settings.default_timezone),
         )
 
     def fhir_cursor_signer(self) -> CursorSigner:
@@ -183,10 +194,38 @@ class Container:
             check_uow=self.check_uow,
             rules=self.rules_provider(),
             pseudonyms=self.pseudonyms,
-            admission=CdsRateLimitAdmission(self.rate_limiter, self.sessions),
+            admission=CdsRateLimitAdmission(self.rate_limiter, self.read_audit()),
             record_outcomes=record,
             allow_http_loopback=self.settings.cds_allow_http_loopback,
         )
+
+    def registry_uow(self) -> SqlRegistryUnitOfWork:
+        """A unit of work for a hospital registry change (and its audit entry)."""
+        return SqlRegistryUnitOfWork(self.sessions)
+
+    def mapping_uow(self) -> SqlMappingUnitOfWork:
+        """A unit of work for mapping a local code (and its audit entry)."""
+        return SqlMappingUnitOfWork(self.sessions)
+
+    def access_uow(self) -> SqlAccessUnitOfWork:
+        """A unit of work for issuing or revoking tokens, mapping or disabling users."""
+        return SqlAccessUnitOfWork(self.sessions)
+
+    def month_uow(self) -> SqlMonthUnitOfWork:
+        """A unit of work for closing a ledger month (and its audit entry)."""
+        return SqlMonthUnitOfWork(self.sessions)
+
+    def purge_uow(self) -> SqlPurgeUnitOfWork:
+        """A unit of work for purging payloads (and its audit entry)."""
+        return SqlPurgeUnitOfWork(self.sessions)
+
+    def access_lookups(self) -> SqlAccessLookups:
+        """The token register and user table as each request reads them."""
+        return SqlAccessLookups(self.sessions)
+
+    def read_audit(self) -> SqlReadAudit:
+        """Audits a read in a transaction of its own (a break-glass pass)."""
+        return SqlReadAudit(self.sessions)
 
     def rules(self) -> Rules:
         """The catalog (with regions and local-code mappings) and scope policy, loaded once."""
@@ -233,7 +272,7 @@ class Container:
     def token_revocations(self) -> token_service.RevocationCheck:
         if self._revocations is None:
             self._revocations = token_service.RevocationCheck(
-                self.sessions, cache_seconds=self.settings.token_revocation_cache_seconds
+                self.access_lookups(), cache_seconds=self.settings.token_revocation_cache_seconds
             )
         return self._revocations
 
@@ -250,7 +289,7 @@ class Container:
         """Issue and record a token as security administrator `by` (the issuing host's
         duty; the embedded set-up and the tests issue here because they hold the key)."""
         return await token_service.issue(
-            self.sessions,
+            self.access_uow(),
             self.token_issuer(),
             Actor(by, Role.SECURITY_ADMIN, ALL_HOSPITALS),
             subject=subject,
@@ -275,20 +314,28 @@ class Container:
 
     def ingest_service(self) -> IngestService:
         s = self.settings
+        listener = safety_listener(
+            SafetyNotifier(
+                SafetyPolicy(s.ledger_on_withdrawn, s.ledger_on_corrected),
+                self.rules().catalog,
+            )
+        )
+        catalog = session_catalog(self.rules_provider())
         return IngestService(
-            self.sessions,
-            pseudonyms=self.pseudonyms,
-            cipher=self.cipher,
-            limits=ParseLimits(max_bytes=s.max_message_bytes, max_depth=s.max_json_depth),
-            default_zone=s.default_timezone,
-            require_signatures=s.require_signatures,
-            catalog_source=self.rules_provider().catalog,
-            on_change=safety_listener(
-                SafetyNotifier(
-                    SafetyPolicy(s.ledger_on_withdrawn, s.ledger_on_corrected),
-                    self.rules().catalog,
-                )
+            lambda: SqlIngestUnitOfWork(
+                self.sessions,
+                self.cipher,
+                self.pseudonyms,
+                default_zone=s.default_timezone,
+                on_change=listener,
+                catalog_source=catalog,
             ),
+            limits=ParseLimits(
+                max_bytes=s.max_message_bytes,
+                max_depth=s.max_json_depth,
+                fhir_validation=s.fhir_validation,
+            ),
+            require_signatures=s.require_signatures,
         )
 
     def ingest_worker(self) -> IngestWorker:
@@ -317,7 +364,7 @@ class Container:
         if not self.kafka_bootstrap:
             raise RuntimeError("no Kafka bootstrap: set MRB_KAFKA_BOOTSTRAP or use `mrb up`")
         return EventRelay(
-            self.sessions,
+            lambda: SqlOutboxUnitOfWork(self.sessions),
             bootstrap=self.kafka_bootstrap,
             interval=self.settings.event_relay_interval_seconds,
             kafka_options=self.settings.kafka_options(),
@@ -338,8 +385,8 @@ class AuditTrail:
     """
 
     settings: Settings
-    sessions: async_sessionmaker[AsyncSession]
-    engine: AsyncEngine | None = None  # set when built on its own (then closed by close())
+    sessions: Sessions
+    engine: Engine | None = None  # set when built on its own (then closed by close())
 
     @classmethod
     def build(cls, settings: Settings) -> AuditTrail:
@@ -376,10 +423,14 @@ class AuditTrail:
     def sealer(self, *, sealer_host: bool = False) -> AuditSealer:
         """A sealer with its key and export, or an idle one where this process holds no key."""
         key = self.sealer_key(sealer_host=sealer_host)
+
+        def uow() -> SqlAuditChainUnitOfWork:
+            return SqlAuditChainUnitOfWork(self.sessions)
+
         if key is None:
-            return AuditSealer.idle(self.sessions)
+            return AuditSealer.idle(uow)
         return AuditSealer(
-            self.sessions, key, self.export(), interval=self.settings.audit_seal_interval_seconds
+            uow, key, self.export(), interval=self.settings.audit_seal_interval_seconds
         )
 
     async def close(self) -> None:

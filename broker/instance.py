@@ -145,13 +145,10 @@ def lock_data_dir(folder: Path, command: str, *, wait: float = 0.0) -> DataDirLo
 
 def sqlite_file_in(settings: Settings) -> bool:
     """Is the database a SQLite file inside the data folder?"""
-    from sqlalchemy.engine import make_url
+    from broker.storage.database_url import sqlite_file  # SQLAlchemy: only when asked
 
-    url = make_url(settings.resolved_database_url)
-    name = url.database
-    if url.get_backend_name() != "sqlite" or not name or name.startswith((":", "file:")):
-        return False
-    return Path(name).resolve().is_relative_to(settings.data_dir.resolve())
+    path = sqlite_file(settings.resolved_database_url)
+    return path is not None and path.resolve().is_relative_to(settings.data_dir.resolve())
 
 
 def writes_data_dir(settings: Settings, *, embedded_kafka: bool) -> bool:

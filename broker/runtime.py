@@ -22,7 +22,6 @@ from wsgiref.simple_server import WSGIServer
 
 import h11
 import uvicorn
-from sqlalchemy.engine import make_url
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from broker.api.app import create_app
@@ -41,6 +40,7 @@ from broker.kafka.topics import default_partitions, ensure_topics
 from broker.observability import start_metrics_server
 from broker.settings import Settings
 from broker.storage.database import upgrade
+from broker.storage.database_url import sqlite_file
 
 logger = logging.getLogger(__name__)
 
@@ -231,11 +231,9 @@ def private_sqlite_file(url: str) -> Path | None:
 
     Returns the file, or None for a database that is not a SQLite file.
     """
-    parsed = make_url(url)
-    name = parsed.database
-    if parsed.get_backend_name() != "sqlite" or not name or name.startswith((":", "file:")):
+    path = sqlite_file(url)
+    if path is None:
         return None
-    path = Path(name)
     path.parent.mkdir(parents=True, exist_ok=True)
     os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))  # empty file: an empty database
     for file in (path, *(path.with_name(path.name + s) for s in ("-wal", "-shm", "-journal"))):

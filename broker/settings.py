@@ -5,14 +5,16 @@ from __future__ import annotations
 from datetime import timedelta
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from broker.domain.ledger import SafetyAction
-from broker.security.oidc import OidcConfig, issuer_url
 from broker.security.tokens import PUBLIC_KEYS_FILE, Lifetimes, parse_ttl
+
+if TYPE_CHECKING:  # the OIDC client (httpx, JWKS) loads only where an issuer is used
+    from broker.security.oidc import OidcConfig
 
 
 class Settings(BaseSettings):
@@ -92,6 +94,10 @@ class Settings(BaseSettings):
     # them forever. docs/operations.md, "Retention and purge".
     payload_retention_days: int = Field(default=0, ge=0)
     max_json_depth: int = Field(default=64, gt=0)
+    # How ingest validates FHIR: "fast", a schema compiled from the fhir.resources R4B
+    # models (it refuses all they refuse, with the same DLQ codes, about 10x quicker), or
+    # "full", the models themselves.
+    fhir_validation: Literal["fast", "full"] = "fast"
     default_timezone: str = "Asia/Shanghai"  # zone for timestamps sent without one
     batch_max_records: int = Field(default=500, gt=0)
     # `mrb dlq purge` without --older-than drops the sealed values of dead letters older
@@ -141,6 +147,8 @@ class Settings(BaseSettings):
     def _oidc_url(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is None:
             return None
+        from broker.security.oidc import issuer_url
+
         return issuer_url(value, setting=f"MRB_{(info.field_name or '').upper()}")
 
     @model_validator(mode="after")
@@ -159,6 +167,8 @@ class Settings(BaseSettings):
         """The OpenID Connect issuer whose tokens the API accepts, if one is configured."""
         if self.oidc_issuer is None or self.oidc_audience is None:
             return None
+        from broker.security.oidc import OidcConfig
+
         return OidcConfig(
             issuer=self.oidc_issuer,
             audience=self.oidc_audience.strip(),

@@ -192,7 +192,7 @@ async def adapter_env(stack: Stack, tmp_path: Path, hospital: str = "H001") -> d
     (registered at the broker), the broker's receipt key, and the stack's Kafka."""
     key_id, public = create_key(tmp_path / "adapter" / "keys", hospital)
     await registry_service.add_key(
-        stack.container.sessions, hospital, key_id, public, by=PLATFORM_ADMIN
+        stack.container.registry_uow(), hospital, key_id, public, by=PLATFORM_ADMIN
     )
     return {
         **os.environ,

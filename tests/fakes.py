@@ -5,7 +5,8 @@ the fake at once instead of the test silently testing less."""
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence, Set
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from typing import Any
@@ -15,8 +16,16 @@ from broker.domain.actors import Actor
 from broker.domain.identifiers import PatientIdentifier
 from broker.domain.ledger import ledger_period
 from broker.domain.recognition import PriorItem
-from broker.domain.registry import HospitalProfile
+from broker.domain.registry import Certification, HospitalProfile
+from broker.domain.results import ParsedMessage
+from broker.ingest.envelope import InboundMessage
+from broker.ports import access as access_ports
+from broker.ports import admin as admin_ports
+from broker.ports import ingest as ingest_ports
+from broker.ports import mappings as mapping_ports
+from broker.ports import registry as registry_ports
 from broker.ports import reports as report_ports
+from broker.security.tokens import IssuedToken
 
 
 class FakeHospitals(ports.Hospitals):
@@ -44,8 +53,16 @@ class FakeResults(ports.Results):
         self.items: dict[str, list[PriorItem]] = {}  # person id -> items
         self.stamps: dict[str, str] = {}  # result id -> version stamp
 
-    async def prior_items(self, person_id: str) -> list[PriorItem]:
-        return list(self.items.get(person_id, ()))
+    async def prior_items(
+        self,
+        person_id: str,
+        matters: Callable[[Sequence[PriorItem]], Set[str]] | None = None,
+    ) -> list[PriorItem]:
+        items = list(self.items.get(person_id, ()))
+        if matters is None:
+            return items
+        keep = matters([replace(i, summary="", value=None) for i in items])  # as unopened
+        return [i for i in items if i.result_id in keep]
 
     async def versions(self, result_ids: Sequence[str]) -> dict[str, str]:
         return {r: self.stamps[r] for r in result_ids if r in self.stamps}
@@ -568,3 +585,380 @@ class FakeCdsUnitOfWork(_FakeTransaction, ports.CdsUnitOfWork):
 
     def _repositories(self) -> dict[str, object]:
         return {"drafts": self.drafts, "cards": self.cards, "audit": self.audit}
+
+
+# -- administration: registry, mappings, access (broker/ports/{registry,mappings,access,admin}.py)
+
+
+@dataclass
+class FakeChangeLog(admin_ports.ChangeLog):
+    changes: list[dict[str, Any]] = field(default_factory=list)
+
+    async def record(
+        self, actor: Actor, *, action: str, hospital: str | None, detail: dict[str, Any]
+    ) -> None:
+        self.changes.append(
+            {"actor": actor.name, "action": action, "hospital": hospital, "detail": detail}
+        )
+
+
+class FakeHospitalRegistry(registry_ports.HospitalRegistry):
+    def __init__(self, *hospitals: registry_ports.Hospital) -> None:
+        self.hospitals = {h.id: h for h in hospitals}
+        self.certifications: list[tuple[Certification, str | None]] = []
+        self.keys: dict[tuple[str, str], tuple[str, bool]] = {}  # -> public key, revoked
+
+    async def get(self, hospital_id: str) -> registry_ports.Hospital | None:
+        return self.hospitals.get(hospital_id)
+
+    async def add(self, h: registry_ports.Hospital, *, replace: bool = False) -> None:
+        if h.id in self.hospitals and not replace:
+            raise registry_ports.HospitalExists(h.id)
+        self.hospitals[h.id] = h
+
+    async def certify(self, cert: Certification, reference: str | None) -> None:
+        if cert.hospital not in self.hospitals:
+            raise registry_ports.UnknownHospital(cert.hospital)
+        self.certifications.append((cert, reference))
+
+    async def add_key(self, hospital_id: str, key_id: str, public_b64: str) -> None:
+        if hospital_id not in self.hospitals:
+            raise registry_ports.UnknownHospital(hospital_id)
+        if (hospital_id, key_id) in self.keys:
+            raise registry_ports.KeyExists(key_id)
+        self.keys[(hospital_id, key_id)] = (public_b64, False)
+
+    async def revoke_key(self, hospital_id: str, key_id: str) -> bool:
+        found = self.keys.get((hospital_id, key_id))
+        if found is None or found[1]:
+            return False
+        self.keys[(hospital_id, key_id)] = (found[0], True)
+        return True
+
+
+class FakeRegistryUnitOfWork(_FakeTransaction, registry_ports.RegistryUnitOfWork):
+    def __init__(self, hospitals: FakeHospitalRegistry | None = None) -> None:
+        self.hospitals = hospitals or FakeHospitalRegistry()
+        self.changes = FakeChangeLog()
+
+    def _repositories(self) -> dict[str, object]:
+        return {"hospitals": self.hospitals, "changes": self.changes}
+
+
+class FakeCodeMappings(mapping_ports.CodeMappings):
+    def __init__(self) -> None:
+        self.codes: dict[tuple[str, str, str], str] = {}  # (hospital, system, code) -> item
+        self.indexed: dict[tuple[str, str, str], int] = {}  # results carrying the code
+        self.worklist: set[tuple[str, str, str]] = set()  # codes seen and not mapped
+
+    async def add(
+        self, hospital: str, system: str, code: str, catalog_code: str, by: str, now: datetime
+    ) -> int:
+        key = (hospital, system, code)
+        self.codes[key] = catalog_code
+        self.worklist.discard(key)
+        return self.indexed.get(key, 0)
+
+
+class FakeMappingUnitOfWork(_FakeTransaction, mapping_ports.MappingUnitOfWork):
+    def __init__(self, hospitals: FakeHospitalRegistry) -> None:
+        self.hospitals = hospitals
+        self.mappings = FakeCodeMappings()
+        self.changes = FakeChangeLog()
+
+    def _repositories(self) -> dict[str, object]:
+        return {"mappings": self.mappings, "changes": self.changes}
+
+
+class FakeOidcUsers(access_ports.OidcUsers):
+    def __init__(self) -> None:
+        self.users: dict[tuple[str, str], access_ports.OidcUser] = {}
+
+    async def get(self, issuer: str, subject: str) -> access_ports.OidcUser | None:
+        return self.users.get((issuer, subject))
+
+    async def put(self, user: access_ports.OidcUser) -> None:
+        self.users[(user.issuer, user.subject)] = user
+
+    async def disable(self, issuer: str, subject: str, *, at: datetime) -> bool:
+        user = self.users.get((issuer, subject))
+        if user is None or user.disabled_at is not None:
+            return False
+        self.users[(issuer, subject)] = user.model_copy(update={"disabled_at": at})
+        return True
+
+    async def find(
+        self, *, issuer: str | None, hospital: str | None, enabled_only: bool
+    ) -> list[access_ports.OidcUser]:
+        return [
+            u
+            for _, u in sorted(self.users.items())
+            if issuer in (None, u.issuer)
+            and hospital in (None, u.hospital)
+            and not (enabled_only and u.disabled_at is not None)
+        ]
+
+
+class FakeTokenRegister(access_ports.TokenRegister):
+    def __init__(self) -> None:
+        self.tokens: dict[str, access_ports.TokenRecord] = {}
+
+    async def record(self, token: IssuedToken, *, issued_by: str) -> None:
+        self.tokens[token.jti] = access_ports.TokenRecord(
+            jti=token.jti,
+            subject=token.subject,
+            role=token.role.value,
+            hospital=token.hospital,
+            kind=token.kind.value,
+            key_id=token.key_id,
+            issued_at=token.issued_at,
+            expires_at=token.expires_at,
+            issued_by=issued_by,
+            revoked_at=None,
+            revoked_by=None,
+            reason=None,
+        )
+
+    async def get(self, jti: str) -> access_ports.TokenRecord | None:
+        return self.tokens.get(jti)
+
+    async def find(
+        self, *, hospital: str | None, subject: str | None, live_at: datetime | None
+    ) -> list[access_ports.TokenRecord]:
+        found = [
+            t
+            for t in self.tokens.values()
+            if hospital in (None, t.hospital)
+            and subject in (None, t.subject)
+            and (live_at is None or (t.revoked_at is None and t.expires_at > live_at))
+        ]
+        return sorted(found, key=lambda t: t.issued_at, reverse=True)
+
+    async def revoke(self, jtis: list[str], *, by: str, reason: str, at: datetime) -> list[str]:
+        pending = sorted(j for j in jtis if j in self.tokens and self.tokens[j].revoked_at is None)
+        for jti in pending:
+            self.tokens[jti] = self.tokens[jti].model_copy(
+                update={"revoked_at": at, "revoked_by": by, "reason": reason}
+            )
+        return pending
+
+
+class FakeAccessUnitOfWork(_FakeTransaction, access_ports.AccessUnitOfWork):
+    def __init__(self, hospitals: FakeHospitalRegistry) -> None:
+        self.users = FakeOidcUsers()
+        self.tokens = FakeTokenRegister()
+        self.hospitals = hospitals
+        self.changes = FakeChangeLog()
+
+    def _repositories(self) -> dict[str, object]:
+        return {"users": self.users, "tokens": self.tokens, "changes": self.changes}
+
+
+class FakeAccessLookups(access_ports.AccessLookups):
+    """Reads what the unit of work holds; `down` makes every read RegisterUnavailable;
+    `reads` counts the look-ups that reached the register."""
+
+    def __init__(self, uow: FakeAccessUnitOfWork) -> None:
+        self._uow = uow
+        self.down = False
+        self.reads = 0
+
+    async def user(self, issuer: str, subject: str) -> access_ports.OidcUser | None:
+        self._read()
+        return await self._uow.users.get(issuer, subject)
+
+    async def token_state(self, jti: str) -> access_ports.TokenState:
+        self._read()
+        found = await self._uow.tokens.get(jti)
+        if found is None:
+            return access_ports.TokenState(recorded=False, revoked=False)
+        return access_ports.TokenState(recorded=True, revoked=found.revoked_at is not None)
+
+    def _read(self) -> None:
+        if self.down:
+            raise access_ports.RegisterUnavailable("down")
+        self.reads += 1
+
+
+class FakeLedgerMonths(admin_ports.LedgerMonths):
+    def __init__(self) -> None:
+        self.closed: dict[str, str] = {}  # month -> closed by
+
+    async def close(self, month: str, by: str, now: datetime) -> bool:
+        if month in self.closed:
+            return False
+        self.closed[month] = by
+        return True
+
+
+class FakeMonthUnitOfWork(_FakeTransaction, admin_ports.MonthUnitOfWork):
+    def __init__(self) -> None:
+        self.months = FakeLedgerMonths()
+        self.changes = FakeChangeLog()
+
+    def _repositories(self) -> dict[str, object]:
+        return {"months": self.months, "changes": self.changes}
+
+
+class FakePayloadRetention(admin_ports.PayloadRetention):
+    def __init__(self, *received: datetime) -> None:
+        self.received = list(received)  # when each payload still held was received
+        self.cutoffs: list[datetime] = []
+
+    async def purge_received_before(self, cutoff: datetime) -> int:
+        self.cutoffs.append(cutoff)
+        kept = [r for r in self.received if r >= cutoff]
+        erased = len(self.received) - len(kept)
+        self.received = kept
+        return erased
+
+
+class FakePurgeUnitOfWork(_FakeTransaction, admin_ports.PurgeUnitOfWork):
+    def __init__(self, payloads: FakePayloadRetention) -> None:
+        self.payloads = payloads
+        self.changes = FakeChangeLog()
+
+    def _repositories(self) -> dict[str, object]:
+        return {"payloads": self.payloads, "changes": self.changes}
+
+
+# -- ingest (broker/ports/ingest.py) --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FakeSigningKey:
+    public_key: str
+    revoked_at: datetime | None = None
+
+
+@dataclass
+class FakeResultWriter(ingest_ports.ResultWriter):
+    """Writes a message's results as its id; `unknown_patients`: accessions whose patient
+    the hospital never sent. Bound to its unit of work by `FakeIngestUnitOfWork.writer`."""
+
+    unknown_patients: set[str] = field(default_factory=set)
+    uow: FakeIngestUnitOfWork | None = None
+    _staged: list[tuple[str, tuple[str, ...]]] = field(default_factory=list)
+    _inbox: list[str] = field(default_factory=list)
+
+    async def prefetch(self, parsed: Sequence[tuple[str, ParsedMessage]]) -> None:
+        self._staged, self._inbox = [], []
+
+    def stage(
+        self,
+        message_value: bytes,
+        content_type: str | None,
+        message_id: str,
+        hospital: str,
+        parsed: ParsedMessage,
+    ) -> ingest_ports.Staged:
+        ids = tuple(r.business_id for r in parsed.results)
+        if any(a in b for a in self.unknown_patients for b in ids):
+            raise ingest_ports.UnknownPatient("the patient is not in the message")
+        self._staged.append((message_id, ids))
+        return ingest_ports.Staged(message_id, hospital, {"current": len(ids)})
+
+    def add_inbox(self, row: dict[str, Any]) -> None:
+        self._inbox.append(str(row["message_id"]))
+
+    async def flush(self) -> None:
+        assert self.uow is not None
+        self.uow.flushing(self._staged)
+        self.uow.pending["written"] += [mid for mid, _ in self._staged]
+        self.uow.pending["inbox"] += self._inbox
+
+
+class FakeIngestUnitOfWork(ingest_ports.IngestUnitOfWork):
+    """Committed state in lists; what a transaction or savepoint wrote is `pending` until
+    commit. `fail_flush`: raised by a bulk flush; `fail_accessions`: a flush of one of them
+    raises (in a savepoint too); `collide_then_index`: a message another worker indexes at
+    the same moment (its flush meets a Collision, and the id is then indexed)."""
+
+    HOSPITALS = ("H001", "H002", "H003", "H004")
+
+    def __init__(
+        self,
+        *,
+        writer: FakeResultWriter | None = None,
+        fail_flush: Exception | None = None,
+        fail_accessions: set[str] | None = None,
+        collide_then_index: set[str] | None = None,
+    ) -> None:
+        self._writer = writer or FakeResultWriter()
+        self._writer.uow = self
+        self._fail_flush = fail_flush
+        self._fail_accessions = fail_accessions or set()
+        self._collide = collide_then_index or set()
+        self._depth = 0  # savepoints entered
+        self.written: list[str] = []
+        self.inbox: list[str] = []
+        self.rejections: list[tuple[InboundMessage, dict[str, object]]] = []
+        self.settled: list[str] = []
+        self.commits = 0
+        self.savepoints_rolled_back = 0
+        self.pending: dict[str, list[Any]] = {}
+        self.rollback_sync()
+
+    def rollback_sync(self) -> None:
+        self.pending = {"written": [], "inbox": [], "rejections": [], "settled": []}
+
+    async def commit(self) -> None:
+        self.written += self.pending["written"]
+        self.inbox += self.pending["inbox"]
+        self.rejections += self.pending["rejections"]
+        self.settled += self.pending["settled"]
+        self.commits += 1
+        self.rollback_sync()
+
+    async def rollback(self) -> None:
+        self.rollback_sync()
+
+    def flushing(self, staged: Sequence[tuple[str, tuple[str, ...]]]) -> None:
+        if self._depth == 0 and self._fail_flush is not None:
+            raise self._fail_flush
+        for mid, ids in staged:
+            if any(a in b for a in self._fail_accessions for b in ids):
+                raise RuntimeError("the write failed")
+            if mid in self._collide:
+                self._collide.discard(mid)
+                self.inbox.append(mid)  # the other worker committed it
+                raise ingest_ports.Collision("inbox_pkey")
+
+    async def time_zones(self) -> Mapping[str, str]:
+        return dict.fromkeys(self.HOSPITALS, "Asia/Shanghai")
+
+    async def signing_keys(self) -> Mapping[tuple[str, str], FakeSigningKey]:
+        from tests import factories
+
+        return {
+            (h, factories.key_id(h)): FakeSigningKey(factories.public_b64(h))
+            for h in self.HOSPITALS
+        }
+
+    async def indexed(self, message_ids: Iterable[str]) -> set[str]:
+        seen = set(self.inbox) | set(self.pending["inbox"])
+        return {m for m in message_ids if m in seen}
+
+    async def writer(self, now: datetime) -> FakeResultWriter:
+        return self._writer
+
+    async def record_rejections(
+        self, rejected: Sequence[tuple[InboundMessage, dict[str, object]]]
+    ) -> None:
+        self.pending["rejections"] += list(rejected)
+
+    async def settle_dead_letters(self, message_ids: Sequence[str], now: datetime) -> None:
+        self.pending["settled"] += list(message_ids)
+
+    @asynccontextmanager
+    async def savepoint(self) -> AsyncIterator[None]:
+        before = {k: list(v) for k, v in self.pending.items()}
+        self._depth += 1
+        try:
+            yield
+        except BaseException:
+            self.pending = before
+            self.savepoints_rolled_back += 1
+            raise
+        finally:
+            self._depth -= 1

@@ -57,7 +57,7 @@ async def get_actor(
     try:
         if oidc is not None and oidc.claims_to_be_mine(token):
             identity = await oidc.verify(token)
-            actor = await user_service.actor_for(container.sessions, identity)
+            actor = await user_service.actor_for(container.access_lookups(), identity)
         else:
             if oidc is not None and unverified_issuer(token) not in (None, ISSUER):
                 raise InvalidToken(

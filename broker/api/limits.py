@@ -148,7 +148,7 @@ async def admit_check(
     patients = [container.pseudonyms.of(ident)] if ident is not None else []
     await admit(
         container.rate_limiter(),
-        container.sessions,
+        container.read_audit(),
         actor,
         patients=patients,
         emergency=emergency,

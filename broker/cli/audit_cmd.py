@@ -13,7 +13,6 @@ from typing import Annotated, TypeVar
 import typer
 from rich.console import Console
 from rich.markup import escape
-from sqlalchemy.exc import SQLAlchemyError
 
 from broker.bootstrap import AuditTrail
 from broker.cli.state import StateMissing, announce, require_state
@@ -23,6 +22,7 @@ from broker.runtime import install_signal_handlers
 from broker.services.audit_sealer import AuditSealer, ChainBehindExport
 from broker.settings import Settings
 from broker.storage.audit_chain import PRIVATE_KEY_FILE, CheckpointKey, verify
+from broker.storage.database import DatabaseError
 
 app = typer.Typer(help="The audit trail's hash chain.", no_args_is_help=True)
 console = Console(soft_wrap=True)
@@ -57,7 +57,7 @@ def _run(work: Callable[[AuditTrail], Awaitable[T]]) -> T:
     except OSError as exc:  # exit 1 means findings, never this
         err.print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(2) from None
-    except SQLAlchemyError as exc:
+    except DatabaseError as exc:
         err.print(f"[red]error:[/red] the database: {type(exc).__name__}")
         raise typer.Exit(2) from None
 

@@ -18,7 +18,6 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from broker.cli import purge_cmd
 from broker.instance import ADMIN_LOCK_WAIT_SECONDS, Refused, lock_data_dir
 from broker.observability import configure_logging
 from broker.security.keys import MissingKey
@@ -40,13 +39,6 @@ from broker.storage.retention import PURGED
 logger = logging.getLogger("broker.backup")
 console = Console(soft_wrap=True, highlight=False)
 err = Console(stderr=True, soft_wrap=True, highlight=False)
-
-
-def register(app: typer.Typer) -> None:
-    """`mrb backup`, `mrb restore` and `mrb purge`: the database's life cycle."""
-    app.command("backup")(backup)
-    app.command("restore")(restore)
-    app.add_typer(purge_cmd.app, name="purge")
 
 
 def _database() -> tuple[Settings, Database]:

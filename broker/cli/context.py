@@ -1,4 +1,9 @@
-"""Running one admin command against the database: settings, checks, a container."""
+"""Running one admin command against the database: settings, checks, a container.
+
+What a command needs is imported when it runs, not when the CLI starts (broker/cli/lazy.py):
+`with_container` builds the whole composition root; `with_register` only the database
+and the token issuer, so `mrb token …` does not import the API, Kafka or FHIR stacks.
+"""
 
 from __future__ import annotations
 
@@ -6,27 +11,85 @@ import asyncio
 import getpass
 import os
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeVar
 
 import typer
 from rich.console import Console
 
-from broker.bootstrap import Container
-from broker.cli.state import StateMissing, announce, require_state
-from broker.domain.actors import ALL_HOSPITALS, Actor, Forbidden, Role
-from broker.domain.errors import Refused
-from broker.observability import configure_logging
-from broker.security.keys import MissingKey
-from broker.services.registry import RegistryError
-from broker.settings import Settings
+from broker.domain.actors import ALL_HOSPITALS, Actor, Role
+
+if TYPE_CHECKING:
+    from broker.bootstrap import Container
+    from broker.security.tokens import TokenIssuer
+    from broker.settings import Settings
+    from broker.storage.access_uow import SqlAccessUnitOfWork
+    from broker.storage.database import Engine, Sessions
 
 T = TypeVar("T")
+S = TypeVar("S")
 err = Console(stderr=True, soft_wrap=True)
 
 
 def with_container(work: Callable[[Container], Awaitable[T]]) -> T:
     """Run `work` with a container on the existing, up-to-date database and keys (never
     creating them: see broker/cli/state.py); refusals exit 2 with the cause."""
+    from broker.bootstrap import Container
+
+    async def close(container: Container) -> None:
+        await container.close()
+
+    return _on_database(Container.build, close, work)
+
+
+@dataclass(frozen=True)
+class Register:
+    """The token register's side of the broker: its database and the token issuer."""
+
+    settings: Settings
+    engine: Engine
+    sessions: Sessions
+
+    def access_uow(self) -> SqlAccessUnitOfWork:
+        from broker.storage.access_uow import SqlAccessUnitOfWork
+
+        return SqlAccessUnitOfWork(self.sessions)
+
+    def token_issuer(self) -> TokenIssuer:
+        """Signs tokens: only where keys/token-issuer.key is (MissingKey elsewhere), as
+        `Container.token_issuer` (an admin command never creates it)."""
+        from broker.security.tokens import TokenIssuer, load_issuer_key
+
+        key = load_issuer_key(self.settings.keys_dir, create=self.settings.may_create_keys)
+        return TokenIssuer(key, self.settings.token_lifetimes)
+
+
+def with_register(work: Callable[[Register], Awaitable[T]]) -> T:
+    """`with_container` for the token commands: the same checks, a lighter composition."""
+    from broker.storage.database import create_engine, session_factory
+
+    def build(settings: Settings) -> Register:
+        engine = create_engine(settings.resolved_database_url, schema=settings.database_schema)
+        return Register(settings, engine, session_factory(engine))
+
+    async def close(register: Register) -> None:
+        await register.engine.dispose()
+
+    return _on_database(build, close, work)
+
+
+def _on_database(
+    build: Callable[[Settings], S],
+    close: Callable[[S], Awaitable[None]],
+    work: Callable[[S], Awaitable[T]],
+) -> T:
+    from broker.cli.state import StateMissing, announce, require_state
+    from broker.domain.actors import Forbidden
+    from broker.domain.errors import Refused
+    from broker.observability import configure_logging
+    from broker.security.keys import MissingKey
+    from broker.settings import Settings
+
     settings = Settings()
     configure_logging(settings.log_level, settings=settings)
     announce(settings)
@@ -37,15 +100,15 @@ def with_container(work: Callable[[Container], Awaitable[T]]) -> T:
 
     async def main() -> T:
         await require_state(settings, keys=True)
-        container = Container.build(settings)
+        built = build(settings)
         try:
-            return await work(container)
+            return await work(built)
         finally:
-            await container.close()
+            await close(built)
 
     try:
         return asyncio.run(main())
-    except (RegistryError, ValueError, Forbidden, MissingKey, StateMissing) as exc:
+    except (ValueError, Forbidden, MissingKey, StateMissing) as exc:  # RegistryError too
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
     except Refused as exc:

@@ -56,7 +56,7 @@ def add(
     )
 
     async def work(c: Container) -> registry.Hospital:
-        return await registry_service.register(c.sessions, h, by=actor, replace=replace)
+        return await registry_service.register(c.registry_uow(), h, by=actor, replace=replace)
 
     try:
         with_container(work)
@@ -114,7 +114,7 @@ def certify(
         cert = registry_service.certification(
             c.rules().catalog, hospital_id, scope, body, _day(valid_from), _day(valid_to)
         )
-        await registry_service.certify(c.sessions, cert, reference, by=actor)
+        await registry_service.certify(c.registry_uow(), cert, reference, by=actor)
 
     with_container(work)
     console.print(
@@ -137,7 +137,7 @@ def key_add(
     actor = operator(Role.PLATFORM_ADMIN, by)
 
     async def work(c: Container) -> None:
-        await registry_service.add_key(c.sessions, hospital_id, key_id, public_key, by=actor)
+        await registry_service.add_key(c.registry_uow(), hospital_id, key_id, public_key, by=actor)
 
     with_container(work)
     console.print(f"registered key {key_id} for {hospital_id}")
@@ -153,7 +153,7 @@ def key_revoke(
     actor = operator(Role.PLATFORM_ADMIN, by)
 
     async def work(c: Container) -> None:
-        await registry_service.revoke_key(c.sessions, hospital_id, key_id, by=actor)
+        await registry_service.revoke_key(c.registry_uow(), hospital_id, key_id, by=actor)
 
     with_container(work)
     console.print(f"revoked key {key_id} of {hospital_id}")

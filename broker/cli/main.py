@@ -5,85 +5,109 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
+import sys
 from collections.abc import Callable
-from typing import Annotated, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Annotated, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
 
-from adapters.common.signing import create_key
-from broker.bootstrap import Container
-from broker.cli import (
-    adapter_cmd,
-    audit_cmd,
-    backup_cmd,
-    catalog_cmd,
-    cds_cmd,
-    dlq_cmd,
-    hospital_cmd,
-    keys_rotation,
-    mapping_cmd,
-    receipt_key_cmd,
-    report_cmd,
-    state,
-    token_cmd,
-    user_cmd,
-)
-from broker.cli.demo import run_demo
+from broker.cli.lazy import Deferred
 from broker.instance import ADMIN_LOCK_WAIT_SECONDS, Refused, lock_data_dir, sqlite_file_in
-from broker.observability import configure_logging
-from broker.runtime import (
-    install_signal_handlers,
-    private_sqlite_file,
-    running_stack,
-    wait_for_failure_or_stop,
+
+if TYPE_CHECKING:
+    from broker.settings import Settings
+
+# Every sub-command but the few defined here is imported when it runs: `mrb --help` and
+# a light command (`mrb token issue`) do not pay for FastAPI, aiokafka, fhir.resources,
+# pydicom… (tests/e2e/test_cli_start.py). One line per sub-command: name, where it is,
+# and the one-line help `mrb --help` shows for it.
+commands = Deferred()
+commands.add(
+    "backup",
+    "broker.cli.backup_cmd:backup",
+    "Back up the database (not the keys) to DEST, while mrb keeps running: SQLite's online "
+    "backup, or pg_dump --format=custom of MRB_DATABASE_SCHEMA. Prints the keys the backup "
+    "needs: back up MRB_DATA_DIR/keys separately.",
 )
-from broker.security.keys import MissingKey, load_or_create_key
-from broker.security.payload_cipher import PayloadCipher
-from broker.security.tokens import (
-    ISSUER_KEY_FILE,
-    PUBLIC_KEYS_FILE,
-    IssuerKey,
-    TrustedKeys,
-    load_issuer_key,
-    public_key_b64,
-    retire_public_key,
-    rotate_issuer_key,
+commands.add(
+    "restore",
+    "broker.cli.backup_cmd:restore",
+    "Replace the database with a backup, then migrate it to this version's schema.",
 )
-from broker.settings import Settings
-from broker.storage.database import create_engine, session_factory, upgrade
-from broker.storage.protect import Protector, has_legacy_rows, seal_legacy_rows
+commands.add("hospital", "broker.cli.hospital_cmd:app", "The hospital registry.")
+commands.add("adapter", "broker.cli.adapter_cmd:app", "Hospital-side adapters.")
+commands.add(
+    "dlq",
+    "broker.cli.dlq_cmd:app",
+    "Dead letters: rejected messages kept in the broker's database (and on "
+    "mrb.results.dlq.v1); list, replay after a fix, purge old values.",
+)
+commands.add("token", "broker.cli.token_cmd:app", "API bearer tokens.")
+commands.add(
+    "user",
+    "broker.cli.user_cmd:app",
+    "People who log in through the OpenID Connect issuer (MRB_OIDC_ISSUER).",
+)
+commands.add(
+    "mapping", "broker.cli.mapping_cmd:app", "Local-code mappings and the unmapped-code worklist."
+)
+commands.add(
+    "catalog", "broker.cli.catalog_cmd:app", "The item catalog: regional lists in the data folder."
+)
+commands.add("cds", "broker.cli.cds_cmd:app", "CDS Hooks clients: EHRs, their JWT issuer and keys.")
+commands.add("audit", "broker.cli.audit_cmd:app", "The audit trail's hash chain.")
+commands.add("report", "broker.cli.report_cmd:app", "Finance and regulator reports.")
+commands.add(
+    "ledger", "broker.cli.report_cmd:ledger_app", "The savings ledger's accounting months."
+)
+commands.add("purge", "broker.cli.purge_cmd:app", "Erase data past its retention period.")
+
+key_commands = Deferred()
+key_commands.add(
+    "show-receipt-key",
+    "broker.cli.receipt_key_cmd:show_receipt_key",
+    "Print the broker's receipt public key(s) as KID=BASE64, the signing one first: what "
+    "adapters trust (MRB_RECEIPT_PUBLIC_KEYS, --receipt-key, or the file "
+    "keys/receipt-signing.pub copied into their MRB_DATA_DIR/keys).",
+)
+key_commands.add(
+    "rotate-receipt-key",
+    "broker.cli.receipt_key_cmd:rotate",
+    "Make a new receipt key. Workers sign with it once restarted; keys/receipt-signing.pub "
+    "then lists the new key and the previous one, so adapters given that file trust both.",
+)
+key_commands.add(
+    "rotate",
+    "broker.cli.keys_rotation:rotate",
+    "Make a new payload key active and re-seal stored data under it.",
+)
+key_commands.add(
+    "reencrypt",
+    "broker.cli.keys_rotation:reencrypt",
+    "Re-seal every stored row still under an older payload key (resumable).",
+)
+key_commands.add(
+    "usage", "broker.cli.keys_rotation:usage", "How many stored rows each payload key still seals."
+)
 
 app = typer.Typer(
     help="mrb — cross-hospital test-result mutual-recognition broker.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    cls=commands.group(),
 )
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
-keys_app = typer.Typer(help="Key material in MRB_DATA_DIR/keys.", no_args_is_help=True)
+keys_app = typer.Typer(
+    help="Key material in MRB_DATA_DIR/keys.", no_args_is_help=True, cls=key_commands.group()
+)
 issuer_app = typer.Typer(
     help="The API token issuer's key (issuing host) and the public keys API hosts trust.",
     no_args_is_help=True,
 )
 keys_app.add_typer(issuer_app, name="token-issuer")
 app.add_typer(db_app, name="db")
-app.add_typer(hospital_cmd.app, name="hospital")
 app.add_typer(keys_app, name="keys")
-receipt_key_cmd.register(keys_app)  # show-receipt-key, rotate-receipt-key
-keys_app.command("rotate")(keys_rotation.rotate)
-keys_app.command("reencrypt")(keys_rotation.reencrypt)
-keys_app.command("usage")(keys_rotation.usage)
-app.add_typer(adapter_cmd.app, name="adapter")
-app.add_typer(dlq_cmd.app, name="dlq")
-app.add_typer(token_cmd.app, name="token")
-app.add_typer(user_cmd.app, name="user")
-app.add_typer(mapping_cmd.app, name="mapping")
-app.add_typer(catalog_cmd.app, name="catalog")
-app.add_typer(cds_cmd.app, name="cds")
-app.add_typer(audit_cmd.app, name="audit")
-app.add_typer(report_cmd.app, name="report")
-app.add_typer(report_cmd.ledger_app, name="ledger")
-backup_cmd.register(app)  # backup, restore, purge
 
 console = Console()
 err = Console(stderr=True)
@@ -106,10 +130,18 @@ def _start(
 ) -> None:
     # Runs before every command. No docstring: it would replace the app's help text.
     os.umask(PRIVATE_UMASK)
-    state.set_quiet(quiet)
+    # broker.cli.state (Alembic, SQLAlchemy) starts out not quiet: it is imported here
+    # only to change that, or to reset it (several invocations in one process, as tests do).
+    if quiet or "broker.cli.state" in sys.modules:
+        from broker.cli import state
+
+        state.set_quiet(quiet)
 
 
 def _settings() -> Settings:
+    from broker.observability import configure_logging
+    from broker.settings import Settings
+
     settings = Settings()
     configure_logging(settings.log_level, settings=settings)
     return settings
@@ -117,6 +149,8 @@ def _settings() -> Settings:
 
 def _existing_keys_folder() -> Settings:
     """Settings for a command on the keys folder that must already exist (exit 2 if not)."""
+    from broker.cli import state
+
     settings = _settings()
     state.announce(settings)
     try:
@@ -133,6 +167,8 @@ def _existing_keys_folder() -> Settings:
 
 
 def _serve(*, api: bool, worker: bool) -> None:
+    from broker.runtime import install_signal_handlers, running_stack, wait_for_failure_or_stop
+
     settings = _settings()
 
     async def main() -> None:
@@ -162,6 +198,8 @@ def _holding_data_dir(
     def wrap(run: Callable[P, R]) -> Callable[P, R]:
         @functools.wraps(run)
         def locked(*args: P.args, **kwargs: P.kwargs) -> R:
+            from broker.settings import Settings
+
             settings = Settings()
             if sqlite_only and not sqlite_file_in(settings):
                 return run(*args, **kwargs)
@@ -210,6 +248,10 @@ def demo(
     ] = False,
 ) -> None:
     """Start the embedded stack, replay a multi-hospital sample, and keep serving."""
+    from broker.cli.demo import run_demo
+    from broker.observability import configure_logging
+    from broker.settings import Settings
+
     settings = Settings()
     # The demo prints its own summary; per-message logs would drown it.
     configure_logging(
@@ -223,6 +265,10 @@ def demo(
 @_holding_data_dir("mrb db upgrade", sqlite_only=True)
 def db_upgrade() -> None:
     """Apply all database migrations (Alembic)."""
+    from broker.cli import state
+    from broker.runtime import private_sqlite_file
+    from broker.storage.database import upgrade
+
     settings = _settings()
     state.announce(settings)
     private_sqlite_file(settings.resolved_database_url)
@@ -235,6 +281,10 @@ def db_upgrade() -> None:
 
 async def _seal_legacy_rows(settings: Settings) -> int:
     """Rows indexed before clinical text was sealed: seal them now (needs the keys)."""
+    from broker.bootstrap import Container
+    from broker.storage.database import create_engine, session_factory
+    from broker.storage.protect import Protector, has_legacy_rows, seal_legacy_rows
+
     engine = create_engine(settings.resolved_database_url, schema=settings.database_schema)
     try:
         async with session_factory(engine)() as s:
@@ -264,6 +314,12 @@ def keys_init(
     With --hospital, create a new signing key for that hospital's adapters (a rotation when
     one exists: older keys stay, so messages signed with them still verify on replay).
     """
+    from adapters.common.signing import create_key
+    from broker.cli import receipt_key_cmd, state
+    from broker.security.keys import load_or_create_key
+    from broker.security.payload_cipher import PayloadCipher
+    from broker.security.tokens import ISSUER_KEY_FILE, PUBLIC_KEYS_FILE, load_issuer_key
+
     settings = _settings()
     state.announce(settings)
     keys = settings.keys_dir
@@ -309,6 +365,8 @@ def keys_init(
 @issuer_app.command("show")
 def issuer_show() -> None:
     """Print the trusted public keys (KID=BASE64), for API hosts' MRB_TOKEN_PUBLIC_KEYS."""
+    from broker.security.tokens import ISSUER_KEY_FILE, IssuerKey, TrustedKeys, public_key_b64
+
     settings = _existing_keys_folder()
     keys = TrustedKeys(settings.token_public_keys_path, settings.token_public_keys)
     issuing = settings.keys_dir / ISSUER_KEY_FILE
@@ -328,6 +386,9 @@ def issuer_show() -> None:
 def issuer_rotate() -> None:
     """Make a new issuer key: new tokens are signed with it; the old public key stays
     trusted here until `retire` (tokens it signed live at most MRB_TOKEN_MAX_TTL_MACHINES)."""
+    from broker.security.keys import MissingKey
+    from broker.security.tokens import rotate_issuer_key
+
     settings = _existing_keys_folder()
     try:
         old, new = rotate_issuer_key(settings.keys_dir)
@@ -344,6 +405,8 @@ def issuer_rotate() -> None:
 @issuer_app.command("retire")
 def issuer_retire(kid: Annotated[str, typer.Argument(help="The key id to stop trusting.")]) -> None:
     """Stop trusting an issuer public key here: tokens it signed are refused at once."""
+    from broker.security.tokens import retire_public_key
+
     settings = _existing_keys_folder()
     try:
         removed = retire_public_key(settings.keys_dir, kid)

@@ -63,7 +63,7 @@ def add(
 
     async def work(c: Container) -> int:
         return await mapping_service.add_mapping(
-            c.sessions,
+            c.mapping_uow(),
             c.rules().catalog,
             hospital=hospital,
             system=system,

@@ -44,7 +44,7 @@ def payloads(
     actor = operator(Role.PLATFORM_ADMIN, by)
 
     async def work(c: Container) -> int:
-        return await purge_payloads(c.sessions, days, by=actor)
+        return await purge_payloads(c.purge_uow(), days, by=actor)
 
     erased = with_container(work)
     console.print(

@@ -27,12 +27,6 @@ console = Console(soft_wrap=True, highlight=False)
 err = Console(stderr=True, soft_wrap=True, highlight=False)
 
 
-def register(keys_app: typer.Typer) -> None:
-    """Add this module's commands to `mrb keys`."""
-    keys_app.command("show-receipt-key")(show_receipt_key)
-    keys_app.command("rotate-receipt-key")(rotate)
-
-
 def init_key(keys: Path, out: Console) -> ReceiptSigner:
     """For `mrb keys init`: create the receipt key if missing (never overwrite) and say
     where its public half is."""

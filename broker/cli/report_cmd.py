@@ -128,7 +128,7 @@ def close(
     actor = operator(Role.PLATFORM_ADMIN, by)
 
     async def work(container: Container) -> bool:
-        return await close_month(container.sessions, month, by=actor)
+        return await close_month(container.month_uow(), month, by=actor)
 
     if with_container(work):
         console.print(f"closed {month}")

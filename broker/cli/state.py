@@ -12,15 +12,12 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from rich.console import Console
 from rich.markup import escape
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import SQLAlchemyError
 
 from broker.settings import Settings
-from broker.storage.database import alembic_config, create_engine
+from broker.storage.database import DatabaseError, current_heads, expected_heads
+from broker.storage.database_url import masked_url, sqlite_file
 
 err = Console(stderr=True, soft_wrap=True, highlight=False)
 
@@ -39,7 +36,7 @@ def set_quiet(quiet: bool) -> None:
 
 def database_label(settings: Settings) -> str:
     """The database URL with any password masked, and its schema if one is set."""
-    url = make_url(settings.resolved_database_url).render_as_string(hide_password=True)
+    url = masked_url(settings.resolved_database_url)
     schema = f" (schema {settings.database_schema})" if settings.database_schema else ""
     return url + schema
 
@@ -54,11 +51,7 @@ def announce(settings: Settings) -> None:
 
 def sqlite_path(settings: Settings) -> Path | None:
     """The database file, when the database is a SQLite file."""
-    url = make_url(settings.resolved_database_url)
-    name = url.database
-    if url.get_backend_name() != "sqlite" or not name or name.startswith((":", "file:")):
-        return None
-    return Path(name)
+    return sqlite_file(settings.resolved_database_url)
 
 
 def require_folder(settings: Settings) -> None:
@@ -89,20 +82,12 @@ async def require_database(settings: Settings) -> None:
             f"no database at {path}: run `mrb db upgrade` first (or set MRB_DATA_DIR / "
             "MRB_DATABASE_URL to the broker's database)"
         )
-    expected = set(
-        ScriptDirectory.from_config(alembic_config(settings.resolved_database_url)).get_heads()
-    )
-    engine = create_engine(settings.resolved_database_url, schema=settings.database_schema)
+    expected = expected_heads(settings.resolved_database_url)
     try:
-        async with engine.connect() as conn:
-            current = set(
-                await conn.run_sync(lambda c: MigrationContext.configure(c).get_current_heads())
-            )
-    except (SQLAlchemyError, OSError) as exc:
+        current = await current_heads(settings.resolved_database_url, settings.database_schema)
+    except (DatabaseError, OSError) as exc:
         cause = str(getattr(exc, "orig", None) or exc).splitlines()[0][:200]
         raise StateMissing(f"cannot open the database {label}: {cause}") from None
-    finally:
-        await engine.dispose()
     if not current:
         raise StateMissing(f"the database {label} has no mrb schema: run `mrb db upgrade`")
     if current != expected:

@@ -7,18 +7,17 @@ issuing host only; listing and revoking need the database alone.
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Column, Table
 
-from broker.bootstrap import Container
-from broker.cli.context import BY_HELP, operator, with_container
+from broker.cli.context import BY_HELP, Register, operator, with_register
 from broker.domain.actors import Role
-from broker.security.tokens import IssuedToken, describe, parse_ttl
-from broker.services import tokens as token_service
-from broker.storage.tokens import TokenRecord
+
+if TYPE_CHECKING:
+    from broker.security.tokens import IssuedToken
+    from broker.storage.tokens import TokenRecord
 
 app = typer.Typer(help="API bearer tokens.", no_args_is_help=True)
 console = Console(soft_wrap=True)
@@ -30,6 +29,8 @@ _ROLES = ", ".join(r.value for r in Role)
 def _ttl(value: str | None) -> timedelta | None:
     if value is None:
         return None
+    from broker.security.tokens import parse_ttl
+
     try:
         return parse_ttl(value)
     except ValueError as exc:
@@ -63,13 +64,16 @@ def issue(
     by: Annotated[str | None, typer.Option(help=BY_HELP)] = None,
 ) -> None:
     """Print a token for `Authorization: Bearer …` (nothing else on stdout, for scripts)."""
+    from broker.security.tokens import describe
+    from broker.services import tokens as token_service
+
     life = _ttl(ttl)
     issuer = operator(Role.SECURITY_ADMIN, by)
 
-    async def work(container: Container) -> IssuedToken:
+    async def work(register: Register) -> IssuedToken:
         return await token_service.issue(
-            container.sessions,
-            container.token_issuer(),
+            register.access_uow(),
+            register.token_issuer(),
             issuer,
             subject=subject,
             role=role,
@@ -78,7 +82,7 @@ def issue(
             machine=machine,
         )
 
-    issued = with_container(work)
+    issued = with_register(work)
     err.print(
         f"token {issued.jti} for {issued.subject} ({issued.role.value}, {issued.hospital}, "
         f"{issued.kind.value}), valid {describe(issued.expires_at - issued.issued_at)} until "
@@ -99,17 +103,21 @@ def list_(
     by: Annotated[str | None, typer.Option(help=BY_HELP)] = None,
 ) -> None:
     """Issued tokens, newest first: id, holder, role, hospital, lifetime, revocation."""
+    from rich.table import Column, Table
+
+    from broker.services import tokens as token_service
+
     actor = operator(Role.SECURITY_ADMIN, by)
 
-    async def work(container: Container) -> list[TokenRecord]:
+    async def work(register: Register) -> list[TokenRecord]:
         return await token_service.listed(
-            container.sessions, actor, hospital=hospital, subject=subject, live_only=not all_
+            register.access_uow(), actor, hospital=hospital, subject=subject, live_only=not all_
         )
 
     # The id is what `mrb token revoke` takes: never cut, however narrow the terminal.
     jti = Column("jti", no_wrap=True, min_width=36)
     table = Table(jti, "subject", "role", "hospital", "kind", "issued", "expires", "revoked")
-    for t in with_container(work):
+    for t in with_register(work):
         revoked = (
             f"{t.revoked_at:%Y-%m-%d %H:%M} by {t.revoked_by}: {t.reason}" if t.revoked_at else "-"
         )
@@ -141,14 +149,21 @@ def revoke(
 ) -> None:
     """Revoke a token, or all of a holder's: every API process refuses them within
     MRB_TOKEN_REVOCATION_CACHE_SECONDS, without a restart."""
+    from broker.services import tokens as token_service
+
     actor = operator(Role.SECURITY_ADMIN, by)
 
-    async def work(container: Container) -> list[str]:
+    async def work(register: Register) -> list[str]:
         return await token_service.revoke(
-            container.sessions, actor, reason=reason, jti=jti, subject=subject, hospital=hospital
+            register.access_uow(),
+            actor,
+            reason=reason,
+            jti=jti,
+            subject=subject,
+            hospital=hospital,
         )
 
-    revoked = with_container(work)
+    revoked = with_register(work)
     if not revoked:
         console.print("nothing to revoke: no such live token (already revoked or expired?)")
         return

@@ -56,7 +56,7 @@ def map_(
 
     async def work(container: Container) -> OidcUser:
         return await user_service.map_user(
-            container.sessions,
+            container.access_uow(),
             actor,
             issuer=iss,
             subject=subject,
@@ -83,7 +83,7 @@ def list_(
 
     async def work(container: Container) -> list[OidcUser]:
         return await user_service.listed(
-            container.sessions, actor, issuer=issuer, hospital=hospital, enabled_only=enabled
+            container.access_uow(), actor, issuer=issuer, hospital=hospital, enabled_only=enabled
         )
 
     table = Table("issuer", "subject", "name", "role", "hospital", "mapped", "disabled")
@@ -114,7 +114,7 @@ def disable(
 
     async def work(container: Container) -> bool:
         return await user_service.disable(
-            container.sessions, actor, issuer=iss, subject=subject, reason=reason
+            container.access_uow(), actor, issuer=iss, subject=subject, reason=reason
         )
 
     if with_container(work):

@@ -13,6 +13,8 @@ class Refused(Exception):
     what to fix (never a patient identifier). `issue`: the FHIR R4 issue-type code, set by
     the FHIR use cases (their OperationOutcome tells `invalid` from `not-supported`)."""
 
+    retriable = False  # True: the same request may succeed later, unchanged
+
     def __init__(self, title: str, detail: str, *, issue: str | None = None) -> None:
         super().__init__(detail)
         self.title = title
@@ -50,7 +52,11 @@ class PreconditionFailed(Refused):
 
 
 class Unavailable(Refused):
-    """A collaborator mrb needs for this answer cannot be reached now; try again later."""
+    """A collaborator mrb needs for this answer cannot be reached now; try again later.
+    Storage raises it for an outage (broker/storage/outage.py), so that callers keep their
+    work and retry by this flag rather than by a driver's exception types."""
+
+    retriable = True
 
 
 class TooManyRequests(Refused):
@@ -61,3 +67,8 @@ class TooManyRequests(Refused):
     ) -> None:
         super().__init__(title, detail, issue=issue)
         self.retry_after = retry_after
+
+
+def retriable(exc: BaseException) -> bool:
+    """True when `exc` says: keep the work and try it again later."""
+    return bool(getattr(exc, "retriable", False))

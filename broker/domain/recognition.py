@@ -24,7 +24,7 @@ of N days is valid until D + N inclusive.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -546,6 +546,40 @@ def _protocol_miss(sites: SiteTable, done: str | None, wanted: str) -> Text:
         f"既往检查为{done_zh}，所开为{want_zh}，扫描方案不同。",
         f"The study was {done_en}; the order is {want_en}: a different protocol.",
     )
+
+
+def results_that_matter(
+    items: Iterable[CatalogItem | None], prior: Sequence[PriorItem], catalog: Catalog
+) -> set[str]:
+    """The results among `prior` that can be a candidate (or a near miss, or a study's
+    report) for one of the resolved order `items`; `decide` gives the same decision without
+    the others. Reads only codings, kinds and resource types, so storage can call it before
+    it opens the sealed values and summaries of the results that matter.
+
+    Lab and panel items: a result matters when one of its rows maps to the item or to one of
+    its components (as in `_candidates`). Imaging: every study and every report matters."""
+    codes: set[str] = set()
+    imaging = False
+    for item in items:
+        if item is None or catalog.excluded(item):
+            continue  # decided without any prior result
+        if item.kind is ItemKind.IMAGING:
+            imaging = True
+        else:
+            codes.add(item.code)
+            codes.update(item.components)
+    keep: set[str] = set()
+    for p in prior:
+        if p.result_id not in keep and _matters(p, imaging, codes, catalog):
+            keep.add(p.result_id)
+    return keep
+
+
+def _matters(p: PriorItem, imaging: bool, codes: set[str], catalog: Catalog) -> bool:
+    if imaging and p.resource_type in ("ImagingStudy", "DiagnosticReport"):
+        return True
+    found = _lab_item(p, catalog) if codes else None
+    return found is not None and found.code in codes
 
 
 def _lab_item(p: PriorItem, catalog: Catalog) -> CatalogItem | None:

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-
 from broker import ports
 from broker.domain.actors import Actor
 from broker.domain.errors import TooManyRequests
 from broker.domain.identifiers import PatientIdentifier
+from broker.ports.audit_trail import ReadAudit
 from broker.security.pseudonyms import Pseudonymiser
 from broker.services.rate_limits import RateLimited, RateLimiter, admit
 
@@ -20,11 +19,11 @@ class RateLimitAdmission(ports.Admission):
     def __init__(
         self,
         limiter: Callable[[], RateLimiter],
-        sessions: async_sessionmaker[AsyncSession],
+        audit: ReadAudit,
         pseudonyms: Pseudonymiser,
     ) -> None:
         self._limiter = limiter  # built on first use, shared with the API edge
-        self._sessions = sessions
+        self._audit = audit
         self._pseudonyms = pseudonyms
 
     async def admit(
@@ -36,7 +35,7 @@ class RateLimitAdmission(ports.Admission):
         try:
             await admit(
                 self._limiter(),
-                self._sessions,
+                self._audit,
                 actor,
                 patients=[key] if key else [],
                 emergency=False,

@@ -9,13 +9,10 @@ reading included) never shift a page. Every search and read of the trail is audi
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 from typing import Any
-
-from sqlalchemy import ColumnElement, func, select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from broker.domain.actors import ALL_HOSPITALS, Actor, Role
 from broker.fhir.balp import audit_event
@@ -24,9 +21,7 @@ from broker.fhir.dates import DateError, DateValue, parse_value
 from broker.fhir.documents import BundleEntry, ignored_outcome, searchset
 from broker.fhir.errors import forbidden, invalid, not_found, not_supported
 from broker.fhir.params import parse_count, split_values
-from broker.storage.audit_log import record_read
-from broker.storage.fhir_query import instant_matches
-from broker.storage.tables import audit_event as audit_table
+from broker.ports.audit_trail import AuditReadUnitOfWork
 
 RESOURCE_TYPE = "AuditEvent"
 SORTS = ("date",)
@@ -115,9 +110,9 @@ class AuditEvents:
     """Search and read the audit trail as AuditEvents."""
 
     def __init__(
-        self, sessions: async_sessionmaker[AsyncSession], signer: CursorSigner, zone: tzinfo
+        self, uow: Callable[[], AuditReadUnitOfWork], signer: CursorSigner, zone: tzinfo
     ) -> None:
-        self._sessions = sessions
+        self._uow = uow
         self._signer = signer
         self._zone = zone
 
@@ -135,36 +130,27 @@ class AuditEvents:
             now=now,
             from_cursor=asked.paged,
         )
-        t = audit_table.c
-        async with self._sessions() as s, s.begin():
+        hospital = _scope(actor)
+        async with self._uow() as uow:
             upto = search.upto
             if upto is None:
-                upto = int((await s.execute(select(func.max(t.id)))).scalar() or 0)
-            where = [t.id <= upto, *_scope(actor)]
-            where += [instant_matches(t.at, d) for d in search.dates]
-            total = int(
-                (
-                    await s.execute(select(func.count()).select_from(audit_table).where(*where))
-                ).scalar_one()
-            )
-            rows: list[Any] = []
+                upto = await uow.entries.newest_id()
+            total = await uow.entries.count(upto=upto, hospital=hospital, dates=search.dates)
+            rows: list[dict[str, Any]] = []
             if search.count > 0 and not search.summary_count:
-                order = t.id.desc() if search.newest_first else t.id.asc()
-                rows = list(
-                    await s.execute(
-                        select(audit_table)
-                        .where(*where)
-                        .order_by(order)
-                        .offset(offset)
-                        .limit(search.count)
-                    )
+                rows = await uow.entries.page(
+                    upto=upto,
+                    hospital=hospital,
+                    dates=search.dates,
+                    newest_first=search.newest_first,
+                    offset=offset,
+                    limit=search.count,
                 )
-            await record_read(
-                s,
+            await uow.audit.record_read(
                 actor,
                 action="audit.read",
                 purpose="audit",
-                patient_pseudonym=None,
+                patient=None,
                 person_id=None,
                 detail={
                     "resource_type": RESOURCE_TYPE,
@@ -174,7 +160,8 @@ class AuditEvents:
                     "returned": len(rows),
                 },
             )
-        entries = [BundleEntry(audit_event(dict(r._mapping), base), "match") for r in rows]
+            await uow.commit()
+        entries = [BundleEntry(audit_event(r, base), "match") for r in rows]
         entries += ignored_outcome(search.ignored)
         params = (*search.canonical, (_UPTO, str(upto)))
         links = page_links(
@@ -192,23 +179,20 @@ class AuditEvents:
         _authorize(actor)
         if not rid.isdigit() or len(rid) > 18:
             raise not_found("no AuditEvent with this id is known to mrb")
-        t = audit_table.c
-        async with self._sessions() as s, s.begin():
-            row = (
-                await s.execute(select(audit_table).where(t.id == int(rid), *_scope(actor)))
-            ).first()
+        async with self._uow() as uow:
+            row = await uow.entries.get(int(rid), hospital=_scope(actor))
             if row is None:
                 raise not_found(f"AuditEvent/{rid} is not known to mrb")
-            await record_read(
-                s,
+            await uow.audit.record_read(
                 actor,
                 action="audit.read",
                 purpose="audit",
-                patient_pseudonym=None,
+                patient=None,
                 person_id=None,
                 detail={"resource": f"AuditEvent/{rid}"},
             )
-        return audit_event(dict(row._mapping), base)
+            await uow.commit()
+        return audit_event(row, base)
 
 
 def _authorize(actor: Actor) -> None:
@@ -219,8 +203,6 @@ def _authorize(actor: Actor) -> None:
         )
 
 
-def _scope(actor: Actor) -> list[ColumnElement[bool]]:
-    """A platform auditor sees every hospital's entries; any other scope only its own."""
-    if actor.hospital == ALL_HOSPITALS:
-        return []
-    return [audit_table.c.hospital_id == actor.hospital]
+def _scope(actor: Actor) -> str | None:
+    """A platform auditor sees every hospital's entries (None); any other scope only its own."""
+    return None if actor.hospital == ALL_HOSPITALS else actor.hospital

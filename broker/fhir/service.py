@@ -106,7 +106,11 @@ class FhirService:
             row = await uow.index.resource(rid, resource_type)
             if row is None:
                 raise not_found(f"{resource_type}/{rid} is not in the current version")
-            view = (await uow.payloads.open([row.version_id])).views.get(row.version_id)
+            opened = await uow.payloads.open([row.version_id])
+            if row.version_id in opened.unreadable:
+                await uow.commit()  # its search rows, marked unreadable
+                raise not_found(f"{resource_type}/{rid} cannot be read")
+            view = opened.views.get(row.version_id)
             found = view.get(rid) if view is not None else None  # no view: purged
             if view is not None and found is None:
                 raise not_found(f"{resource_type}/{rid} is not in the current version")

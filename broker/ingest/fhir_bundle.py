@@ -1,26 +1,22 @@
 """A FHIR message's resources and how they reference each other.
 
-Validation uses fhir.resources (R4B models: wire-compatible with R4 for the resources
-mrb reads); extraction then works on the received JSON, so nothing is re-serialised.
+Validation (fhir_validation.py) follows the fhir.resources R4B models, wire-compatible with
+R4 for the resources mrb reads; extraction then works on the received JSON, so nothing is
+re-serialised.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
-from fhir.resources.R4B import get_fhir_model_class as r4_model
-from fhir.resources.STU3 import get_fhir_model_class as stu3_model
-from pydantic import ValidationError
-
 from broker.domain.rejections import RejectCode, Rejected
+from broker.ingest.fhir_validation import FhirValidation, validate_resource
 
 Resource = dict[str, Any]
 
 IN_SCOPE = frozenset({"Patient", "DiagnosticReport", "Observation", "ImagingStudy"})
 # Bundles that carry content to store; searchset/history/*-response are query answers.
-_ZONE_LESS = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?")
 ACCEPTED_BUNDLE_TYPES = frozenset({"collection", "transaction", "batch", "document", "message"})
 
 
@@ -60,7 +56,9 @@ class BundleIndex:
         return [e.resource for e in self.entries if e.resource.get("resourceType") == resource_type]
 
 
-def read_entries(doc: Resource, content_type: str | None) -> BundleIndex:
+def read_entries(
+    doc: Resource, content_type: str | None, validation: FhirValidation = "fast"
+) -> BundleIndex:
     """Unpack a message into its entries and validate the in-scope ones."""
     _check_declared_version(content_type)
     rtype = doc["resourceType"]
@@ -88,8 +86,14 @@ def read_entries(doc: Resource, content_type: str | None) -> BundleIndex:
             "or ImagingStudy",
         )
     for index, entry in enumerate(entries):
-        if entry.resource.get("resourceType") in IN_SCOPE:
-            _validate(entry.resource, index if rtype == "Bundle" else None)
+        etype = entry.resource.get("resourceType")
+        if etype is not None and not isinstance(etype, str):
+            raise Rejected(
+                RejectCode.INVALID_FHIR, f"Bundle.entry[{index}].resource.resourceType is no name"
+            )
+        if etype in IN_SCOPE:
+            where = f"Bundle.entry[{index}].resource ({etype})" if rtype == "Bundle" else rtype
+            validate_resource(entry.resource, where, validation)
     return BundleIndex(entries)
 
 
@@ -103,42 +107,3 @@ def _check_declared_version(content_type: str | None) -> None:
                 RejectCode.UNSUPPORTED_FHIR_VERSION,
                 f"content-type declares fhirVersion={value.strip()}; mrb accepts FHIR R4 (4.0)",
             )
-
-
-def _validate(resource: Resource, entry_index: int | None) -> None:
-    rtype = str(resource["resourceType"])
-    where = f"Bundle.entry[{entry_index}].resource ({rtype})" if entry_index is not None else rtype
-    try:
-        r4_model(rtype).model_validate(resource)
-    except ValidationError as exc:
-        if all(_zone_less(e) for e in exc.errors()):
-            return  # tolerated: extraction gives such times the hospital's zone
-        if _is_stu3(rtype, resource):
-            raise Rejected(
-                RejectCode.UNSUPPORTED_FHIR_VERSION,
-                f"{where} is FHIR STU3, not R4; convert it or upgrade the interface",
-            ) from None
-        first = exc.errors(include_input=False)[0]  # never echo values: they may be PHI
-        path = ".".join(str(p) for p in first["loc"])
-        raise Rejected(
-            RejectCode.INVALID_FHIR,
-            f"{where}.{path}: {first['msg']} ({exc.error_count()} error(s))",
-        ) from None
-
-
-def _zone_less(error: Any) -> bool:
-    """FHIR requires a zone on a dateTime with a time; many HIS omit it (DESIGN.md)."""
-    value = error.get("input")
-    return (
-        "DateTime" in str(error.get("msg"))
-        and isinstance(value, str)
-        and _ZONE_LESS.fullmatch(value) is not None
-    )
-
-
-def _is_stu3(rtype: str, resource: Resource) -> bool:
-    try:
-        stu3_model(rtype).model_validate(resource)
-    except (ValidationError, KeyError, ValueError):
-        return False
-    return True

@@ -10,6 +10,7 @@ from broker.domain.identifiers import DEFAULT_SYSTEM_ALIASES
 from broker.domain.results import ParsedMessage
 from broker.ingest.fhir_bundle import read_entries
 from broker.ingest.fhir_results import extract_results
+from broker.ingest.fhir_validation import FhirValidation
 from broker.ingest.wire import decode_json
 
 
@@ -17,6 +18,7 @@ from broker.ingest.wire import decode_json
 class ParseLimits:
     max_bytes: int = 1024 * 1024
     max_depth: int = 64
+    fhir_validation: FhirValidation = "fast"  # MRB_FHIR_VALIDATION
 
 
 def parse_message(
@@ -30,5 +32,5 @@ def parse_message(
 ) -> ParsedMessage:
     """Parse, validate and extract; raise Rejected with a DLQ code when that fails."""
     doc = decode_json(value, max_bytes=limits.max_bytes, max_depth=limits.max_depth)
-    index = read_entries(doc, content_type)
+    index = read_entries(doc, content_type, limits.fhir_validation)
     return extract_results(index, hospital=hospital, zone=zone, aliases=aliases)

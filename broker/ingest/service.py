@@ -1,32 +1,33 @@
-"""Index a batch of messages in one database transaction (one savepoint per message)."""
+"""Index a batch of messages in one unit of work: in bulk, or one savepoint per message.
+
+Storage is behind broker/ports/ingest.py (SQL in broker/storage/ingest_uow.py and
+result_writer.py); a database outage arrives as a retriable `Unavailable`.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Container, Mapping, Sequence
+from collections.abc import Callable, Container, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-
+from broker.domain.errors import retriable
 from broker.domain.identifiers import DEFAULT_SYSTEM_ALIASES
 from broker.domain.rejections import RejectCode, Rejected
 from broker.domain.results import ParsedMessage
 from broker.domain.versions import VersionOutcome
-from broker.ingest.batch import BatchIndexer, CatalogSource, ChangeListener, UnknownPatient
-from broker.ingest.envelope import Envelope, InboundMessage, check_envelope, message_id_of
+from broker.ingest.envelope import (
+    Envelope,
+    InboundMessage,
+    SigningKey,
+    check_envelope,
+    message_id_of,
+)
 from broker.ingest.parse import ParseLimits, parse_message
-from broker.security.payload_cipher import PayloadCipher
-from broker.security.pseudonyms import Pseudonymiser
-from broker.storage import dead_letters
-from broker.storage import hospitals as hospital_registry
-from broker.storage.outage import is_outage
-from broker.storage.tables import inbox, rejection
+from broker.ports.ingest import Collision, IngestUnitOfWork, ResultWriter, UnknownPatient
 from mrb_wire import headers
 
 logger = logging.getLogger(__name__)
@@ -74,25 +75,14 @@ class IngestService:
 
     def __init__(
         self,
-        sessions: async_sessionmaker[AsyncSession],
+        units: Callable[[], IngestUnitOfWork],
         *,
-        pseudonyms: Pseudonymiser,
-        cipher: PayloadCipher,
         limits: ParseLimits,
-        default_zone: str,
         require_signatures: bool = True,
-        on_change: ChangeListener | None = None,
-        catalog_source: CatalogSource | None = None,
     ) -> None:
-        self._sessions = sessions
-        self._on_change = on_change
-        self._catalog_source = catalog_source
+        self._units = units
         self._require_signatures = require_signatures
-
-        self._pseudonyms = pseudonyms
-        self._cipher = cipher
         self._limits = limits
-        self._default_zone = default_zone
 
     async def process_batch(self, messages: list[InboundMessage]) -> list[Processed]:
         """Index a batch atomically; a database outage raises (the caller retries).
@@ -104,7 +94,7 @@ class IngestService:
         try:
             return await self._process_in_bulk(messages)
         except Exception as exc:
-            if is_outage(exc):  # unavailable, connection lost, read-only: retried later
+            if retriable(exc):  # unavailable, connection lost, read-only: retried later
                 raise
             logger.warning("bulk indexing failed; retrying message by message", exc_info=True)
         return await self._process_one_by_one(messages)
@@ -113,18 +103,18 @@ class IngestService:
         out: list[Processed | None] = []
         plans: list[tuple[int, InboundMessage, str, str, ParsedMessage]] = []
         copies: dict[int, int] = {}  # slot of a repeated message id -> slot of its first
-        rejections: list[dict[str, object]] = []
+        rejections: list[tuple[InboundMessage, dict[str, object]]] = []
         now = datetime.now(UTC)
-        async with self._sessions() as session, session.begin():
-            registry = {h.id: h for h in await hospital_registry.list_all(session)}
-            keys = await hospital_registry.signing_keys(session)
-            indexed = await _indexed_ids(session, messages)
+        async with self._units() as uow:
+            zones = await uow.time_zones()
+            keys = await uow.signing_keys()
+            indexed = await uow.indexed(_ids(messages))
             first_slot: dict[str, int] = {}
             for message in messages:
                 try:
-                    admitted = self._admit(message, registry, keys, indexed, first_slot)
+                    admitted = self._admit(message, zones, keys, indexed, first_slot)
                 except Rejected as exc:
-                    rejections.append(self._rejection_row(message, *_who(message), exc, now))
+                    rejections.append((message, _rejection_row(message, *_who(message), exc, now)))
                     out.append(_rejected(message, exc))
                     continue
                 hospital, message_id = admitted.envelope.hospital, admitted.envelope.message_id
@@ -141,7 +131,7 @@ class IngestService:
                 plans.append((len(out), message, hospital, message_id, parsed))
                 out.append(None)
                 await asyncio.sleep(0)  # let the API breathe when it shares the loop
-            batch = await self._indexer(session, now)
+            batch = await uow.writer(now)
             await batch.prefetch([(h, p) for _, _, h, _, p in plans])
             for slot, message, hospital, message_id, parsed in plans:
                 try:
@@ -155,7 +145,7 @@ class IngestService:
                 except UnknownPatient as exc:
                     refused = Rejected(RejectCode.PATIENT_NOT_IDENTIFIED, str(exc))
                     rejections.append(
-                        self._rejection_row(message, hospital, message_id, refused, now)
+                        (message, _rejection_row(message, hospital, message_id, refused, now))
                     )
                     out[slot] = Processed(
                         message,
@@ -181,45 +171,35 @@ class IngestService:
                 if original is not None:
                     out[slot] = _copy_outcome(messages[slot], original)
             await batch.flush()
-            if rejections:
-                await session.execute(rejection.insert(), rejections)
-            await dead_letters.resolve(session, _settled_ids(out), now)
+            await uow.record_rejections(rejections)
+            await uow.settle_dead_letters(_settled_ids(out), now)
+            await uow.commit()
         return [p for p in out if p is not None]
 
     def _admit(
         self,
         message: InboundMessage,
-        registry: Mapping[str, hospital_registry.Hospital],
-        keys: Mapping[tuple[str, str], hospital_registry.SigningKey],
+        zones: Mapping[str, str],
+        keys: Mapping[tuple[str, str], SigningKey],
         indexed: Container[str],
         earlier: Container[str] = (),
     ) -> Admission:
         """The first step of every message on both paths: envelope (headers, signature),
         then repeat, then parse; raises Rejected for a message that cannot be indexed."""
-        envelope = check_envelope(
-            message, registry, keys, require_signatures=self._require_signatures
-        )
+        envelope = check_envelope(message, zones, keys, require_signatures=self._require_signatures)
         if envelope.message_id in indexed:
             return Admission(envelope, repeat=True)
         if envelope.message_id in earlier:
             return Admission(envelope, copy=True)
-        return Admission(envelope, self._parse(message, envelope.hospital, registry))
-
-    async def _indexer(self, session: AsyncSession, now: datetime) -> BatchIndexer:
-        """The indexer both paths use, with the catalog's current local-code mappings."""
-        catalog = await self._catalog_source(session) if self._catalog_source else None
-        return BatchIndexer(session, self._pseudonyms, self._cipher, now, self._on_change, catalog)
+        return Admission(envelope, self._parse(message, envelope.hospital, zones))
 
     def _parse(
-        self,
-        message: InboundMessage,
-        hospital: str,
-        registry: Mapping[str, hospital_registry.Hospital],
+        self, message: InboundMessage, hospital: str, zones: Mapping[str, str]
     ) -> ParsedMessage:
         return parse_message(
             message.value,
             hospital=hospital,
-            zone=ZoneInfo(registry[hospital].timezone or self._default_zone),
+            zone=ZoneInfo(zones[hospital]),
             content_type=message.header(HEADER_CONTENT_TYPE),
             limits=self._limits,
             aliases=DEFAULT_SYSTEM_ALIASES,
@@ -227,43 +207,29 @@ class IngestService:
 
     async def _process_one_by_one(self, messages: list[InboundMessage]) -> list[Processed]:
         out: list[Processed] = []
-        async with self._sessions() as session, session.begin():
-            registry = {h.id: h for h in await hospital_registry.list_all(session)}
-            keys = await hospital_registry.signing_keys(session)
+        async with self._units() as uow:
+            zones = await uow.time_zones()
+            keys = await uow.signing_keys()
             # Indexed before, or earlier in this batch: either way a repeat here.
-            indexed = await _indexed_ids(session, messages)
+            indexed = await uow.indexed(_ids(messages))
             for message in messages:
-                out.append(await self._one(session, message, registry, keys, indexed))
+                out.append(await self._one(uow, message, zones, keys, indexed))
                 await asyncio.sleep(0)  # let the API breathe when it shares the loop
-            await dead_letters.resolve(session, _settled_ids(out), datetime.now(UTC))
+            await uow.settle_dead_letters(_settled_ids(out), datetime.now(UTC))
+            await uow.commit()
         return out
-
-    def _rejection_row(
-        self,
-        message: InboundMessage,
-        hospital: str | None,
-        message_id: str | None,
-        exc: Rejected,
-        now: datetime,
-    ) -> dict[str, object]:
-        """The rejection as a dead letter: replayable from here beyond Kafka retention."""
-        row = _rejection_row(message, hospital, message_id, exc, now)
-        row.update(
-            dead_letters.sealed_columns(self._cipher, message.value, message.headers, message.key)
-        )
-        return row
 
     async def _one(
         self,
-        session: AsyncSession,
+        uow: IngestUnitOfWork,
         message: InboundMessage,
-        registry: dict[str, hospital_registry.Hospital],
-        keys: Mapping[tuple[str, str], hospital_registry.SigningKey],
+        zones: Mapping[str, str],
+        keys: Mapping[tuple[str, str], SigningKey],
         indexed: set[str],
     ) -> Processed:
         hospital, message_id = _who(message)
         try:
-            admitted = self._admit(message, registry, keys, indexed)
+            admitted = self._admit(message, zones, keys, indexed)
             hospital, message_id = admitted.envelope.hospital, admitted.envelope.message_id
             if admitted.repeat:
                 return Processed(message, Outcome.DUPLICATE, message_id, hospital)
@@ -271,16 +237,20 @@ class IngestService:
             assert parsed is not None
             for attempt in (1, 2):
                 try:
-                    async with session.begin_nested():
+                    async with uow.savepoint():
                         processed = await self._index(
-                            session, message, hospital, message_id, parsed
+                            await uow.writer(datetime.now(UTC)),
+                            message,
+                            hospital,
+                            message_id,
+                            parsed,
                         )
                     indexed.add(message_id)
                     return processed
-                except IntegrityError:
+                except Collision:
                     # Another worker indexed this message, or linked the same person, at
                     # the same moment: a repeat if it is indexed now, else retry once.
-                    if await _already_indexed(session, message_id):
+                    if message_id in await uow.indexed([message_id]):
                         indexed.add(message_id)
                         return Processed(message, Outcome.DUPLICATE, message_id, hospital)
                     if attempt == 2:
@@ -288,7 +258,7 @@ class IngestService:
             raise AssertionError("unreachable")
         except UnknownPatient as exc:
             return await self._reject(
-                session,
+                uow,
                 message,
                 hospital,
                 message_id,
@@ -296,13 +266,13 @@ class IngestService:
                 str(exc),
             )
         except Rejected as exc:
-            return await self._reject(session, message, hospital, message_id, exc.code, exc.detail)
+            return await self._reject(uow, message, hospital, message_id, exc.code, exc.detail)
         except Exception as exc:
-            if is_outage(exc):  # never a rejection: the whole batch is retried
+            if retriable(exc):  # never a rejection: the whole batch is retried
                 raise
             logger.exception("unexpected failure indexing message %s", message_id)
             return await self._reject(
-                session,
+                uow,
                 message,
                 hospital,
                 message_id,
@@ -312,15 +282,14 @@ class IngestService:
 
     async def _index(
         self,
-        session: AsyncSession,
+        one: ResultWriter,
         message: InboundMessage,
         hospital: str,
         message_id: str,
         parsed: ParsedMessage,
     ) -> Processed:
-        """One message through the same indexer the bulk path uses, on its own."""
+        """One message through the same writer the bulk path uses, on its own."""
         now = datetime.now(UTC)
-        one = await self._indexer(session, now)
         await one.prefetch([(hospital, parsed)])
         staged = one.stage(
             message.value, message.header(HEADER_CONTENT_TYPE), message_id, hospital, parsed
@@ -339,7 +308,7 @@ class IngestService:
 
     async def _reject(
         self,
-        session: AsyncSession,
+        uow: IngestUnitOfWork,
         message: InboundMessage,
         hospital: str | None,
         message_id: str | None,
@@ -347,12 +316,12 @@ class IngestService:
         detail: str,
     ) -> Processed:
         refused = Rejected(code, detail)
-        row = self._rejection_row(message, hospital, message_id, refused, datetime.now(UTC))
+        row = _rejection_row(message, hospital, message_id, refused, datetime.now(UTC))
         try:
-            async with session.begin_nested():
-                await session.execute(rejection.insert(), row)
+            async with uow.savepoint():
+                await uow.record_rejections([(message, row)])
         except Exception as exc:
-            if is_outage(exc):
+            if retriable(exc):
                 raise
             # Never expected (the row is sanitised): the message still goes to the Kafka
             # DLQ with its reason and gets its receipt, rather than stalling its partition.
@@ -442,15 +411,5 @@ def _storable(text: str) -> str:
     return text.replace("\x00", "\ufffd")
 
 
-async def _indexed_ids(session: AsyncSession, messages: list[InboundMessage]) -> set[str]:
-    """Message ids of the batch that are already indexed (one query)."""
-    ids = {i for i in (message_id_of(m) for m in messages) if i is not None}
-    if not ids:
-        return set()
-    rows = await session.execute(select(inbox.c.message_id).where(inbox.c.message_id.in_(ids)))
-    return {r[0] for r in rows}
-
-
-async def _already_indexed(session: AsyncSession, message_id: str) -> bool:
-    row = await session.execute(select(inbox.c.message_id).where(inbox.c.message_id == message_id))
-    return row.first() is not None
+def _ids(messages: Sequence[InboundMessage]) -> set[str]:
+    return {i for i in (message_id_of(m) for m in messages) if i is not None}

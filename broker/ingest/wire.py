@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 from broker.domain.rejections import RejectCode, Rejected
 
 _UTF8_BOM = b"\xef\xbb\xbf"
-# A whole string literal (skipped) or one bracket.
-_TOKENS = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]')
 
 
 def decode_json(value: bytes, *, max_bytes: int, max_depth: int) -> dict[str, Any]:
@@ -29,14 +26,16 @@ def decode_json(value: bytes, *, max_bytes: int, max_depth: int) -> dict[str, An
             RejectCode.INVALID_ENCODING,
             f"value is not valid UTF-8: byte 0x{body[exc.start]:02x} at offset {exc.start}",
         ) from None
-    depth = _max_depth(text)
-    if depth > max_depth:
-        raise Rejected(
-            RejectCode.NESTING_TOO_DEEP,
-            f"JSON nests {depth} levels deep; the limit is {max_depth} (MRB_MAX_JSON_DEPTH)",
-        )
     try:
         doc = json.loads(text)
+    except RecursionError:
+        # The C decoder counts its nesting against Python's recursion limit (about 1,000)
+        # and stops there at once, however deep the input goes: no pre-scan is needed.
+        raise Rejected(
+            RejectCode.NESTING_TOO_DEEP,
+            f"JSON nests deeper than Python's JSON reader allows; the limit is {max_depth} "
+            "(MRB_MAX_JSON_DEPTH)",
+        ) from None
     except json.JSONDecodeError as exc:
         raise Rejected(
             RejectCode.MALFORMED_JSON,
@@ -46,6 +45,12 @@ def decode_json(value: bytes, *, max_bytes: int, max_depth: int) -> dict[str, An
         raise Rejected(
             RejectCode.MALFORMED_JSON, "a number has more digits than a JSON reader accepts"
         ) from None
+    depth = _depth_beyond(doc, max_depth)
+    if depth is not None:
+        raise Rejected(
+            RejectCode.NESTING_TOO_DEEP,
+            f"JSON nests {depth} levels deep; the limit is {max_depth} (MRB_MAX_JSON_DEPTH)",
+        )
     if not isinstance(doc, dict) or not isinstance(doc.get("resourceType"), str):
         raise Rejected(
             RejectCode.NOT_FHIR, "value is JSON but not a FHIR resource (no resourceType)"
@@ -53,14 +58,19 @@ def decode_json(value: bytes, *, max_bytes: int, max_depth: int) -> dict[str, An
     return doc
 
 
-def _max_depth(text: str) -> int:
-    """Bracket depth outside strings, measured before parsing so no recursion is spent."""
-    depth = deepest = 0
-    for match in _TOKENS.finditer(text):
-        ch = match.group()
-        if ch in "[{":
-            depth += 1
-            deepest = max(deepest, depth)
-        elif ch in "]}":
-            depth -= 1
-    return deepest
+def _depth_beyond(doc: object, limit: int) -> int | None:
+    """The first container depth past `limit` in the parsed document, else None.
+
+    Iterative (a list of open containers), so no recursion is spent on hostile input.
+    """
+    if not isinstance(doc, (dict, list)):
+        return None
+    pending: list[tuple[dict[str, Any] | list[Any], int]] = [(doc, 1)]
+    while pending:
+        node, depth = pending.pop()
+        if depth > limit:
+            return depth
+        for child in node.values() if isinstance(node, dict) else node:
+            if isinstance(child, (dict, list)):
+                pending.append((child, depth + 1))
+    return None

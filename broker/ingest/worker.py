@@ -21,6 +21,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
+from broker.domain.errors import retriable
 from broker.domain.rejections import RejectCode
 from broker.ingest.followups import publish_followups
 from broker.ingest.service import InboundMessage, IngestService, Outcome, Processed
@@ -36,7 +37,6 @@ from broker.observability import (
 )
 from broker.security.payload_cipher import PayloadCipher
 from broker.security.receipt_signing import ReceiptSigner
-from broker.storage.outage import is_outage
 
 logger = logging.getLogger(__name__)
 
@@ -160,7 +160,7 @@ class IngestWorker:
         try:
             processed = await self._service.process_batch([_inbound(r) for r in records])
         except Exception as exc:
-            if not is_outage(exc):
+            if not retriable(exc):
                 raise
             self._pause(consumer, fetched, exc)
             return
@@ -192,11 +192,11 @@ class IngestWorker:
             self._outage_started = now
         self._wait_before_next_probe(now)
         self.stats.paused = True
-        self.stats.last_error = f"database unavailable: {type(exc).__name__}"
+        cause = type(exc.__cause__ or exc).__name__  # the driver's error behind Unavailable
+        self.stats.last_error = f"database unavailable: {cause}"
         INGEST_PAUSED.set(1)
         logger.warning(
-            "database unavailable (%s); partitions paused, batch rewound, still polling",
-            type(exc).__name__,
+            "database unavailable (%s); partitions paused, batch rewound, still polling", cause
         )
 
     async def _poll_paused(self, consumer: AIOKafkaConsumer) -> None:

@@ -11,16 +11,15 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from broker.kafka.topics import RECOGNITION
-from broker.storage import events
+from broker.ports.outbox import OutboxUnitOfWork
 from broker.storage.outage import is_outage
 
 logger = logging.getLogger(__name__)
@@ -29,14 +28,14 @@ logger = logging.getLogger(__name__)
 class EventRelay:
     def __init__(
         self,
-        sessions: async_sessionmaker[AsyncSession],
+        uow: Callable[[], OutboxUnitOfWork],
         *,
         bootstrap: str,
         interval: float = 1.0,
         batch: int = 200,
         kafka_options: Mapping[str, Any] | None = None,
     ) -> None:
-        self._sessions = sessions
+        self._uow = uow
         self._bootstrap = bootstrap
         self._interval = interval
         self._batch = batch
@@ -76,8 +75,8 @@ class EventRelay:
 
     async def publish_pending(self, producer: AIOKafkaProducer) -> int:
         """One pass: send the oldest unpublished events, mark them once acknowledged."""
-        async with self._sessions() as s, s.begin():
-            pending = await events.claim_pending(s, self._batch)
+        async with self._uow() as uow:
+            pending = await uow.events.claim(self._batch)
             if not pending:
                 return 0
             sent = [
@@ -90,6 +89,7 @@ class EventRelay:
                 for _, key, payload in pending
             ]
             await asyncio.gather(*sent)
-            await events.mark_published(s, [i for i, _, _ in pending], datetime.now(UTC))
+            await uow.events.mark_published([i for i, _, _ in pending], datetime.now(UTC))
+            await uow.commit()
         self.published += len(pending)
         return len(pending)

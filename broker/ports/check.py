@@ -4,7 +4,7 @@ check, its event and its audit entry are stored together or not at all)."""
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence, Set
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -38,8 +38,14 @@ class People(abc.ABC):
 
 class Results(abc.ABC):
     @abc.abstractmethod
-    async def prior_items(self, person_id: str) -> list[PriorItem]:
-        """Every item of the person's current results, from every hospital."""
+    async def prior_items(
+        self,
+        person_id: str,
+        matters: Callable[[Sequence[PriorItem]], Set[str]] | None = None,
+    ) -> list[PriorItem]:
+        """The items of the person's current results, from every hospital: all of them, or
+        those of the results `matters` keeps (given the items before their sealed values and
+        summaries are opened; see broker.domain.recognition.results_that_matter)."""
 
     @abc.abstractmethod
     async def versions(self, result_ids: Sequence[str]) -> dict[str, str]:

@@ -2,8 +2,10 @@
 the people it is about, the audit trail and the distinct-patient rate limit.
 
 One unit of work per request step: what was served and its audit entry commit together.
-Keeping the index current (`FhirReindex`) is separate: derived data, rebuilt in its own
-short transaction before a read, so a refused read never holds index writes back.
+Ingest writes the index with each result (broker/storage/result_writer.py). `FhirReindex`
+only catches up what it did not write — results indexed before it did, found by one cheap
+query — in its own short transaction before a read, so a refused read never holds index
+writes back.
 """
 
 from __future__ import annotations
@@ -50,10 +52,12 @@ class PersonRecord:
 
 @dataclass(frozen=True)
 class Opened:
-    """Result views by version id; versions whose payload was purged are in `purged`."""
+    """Result views by version id; versions whose payload was purged are in `purged`,
+    those whose payload cannot be opened in `unreadable`."""
 
     views: dict[int, ResultView] = field(default_factory=dict)
     purged: frozenset[int] = frozenset()
+    unreadable: frozenset[int] = frozenset()
 
 
 class FhirIndex(abc.ABC):

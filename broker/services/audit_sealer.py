@@ -12,17 +12,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from collections.abc import Callable
 
 from broker.observability import AUDIT_LAST_SEAL, AUDIT_SEAL_FAILURES
-from broker.storage.audit_chain import CheckpointKey, checkpoints_after, last_checkpoint, seal
+from broker.ports.audit_trail import AuditChainUnitOfWork, CheckpointSigner
 from broker.storage.audit_export import CheckpointExport
 from broker.storage.outage import is_outage
 
 logger = logging.getLogger(__name__)
-_POSTPONED = (OperationalError, InterfaceError, OSError)
 
 
 class ChainBehindExport(RuntimeError):
@@ -32,8 +29,8 @@ class ChainBehindExport(RuntimeError):
 class AuditSealer:
     def __init__(
         self,
-        sessions: async_sessionmaker[AsyncSession],
-        key: CheckpointKey | None,
+        uow: Callable[[], AuditChainUnitOfWork],
+        key: CheckpointSigner | None,
         export: CheckpointExport | None,
         *,
         interval: float = 5.0,
@@ -43,7 +40,7 @@ class AuditSealer:
                 "the audit sealer needs a checkpoint export: set MRB_AUDIT_EXPORT to a file "
                 "path outside the database host (see docs/security.md, Audit trail)"
             )
-        self._sessions = sessions
+        self._uow = uow
         self._key = key
         self._export = export
         self._interval = interval
@@ -51,9 +48,9 @@ class AuditSealer:
         self.sealed = 0
 
     @classmethod
-    def idle(cls, sessions: async_sessionmaker[AsyncSession]) -> AuditSealer:
+    def idle(cls, uow: Callable[[], AuditChainUnitOfWork]) -> AuditSealer:
         """For a process without the sealer key: it waits for stop and seals nothing."""
-        return cls(sessions, None, None)
+        return cls(uow, None, None)
 
     @property
     def active(self) -> bool:
@@ -64,8 +61,9 @@ class AuditSealer:
         if self._key is None or self._export is None:
             raise RuntimeError("this process holds no audit sealer key")
         await self.export_pending()
-        async with self._sessions() as s, s.begin():
-            n = await seal(s, self._key)
+        async with self._uow() as uow:
+            n = await uow.chain.seal(self._key)
+            await uow.commit()
         if n:
             await self.export_pending()
         self.sealed += n
@@ -79,9 +77,9 @@ class AuditSealer:
         export = self._export
         if self._exported is None:
             self._exported = await asyncio.to_thread(export.last_seq)
-        async with self._sessions() as s:
-            newest = await last_checkpoint(s)
-            pending = await checkpoints_after(s, self._exported)
+        async with self._uow() as uow:
+            newest = await uow.chain.last_checkpoint()
+            pending = await uow.chain.checkpoints_after(self._exported)
         if newest < self._exported:
             # Sealing on would sign a second history under seqs the export already holds.
             raise ChainBehindExport(
@@ -112,12 +110,15 @@ class AuditSealer:
             except ChainBehindExport as exc:
                 AUDIT_SEAL_FAILURES.labels("behind-export").inc()
                 logger.error("audit sealing stopped: %s", exc)
-            except DBAPIError as exc:  # a lost connection is a plain DBAPIError on asyncpg
+            except Exception as exc:  # a lost connection is a plain DBAPIError on asyncpg
                 if not is_outage(exc):
                     raise
                 AUDIT_SEAL_FAILURES.labels("database").inc()
                 logger.warning("audit sealing postponed: %s", type(exc).__name__)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self._interval)
-        with contextlib.suppress(*_POSTPONED, ChainBehindExport):
+        try:
             await self.seal_once()  # what the last requests audited, before stopping
+        except Exception as exc:  # already logged each round: stop all the same
+            if not (isinstance(exc, ChainBehindExport) or is_outage(exc)):
+                raise

@@ -20,6 +20,8 @@ from broker.domain.recognition import (
     Policy,
     decide,
     local_date,
+    resolve_order,
+    results_that_matter,
 )
 from broker.observability import CHECKS
 
@@ -95,12 +97,19 @@ async def run_check(
             raise Invalid("Invalid patient identifier", str(exc)) from None
         if ident is None:
             raise Invalid("Invalid patient identifier", "patient.value is empty")
+        catalog = rules.catalog.for_region(ordering.region, local_date(request.order_time))
+        wanted = [resolve_order(o, catalog, ordering.id) for o in request.items]
         person_id = await uow.people.find(ident)
-        prior = await uow.results.prior_items(person_id) if person_id else []
+        prior = (
+            await uow.results.prior_items(
+                person_id, lambda items: results_that_matter(wanted, items, catalog)
+            )
+            if person_id
+            else []
+        )
         context = request.patient
         if context.birth_date is None and person_id:
             context = replace(context, birth_date=await uow.people.birth_date(person_id))
-        catalog = rules.catalog.for_region(ordering.region, local_date(request.order_time))
         answers = []
         for order in request.items:
             decision = decide(

@@ -4,18 +4,15 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-
 from broker.domain.actors import Actor, Duty
 from broker.domain.catalog import Catalog
 from broker.domain.errors import Invalid, NotFound
 from broker.domain.mapping import is_local
-from broker.storage import hospitals, mappings
-from broker.storage.audit_log import record_change
+from broker.ports.mappings import MappingUnitOfWork
 
 
 async def add_mapping(
-    sessions: async_sessionmaker[AsyncSession],
+    uow: MappingUnitOfWork,
     catalog: Catalog,
     *,
     hospital: str,
@@ -42,17 +39,17 @@ async def add_mapping(
         )
     if not code.strip():
         raise Invalid("Empty code", "give the local code to map")
-    async with sessions() as s, s.begin():
-        if await hospitals.get(s, hospital) is None:
+    async with uow:
+        if await uow.hospitals.get(hospital) is None:
             raise NotFound("Unknown hospital", f"{hospital!r} is not registered")
-        covered = await mappings.add_mapping(
-            s, hospital, system, code.strip(), catalog_code, by.name, datetime.now(UTC)
+        covered = await uow.mappings.add(
+            hospital, system, code.strip(), catalog_code, by.name, datetime.now(UTC)
         )
-        await record_change(
-            s,
+        await uow.changes.record(
             by,
             action="mapping.add",
             hospital=hospital,
             detail={"system": system, "code": code.strip(), "catalog_code": catalog_code},
         )
+        await uow.commit()
     return covered

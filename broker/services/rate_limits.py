@@ -35,13 +35,12 @@ from typing import Protocol
 from limits import RateLimitItem, RateLimitItemPerMinute
 from limits.aio.storage import Storage
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
-from sqlalchemy.ext.asyncio import AsyncSession as AsyncSession
 
 from broker.domain.actors import Actor
 from broker.domain.errors import TooManyRequests
 from broker.observability import BREAK_GLASS, RATE_LIMIT_ERRORS, RATE_LIMITED
-from broker.storage.audit_log import record_read
+from broker.ports.audit_trail import ReadAudit
+from broker.storage.database import Engine
 from broker.storage.rate_limits import DatabasePatientCounter, DatabaseStorage
 
 logger = logging.getLogger(__name__)
@@ -177,7 +176,7 @@ class RateLimiter:
     @classmethod
     def build(
         cls,
-        engine: AsyncEngine,
+        engine: Engine,
         *,
         redis_url: str | None,
         per_token: int,
@@ -281,7 +280,7 @@ class RateLimiter:
 
 async def admit(
     limiter: RateLimiter,
-    sessions: async_sessionmaker[AsyncSession],
+    audit: ReadAudit,
     actor: Actor,
     *,
     patients: Sequence[str],
@@ -308,7 +307,7 @@ async def admit(
     if refusal is None:
         return
     if emergency:
-        await break_glass(sessions, actor, refusal, channel=channel, patients=patients)
+        await break_glass(audit, actor, refusal, channel=channel, patients=patients)
         return
     note_refusal(refusal)
     raise RateLimited(refusal)
@@ -324,7 +323,7 @@ def refuse_deferred() -> None:
 
 
 async def break_glass(
-    sessions: async_sessionmaker[AsyncSession],
+    audit: ReadAudit,
     actor: Actor,
     refusal: Refusal,
     *,
@@ -340,13 +339,10 @@ async def break_glass(
         refusal.limit,
         channel,
     )
-    async with sessions() as s, s.begin():
-        await record_read(
-            s,
-            actor,
-            action="rate-limit-break-glass",
-            purpose="break-glass",
-            patient_pseudonym=patients[0] if patients else None,
-            person_id=None,
-            detail={"limit": refusal.limit, "channel": channel, "patients": len(patients)},
-        )
+    await audit.record(
+        actor,
+        action="rate-limit-break-glass",
+        purpose="break-glass",
+        patient_pseudonym=patients[0] if patients else None,
+        detail={"limit": refusal.limit, "channel": channel, "patients": len(patients)},
+    )

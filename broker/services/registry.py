@@ -11,15 +11,11 @@ from datetime import date
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-
 from broker.domain.actors import Actor, Duty
 from broker.domain.catalog import Catalog
 from broker.domain.registry import Certification, CertifyingBody
+from broker.ports.registry import Hospital, KeyExists, RegistryUnitOfWork, UnknownHospital
 from broker.security import signatures
-from broker.storage import hospitals
-from broker.storage.audit_log import record_change
-from broker.storage.hospitals import Hospital
 
 GRADES = {"甲": "甲", "乙": "乙", "A": "甲", "B": "乙"}
 OWNERSHIP = {"public": "public", "private": "private", "公立": "public", "民营": "private"}
@@ -55,7 +51,7 @@ def validated(h: Hospital) -> Hospital:
 
 
 async def register(
-    sessions: async_sessionmaker[AsyncSession],
+    uow: RegistryUnitOfWork,
     h: Hospital,
     *,
     by: Actor,
@@ -63,16 +59,16 @@ async def register(
 ) -> Hospital:
     by.authorize(Duty.REGISTRY, h.id)
     clean = validated(h)
-    async with sessions() as session, session.begin():
-        before = await hospitals.get(session, clean.id)
-        await hospitals.add(session, clean, replace=replace)
-        await record_change(
-            session,
+    async with uow:
+        before = await uow.hospitals.get(clean.id)
+        await uow.hospitals.add(clean, replace=replace)
+        await uow.changes.record(
             by,
             action="registry.hospital." + ("replace" if before else "add"),
             hospital=clean.id,
             detail={"before": _plain(before), "after": _plain(clean)},
         )
+        await uow.commit()
     return clean
 
 
@@ -106,20 +102,19 @@ def certification(
 
 
 async def certify(
-    sessions: async_sessionmaker[AsyncSession],
+    uow: RegistryUnitOfWork,
     cert: Certification,
     reference: str | None,
     *,
     by: Actor,
 ) -> None:
     by.authorize(Duty.CERTIFY, cert.hospital)
-    async with sessions() as session, session.begin():
+    async with uow:
         try:
-            await hospitals.certify(session, cert, reference)
-        except hospitals.UnknownHospital:
+            await uow.hospitals.certify(cert, reference)
+        except UnknownHospital:
             raise RegistryError(f"hospital {cert.hospital!r} is not registered") from None
-        await record_change(
-            session,
+        await uow.changes.record(
             by,
             action="registry.certify",
             hospital=cert.hospital,
@@ -131,10 +126,11 @@ async def certify(
                 "reference": reference,
             },
         )
+        await uow.commit()
 
 
 async def add_key(
-    sessions: async_sessionmaker[AsyncSession],
+    uow: RegistryUnitOfWork,
     hospital_id: str,
     key_id: str,
     public_b64: str,
@@ -149,33 +145,31 @@ async def add_key(
         signatures.public_key(public_b64)
     except ValueError as exc:
         raise RegistryError(f"public key: {exc}") from None
-    async with sessions() as session, session.begin():
+    async with uow:
         try:
-            await hospitals.add_key(session, hospital_id, key_id, public_b64)
-        except hospitals.UnknownHospital:
+            await uow.hospitals.add_key(hospital_id, key_id, public_b64)
+        except UnknownHospital:
             raise RegistryError(f"hospital {hospital_id!r} is not registered") from None
-        except hospitals.KeyExists:
+        except KeyExists:
             raise RegistryError(f"key {key_id!r} is already registered for {hospital_id}") from None
-        await record_change(
-            session,
+        await uow.changes.record(
             by,
             action="registry.key.add",
             hospital=hospital_id,
             detail={"key_id": key_id, "public_key": public_b64},
         )
+        await uow.commit()
 
 
-async def revoke_key(
-    sessions: async_sessionmaker[AsyncSession], hospital_id: str, key_id: str, *, by: Actor
-) -> None:
+async def revoke_key(uow: RegistryUnitOfWork, hospital_id: str, key_id: str, *, by: Actor) -> None:
     by.authorize(Duty.REGISTRY, hospital_id)
-    async with sessions() as session, session.begin():
-        if not await hospitals.revoke_key(session, hospital_id, key_id):
+    async with uow:
+        if not await uow.hospitals.revoke_key(hospital_id, key_id):
             raise RegistryError(f"no active key {key_id!r} for {hospital_id}")
-        await record_change(
-            session,
+        await uow.changes.record(
             by,
             action="registry.key.revoke",
             hospital=hospital_id,
             detail={"key_id": key_id},
         )
+        await uow.commit()

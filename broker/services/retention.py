@@ -4,15 +4,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-
 from broker.domain.actors import Actor
-from broker.storage import retention
-from broker.storage.audit_log import record_change
+from broker.ports.admin import PurgeUnitOfWork
 
 
 async def purge_payloads(
-    sessions: async_sessionmaker[AsyncSession],
+    uow: PurgeUnitOfWork,
     older_than_days: int,
     *,
     by: Actor,
@@ -23,10 +20,9 @@ async def purge_payloads(
     if older_than_days < 1:
         raise ValueError("--older-than must be at least 1 day")
     cutoff = (now or datetime.now(UTC)) - timedelta(days=older_than_days)
-    async with sessions() as s, s.begin():
-        erased = await retention.purge_payloads(s, cutoff)
-        await record_change(
-            s,
+    async with uow:
+        erased = await uow.payloads.purge_received_before(cutoff)
+        await uow.changes.record(
             by,
             action="payload.purge",
             hospital=None,
@@ -36,4 +32,5 @@ async def purge_payloads(
                 "payloads": erased,
             },
         )
+        await uow.commit()
     return erased

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from broker import ports
 from broker.domain.catalog import Catalog
 from broker.services.checks import Rules
-from broker.storage.check_uow import SqlMappings
 
 
 class RulesProvider:
@@ -24,9 +21,6 @@ class RulesProvider:
         self._version: tuple[int, int] | None = None
         self._rules = base
 
-    async def current(self, session: AsyncSession) -> Rules:
-        return await self.current_rules(SqlMappings(session))
-
     async def current_rules(self, mappings: ports.Mappings) -> Rules:
         version = await mappings.version()
         if version != self._version:
@@ -38,5 +32,6 @@ class RulesProvider:
             self._version = version
         return self._rules
 
-    async def catalog(self, session: AsyncSession) -> Catalog:
-        return (await self.current(session)).catalog
+    async def catalog(self, mappings: ports.Mappings) -> Catalog:
+        """The current catalog (what ingest needs of the rules)."""
+        return (await self.current_rules(mappings)).catalog

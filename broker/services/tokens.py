@@ -13,16 +13,10 @@ import time
 from collections import OrderedDict
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-
 from broker.domain.actors import ALL_HOSPITALS, Actor, Duty, Role
 from broker.domain.errors import NotFound, Unavailable
+from broker.ports.access import AccessLookups, AccessUnitOfWork, RegisterUnavailable, TokenRecord
 from broker.security.tokens import InvalidToken, IssuedToken, TokenIssuer, actor_hospital
-from broker.storage import hospitals
-from broker.storage import tokens as store
-from broker.storage.audit_log import record_change
-from broker.storage.tokens import TokenRecord
 
 
 class TokenRevoked(InvalidToken):
@@ -30,7 +24,7 @@ class TokenRevoked(InvalidToken):
 
 
 async def issue(
-    sessions: async_sessionmaker[AsyncSession],
+    uow: AccessUnitOfWork,
     issuer: TokenIssuer,
     by: Actor,
     *,
@@ -43,13 +37,12 @@ async def issue(
     """Sign a token and record it; ValueError names what is wrong with the request."""
     by.authorize(Duty.ISSUING)
     scope = actor_hospital(role, hospital)
-    async with sessions() as s, s.begin():
-        if scope != ALL_HOSPITALS and await hospitals.get(s, scope) is None:
+    async with uow:
+        if scope != ALL_HOSPITALS and await uow.hospitals.get(scope) is None:
             raise ValueError(f"hospital {scope!r} is not registered; see `mrb hospital list`")
         issued = issuer.issue(subject, role, scope, ttl=ttl, machine=machine)
-        await store.record(s, issued, issued_by=by.name)
-        await record_change(
-            s,
+        await uow.tokens.record(issued, issued_by=by.name)
+        await uow.changes.record(
             by,
             action="token.issue",
             hospital=None if scope == ALL_HOSPITALS else scope,
@@ -63,11 +56,12 @@ async def issue(
                 "expires_at": issued.expires_at.isoformat(),
             },
         )
+        await uow.commit()
     return issued
 
 
 async def listed(
-    sessions: async_sessionmaker[AsyncSession],
+    uow: AccessUnitOfWork,
     by: Actor,
     *,
     hospital: str | None = None,
@@ -76,14 +70,14 @@ async def listed(
 ) -> list[TokenRecord]:
     """Tokens a security administrator sees (all), or a hospital admin (their hospital's)."""
     scope = _scope(by, hospital)
-    async with sessions() as s:
-        return await store.find(
-            s, hospital=scope, subject=subject, live_at=datetime.now(UTC) if live_only else None
+    async with uow:
+        return await uow.tokens.find(
+            hospital=scope, subject=subject, live_at=datetime.now(UTC) if live_only else None
         )
 
 
 async def revoke(
-    sessions: async_sessionmaker[AsyncSession],
+    uow: AccessUnitOfWork,
     by: Actor,
     *,
     reason: str,
@@ -101,27 +95,27 @@ async def revoke(
     if not reason:
         raise ValueError("give a reason for the revocation (it is recorded)")
     now = datetime.now(UTC)
-    async with sessions() as s, s.begin():
+    async with uow:
         if jti is not None:
-            found = await store.get(s, jti)
+            found = await uow.tokens.get(jti)
             if found is None:
                 raise NotFound("Unknown token", f"no token {jti[:40]!r} was issued")
             by.authorize(Duty.TOKENS, found.hospital)
             targets = [found]
         else:
             scope = _scope(by, hospital)
-            targets = await store.find(s, hospital=scope, subject=subject, live_at=now)
-        revoked = await store.revoke(
-            s, [t.jti for t in targets], by=by.name, reason=reason[:200], at=now
+            targets = await uow.tokens.find(hospital=scope, subject=subject, live_at=now)
+        revoked = await uow.tokens.revoke(
+            [t.jti for t in targets], by=by.name, reason=reason[:200], at=now
         )
         if revoked:
-            await record_change(
-                s,
+            await uow.changes.record(
                 by,
                 action="token.revoke",
                 hospital=hospital if jti is None else targets[0].hospital,
                 detail={"jtis": revoked, "subject": subject, "reason": reason[:200]},
             )
+        await uow.commit()
     return revoked
 
 
@@ -144,12 +138,12 @@ class RevocationCheck:
 
     def __init__(
         self,
-        sessions: async_sessionmaker[AsyncSession],
+        lookups: AccessLookups,
         *,
         cache_seconds: float,
         max_entries: int = 10_000,
     ) -> None:
-        self._sessions = sessions
+        self._lookups = lookups
         self._ttl = cache_seconds
         self._max = max_entries
         self._seen: OrderedDict[str, tuple[bool, float]] = OrderedDict()  # jti -> revoked, when
@@ -164,9 +158,8 @@ class RevocationCheck:
             if now - at < self._ttl:
                 return
         try:
-            async with self._sessions() as s:
-                found = await store.state(s, jti)
-        except SQLAlchemyError:
+            found = await self._lookups.token_state(jti)
+        except RegisterUnavailable:
             raise Unavailable(
                 "Authentication unavailable", "the token register cannot be read now"
             ) from None

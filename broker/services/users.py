@@ -13,23 +13,17 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-
 from broker.domain.actors import ALL_HOSPITALS, Actor, Duty, Role
 from broker.domain.errors import NotAllowed, NotFound, Unavailable
+from broker.ports.access import AccessLookups, AccessUnitOfWork, OidcUser, RegisterUnavailable
 from broker.security.oidc import MAX_SUBJECT, OidcIdentity, issuer_url
 from broker.security.tokens import actor_hospital
-from broker.storage import hospitals
-from broker.storage import oidc_users as store
-from broker.storage.audit_log import record_change
-from broker.storage.oidc_users import OidcUser
 
 _MAX_NAME = 200
 
 
 async def map_user(
-    sessions: async_sessionmaker[AsyncSession],
+    uow: AccessUnitOfWork,
     by: Actor,
     *,
     issuer: str,
@@ -66,13 +60,12 @@ async def map_user(
         created_at=datetime.now(UTC),
         disabled_at=None,
     )
-    async with sessions() as s, s.begin():
-        if scope != ALL_HOSPITALS and await hospitals.get(s, scope) is None:
+    async with uow:
+        if scope != ALL_HOSPITALS and await uow.hospitals.get(scope) is None:
             raise ValueError(f"hospital {scope!r} is not registered; see `mrb hospital list`")
-        before = await store.get(s, issuer, subject)
-        await store.put(s, user)
-        await record_change(
-            s,
+        before = await uow.users.get(issuer, subject)
+        await uow.users.put(user)
+        await uow.changes.record(
             by,
             action="user.map",
             hospital=None if scope == ALL_HOSPITALS else scope,
@@ -91,11 +84,12 @@ async def map_user(
                 },
             },
         )
+        await uow.commit()
     return user
 
 
 async def listed(
-    sessions: async_sessionmaker[AsyncSession],
+    uow: AccessUnitOfWork,
     by: Actor,
     *,
     issuer: str | None = None,
@@ -109,12 +103,12 @@ async def listed(
     else:
         by.authorize(Duty.TOKENS)
         hospital = None if by.platform else by.hospital
-    async with sessions() as s:
-        return await store.find(s, issuer=issuer, hospital=hospital, enabled_only=enabled_only)
+    async with uow:
+        return await uow.users.find(issuer=issuer, hospital=hospital, enabled_only=enabled_only)
 
 
 async def disable(
-    sessions: async_sessionmaker[AsyncSession],
+    uow: AccessUnitOfWork,
     by: Actor,
     *,
     issuer: str,
@@ -126,33 +120,32 @@ async def disable(
     if not reason:
         raise ValueError("give a reason (it is recorded)")
     now = datetime.now(UTC)
-    async with sessions() as s, s.begin():
-        found = await store.get(s, issuer, subject)
+    async with uow:
+        found = await uow.users.get(issuer, subject)
         if found is None:
             raise NotFound("Unknown user", f"{subject[:80]!r} of {issuer[:100]!r} is not mapped")
         by.authorize(Duty.TOKENS, found.hospital)
-        if not await store.disable(s, issuer, subject, at=now):
+        if not await uow.users.disable(issuer, subject, at=now):
             return False
-        await record_change(
-            s,
+        await uow.changes.record(
             by,
             action="user.disable",
             hospital=None if found.hospital == ALL_HOSPITALS else found.hospital,
             detail={"issuer": issuer, "subject": subject, "reason": reason[:200]},
         )
+        await uow.commit()
     return True
 
 
-async def actor_for(sessions: async_sessionmaker[AsyncSession], identity: OidcIdentity) -> Actor:
+async def actor_for(lookups: AccessLookups, identity: OidcIdentity) -> Actor:
     """The caller a verified OIDC identity is in mrb: its mapped role and hospital.
 
     NotAllowed when the issuer + subject is not mapped or is disabled, Unavailable when
     the user table cannot be read (never let a request through unchecked).
     """
     try:
-        async with sessions() as s:
-            user = await store.get(s, identity.issuer, identity.subject)
-    except SQLAlchemyError:
+        user = await lookups.user(identity.issuer, identity.subject)
+    except RegisterUnavailable:
         raise Unavailable(
             "Authentication unavailable", "the user table cannot be read now"
         ) from None

@@ -43,6 +43,7 @@ from broker.domain.audit_chain import (
     entry_hash,
     verify_chain,
 )
+from broker.ports.audit_trail import CheckpointSigner
 from broker.security.keys import load_key
 from broker.storage.audit_export import CheckpointExport
 from broker.storage.tables import audit_checkpoint, audit_event
@@ -201,7 +202,7 @@ def sealer_key(path: Path, pinned: PinnedKeys | None, *, create: bool) -> Checkp
     return key
 
 
-async def seal(session: AsyncSession, key: CheckpointKey, *, limit: int = 5000) -> int:
+async def seal(session: AsyncSession, key: CheckpointSigner, *, limit: int = 5000) -> int:
     """Link the oldest unsealed entries onto the chain and sign a checkpoint at its end."""
     if session.get_bind().dialect.name == "postgresql":
         await session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK})

@@ -19,7 +19,7 @@ from broker.security.payload_cipher import PayloadCipher
 from broker.security.pseudonyms import Pseudonymiser
 from broker.storage import audit_log, events, hospitals, mappings
 from broker.storage import people as people_store
-from broker.storage.lookup import person_items
+from broker.storage.lookup import Matters, person_items
 from broker.storage.protect import Protector
 from broker.storage.tables import recognition_check, result
 from broker.storage.unit_of_work import SealingUnitOfWork
@@ -51,8 +51,8 @@ class SqlResults(ports.Results):
         self._session = session
         self._protector = protector
 
-    async def prior_items(self, person_id: str) -> list[PriorItem]:
-        return await person_items(self._session, person_id, self._protector)
+    async def prior_items(self, person_id: str, matters: Matters | None = None) -> list[PriorItem]:
+        return await person_items(self._session, person_id, self._protector, matters)
 
     async def versions(self, result_ids: Sequence[str]) -> dict[str, str]:
         if not result_ids:

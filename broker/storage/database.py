@@ -1,18 +1,32 @@
-"""Engine and session factory construction, and running migrations."""
+"""Engine and session factory construction, and running migrations.
+
+Code outside broker/storage/ names the engine, the session factory and the database's
+errors by the aliases below, so that only storage imports SQLAlchemy.
+"""
 
 from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
-from alembic import command
-from alembic.config import Config
-from sqlalchemy import event, text
+from sqlalchemy import event, inspect, text
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.ext.asyncio import AsyncSession as AsyncSession
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+
 MIGRATIONS = Path(__file__).parent / "migrations"
+# The migration heads this code's schema is at. Kept here, and checked against Alembic's
+# own view of migrations/ by tests/unit/test_migration_heads.py, so that admin commands can
+# tell whether the database is up to date without importing Alembic (a third of a second).
+SCHEMA_HEADS = frozenset({"0016"})
+
+Engine: TypeAlias = AsyncEngine
+Sessions: TypeAlias = async_sessionmaker[AsyncSession]
+DatabaseError: TypeAlias = SQLAlchemyError  # the base of every error the database layer raises
 
 
 def create_engine(url: str, *, schema: str | None = None) -> AsyncEngine:
@@ -42,6 +56,8 @@ def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
 
 
 def alembic_config(url: str, schema: str | None = None) -> Config:
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.attributes["url"] = url
@@ -52,12 +68,36 @@ def alembic_config(url: str, schema: str | None = None) -> Config:
 def upgrade_sync(url: str, schema: str | None = None) -> None:
     """Apply every migration (blocking; call from a thread inside an event loop). "heads":
     migrations written side by side on branches apply before their merge revision lands."""
+    from alembic import command
+
     command.upgrade(alembic_config(url, schema), "heads")
 
 
 async def upgrade(url: str, schema: str | None = None) -> None:
     """Apply every migration from async code (Alembic's env runs its own loop)."""
     await asyncio.to_thread(upgrade_sync, url, schema)
+
+
+def expected_heads(url: str) -> set[str]:
+    """The migration heads this mrb's schema is at."""
+    return set(SCHEMA_HEADS)
+
+
+async def current_heads(url: str, schema: str | None = None) -> set[str]:
+    """The migration heads the database is at (empty: no mrb schema); DatabaseError or
+    OSError when it cannot be opened. Creates nothing. Reads Alembic's version table."""
+    engine = create_engine(url, schema=schema)
+    try:
+        async with engine.connect() as conn:
+            if not await conn.run_sync(lambda c: inspect(c).has_table(_VERSION_TABLE)):
+                return set()
+            rows = await conn.execute(text("SELECT version_num FROM alembic_version"))
+            return {r[0] for r in rows}
+    finally:
+        await engine.dispose()
+
+
+_VERSION_TABLE = "alembic_version"  # Alembic's default (migrations/env.py keeps it)
 
 
 async def ping(engine: AsyncEngine) -> None:

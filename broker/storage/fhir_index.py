@@ -1,15 +1,16 @@
-"""Keeping the FHIR search index current, and opening the payloads behind it.
+"""The FHIR search index: rows built from a result's current version, and its payloads opened.
 
-The index (broker.storage.fhir_tables) is derived from each result's current version.
-Before a search or read touches a patient (or a result), the rows built from an older
-version (or missing) are rebuilt from the sealed payload: one cheap query when nothing
-changed, and only that patient's changed results are opened. Every read is about one
-patient, so the work is bounded by one patient's results. Two requests rebuilding the
-same rows at once is harmless: the second one's insert fails and is dropped.
+Ingest writes a result's rows in its own transaction, from the message it just parsed
+(`IndexRows`, used by broker/storage/result_writer.py). Before a search or read touches a
+patient (or a result), `refresh_person`/`refresh_results` catch up rows that ingest did not
+write (results indexed before it did so): one cheap query when nothing is missing, and only
+those results' payloads are opened. Two requests rebuilding the same rows at once is
+harmless: the second one's insert fails and is dropped.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Callable, Iterable, Sequence
@@ -22,8 +23,9 @@ from sqlalchemy import ColumnElement, delete, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from broker.fhir.resources import IndexRow, ResultInfo, ResultView
+from broker.fhir.resources import ResultInfo, ResultView
 from broker.security.payload_cipher import PayloadCipher, Sealed
+from broker.security.pseudonyms import Pseudonymiser
 from broker.security.sealed_fields import open_json
 from broker.storage.fhir_tables import fhir_resource, fhir_token
 from broker.storage.retention import PURGED
@@ -38,6 +40,11 @@ UNREADABLE = "unreadable"  # the resource_type of a result whose payload cannot 
 # hash under this domain (Pseudonymiser.of_text); searches hash the value they look for.
 IDENTIFIER_DOMAIN = "fhir-identifier"
 IdentifierKey = Callable[[str], str]
+
+
+def identifier_key(pseudonyms: Pseudonymiser) -> IdentifierKey:
+    """Identifier token values (accession numbers ...) as indexed: a keyed hash."""
+    return lambda value: pseudonyms.of_text(IDENTIFIER_DOMAIN, value)
 
 
 async def refresh_person(
@@ -70,11 +77,14 @@ async def load_views(
     version_ids: Iterable[int],
     *,
     purged: set[int] | None = None,
+    unreadable: set[int] | None = None,
 ) -> dict[int, ResultView]:
     """The result views of these versions (each payload opened once), by version id.
 
     Versions whose payload was purged (retention) have no view; they are added to
-    `purged` when given."""
+    `purged` when given. Versions whose payload cannot be opened (never expected: a key
+    lost, the bytes damaged) have none either: they are logged, added to `unreadable`,
+    and their search rows marked unreadable so that no later search finds them."""
     wanted = sorted(set(version_ids))
     if not wanted:
         return {}
@@ -98,7 +108,14 @@ async def load_views(
             if purged is not None:
                 purged.add(row.version_id)
             continue
-        views[row.version_id] = ResultView(_document(cipher, row, docs), _info(cipher, row))
+        try:
+            views[row.version_id] = ResultView(_document(cipher, row, docs), _info(cipher, row))
+        except (ValueError, KeyError, TypeError, InvalidTag) as exc:
+            if unreadable is not None:
+                unreadable.add(row.version_id)
+            spoiled = IndexRows(lambda value: value)
+            spoiled.unreadable(row.result_id, row.version_id, type(exc).__name__)
+            await spoiled.replace(session, [row.result_id])
     return views
 
 
@@ -133,35 +150,58 @@ async def _refresh(
     if not stale:
         return 0
     docs: dict[str, dict[str, Any]] = {}
-    zones: dict[str, tzinfo] = {}
-    resources: list[dict[str, Any]] = []
-    tokens: list[dict[str, Any]] = []
+    rows = IndexRows(identifiers)
     for row in stale:
         if row.algorithm == PURGED:
             # Nothing left to read: one row, so that a read by id finds it and says 410
             # Gone, and a search by patient counts it; no token can match it any more.
-            resources.append(_purged_row(row))
+            rows.resources.append(_purged_row(row))
             continue
         try:
             view = ResultView(_document(cipher, row, docs), _info(cipher, row))
-            built = view.index_rows(_zone(row.timezone, zones))
         except (ValueError, KeyError, TypeError, InvalidTag) as exc:
-            # Never expected (ingest stored and parsed it); indexed as unreadable so it is
-            # not retried on every request, and never matches a search.
-            logger.error(
-                "FHIR index: result %s cannot be read (%s)", row.result_id, type(exc).__name__
-            )
-            built = [IndexRow(row.result_id, UNREADABLE, None, None, None, frozenset())]
+            rows.unreadable(row.result_id, row.version_id, type(exc).__name__)
+            continue
+        rows.add(view, row.version_id, zone_named(row.timezone))
+    ids = [row.result_id for row in stale]
+    async with sessions() as session:
+        try:
+            async with session.begin():
+                await rows.replace(session, ids)
+        except IntegrityError:
+            # Another request rebuilt the same rows first; theirs are as good as ours.
+            logger.info("FHIR index rows of %d results were rebuilt concurrently", len(ids))
+            return 0
+    logger.debug("FHIR index: rebuilt %d results", len(ids))
+    return len(ids)
+
+
+class IndexRows:
+    """The index rows of some results, built from their views, then written in place of
+    the rows those results had."""
+
+    def __init__(self, identifiers: IdentifierKey) -> None:
+        self._identifiers = identifiers
+        self.resources: list[dict[str, Any]] = []
+        self.tokens: list[dict[str, Any]] = []
+
+    def add(self, view: ResultView, version_id: int, zone: tzinfo) -> None:
+        result_id = view.info.result_id
+        try:
+            built = view.index_rows(zone)
+        except (ValueError, KeyError, TypeError) as exc:
+            self.unreadable(result_id, version_id, type(exc).__name__)
+            return
         seen: set[str] = set()
         for ir in built:
             if ir.served_id in seen:  # the same resource twice in one bundle: index it once
                 continue
             seen.add(ir.served_id)
-            resources.append(
+            self.resources.append(
                 {
                     "id": ir.served_id,
-                    "result_id": row.result_id,
-                    "version_id": row.version_id,
+                    "result_id": result_id,
+                    "version_id": version_id,
                     "resource_type": ir.resource_type,
                     "entry": ir.entry,
                     "status": ir.status,
@@ -169,36 +209,43 @@ async def _refresh(
                     "date_high": ir.dates.high if ir.dates else None,
                 }
             )
-            tokens.extend(
+            self.tokens.extend(
                 {
                     "resource_id": ir.served_id,
                     "param": p,
                     "system": s,
-                    "code": identifiers(c) if p == "identifier" else c,
+                    "code": self._identifiers(c) if p == "identifier" else c,
                 }
                 for p, s, c in sorted(ir.tokens)
             )
-    ids = [row.result_id for row in stale]
-    async with sessions() as session:
-        try:
-            async with session.begin():
-                for chunk in _chunks(ids):
-                    old = select(fhir_resource.c.id).where(fhir_resource.c.result_id.in_(chunk))
-                    await session.execute(
-                        delete(fhir_token).where(fhir_token.c.resource_id.in_(old))
-                    )
-                    await session.execute(
-                        delete(fhir_resource).where(fhir_resource.c.result_id.in_(chunk))
-                    )
-                await session.execute(fhir_resource.insert(), resources)
-                if tokens:
-                    await session.execute(fhir_token.insert(), tokens)
-        except IntegrityError:
-            # Another request rebuilt the same rows first; theirs are as good as ours.
-            logger.info("FHIR index rows of %d results were rebuilt concurrently", len(ids))
-            return 0
-    logger.debug("FHIR index: rebuilt %d results", len(ids))
-    return len(ids)
+
+    def unreadable(self, result_id: str, version_id: int, why: str) -> None:
+        """Never expected (ingest parsed it); indexed as unreadable so it is not retried on
+        every request, and never matches a search."""
+        logger.error("FHIR index: result %s cannot be read (%s)", result_id, why)
+        self.resources.append(
+            {
+                "id": result_id,
+                "result_id": result_id,
+                "version_id": version_id,
+                "resource_type": UNREADABLE,
+                "entry": None,
+                "status": None,
+                "date_low": None,
+                "date_high": None,
+            }
+        )
+
+    async def replace(self, session: AsyncSession, result_ids: Sequence[str]) -> None:
+        """Delete these results' rows and write the ones built (in the caller's transaction)."""
+        for chunk in chunks(list(result_ids)):
+            old = select(fhir_resource.c.id).where(fhir_resource.c.result_id.in_(chunk))
+            await session.execute(delete(fhir_token).where(fhir_token.c.resource_id.in_(old)))
+            await session.execute(delete(fhir_resource).where(fhir_resource.c.result_id.in_(chunk)))
+        if self.resources:
+            await session.execute(fhir_resource.insert(), self.resources)
+        if self.tokens:
+            await session.execute(fhir_token.insert(), self.tokens)
 
 
 def _purged_row(row: Any) -> dict[str, Any]:
@@ -264,15 +311,15 @@ def _document(cipher: PayloadCipher, row: Any, cache: dict[str, dict[str, Any]])
     return cache[row.message_id]
 
 
-def _zone(name: str, cache: dict[str, tzinfo]) -> tzinfo:
-    if name not in cache:
-        try:
-            cache[name] = ZoneInfo(name)
-        except (ZoneInfoNotFoundError, ValueError):
-            cache[name] = ZoneInfo("Asia/Shanghai")
-    return cache[name]
+@functools.lru_cache(maxsize=64)
+def zone_named(name: str) -> tzinfo:
+    """A hospital's registered time zone (China Standard Time if the name is unknown)."""
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return ZoneInfo("Asia/Shanghai")
 
 
-def _chunks(items: list[str]) -> Iterable[list[str]]:
+def chunks(items: list[str]) -> Iterable[list[str]]:
     for i in range(0, len(items), _CHUNK):
         yield items[i : i + _CHUNK]

@@ -91,7 +91,7 @@ class SqlFhirIndex(ports.FhirIndex):
 
     def _hashed(self, search: Search) -> Search:
         """Identifier tokens are indexed as keyed hashes: the search looks for the hash."""
-        return hashed_identifiers(search, identifier_key(self._pseudonyms))
+        return hashed_identifiers(search, fhir_index.identifier_key(self._pseudonyms))
 
 
 class SqlPayloads(ports.Payloads):
@@ -101,8 +101,11 @@ class SqlPayloads(ports.Payloads):
 
     async def open(self, version_ids: Iterable[int]) -> ports.Opened:
         purged: set[int] = set()
-        views = await fhir_index.load_views(self._session, self._cipher, version_ids, purged=purged)
-        return ports.Opened(views, frozenset(purged))
+        unreadable: set[int] = set()
+        views = await fhir_index.load_views(
+            self._session, self._cipher, version_ids, purged=purged, unreadable=unreadable
+        )
+        return ports.Opened(views, frozenset(purged), frozenset(unreadable))
 
 
 class SqlFhirReindex(ports.FhirReindex):
@@ -114,7 +117,7 @@ class SqlFhirReindex(ports.FhirReindex):
     ) -> None:
         self._sessions = sessions
         self._cipher = cipher
-        self._key = identifier_key(pseudonyms)
+        self._key = fhir_index.identifier_key(pseudonyms)
 
     async def person(self, person_id: str) -> None:
         await fhir_index.refresh_person(
@@ -133,11 +136,6 @@ class SqlFhirUnitOfWork(SealingUnitOfWork, ports.FhirUnitOfWork):
         self.payloads = SqlPayloads(s, self._cipher)
         self.people = SqlPeople(s, self._pseudonyms, self._cipher)
         self.audit = SqlAudit(s, self._pseudonyms)
-
-
-def identifier_key(pseudonyms: Pseudonymiser) -> fhir_index.IdentifierKey:
-    """Identifier token values (accession numbers ...) as indexed: a keyed hash."""
-    return lambda value: pseudonyms.of_text(fhir_index.IDENTIFIER_DOMAIN, value)
 
 
 def hashed_identifiers(search: Search, key: fhir_index.IdentifierKey) -> Search:

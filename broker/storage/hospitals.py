@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy import delete, select
@@ -10,28 +10,11 @@ from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from broker.domain.registry import Certification, CertifyingBody, HospitalProfile
+from broker.ports.registry import Hospital as Hospital
+from broker.ports.registry import HospitalExists as HospitalExists
+from broker.ports.registry import KeyExists as KeyExists
+from broker.ports.registry import UnknownHospital as UnknownHospital
 from broker.storage.tables import certification, hospital, hospital_alliance, hospital_key
-
-
-@dataclass(frozen=True)
-class Hospital:
-    id: str
-    name: str
-    region: str
-    level: str
-    timezone: str = "Asia/Shanghai"
-    grade: str | None = None
-    ownership: str = "public"
-    price_tier: str | None = None
-    alliances: frozenset[str] = field(default=frozenset())
-
-
-class HospitalExists(Exception):
-    """A hospital with this id is already registered."""
-
-
-class UnknownHospital(Exception):
-    """No hospital with this id is registered."""
 
 
 async def add(session: AsyncSession, h: Hospital, *, replace: bool = False) -> None:
@@ -162,10 +145,6 @@ class SigningKey:
     public_key: str  # base64 of the raw Ed25519 key
     added_at: datetime
     revoked_at: datetime | None
-
-
-class KeyExists(Exception):
-    """This key id is already registered for the hospital."""
 
 
 async def add_key(session: AsyncSession, hospital_id: str, key_id: str, public_b64: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence, Set
 from dataclasses import replace
 
 from sqlalchemy import select
@@ -12,14 +13,20 @@ from broker.domain.results import Coding
 from broker.storage.protect import Protector
 from broker.storage.tables import result, result_item
 
+# Given the items read (their sealed values and summaries not opened yet), the results
+# whose items are wanted (broker.domain.recognition.results_that_matter).
+Matters = Callable[[Sequence[PriorItem]], Set[str]]
+
 
 async def person_items(
-    session: AsyncSession, person_id: str, protector: Protector
+    session: AsyncSession, person_id: str, protector: Protector, matters: Matters | None = None
 ) -> list[PriorItem]:
-    """Every item of the person's current results, from every hospital.
+    """The items of the person's current results, from every hospital: all of them, or
+    those of the results `matters` keeps.
 
-    One person has tens to a few hundred items, so the rules get them all and do the
-    matching (LOINC, local codes, modality and body site) in pure code.
+    One person has tens to a few hundred items, so the rules get them and do the matching
+    (LOINC, local codes, modality and body site) in pure code. Opening each item's sealed
+    value and summary is most of the cost, so only the items kept are opened.
     """
     rows = await session.execute(
         select(
@@ -52,6 +59,7 @@ async def person_items(
         .order_by(result_item.c.id)
     )
     merged: dict[tuple[str, str, str | None], PriorItem] = {}
+    sealed: dict[tuple[str, str, str | None], tuple[bytes | None, str]] = {}
     for r in rows:
         # One item is stored once per coding; fold them back into one with all codings.
         key = (r.result_id, r.resource_type, r.resource_id)
@@ -60,7 +68,7 @@ async def person_items(
         if seen is not None:
             merged[key] = replace(seen, codings=seen.codings + coding)
             continue
-        summary, value = protector.open_item(r.result_id, r.clinical, r.summary)
+        sealed[key] = (r.clinical, r.summary)
         merged[key] = PriorItem(
             result_id=r.result_id,
             hospital=r.hospital_id,
@@ -69,7 +77,7 @@ async def person_items(
             result_status=r.status,
             status=r.item_status,
             effective=r.effective or r.result_effective,
-            summary=summary,
+            summary="",
             codings=coding,
             modality=r.modality,
             body_site=r.body_site_code,
@@ -77,9 +85,15 @@ async def person_items(
             contrast=r.contrast,
             recognition_mark=r.recognition_mark,
             protocol=r.protocol,
-            value=None if value is None else str(value),
             unit=r.unit,
             flags=tuple(f for f in (r.flags or "").split(",") if f),
             no_value=r.no_value,
         )
-    return list(merged.values())
+    keep = matters(list(merged.values())) if matters is not None else None
+    out: list[PriorItem] = []
+    for key, item in merged.items():
+        if keep is not None and item.result_id not in keep:
+            continue
+        summary, value = protector.open_item(item.result_id, *sealed[key])
+        out.append(replace(item, summary=summary, value=None if value is None else str(value)))
+    return out

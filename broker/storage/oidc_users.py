@@ -4,22 +4,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from broker.ports.access import OidcUser as OidcUser
 from broker.storage.tables import oidc_user
-
-
-class OidcUser(BaseModel):
-    issuer: str
-    subject: str
-    role: str
-    hospital: str
-    display_name: str | None
-    created_by: str
-    created_at: datetime
-    disabled_at: datetime | None
 
 
 async def get(session: AsyncSession, issuer: str, subject: str) -> OidcUser | None:

@@ -17,7 +17,12 @@ through a TCP proxy cut in front of PostgreSQL (tests/e2e/test_worker_faults.py)
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+
+from broker.domain.errors import Unavailable
 
 # SQLSTATEs of a server that cannot serve now (PostgreSQL appendix A): class 08
 # connection exception, 53300 too many connections, 57P01-57P03 shutdown/starting up,
@@ -41,3 +46,20 @@ def is_outage(exc: BaseException) -> bool:
 def _sqlstate(error: BaseException | None) -> str:
     state = getattr(error, "sqlstate", None)
     return state if isinstance(state, str) else "\0"
+
+
+@contextlib.contextmanager
+def outages_retriable() -> Iterator[None]:
+    """Raise an outage in the block as domain `Unavailable` (its `retriable` flag set),
+    the driver's exception as its cause; anything else passes unchanged."""
+    try:
+        yield
+    except Unavailable:
+        raise
+    except Exception as exc:
+        if is_outage(exc):
+            raise Unavailable(
+                "Storage unavailable",
+                f"the database cannot serve now ({type(exc).__name__}); try again",
+            ) from exc
+        raise

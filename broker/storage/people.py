@@ -1,6 +1,6 @@
 """The identity layer: pseudonymous links from identifiers to enterprise person ids.
 
-Linking and merging happen while indexing (broker/ingest/batch.py); this reads them.
+Linking and merging happen while indexing (broker/storage/result_writer.py); this reads them.
 """
 
 from __future__ import annotations

@@ -2,38 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 
-from pydantic import BaseModel
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from broker.ports.access import TokenRecord as TokenRecord
+from broker.ports.access import TokenState as State
 from broker.security.tokens import IssuedToken
 from broker.storage.tables import issued_token
-
-
-class TokenRecord(BaseModel):
-    jti: str
-    subject: str
-    role: str
-    hospital: str
-    kind: str
-    key_id: str
-    issued_at: datetime
-    expires_at: datetime
-    issued_by: str
-    revoked_at: datetime | None
-    revoked_by: str | None
-    reason: str | None
-
-
-@dataclass(frozen=True)
-class State:
-    """What a request needs to know about a token it verified."""
-
-    recorded: bool
-    revoked: bool
 
 
 async def record(session: AsyncSession, token: IssuedToken, *, issued_by: str) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import io
 import json
@@ -21,6 +20,7 @@ from broker.settings import Settings
 from broker.storage import hospitals
 from tests import factories as f
 from tests.conftest import api_client, certify
+from tests.polling import eventually
 
 pytestmark = pytest.mark.slow
 CST = timezone(timedelta(hours=8))
@@ -66,12 +66,12 @@ async def checked(client: httpx.AsyncClient) -> str:
 async def events(stack: Stack, wanted: int) -> list[dict[str, object]]:
     bootstrap = stack.container.kafka_bootstrap
     assert bootstrap
-    for _ in range(100):
+
+    async def enough() -> list[dict[str, object]]:
         records = await read_topic(bootstrap, RECOGNITION)
-        if len(records) >= wanted:
-            return [json.loads(r.value) for r in records]
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"only {len(records)} events on {RECOGNITION}")
+        return [json.loads(r.value) for r in records] if len(records) >= wanted else []
+
+    return await eventually(enough, within=20, every=0.2, what=f"{wanted} events on {RECOGNITION}")
 
 
 async def test_outcome_savings_withdrawal_notice_and_events(stack: Stack) -> None:

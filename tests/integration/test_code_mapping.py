@@ -63,7 +63,7 @@ async def test_unmapped_codes_are_listed_then_mapped_without_restart(container: 
     assert listed == {("XHB", 2), ("XCBC", 2)}
 
     covered = await add_mapping(
-        c.sessions,
+        c.mapping_uow(),
         c.rules().catalog,
         hospital="H001",
         system=LIS,
@@ -97,7 +97,9 @@ async def test_bad_mappings_are_refused(
 ) -> None:
     args = {"hospital": "H001", "system": LIS, "code": "XHB", "catalog_code": "LAB-HGB"} | changes
     with pytest.raises(Refused) as refused:
-        await add_mapping(container.sessions, container.rules().catalog, by=PLATFORM_IT, **args)
+        await add_mapping(
+            container.mapping_uow(), container.rules().catalog, by=PLATFORM_IT, **args
+        )
     assert status_of(refused.value) == status
 
 
@@ -106,10 +108,10 @@ async def test_a_hospital_admin_maps_only_its_own_codes(container: Container) ->
     other = Actor("it-li", Role.ADMIN, "H002")
     with pytest.raises(Forbidden, match="H001 is another hospital's"):
         await add_mapping(
-            container.sessions, container.rules().catalog, hospital="H001", by=other, **args
+            container.mapping_uow(), container.rules().catalog, hospital="H001", by=other, **args
         )
     doctor = Actor("dr-li", Role.DOCTOR, "H001")
     with pytest.raises(Forbidden, match="needs the role admin, platform-admin"):
         await add_mapping(
-            container.sessions, container.rules().catalog, hospital="H001", by=doctor, **args
+            container.mapping_uow(), container.rules().catalog, hospital="H001", by=doctor, **args
         )

@@ -7,7 +7,6 @@ status` commands, on SQLite and PostgreSQL.
 from __future__ import annotations
 
 import asyncio
-import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -24,6 +23,7 @@ from broker.storage import dead_letters, hospitals
 from broker.storage.tables import audit_event, inbox, rejection
 from tests import factories as f
 from tests.conftest import running_worker as worker
+from tests.polling import eventually
 
 pytestmark = pytest.mark.slow
 FAST = timedelta(milliseconds=500)
@@ -86,10 +86,10 @@ async def test_rejected_fixed_replayed_is_delivered_and_resolved_once(
                 await hospitals.add_key(s, "H003", f.key_id("H003"), f.public_b64("H003"))
             replay = await mrb(env, "dlq", "replay", "--code", "UNKNOWN_HOSPITAL")
             assert "replayed 1 message(s)" in replay.stdout
-            deadline = time.monotonic() + 30
-            while (await letters(container))["UNKNOWN_HOSPITAL"].status != "resolved":
-                assert time.monotonic() < deadline, "the replayed message was not indexed"
-                await asyncio.sleep(0.2)
+            await eventually(
+                lambda: _resolved(container, "UNKNOWN_HOSPITAL"),
+                what="the replayed message was indexed",
+            )
             again = await mrb(env, "dlq", "replay", "--code", "UNKNOWN_HOSPITAL")
             assert "nothing to replay" in again.stdout
 
@@ -152,3 +152,7 @@ async def test_a_message_rejected_twice_is_replayed_once(container: Container) -
     assert len(rows) == 2
     assert [c.message_id for c in claimed] == [stray.header("mrb-message-id")]
     assert {d.status for d in (await letters(container)).values()} == {"replayed"}
+
+
+async def _resolved(c: Container, code: str) -> bool:
+    return (await letters(c))[code].status == "resolved"

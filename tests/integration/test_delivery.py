@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from broker.storage.tables import inbox, result, result_version
 from tests import factories as f
 from tests.conftest import free_port
 from tests.conftest import running_worker as worker
+from tests.polling import eventually
 
 pytestmark = pytest.mark.slow
 FAST = timedelta(milliseconds=300)
@@ -65,10 +67,9 @@ async def test_broker_restart_loses_nothing_and_indexes_exactly_once(
             async with Publisher(kafka.bootstrap) as pub:
                 await pub.publish(m for m, _ in early)  # type: ignore[attr-defined]
             box.mark_sent([m.message_id for m, _ in early], datetime.now(UTC), FAST)  # type: ignore[attr-defined]
-            for _ in range(100):
-                if await count(container, inbox) == 5:
-                    break
-                await asyncio.sleep(0.1)
+            await eventually(
+                lambda: _equals(count(container, inbox), 5), within=10, what="5 indexed"
+            )
         await restart(kafka)  # ...and their receipts are gone with the broker's memory.
         # 2. Twenty more are sent while no worker runs: they sit in the broker's memory...
         late = batch("B", 20)
@@ -173,8 +174,7 @@ async def test_broker_restart_under_a_running_worker_and_adapter(
                     box, kafka.bootstrap, trust=trust, resend_after=timedelta(seconds=3), timeout=90
                 )
             )
-            while box.counts()[DELIVERED] < 5:  # mid-stream
-                await asyncio.sleep(0.05)
+            await eventually(lambda: box.counts()[DELIVERED] >= 5, every=0.05)  # mid-stream
             await restart(kafka)
             report = await delivery
         assert report.pending == set() and box.counts()[DELIVERED] == 60
@@ -183,3 +183,7 @@ async def test_broker_restart_under_a_running_worker_and_adapter(
     finally:
         box.close()
         await kafka.stop()
+
+
+async def _equals(count: Awaitable[int], wanted: int) -> bool:
+    return await count == wanted

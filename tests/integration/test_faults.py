@@ -13,7 +13,6 @@ import signal
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -46,6 +45,7 @@ from broker.storage.tables import (
 from tests import factories as f
 from tests.conftest import REPO, certify, free_port
 from tests.conftest import running_worker as worker
+from tests.polling import eventually
 
 pytestmark = pytest.mark.slow
 DOCTOR = Actor("dr-li", Role.DOCTOR, "H002")
@@ -55,14 +55,6 @@ HB = Order(system=f.LOINC, code="718-7")
 async def count(c: Container, table: object) -> int:
     async with c.sessions() as s:
         return int((await s.execute(select(func.count()).select_from(table))).scalar_one())  # type: ignore[arg-type]
-
-
-async def until(condition: Callable[[], object], *, seconds: float = 40) -> None:
-    """Wait for an async condition, failing at the deadline instead of hanging."""
-    deadline = time.monotonic() + seconds
-    while not await condition():  # type: ignore[misc]
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.1)
 
 
 def nested_bundle(depth: int) -> bytes:
@@ -109,15 +101,15 @@ async def test_poison_in_the_middle_of_a_partition(container: Container, kafka: 
     after = [f.inbound(f.lab_bundle(accession=f"POST{i}")) for i in range(3)]
     async with worker(container, kafka):
         await produce(kafka, before)
-        await until(lambda: _has(container, inbox, 3))
+        await eventually(lambda: _has(container, inbox, 3), within=40)
         stream: list[InboundMessage] = []
         for i, m in enumerate(poison.values()):
             stream.append(m)
             if i < len(after):
                 stream.append(after[i])
         await produce(kafka, stream)
-        await until(lambda: _has(container, rejection, len(poison)))
-        await until(lambda: _has(container, inbox, 6))
+        await eventually(lambda: _has(container, rejection, len(poison)), within=40)
+        await eventually(lambda: _has(container, inbox, 6), within=40)
     assert await count(container, result) == 6 and await count(container, result_version) == 6
     dlq = await read_topic(kafka, RESULTS_DLQ)
     codes = Counter(dict(r.headers)["mrb-error-code"].decode() for r in dlq)
@@ -322,7 +314,7 @@ async def test_a_full_outbox_disk_acknowledges_only_what_it_stored(
         assert refused == 5, "the outbox never filled up"
         assert "207" in ack.decode()  # application internal error: the sender retries
         # Its delivery loop sends what it stored (and cannot note it): it keeps running.
-        await until(lambda: _published(kafka), seconds=30)
+        await eventually(lambda: _published(kafka), within=30)
         writer.write(frame(ORU.format(n="LAST").encode()))
         await writer.drain()
         last = await asyncio.wait_for(reader.readuntil(b"\x1c\x0d"), 30)

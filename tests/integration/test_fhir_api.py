@@ -575,12 +575,16 @@ class TestIndexUpkeep:
                 update(payload).where(payload.c.id == pid).values(ciphertext=b"garbage" * 4)
             )
         doctor = await bearer(container, "doctor", "H001")
-        r = await api.get(
-            "/fhir/DiagnosticReport", params={"subject:identifier": A}, headers=doctor
-        )
-        assert r.status_code == 200
-        reports = resources(r.json())
-        assert r.json()["total"] == 1 and reports[0]["identifier"][0]["value"] == "ACC-OK"
+        # The index was written at ingest: the first search meets the damaged payload,
+        # serves the others, and marks its rows unreadable so no later search finds it.
+        for _ in range(2):
+            r = await api.get(
+                "/fhir/DiagnosticReport", params={"subject:identifier": A}, headers=doctor
+            )
+            assert r.status_code == 200
+            reports = resources(r.json())
+            assert [rep["identifier"][0]["value"] for rep in reports] == ["ACC-OK"]
+        assert r.json()["total"] == 1
         missing = await api.get(f"/fhir/DiagnosticReport/{bad}", headers=doctor)
         assert missing.status_code == 404
 

@@ -11,6 +11,7 @@ from broker.bootstrap import Container
 from broker.domain.rejections import RejectCode
 from broker.ingest.service import InboundMessage, Outcome, Processed
 from broker.security.payload_cipher import Sealed
+from broker.storage import fhir_index
 from broker.storage.fhir_tables import fhir_resource, fhir_token
 from broker.storage.lookup import person_items
 from broker.storage.people import People
@@ -294,3 +295,75 @@ class TestPrivacyAndSafety:
         (second,) = await ingest(container, m)
         assert second.outcome is Outcome.INDEXED
         assert (await current(container, BID, "H003"))["updated_at"] <= datetime.now(UTC)
+
+
+class TestSearchIndexAtIngest:
+    """The FHIR search rows are written with the result, in the ingest transaction: a read
+    finds nothing stale and opens no payload to index it."""
+
+    async def _index(
+        self, c: Container
+    ) -> tuple[int, list[tuple[object, ...]], set[tuple[str, str]]]:
+        async with c.sessions() as s:
+            current_version = (
+                await s.execute(
+                    select(result_version.c.id).where(result_version.c.is_current.is_(True))
+                )
+            ).scalar_one()
+            rows = [
+                tuple(r)
+                for r in await s.execute(
+                    select(fhir_resource.c.resource_type, fhir_resource.c.version_id)
+                )
+            ]
+            tokens = {(t.param, t.code) for t in await s.execute(select(fhir_token))}
+        return current_version, rows, tokens
+
+    async def test_rows_are_written_at_ingest_and_reads_rebuild_nothing(
+        self, container: Container
+    ) -> None:
+        await ingest(container, msg(f.lab_bundle()))
+        version, rows, tokens = await self._index(container)
+        assert {t for t, _ in rows} == {"DiagnosticReport", "Observation", "Patient"}
+        assert {v for _, v in rows} == {version}
+        assert ("code", "58410-2") in tokens and ("code", "718-7") in tokens
+        # The accession is searchable by its keyed hash only.
+        assert all(code != "ACC-1" for _, code in tokens)
+        person_id = (await current(container, BID))["person_id"]
+        assert isinstance(person_id, str)
+        rebuilt = await fhir_index.refresh_person(
+            container.sessions,
+            container.cipher,
+            person_id,
+            identifiers=fhir_index.identifier_key(container.pseudonyms),
+        )
+        assert rebuilt == 0
+
+    async def test_a_correction_replaces_the_rows_in_the_same_batch_and_later(
+        self, container: Container
+    ) -> None:
+        await ingest(
+            container,
+            msg(f.lab_bundle(version="1")),
+            msg(
+                f.lab_bundle(
+                    version="2", status="amended", hb=12.9, last_updated="2026-05-19T12:00:00+08:00"
+                )
+            ),
+        )
+        version, rows, _ = await self._index(container)
+        assert {v for _, v in rows} == {version}  # version 1's rows replaced in the batch
+        await ingest(
+            container,
+            msg(
+                f.lab_bundle(
+                    version="3",
+                    status="corrected",
+                    hb=12.8,
+                    last_updated="2026-05-20T12:00:00+08:00",
+                )
+            ),
+        )
+        version3, rows3, _ = await self._index(container)
+        assert version3 != version and {v for _, v in rows3} == {version3}
+        assert len(rows3) == len(rows)

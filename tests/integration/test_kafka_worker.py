@@ -14,6 +14,7 @@ from sqlalchemy.exc import OperationalError
 from adapters.common.envelope import OutgoingMessage
 from adapters.common.publisher import Publisher, Receipt, ReceiptWatcher
 from broker.bootstrap import Container
+from broker.domain.errors import Unavailable
 from broker.ingest.followups import open_dlq_value
 from broker.ingest.service import InboundMessage, IngestService, Processed
 from broker.ingest.worker import IngestWorker
@@ -142,7 +143,10 @@ class FlakyDatabase:
     async def process_batch(self, messages: list[InboundMessage]) -> list[Processed]:
         if self.failures:
             self.failures -= 1
-            raise OperationalError("SELECT 1", {}, ConnectionRefusedError("database is down"))
+            # As the storage port raises an outage: retriable, the driver's error its cause.
+            raise Unavailable("Storage unavailable", "down") from OperationalError(
+                "SELECT 1", {}, ConnectionRefusedError("database is down")
+            )
         return await self._service.process_batch(messages)
 
 

@@ -194,7 +194,7 @@ async def test_a_mapped_person_acts_with_the_role_and_hospital_mrb_gives(
     container: Container, api: httpx.AsyncClient, idp: Issuer
 ) -> None:
     await user_service.map_user(
-        container.sessions,
+        container.access_uow(),
         SECURITY,
         issuer=idp.issuer,
         subject="u-wang",
@@ -255,7 +255,7 @@ async def test_forged_misaddressed_and_expired_tokens_get_401(
     container: Container, api: httpx.AsyncClient, idp: Issuer
 ) -> None:
     await user_service.map_user(
-        container.sessions,
+        container.access_uow(),
         SECURITY,
         issuer=idp.issuer,
         subject="u-li",
@@ -313,7 +313,7 @@ async def test_a_disabled_person_is_refused_on_the_next_request(
     container: Container, api: httpx.AsyncClient, idp: Issuer
 ) -> None:
     await user_service.map_user(
-        container.sessions,
+        container.access_uow(),
         SECURITY,
         issuer=idp.issuer,
         subject="u-zhao",
@@ -341,14 +341,14 @@ async def test_a_disabled_person_is_refused_on_the_next_request(
     # A hospital admin may disable only their own hospital's people.
     with pytest.raises(Forbidden):
         await user_service.disable(
-            container.sessions,
+            container.access_uow(),
             Actor("it.qian", Role.ADMIN, "H002"),
             issuer=idp.issuer,
             subject="u-zhao",
             reason="not theirs",
         )
     assert await user_service.disable(
-        container.sessions, SECURITY, issuer=idp.issuer, subject="u-zhao", reason="left"
+        container.access_uow(), SECURITY, issuer=idp.issuer, subject="u-zhao", reason="left"
     )
     after = await api.get(
         "/api/v1/admin/mappings/unmapped", params={"hospital": "H001"}, headers=auth(token)
@@ -358,7 +358,7 @@ async def test_a_disabled_person_is_refused_on_the_next_request(
     assert "an administrator must map it" in after.json()["detail"]
     # Mapping again enables the person (with the role now given).
     await user_service.map_user(
-        container.sessions,
+        container.access_uow(),
         SECURITY,
         issuer=idp.issuer,
         subject="u-zhao",
@@ -399,7 +399,7 @@ async def test_only_a_security_admin_maps_and_people_hold_no_adapter_role(
     ):
         with pytest.raises(Forbidden, match="security-admin"):
             await user_service.map_user(
-                container.sessions,
+                container.access_uow(),
                 who,
                 issuer=idp.issuer,
                 subject="u-x",
@@ -415,7 +415,7 @@ async def test_only_a_security_admin_maps_and_people_hold_no_adapter_role(
     for role, hospital, message in refusals:
         with pytest.raises(ValueError, match=message):
             await user_service.map_user(
-                container.sessions,
+                container.access_uow(),
                 SECURITY,
                 issuer=idp.issuer,
                 subject="u-x",
@@ -571,7 +571,7 @@ async def test_the_per_token_rate_limit_counts_a_person_of_the_issuer(
             await hospitals.add(s, hospitals.Hospital("H001", "H001", "510502", "3"))
         for subject in ("u-busy", "u-calm"):
             await user_service.map_user(
-                container.sessions,
+                container.access_uow(),
                 SECURITY,
                 issuer=idp.issuer,
                 subject=subject,

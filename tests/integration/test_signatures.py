@@ -68,7 +68,11 @@ class TestSignatureMatrix:
     async def test_rotated_key_keeps_older_messages_verifiable(self, container: Container) -> None:
         old = f.inbound(f.lab_bundle(accession="OLD"))  # signed with H001-test
         await registry_service.add_key(
-            container.sessions, "H001", f.key_id("H003"), f.public_b64("H003"), by=PLATFORM_ADMIN
+            container.registry_uow(),
+            "H001",
+            f.key_id("H003"),
+            f.public_b64("H003"),
+            by=PLATFORM_ADMIN,
         )
         new = f.inbound(f.lab_bundle(accession="NEW"), hospital="H001", signer="H003")
         assert [p.outcome for p in await ingest(container, new, old)] == [
@@ -78,7 +82,7 @@ class TestSignatureMatrix:
 
     async def test_revoked_key_is_refused(self, container: Container) -> None:
         await registry_service.revoke_key(
-            container.sessions, "H001", f.key_id("H001"), by=PLATFORM_ADMIN
+            container.registry_uow(), "H001", f.key_id("H001"), by=PLATFORM_ADMIN
         )
         (p,) = await ingest(container, f.inbound(f.lab_bundle()))
         assert p.code is RejectCode.REVOKED_KEY
@@ -86,14 +90,20 @@ class TestSignatureMatrix:
 
 async def test_key_registration_checks_the_key(container: Container) -> None:
     with pytest.raises(registry_service.RegistryError, match="32 bytes"):
-        await registry_service.add_key(container.sessions, "H001", "k2", "AAAA", by=PLATFORM_ADMIN)
+        await registry_service.add_key(
+            container.registry_uow(), "H001", "k2", "AAAA", by=PLATFORM_ADMIN
+        )
     with pytest.raises(registry_service.RegistryError, match="already registered"):
         await registry_service.add_key(
-            container.sessions, "H001", f.key_id("H001"), f.public_b64("H001"), by=PLATFORM_ADMIN
+            container.registry_uow(),
+            "H001",
+            f.key_id("H001"),
+            f.public_b64("H001"),
+            by=PLATFORM_ADMIN,
         )
     with pytest.raises(registry_service.RegistryError, match="not registered"):
         await registry_service.add_key(
-            container.sessions, "H404", "k", f.public_b64("H001"), by=PLATFORM_ADMIN
+            container.registry_uow(), "H404", "k", f.public_b64("H001"), by=PLATFORM_ADMIN
         )
 
 

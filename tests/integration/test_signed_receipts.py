@@ -12,7 +12,6 @@ import asyncio
 import json
 import logging
 import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -44,6 +43,7 @@ from broker.settings import Settings
 from broker.storage.tables import inbox
 from tests import factories as f
 from tests.conftest import running_worker as worker
+from tests.polling import eventually
 
 pytestmark = pytest.mark.slow
 FAST = timedelta(milliseconds=400)
@@ -75,14 +75,6 @@ async def write_receipts(kafka: str, records: list[tuple[bytes, list[tuple[str, 
         await producer.stop()
 
 
-async def until(condition: Callable[[], bool], seconds: float = 20.0) -> None:
-    for _ in range(int(seconds / 0.05)):
-        if condition():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("condition not met in time")
-
-
 def attempts(box: Outbox) -> dict[str, int]:
     return {s.message_id: s.attempts for s in box.listing(PENDING, limit=1000)}
 
@@ -109,7 +101,7 @@ async def test_forged_receipts_do_not_settle_and_the_real_one_does(
         delivery = asyncio.create_task(
             deliver(box, kafka, trust=trust, resend_after=FAST, timeout=50)
         )
-        await until(lambda: len(attempts(box)) == 2 and min(attempts(box).values()) >= 1)
+        await eventually(lambda: len(attempts(box)) == 2 and min(attempts(box).values()) >= 1)
 
         forged_indexed = receipt(m.message_id, "H001")
         mis_signed = [
@@ -129,12 +121,12 @@ async def test_forged_receipts_do_not_settle_and_the_real_one_does(
                 (repointed, broker_key.headers("H001", other_real)),
             ],
         )
-        await until(lambda: sum(r.count for r in box.refusals()) >= 5)
+        await eventually(lambda: sum(r.count for r in box.refusals()) >= 5)
         reasons = {r.reason: r.count for r in box.refusals("H001")}
         assert reasons == {UNSIGNED: 1, BAD_SIGNATURE: 2, UNKNOWN_KEY: 1, OTHER_HOSPITAL: 1}
         assert box.counts() == {PENDING: 2, DELIVERED: 0, REJECTED: 0}  # nothing settled
         # Still pending, so sent again after the timeout.
-        await until(lambda: min(attempts(box).values()) >= 2)
+        await eventually(lambda: min(attempts(box).values()) >= 2)
         assert "receipt refused for message" in caplog.text
 
         status = CliRunner().invoke(

@@ -16,6 +16,7 @@ from broker.domain.actors import ALL_HOSPITALS, Actor, Forbidden, Role
 from broker.domain.errors import Refused
 from broker.security.tokens import InvalidToken
 from broker.services import tokens as token_service
+from broker.storage.access_uow import SqlAccessLookups
 from broker.storage.tables import audit_event, issued_token
 
 SECURITY = Actor("sec.chen", Role.SECURITY_ADMIN, ALL_HOSPITALS)
@@ -53,7 +54,7 @@ async def test_only_a_security_admin_issues(container: Container) -> None:
     admin = Actor("it.zhou", Role.ADMIN, "H001")
     with pytest.raises(Forbidden, match="security-admin"):
         await token_service.issue(
-            container.sessions,
+            container.access_uow(),
             container.token_issuer(),
             admin,
             subject="dr.li",
@@ -66,12 +67,12 @@ async def test_only_a_security_admin_issues(container: Container) -> None:
 
 async def test_revocation_is_seen_within_the_cache_window(container: Container) -> None:
     issued = await container.issue_token("dr.li", Role.DOCTOR, "H001", by="sec.chen")
-    cached = token_service.RevocationCheck(container.sessions, cache_seconds=0.5)
-    uncached = token_service.RevocationCheck(container.sessions, cache_seconds=0)
+    cached = token_service.RevocationCheck(container.access_lookups(), cache_seconds=0.5)
+    uncached = token_service.RevocationCheck(container.access_lookups(), cache_seconds=0)
     await cached.check(issued.jti)
     await uncached.check(issued.jti)
     revoked = await token_service.revoke(
-        container.sessions, SECURITY, jti=issued.jti, reason="lost"
+        container.access_uow(), SECURITY, jti=issued.jti, reason="lost"
     )
     assert revoked == [issued.jti]
     with pytest.raises(token_service.TokenRevoked, match="token revoked"):
@@ -86,7 +87,7 @@ async def test_revocation_is_seen_within_the_cache_window(container: Container) 
 
 async def test_a_revocation_in_this_process_applies_at_once(container: Container) -> None:
     issued = await container.issue_token("dr.li", Role.DOCTOR, "H001", by="sec.chen")
-    check = token_service.RevocationCheck(container.sessions, cache_seconds=5)
+    check = token_service.RevocationCheck(container.access_lookups(), cache_seconds=5)
     await check.check(issued.jti)
     check.revoked([issued.jti])
     with pytest.raises(token_service.TokenRevoked):
@@ -94,7 +95,9 @@ async def test_a_revocation_in_this_process_applies_at_once(container: Container
 
 
 async def test_the_cache_is_bounded(container: Container) -> None:
-    check = token_service.RevocationCheck(container.sessions, cache_seconds=5, max_entries=3)
+    check = token_service.RevocationCheck(
+        container.access_lookups(), cache_seconds=5, max_entries=3
+    )
     jtis = [
         (await container.issue_token(f"dr.{i}", Role.DOCTOR, "H001", by="sec")).jti
         for i in range(5)
@@ -112,27 +115,29 @@ async def test_revoking_by_subject_stays_within_the_hospital_admins_scope(
     admin = Actor("it.zhou", Role.ADMIN, "H001")
     with pytest.raises(Forbidden):
         await token_service.revoke(
-            container.sessions, admin, subject="dr.li", hospital="H002", reason="x"
+            container.access_uow(), admin, subject="dr.li", hospital="H002", reason="x"
         )
-    revoked = await token_service.revoke(container.sessions, admin, subject="dr.li", reason="x")
+    revoked = await token_service.revoke(container.access_uow(), admin, subject="dr.li", reason="x")
     assert revoked == [own.jti]  # H002's dr.li is another person
-    listed = await token_service.listed(container.sessions, SECURITY, live_only=True)
+    listed = await token_service.listed(container.access_uow(), SECURITY, live_only=True)
     assert [t.jti for t in listed] == [other.jti]
     with pytest.raises(ValueError, match="reason"):
-        await token_service.revoke(container.sessions, SECURITY, jti=other.jti, reason=" ")
+        await token_service.revoke(container.access_uow(), SECURITY, jti=other.jti, reason=" ")
     with pytest.raises(ValueError, match="not both"):
         await token_service.revoke(
-            container.sessions, SECURITY, jti=other.jti, subject="dr.li", reason="x"
+            container.access_uow(), SECURITY, jti=other.jti, subject="dr.li", reason="x"
         )
     with pytest.raises(Refused) as unknown:
-        await token_service.revoke(container.sessions, SECURITY, jti="nope", reason="x")
+        await token_service.revoke(container.access_uow(), SECURITY, jti="nope", reason="x")
     assert status_of(unknown.value) == 404
 
 
 async def test_an_unreadable_register_refuses_rather_than_passes() -> None:
     engine = create_async_engine("sqlite+aiosqlite:////nonexistent-dir/mrb.db")
     try:
-        check = token_service.RevocationCheck(async_sessionmaker(engine), cache_seconds=0)
+        check = token_service.RevocationCheck(
+            SqlAccessLookups(async_sessionmaker(engine)), cache_seconds=0
+        )
         with pytest.raises(Refused) as refused:
             await check.check("any")
         assert status_of(refused.value) == 503

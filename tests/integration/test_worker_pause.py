@@ -19,6 +19,7 @@ from broker.storage.database import create_engine, session_factory
 from broker.storage.tables import inbox, rejection
 from tests import factories as f
 from tests.conftest import running_worker
+from tests.polling import eventually
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
@@ -49,10 +50,7 @@ async def test_a_read_only_database_pauses_ingest_and_rejects_nothing(
     ):
         (worker,) = container.workers
         await publisher.publish(messages)
-        for _ in range(200):  # ~20 s cap
-            if worker.stats.paused:
-                break
-            await asyncio.sleep(0.1)
+        await eventually(lambda: worker.stats.paused, within=20, what="the worker paused")
         assert worker.stats.paused and "database unavailable" in (worker.stats.last_error or "")
         wanted = {m.message_id: m.hospital for m in messages}
         await asyncio.sleep(2)  # probes answer, batches are refused: retried, not rejected

@@ -20,6 +20,8 @@ from broker.domain.recognition import (
     Policy,
     PriorItem,
     decide,
+    resolve_order,
+    results_that_matter,
 )
 from broker.domain.registry import (
     DEFAULT_LEVEL_MATRIX,
@@ -720,3 +722,59 @@ def test_a_recognisable_result_stays_so_earlier_in_its_window(
     if later.candidate.effective is not None and when < later.candidate.effective:
         return
     assert check(HB, prior, when=when).decision is Decision.RECOGNIZABLE
+
+
+# Results of every kind a patient may have: the analytes and panel members the catalog
+# knows, an unknown code, a panel report, imaging studies and their reports.
+@st.composite
+def mixed_history(draw: st.DrawFn) -> list[PriorItem]:
+    out: list[PriorItem] = []
+    for i in range(draw(st.integers(min_value=0, max_value=10))):
+        when = ORDER_TIME - timedelta(days=draw(days_back), hours=draw(st.integers(0, 23)))
+        hospital, status = draw(hospitals_), draw(statuses)
+        kind = draw(st.sampled_from(["obs", "panel", "study", "report"]))
+        if kind == "obs":
+            code = draw(st.sampled_from(["718-7", "777-3", "30934-4", "1988-5", "9999-9"]))
+            out.append(obs(f"r{i}", hospital, code, when, status=status))
+        elif kind == "panel":  # a CBC report with members, some missing
+            for member in draw(st.sets(st.sampled_from(["58410-2", "718-7", "777-3"]))):
+                out.append(obs(f"r{i}", hospital, member, when, status=status))
+        else:
+            modality = draw(st.sampled_from(["CT", "MR", "DX"]))
+            site = draw(st.sampled_from([THORAX, KNEE]))
+            item = study(f"r{i}", hospital, modality, site, when, status=status)
+            if kind == "report":
+                item = replace(item, resource_type="DiagnosticReport", result_kind="report")
+            out.append(item)
+    return out
+
+
+ORDERS = st.sampled_from(
+    [
+        HB,
+        Order(LOINC, "777-3"),
+        Order(LOINC, "58410-2"),
+        Order(LOINC, "1988-5"),
+        Order(LOINC, "0000-0"),
+        Order(modality="CT", body_site=THORAX),
+        Order(modality="CT", body_site=THORAX, contrast=True),
+        Order(modality="MR", body_site=KNEE, laterality="left"),
+        Order(modality="DX", body_site=THORAX),
+    ]
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(mixed_history(), st.lists(ORDERS, min_size=1, max_size=3), hospitals_)
+def test_results_that_cannot_matter_change_no_decision(
+    prior: list[PriorItem], orders: list[Order], ordering: str
+) -> None:
+    """Storage opens only the results `results_that_matter` keeps (the check's hot path):
+    every decision, candidate, warning and explanation is the same without the others."""
+    hospital = HOSPITALS[ordering]
+    catalog = CATALOG.for_region(hospital.region)
+    items = [resolve_order(o, catalog, ordering) for o in orders]
+    keep = results_that_matter(items, prior, catalog)
+    kept = [p for p in prior if p.result_id in keep]
+    for order in orders:
+        assert check(order, kept, ordering=ordering) == check(order, prior, ordering=ordering)

@@ -85,7 +85,7 @@ async def add_hospital(
     body: HospitalIn, container: ContainerDep, actor: RegistryDep
 ) -> dict[str, str]:
     """Register a hospital (409 if the id exists; PUT replaces). Platform-admin only."""
-    await registry_service.register(container.sessions, _hospital(body), by=actor)
+    await registry_service.register(container.registry_uow(), _hospital(body), by=actor)
     return {"id": body.id}
 
 
@@ -97,7 +97,9 @@ async def replace_hospital(
     only: a hospital does not set its own level, region or alliances."""
     if body.id != hospital_id:
         raise registry_service.RegistryError("the body's id differs from the path's")
-    await registry_service.register(container.sessions, _hospital(body), by=actor, replace=True)
+    await registry_service.register(
+        container.registry_uow(), _hospital(body), by=actor, replace=True
+    )
     return {"id": hospital_id}
 
 
@@ -114,7 +116,7 @@ async def add_certification(
         body.valid_from,
         body.valid_to,
     )
-    await registry_service.certify(container.sessions, cert, body.reference, by=actor)
+    await registry_service.certify(container.registry_uow(), cert, body.reference, by=actor)
     return {"hospital": hospital_id, "scope": body.scope}
 
 

@@ -96,7 +96,7 @@ async def close_period(
 ) -> dict[str, Any]:
     """Close a month (platform-admin); audited."""
     try:
-        closed = await close_month(container.sessions, month, by=actor)
+        closed = await close_month(container.month_uow(), month, by=actor)
     except ValueError as exc:
         raise Invalid("Invalid month", str(exc)) from None
     return {"period": month, "closed": True, "already_closed": not closed}

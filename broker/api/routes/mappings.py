@@ -42,7 +42,7 @@ async def unmapped(
 async def add(body: MappingIn, container: ContainerDep, actor: MappingsDep) -> dict[str, object]:
     """Map a local code to a catalog item; in force from the next request, no restart."""
     covered = await mapping_service.add_mapping(
-        container.sessions,
+        container.mapping_uow(),
         container.rules().catalog,
         hospital=body.hospital,
         system=body.system,

@@ -43,7 +43,7 @@ async def list_tokens(
 ) -> list[TokenRecord]:
     """Issued tokens, newest first (never the token text); `live`: not expired or revoked."""
     return await token_service.listed(
-        container.sessions, actor, hospital=hospital, subject=subject, live_only=live
+        container.access_uow(), actor, hospital=hospital, subject=subject, live_only=live
     )
 
 
@@ -53,7 +53,7 @@ async def revoke(body: RevokeIn, container: ContainerDep, actor: TokensDep) -> R
     from the next request on every API process, no restart."""
     try:
         revoked = await token_service.revoke(
-            container.sessions,
+            container.access_uow(),
             actor,
             reason=body.reason,
             jti=body.jti,

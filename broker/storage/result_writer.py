@@ -1,24 +1,30 @@
-"""Indexing a batch: two reads up front, the decisions in memory, the writes in bulk.
+"""Writing a batch of results: two reads up front, the decisions in memory, the writes in bulk.
 
 A batch of hundreds of messages costs about a dozen SQL statements instead of a dozen
 per message. Each message updates the in-memory view (people by pseudonym, results and
 their versions) for the next, so the outcome is the one of indexing them one by one.
+The decisions themselves are domain functions (broker.domain.linking for people,
+broker.domain.versions for result versions); this module holds their rows.
 The same class indexes a single message when the caller isolates messages in savepoints.
+
+The FHIR search index of each result whose current version changed is written here too,
+in the same transaction, from the message just parsed: reads never open payloads to
+index them (broker.storage.fhir_index still rebuilds rows indexed before this existed).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime, tzinfo
 from typing import Any
 
-from sqlalchemy import delete, select, tuple_, update
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from broker.domain import linking
@@ -27,10 +33,14 @@ from broker.domain.identifiers import PatientIdentifier
 from broker.domain.mapping import LocalCode, unmapped_codes
 from broker.domain.results import ExtractedResult, ParsedMessage, ResultChange
 from broker.domain.versions import StoredVersion, VersionKey, VersionOutcome, place_version
+from broker.fhir.resources import ResultInfo, ResultView
 from broker.observability import FOLLOW_UP_FAILURES
+from broker.ports.ingest import ResultWriter, Staged, UnknownPatient
 from broker.security.payload_cipher import PayloadCipher
 from broker.security.pseudonyms import Pseudonymiser
+from broker.storage import fhir_index
 from broker.storage.mappings import note_unmapped
+from broker.storage.outage import is_outage, outages_retriable
 from broker.storage.people import birth_date_context
 from broker.storage.protect import Protector
 from broker.storage.results import current_fields, item_rows
@@ -48,39 +58,25 @@ from broker.storage.tables import (
 logger = logging.getLogger(__name__)
 
 
-class UnknownPatient(Exception):
-    """A result names its patient only by a reference this hospital never sent."""
-
-
 @dataclass
 class _Identity:
     result_id: str
     versions: list[StoredVersion]
 
 
-@dataclass
-class Staged:
-    """One message's planned writes."""
-
-    message_id: str
-    hospital: str
-    counts: dict[str, int] = field(default_factory=dict)
-
-
 # Told, inside the indexing transaction, about results that got a new current version.
 ChangeListener = Callable[[AsyncSession, list[ResultChange], datetime], Awaitable[None]]
-# The catalog with its current local-code mappings, for the unmapped-code worklist.
-CatalogSource = Callable[[AsyncSession], Awaitable[Catalog]]
 
 
 @dataclass
-class BatchIndexer:
+class SqlResultWriter(ResultWriter):
     session: AsyncSession
     pseudonyms: Pseudonymiser
     cipher: PayloadCipher
     now: datetime
     on_change: ChangeListener | None = None
     catalog: Catalog | None = None  # None: no worklist (tools, some tests)
+    zones: Callable[[str], tzinfo] = lambda _hospital: UTC  # a hospital's time zone
     _people: dict[str, str] = field(default_factory=dict)  # pseudonym -> person
     _born: dict[str, datetime] = field(default_factory=dict)  # person -> created_at
     _merges: dict[str, str] = field(default_factory=dict)  # merged person -> survivor
@@ -92,6 +88,10 @@ class BatchIndexer:
     _changes: dict[str, ResultChange] = field(default_factory=dict)
     _unmapped: Counter[tuple[str, LocalCode]] = field(default_factory=Counter)
     _births: dict[tuple[str, str], date] = field(default_factory=dict)  # (person, hospital)
+    # result -> (message, person, result) of its newest current version: its FHIR index rows
+    _to_index: dict[str, tuple[str, str, ExtractedResult]] = field(default_factory=dict)
+    _values: dict[str, bytes] = field(default_factory=dict)  # message id -> value
+    _senders: dict[str, str] = field(default_factory=dict)  # message id -> hospital
 
     _protector: Protector = field(init=False)
 
@@ -100,6 +100,10 @@ class BatchIndexer:
 
     async def prefetch(self, parsed: Sequence[tuple[str, ParsedMessage]]) -> None:
         """Load the people and results the batch touches (two queries)."""
+        with outages_retriable():
+            await self._prefetch(parsed)
+
+    async def _prefetch(self, parsed: Sequence[tuple[str, ParsedMessage]]) -> None:
         pseudos = {
             self.pseudonyms.of(k)
             for hospital, p in parsed
@@ -137,9 +141,16 @@ class BatchIndexer:
                     result_version.c.is_current,
                 )
                 .join(result_version, result_version.c.result_id == result.c.id)
-                .where(tuple_(result.c.hospital_id, result.c.business_id).in_(idents))
+                # Per-column IN lists: an index search on uq_result_identity on both
+                # databases (a row-value IN is a full scan on SQLite); pairs filtered below.
+                .where(
+                    result.c.hospital_id.in_({h for h, _ in idents}),
+                    result.c.business_id.in_({b for _, b in idents}),
+                )
             )
             for h, b, rid, t, n, digest, cur in versions:
+                if (h, b) not in idents:
+                    continue
                 ident = self._results.setdefault((h, b), _Identity(rid, []))
                 ident.versions.append(StoredVersion(VersionKey(t, n), digest, cur))
 
@@ -192,6 +203,10 @@ class BatchIndexer:
 
     async def flush(self) -> None:
         """Write everything staged, in dependency order."""
+        with outages_retriable():
+            await self._flush()
+
+    async def _flush(self) -> None:
         s = self.session
         if rows := self._rows.get("person"):
             await s.execute(person.insert(), rows)
@@ -210,13 +225,17 @@ class BatchIndexer:
             await s.execute(person_link.insert(), rows)
         ids: dict[str, int] = {}
         if rows := self._rows.get("payload"):
-            returned = await s.execute(
-                payload.insert().returning(
-                    payload.c.id, payload.c.message_id, sort_by_parameter_order=True
-                ),
-                rows,
-            )
-            ids = {mid: pid for pid, mid in returned}
+            # One executemany, then one read of the ids: RETURNING in parameter order
+            # costs one INSERT per row on SQLite.
+            await s.execute(payload.insert(), rows)
+            mids = [r["message_id"] for r in rows]
+            for chunk in fhir_index.chunks(mids):
+                found = await s.execute(
+                    select(payload.c.message_id, payload.c.id).where(
+                        payload.c.message_id.in_(chunk)
+                    )
+                )
+                ids.update(dict(found.all()))
         if rows := self._rows.get("result"):
             await s.execute(result.insert(), rows)
         for rid, values in self._updates.items():
@@ -240,6 +259,8 @@ class BatchIndexer:
             await s.execute(result_item.insert(), rows)
         if rows := self._rows.get("inbox"):
             await s.execute(inbox.insert(), rows)
+        if self._to_index:
+            await self._write_search_index()
         if self._births:
             await self._write_births()
         if self._unmapped:
@@ -248,6 +269,36 @@ class BatchIndexer:
         if self._changes and self.on_change is not None:
             changes = list(self._changes.values())
             await self._follow_up("safety", self.on_change(s, changes, self.now))
+
+    async def _write_search_index(self) -> None:
+        """The FHIR search rows of the results whose current version changed, from the
+        messages of this batch (each decoded once)."""
+        ids = list(self._to_index)
+        versions: dict[str, int] = {}
+        for chunk in fhir_index.chunks(ids):
+            found = await self.session.execute(
+                select(result_version.c.result_id, result_version.c.id).where(
+                    result_version.c.result_id.in_(chunk), result_version.c.is_current.is_(True)
+                )
+            )
+            versions.update(dict(found.all()))
+        rows = fhir_index.IndexRows(fhir_index.identifier_key(self.pseudonyms))
+        docs: dict[str, dict[str, Any]] = {}
+        for rid, (mid, pid, r) in self._to_index.items():
+            hospital = self._senders[mid]
+            if mid not in docs:
+                doc = json.loads(self._values[mid].decode("utf-8-sig"))
+                docs[mid] = doc if isinstance(doc, dict) else {}
+            info = ResultInfo(
+                result_id=rid,
+                resource_type=r.resource_type,
+                business_id=r.business_id,
+                hospital=hospital,
+                person_id=self._merges.get(pid, pid),
+                updated_at=self.now,
+            )
+            rows.add(ResultView(docs[mid], info), versions[rid], self.zones(hospital))
+        await rows.replace(self.session, ids)
 
     async def _write_births(self) -> None:
         """The latest birth date each hospital sent for a person, sealed (replacing the last)."""
@@ -289,9 +340,9 @@ class BatchIndexer:
         try:
             async with self.session.begin_nested():
                 await work
-        except (OperationalError, InterfaceError):
-            raise
-        except Exception:
+        except Exception as exc:
+            if is_outage(exc):
+                raise
             FOLLOW_UP_FAILURES.labels(step).inc()
             logger.exception("ingest follow-up %r failed; the results are indexed", step)
 
@@ -339,6 +390,8 @@ class BatchIndexer:
         linking.redirect(self._merges, gone, survivor)
 
     def _payload(self, value: bytes, content_type: str | None, mid: str, hospital: str) -> None:
+        self._values[mid] = value
+        self._senders[mid] = hospital
         sealed = self.cipher.seal(value, associated=mid.encode())
         self._add(
             "payload",
@@ -400,6 +453,7 @@ class BatchIndexer:
                 ]
         current = outcome is VersionOutcome.CURRENT
         if current:
+            self._to_index[ident.result_id] = (message_id, person_id, r)
             ident.versions = [StoredVersion(v.key, v.content_hash, False) for v in ident.versions]
             for row in item_rows(ident.result_id, hospital, person_id, r.items, self._protector):
                 self._add("result_item", row)

@@ -1,0 +1,68 @@
+"""Ports of the hospital registry: hospitals, their QC certifications and signing keys.
+
+`Hospital` is a registration as an administrator gives it (the recognition rules read
+hospitals as `broker.domain.registry.HospitalProfile`).
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+
+from broker.domain.registry import Certification
+from broker.ports.admin import ChangeLog
+from broker.ports.unit_of_work import UnitOfWork
+
+
+@dataclass(frozen=True)
+class Hospital:
+    id: str
+    name: str
+    region: str
+    level: str
+    timezone: str = "Asia/Shanghai"
+    grade: str | None = None
+    ownership: str = "public"
+    price_tier: str | None = None
+    alliances: frozenset[str] = field(default=frozenset())
+
+
+class HospitalExists(Exception):
+    """A hospital with this id is already registered."""
+
+
+class UnknownHospital(Exception):
+    """No hospital with this id is registered."""
+
+
+class KeyExists(Exception):
+    """This key id is already registered for the hospital."""
+
+
+class HospitalRegistry(abc.ABC):
+    @abc.abstractmethod
+    async def get(self, hospital_id: str) -> Hospital | None: ...
+
+    @abc.abstractmethod
+    async def add(self, h: Hospital, *, replace: bool = False) -> None:
+        """Register a hospital; with `replace`, update an existing one instead of raising
+        HospitalExists."""
+
+    @abc.abstractmethod
+    async def certify(self, cert: Certification, reference: str | None) -> None:
+        """Record a QC certification (UnknownHospital)."""
+
+    @abc.abstractmethod
+    async def add_key(self, hospital_id: str, key_id: str, public_b64: str) -> None:
+        """Register a public key (UnknownHospital, KeyExists)."""
+
+    @abc.abstractmethod
+    async def revoke_key(self, hospital_id: str, key_id: str) -> bool:
+        """Revoke an active key; False when the hospital has no such active key."""
+
+
+class RegistryUnitOfWork(UnitOfWork):
+    """A registry change and its audit entry, in one transaction."""
+
+    hospitals: HospitalRegistry
+    changes: ChangeLog
