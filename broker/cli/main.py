@@ -166,21 +166,58 @@ def _existing_keys_folder() -> Settings:
     return settings
 
 
-def _serve(*, api: bool, worker: bool) -> None:
+def _serve(
+    *,
+    api: bool,
+    worker: bool,
+    processes: int = 1,
+    child: int | None = None,
+    listen_fd: int | None = None,
+) -> None:
     from broker.runtime import install_signal_handlers, running_stack, wait_for_failure_or_stop
 
     settings = _settings()
+    if processes > 1:
+        _supervise(settings, "serve" if api else "worker", processes, api=api)
+        return
 
     async def main() -> None:
+        from broker.cli.processes import Child, child_claim
+
         stop = asyncio.Event()
         install_signal_handlers(stop)
-        async with running_stack(
-            settings, api=api, worker=worker, kafka_needed=worker, stop=stop
-        ) as stack:
-            err.print(f"[green]mrb ready[/green] on {stack.api_url} (Ctrl-C to stop)")
-            await wait_for_failure_or_stop(stack)
+        claimed = (
+            child_claim(settings, Child(child, listen_fd), api=api) if child is not None else None
+        )
+        try:
+            async with running_stack(
+                settings, api=api, worker=worker, kafka_needed=worker, stop=stop, claimed=claimed
+            ) as stack:
+                who = f" (process {child})" if child is not None else ""
+                err.print(f"[green]mrb ready[/green]{who} on {stack.api_url} (Ctrl-C to stop)")
+                await wait_for_failure_or_stop(stack)
+        finally:
+            if claimed is not None:
+                claimed.release()
 
     _run(main())
+
+
+def _supervise(settings: Settings, command: str, processes: int, *, api: bool) -> None:
+    from broker.cli.processes import supervise
+
+    try:
+        code = supervise(settings, command, processes, api=api)
+    except Refused as exc:  # a busy data folder or port: nothing was started or changed
+        err.print(f"[red]error:[/red] {exc}", soft_wrap=True, highlight=False)
+        raise typer.Exit(2) from None
+    if code:
+        raise typer.Exit(code)
+
+
+# Set by `--workers`/`--processes` on the children they start; not for operators.
+ChildOption = Annotated[int | None, typer.Option("--child", hidden=True)]
+ListenFdOption = Annotated[int | None, typer.Option("--listen-fd", hidden=True)]
 
 
 P = ParamSpec("P")
@@ -225,19 +262,35 @@ def up() -> None:
 
 
 @app.command()
-def serve() -> None:
+def serve(
+    workers: Annotated[
+        int, typer.Option(min=1, help="API processes sharing the port (one per core).")
+    ] = 1,
+    child: ChildOption = None,
+    listen_fd: ListenFdOption = None,
+) -> None:
     """Run the HTTP API only (it reads the database; it does not need Kafka)."""
-    _serve(api=True, worker=False)
+    _serve(api=True, worker=False, processes=workers, child=child, listen_fd=listen_fd)
 
 
 @app.command()
-def worker() -> None:
-    """Run one ingest worker (scale out with more; they form one consumer group)."""
+def worker(
+    processes: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Worker processes in the one consumer group (at most the partitions of "
+            "mrb.results.v1).",
+        ),
+    ] = 1,
+    child: ChildOption = None,
+) -> None:
+    """Run ingest workers (scale out with more; they form one consumer group)."""
     settings = _settings()
     if not settings.kafka_bootstrap:
         err.print("[red]mrb worker needs MRB_KAFKA_BOOTSTRAP[/red] (or use `mrb up`).")
         raise typer.Exit(2)
-    _serve(api=False, worker=True)
+    _serve(api=False, worker=True, processes=processes, child=child)
 
 
 @app.command()

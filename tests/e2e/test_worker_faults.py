@@ -19,7 +19,6 @@ import logging
 import signal
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -51,7 +50,6 @@ from tests.e2e.test_own_state import (
     Ports,
     Running,
     clean,
-    cleanup,
     mrb_env,
     ready,
     start,
@@ -135,17 +133,6 @@ class Worker:
             if line.startswith(f"{name} "):
                 return float(line.split()[1])
         return None
-
-
-@pytest.fixture
-async def site(
-    settings: Settings, container: Container, kafka: str, tmp_path: Path
-) -> AsyncIterator[Site]:
-    f.receipt_trust(settings.keys_dir)  # the receipt key, as `mrb keys init` makes it
-    site = Site(settings, container, kafka, tmp_path / "logs", settings.resolved_database_url)
-    yield site
-    async with cleanup(*site.started):  # SIGKILLs any worker still running
-        pass
 
 
 # -- messages ------------------------------------------------------------------------------
