@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install install-browser demo up test test-unit test-integration test-e2e lint fmt typecheck bench clean
+.PHONY: install install-browser demo up test test-unit test-integration test-e2e lint fmt typecheck bench bench-large clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PY) >/dev/null 2>&1 || { echo "needs $(PY) (Python 3.11)"; exit 1; }
@@ -61,8 +61,16 @@ fmt: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# Not part of `make test`: ingest and checks against baselines of the same run, on SQLite
+# and PostgreSQL (127.0.0.1:5432, database test); writes bench/report.json and prints the
+# table (docs/performance.md). Sizes and rounds: MRB_BENCH_* in benchmarks/config.py.
 bench: $(STAMP)
-	$(BIN)/python -m benchmarks.ingest
+	$(BIN)/python -m benchmarks
+
+# The check at 10M results on PostgreSQL (and 100k, for the growth ratio); long.
+bench-large: $(STAMP)
+	MRB_BENCH_SIZES=100000,10000000 MRB_BENCH_DATABASES=postgres MRB_BENCH_SECTIONS=check \
+	MRB_BENCH_REPORT=bench/report-large.json $(BIN)/python -m benchmarks
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -61,6 +61,7 @@ commands.add("report", "broker.cli.report_cmd:app", "Finance and regulator repor
 commands.add(
     "ledger", "broker.cli.report_cmd:ledger_app", "The savings ledger's accounting months."
 )
+commands.add("bench", "broker.cli.bench_cmd:app", "Benchmark data (never on a production index).")
 commands.add("purge", "broker.cli.purge_cmd:app", "Erase data past its retention period.")
 
 key_commands = Deferred()
