@@ -51,7 +51,6 @@ class FakePeople(ports.People):
 class FakeResults(ports.Results):
     def __init__(self) -> None:
         self.items: dict[str, list[PriorItem]] = {}  # person id -> items
-        self.stamps: dict[str, str] = {}  # result id -> version stamp
 
     async def prior_items(
         self,
@@ -63,9 +62,6 @@ class FakeResults(ports.Results):
             return items
         keep = matters([replace(i, summary="", value=None) for i in items])  # as unopened
         return [i for i in items if i.result_id in keep]
-
-    async def versions(self, result_ids: Sequence[str]) -> dict[str, str]:
-        return {r: self.stamps[r] for r in result_ids if r in self.stamps}
 
 
 class FakeMappings(ports.Mappings):

@@ -94,6 +94,9 @@ class PriorItem:
     unit: str | None = None
     flags: tuple[str, ...] = ()  # interpretation codes (H, L, HH, LL, A, AA …)
     no_value: str | None = None  # why the item has no usable content (content_problem)
+    # When the result last changed (its version stamp): a check stores it with its
+    # candidate, so an outcome can tell the result changed since the doctor saw it.
+    result_version: str | None = None
 
 
 @dataclass(frozen=True)

@@ -47,10 +47,6 @@ class Results(abc.ABC):
         those of the results `matters` keeps (given the items before their sealed values and
         summaries are opened; see broker.domain.recognition.results_that_matter)."""
 
-    @abc.abstractmethod
-    async def versions(self, result_ids: Sequence[str]) -> dict[str, str]:
-        """Each result's current version stamp (its `updated_at`, ISO)."""
-
 
 class Mappings(abc.ABC):
     @abc.abstractmethod

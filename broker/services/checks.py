@@ -129,7 +129,7 @@ async def run_check(
         now = now or datetime.now(UTC)
         stored = [StoredCheckItem.of(a.requested, a.decision) for a in answers]
         # Which version each candidate was, so an outcome can tell it changed since.
-        stamps = await uow.results.versions(sorted({i.candidate for i in stored if i.candidate}))
+        stamps = {p.result_id: p.result_version for p in prior if p.result_version}
         stored = [
             replace(i, candidate_version=stamps[i.candidate]) if i.candidate in stamps else i
             for i in stored

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from broker import ports
@@ -21,7 +20,7 @@ from broker.storage import audit_log, events, hospitals, mappings
 from broker.storage import people as people_store
 from broker.storage.lookup import Matters, person_items
 from broker.storage.protect import Protector
-from broker.storage.tables import recognition_check, result
+from broker.storage.tables import recognition_check
 from broker.storage.unit_of_work import SealingUnitOfWork
 
 
@@ -53,14 +52,6 @@ class SqlResults(ports.Results):
 
     async def prior_items(self, person_id: str, matters: Matters | None = None) -> list[PriorItem]:
         return await person_items(self._session, person_id, self._protector, matters)
-
-    async def versions(self, result_ids: Sequence[str]) -> dict[str, str]:
-        if not result_ids:
-            return {}
-        rows = await self._session.execute(
-            select(result.c.id, result.c.updated_at).where(result.c.id.in_(list(result_ids)))
-        )
-        return {r.id: r.updated_at.isoformat() for r in rows}
 
 
 class SqlMappings(ports.Mappings):

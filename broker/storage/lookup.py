@@ -53,6 +53,7 @@ async def person_items(
             result_item.c.unit,
             result_item.c.flags,
             result_item.c.no_value,
+            result.c.updated_at,
         )
         .join(result, result.c.id == result_item.c.result_id)
         .where(result_item.c.person_id == person_id)
@@ -88,6 +89,7 @@ async def person_items(
             unit=r.unit,
             flags=tuple(f for f in (r.flags or "").split(",") if f),
             no_value=r.no_value,
+            result_version=r.updated_at.isoformat(),
         )
     keep = matters(list(merged.values())) if matters is not None else None
     out: list[PriorItem] = []

@@ -6,6 +6,7 @@ PostgreSQL in tests/integration/test_cds_hooks.py)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -54,11 +55,10 @@ class Stack:
         assert ident is not None
         self.check.people.links[ident.link_key] = "person-1"
         self.check.results.items["person-1"] = [
-            obs("r-hb", "H002", "718-7", at(date(2026, 5, 19))),
-            obs("r-plt", "H002", "777-3", at(date(2026, 5, 19))),
+            replace(obs("r-hb", "H002", "718-7", at(date(2026, 5, 19))), result_version=VERSION),
+            replace(obs("r-plt", "H002", "777-3", at(date(2026, 5, 19))), result_version=VERSION),
         ]
         for r in ("r-hb", "r-plt"):
-            self.check.results.stamps[r] = VERSION
             self.cds.results.now[r] = ports.PriorResultState("final", VERSION, "Observation")
         self.hooks = hooks.CdsHooks(
             uow=lambda: self.cds,

@@ -4,6 +4,7 @@ tests/integration and tests/e2e)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import date
 from typing import Any
 
@@ -45,8 +46,12 @@ def known_patient(uow: FakeCheckUnitOfWork) -> str:
 async def test_a_recognisable_result_is_stored_announced_and_audited_in_one_commit() -> None:
     uow = FakeCheckUnitOfWork(HOSPITALS)
     person = known_patient(uow)
-    uow.results.items[person] = [obs("r-1", "H002", "718-7", at(date(2026, 5, 19)))]
-    uow.results.stamps["r-1"] = "2026-05-19T00:05:00+00:00"
+    uow.results.items[person] = [
+        replace(
+            obs("r-1", "H002", "718-7", at(date(2026, 5, 19))),
+            result_version="2026-05-19T00:05:00+00:00",
+        )
+    ]
 
     answer = await run_check(uow, RULES, request(), DOCTOR)
 
