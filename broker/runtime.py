@@ -26,6 +26,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from broker.api.app import create_app
 from broker.bootstrap import Container
+from broker.ingest.fhir_validation import warm_validation
 from broker.instance import (
     DataDirLock,
     Listener,
@@ -302,6 +303,11 @@ async def running_stack(
             )
         private_sqlite_file(settings.resolved_database_url)
         await upgrade(settings.resolved_database_url, settings.database_schema)
+        # Read the catalog (YAML) and compile the FHIR validator before serving, not in the
+        # first request or batch, which would wait a second for them.
+        await asyncio.to_thread(container.rules)
+        if worker:
+            await asyncio.to_thread(warm_validation, settings.fhir_validation)
         if worker:
             ingest = container.ingest_worker()
             stack.tasks.append(asyncio.create_task(ingest.run(stop), name="ingest-worker"))

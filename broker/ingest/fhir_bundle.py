@@ -11,11 +11,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from broker.domain.rejections import RejectCode, Rejected
-from broker.ingest.fhir_validation import FhirValidation, validate_resource
+from broker.ingest.fhir_validation import IN_SCOPE, FhirValidation, validate_resource
 
 Resource = dict[str, Any]
 
-IN_SCOPE = frozenset({"Patient", "DiagnosticReport", "Observation", "ImagingStudy"})
 # Bundles that carry content to store; searchset/history/*-response are query answers.
 ACCEPTED_BUNDLE_TYPES = frozenset({"collection", "transaction", "batch", "document", "message"})
 

@@ -31,8 +31,9 @@ from broker.domain.results import (
     ResultKind,
 )
 from broker.domain.versions import VersionKey
-from broker.ingest.fhir_bundle import IN_SCOPE, BundleIndex, Resource
+from broker.ingest.fhir_bundle import BundleIndex, Resource
 from broker.ingest.fhir_time import FhirTimeError, parse_fhir_datetime
+from broker.ingest.fhir_validation import IN_SCOPE
 from mrb_wire.fhir import (
     CONTRAST_URL,
     DICOM_UID_SYSTEM,

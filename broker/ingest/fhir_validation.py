@@ -23,9 +23,18 @@ from broker.domain.rejections import RejectCode, Rejected
 from broker.ingest.fhir_validation_schema import resource_validator
 
 FhirValidation = Literal["fast", "full"]
+# The resources mrb reads and validates; anything else in a message is carried, not read.
+IN_SCOPE = frozenset({"Patient", "DiagnosticReport", "Observation", "ImagingStudy"})
 Resource = dict[str, Any]
 
 _ZONE_LESS = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?")
+
+
+def warm_validation(mode: FhirValidation) -> None:
+    """Compile the fast validator of every in-scope type now (about a quarter second)."""
+    if mode == "fast":
+        for rtype in IN_SCOPE:
+            resource_validator(rtype)
 
 
 def validate_resource(resource: Resource, where: str, mode: FhirValidation = "fast") -> None:

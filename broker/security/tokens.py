@@ -23,6 +23,7 @@ import logging
 import os
 import re
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -395,11 +396,38 @@ class TokenIssuer:
 class TokenVerifier:
     """Checks a token with trusted public keys only; knows nothing of any private key."""
 
+    # Tokens already verified, until they expire: the same token comes with every request
+    # of a session (and the rate limiter identifies the caller before the route does), and a
+    # signature check is most of the cost. Revocation is not cached here: the API consults
+    # the register on every request (broker/api/deps.py).
+    CACHE_SIZE = 10_000
+
     def __init__(self, keys: TrustedKeys, lifetimes: Lifetimes) -> None:
         self.keys = keys
         self.lifetimes = lifetimes
+        self._verified: OrderedDict[str, tuple[VerifiedToken, Ed25519PublicKey]] = OrderedDict()
 
-    def verify(self, token: str) -> VerifiedToken:
+    def verify(self, token: str, *, now: datetime | None = None) -> VerifiedToken:
+        """The token's caller; InvalidToken names what is wrong with it."""
+        cached = self._verified.get(token)
+        if cached is not None:
+            verified, public = cached
+            # Still trusted under the same key (a retired or reloaded key: verify again),
+            # and not expired (the leeway a fresh verification allows).
+            if (now or datetime.now(UTC)) < verified.expires_at + CLOCK_SKEW and (
+                self.keys.get(verified.key_id) is public
+            ):
+                self._verified.move_to_end(token)
+                return verified
+            del self._verified[token]
+        verified = self._verify(token)
+        if (key := self.keys.get(verified.key_id)) is not None:
+            self._verified[token] = (verified, key)
+            if len(self._verified) > self.CACHE_SIZE:
+                self._verified.popitem(last=False)
+        return verified
+
+    def _verify(self, token: str) -> VerifiedToken:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:

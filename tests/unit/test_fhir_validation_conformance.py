@@ -22,8 +22,8 @@ from pydantic import ValidationError
 
 from broker.demo.dataset import generate
 from broker.domain.rejections import RejectCode, Rejected
-from broker.ingest.fhir_bundle import IN_SCOPE, read_entries
-from broker.ingest.fhir_validation import FhirValidation
+from broker.ingest.fhir_bundle import read_entries
+from broker.ingest.fhir_validation import IN_SCOPE, FhirValidation
 from broker.ingest.parse import ParseLimits, parse_message
 from broker.ingest.wire import decode_json
 from broker.settings import Settings

@@ -37,6 +37,7 @@ from broker.security.tokens import (
     TokenKind,
     TokenVerifier,
     TrustedKeys,
+    VerifiedToken,
     actor_hospital,
     load_issuer_key,
     parse_public_keys,
@@ -338,6 +339,45 @@ class TestKeyFiles:
         assert retire_public_key(tmp_path, old.key_id)
         assert not retire_public_key(tmp_path, old.key_id)
         assert trusted.key_ids() == [new.key_id]
+
+
+class TestVerificationCache:
+    """A verified token is reused until it expires, unless its key is no longer trusted."""
+
+    def test_the_same_token_is_verified_once(
+        self, issuer: TokenIssuer, verifier: TokenVerifier, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        token = issuer.issue("dr-li", Role.DOCTOR, "H001").token
+        first = verifier.verify(token)
+        monkeypatch.setattr(verifier, "_verify", lambda _t: pytest.fail("verified again"))
+        assert verifier.verify(token) is first
+
+    def test_past_its_expiry_a_verified_token_is_verified_again(
+        self, issuer: TokenIssuer, verifier: TokenVerifier, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        issued = issuer.issue("dr-li", Role.DOCTOR, "H001", ttl=timedelta(minutes=5))
+        verifier.verify(issued.token)
+        assert verifier.verify(issued.token, now=issued.expires_at) is not None  # leeway
+
+        def expired(_token: str) -> VerifiedToken:
+            raise InvalidToken("the token has expired; ask for a new one")
+
+        monkeypatch.setattr(verifier, "_verify", expired)  # what PyJWT says by then
+        with pytest.raises(InvalidToken, match="expired"):
+            verifier.verify(issued.token, now=issued.expires_at + timedelta(minutes=1))
+
+    def test_a_retired_key_stops_its_verified_tokens(self, tmp_path: Path) -> None:
+        load_issuer_key(tmp_path, create=True)
+        old_issuer = TokenIssuer(load_issuer_key(tmp_path, create=False), LIFETIMES)
+        token = old_issuer.issue("dr-li", Role.DOCTOR, "H001").token
+        trusted = TrustedKeys(tmp_path / "token-issuer.pub")
+        verifier = TokenVerifier(trusted, LIFETIMES)
+        verifier.verify(token)
+        old, _new = rotate_issuer_key(tmp_path)
+        verifier.verify(token)  # both keys trusted during the rotation
+        assert retire_public_key(tmp_path, old.key_id)
+        with pytest.raises(InvalidToken, match="not trusted"):
+            verifier.verify(token)
 
 
 class TestRoleTable:
