@@ -71,6 +71,7 @@ from broker.storage.outcome_uow import (
     SqlOutcomeUnitOfWork,
     safety_listener,
 )
+from broker.storage.reference_cache import ReferenceCache
 from broker.storage.registry_uow import SqlRegistryUnitOfWork
 from broker.storage.report_figures import SqlReportFigures
 
@@ -88,6 +89,8 @@ class Container:
     cipher: PayloadCipher
     kafka_bootstrap: str | None = None  # set once the broker (embedded or not) is known
     workers: list[IngestWorker] = field(default_factory=list)
+    # Hospital profiles and the mappings' version between checks (reference_cache.py).
+    reference: ReferenceCache = field(default_factory=ReferenceCache)
     _rules: Rules | None = None
     _token_verifier: TokenVerifier | None = None
     _token_issuer: TokenIssuer | None = None
@@ -119,7 +122,7 @@ class Container:
 
     def check_uow(self) -> SqlCheckUnitOfWork:
         """A fresh unit of work for one recognition check."""
-        return SqlCheckUnitOfWork(self.sessions, self.cipher, self.pseudonyms)
+        return SqlCheckUnitOfWork(self.sessions, self.cipher, self.pseudonyms, self.reference)
 
     def fhir_service(self, *, version: str) -> FhirService:
         """The FHIR read and search use cases (one per app: it holds the cursor key)."""
@@ -165,7 +168,7 @@ class Container:
 
     def cds_uow(self) -> SqlCdsUnitOfWork:
         """A fresh unit of work for one step of a CDS Hooks call."""
-        return SqlCdsUnitOfWork(self.sessions, self.cipher, self.pseudonyms)
+        return SqlCdsUnitOfWork(self.sessions, self.cipher, self.pseudonyms, self.reference)
 
     def cds_hooks(self) -> CdsHooks:
         """The CDS Hooks use cases' collaborators (broker/cdshooks/hooks.py)."""

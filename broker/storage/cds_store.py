@@ -16,11 +16,13 @@ from broker.domain.check_items import StoredCheckItem, stored_items
 from broker.domain.recognition import PriorItem
 from broker.ports import cds as ports
 from broker.security.payload_cipher import PayloadCipher
+from broker.security.pseudonyms import Pseudonymiser
 from broker.security.sealed_fields import open_json, seal_json
 from broker.storage.cds_tables import cds_card, cds_client, cds_draft_order, cds_jti
 from broker.storage.check_uow import SqlAudit, SqlHospitals, SqlMappings, SqlPeople
 from broker.storage.lookup import person_items
 from broker.storage.protect import Protector
+from broker.storage.reference_cache import ReferenceCache
 from broker.storage.tables import hospital, recognition_check, recognition_outcome, result
 from broker.storage.unit_of_work import SealingUnitOfWork
 
@@ -324,10 +326,21 @@ class SqlCdsResults(ports.CdsResults):
 
 
 class SqlCdsUnitOfWork(SealingUnitOfWork, ports.CdsUnitOfWork):
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        cipher: PayloadCipher,
+        pseudonyms: Pseudonymiser,
+        reference: ReferenceCache | None = None,
+    ) -> None:
+        super().__init__(sessions, cipher, pseudonyms)
+        self._reference = reference or ReferenceCache()
+
     def _bind(self, s: AsyncSession) -> None:
-        self.hospitals = SqlHospitals(s)
+        reference = self._reference.reader(s)
+        self.hospitals = SqlHospitals(reference)
         self.people = SqlPeople(s, self._pseudonyms, self._cipher)
-        self.mappings = SqlMappings(s)
+        self.mappings = SqlMappings(s, reference)
         self.results = SqlCdsResults(s, Protector(self._cipher, self._pseudonyms))
         self.checks = SqlCheckRecords(s)
         self.drafts = SqlDraftOrders(s)

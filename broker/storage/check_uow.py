@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from broker import ports
 from broker.domain.actors import Actor
@@ -16,20 +16,21 @@ from broker.domain.recognition import PriorItem
 from broker.domain.registry import HospitalProfile
 from broker.security.payload_cipher import PayloadCipher
 from broker.security.pseudonyms import Pseudonymiser
-from broker.storage import audit_log, events, hospitals, mappings
+from broker.storage import audit_log, events, mappings
 from broker.storage import people as people_store
 from broker.storage.lookup import Matters, person_items
 from broker.storage.protect import Protector
+from broker.storage.reference_cache import ReferenceCache, ReferenceReader
 from broker.storage.tables import recognition_check
 from broker.storage.unit_of_work import SealingUnitOfWork
 
 
 class SqlHospitals(ports.Hospitals):
-    def __init__(self, session: AsyncSession) -> None:
-        self._session = session
+    def __init__(self, reference: ReferenceReader) -> None:
+        self._reference = reference
 
     async def profiles(self) -> Mapping[str, HospitalProfile]:
-        return await hospitals.profiles(self._session)
+        return await self._reference.profiles()
 
 
 class SqlPeople(ports.People):
@@ -55,11 +56,12 @@ class SqlResults(ports.Results):
 
 
 class SqlMappings(ports.Mappings):
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: AsyncSession, reference: ReferenceReader) -> None:
         self._session = session
+        self._reference = reference
 
     async def version(self) -> tuple[int, int]:
-        return await mappings.version(self._session)
+        return await self._reference.mappings_version()
 
     async def all(self) -> ports.LocalCodes:
         return await mappings.all_mappings(self._session)
@@ -131,11 +133,22 @@ class SqlAudit(ports.Audit):
 
 
 class SqlCheckUnitOfWork(SealingUnitOfWork, ports.CheckUnitOfWork):
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        cipher: PayloadCipher,
+        pseudonyms: Pseudonymiser,
+        reference: ReferenceCache | None = None,
+    ) -> None:
+        super().__init__(sessions, cipher, pseudonyms)
+        self._reference = reference or ReferenceCache()
+
     def _bind(self, s: AsyncSession) -> None:
-        self.hospitals = SqlHospitals(s)
+        reference = self._reference.reader(s)
+        self.hospitals = SqlHospitals(reference)
         self.people = SqlPeople(s, self._pseudonyms, self._cipher)
         self.results = SqlResults(s, Protector(self._cipher, self._pseudonyms))
-        self.mappings = SqlMappings(s)
+        self.mappings = SqlMappings(s, reference)
         self.checks = SqlChecks(s, self._cipher)
         self.events = SqlEvents(s)
         self.audit = SqlAudit(s, self._pseudonyms)

@@ -22,7 +22,7 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 # The migration heads this code's schema is at. Kept here, and checked against Alembic's
 # own view of migrations/ by tests/unit/test_migration_heads.py, so that admin commands can
 # tell whether the database is up to date without importing Alembic (a third of a second).
-SCHEMA_HEADS = frozenset({"0016"})
+SCHEMA_HEADS = frozenset({"0017"})
 
 Engine: TypeAlias = AsyncEngine
 Sessions: TypeAlias = async_sessionmaker[AsyncSession]
@@ -31,7 +31,10 @@ DatabaseError: TypeAlias = SQLAlchemyError  # the base of every error the databa
 
 def create_engine(url: str, *, schema: str | None = None) -> AsyncEngine:
     """An async engine; SQLite gets WAL and foreign keys, PostgreSQL an optional schema."""
-    kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    # No pre-ping: it costs a round trip on every checkout (every request). A connection the
+    # server dropped fails its request once; SQLAlchemy then discards the whole pool, a unit
+    # of work raises that as a retriable Unavailable (503; the worker pauses and retries).
+    kwargs: dict[str, Any] = {}
     if url.startswith("sqlite"):
         kwargs["connect_args"] = {"timeout": 30}
         Path(url.split("///", 1)[1]).parent.mkdir(parents=True, exist_ok=True)

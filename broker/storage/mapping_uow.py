@@ -14,6 +14,7 @@ from broker.ports.check import Mappings
 from broker.storage import mappings
 from broker.storage.admin_uow import SqlChangeLog
 from broker.storage.check_uow import SqlMappings
+from broker.storage.reference_cache import ReferenceCache
 from broker.storage.registry_uow import SqlHospitalRegistry
 from broker.storage.unit_of_work import SqlUnitOfWork
 
@@ -47,6 +48,6 @@ def session_catalog(rules: CurrentCatalog) -> Callable[[AsyncSession], Awaitable
     """The current catalog read inside a session ingest already holds."""
 
     async def catalog(session: AsyncSession) -> Catalog:
-        return await rules.catalog(SqlMappings(session))
+        return await rules.catalog(SqlMappings(session, ReferenceCache().reader(session)))
 
     return catalog

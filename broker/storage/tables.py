@@ -368,6 +368,15 @@ audit_checkpoint = Table(
 
 # Local-code mappings added at run time by hospital IT (`mrb mapping add`); they join the
 # YAML mappings in schemas/catalog/mappings/ without a restart.
+# One version per kind of reference data ("registry", "mappings"), bumped by triggers on
+# its tables (migration 0017): processes cache the data until the version moves.
+reference_stamp = Table(
+    "reference_stamp",
+    metadata,
+    Column("name", String(32), primary_key=True),
+    Column("version", BigInteger, nullable=False),
+)
+
 code_mapping = Table(
     "code_mapping",
     metadata,

@@ -1,0 +1,64 @@
+"""Hospital profiles and the code-mapping version, kept in memory between checks.
+
+Every check needs the profiles of every hospital (three small tables) and the version of
+the local-code mappings. Both change rarely, and always through a table whose trigger bumps
+`reference_stamp` in the same transaction (migration 0017). So a check reads the stamps (one
+row per kind), and the profiles only when the registry's stamp moved. A change committed by
+any process, or by hand, is seen by the next check.
+
+The stamps are read before the data: a profile read in the same transaction is at least as
+new as its stamp, never older, so a cached entry can be fresher than its key but never
+staler than the database it claims to mirror.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from broker.domain.registry import HospitalProfile
+from broker.storage import hospitals
+from broker.storage.tables import reference_stamp
+
+
+class ReferenceCache:
+    """One per process (broker.bootstrap.Container)."""
+
+    def __init__(self) -> None:
+        self._registry_stamp: int | None = None
+        self._profiles: Mapping[str, HospitalProfile] = {}
+
+    def reader(self, session: AsyncSession) -> ReferenceReader:
+        """What one unit of work reads through the cache (its stamps read once)."""
+        return ReferenceReader(self, session)
+
+
+class ReferenceReader:
+    def __init__(self, cache: ReferenceCache, session: AsyncSession) -> None:
+        self._cache = cache
+        self._session = session
+        self._stamps: dict[str, int] | None = None
+
+    async def stamps(self) -> dict[str, int]:
+        if self._stamps is None:
+            rows = await self._session.execute(
+                select(reference_stamp.c.name, reference_stamp.c.version)
+            )
+            self._stamps = {name: int(version) for name, version in rows}
+        return self._stamps
+
+    async def profiles(self) -> Mapping[str, HospitalProfile]:
+        stamp = (await self.stamps()).get("registry")
+        cache = self._cache
+        if stamp is None or stamp != cache._registry_stamp:
+            profiles = await hospitals.profiles(self._session)
+            if stamp is None:  # no stamps (never expected after migration 0017): no caching
+                return profiles
+            cache._profiles, cache._registry_stamp = profiles, stamp
+        return cache._profiles
+
+    async def mappings_version(self) -> tuple[int, int]:
+        """The mappings' stamp, as the rules provider compares versions."""
+        return ((await self.stamps()).get("mappings", -1), 0)
