@@ -59,7 +59,7 @@ from broker.storage.audit_trail_uow import (
     SqlAuditReadUnitOfWork,
     SqlReadAudit,
 )
-from broker.storage.cds_store import SqlCdsUnitOfWork
+from broker.storage.cds_store import DbClientRegistry, DbReplayGuard, SqlCdsUnitOfWork
 from broker.storage.check_uow import SqlCheckUnitOfWork
 from broker.storage.database import Engine, Sessions, create_engine, ping, session_factory
 from broker.storage.fhir_uow import SqlFhirReindex, SqlFhirUnitOfWork
@@ -170,9 +170,21 @@ class Container:
         """A fresh unit of work for one step of a CDS Hooks call."""
         return SqlCdsUnitOfWork(self.sessions, self.cipher, self.pseudonyms, self.reference)
 
+    async def ping_database(self) -> None:
+        """Raises when the database cannot answer a trivial query now (readiness)."""
+        await ping(self.engine)
+
+    def cds_clients(self) -> DbClientRegistry:
+        """The registered CDS clients, as the JWT check reads them."""
+        return DbClientRegistry(self.sessions)
+
+    def cds_replay_guard(self) -> DbReplayGuard:
+        """The JWT ids CDS clients used, so that none is accepted twice."""
+        return DbReplayGuard(self.sessions)
+
     def cds_hooks(self) -> CdsHooks:
         """The CDS Hooks use cases' collaborators (broker/cdshooks/hooks.py)."""
-        catalog = self.rules().catalog
+        catalog = self.reference_rules().catalog
 
         async def record(
             check_id: str,
@@ -230,8 +242,10 @@ class Container:
         """Audits a read in a transaction of its own (a break-glass pass)."""
         return SqlReadAudit(self.sessions)
 
-    def rules(self) -> Rules:
-        """The catalog (with regions and local-code mappings) and scope policy, loaded once."""
+    def reference_rules(self) -> Rules:
+        """The catalog (with regions and the mappings shipped in schemas/) and the scope
+        policy, loaded once: for what run-time mappings cannot change (items, fees, policy).
+        A check, which maps hospitals' local codes, uses `rules_provider()`."""
         if self._rules is None:
             schemas = self.settings.schemas_dir or default_schemas_dir()
             # The data folder's catalog/ (`mrb catalog import`) wins over the shipped files.
@@ -242,7 +256,7 @@ class Container:
     def rules_provider(self) -> RulesProvider:
         """The rules with mappings added at run time (`mrb mapping add`) merged in."""
         if self._provider is None:
-            self._provider = RulesProvider(self.rules())
+            self._provider = RulesProvider(self.reference_rules())
         return self._provider
 
     def token_verifier(self) -> TokenVerifier:
@@ -320,7 +334,7 @@ class Container:
         listener = safety_listener(
             SafetyNotifier(
                 SafetyPolicy(s.ledger_on_withdrawn, s.ledger_on_corrected),
-                self.rules().catalog,
+                self.reference_rules().catalog,
             )
         )
         catalog = session_catalog(self.rules_provider())

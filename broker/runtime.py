@@ -305,7 +305,7 @@ async def running_stack(
         await upgrade(settings.resolved_database_url, settings.database_schema)
         # Read the catalog (YAML) and compile the FHIR validator before serving, not in the
         # first request or batch, which would wait a second for them.
-        await asyncio.to_thread(container.rules)
+        await asyncio.to_thread(container.reference_rules)
         if worker:
             await asyncio.to_thread(warm_validation, settings.fhir_validation)
         if worker:

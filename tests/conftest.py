@@ -95,13 +95,27 @@ def settings(db: Db, tmp_path: Path) -> Settings:
     )
 
 
+async def seed_hospitals(c: Container, *registered: hospitals.Hospital | str) -> None:
+    """Register hospitals (a Hospital, or an id: a level-3 hospital of region 510502) with
+    the signing key the factories sign with, in one transaction."""
+    async with c.sessions() as session, session.begin():
+        for h in registered:
+            if isinstance(h, str):
+                h = hospitals.Hospital(h, h, "510502", "3")
+            await hospitals.add(session, h)
+            await hospitals.add_key(
+                session, h.id, factories.key_id(h.id), factories.public_b64(h.id)
+            )
+
+
 @pytest.fixture
 async def container(settings: Settings) -> AsyncIterator[Container]:
     c = Container.build(settings)
-    async with c.sessions() as session, session.begin():
-        for hid, region, level in (("H001", "510502", "3"), ("H002", "510521", "2")):
-            await hospitals.add(session, hospitals.Hospital(hid, f"Hospital {hid}", region, level))
-            await hospitals.add_key(session, hid, factories.key_id(hid), factories.public_b64(hid))
+    await seed_hospitals(
+        c,
+        hospitals.Hospital("H001", "Hospital H001", "510502", "3"),
+        hospitals.Hospital("H002", "Hospital H002", "510521", "2"),
+    )
     yield c
     await c.close()
 

@@ -8,7 +8,7 @@ import copy
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence, Set
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from broker import ports
@@ -601,8 +601,14 @@ class FakeChangeLog(admin_ports.ChangeLog):
 class FakeHospitalRegistry(registry_ports.HospitalRegistry):
     def __init__(self, *hospitals: registry_ports.Hospital) -> None:
         self.hospitals = {h.id: h for h in hospitals}
-        self.certifications: list[tuple[Certification, str | None]] = []
+        self.certified: list[tuple[Certification, str | None]] = []  # with references
         self.keys: dict[tuple[str, str], tuple[str, bool]] = {}  # -> public key, revoked
+
+    async def all(self) -> list[registry_ports.Hospital]:
+        return [self.hospitals[h] for h in sorted(self.hospitals)]
+
+    async def certifications(self) -> list[Certification]:
+        return [c for c, _ in self.certified]
 
     async def get(self, hospital_id: str) -> registry_ports.Hospital | None:
         return self.hospitals.get(hospital_id)
@@ -615,7 +621,7 @@ class FakeHospitalRegistry(registry_ports.HospitalRegistry):
     async def certify(self, cert: Certification, reference: str | None) -> None:
         if cert.hospital not in self.hospitals:
             raise registry_ports.UnknownHospital(cert.hospital)
-        self.certifications.append((cert, reference))
+        self.certified.append((cert, reference))
 
     async def add_key(self, hospital_id: str, key_id: str, public_b64: str) -> None:
         if hospital_id not in self.hospitals:
@@ -654,6 +660,16 @@ class FakeCodeMappings(mapping_ports.CodeMappings):
         self.codes[key] = catalog_code
         self.worklist.discard(key)
         return self.indexed.get(key, 0)
+
+    async def unmapped(
+        self, hospital: str | None, *, include_mapped: bool
+    ) -> list[mapping_ports.Unmapped]:
+        seen = datetime(2026, 5, 1, tzinfo=UTC)
+        return [
+            mapping_ports.Unmapped(h, system, code, None, 1, seen, seen, None)
+            for h, system, code in sorted(self.worklist)
+            if hospital is None or h == hospital
+        ]
 
 
 class FakeMappingUnitOfWork(_FakeTransaction, mapping_ports.MappingUnitOfWork):
@@ -778,12 +794,15 @@ class FakeAccessLookups(access_ports.AccessLookups):
 
 class FakeLedgerMonths(admin_ports.LedgerMonths):
     def __init__(self) -> None:
-        self.closed: dict[str, str] = {}  # month -> closed by
+        self.closed_by: dict[str, str] = {}  # month -> who closed it
+
+    async def closed(self) -> set[str]:
+        return set(self.closed_by)
 
     async def close(self, month: str, by: str, now: datetime) -> bool:
-        if month in self.closed:
+        if month in self.closed_by:
             return False
-        self.closed[month] = by
+        self.closed_by[month] = by
         return True
 
 

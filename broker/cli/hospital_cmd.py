@@ -112,7 +112,7 @@ def certify(
 
     async def work(c: Container) -> None:
         cert = registry_service.certification(
-            c.rules().catalog, hospital_id, scope, body, _day(valid_from), _day(valid_to)
+            c.reference_rules().catalog, hospital_id, scope, body, _day(valid_from), _day(valid_to)
         )
         await registry_service.certify(c.registry_uow(), cert, reference, by=actor)
 

@@ -64,7 +64,7 @@ def add(
     async def work(c: Container) -> int:
         return await mapping_service.add_mapping(
             c.mapping_uow(),
-            c.rules().catalog,
+            c.reference_rules().catalog,
             hospital=hospital,
             system=system,
             code=code,

@@ -804,7 +804,7 @@ def _name(item: CatalogItem, panel: CatalogItem | None = None) -> Text:
     )
 
 
-def _d(moment: datetime | date | None) -> str:
+def _day(moment: datetime | date | None) -> str:
     if moment is None:
         return "?"
     return (local_date(moment) if isinstance(moment, datetime) else moment).isoformat()
@@ -842,8 +842,8 @@ def _no_prior(item: CatalogItem, near: Sequence[Verdict] = ()) -> Text:
     if near:
         v = near[0]
         text = text + Text(
-            f"最接近的是 {v.hospital} 于 {_d(v.effective)} 的检查，但不相符：{v.reason.zh}",
-            f"The nearest is {v.hospital}'s study of {_d(v.effective)}, which does not "
+            f"最接近的是 {v.hospital} 于 {_day(v.effective)} 的检查，但不相符：{v.reason.zh}",
+            f"The nearest is {v.hospital}'s study of {_day(v.effective)}, which does not "
             f"match: {v.reason.en}",
         )
     return text
@@ -851,17 +851,17 @@ def _no_prior(item: CatalogItem, near: Sequence[Verdict] = ()) -> Text:
 
 def _near_miss(item: CatalogItem, p: PriorItem, why: Text) -> Text:
     return Text(
-        f"{p.hospital} 于 {_d(p.effective)} 的{p.modality}检查部位相同，但不是所开的"
+        f"{p.hospital} 于 {_day(p.effective)} 的{p.modality}检查部位相同，但不是所开的"
         f"{item.name_zh}：{why.zh}",
-        f"{p.hospital}'s {p.modality} study of {_d(p.effective)} is of the same body site "
+        f"{p.hospital}'s {p.modality} study of {_day(p.effective)} is of the same body site "
         f"but not the ordered {item.name_en}: {why.en}",
     )
 
 
 def _reports_withdrawn(name: Text, p: PriorItem) -> Text:
     return Text(
-        f"{p.hospital} 于 {_d(p.effective)} 的{name.zh}检查，其报告已全部撤回或作废，不予互认。",
-        f"Every report of {p.hospital}'s {name.en} study of {_d(p.effective)} was withdrawn "
+        f"{p.hospital} 于 {_day(p.effective)} 的{name.zh}检查，其报告已全部撤回或作废，不予互认。",
+        f"Every report of {p.hospital}'s {name.en} study of {_day(p.effective)} was withdrawn "
         "or entered in error, so the study is not recognised.",
     )
 
@@ -897,8 +897,8 @@ def content_problem(code: str) -> Text:
 def _no_value(name: Text, p: PriorItem) -> Text:
     why = content_problem(p.no_value or "no-value")
     return Text(
-        f"{p.hospital} 于 {_d(p.effective)} 的{name.zh}结果没有可用内容：{why.zh}，不予互认。",
-        f"{p.hospital}'s {name.en} result of {_d(p.effective)} carries no usable content: "
+        f"{p.hospital} 于 {_day(p.effective)} 的{name.zh}结果没有可用内容：{why.zh}，不予互认。",
+        f"{p.hospital}'s {name.en} result of {_day(p.effective)} carries no usable content: "
         f"{why.en}.",
     )
 
@@ -906,10 +906,10 @@ def _no_value(name: Text, p: PriorItem) -> Text:
 def _no_final_report(name: Text, p: PriorItem, reports: Sequence[PriorItem]) -> Text:
     shown = "、".join(sorted({r.status for r in reports})) or "无"
     return Text(
-        f"本地区要求影像检查出具正式报告后方可互认；{p.hospital} 于 {_d(p.effective)} 的"
+        f"本地区要求影像检查出具正式报告后方可互认；{p.hospital} 于 {_day(p.effective)} 的"
         f"{name.zh}检查尚无正式报告（报告状态：{shown}）。",
         f"This region recognises a study only with its final report; {p.hospital}'s "
-        f"{name.en} study of {_d(p.effective)} has none yet (reports: "
+        f"{name.en} study of {_day(p.effective)} has none yet (reports: "
         f"{', '.join(sorted({r.status for r in reports})) or 'none'}).",
     )
 
@@ -979,11 +979,11 @@ def _value_en(v: Verdict) -> str:
 
 def _newer_text(v: Verdict, best: Verdict) -> Text:
     return Text(
-        f"注意：{v.hospital} 于 {_d(v.effective)} 有更新的结果（{v.status}，{_value_zh(v)}；"
-        f"互认判定 {v.decision.value}），晚于候选结果 {_d(best.effective)}，请接诊医生判断。",
-        f"Note: {v.hospital} has a newer result of {_d(v.effective)} ({v.status}, "
+        f"注意：{v.hospital} 于 {_day(v.effective)} 有更新的结果（{v.status}，{_value_zh(v)}；"
+        f"互认判定 {v.decision.value}），晚于候选结果 {_day(best.effective)}，请接诊医生判断。",
+        f"Note: {v.hospital} has a newer result of {_day(v.effective)} ({v.status}, "
         f"{_value_en(v)}; decision {v.decision.value}) than the candidate of "
-        f"{_d(best.effective)}; the receiving doctor decides.",
+        f"{_day(best.effective)}; the receiving doctor decides.",
     )
 
 
@@ -1010,25 +1010,26 @@ def _missing_component(panel: CatalogItem, component: CatalogItem) -> Text:
 
 def _report_only(name: Text, p: PriorItem) -> Text:
     return Text(
-        f"{p.hospital} 于 {_d(p.effective)} 仅有{name.zh}的报告，没有影像；检查互认的是影像，"
+        f"{p.hospital} 于 {_day(p.effective)} 仅有{name.zh}的报告，没有影像；检查互认的是影像，"
         "不是他人的诊断结论。",
-        f"{p.hospital} has only a report for {name.en} dated {_d(p.effective)}, without the "
+        f"{p.hospital} has only a report for {name.en} dated {_day(p.effective)}, without the "
         "images; imaging is recognised by its images, never by another doctor's conclusion.",
     )
 
 
 def _withdrawn(name: Text, p: PriorItem) -> Text:
     return Text(
-        f"{p.hospital} 于 {_d(p.effective)} 的{name.zh}结果已撤回（状态 {p.status}）。",
-        f"{p.hospital}'s {name.en} result of {_d(p.effective)} was withdrawn (status {p.status}).",
+        f"{p.hospital} 于 {_day(p.effective)} 的{name.zh}结果已撤回（状态 {p.status}）。",
+        f"{p.hospital}'s {name.en} result of {_day(p.effective)} was withdrawn "
+        f"(status {p.status}).",
     )
 
 
 def _preliminary(name: Text, p: PriorItem) -> Text:
     return Text(
-        f"{p.hospital} 于 {_d(p.effective)} 的{name.zh}结果尚非最终报告（状态 {p.status}），"
+        f"{p.hospital} 于 {_day(p.effective)} 的{name.zh}结果尚非最终报告（状态 {p.status}），"
         "初步结果不予互认。",
-        f"{p.hospital}'s {name.en} result of {_d(p.effective)} is not final (status "
+        f"{p.hospital}'s {name.en} result of {_day(p.effective)} is not final (status "
         f"{p.status}); preliminary results are never recognised.",
     )
 
@@ -1064,9 +1065,9 @@ def _expired(name: Text, p: PriorItem, when: datetime, until: date, order_day: d
     label = name
     days = (order_day - local_date(when)).days
     return Text(
-        f"{p.hospital} 于 {_d(when)} 的{label.zh}结果互认有效期至 {until.isoformat()}，"
+        f"{p.hospital} 于 {_day(when)} 的{label.zh}结果互认有效期至 {until.isoformat()}，"
         f"开单日 {order_day.isoformat()} 已超期（相隔 {days} 天）。",
-        f"{p.hospital}'s {label.en} result of {_d(when)} was valid until {until.isoformat()}; "
+        f"{p.hospital}'s {label.en} result of {_day(when)} was valid until {until.isoformat()}; "
         f"the order on {order_day.isoformat()} is {days} days after it: expired.",
     )
 
@@ -1082,10 +1083,10 @@ def _recognisable(
 ) -> Text:
     shown = mark or "—"
     return Text(
-        f"{issuer.id}（{issuer.label}）于 {_d(p.effective)} 的{name.zh}结果（{p.status}，"
+        f"{issuer.id}（{issuer.label}）于 {_day(p.effective)} 的{name.zh}结果（{p.status}，"
         f"标识 {shown}，{body} 认证）在 {window} 天互认时限内（有效至 "
         f"{until.isoformat()}），可予互认。",
-        f"{issuer.id} ({issuer.label}) {name.en} result of {_d(p.effective)} ({p.status}, "
+        f"{issuer.id} ({issuer.label}) {name.en} result of {_day(p.effective)} ({p.status}, "
         f"mark {shown}, {body} certified) is within its {window}-day validity "
         f"(until {until.isoformat()}) and may be recognised.",
     )

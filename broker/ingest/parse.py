@@ -11,7 +11,7 @@ from broker.domain.results import ParsedMessage
 from broker.ingest.fhir_bundle import read_entries
 from broker.ingest.fhir_results import extract_results
 from broker.ingest.fhir_validation import FhirValidation
-from broker.ingest.wire import decode_json
+from broker.ingest.message_json import decode_json
 
 
 @dataclass(frozen=True)

@@ -213,13 +213,13 @@ class IngestService:
             # Indexed before, or earlier in this batch: either way a repeat here.
             indexed = await uow.indexed(_ids(messages))
             for message in messages:
-                out.append(await self._one(uow, message, zones, keys, indexed))
+                out.append(await self._admit_and_index_alone(uow, message, zones, keys, indexed))
                 await asyncio.sleep(0)  # let the API breathe when it shares the loop
             await uow.settle_dead_letters(_settled_ids(out), datetime.now(UTC))
             await uow.commit()
         return out
 
-    async def _one(
+    async def _admit_and_index_alone(
         self,
         uow: IngestUnitOfWork,
         message: InboundMessage,

@@ -23,7 +23,7 @@ from aiokafka.errors import KafkaError
 
 from broker.domain.errors import retriable
 from broker.domain.rejections import RejectCode
-from broker.ingest.followups import publish_followups
+from broker.ingest.after_commit import publish_followups
 from broker.ingest.service import InboundMessage, IngestService, Outcome, Processed
 from broker.kafka.topics import RESULTS
 from broker.observability import (

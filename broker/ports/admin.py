@@ -23,6 +23,10 @@ class ChangeLog(abc.ABC):
 
 class LedgerMonths(abc.ABC):
     @abc.abstractmethod
+    async def closed(self) -> set[str]:
+        """The months closed so far (YYYY-MM)."""
+
+    @abc.abstractmethod
     async def close(self, month: str, by: str, now: datetime) -> bool:
         """Close `month` (YYYY-MM); False when it already was."""
 

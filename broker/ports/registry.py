@@ -41,6 +41,14 @@ class KeyExists(Exception):
 
 class HospitalRegistry(abc.ABC):
     @abc.abstractmethod
+    async def all(self) -> list[Hospital]:
+        """Every registered hospital, by id."""
+
+    @abc.abstractmethod
+    async def certifications(self) -> list[Certification]:
+        """Every hospital's QC certifications, by hospital."""
+
+    @abc.abstractmethod
     async def get(self, hospital_id: str) -> Hospital | None: ...
 
     @abc.abstractmethod

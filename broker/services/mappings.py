@@ -8,7 +8,20 @@ from broker.domain.actors import Actor, Duty
 from broker.domain.catalog import Catalog
 from broker.domain.errors import Invalid, NotFound
 from broker.domain.mapping import is_local
-from broker.ports.mappings import MappingUnitOfWork
+from broker.ports.mappings import MappingUnitOfWork, Unmapped
+
+
+async def worklist(
+    uow: MappingUnitOfWork, by: Actor, hospital: str | None = None, *, include_mapped: bool = False
+) -> list[Unmapped]:
+    """Local codes seen in results that map to no catalog item, most frequent first: an
+    admin of one hospital sees only that hospital's; a platform admin any one's, or all."""
+    if hospital is not None:
+        by.authorize(Duty.MAPPINGS, hospital)
+    elif not by.platform:
+        hospital = by.hospital
+    async with uow:
+        return await uow.mappings.unmapped(hospital, include_mapped=include_mapped)
 
 
 async def add_mapping(

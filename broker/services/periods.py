@@ -9,6 +9,13 @@ from broker.domain.ledger import parse_month
 from broker.ports.admin import MonthUnitOfWork
 
 
+async def closed_months(uow: MonthUnitOfWork) -> list[str]:
+    """The closed months, oldest first: entries that would fall in them book into the next
+    open month."""
+    async with uow:
+        return sorted(await uow.months.closed())
+
+
 async def close_month(uow: MonthUnitOfWork, month: str, *, by: Actor) -> bool:
     """Close `month` (YYYY-MM); False when it already was. Later savings and reversals book
     into the next open month. ValueError for a malformed month."""

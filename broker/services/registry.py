@@ -50,6 +50,15 @@ def validated(h: Hospital) -> Hospital:
     )
 
 
+async def hospitals_with_certifications(
+    uow: RegistryUnitOfWork,
+) -> list[tuple[Hospital, list[Certification]]]:
+    """Every registered hospital, by id, with its QC certifications (reference data)."""
+    async with uow:
+        certs = await uow.hospitals.certifications()
+        return [(h, [c for c in certs if c.hospital == h.id]) for h in await uow.hospitals.all()]
+
+
 async def register(
     uow: RegistryUnitOfWork,
     h: Hospital,

@@ -29,6 +29,9 @@ class SqlLedgerMonths(ports.LedgerMonths):
     def __init__(self, session: AsyncSession) -> None:
         self._session = session
 
+    async def closed(self) -> set[str]:
+        return await ledger.closed_periods(self._session)
+
     async def close(self, month: str, by: str, now: datetime) -> bool:
         return await ledger.close_period(self._session, month, by, now)
 

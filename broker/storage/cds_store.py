@@ -16,15 +16,13 @@ from broker.domain.check_items import StoredCheckItem, stored_items
 from broker.domain.recognition import PriorItem
 from broker.ports import cds as ports
 from broker.security.payload_cipher import PayloadCipher
-from broker.security.pseudonyms import Pseudonymiser
 from broker.security.sealed_fields import open_json, seal_json
 from broker.storage.cds_tables import cds_card, cds_client, cds_draft_order, cds_jti
 from broker.storage.check_uow import SqlAudit, SqlHospitals, SqlMappings, SqlPeople
-from broker.storage.lookup import person_items
+from broker.storage.prior_items import person_items
 from broker.storage.protect import Protector
-from broker.storage.reference_cache import ReferenceCache
+from broker.storage.reference_cache import ReferenceReadingUnitOfWork
 from broker.storage.tables import hospital, recognition_check, recognition_outcome, result
-from broker.storage.unit_of_work import SealingUnitOfWork
 
 # -- the client registry -----------------------------------------------------------------
 
@@ -325,17 +323,7 @@ class SqlCdsResults(ports.CdsResults):
         return await person_items(self._session, person_id, self._protector)
 
 
-class SqlCdsUnitOfWork(SealingUnitOfWork, ports.CdsUnitOfWork):
-    def __init__(
-        self,
-        sessions: async_sessionmaker[AsyncSession],
-        cipher: PayloadCipher,
-        pseudonyms: Pseudonymiser,
-        reference: ReferenceCache | None = None,
-    ) -> None:
-        super().__init__(sessions, cipher, pseudonyms)
-        self._reference = reference or ReferenceCache()
-
+class SqlCdsUnitOfWork(ReferenceReadingUnitOfWork, ports.CdsUnitOfWork):
     def _bind(self, s: AsyncSession) -> None:
         reference = self._reference.reader(s)
         self.hospitals = SqlHospitals(reference)

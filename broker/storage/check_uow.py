@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from broker import ports
 from broker.domain.actors import Actor
@@ -18,11 +18,10 @@ from broker.security.payload_cipher import PayloadCipher
 from broker.security.pseudonyms import Pseudonymiser
 from broker.storage import audit_log, events, mappings
 from broker.storage import people as people_store
-from broker.storage.lookup import Matters, person_items
+from broker.storage.prior_items import Matters, person_items
 from broker.storage.protect import Protector
-from broker.storage.reference_cache import ReferenceCache, ReferenceReader
+from broker.storage.reference_cache import ReferenceReader, ReferenceReadingUnitOfWork
 from broker.storage.tables import recognition_check
-from broker.storage.unit_of_work import SealingUnitOfWork
 
 
 class SqlHospitals(ports.Hospitals):
@@ -132,17 +131,7 @@ class SqlAudit(ports.Audit):
         )
 
 
-class SqlCheckUnitOfWork(SealingUnitOfWork, ports.CheckUnitOfWork):
-    def __init__(
-        self,
-        sessions: async_sessionmaker[AsyncSession],
-        cipher: PayloadCipher,
-        pseudonyms: Pseudonymiser,
-        reference: ReferenceCache | None = None,
-    ) -> None:
-        super().__init__(sessions, cipher, pseudonyms)
-        self._reference = reference or ReferenceCache()
-
+class SqlCheckUnitOfWork(ReferenceReadingUnitOfWork, ports.CheckUnitOfWork):
     def _bind(self, s: AsyncSession) -> None:
         reference = self._reference.reader(s)
         self.hospitals = SqlHospitals(reference)

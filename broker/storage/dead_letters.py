@@ -60,7 +60,7 @@ class Replay:
 
 
 def _aad(headers: Mapping[str, bytes]) -> bytes:
-    # As the Kafka DLQ copy (broker/ingest/followups.py): bound to the message id.
+    # As the Kafka DLQ copy (broker/ingest/after_commit.py): bound to the message id.
     return headers.get(MESSAGE_ID_HEADER, b"")
 
 

@@ -30,6 +30,9 @@ class SqlCodeMappings(ports.CodeMappings):
             self._session, hospital, system, code, catalog_code, by, now
         )
 
+    async def unmapped(self, hospital: str | None, *, include_mapped: bool) -> list[ports.Unmapped]:
+        return await mappings.worklist(self._session, hospital, include_mapped=include_mapped)
+
 
 class SqlMappingUnitOfWork(SqlUnitOfWork, ports.MappingUnitOfWork):
     def _bind(self, session: AsyncSession) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -12,19 +11,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from broker.domain.mapping import LocalCode
+from broker.ports.mappings import Unmapped as Unmapped
 from broker.storage.tables import code_mapping, result_item, unmapped_code
-
-
-@dataclass(frozen=True)
-class Unmapped:
-    hospital: str
-    system: str
-    code: str
-    display: str | None
-    occurrences: int
-    first_seen: datetime
-    last_seen: datetime
-    mapped_to: str | None
 
 
 async def version(session: AsyncSession) -> tuple[int, int]:

@@ -16,11 +16,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from broker.domain.registry import HospitalProfile
+from broker.security.payload_cipher import PayloadCipher
+from broker.security.pseudonyms import Pseudonymiser
 from broker.storage import hospitals
 from broker.storage.tables import reference_stamp
+from broker.storage.unit_of_work import SealingUnitOfWork
 
 
 class ReferenceCache:
@@ -62,3 +65,18 @@ class ReferenceReader:
     async def mappings_version(self) -> tuple[int, int]:
         """The mappings' stamp, as the rules provider compares versions."""
         return ((await self.stamps()).get("mappings", -1), 0)
+
+
+class ReferenceReadingUnitOfWork(SealingUnitOfWork):
+    """A unit of work that reads hospital profiles and mapping versions through the
+    process's cache (the check's and the CDS call's)."""
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        cipher: PayloadCipher,
+        pseudonyms: Pseudonymiser,
+        reference: ReferenceCache | None = None,
+    ) -> None:
+        super().__init__(sessions, cipher, pseudonyms)
+        self._reference = reference or ReferenceCache()

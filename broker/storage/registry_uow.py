@@ -15,6 +15,12 @@ class SqlHospitalRegistry(ports.HospitalRegistry):
     def __init__(self, session: AsyncSession) -> None:
         self._session = session
 
+    async def all(self) -> list[ports.Hospital]:
+        return await hospitals.list_all(self._session)
+
+    async def certifications(self) -> list[Certification]:
+        return await hospitals.certifications(self._session)
+
     async def get(self, hospital_id: str) -> ports.Hospital | None:
         return await hospitals.get(self._session, hospital_id)
 

@@ -137,7 +137,7 @@ async def test_import_writes_the_region_file_the_broker_then_uses(
     # The composition root passes the data folder: the running broker uses the windows.
     container = Container.build(Settings(data_dir=data, create_keys=True))
     try:
-        broker = container.rules().catalog.for_region("510502")
+        broker = container.reference_rules().catalog.for_region("510502")
         assert broker.items["LAB-ALT"].validity_days == 21
         assert broker.items["LAB-ALT"].validity_source == CITED
     finally:

@@ -19,7 +19,7 @@ from broker.runtime import Stack, running_stack
 from broker.settings import Settings
 from broker.storage import hospitals
 from tests import factories as f
-from tests.conftest import api_client, certify
+from tests.conftest import api_client, certify, seed_hospitals
 from tests.polling import eventually
 
 pytestmark = pytest.mark.slow
@@ -32,10 +32,7 @@ PLT = {"system": "http://loinc.org", "code": "777-3"}
 async def stack(settings: Settings) -> AsyncIterator[Stack]:
     fast = settings.model_copy(update={"event_relay_interval_seconds": 0.2})
     async with running_stack(fast, api=True, worker=True, kafka_needed=True) as s:
-        async with s.container.sessions() as session, session.begin():
-            for hid, level in (("H001", "3"), ("H002", "2")):
-                await hospitals.add(session, hospitals.Hospital(hid, hid, "510502", level))
-                await hospitals.add_key(session, hid, f.key_id(hid), f.public_b64(hid))
+        await seed_hospitals(s.container, "H001", hospitals.Hospital("H002", "H002", "510502", "2"))
         await certify(s.container)
         yield s
 

@@ -32,7 +32,7 @@ from broker.settings import Settings
 from broker.storage import hospitals
 from broker.storage.tables import audit_event, certification, hospital, ledger_period
 from tests import factories as f
-from tests.conftest import api_client, bearer, free_port
+from tests.conftest import api_client, bearer, free_port, seed_hospitals
 
 runner = CliRunner()
 
@@ -61,10 +61,12 @@ TEN_YEARS = {
 
 
 async def _register(container: Container) -> None:
+    await seed_hospitals(
+        container,
+        hospitals.Hospital("H001", "Hospital H001", "510502", "3"),
+        hospitals.Hospital("H002", "Hospital H002", "510521", "2"),
+    )
     async with container.sessions() as s, s.begin():
-        for hid, region, level in (("H001", "510502", "3"), ("H002", "510521", "2")):
-            await hospitals.add(s, hospitals.Hospital(hid, f"Hospital {hid}", region, level))
-            await hospitals.add_key(s, hid, f.key_id(hid), f.public_b64(hid))
         await hospitals.add(s, hospitals.Hospital("H003", "Hospital H003", "510503", "1"))
 
 

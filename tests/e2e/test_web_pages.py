@@ -18,7 +18,7 @@ from broker.services.outcomes import OutcomeRequest, record_outcomes
 from broker.settings import Settings
 from broker.storage import hospitals
 from tests import factories as f
-from tests.conftest import bearer, certify
+from tests.conftest import bearer, certify, seed_hospitals
 
 pytestmark = pytest.mark.slow
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -30,10 +30,7 @@ if not shutil.which(CHROMIUM):
 @pytest.fixture
 async def stack(settings: Settings) -> AsyncIterator[Stack]:
     async with running_stack(settings, api=True, worker=False, kafka_needed=False) as s:
-        async with s.container.sessions() as session, session.begin():
-            for hid, level in (("H001", "3"), ("H002", "2")):
-                await hospitals.add(session, hospitals.Hospital(hid, hid, "510502", level))
-                await hospitals.add_key(session, hid, f.key_id(hid), f.public_b64(hid))
+        await seed_hospitals(s.container, "H001", hospitals.Hospital("H002", "H002", "510502", "2"))
         await certify(s.container, valid_to=date(2030, 12, 31))
         yield s
 
@@ -123,7 +120,7 @@ async def test_the_finance_page_charts_the_ledger(stack: Stack) -> None:
     )  # fmt: skip
     await record_outcomes(
         c.outcome_uow(),
-        c.rules().catalog,
+        c.reference_rules().catalog,
         answer.check_id,
         [
             OutcomeRequest(0, OutcomeInput(OutcomeKind.ACCEPTED)),

@@ -40,8 +40,8 @@ from broker.kafka.reading import read_topic
 from broker.kafka.topics import RECEIPTS, RESULTS, RESULTS_DLQ
 from broker.services.checks import CheckRequest, run_check
 from broker.settings import Settings
-from broker.storage.lookup import person_items
 from broker.storage.people import People
+from broker.storage.prior_items import person_items
 from broker.storage.protect import Protector
 from broker.storage.tables import inbox, person, rejection, result, result_version
 from tests import factories as f
@@ -460,7 +460,7 @@ async def assert_one_person_each(site: Site, sent: list[Sent]) -> None:
     for who in sorted(expected)[:3]:
         answer = await run_check(
             c.check_uow(),
-            c.rules(),
+            c.reference_rules(),
             CheckRequest(f.NATIONAL, who, "H002", datetime(2026, 5, 20, 1, tzinfo=UTC), (HB,)),
             doctor,
         )

@@ -16,6 +16,7 @@ from broker.storage import hospitals
 from broker.storage.database import upgrade
 from broker.storage.tables import person, result, result_item, result_version
 from tests import factories as f
+from tests.conftest import seed_hospitals
 
 
 def scenario() -> list[InboundMessage]:
@@ -97,10 +98,11 @@ async def test_bulk_and_one_by_one_agree(
     await upgrade(other_settings.resolved_database_url)
     other = Container.build(other_settings)
     try:
-        async with other.sessions() as s, s.begin():
-            for hid, region, level in (("H001", "510502", "3"), ("H002", "510521", "2")):
-                await hospitals.add(s, hospitals.Hospital(hid, hid, region, level))
-                await hospitals.add_key(s, hid, f.key_id(hid), f.public_b64(hid))
+        await seed_hospitals(
+            other,
+            hospitals.Hospital("H001", "H001", "510502", "3"),
+            hospitals.Hospital("H002", "H002", "510521", "2"),
+        )
         slow = await other.ingest_service()._process_one_by_one(scenario())
         assert outcomes(bulk) == outcomes(slow)
         assert await snapshot(container) == await snapshot(other)

@@ -64,7 +64,7 @@ async def test_unmapped_codes_are_listed_then_mapped_without_restart(container: 
 
     covered = await add_mapping(
         c.mapping_uow(),
-        c.rules().catalog,
+        c.reference_rules().catalog,
         hospital="H001",
         system=LIS,
         code="XHB",
@@ -98,7 +98,7 @@ async def test_bad_mappings_are_refused(
     args = {"hospital": "H001", "system": LIS, "code": "XHB", "catalog_code": "LAB-HGB"} | changes
     with pytest.raises(Refused) as refused:
         await add_mapping(
-            container.mapping_uow(), container.rules().catalog, by=PLATFORM_IT, **args
+            container.mapping_uow(), container.reference_rules().catalog, by=PLATFORM_IT, **args
         )
     assert status_of(refused.value) == status
 
@@ -108,10 +108,18 @@ async def test_a_hospital_admin_maps_only_its_own_codes(container: Container) ->
     other = Actor("it-li", Role.ADMIN, "H002")
     with pytest.raises(Forbidden, match="H001 is another hospital's"):
         await add_mapping(
-            container.mapping_uow(), container.rules().catalog, hospital="H001", by=other, **args
+            container.mapping_uow(),
+            container.reference_rules().catalog,
+            hospital="H001",
+            by=other,
+            **args,
         )
     doctor = Actor("dr-li", Role.DOCTOR, "H001")
     with pytest.raises(Forbidden, match="needs the role admin, platform-admin"):
         await add_mapping(
-            container.mapping_uow(), container.rules().catalog, hospital="H001", by=doctor, **args
+            container.mapping_uow(),
+            container.reference_rules().catalog,
+            hospital="H001",
+            by=doctor,
+            **args,
         )

@@ -23,6 +23,7 @@ from broker.storage import dead_letters, hospitals
 from broker.storage.tables import audit_event, inbox, rejection
 from tests import factories as f
 from tests.conftest import running_worker as worker
+from tests.conftest import seed_hospitals
 from tests.polling import eventually
 
 pytestmark = pytest.mark.slow
@@ -81,9 +82,7 @@ async def test_rejected_fixed_replayed_is_delivered_and_resolved_once(
             assert f"mrb: data folder {container.settings.data_dir.resolve()}" in listed.stderr
 
             # The fix: H003 and its key are registered. Replay sends the open one only.
-            async with container.sessions() as s, s.begin():
-                await hospitals.add(s, hospitals.Hospital("H003", "Third", "510503", "2"))
-                await hospitals.add_key(s, "H003", f.key_id("H003"), f.public_b64("H003"))
+            await seed_hospitals(container, hospitals.Hospital("H003", "Third", "510503", "2"))
             replay = await mrb(env, "dlq", "replay", "--code", "UNKNOWN_HOSPITAL")
             assert "replayed 1 message(s)" in replay.stdout
             await eventually(

@@ -50,7 +50,7 @@ async def test_each_case_answers_as_the_demo_says(container: Container) -> None:
     for case in story.checks:
         answer = await run_check(
             container.check_uow(),
-            container.rules(),
+            container.reference_rules(),
             CheckRequest(
                 f.NATIONAL, case.national_id, scenarios.ORDERING, NOW, (_order(case.item),)
             ),

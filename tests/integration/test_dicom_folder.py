@@ -148,7 +148,7 @@ async def test_published_studies_are_indexed_and_recognised(
     head_ct = Order(modality="CT", body_site="69536005", contrast=False)
     answer = await run_check(
         container.check_uow(),
-        container.rules(),
+        container.reference_rules(),
         CheckRequest(
             RESIDENT_ID_SYSTEM,
             RESIDENT_ID,

@@ -187,7 +187,7 @@ async def test_versions_arriving_newest_first(container: Container, kafka: str) 
         assert candidate == "amended"
         await record_outcomes(
             container.outcome_uow(),
-            container.rules().catalog,
+            container.reference_rules().catalog,
             check_id,
             [OutcomeRequest(0, OutcomeInput(OutcomeKind.ACCEPTED))],
             DOCTOR,

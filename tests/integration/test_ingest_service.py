@@ -13,8 +13,8 @@ from broker.ingest.service import InboundMessage, Outcome, Processed
 from broker.security.payload_cipher import Sealed
 from broker.storage import fhir_index
 from broker.storage.fhir_tables import fhir_resource, fhir_token
-from broker.storage.lookup import person_items
 from broker.storage.people import People
+from broker.storage.prior_items import person_items
 from broker.storage.protect import Protector, has_legacy_rows, seal_legacy_rows
 from broker.storage.tables import (
     payload,
@@ -25,7 +25,7 @@ from broker.storage.tables import (
     result_version,
 )
 from tests import factories as f
-from tests.conftest import Db
+from tests.conftest import Db, seed_hospitals
 
 
 def msg(value: bytes, hospital: str = "H001", message_id: str | None = None) -> InboundMessage:
@@ -289,9 +289,7 @@ class TestPrivacyAndSafety:
         m = msg(f.lab_bundle(), hospital="H003")
         (first,) = await ingest(container, m)
         assert first.code is RejectCode.UNKNOWN_HOSPITAL
-        async with container.sessions() as s, s.begin():
-            await hospitals.add(s, hospitals.Hospital("H003", "Third", "510503", "1"))
-            await hospitals.add_key(s, "H003", f.key_id("H003"), f.public_b64("H003"))
+        await seed_hospitals(container, hospitals.Hospital("H003", "Third", "510503", "1"))
         (second,) = await ingest(container, m)
         assert second.outcome is Outcome.INDEXED
         assert (await current(container, BID, "H003"))["updated_at"] <= datetime.now(UTC)

@@ -15,14 +15,14 @@ from adapters.common.envelope import OutgoingMessage
 from adapters.common.publisher import Publisher, Receipt, ReceiptWatcher
 from broker.bootstrap import Container
 from broker.domain.errors import Unavailable
-from broker.ingest.followups import open_dlq_value
+from broker.ingest.after_commit import open_dlq_value
 from broker.ingest.service import InboundMessage, IngestService, Processed
 from broker.ingest.worker import IngestWorker
 from broker.kafka.reading import read_topic
 from broker.kafka.topics import RESULTS, RESULTS_DLQ
 from broker.security.receipt_signing import load_receipt_signer
 from tests import factories as f
-from tests.conftest import REPO
+from tests.conftest import REPO, seed_hospitals
 from tests.conftest import running_worker as worker
 
 pytestmark = pytest.mark.slow
@@ -188,9 +188,7 @@ async def test_dlq_replay_after_the_fix_indexes_the_message(
     async with worker(container, kafka):
         (first,) = (await send_and_wait(container, kafka, [stray])).values()
         assert first.error_code == "UNKNOWN_HOSPITAL"
-        async with container.sessions() as s, s.begin():
-            await hospitals.add(s, hospitals.Hospital("H003", "Third", "510503", "2"))
-            await hospitals.add_key(s, "H003", f.key_id("H003"), f.public_b64("H003"))
+        await seed_hospitals(container, hospitals.Hospital("H003", "Third", "510503", "2"))
         env = {
             "MRB_KAFKA_BOOTSTRAP": kafka,
             "MRB_DATA_DIR": str(container.settings.data_dir),

@@ -12,8 +12,8 @@ from broker.domain.recognition import Decision, Order
 from broker.security.payload_cipher import PayloadCipher, add_key
 from broker.services.checks import CheckRequest, run_check
 from broker.storage.check_uow import SqlCheckUnitOfWork
-from broker.storage.lookup import person_items
 from broker.storage.people import People, birth_date
+from broker.storage.prior_items import person_items
 from broker.storage.protect import Protector
 from broker.storage.rekey import keys_in_use, reseal_all
 from tests import factories as f
@@ -33,7 +33,7 @@ async def test_rotation_reseals_everything_and_loses_nothing(container: Containe
         f.NATIONAL, f.PATIENT_A, "H002", datetime(2026, 5, 20, 1, tzinfo=UTC), (HB,)
     )
     doctor = Actor("dr-li", Role.DOCTOR, "H002")
-    rules = container.rules()
+    rules = container.reference_rules()
     before = await run_check(container.check_uow(), rules, request, doctor)
     assert before.items[0].decision.decision is Decision.RECOGNIZABLE
     old = container.cipher  # a running process: it loaded k1 only

@@ -43,7 +43,7 @@ async def check(
 ) -> str:
     answer = await run_check(
         c.check_uow(),
-        c.rules(),
+        c.reference_rules(),
         CheckRequest(f.NATIONAL, patient, actor.hospital, MAY_20, orders or (HB,)),
         actor,
     )
@@ -62,7 +62,9 @@ async def outcome(
     c: Container, check_id: str, *reqs: OutcomeRequest, actor: Actor = DOCTOR, at: datetime = MAY_20
 ) -> list[object]:
     return list(
-        await record_outcomes(c.outcome_uow(), c.rules().catalog, check_id, reqs, actor, now=at)
+        await record_outcomes(
+            c.outcome_uow(), c.reference_rules().catalog, check_id, reqs, actor, now=at
+        )
     )
 
 
@@ -84,7 +86,7 @@ async def test_accepting_books_the_fee_at_the_ordering_hospitals_tier(
 ) -> None:
     c, check_id = recognised
     (done,) = await outcome(c, check_id, accept(0))
-    hgb_fee_tier_2 = c.rules().catalog.items["LAB-HGB"].fees["2"]  # H002 is level 2
+    hgb_fee_tier_2 = c.reference_rules().catalog.items["LAB-HGB"].fees["2"]  # H002 is level 2
     assert done.saved == hgb_fee_tier_2 == Decimal("5.40")  # type: ignore[attr-defined]
     (entry,) = await rows(c, ledger_entry)
     assert entry["kind"] == "saving" and entry["amount_fen"] == 540

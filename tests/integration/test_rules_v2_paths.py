@@ -44,7 +44,7 @@ async def decide(
 ) -> list[ItemDecision]:
     answer = await run_check(
         c.check_uow(),
-        c.rules(),
+        c.reference_rules(),
         CheckRequest(
             f.NATIONAL, patient, "H002", MAY_20, orders, patient=context or PatientContext()
         ),
@@ -250,7 +250,7 @@ class TestVersionsAreRecorded:
         await decide(certified, HB)
         async with certified.sessions() as s:
             row = (await s.execute(select(recognition_check))).one()
-        rules = certified.rules()
+        rules = certified.reference_rules()
         assert row.policy_version == rules.policy.version
         assert row.catalog_version.startswith(rules.catalog.version)
         assert json.dumps(row.items)  # the answer is stored beside them
@@ -262,7 +262,7 @@ class TestAgeFromTheSentBirthDate:
     async def _banded(self, c: Container) -> None:
         from broker.domain.catalog import AgeBand
 
-        rules = c.rules()
+        rules = c.reference_rules()
         hb = rules.catalog.items["LAB-HGB"]
         band = AgeBand("儿童不适用", "not for children", max_days=365 * 14, exclude=True)
         items = {**rules.catalog.items, "LAB-HGB": replace(hb, age_bands=(band,))}
@@ -346,7 +346,7 @@ class TestRegionalListDates:
     ) -> None:
         from broker.domain.catalog import RegionOverride
 
-        rules = certified.rules()
+        rules = certified.reference_rules()
         shorter = RegionOverride(
             "5105", validity_days={"LAB-HGB": 1}, version="t", effective_from=date(2026, 5, 20)
         )
@@ -357,7 +357,7 @@ class TestRegionalListDates:
         async def at(moment: datetime) -> Decision:
             answer = await run_check(
                 certified.check_uow(),
-                certified.rules(),
+                certified.reference_rules(),
                 CheckRequest(f.NATIONAL, f.PATIENT_A, "H002", moment, (HB,)),
                 DOCTOR,
             )

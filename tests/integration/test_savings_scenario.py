@@ -92,7 +92,7 @@ async def test_a_month_of_recognitions_reconciles_to_the_fen(container: Containe
     for i in range(N):
         answer = await run_check(
             c.check_uow(),
-            c.rules(),
+            c.reference_rules(),
             CheckRequest(f.NATIONAL, resident_id(i), orderer(i), in_may(20, 9), (HB, PLT)),
             doctor(i),
             now=in_may(20, 9),
@@ -107,7 +107,7 @@ async def test_a_month_of_recognitions_reconciles_to_the_fen(container: Containe
 
     async def send(i: int, *reqs: OutcomeRequest, at: datetime) -> None:
         await record_outcomes(
-            c.outcome_uow(), c.rules().catalog, checks[i], reqs, doctor(i), now=at
+            c.outcome_uow(), c.reference_rules().catalog, checks[i], reqs, doctor(i), now=at
         )
 
     acc = OutcomeInput(OutcomeKind.ACCEPTED)

@@ -24,8 +24,8 @@ from broker.demo.dataset import generate
 from broker.domain.rejections import RejectCode, Rejected
 from broker.ingest.fhir_bundle import read_entries
 from broker.ingest.fhir_validation import IN_SCOPE, FhirValidation
+from broker.ingest.message_json import decode_json
 from broker.ingest.parse import ParseLimits, parse_message
-from broker.ingest.wire import decode_json
 from broker.settings import Settings
 
 Json = dict[str, Any]

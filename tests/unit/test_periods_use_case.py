@@ -16,7 +16,7 @@ async def test_a_month_is_closed_once_and_audited_once() -> None:
     uow = FakeMonthUnitOfWork()
     assert await close_month(uow, "2026-05", by=PLATFORM)
     assert not await close_month(uow, "2026-05", by=PLATFORM)
-    assert uow.months.closed == {"2026-05": "sys.zhang"}
+    assert uow.months.closed_by == {"2026-05": "sys.zhang"}
     assert uow.changes.changes == [
         {
             "actor": "sys.zhang",
@@ -32,11 +32,11 @@ async def test_a_malformed_month_is_refused(month: str) -> None:
     uow = FakeMonthUnitOfWork()
     with pytest.raises(ValueError, match="is not a month; write YYYY-MM"):
         await close_month(uow, month, by=PLATFORM)
-    assert uow.months.closed == {} and uow.commits == 0
+    assert uow.months.closed_by == {} and uow.commits == 0
 
 
 async def test_only_a_platform_admin_closes_months() -> None:
     uow = FakeMonthUnitOfWork()
     with pytest.raises(Forbidden):
         await close_month(uow, "2026-05", by=Actor("fin.li", Role.FINANCE, "H001"))
-    assert uow.months.closed == {}
+    assert uow.months.closed_by == {}

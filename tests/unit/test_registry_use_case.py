@@ -134,7 +134,7 @@ async def test_a_certification_is_checked_against_the_catalog_and_audited() -> N
         CATALOG, "H001", "HEMATOLOGY", "provincial-eqa", date(2026, 1, 1), date(2026, 12, 31)
     )
     await registry_service.certify(uow, cert, "EQA-2026-01", by=QC)
-    assert uow.hospitals.certifications == [(cert, "EQA-2026-01")]
+    assert uow.hospitals.certified == [(cert, "EQA-2026-01")]
     [change] = uow.changes.changes
     assert (change["action"], change["detail"]["reference"]) == ("registry.certify", "EQA-2026-01")
     with pytest.raises(RegistryError, match="neither a catalog item nor a QC group"):

@@ -11,8 +11,8 @@ from pydantic import BaseModel, Field
 
 from broker.api.deps import CertifyDep, ContainerDep, RegistryDep, require
 from broker.domain.actors import Duty
+from broker.ports import registry
 from broker.services import registry as registry_service
-from broker.storage import hospitals as registry
 
 router = APIRouter(prefix="/api/v1/admin", tags=["admin"])
 READ = Depends(require(Duty.REFERENCE))  # reference data: no patient data here
@@ -54,9 +54,7 @@ class HospitalOut(HospitalIn):
 @router.get("/hospitals", response_model=list[HospitalOut], dependencies=[READ])
 async def list_hospitals(container: ContainerDep) -> list[HospitalOut]:
     """Every registered hospital with its alliances and certifications."""
-    async with container.sessions() as s:
-        hospitals = await registry.list_all(s)
-        certs = await registry.certifications(s)
+    listed = await registry_service.hospitals_with_certifications(container.registry_uow())
     return [
         HospitalOut(
             id=h.id,
@@ -73,10 +71,9 @@ async def list_hospitals(container: ContainerDep) -> list[HospitalOut]:
                     scope=c.scope, body=c.body.value, valid_from=c.valid_from, valid_to=c.valid_to
                 )
                 for c in certs
-                if c.hospital == h.id
             ],
         )
-        for h in hospitals
+        for h, certs in listed
     ]
 
 
@@ -109,7 +106,7 @@ async def add_certification(
 ) -> dict[str, str]:
     """Record a QC certification for an item or QC group, valid from..to inclusive (qc)."""
     cert = registry_service.certification(
-        container.rules().catalog,
+        container.reference_rules().catalog,
         hospital_id,
         body.scope,
         body.body,
@@ -123,7 +120,7 @@ async def add_certification(
 @router.get("/catalog", dependencies=[READ])
 async def catalog(container: ContainerDep, region: str | None = None) -> dict[str, object]:
     """The item catalog, as seen from a region when one is given (overrides applied)."""
-    cat = container.rules().catalog
+    cat = container.reference_rules().catalog
     view = cat.for_region(region) if region else cat
     return {
         "version": view.version,

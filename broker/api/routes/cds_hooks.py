@@ -22,7 +22,6 @@ from broker.cdshooks.models import FeedbackRequest, HookRequest
 from broker.cdshooks.services import SERVICES, ServiceDefinition, discovery
 from broker.correlation import bind_hook_instance
 from broker.domain.errors import NotFound, Unauthenticated
-from broker.storage.cds_store import DbClientRegistry, DbReplayGuard
 
 logger = logging.getLogger(__name__)
 router = APIRouter(tags=["cds-hooks"])
@@ -67,8 +66,8 @@ async def cds_client(request: Request, container: ContainerDep) -> Authenticated
         return await authenticate(
             token.strip(),
             audience=called_url(request, container),
-            registry=DbClientRegistry(container.sessions),
-            replay=DbReplayGuard(container.sessions),
+            registry=container.cds_clients(),
+            replay=container.cds_replay_guard(),
             jwks_cache=_jwks_cache(request),
         )
     except ClientRejected as exc:

@@ -18,8 +18,7 @@ from broker.domain.actors import Duty
 from broker.domain.errors import Invalid
 from broker.domain.ledger import parse_month
 from broker.services import reports
-from broker.services.periods import close_month
-from broker.storage import ledger
+from broker.services.periods import close_month, closed_months
 
 router = APIRouter(prefix="/api/v1", tags=["finance"])
 CSV = "text/csv; charset=utf-8"
@@ -86,8 +85,7 @@ async def regulator_report(
 @router.get("/ledger/periods")
 async def closed_periods(container: ContainerDep, actor: LedgerReadDep) -> list[str]:
     """Closed months: entries that would fall in them book into the next open month."""
-    async with container.sessions() as s:
-        return sorted(await ledger.closed_periods(s))
+    return await closed_months(container.month_uow())
 
 
 @router.post("/ledger/periods/{month}/close")

@@ -6,7 +6,6 @@ from fastapi import APIRouter, Request, Response
 
 from broker.api.deps import ContainerDep
 from broker.api.problems import problem
-from broker.storage.database import ping
 
 router = APIRouter(tags=["operations"])
 
@@ -25,7 +24,7 @@ async def readyz(request: Request, container: ContainerDep) -> Response | dict[s
     """
     checks: dict[str, object] = {}
     try:
-        await ping(container.engine)
+        await container.ping_database()
         checks["database"] = "ok"
     except Exception as exc:  # any failure means not ready; the type tells the operator why
         return problem(503, "Not ready", f"database unavailable: {type(exc).__name__}")

@@ -7,9 +7,8 @@ from fastapi import APIRouter, status
 from pydantic import BaseModel, Field
 
 from broker.api.deps import ContainerDep, MappingsDep
-from broker.domain.actors import Actor, Duty
+from broker.ports.mappings import Unmapped
 from broker.services import mappings as mapping_service
-from broker.storage import mappings
 
 router = APIRouter(prefix="/api/v1/admin/mappings", tags=["admin"])
 
@@ -21,21 +20,14 @@ class MappingIn(BaseModel):
     catalog_code: str = Field(min_length=1, max_length=64)
 
 
-def _scope(actor: Actor, hospital: str | None) -> str | None:
-    """An admin of one hospital sees and maps only that hospital's codes."""
-    if hospital is not None:
-        actor.authorize(Duty.MAPPINGS, hospital)
-        return hospital
-    return None if actor.platform else actor.hospital
-
-
-@router.get("/unmapped", response_model=list[mappings.Unmapped])
+@router.get("/unmapped", response_model=list[Unmapped])
 async def unmapped(
     container: ContainerDep, actor: MappingsDep, hospital: str | None = None, all: bool = False
-) -> list[mappings.Unmapped]:
+) -> list[Unmapped]:
     """Local codes seen in results that map to no catalog item, most frequent first."""
-    async with container.sessions() as s:
-        return await mappings.worklist(s, _scope(actor, hospital), include_mapped=all)
+    return await mapping_service.worklist(
+        container.mapping_uow(), actor, hospital, include_mapped=all
+    )
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)
@@ -43,7 +35,7 @@ async def add(body: MappingIn, container: ContainerDep, actor: MappingsDep) -> d
     """Map a local code to a catalog item; in force from the next request, no restart."""
     covered = await mapping_service.add_mapping(
         container.mapping_uow(),
-        container.rules().catalog,
+        container.reference_rules().catalog,
         hospital=body.hospital,
         system=body.system,
         code=body.code,

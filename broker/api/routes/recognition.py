@@ -62,7 +62,7 @@ async def outcome(
     """
     recorded = await record_outcomes(
         container.outcome_uow(),
-        container.rules().catalog,
+        container.reference_rules().catalog,
         check_id,
         [
             OutcomeRequest(i.index, OutcomeInput(OutcomeKind(i.outcome), i.reason, i.reason_text))

@@ -10,8 +10,8 @@ from pydantic import BaseModel, Field, model_validator
 
 from broker.api.deps import ContainerDep, TokensDep
 from broker.domain.errors import Invalid
+from broker.ports.access import TokenRecord
 from broker.services import tokens as token_service
-from broker.storage.tokens import TokenRecord
 
 router = APIRouter(prefix="/api/v1/admin/tokens", tags=["admin"])
 

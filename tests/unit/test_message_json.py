@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from broker.domain.rejections import RejectCode, Rejected
-from broker.ingest.wire import decode_json
+from broker.ingest.message_json import decode_json
 
 
 def reject_code(value: bytes, *, max_bytes: int = 10_000, max_depth: int = 64) -> RejectCode:
