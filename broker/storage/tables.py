@@ -20,6 +20,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 
 from broker.storage.metadata import UTCDateTime, metadata
@@ -75,6 +76,12 @@ person = Table(
     Column("id", String(36), primary_key=True),
     Column("created_at", UTCDateTime, nullable=False),
     Column("merged_into", String(36), ForeignKey("person.id"), nullable=True),
+    Index(
+        "ix_person_merged_into",
+        "merged_into",
+        postgresql_where=text("merged_into IS NOT NULL"),
+        sqlite_where=text("merged_into IS NOT NULL"),
+    ),
 )
 
 # Birth dates as each hospital sent them (Patient.birthDate), sealed like payloads: the
