@@ -48,11 +48,11 @@ def add(
         name,
         region,
         level,
-        timezone,
-        grade,
-        ownership,
-        price_tier,
-        frozenset(alliance or ()),
+        grade=grade,
+        ownership=ownership,
+        price_tier=price_tier,
+        alliances=frozenset(alliance or ()),
+        timezone=timezone,
     )
 
     async def work(c: Container) -> registry.Hospital:

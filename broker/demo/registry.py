@@ -34,7 +34,13 @@ def hospitals(demo: tuple[DemoHospital, ...]) -> list[Hospital]:
         grade, ownership, alliances = _PROFILE.get(h.id, (None, "public", frozenset()))
         out.append(
             Hospital(
-                h.id, h.name, h.region, h.level, "Asia/Shanghai", grade, ownership, None, alliances
+                h.id,
+                h.name,
+                h.region,
+                h.level,
+                grade=grade,
+                ownership=ownership,
+                alliances=alliances,
             )
         )
     return out

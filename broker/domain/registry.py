@@ -48,6 +48,10 @@ class Certification:
 
 @dataclass(frozen=True)
 class HospitalProfile:
+    """A hospital: its registry record and, when read for the rules, its certifications
+    (the registry's own reads leave them empty). The one hospital model; `Hospital` names
+    it where the record is meant."""
+
     id: str
     name: str
     region: str  # GB/T 2260, 6 digits
@@ -57,6 +61,7 @@ class HospitalProfile:
     price_tier: str | None = None  # defaults to the level
     alliances: frozenset[str] = frozenset()
     certifications: tuple[Certification, ...] = ()
+    timezone: str = "Asia/Shanghai"  # IANA; the zone its zone-less times are read in
 
     @property
     def tier(self) -> str:
@@ -74,6 +79,9 @@ class HospitalProfile:
         held = [c for c in self.certifications if c.covers(item_code, qc_group, on)]
         held.sort(key=lambda c: _REACH_ORDER[c.body.reach])
         return held[0] if held else None
+
+
+Hospital = HospitalProfile
 
 
 @dataclass(frozen=True)

@@ -1,30 +1,17 @@
 """Ports of the hospital registry: hospitals, their QC certifications and signing keys.
 
-`Hospital` is a registration as an administrator gives it (the recognition rules read
-hospitals as `broker.domain.registry.HospitalProfile`).
+`Hospital` is the domain's one hospital model (broker.domain.registry), here as an
+administrator registers it: without its certifications, which are kept apart.
 """
 
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass, field
 
 from broker.domain.registry import Certification
+from broker.domain.registry import Hospital as Hospital
 from broker.ports.admin import ChangeLog
 from broker.ports.unit_of_work import UnitOfWork
-
-
-@dataclass(frozen=True)
-class Hospital:
-    id: str
-    name: str
-    region: str
-    level: str
-    timezone: str = "Asia/Shanghai"
-    grade: str | None = None
-    ownership: str = "public"
-    price_tier: str | None = None
-    alliances: frozenset[str] = field(default=frozenset())
 
 
 class HospitalExists(Exception):

@@ -6,7 +6,7 @@ audited with its actor, in the transaction that makes it.
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import date
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -45,9 +45,7 @@ def validated(h: Hospital) -> Hospital:
         ZoneInfo(h.timezone)
     except (ZoneInfoNotFoundError, ValueError):
         raise RegistryError(f"unknown time zone {h.timezone!r} (use an IANA name)") from None
-    return Hospital(
-        h.id, h.name, h.region, h.level, h.timezone, grade, ownership, h.price_tier, h.alliances
-    )
+    return replace(h, grade=grade, ownership=ownership)
 
 
 async def hospitals_with_certifications(
@@ -84,7 +82,9 @@ async def register(
 def _plain(h: Hospital | None) -> dict[str, Any] | None:
     if h is None:
         return None
-    return {**asdict(h), "alliances": sorted(h.alliances)}
+    plain = {**asdict(h), "alliances": sorted(h.alliances)}
+    del plain["certifications"]  # kept apart from the registration, audited on their own
+    return plain
 
 
 def certification(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from sqlalchemy import delete, select
@@ -94,18 +94,7 @@ async def profiles(session: AsyncSession) -> dict[str, HospitalProfile]:
     for c in await certifications(session):
         certs.setdefault(c.hospital, []).append(c)
     return {
-        h.id: HospitalProfile(
-            id=h.id,
-            name=h.name,
-            region=h.region,
-            level=h.level,
-            grade=h.grade,
-            ownership=h.ownership,
-            price_tier=h.price_tier,
-            alliances=h.alliances,
-            certifications=tuple(certs.get(h.id, ())),
-        )
-        for h in await list_all(session)
+        h.id: replace(h, certifications=tuple(certs.get(h.id, ()))) for h in await list_all(session)
     }
 
 
@@ -123,11 +112,11 @@ def _from_row(row: Row[tuple[object, ...]], alliances: frozenset[str]) -> Hospit
         m["name"],
         m["region"],
         m["level"],
-        m["timezone"],
-        m["grade"],
-        m["ownership"],
-        m["price_tier"],
-        alliances,
+        grade=m["grade"],
+        ownership=m["ownership"],
+        price_tier=m["price_tier"],
+        alliances=alliances,
+        timezone=m["timezone"],
     )
 
 
