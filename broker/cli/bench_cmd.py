@@ -22,7 +22,12 @@ from broker.demo import registry as demo_registry
 from broker.demo import synthetic_index
 from broker.demo.dataset import demo_hospitals
 from broker.storage import hospitals
-from broker.storage.bench_load import BulkIndex, NewMessage, follow_sequences
+from broker.storage.bench_load import (
+    BulkIndex,
+    NewMessage,
+    follow_sequences,
+    refresh_statistics,
+)
 from broker.storage.protect import Protector
 
 app = typer.Typer(help="Benchmark data (never on a production index).", no_args_is_help=True)
@@ -62,6 +67,7 @@ def load(
                 await bulk.flush(s)
         async with c.sessions() as s, s.begin():
             await follow_sequences(s)
+            await refresh_statistics(s)
         return {
             "people": len(todo),
             "rows": bulk.written,

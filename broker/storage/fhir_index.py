@@ -28,6 +28,7 @@ from broker.security.payload_cipher import PayloadCipher, Sealed
 from broker.security.pseudonyms import Pseudonymiser
 from broker.security.sealed_fields import open_json
 from broker.storage.fhir_tables import fhir_resource, fhir_token
+from broker.storage.people import with_merged
 from broker.storage.retention import PURGED
 from broker.storage.tables import hospital, payload, result, result_version
 
@@ -55,7 +56,9 @@ async def refresh_person(
     identifiers: IdentifierKey,
 ) -> int:
     """Rebuild the index rows of the person's results that changed; how many were rebuilt."""
-    return await _refresh(sessions, cipher, result.c.person_id == person_id, identifiers)
+    return await _refresh(
+        sessions, cipher, result.c.person_id.in_(with_merged(person_id)), identifiers
+    )
 
 
 async def refresh_results(

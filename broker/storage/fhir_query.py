@@ -19,6 +19,7 @@ from broker.fhir.params import WITHDRAWN, Search, Token, TokenFilter
 from broker.fhir.resources import clip_code, clip_system
 from broker.ports.fhir import Hit
 from broker.storage.fhir_tables import fhir_resource, fhir_token
+from broker.storage.people import with_merged
 from broker.storage.tables import result
 
 _TICK = timedelta(microseconds=1)  # an instant stands for [t, t + 1 µs)
@@ -63,7 +64,7 @@ def conditions(search: Search, person_id: str) -> list[ColumnElement[bool]]:
     """The WHERE clause of a search over fhir_resource joined to result."""
     fr = fhir_resource.c
     where: list[ColumnElement[bool]] = [
-        result.c.person_id == person_id,
+        result.c.person_id.in_(with_merged(person_id)),
         fr.resource_type == search.resource_type,
     ]
     if not search.status_given:

@@ -17,6 +17,7 @@ from broker.security.pseudonyms import Pseudonymiser
 from broker.storage import fhir_index, fhir_query
 from broker.storage.check_uow import SqlAudit, SqlPeople
 from broker.storage.fhir_tables import fhir_resource
+from broker.storage.people import with_merged
 from broker.storage.tables import person, result
 from broker.storage.unit_of_work import SealingUnitOfWork
 
@@ -76,7 +77,10 @@ class SqlFhirIndex(ports.FhirIndex):
             await self._session.execute(
                 select(fhir_resource.c.version_id, result.c.hospital_id)
                 .join(result, result.c.id == fhir_resource.c.result_id)
-                .where(result.c.person_id == person_id, fhir_resource.c.resource_type == "Patient")
+                .where(
+                    result.c.person_id.in_(with_merged(person_id)),
+                    fhir_resource.c.resource_type == "Patient",
+                )
                 .order_by(
                     fhir_resource.c.entry.is_(None),
                     result.c.updated_at.desc(),

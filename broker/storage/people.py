@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from datetime import date
 
-from sqlalchemy import String, literal, select, union_all
+from sqlalchemy import CompoundSelect, String, literal, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from broker.domain.identifiers import PatientIdentifier
@@ -21,17 +21,24 @@ def birth_date_context(person_id: str, hospital: str) -> bytes:
     return f"birth-date|{person_id}|{hospital}".encode()
 
 
-async def birth_date(session: AsyncSession, cipher: PayloadCipher, person_id: str) -> date | None:
-    """The person's birth date when every hospital that sent one agrees; None when none
-    was sent or they disagree (an age rule must never rest on a doubtful age)."""
-    # The person and those merged into them, as one set: an index search on both tables
-    # (an OR of the two made PostgreSQL scan person_birth_date whole).
-    people = union_all(
+def with_merged(person_id: str) -> CompoundSelect[tuple[str]]:
+    """The person and the people merged into them, as one set of ids to read rows of.
+
+    Reads go through it because a merge and a concurrent write can cross: a worker that had
+    not seen the merge yet writes rows for the merged person after the merge moved that
+    person's rows (tests/e2e/test_processes.py met it). A union, not an OR, so that both
+    tables are searched by index."""
+    return union_all(
         select(literal(person_id, String(36))),
         select(person.c.id).where(person.c.merged_into == person_id),
     )
+
+
+async def birth_date(session: AsyncSession, cipher: PayloadCipher, person_id: str) -> date | None:
+    """The person's birth date when every hospital that sent one agrees; None when none
+    was sent or they disagree (an age rule must never rest on a doubtful age)."""
     rows = await session.execute(
-        select(person_birth_date).where(person_birth_date.c.person_id.in_(people))
+        select(person_birth_date).where(person_birth_date.c.person_id.in_(with_merged(person_id)))
     )
     found = set()
     for r in rows:

@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from broker.domain.recognition import PriorItem
 from broker.domain.results import Coding
+from broker.storage.people import with_merged
 from broker.storage.protect import Protector
 from broker.storage.tables import result, result_item
 
@@ -56,7 +57,7 @@ async def person_items(
             result.c.updated_at,
         )
         .join(result, result.c.id == result_item.c.result_id)
-        .where(result_item.c.person_id == person_id)
+        .where(result_item.c.person_id.in_(with_merged(person_id)))
         .order_by(result_item.c.id)
     )
     merged: dict[tuple[str, str, str | None], PriorItem] = {}

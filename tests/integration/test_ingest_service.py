@@ -169,6 +169,44 @@ class TestPeople:
             ).scalar_one()
         assert len(found) == 3 and alive == 1
 
+    async def test_rows_written_for_a_person_after_it_was_merged_are_still_found(
+        self, container: Container
+    ) -> None:
+        """Two workers cross: one merges person X into Y while the other, which had not
+        seen the merge, writes a result for X. Its rows keep X, and the check's prior items
+        of Y still hold it (the FHIR search and the birth date read the same set of people:
+        storage.people.with_merged)."""
+        mrn_only = f.lab_bundle(accession="A-1", pat=f.patient(national_id=None, mrn="M-1"))
+        id_only = f.lab_bundle(accession="A-2", pat=f.patient(mrn=None, pid="other"))
+        await ingest(container, msg(mrn_only), msg(id_only))
+        both = f.lab_bundle(accession="A-4", pat=f.patient(mrn="M-1"))
+        await ingest(container, msg(both))  # the two people are one: one is merged
+        survivor = await person_of(container, f.PATIENT_A)
+        async with container.sessions() as s:
+            (gone,) = (
+                (await s.execute(select(person.c.id).where(person.c.merged_into == survivor)))
+                .scalars()
+                .all()
+            )
+        assert survivor is not None
+        late = f.lab_bundle(accession="A-3", pat=f.patient(national_id=None, mrn="M-1"))
+        await ingest(container, msg(late))
+        async with container.sessions() as s, s.begin():  # as the lagging worker wrote it
+            late_id = (await current(container, "DiagnosticReport|urn:lab:H001|A-3"))["id"]
+            for table in (result, result_item):
+                await s.execute(
+                    table.update()
+                    .where(
+                        table.c.id == late_id if table is result else table.c.result_id == late_id
+                    )
+                    .values(person_id=gone)
+                )
+        async with container.sessions() as s:
+            items = await person_items(
+                s, survivor, Protector(container.cipher, container.pseudonyms)
+            )
+        assert late_id in {i.result_id for i in items}
+
     async def test_patient_sent_first_lets_references_resolve(self, container: Container) -> None:
         obs = f.observation("o9", "2345-7", 5.1, "mmol/L", subject={"reference": "Patient/p1"})
         (early,) = await ingest(container, msg(json.dumps(obs).encode()))
