@@ -107,14 +107,17 @@ def supervise(settings: Settings, command: str, processes: int, *, api: bool) ->
 
 def _run_children(args: list[str], processes: int, keep: Sequence[int]) -> int:
     children: list[subprocess.Popen[bytes]] = []
-    stopping = False
+    asked_to_stop = False  # by a signal to the parent, not by a child stopping on its own
 
-    def forward(signum: int, _frame: FrameType | None) -> None:
-        nonlocal stopping
-        stopping = True
+    def stop_children() -> None:
         for child in children:
             if child.poll() is None:
                 child.send_signal(signal.SIGTERM)
+
+    def forward(signum: int, _frame: FrameType | None) -> None:
+        nonlocal asked_to_stop
+        asked_to_stop = True
+        stop_children()
 
     previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -127,8 +130,8 @@ def _run_children(args: list[str], processes: int, keep: Sequence[int]) -> int:
             )
         while all(c.poll() is None for c in children):
             time.sleep(0.2)
-        if not stopping:  # one stopped on its own: the unit stops
-            forward(signal.SIGTERM, None)
+        if not asked_to_stop:  # one stopped on its own: the unit stops
+            stop_children()
         deadline = time.monotonic() + STOP_GRACE_SECONDS
         for child in children:
             try:
@@ -139,5 +142,7 @@ def _run_children(args: list[str], processes: int, keep: Sequence[int]) -> int:
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
-    codes = [c.returncode for c in children]
-    return 0 if stopping and all(c == 0 for c in codes) else max(1, *(abs(c) for c in codes))
+    codes: list[int] = [c.returncode for c in children]
+    if asked_to_stop and all(c == 0 for c in codes):
+        return 0
+    return max(1, *(abs(c) for c in codes))  # a child stopped on its own, or stopped badly
