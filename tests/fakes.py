@@ -15,7 +15,7 @@ from broker import ports
 from broker.domain.actors import Actor
 from broker.domain.identifiers import PatientIdentifier
 from broker.domain.ledger import ledger_period
-from broker.domain.recognition import PriorItem
+from broker.domain.recognition import PriorItem, RowFilter
 from broker.domain.registry import Certification, HospitalProfile
 from broker.domain.results import ParsedMessage
 from broker.ingest.envelope import InboundMessage
@@ -56,8 +56,12 @@ class FakeResults(ports.Results):
         self,
         person_id: str,
         matters: Callable[[Sequence[PriorItem]], Set[str]] | None = None,
+        rows: RowFilter | None = None,
     ) -> list[PriorItem]:
         items = list(self.items.get(person_id, ()))
+        if rows is not None:  # as storage's index search: the results holding an admitted row
+            found = {i.result_id for i in items if rows.admits(i)}
+            items = [i for i in items if i.result_id in found]
         if matters is None:
             return items
         keep = matters([replace(i, summary="", value=None) for i in items])  # as unopened

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 from datetime import date
 from decimal import Decimal
 from enum import StrEnum
+from functools import cached_property
 
 from broker.domain.sites import EMPTY_SITES, ENHANCED, PLAIN, SiteTable
 
@@ -115,10 +116,28 @@ class Catalog:
     applied: tuple[str, ...] = ()
     requires_final_report: bool = False  # imaging: a study counts only with its final report
     by_loinc: Mapping[str, str] = field(init=False, repr=False)
+    # for_region's answers: a check asks for the same view on every request.
+    _views: dict[tuple[str, date | None], Catalog] = field(
+        init=False, repr=False, compare=False, default_factory=dict
+    )
 
     def __post_init__(self) -> None:
         index = {code: item.code for item in self.items.values() for code in item.loinc}
         object.__setattr__(self, "by_loinc", index)
+
+    @cached_property
+    def _codes_by_item(self) -> Mapping[str, frozenset[str]]:
+        found: dict[str, set[str]] = {code: {code} for code in self.items}
+        for loinc, code in self.by_loinc.items():
+            found[code].add(loinc)
+        for (_scope, _system, local), code in self.local_codes.items():
+            found.setdefault(code, set()).add(local)
+        return {code: frozenset(codes) for code, codes in found.items()}
+
+    def codes_meaning(self, item_code: str) -> frozenset[str]:
+        """Every code (catalog, LOINC or a hospital's local code, whatever its system)
+        that `item_for_code` can map to the item: what storage may filter rows by."""
+        return self._codes_by_item.get(item_code, frozenset())
 
     @property
     def version_label(self) -> str:
@@ -128,6 +147,15 @@ class Catalog:
     def for_region(self, region: str, on: date | None = None) -> Catalog:
         """The catalog as seen from `region` on a day: overrides in force applied, least
         specific first (a list not yet in force on `on` is skipped)."""
+        key = (region, on)
+        view = self._views.get(key)
+        if view is None:
+            if len(self._views) >= 256:  # a long-running process sees a new day each day
+                self._views.clear()
+            view = self._views[key] = self._view(region, on)
+        return view
+
+    def _view(self, region: str, on: date | None) -> Catalog:
         applicable = sorted(
             (
                 r

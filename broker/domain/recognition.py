@@ -551,6 +551,57 @@ def _protocol_miss(sites: SiteTable, done: str | None, wanted: str) -> Text:
     )
 
 
+@dataclass(frozen=True)
+class RowFilter:
+    """The rows of a person's results a check can need, as storage can find them by index:
+    rows coded with one of `codes` (in any code system: a superset), and every study and
+    report row when `imaging`. Storage reads the results holding such a row; every result
+    `results_that_matter` keeps is among them."""
+
+    codes: frozenset[str]
+    imaging: bool
+
+    @property
+    def empty(self) -> bool:
+        return not self.codes and not self.imaging
+
+    def admits(self, row: PriorItem) -> bool:
+        """Whether storage's filter finds this row (the fakes and tests ask it)."""
+        return any(c.code in self.codes for c in row.codings) or (
+            self.imaging and row.resource_type in IMAGING_ROW_TYPES
+        )
+
+
+IMAGING_ROW_TYPES = ("ImagingStudy", "DiagnosticReport")
+
+
+def rows_that_matter(items: Iterable[CatalogItem | None], catalog: Catalog) -> RowFilter:
+    """The row filter of the resolved order `items` (see `results_that_matter`)."""
+    codes: set[str] = set()
+    imaging = False
+    for item in items:
+        if item is None or catalog.excluded(item):
+            continue
+        if item.kind is ItemKind.IMAGING:
+            imaging = True
+        else:
+            for code in (item.code, *item.components):
+                codes |= catalog.codes_meaning(code)
+    return RowFilter(frozenset(codes), imaging)
+
+
+def needs_age(items: Iterable[CatalogItem | None], catalog: Catalog) -> bool:
+    """Whether any resolved order item (or a component) has age-banded rules: only then
+    does the check need the patient's birth date."""
+    for item in items:
+        if item is None:
+            continue
+        parts = [item, *(catalog.items[c] for c in item.components if c in catalog.items)]
+        if any(p.age_bands for p in parts):
+            return True
+    return False
+
+
 def results_that_matter(
     items: Iterable[CatalogItem | None], prior: Sequence[PriorItem], catalog: Catalog
 ) -> set[str]:
@@ -579,7 +630,7 @@ def results_that_matter(
 
 
 def _matters(p: PriorItem, imaging: bool, codes: set[str], catalog: Catalog) -> bool:
-    if imaging and p.resource_type in ("ImagingStudy", "DiagnosticReport"):
+    if imaging and p.resource_type in IMAGING_ROW_TYPES:
         return True
     found = _lab_item(p, catalog) if codes else None
     return found is not None and found.code in codes

@@ -12,7 +12,7 @@ from typing import Any
 from broker.domain.actors import Actor
 from broker.domain.check_items import StoredCheckItem
 from broker.domain.identifiers import PatientIdentifier
-from broker.domain.recognition import PriorItem
+from broker.domain.recognition import PriorItem, RowFilter
 from broker.domain.registry import HospitalProfile
 from broker.ports.unit_of_work import UnitOfWork
 
@@ -42,10 +42,12 @@ class Results(abc.ABC):
         self,
         person_id: str,
         matters: Callable[[Sequence[PriorItem]], Set[str]] | None = None,
+        rows: RowFilter | None = None,
     ) -> list[PriorItem]:
         """The items of the person's current results, from every hospital: all of them, or
         those of the results `matters` keeps (given the items before their sealed values and
-        summaries are opened; see broker.domain.recognition.results_that_matter)."""
+        summaries are opened; see broker.domain.recognition.results_that_matter). With
+        `rows`, only results holding a row the filter admits are read at all."""
 
 
 class Mappings(abc.ABC):

@@ -20,8 +20,10 @@ from broker.domain.recognition import (
     Policy,
     decide,
     local_date,
+    needs_age,
     resolve_order,
     results_that_matter,
+    rows_that_matter,
 )
 from broker.observability import CHECKS
 
@@ -102,13 +104,15 @@ async def run_check(
         person_id = await uow.people.find(ident)
         prior = (
             await uow.results.prior_items(
-                person_id, lambda items: results_that_matter(wanted, items, catalog)
+                person_id,
+                lambda items: results_that_matter(wanted, items, catalog),
+                rows_that_matter(wanted, catalog),
             )
             if person_id
             else []
         )
         context = request.patient
-        if context.birth_date is None and person_id:
+        if context.birth_date is None and person_id and needs_age(wanted, catalog):
             context = replace(context, birth_date=await uow.people.birth_date(person_id))
         answers = []
         for order in request.items:

@@ -58,15 +58,29 @@ async def _append(
     """One audit entry; an entry written while serving an HTTP request keeps its id."""
     await session.execute(
         audit_event.insert().values(
-            at=datetime.now(UTC),
-            actor=actor.name,
-            role=actor.role.value,
-            hospital_id=actor.hospital,
-            action=action,
-            purpose=purpose,
-            patient_pseudonym=patient_pseudonym,
-            person_id=person_id,
-            detail=detail,
-            request_id=current_request_id(),
+            entry_row(actor, action, purpose, patient_pseudonym, person_id, detail)
         )
     )
+
+
+def entry_row(
+    actor: Actor,
+    action: str,
+    purpose: str,
+    patient_pseudonym: str | None,
+    person_id: str | None,
+    detail: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """One audit entry's values (for broker/storage/write_batch.py)."""
+    return {
+        "at": datetime.now(UTC),
+        "actor": actor.name,
+        "role": actor.role.value,
+        "hospital_id": actor.hospital,
+        "action": action,
+        "purpose": purpose,
+        "patient_pseudonym": patient_pseudonym,
+        "person_id": person_id,
+        "detail": detail,
+        "request_id": current_request_id(),
+    }

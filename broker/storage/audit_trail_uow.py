@@ -21,6 +21,7 @@ from broker.storage.check_uow import SqlAudit
 from broker.storage.fhir_query import instant_matches
 from broker.storage.tables import audit_event
 from broker.storage.unit_of_work import SqlUnitOfWork
+from broker.storage.write_batch import Writes
 
 
 class SqlReadAudit(ports.ReadAudit):
@@ -106,7 +107,7 @@ class SqlAuditReadUnitOfWork(SqlUnitOfWork, ports.AuditReadUnitOfWork):
 
     def _bind(self, session: AsyncSession) -> None:
         self.entries = SqlAuditEntries(session)
-        self.audit = SqlAudit(session, self._pseudonyms)
+        self.audit = SqlAudit(Writes(session), self._pseudonyms)
 
 
 class SqlAuditChain(ports.AuditChain):

@@ -23,6 +23,7 @@ from broker.storage.prior_items import person_items
 from broker.storage.protect import Protector
 from broker.storage.reference_cache import ReferenceReadingUnitOfWork
 from broker.storage.tables import hospital, recognition_check, recognition_outcome, result
+from broker.storage.write_batch import Writes
 
 # -- the client registry -----------------------------------------------------------------
 
@@ -333,4 +334,4 @@ class SqlCdsUnitOfWork(ReferenceReadingUnitOfWork, ports.CdsUnitOfWork):
         self.checks = SqlCheckRecords(s)
         self.drafts = SqlDraftOrders(s)
         self.cards = SqlCards(s, self._cipher)
-        self.audit = SqlAudit(s, self._pseudonyms)
+        self.audit = SqlAudit(Writes(s), self._pseudonyms)

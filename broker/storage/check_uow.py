@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from broker import ports
 from broker.domain.actors import Actor
 from broker.domain.identifiers import PatientIdentifier
-from broker.domain.recognition import PriorItem
+from broker.domain.recognition import PriorItem, RowFilter
 from broker.domain.registry import HospitalProfile
 from broker.security.payload_cipher import PayloadCipher
 from broker.security.pseudonyms import Pseudonymiser
@@ -21,7 +21,8 @@ from broker.storage import people as people_store
 from broker.storage.prior_items import Matters, person_items
 from broker.storage.protect import Protector
 from broker.storage.reference_cache import ReferenceReader, ReferenceReadingUnitOfWork
-from broker.storage.tables import recognition_check
+from broker.storage.tables import audit_event, event_outbox, recognition_check
+from broker.storage.write_batch import WriteBatch, Writes
 
 
 class SqlHospitals(ports.Hospitals):
@@ -50,8 +51,10 @@ class SqlResults(ports.Results):
         self._session = session
         self._protector = protector
 
-    async def prior_items(self, person_id: str, matters: Matters | None = None) -> list[PriorItem]:
-        return await person_items(self._session, person_id, self._protector, matters)
+    async def prior_items(
+        self, person_id: str, matters: Matters | None = None, rows: RowFilter | None = None
+    ) -> list[PriorItem]:
+        return await person_items(self._session, person_id, self._protector, matters, rows)
 
 
 class SqlMappings(ports.Mappings):
@@ -67,8 +70,8 @@ class SqlMappings(ports.Mappings):
 
 
 class SqlChecks(ports.Checks):
-    def __init__(self, session: AsyncSession, cipher: PayloadCipher) -> None:
-        self._session = session
+    def __init__(self, writes: Writes, cipher: PayloadCipher) -> None:
+        self._writes = writes
         self._cipher = cipher
 
     async def add(self, check: ports.RecordedCheck) -> None:
@@ -78,8 +81,8 @@ class SqlChecks(ports.Checks):
             json.dumps({"system": check.patient.system, "value": check.patient.value}).encode(),
             associated=check.check_id.encode(),
         )
-        await self._session.execute(
-            recognition_check.insert(),
+        await self._writes.write(
+            recognition_check,
             {
                 "id": check.check_id,
                 "created_at": check.created_at,
@@ -98,16 +101,18 @@ class SqlChecks(ports.Checks):
 
 
 class SqlEvents(ports.Events):
-    def __init__(self, session: AsyncSession) -> None:
-        self._session = session
+    def __init__(self, writes: Writes) -> None:
+        self._writes = writes
 
     async def append(self, type_: str, key: str, body: dict[str, Any], now: datetime) -> str:
-        return await events.append(self._session, type_, key, body, now)
+        event_id, row = events.outbox_row(type_, key, body, now)
+        await self._writes.write(event_outbox, row)
+        return event_id
 
 
 class SqlAudit(ports.Audit):
-    def __init__(self, session: AsyncSession, pseudonyms: Pseudonymiser) -> None:
-        self._session = session
+    def __init__(self, writes: Writes, pseudonyms: Pseudonymiser) -> None:
+        self._writes = writes
         self._pseudonyms = pseudonyms
 
     async def record_read(
@@ -120,24 +125,36 @@ class SqlAudit(ports.Audit):
         person_id: str | None,
         detail: dict[str, Any] | None = None,
     ) -> None:
-        await audit_log.record_read(
-            self._session,
-            actor,
-            action=action,
-            purpose=purpose,
-            patient_pseudonym=self._pseudonyms.of(patient) if patient else None,
-            person_id=person_id,
-            detail=detail,
+        await self._writes.write(
+            audit_event,
+            audit_log.entry_row(
+                actor,
+                action,
+                purpose,
+                self._pseudonyms.of(patient) if patient else None,
+                person_id,
+                detail,
+            ),
         )
 
 
 class SqlCheckUnitOfWork(ReferenceReadingUnitOfWork, ports.CheckUnitOfWork):
+    """Reads, then the check, its event and its audit entry written together at commit
+    (broker/storage/write_batch.py): on PostgreSQL one statement, without BEGIN/COMMIT."""
+
+    single_statement_on_postgresql = True
+
+    async def commit(self) -> None:
+        await self._batch.flush()
+        await super().commit()
+
     def _bind(self, s: AsyncSession) -> None:
+        self._batch = batch = WriteBatch(s)
         reference = self._reference.reader(s)
         self.hospitals = SqlHospitals(reference)
         self.people = SqlPeople(s, self._pseudonyms, self._cipher)
         self.results = SqlResults(s, Protector(self._cipher, self._pseudonyms))
         self.mappings = SqlMappings(s, reference)
-        self.checks = SqlChecks(s, self._cipher)
-        self.events = SqlEvents(s)
-        self.audit = SqlAudit(s, self._pseudonyms)
+        self.checks = SqlChecks(batch, self._cipher)
+        self.events = SqlEvents(batch)
+        self.audit = SqlAudit(batch, self._pseudonyms)

@@ -23,6 +23,15 @@ EVENT_TYPES = frozenset({"check", "accepted", "declined", "reversed", "flagged"}
 async def append(
     session: AsyncSession, type_: str, key: str, body: dict[str, Any], now: datetime
 ) -> str:
+    event_id, values = outbox_row(type_, key, body, now)
+    await session.execute(event_outbox.insert().values(values))
+    return event_id
+
+
+def outbox_row(
+    type_: str, key: str, body: dict[str, Any], now: datetime
+) -> tuple[str, dict[str, Any]]:
+    """The event's id and its outbox row's values (for broker/storage/write_batch.py)."""
     if type_ not in EVENT_TYPES:
         raise ValueError(f"unknown event type {type_!r}")
     event_id = str(uuid.uuid4())
@@ -33,12 +42,13 @@ async def append(
         "schema": "mrb.recognition.v1",
         **body,
     }
-    await session.execute(
-        event_outbox.insert().values(
-            event_id=event_id, type=type_, key=key, payload=payload, created_at=now
-        )
-    )
-    return event_id
+    return event_id, {
+        "event_id": event_id,
+        "type": type_,
+        "key": key,
+        "payload": payload,
+        "created_at": now,
+    }
 
 
 async def claim_pending(session: AsyncSession, limit: int) -> list[tuple[int, str, dict[str, Any]]]:

@@ -20,6 +20,7 @@ from broker.storage.fhir_tables import fhir_resource
 from broker.storage.people import with_merged
 from broker.storage.tables import person, result
 from broker.storage.unit_of_work import SealingUnitOfWork
+from broker.storage.write_batch import Writes
 
 
 class SqlFhirIndex(ports.FhirIndex):
@@ -139,7 +140,7 @@ class SqlFhirUnitOfWork(SealingUnitOfWork, ports.FhirUnitOfWork):
         self.index = SqlFhirIndex(s, self._pseudonyms)
         self.payloads = SqlPayloads(s, self._cipher)
         self.people = SqlPeople(s, self._pseudonyms, self._cipher)
-        self.audit = SqlAudit(s, self._pseudonyms)
+        self.audit = SqlAudit(Writes(s), self._pseudonyms)
 
 
 def hashed_identifiers(search: Search, key: fhir_index.IdentifierKey) -> Search:

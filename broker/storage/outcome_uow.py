@@ -31,6 +31,7 @@ from broker.storage.tables import (
     result,
 )
 from broker.storage.unit_of_work import SealingUnitOfWork, SqlUnitOfWork
+from broker.storage.write_batch import Writes
 
 
 @contextmanager
@@ -225,13 +226,13 @@ class SqlOutcomeUnitOfWork(SqlUnitOfWork, ports.OutcomeUnitOfWork):
         self.outcomes = SqlOutcomes(session)
         self.results = SqlCandidateResults(session)
         self.ledger = SqlLedger(session)
-        self.events = SqlEvents(session)
+        self.events = SqlEvents(Writes(session))
 
 
 class SqlNoticeUnitOfWork(SealingUnitOfWork, ports.NoticeUnitOfWork):
     def _bind(self, session: AsyncSession) -> None:
         self.notices = SqlNotices(session, self._cipher)
-        self.audit = SqlAudit(session, self._pseudonyms)
+        self.audit = SqlAudit(Writes(session), self._pseudonyms)
 
 
 class SqlSafetyUnitOfWork(ports.SafetyUnitOfWork):
@@ -241,7 +242,7 @@ class SqlSafetyUnitOfWork(ports.SafetyUnitOfWork):
         self.outcomes = SqlOutcomes(session)
         self.ledger = SqlLedger(session)
         self.notices = SqlNotices(session)
-        self.events = SqlEvents(session)
+        self.events = SqlEvents(Writes(session))
 
 
 SafetyHandler = Callable[[ports.SafetyUnitOfWork, list[ResultChange], datetime], Awaitable[None]]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from datetime import date
 
-from sqlalchemy import CompoundSelect, String, literal, select, union_all
+from sqlalchemy import BindParameter, CompoundSelect, String, bindparam, literal, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from broker.domain.identifiers import PatientIdentifier
@@ -21,15 +21,16 @@ def birth_date_context(person_id: str, hospital: str) -> bytes:
     return f"birth-date|{person_id}|{hospital}".encode()
 
 
-def with_merged(person_id: str) -> CompoundSelect[tuple[str]]:
+def with_merged(person_id: str | BindParameter[str]) -> CompoundSelect[tuple[str]]:
     """The person and the people merged into them, as one set of ids to read rows of.
 
     Reads go through it because a merge and a concurrent write can cross: a worker that had
     not seen the merge yet writes rows for the merged person after the merge moved that
     person's rows (tests/e2e/test_processes.py met it). A union, not an OR, so that both
     tables are searched by index."""
+    first = literal(person_id, String(36)) if isinstance(person_id, str) else person_id
     return union_all(
-        select(literal(person_id, String(36))),
+        select(first),
         select(person.c.id).where(person.c.merged_into == person_id),
     )
 
@@ -48,6 +49,14 @@ async def birth_date(session: AsyncSession, cipher: PayloadCipher, person_id: st
     return found.pop() if len(found) == 1 else None
 
 
+# Built once: constructing the expression costs more than running it (the check's hot path).
+_FIND = (
+    select(person.c.id, person.c.merged_into)
+    .join(person_link, person_link.c.person_id == person.c.id)
+    .where(person_link.c.pseudonym == bindparam("pseudonym"))
+)
+
+
 class People:
     """Finds people by their identifiers' pseudonyms."""
 
@@ -58,11 +67,7 @@ class People:
     async def find(self, identifier: PatientIdentifier) -> str | None:
         """The (surviving) person an identifier is linked to, if any."""
         row = (
-            await self._session.execute(
-                select(person.c.id, person.c.merged_into)
-                .join(person_link, person_link.c.person_id == person.c.id)
-                .where(person_link.c.pseudonym == self._pseudonyms.of(identifier))
-            )
+            await self._session.execute(_FIND, {"pseudonym": self._pseudonyms.of(identifier)})
         ).first()
         if row is None:
             return None

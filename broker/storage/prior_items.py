@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence, Set
 from dataclasses import replace
+from functools import lru_cache
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, Select, String, and_, bindparam, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from broker.domain.recognition import PriorItem
+from broker.domain.recognition import IMAGING_ROW_TYPES, PriorItem, RowFilter
 from broker.domain.results import Coding
 from broker.storage.people import with_merged
 from broker.storage.protect import Protector
@@ -19,50 +21,86 @@ from broker.storage.tables import result, result_item
 Matters = Callable[[Sequence[PriorItem]], Set[str]]
 
 
+_COLUMNS = (
+    result_item.c.result_id,
+    result.c.hospital_id,
+    result.c.kind,
+    result_item.c.resource_type,
+    result_item.c.resource_id,
+    result.c.status,
+    result_item.c.status.label("item_status"),
+    result_item.c.effective,
+    result.c.effective.label("result_effective"),
+    result_item.c.summary,
+    result_item.c.code_system,
+    result_item.c.code,
+    result_item.c.display,
+    result_item.c.modality,
+    result_item.c.body_site_code,
+    result_item.c.laterality_code,
+    result_item.c.contrast,
+    result_item.c.recognition_mark,
+    result_item.c.protocol,
+    result_item.c.clinical,
+    result_item.c.unit,
+    result_item.c.flags,
+    result_item.c.no_value,
+    result.c.updated_at,
+)
+
+
+@lru_cache(maxsize=8)
+def _items(filtered: bool, by_code: bool, imaging: bool) -> Select[Any]:
+    """The read of a person's items, built once per shape (building the expression per
+    request cost more than running it): all of them, or those of the results holding a row
+    coded with one of :codes, or (with `imaging`) a study or report row."""
+    people = with_merged(bindparam("person_id", type_=String(36)))
+    where: ColumnElement[bool] = result_item.c.person_id.in_(people)
+    if filtered:
+        admitted = []
+        if by_code:
+            admitted.append(result_item.c.code.in_(bindparam("codes", expanding=True)))
+        if imaging:
+            admitted.append(result_item.c.resource_type.in_(IMAGING_ROW_TYPES))
+        holding = select(result_item.c.result_id).where(
+            result_item.c.person_id.in_(people), or_(*admitted)
+        )
+        where = and_(where, result_item.c.result_id.in_(holding))
+    return (
+        select(*_COLUMNS)
+        .join(result, result.c.id == result_item.c.result_id)
+        .where(where)
+        .order_by(result_item.c.id)
+    )
+
+
 async def person_items(
-    session: AsyncSession, person_id: str, protector: Protector, matters: Matters | None = None
+    session: AsyncSession,
+    person_id: str,
+    protector: Protector,
+    matters: Matters | None = None,
+    rows: RowFilter | None = None,
 ) -> list[PriorItem]:
     """The items of the person's current results, from every hospital: all of them, or
     those of the results `matters` keeps.
 
     One person has tens to a few hundred items, so the rules get them and do the matching
     (LOINC, local codes, modality and body site) in pure code. Opening each item's sealed
-    value and summary is most of the cost, so only the items kept are opened.
+    value and summary is most of the cost, so only the items kept are opened. With `rows`,
+    only the results holding a row it admits are read (a patient with hundreds of results
+    costs about what one with ten does).
     """
-    rows = await session.execute(
-        select(
-            result_item.c.result_id,
-            result.c.hospital_id,
-            result.c.kind,
-            result_item.c.resource_type,
-            result_item.c.resource_id,
-            result.c.status,
-            result_item.c.status.label("item_status"),
-            result_item.c.effective,
-            result.c.effective.label("result_effective"),
-            result_item.c.summary,
-            result_item.c.code_system,
-            result_item.c.code,
-            result_item.c.display,
-            result_item.c.modality,
-            result_item.c.body_site_code,
-            result_item.c.laterality_code,
-            result_item.c.contrast,
-            result_item.c.recognition_mark,
-            result_item.c.protocol,
-            result_item.c.clinical,
-            result_item.c.unit,
-            result_item.c.flags,
-            result_item.c.no_value,
-            result.c.updated_at,
-        )
-        .join(result, result.c.id == result_item.c.result_id)
-        .where(result_item.c.person_id.in_(with_merged(person_id)))
-        .order_by(result_item.c.id)
-    )
+    if rows is not None and rows.empty:
+        return []
+    codes = sorted(rows.codes) if rows is not None else []
+    imaging = rows is not None and rows.imaging
+    params: dict[str, Any] = {"person_id": person_id}
+    if codes:
+        params["codes"] = codes
+    found = await session.execute(_items(rows is not None, bool(codes), imaging), params)
     merged: dict[tuple[str, str, str | None], PriorItem] = {}
     sealed: dict[tuple[str, str, str | None], tuple[bytes | None, str]] = {}
-    for r in rows:
+    for r in found:
         # One item is stored once per coding; fold them back into one with all codings.
         key = (r.result_id, r.resource_type, r.resource_id)
         coding = (Coding(r.code_system or "", r.code, r.display),) if r.code else ()

@@ -14,6 +14,11 @@ from broker.security.pseudonyms import Pseudonymiser
 
 
 class SqlUnitOfWork(abc.ABC):
+    # A unit of work whose only write is one statement at commit (broker/storage/
+    # write_batch.py) needs no transaction on PostgreSQL: its reads see committed rows
+    # either way (READ COMMITTED), and BEGIN and COMMIT would be two more round trips.
+    single_statement_on_postgresql = False
+
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self._sessions = sessions
         self._session: AsyncSession | None = None
@@ -24,7 +29,15 @@ class SqlUnitOfWork(abc.ABC):
 
     async def __aenter__(self) -> Self:
         s = self._session = self._sessions()
-        await s.begin()
+        bind = s.bind
+        if (
+            self.single_statement_on_postgresql
+            and bind is not None
+            and bind.dialect.name == "postgresql"
+        ):
+            await s.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+        else:
+            await s.begin()
         self._bind(s)
         return self
 

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from broker.domain.actors import Actor, Role
+from broker.domain.catalog import AgeBand, Catalog
 from broker.domain.errors import Invalid, NotAllowed, NotFound
 from broker.domain.identifiers import RESIDENT_ID_SYSTEM, normalise
 from broker.domain.recognition import Decision, Order, PatientContext
@@ -80,12 +81,33 @@ async def test_an_unknown_patient_is_answered_and_the_lookup_still_audited() -> 
     assert read["person_id"] is None and read["patient"] is not None
 
 
-async def test_the_birth_date_known_to_the_index_is_used_when_the_caller_gives_none(
-    monkeypatch: pytest.MonkeyPatch,
+# HB with a neonatal band: an item whose rules depend on the patient's age.
+BANDED = replace(
+    CATALOG,
+    items={
+        **CATALOG.items,
+        "LAB-HGB": replace(
+            CATALOG.items["LAB-HGB"], age_bands=(AgeBand("新生儿", "neonate", 0, 28, True),)
+        ),
+    },
+)
+
+
+@pytest.mark.parametrize(("catalog", "read"), [(BANDED, True), (CATALOG, False)])
+async def test_the_birth_date_known_to_the_index_is_read_when_an_item_has_age_rules(
+    monkeypatch: pytest.MonkeyPatch, catalog: Catalog, read: bool
 ) -> None:
     uow = FakeCheckUnitOfWork(HOSPITALS)
     person = known_patient(uow)
     uow.people.born[person] = date(2026, 5, 1)
+    asked: list[str] = []
+    born = uow.people.birth_date
+
+    async def recording_birth_date(person_id: str) -> date | None:
+        asked.append(person_id)
+        return await born(person_id)
+
+    monkeypatch.setattr(uow.people, "birth_date", recording_birth_date)
     seen: list[object] = []
     real = checks.decide
 
@@ -94,8 +116,10 @@ async def test_the_birth_date_known_to_the_index_is_used_when_the_caller_gives_n
         return real(*args, **kwargs)
 
     monkeypatch.setattr(checks, "decide", recording)
-    await run_check(uow, RULES, request(), DOCTOR)
-    assert seen == [PatientContext(birth_date=date(2026, 5, 1))]
+    await run_check(uow, Rules(catalog, POLICY), request(), DOCTOR)
+    # Only an age-banded item needs the age: otherwise the read is skipped (a round trip).
+    assert asked == ([person] if read else [])
+    assert seen == [PatientContext(birth_date=date(2026, 5, 1) if read else None)]
 
 
 @pytest.mark.parametrize(

@@ -22,6 +22,7 @@ from broker.domain.recognition import (
     decide,
     resolve_order,
     results_that_matter,
+    rows_that_matter,
 )
 from broker.domain.registry import (
     DEFAULT_LEVEL_MATRIX,
@@ -778,3 +779,25 @@ def test_results_that_cannot_matter_change_no_decision(
     kept = [p for p in prior if p.result_id in keep]
     for order in orders:
         assert check(order, kept, ordering=ordering) == check(order, prior, ordering=ordering)
+
+
+@settings(max_examples=400, deadline=None)
+@given(mixed_history(), st.lists(ORDERS, min_size=1, max_size=3), hospitals_)
+def test_storage_row_filter_holds_every_result_that_matters(
+    prior: list[PriorItem], orders: list[Order], ordering: str
+) -> None:
+    """Storage reads only the results holding a row `rows_that_matter` admits (by index):
+    a superset of what `results_that_matter` keeps, so no decision can change."""
+    catalog = CATALOG.for_region(HOSPITALS[ordering].region)
+    items = [resolve_order(o, catalog, ordering) for o in orders]
+    rows = rows_that_matter(items, catalog)
+    found = {p.result_id for p in prior if rows.admits(p)}
+    assert results_that_matter(items, prior, catalog) <= found
+
+
+def test_the_row_filter_names_every_code_meaning_the_item() -> None:
+    """Catalog code, LOINC codes and hospitals' local codes: whatever system sent them."""
+    hgb = CATALOG.items["LAB-HGB"]
+    rows = rows_that_matter([hgb], CATALOG)
+    assert {"LAB-HGB", *hgb.loinc, "HGB"} <= rows.codes and not rows.imaging
+    assert rows_that_matter([None], CATALOG).empty
