@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 from broker.cdshooks.admission import CdsRateLimitAdmission
 from broker.cdshooks.hooks import CdsHooks
 from broker.domain.actors import ALL_HOSPITALS, Actor, Role
+from broker.domain.identifier_systems import IdentifierRegistry
 from broker.domain.ledger import SafetyPolicy
 from broker.fhir.admission import RateLimitAdmission
 from broker.fhir.audit_events import AuditEvents
@@ -22,6 +23,7 @@ from broker.ingest.parse import ParseLimits
 from broker.ingest.service import IngestService
 from broker.ingest.worker import IngestWorker
 from broker.kafka.event_relay import EventRelay
+from broker.reference.identifier_systems import load_identifier_registry
 from broker.reference.loader import default_schemas_dir, load_catalog, load_policy
 from broker.security.keys import MissingKey, load_key
 from broker.security.oidc import OidcVerifier
@@ -209,6 +211,7 @@ class Container:
             check_uow=self.check_uow,
             rules=self.rules_provider(),
             pseudonyms=self.pseudonyms,
+            identifiers=self.identifiers(),
             admission=CdsRateLimitAdmission(self.rate_limiter, self.read_audit()),
             record_outcomes=record,
             allow_http_loopback=self.settings.cds_allow_http_loopback,
@@ -250,8 +253,13 @@ class Container:
             schemas = self.settings.schemas_dir or default_schemas_dir()
             # The data folder's catalog/ (`mrb catalog import`) wins over the shipped files.
             catalog = load_catalog(schemas, self.settings.data_dir / "catalog")
-            self._rules = Rules(catalog, load_policy(schemas))
+            self._rules = Rules(catalog, load_policy(schemas), load_identifier_registry(schemas))
         return self._rules
+
+    def identifiers(self) -> IdentifierRegistry:
+        """The identifier systems and their spellings (schemas/identity), loaded once: every
+        edge normalises and scopes identifiers with it, as ingest links them."""
+        return self.reference_rules().identifiers
 
     def rules_provider(self) -> RulesProvider:
         """The rules with mappings added at run time (`mrb mapping add`) merged in."""
@@ -353,6 +361,7 @@ class Container:
                 fhir_validation=s.fhir_validation,
             ),
             require_signatures=s.require_signatures,
+            identifiers=self.identifiers(),
         )
 
     def ingest_worker(self) -> IngestWorker:

@@ -28,6 +28,12 @@ RESULTS_INGESTED = Counter(
     "mrb_results_ingested_total", "Result versions stored", ["hospital", "placement"]
 )
 REJECTED = Counter("mrb_results_rejected_total", "Messages sent to the DLQ", ["code"])
+NOT_LINKED = Counter(
+    "mrb_identifiers_not_linked_total",
+    "National identifiers kept to their hospital: untrusted system, or the record's birth "
+    "date or sex contradicts the number",
+    ["reason"],
+)
 CONSUMER_LAG = Gauge("mrb_consumer_lag", "Messages not yet consumed", ["topic", "partition"])
 BATCH_SECONDS = Histogram("mrb_ingest_batch_seconds", "Time to index one fetched batch")
 # 1 while the worker holds its partitions paused because the database is unavailable

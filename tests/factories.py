@@ -11,14 +11,23 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from adapters.common.envelope import OutgoingMessage
+from broker.domain.identifiers import resident_id_check_digit
 from adapters.common.receipts import RECEIPT_KEYS_FILE, ReceiptTrust
 from adapters.common.signing import public_key_b64, sign
 from broker.ingest.service import InboundMessage
 from broker.security.receipt_signing import load_receipt_signer, published_entries
 
 NATIONAL = "urn:oid:2.16.156.10011.1.3"
-PATIENT_A = "11010519491231002X"
+PATIENT_A = "11010519491231002X"  # a woman born 1949-12-31 (GB 11643: digits 7-14, 17)
+PATIENT_A_BORN = "1949-12-31"
 PATIENT_B = "440524188001010014"
+
+
+def resident_id(born: str, *, female: bool = True, seq: int = 0) -> str:
+    """A valid synthetic resident ID for someone born on `born` (YYYY-MM-DD): what a
+    record with that birth date and sex may carry and still link across hospitals."""
+    first17 = f"110105{born.replace('-', '')}{seq % 100:02d}{(seq % 5) * 2 + (0 if female else 1)}"
+    return first17 + resident_id_check_digit(first17)
 LOINC = "http://loinc.org"
 SNOMED = "http://snomed.info/sct"
 

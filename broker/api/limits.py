@@ -23,7 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from broker.api.problems import problem
 from broker.bootstrap import Container
 from broker.domain.actors import Actor
-from broker.domain.identifiers import InvalidIdentifier, normalise
+from broker.domain.identifiers import InvalidIdentifier
 from broker.services.rate_limits import THROTTLE, Refusal, Throttle, admit
 
 EXEMPT_PATHS = frozenset({"/healthz", "/readyz"})
@@ -142,7 +142,7 @@ async def admit_check(
     """The limits of `POST /api/v1/recognition/check`: the request limits the edge deferred
     and the distinct-patient limit; an emergency passes as break-glass (else 429)."""
     try:
-        ident = normalise(system, value, hospital=actor.hospital)
+        ident = container.identifiers().lookup(system, value, hospital=actor.hospital)
     except InvalidIdentifier:
         ident = None  # refused by the check itself (422), having looked nobody up
     patients = [container.pseudonyms.of(ident)] if ident is not None else []

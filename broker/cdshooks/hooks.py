@@ -57,7 +57,8 @@ from broker.cdshooks.services import ORDER_SELECT, PATIENT_VIEW, ServiceDefiniti
 from broker.domain.actors import Actor, Role
 from broker.domain.catalog import ItemKind
 from broker.domain.errors import Invalid, NotFound, PreconditionFailed
-from broker.domain.identifiers import InvalidIdentifier, PatientIdentifier, normalise
+from broker.domain.identifier_systems import IdentifierRegistry
+from broker.domain.identifiers import InvalidIdentifier, PatientIdentifier
 from broker.domain.ledger import OutcomeInput
 from broker.domain.recognition import (
     RECOGNISABLE_STATUSES,
@@ -102,6 +103,7 @@ class CdsHooks:
     check_uow: Callable[[], CheckUnitOfWork]
     rules: RulesSource  # the catalog with run-time mappings, as the check uses it
     pseudonyms: Pseudonymiser
+    identifiers: IdentifierRegistry  # as ingest links identifiers (Container.identifiers)
     admission: CallAdmission
     record_outcomes: OutcomeRecorder
     allow_http_loopback: bool = False  # MRB_CDS_ALLOW_HTTP_LOOPBACK: tests and development
@@ -467,7 +469,7 @@ async def _identify(
     idents: list[PatientIdentifier] = []
     for system, value in identifiers(patient, call.patient_id):
         try:
-            ident = normalise(system, value, hospital=hospital)
+            ident = hooks.identifiers.lookup(system, value, hospital=hospital)
         except InvalidIdentifier:
             continue
         if ident is None or any(i.system == ident.system for i in idents):

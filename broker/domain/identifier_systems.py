@@ -493,3 +493,34 @@ class IdentifierRegistry:
             and identifier.scope is IdentifierScope.NATIONAL
             and consistency.consistent
         )
+
+    def scoped(
+        self, identifier: PatientIdentifier, *, hospital: str, consistency: Consistency | None
+    ) -> PatientIdentifier:
+        """The identifier as it is linked: a national one links across hospitals only when
+        its system is trusted for linking and the record does not contradict what the
+        number encodes; otherwise it is scoped to `hospital` (it still finds the patient
+        there). `consistency` None: no record to compare (a lookup by a caller).
+
+        A record without a birth date or sex (UNVERIFIABLE) still links on a trusted,
+        check-digit-valid number: refusing would unlink every such message, and the
+        number itself has passed its check character (docs/patient-matching.md)."""
+        if identifier.scope is not IdentifierScope.NATIONAL:
+            return identifier
+        known = self.by_uri(identifier.system)
+        contradicted = (
+            consistency is not None and consistency.status is ConsistencyStatus.INCONSISTENT
+        )
+        if known is not None and known.trusted_for_linking and not contradicted:
+            return identifier
+        return PatientIdentifier(
+            identifier.system, identifier.value, IdentifierScope.HOSPITAL, hospital
+        )
+
+    def lookup(
+        self, system: str | None, value: str | None, *, hospital: str
+    ) -> PatientIdentifier | None:
+        """A caller's identifier (a check, a FHIR search, a CDS patient) as ingest links
+        it: normalised, then scoped as a record without demographics would be."""
+        found = self.normalise(system, value, hospital=hospital)
+        return None if found is None else self.scoped(found, hospital=hospital, consistency=None)

@@ -9,18 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import replace
-from datetime import date, datetime, tzinfo
+from datetime import UTC, date, datetime, tzinfo
 from typing import Any
 
-from broker.domain.identifiers import (
-    DEFAULT_SYSTEM_ALIASES,
-    InvalidIdentifier,
-    PatientIdentifier,
-    normalise,
-    patient_resource_key,
-)
+from broker.domain.identifier_systems import IdentifierRegistry
+from broker.domain.identifiers import InvalidIdentifier, PatientIdentifier, patient_resource_key
 from broker.domain.rejections import RejectCode, Rejected
 from broker.domain.results import (
     Coding,
@@ -34,6 +29,8 @@ from broker.domain.versions import VersionKey
 from broker.ingest.fhir_bundle import BundleIndex, Resource
 from broker.ingest.fhir_time import FhirTimeError, parse_fhir_datetime
 from broker.ingest.fhir_validation import IN_SCOPE
+from broker.observability import NOT_LINKED
+from broker.reference.identifier_systems import shipped_identifier_registry
 from mrb_wire.fhir import (
     CONTRAST_URL,
     DICOM_UID_SYSTEM,
@@ -72,9 +69,10 @@ def extract_results(
     *,
     hospital: str,
     zone: tzinfo,
-    aliases: Mapping[str, str] = DEFAULT_SYSTEM_ALIASES,
+    registry: IdentifierRegistry | None = None,
 ) -> ParsedMessage:
     """Return every result in the message, or raise Rejected for the whole message."""
+    registry = registry or shipped_identifier_registry()
     reports = index.of_type("DiagnosticReport")
     studies = index.of_type("ImagingStudy")
     observations = index.of_type("Observation")
@@ -96,15 +94,15 @@ def extract_results(
     results: list[ExtractedResult] = []
     for study in studies:
         results.append(
-            _imaging(study, study_reports.get(id(study)), index, hospital, zone, aliases)
+            _imaging(study, study_reports.get(id(study)), index, hospital, zone, registry)
         )
     attached = {id(r) for r in study_reports.values()}
     for report in reports:
         if id(report) not in attached:
-            results.append(_report(report, index, hospital, zone, aliases))
+            results.append(_report(report, index, hospital, zone, registry))
     for obs in observations:
         if id(obs) not in claimed:
-            results.append(_lone_observation(obs, index, hospital, zone, aliases))
+            results.append(_lone_observation(obs, index, hospital, zone, registry))
 
     linked = {id(p) for p in _subjects(index)}
     # A Patient on its own links its identifiers to its id for later references.
@@ -112,7 +110,7 @@ def extract_results(
         ref
         for p in index.of_type("Patient")
         if id(p) not in linked
-        and (ref := patient_ref(p, hospital, aliases, required=False)).identifiers
+        and (ref := patient_ref(p, hospital, registry, required=False)).identifiers
     )
     if not results and not patients:
         present = sorted({str(e.resource.get("resourceType")) for e in index.entries})
@@ -138,7 +136,7 @@ def _subjects(index: BundleIndex) -> list[Resource]:
 
 
 def _report(
-    report: Resource, index: BundleIndex, hospital: str, zone: tzinfo, aliases: Mapping[str, str]
+    report: Resource, index: BundleIndex, hospital: str, zone: tzinfo, registry: IdentifierRegistry
 ) -> ExtractedResult:
     clock = _Clock(zone)
     members = _members(report, index)
@@ -154,11 +152,11 @@ def _report(
     if kind is ResultKind.LAB and not any(o.no_value is None for o in observed):
         # A lab report none of whose observations has a value carries nothing to recognise.
         head = replace(head, no_value="report-empty")
-    return _result(kind, report, members, [head, *observed], clock, index, hospital, aliases)
+    return _result(kind, report, members, [head, *observed], clock, index, hospital, registry)
 
 
 def _lone_observation(
-    obs: Resource, index: BundleIndex, hospital: str, zone: tzinfo, aliases: Mapping[str, str]
+    obs: Resource, index: BundleIndex, hospital: str, zone: tzinfo, registry: IdentifierRegistry
 ) -> ExtractedResult:
     clock = _Clock(zone)
     members = _members(obs, index)
@@ -170,7 +168,7 @@ def _lone_observation(
         else:
             head = replace(head, no_value="report-empty")
     items = [head, *observed]
-    return _result(ResultKind.LAB, obs, members, items, clock, index, hospital, aliases)
+    return _result(ResultKind.LAB, obs, members, items, clock, index, hospital, registry)
 
 
 def _imaging(
@@ -179,7 +177,7 @@ def _imaging(
     index: BundleIndex,
     hospital: str,
     zone: tzinfo,
-    aliases: Mapping[str, str],
+    registry: IdentifierRegistry,
 ) -> ExtractedResult:
     clock = _Clock(zone)
     where = _where(study)
@@ -251,7 +249,7 @@ def _imaging(
         clock,
         index,
         hospital,
-        aliases,
+        registry,
         effective=started,
         issued=clock.at(report.get("issued"), _where(report)) if report else None,
     )
@@ -265,7 +263,7 @@ def _result(
     clock: _Clock,
     index: BundleIndex,
     hospital: str,
-    aliases: Mapping[str, str],
+    registry: IdentifierRegistry,
     *,
     effective: datetime | None = None,
     issued: datetime | None = None,
@@ -288,7 +286,7 @@ def _result(
         version=VersionKey.of(last_updated or issued, version_id),
         version_label=version_id,
         content_hash=hashlib.sha256(canonical.encode()).hexdigest(),
-        patient=_patient(main, index, hospital, aliases),
+        patient=_patient(main, index, hospital, registry),
         summary=items[0].summary if items else "",
         items=tuple(items),
         timezone_assumed=clock.assumed,
@@ -296,7 +294,7 @@ def _result(
 
 
 def _patient(
-    main: Resource, index: BundleIndex, hospital: str, aliases: Mapping[str, str]
+    main: Resource, index: BundleIndex, hospital: str, registry: IdentifierRegistry
 ) -> PatientRef:
     where = _where(main)
     subject = main.get("subject")
@@ -310,12 +308,12 @@ def _patient(
                 RejectCode.PATIENT_NOT_IDENTIFIED,
                 f"{where}.subject is a {patient.get('resourceType')}, not a Patient",
             )
-        found = patient_ref(patient, hospital, aliases, required=False)
+        found = patient_ref(patient, hospital, registry, required=False)
         identifiers, key, born = found.identifiers, found.resource_key, found.birth_date
     else:
         identifiers, key, born = (), _reference_key(ref, hospital), None
     if isinstance(subject.get("identifier"), dict):
-        extra = _identifiers([subject["identifier"]], hospital, aliases, where)
+        extra = _identifiers([subject["identifier"]], hospital, registry, where)
         identifiers = identifiers + tuple(i for i in extra if i not in identifiers)
     if identifiers or key is not None:
         return PatientRef(identifiers, key, born)
@@ -327,13 +325,15 @@ def _patient(
 
 
 def patient_ref(
-    patient: Resource, hospital: str, aliases: Mapping[str, str], *, required: bool = True
+    patient: Resource, hospital: str, registry: IdentifierRegistry, *, required: bool = True
 ) -> PatientRef:
     """The identifiers of a Patient resource; with `required`, refuse one with none."""
     where = _where(patient)
     if _extension(patient, ANIMAL_URL, "extension") is not None:
         raise Rejected(RejectCode.NON_HUMAN_PATIENT, f"{where} is an animal (patient-animal)")
-    identifiers = _identifiers(list(patient.get("identifier") or []), hospital, aliases, where)
+    identifiers = _identifiers(
+        list(patient.get("identifier") or []), hospital, registry, where, patient
+    )
     rid = patient.get("id")
     key = patient_resource_key(rid, hospital=hospital) if isinstance(rid, str) and rid else None
     if required and not identifiers:
@@ -352,22 +352,38 @@ def _birth_date(value: object) -> date | None:
 
 
 def _identifiers(
-    raw: list[Any], hospital: str, aliases: Mapping[str, str], where: str
+    raw: list[Any],
+    hospital: str,
+    registry: IdentifierRegistry,
+    where: str,
+    patient: Resource | None = None,
 ) -> tuple[PatientIdentifier, ...]:
+    """The message's identifiers as they link: a national number links across hospitals
+    only when its system is trusted and the Patient's birth date and sex do not contradict
+    it (a newborn under a parent's number stays with this hospital's record)."""
+    born = _birth_date(patient.get("birthDate")) if patient is not None else None
+    sex = patient.get("gender") if patient is not None else None
+    today = datetime.now(UTC).date()
     found: list[PatientIdentifier] = []
     invalid: list[str] = []
     for ident in raw:
         if not isinstance(ident, dict):
             continue
         try:
-            norm = normalise(
-                ident.get("system"), ident.get("value"), hospital=hospital, aliases=aliases
-            )
+            norm = registry.normalise(ident.get("system"), ident.get("value"), hospital=hospital)
         except InvalidIdentifier as exc:
             invalid.append(f"{ident.get('system')}: {exc}")
             continue
-        if norm is not None and norm not in found:
-            found.append(norm)
+        if norm is None:
+            continue
+        agrees = registry.consistency(
+            norm, birth_date=born, sex=sex if isinstance(sex, str) else None, today=today
+        )
+        linked = registry.scoped(norm, hospital=hospital, consistency=agrees)
+        if linked is not norm:
+            NOT_LINKED.labels(agrees.reason.value).inc()
+        if linked not in found:
+            found.append(linked)
     if invalid and not found:
         raise Rejected(RejectCode.INVALID_PATIENT_IDENTIFIER, f"{where}: {'; '.join(invalid)}")
     return tuple(found)

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import tzinfo
 
-from broker.domain.identifiers import DEFAULT_SYSTEM_ALIASES
+from broker.domain.identifier_systems import IdentifierRegistry
 from broker.domain.results import ParsedMessage
 from broker.ingest.fhir_bundle import read_entries
 from broker.ingest.fhir_results import extract_results
@@ -28,9 +27,9 @@ def parse_message(
     zone: tzinfo,
     content_type: str | None = None,
     limits: ParseLimits = ParseLimits(),
-    aliases: Mapping[str, str] = DEFAULT_SYSTEM_ALIASES,
+    registry: IdentifierRegistry | None = None,
 ) -> ParsedMessage:
     """Parse, validate and extract; raise Rejected with a DLQ code when that fails."""
     doc = decode_json(value, max_bytes=limits.max_bytes, max_depth=limits.max_depth)
     index = read_entries(doc, content_type, limits.fhir_validation)
-    return extract_results(index, hospital=hospital, zone=zone, aliases=aliases)
+    return extract_results(index, hospital=hospital, zone=zone, registry=registry)

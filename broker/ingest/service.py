@@ -15,7 +15,7 @@ from enum import StrEnum
 from zoneinfo import ZoneInfo
 
 from broker.domain.errors import retriable
-from broker.domain.identifiers import DEFAULT_SYSTEM_ALIASES
+from broker.domain.identifier_systems import IdentifierRegistry
 from broker.domain.rejections import RejectCode, Rejected
 from broker.domain.results import ParsedMessage
 from broker.domain.versions import VersionOutcome
@@ -79,10 +79,12 @@ class IngestService:
         *,
         limits: ParseLimits,
         require_signatures: bool = True,
+        identifiers: IdentifierRegistry | None = None,
     ) -> None:
         self._units = units
         self._require_signatures = require_signatures
         self._limits = limits
+        self._identifiers = identifiers
 
     async def process_batch(self, messages: list[InboundMessage]) -> list[Processed]:
         """Index a batch atomically; a database outage raises (the caller retries).
@@ -202,7 +204,7 @@ class IngestService:
             zone=ZoneInfo(zones[hospital]),
             content_type=message.header(HEADER_CONTENT_TYPE),
             limits=self._limits,
-            aliases=DEFAULT_SYSTEM_ALIASES,
+            registry=self._identifiers,
         )
 
     async def _process_one_by_one(self, messages: list[InboundMessage]) -> list[Processed]:

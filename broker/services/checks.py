@@ -12,7 +12,8 @@ from broker.domain.actors import Actor
 from broker.domain.catalog import Catalog
 from broker.domain.check_items import StoredCheckItem
 from broker.domain.errors import Invalid, NotAllowed, NotFound
-from broker.domain.identifiers import InvalidIdentifier, normalise
+from broker.domain.identifier_systems import IdentifierRegistry
+from broker.domain.identifiers import InvalidIdentifier
 from broker.domain.recognition import (
     ItemDecision,
     Order,
@@ -26,6 +27,7 @@ from broker.domain.recognition import (
     rows_that_matter,
 )
 from broker.observability import CHECKS
+from broker.reference.identifier_systems import shipped_identifier_registry
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,8 @@ class CheckAnswer:
 class Rules:
     catalog: Catalog
     policy: Policy
+    # Tests and tools get the shipped systems; the container loads its schemas' own.
+    identifiers: IdentifierRegistry = field(default_factory=shipped_identifier_registry)
 
     async def current_rules(self, mappings: ports.Mappings) -> Rules:
         """Fixed rules (tests, tools); RulesProvider adds run-time mappings."""
@@ -92,7 +96,7 @@ async def run_check(
                 f"hospital {request.ordering_hospital!r} is not registered",
             )
         try:
-            ident = normalise(
+            ident = rules.identifiers.lookup(
                 request.patient_system, request.patient_value, hospital=request.ordering_hospital
             )
         except InvalidIdentifier as exc:

@@ -28,7 +28,7 @@ class RulesProvider:
             catalog = replace(
                 self.base.catalog, local_codes={**self.base.catalog.local_codes, **extra}
             )
-            self._rules = Rules(catalog, self.base.policy)
+            self._rules = replace(self.base, catalog=catalog)
             self._version = version
         return self._rules
 

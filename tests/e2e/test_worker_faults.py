@@ -20,7 +20,7 @@ import signal
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -139,7 +139,9 @@ class Worker:
 
 
 def resident(n: int) -> str:
-    first17 = f"110105{19500101 + n:08d}{n % 1000:03d}"
+    """A valid resident ID per n: a real birth date (an impossible one never links)."""
+    born = date(1950, 1, 1) + timedelta(days=n)
+    first17 = f"110105{born:%Y%m%d}{n % 1000:03d}"
     return first17 + resident_id_check_digit(first17)
 
 

@@ -24,7 +24,7 @@ HB = Order(system="http://loinc.org", code="718-7")
 
 async def test_rotation_reseals_everything_and_loses_nothing(container: Container) -> None:
     await certify(container)
-    patient = f.patient() | {"birthDate": "1980-01-01"}
+    patient = f.patient() | {"birthDate": f.PATIENT_A_BORN}
     p, dead = await container.ingest_service().process_batch(
         [f.inbound(f.lab_bundle(pat=patient)), f.inbound(b'{"hb": 13.2}')]  # a dead letter too
     )
@@ -63,7 +63,7 @@ async def test_rotation_reseals_everything_and_loses_nothing(container: Containe
         assert pid is not None
         items = await person_items(s, pid, Protector(old, container.pseudonyms))
         assert any(i.value == "13.2" for i in items)
-        assert str(await birth_date(s, old, pid)) == "1980-01-01"
+        assert str(await birth_date(s, old, pid)) == f.PATIENT_A_BORN
     uow = SqlCheckUnitOfWork(container.sessions, old, container.pseudonyms)
     after = await run_check(uow, rules, request, doctor)
     assert after.items[0].decision.decision is Decision.RECOGNIZABLE

@@ -151,7 +151,7 @@ def hl7(spm_condition: str = "", spm_reject: str = "", obx11: str = "F") -> byte
     segments = [
         "MSH|^~\\&|LIS|H001|MRB|MRB|20260518103000+0800||ORU^R01^ORU_R01|M1|P|2.5.1"
         "|||||CHN|UNICODE UTF-8",
-        f"PID|1||{f.PATIENT_A}^^^^NNCHN||张^三||19800101|F",
+        f"PID|1||{f.PATIENT_A}^^^^NNCHN||张^三||19491231|F",
         "OBR|1|PL1^HIS|FL1^LIS|718-7^Hemoglobin^LN|||20260518080000|||||||||||||||20260518100000|||F",
         f"OBX|1|NM|718-7^Hemoglobin^LN||{'' if obx11 in 'XN' else '13.2'}|g/dL|12-16|N|||{obx11}"
         "|||20260518080000",
@@ -270,25 +270,43 @@ class TestAgeFromTheSentBirthDate:
 
     async def test_the_birth_date_sent_with_the_result_decides(self, certified: Container) -> None:
         await self._banded(certified)
-        child = f.patient() | {"birthDate": "2020-02-29"}
+        born = "2020-02-29"
+        child = f.patient(f.resident_id(born)) | {"birthDate": born}
         await index(certified, f.lab_bundle(pat=child))
-        (d,) = await decide(certified, HB)
+        (d,) = await decide(certified, HB, patient=f.resident_id(born))
         assert d.decision is Decision.EXCLUDED and "children" in d.explanation.en
 
     async def test_an_adult(self, certified: Container) -> None:
         await self._banded(certified)
-        await index(certified, f.lab_bundle(pat=f.patient() | {"birthDate": "1980-01-01"}))
+        await index(certified, f.lab_bundle(pat=f.patient() | {"birthDate": f.PATIENT_A_BORN}))
         (d,) = await decide(certified, HB)
         assert d.decision is Decision.RECOGNIZABLE
 
-    async def test_disagreeing_hospitals_leave_the_age_unknown(self, certified: Container) -> None:
+    async def test_a_birth_date_contradicting_the_number_never_joins_the_person(
+        self, certified: Container
+    ) -> None:
+        """A child's record under an adult's number (a newborn under a parent's) stays
+        with its hospital: the adult's age, from the record that agrees, decides."""
         await self._banded(certified)
-        await index(certified, f.lab_bundle(pat=f.patient() | {"birthDate": "1980-01-01"}))
-        other = f.patient(mrn=None) | {"birthDate": "2019-01-01"}
+        await index(certified, f.lab_bundle(pat=f.patient() | {"birthDate": f.PATIENT_A_BORN}))
+        other = f.patient(mrn=None) | {"birthDate": "2026-01-01"}
         await index(certified, f.lab_bundle(accession="B2", pat=other), hospital="H002")
         (d,) = await decide(certified, HB)
+        assert d.decision is Decision.RECOGNIZABLE and d.candidate is not None
+        assert d.candidate.hospital == "H001"
+
+    async def test_disagreeing_hospitals_leave_the_age_unknown(self, certified: Container) -> None:
+        """Two records of one person with different birth dates (one hospital linked the
+        number without a birth date, then corrected its record): the age is unknown."""
+        await self._banded(certified)
+        await index(certified, f.lab_bundle(pat=f.patient() | {"birthDate": f.PATIENT_A_BORN}))
+        other = f.patient(mrn="H3-1")
+        await index(certified, f.lab_bundle(accession="B2", pat=other), hospital="H002")
+        by_mrn = f.patient(national_id=None, mrn="H3-1") | {"birthDate": "2019-01-01"}
+        await index(certified, f.lab_bundle(accession="B3", pat=by_mrn), hospital="H002")
+        (d,) = await decide(certified, HB)
         assert d.decision is Decision.EXCLUDED and "unknown" in d.explanation.en
-        (d,) = await decide(certified, HB, context=PatientContext(date(1980, 1, 1)))
+        (d,) = await decide(certified, HB, context=PatientContext(date(1949, 12, 31)))
         assert d.decision is Decision.RECOGNIZABLE  # the doctor's own answer wins
 
     async def test_no_birth_date_is_stored_in_clear(self, certified: Container) -> None:
@@ -296,10 +314,10 @@ class TestAgeFromTheSentBirthDate:
 
         from broker.storage.tables import person_birth_date
 
-        await index(certified, f.lab_bundle(pat=f.patient() | {"birthDate": "1980-01-01"}))
+        await index(certified, f.lab_bundle(pat=f.patient() | {"birthDate": f.PATIENT_A_BORN}))
         async with certified.sessions() as s:
             (row,) = (await s.execute(select(person_birth_date))).all()
-        assert b"1980" not in row.ciphertext and row.algorithm
+        assert b"1949" not in row.ciphertext and row.algorithm
 
 
 def _study_with_report(report_status: str | None) -> bytes:

@@ -22,6 +22,7 @@ from broker.cdshooks.services import SERVICES
 from broker.domain.actors import Actor
 from broker.domain.errors import Invalid, PreconditionFailed
 from broker.domain.identifiers import RESIDENT_ID_SYSTEM, normalise
+from broker.reference.identifier_systems import shipped_identifier_registry
 from broker.security.pseudonyms import Pseudonymiser
 from broker.services.checks import Rules
 from broker.services.outcomes import OutcomeRequest, RecordedOutcome, record_outcomes
@@ -65,6 +66,7 @@ class Stack:
             check_uow=lambda: self.check,
             rules=Rules(CATALOG, POLICY),
             pseudonyms=Pseudonymiser(b"k" * 32),
+            identifiers=shipped_identifier_registry(),
             admission=self.admission,
             record_outcomes=self._record_outcomes,
         )

@@ -33,11 +33,13 @@ from broker.domain.results import ExtractedResult, ResultKind
 from broker.domain.sites import study_protocol
 from broker.ingest.parse import parse_message
 from broker.reference.loader import default_schemas_dir, load_catalog
+from mrb_wire import resident_id
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 T0 = datetime(2026, 5, 20, 1, 0, tzinfo=UTC)
 OPTIONS = BundleOptions("H001", wado_rs_base="https://pacs.h001.example/dicom-web")
 RESIDENT_ID = "110101199003071233"  # check digit per GB 11643
+WOMANS_ID = "11010119900307124" + resident_id.check_character("11010119900307124")
 MR_STUDY = "1.3.6.1.4.1.5962.1.2.4.20040826185059.5457"
 
 # readable sample -> (modality, SNOMED CT body site, contrast, started as FHIR sends it)
@@ -361,18 +363,31 @@ def with_other_ids(h: InstanceHeaders, *others: PatientIdHeader) -> InstanceHead
 
 class TestPatient:
     def test_a_resident_id_among_other_ids_links_nationally(self, realdata: Path) -> None:
+        # MR_small.dcm's patient is female (PatientSex F, no birth date): a woman's number.
         h = with_other_ids(
             headers_of(realdata, "MR_small.dcm"),
-            PatientIdHeader(RESIDENT_ID, issuer="身份证"),
+            PatientIdHeader(WOMANS_ID, issuer="身份证"),
             PatientIdHeader("INS-7", issuer="YB"),
         )
         ids = one_result(study_bundle(study_of(SeenInstance(h, T0)), OPTIONS).value)
         found = {(i.system, i.value, i.scope) for i in ids.patient.identifiers}
         assert found == {
             ("urn:mrb:hospital:H001:pid:local", "4MR1", IdentifierScope.HOSPITAL),
-            (RESIDENT_ID_SYSTEM, RESIDENT_ID, IdentifierScope.NATIONAL),
+            (RESIDENT_ID_SYSTEM, WOMANS_ID, IdentifierScope.NATIONAL),
             ("urn:mrb:hospital:H001:pid:YB", "INS-7", IdentifierScope.HOSPITAL),
         }
+
+    def test_a_resident_id_the_record_contradicts_links_only_at_its_hospital(
+        self, realdata: Path
+    ) -> None:
+        # RESIDENT_ID is a man's number (17th digit odd); the DICOM patient is female.
+        h = with_other_ids(
+            headers_of(realdata, "MR_small.dcm"), PatientIdHeader(RESIDENT_ID, issuer="身份证")
+        )
+        ids = one_result(study_bundle(study_of(SeenInstance(h, T0)), OPTIONS).value)
+        found = {(i.system, i.value, i.scope, i.hospital) for i in ids.patient.identifiers}
+        assert (RESIDENT_ID_SYSTEM, RESIDENT_ID, IdentifierScope.HOSPITAL, "H001") in found
+        assert all(i.scope is IdentifierScope.HOSPITAL for i in ids.patient.identifiers)
 
     def test_a_patient_id_issued_as_resident_id_is_national(self, realdata: Path) -> None:
         h = replace(

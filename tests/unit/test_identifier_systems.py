@@ -593,3 +593,57 @@ class TestCheckCharacterProperty:
         changed = value[:pos] + new + value[pos + 1 :]
         with pytest.raises(InvalidIdentifier):
             shipped_identifier_registry().normalise("sfzh", changed, hospital="H001")
+
+
+class TestScopedForLinking:
+    """What ingest links and what a caller's lookup finds are the same key."""
+
+    TODAY = date(2026, 12, 3)
+
+    def test_a_trusted_number_the_record_agrees_with_links_across_hospitals(
+        self, registry: IdentifierRegistry
+    ) -> None:
+        ident = norm(registry, "sfzh", MAN_1985)
+        agrees = registry.consistency(
+            ident, birth_date=date(1985, 6, 14), sex="male", today=self.TODAY
+        )
+        assert registry.scoped(ident, hospital="H001", consistency=agrees) is ident
+
+    def test_a_record_without_demographics_still_links_on_a_valid_number(
+        self, registry: IdentifierRegistry
+    ) -> None:
+        ident = norm(registry, "sfzh", MAN_1985)
+        unknown = registry.consistency(ident, birth_date=None, sex=None, today=self.TODAY)
+        linked = registry.scoped(ident, hospital="H001", consistency=unknown)
+        assert linked.scope is IdentifierScope.NATIONAL
+
+    @pytest.mark.parametrize(
+        ("born", "sex"),
+        [(date(1985, 6, 14), "female"), (date(2026, 11, 30), "male"), (date(1990, 1, 1), None)],
+    )
+    def test_a_contradicted_number_links_only_at_its_hospital(
+        self, registry: IdentifierRegistry, born: date, sex: str | None
+    ) -> None:
+        ident = norm(registry, "sfzh", MAN_1985)
+        against = registry.consistency(ident, birth_date=born, sex=sex, today=self.TODAY)
+        linked = registry.scoped(ident, hospital="H002", consistency=against)
+        assert (linked.scope, linked.hospital, linked.value) == (
+            IdentifierScope.HOSPITAL,
+            "H002",
+            MAN_1985,
+        )
+        assert linked.link_key != ident.link_key
+
+    def test_an_untrusted_national_system_is_kept_to_its_hospital_both_ways(
+        self, registry: IdentifierRegistry
+    ) -> None:
+        card = norm(registry, "电子健康卡", "HC-0001")
+        assert card.scope is IdentifierScope.NATIONAL  # national numbers, never auto-linked
+        linked = registry.scoped(card, hospital="H001", consistency=None)
+        assert linked.scope is IdentifierScope.HOSPITAL
+        assert registry.lookup("电子健康卡", "HC-0001", hospital="H001") == linked
+
+    def test_a_lookup_by_resident_id_is_national(self, registry: IdentifierRegistry) -> None:
+        found = registry.lookup("sfzh", WOMAN_1990, hospital="H009")
+        assert found is not None and found.scope is IdentifierScope.NATIONAL
+        assert registry.lookup("sfzh", "  ", hospital="H009") is None
