@@ -134,6 +134,7 @@ class Container:
             admission=RateLimitAdmission(self.rate_limiter, self.read_audit(), self.pseudonyms),
             signer=self.fhir_cursor_signer(),
             zone=ZoneInfo(self.settings.default_timezone),
+            identifiers=self.identifiers(),
             version=version,
         )
 

@@ -8,8 +8,10 @@ requestor true; entity data = the resource read, entity patient = audit-entity-t
 object-role#1); a query follows IHE.BasicAudit.PatientQuery (subtype search-type, action
 E, client 110153 and server 110152, entity query = audit-entity-type#2 /
 object-role#24 with `query` in base64). Without a patient they are BasicAudit.Read and
-.Query. Administrative changes and other entries have no BALP profile: their type is the
-mrb action.
+.Query. IHE PIXm [ITI-83] and PDQm [ITI-119] queries are PatientQuery with subtype
+restful-interaction#operation and the transaction (urn:ihe:event-type-code#ITI-83, as
+IHE.PIXm.Query.Audit.Manager requires; #ITI-119). Administrative changes and other
+entries have no BALP profile: their type is the mrb action.
 
 What mrb does not record, and so cannot give: the client's network address (agent
 network), the raw request (the query entity carries the parameter names only, never
@@ -51,6 +53,8 @@ KINDS = {
     "fhir-read": READ,
     "safety-notice": READ,
     "fhir-search": QUERY,
+    "fhir-pix-query": QUERY,
+    "fhir-pdq-match": QUERY,
     "recognition-check": QUERY,
     "cds-patient-view": QUERY,
     "audit.read": QUERY,
@@ -70,6 +74,13 @@ PURPOSES = {
     "administration": ("HSYSADMIN", "health system administration"),
 }
 _IRCP = {"system": PARTICIPATION, "code": "IRCP", "display": "information recipient"}
+# IHE transactions as an extra subtype (IHE.PIXm.Query.Audit.Manager adds ITI-83; PDQm's
+# $match audit adds ITI-119), with the FHIR interaction `operation`.
+IHE_EVENT = "urn:ihe:event-type-code"
+_TRANSACTIONS = {
+    "fhir-pix-query": ("ITI-83", "Mobile Patient Identifier Cross-reference Query"),
+    "fhir-pdq-match": ("ITI-119", "Patient Demographics Match"),
+}
 _VERBS = {"add": "C", "issue": "C", "certify": "C", "replace": "U", "close": "U", "revoke": "U"}
 
 
@@ -94,8 +105,11 @@ def audit_event(entry: Mapping[str, Any], base: str) -> Resource:
         resource["action"] = _VERBS.get(action.rsplit(".", 1)[-1], "E")
     else:
         resource["type"] = {"system": EVENT_TYPE, "code": "rest", "display": "Restful Operation"}
-        code = "read" if kind == READ else "search-type"
+        code = "read" if kind == READ else "operation" if action in _TRANSACTIONS else "search-type"
         resource["subtype"] = [{"system": INTERACTION, "code": code, "display": code}, mine]
+        if action in _TRANSACTIONS:
+            iti, display = _TRANSACTIONS[action]
+            resource["subtype"].append({"system": IHE_EVENT, "code": iti, "display": display})
         resource["action"] = "R" if kind == READ else "E"
     resource["recorded"] = instant(entry["at"])
     resource["outcome"] = "4" if failed else "0"
@@ -214,6 +228,11 @@ def _query_text(action: str, detail: Mapping[str, Any]) -> str:
         return f"GET {detail['resource_type']}" + (f"?{names}" if names else "")
     if action == "recognition-check":
         return f"recognition check {detail.get('check_id', '')} ({detail.get('items', 0)} items)"
+    if action == "fhir-pix-query":
+        names = "&".join(str(p) for p in detail.get("parameters") or [])
+        return f"GET Patient/$ihe-pix?{names} from {detail.get('client', 'a registered client')}"
+    if action == "fhir-pdq-match":
+        return f"POST Patient/$match from {detail.get('client', 'a registered client')}"
     if action == "cds-patient-view":
         return f"CDS Hooks patient-view from {detail.get('client', 'a registered client')}"
     return action

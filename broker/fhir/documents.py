@@ -24,6 +24,7 @@ Resource = dict[str, Any]
 class BundleEntry:
     resource: Resource
     mode: str  # match | include | outcome
+    search: Resource | None = None  # the whole entry.search when it says more than mode
 
 
 def operation_outcome(
@@ -67,7 +68,7 @@ def searchset(
     }
     out = []
     for e in entries:
-        item: Resource = {"resource": e.resource, "search": {"mode": e.mode}}
+        item: Resource = {"resource": e.resource, "search": e.search or {"mode": e.mode}}
         if "id" in e.resource:
             item = {"fullUrl": f"{base}/{e.resource['resourceType']}/{e.resource['id']}", **item}
         out.append(item)
@@ -106,6 +107,8 @@ def capability_statement(base: str, now: datetime, version: str) -> Resource:
         }
         if INCLUDES.get(rtype):
             entry["searchInclude"] = list(INCLUDES[rtype])
+        if rtype == "Patient":
+            entry["operation"] = [dict(o) for o in _PATIENT_OPERATIONS]
         if SORTS[rtype]:
             entry["extension"] = [
                 {
@@ -158,7 +161,12 @@ def capability_statement(base: str, now: datetime, version: str) -> Resource:
                         "patient data, one named patient at a time. An optional "
                         "`X-Purpose-Of-Use` header (TREAT, ETREAT, CAREMGT, PATRQT; default "
                         "TREAT) is recorded in the audit trail. Only the audit role reads "
-                        "AuditEvent, and nothing else."
+                        "AuditEvent, and nothing else. Patient/$ihe-pix and Patient/$match "
+                        "are for registered machine clients (an EHR or MPI registered as a "
+                        "CDS client) only, with their own signed JWT whose `aud` is the "
+                        "operation's URL, as for CDS Hooks calls. A caller sees the "
+                        "national identifiers of a patient and those its own hospital "
+                        "sent, never another hospital's."
                     ),
                 },
                 "resource": resources,
@@ -209,16 +217,39 @@ def _audit_event_capability() -> Resource:
     }
 
 
+_PATIENT_OPERATIONS = [
+    {
+        "name": "ihe-pix",
+        "definition": "https://profiles.ihe.net/ITI/PIXm/OperationDefinition/IHE.PIXm.pix",
+        "documentation": "IHE PIXm [ITI-83]: GET Patient/$ihe-pix?sourceIdentifier="
+        "system|value{&targetSystem=uri}. The person's identifiers the client may see and "
+        "targetId Patient/<mrb person id>; 404 source identifier not found, 400 no source "
+        "domain, 403 targetSystem not recognised (as ITI-83 2:3.83.4.2.2). Registered "
+        "machine clients only.",
+    },
+    {
+        "name": "match",
+        "definition": "https://profiles.ihe.net/ITI/PDQm/OperationDefinition/PDQmMatch",
+        "documentation": "IHE PDQm [ITI-119], FHIR Patient $match: POST a Parameters "
+        "(resource, onlyCertainMatches, count). Matches on identifiers only (exact, "
+        "normalised); demographics are not stored in mrb's index and are not compared. "
+        "Answers with search.score and the match-grade extension. Registered machine "
+        "clients only.",
+    },
+]
+
 _READ_DOC = {
     "Patient": "By mrb person id. Assembled from the Patient resources hospitals sent "
-    "with their results (newest hospital's as the base, every hospital's identifiers).",
+    "with their results (newest hospital's as the base) with the identifiers the caller "
+    "may see: national identifiers and those of the caller's own hospital.",
     "DiagnosticReport": "By the result id a recognition check links to, or the id a search "
     "returned. 410 when its hospital marked it entered-in-error.",
     "Observation": "By the id a search or a DiagnosticReport.result returned.",
     "ImagingStudy": "By the result id a recognition check links to.",
 }
 _SEARCH_DOC = {
-    "Patient": "By identifier (system|value) or _id: exactly one patient.",
+    "Patient": "By identifier (system|value) or _id: exactly one patient (IHE PDQm "
+    "[ITI-78] by identifier; no demographic parameters).",
     "DiagnosticReport": "Within one patient (patient or subject:identifier required).",
     "Observation": "Within one patient (patient or subject:identifier required).",
     "ImagingStudy": "Within one patient (patient or subject:identifier required).",

@@ -1,8 +1,9 @@
 """The refusals of the FHIR use cases, as domain errors carrying their FHIR issue code.
 
 The FHIR edge (broker/api/routes/fhir.py) maps them once to a status and an
-OperationOutcome: invalid and not-supported 400, forbidden 403, not-found 404, deleted
-410 (withdrawn, or its payload purged), throttled 429.
+OperationOutcome: invalid, code-invalid and not-supported 400, forbidden 403 (and IHE
+PIXm's unknown targetSystem: 403 code-invalid), not-found 404, deleted 410 (withdrawn, or
+its payload purged), throttled 429.
 """
 
 from __future__ import annotations
@@ -33,3 +34,13 @@ def not_found(diagnostics: str) -> NotFound:
 def gone(diagnostics: str) -> Gone:
     """A resource withdrawn by its hospital, or whose payload was purged."""
     return Gone("Gone", diagnostics, issue="deleted")
+
+
+def code_invalid(diagnostics: str) -> Invalid:
+    """A code or system mrb does not recognise (IHE PIXm: the source's domain), 400."""
+    return Invalid("Invalid FHIR request", diagnostics, issue="code-invalid")
+
+
+def unknown_target(diagnostics: str) -> NotAllowed:
+    """IHE PIXm 2:3.83.4.2.2.4: a targetSystem not recognised is 403 `code-invalid`."""
+    return NotAllowed("Forbidden", diagnostics, issue="code-invalid")

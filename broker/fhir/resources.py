@@ -26,6 +26,7 @@ from typing import Any
 
 from broker.domain.rejections import Rejected
 from broker.fhir.dates import Range, effective_range, value_range
+from broker.fhir.visibility import national, visible
 from broker.ingest.fhir_bundle import BundleIndex, Entry
 from broker.ingest.fhir_results import _business_id, _members
 
@@ -128,29 +129,96 @@ class ResultView:
         )
         return rows
 
-    def render(self, found: Found) -> Resource:
-        """The resource as mrb serves it (a deep copy; the payload is not changed)."""
+    def render(self, found: Found, *, viewer: str | None = None) -> Resource:
+        """The resource as mrb serves it to a caller of hospital `viewer` (a deep copy; the
+        payload is not changed): the patient's identifiers in its subject, in any other
+        reference to the patient and in a contained Patient are those `viewer` may see
+        (broker.fhir.visibility). None: as the sending hospital sees it."""
         res = copy.deepcopy(found.resource)
         res["id"] = found.served_id
-        self._rewrite(res, top=True)
+        self._rewrite(res, top=True, viewer=viewer)
+        if self._foreign(viewer):
+            self._redact(res, top=True, viewer=viewer)
         _stamp(res, self.info)
         return res
 
-    def patient_resource(self) -> Resource:
-        """The Patient as this payload describes it (or as the subject names it), mrb's id."""
+    def patient_resource(self, *, viewer: str | None = None) -> Resource:
+        """The Patient as this payload describes it (or as the subject names it), mrb's id,
+        with the identifiers a caller of hospital `viewer` may see."""
         if self.patient is not None:
             res = copy.deepcopy(self.patient.resource)
             res.pop("link", None)  # links to the hospital's other records point nowhere here
-            self._rewrite(res, top=False)
+            self._rewrite(res, top=False, viewer=viewer)
+            if self._foreign(viewer):
+                # The hospital's narrative may spell out its MRN: not another hospital's.
+                res.pop("text", None)
+                self._redact(res, top=False, viewer=viewer)
+                res["identifier"] = self._visible(res.get("identifier"), viewer)
+                if not res["identifier"]:
+                    del res["identifier"]
         else:
             res = {"resourceType": "Patient"}
             subject = self.main.resource.get("subject") if self.main else None
             ident = subject.get("identifier") if isinstance(subject, dict) else None
-            if isinstance(ident, dict):
+            if isinstance(ident, dict) and visible(ident, source=self.info.hospital, viewer=viewer):
                 res["identifier"] = [copy.deepcopy(ident)]
         res["id"] = self.info.person_id
         _stamp(res, self.info)
         return res
+
+    def identifiers(self, *, viewer: str | None) -> list[dict[str, Any]]:
+        """The patient's identifiers in this payload that a caller of `viewer` may see."""
+        found = self.patient_resource(viewer=viewer).get("identifier")
+        return [i for i in found if isinstance(i, dict)] if isinstance(found, list) else []
+
+    # -- who sees what (broker.fhir.visibility) ------------------------------------------
+
+    def _foreign(self, viewer: str | None) -> bool:
+        return viewer is not None and viewer != self.info.hospital
+
+    def _visible(self, idents: object, viewer: str | None) -> list[Any]:
+        if not isinstance(idents, list):
+            return []
+        return [i for i in idents if visible(i, source=self.info.hospital, viewer=viewer)]
+
+    def _redact(self, res: Resource, *, top: bool, viewer: str | None) -> None:
+        """Drop the identifiers `viewer` may not see from every reference to the patient
+        (the subject, `Patient/<person id>`, a contained Patient, a `type` Patient) and
+        from contained Patients."""
+        contained = {
+            f"#{c['id']}"
+            for c in _dicts(res.get("contained"))
+            if c.get("resourceType") == "Patient" and isinstance(c.get("id"), str)
+        }
+        ours = f"Patient/{self.info.person_id}"
+        subject = res.get("subject") if top else None
+        stack: list[object] = [res]
+        while stack:
+            cur = stack.pop()
+            if isinstance(cur, list):
+                stack.extend(cur)
+                continue
+            if not isinstance(cur, dict):
+                continue
+            if cur is not res and cur.get("resourceType") == "Patient":
+                cur.pop("text", None)
+                kept = self._visible(cur.get("identifier"), viewer)
+                if kept:
+                    cur["identifier"] = kept
+                else:
+                    cur.pop("identifier", None)
+            ref = cur.get("reference")
+            to_patient = (
+                cur is subject or ref == ours or ref in contained or cur.get("type") == "Patient"
+            )
+            ident = cur.get("identifier")
+            if (
+                to_patient
+                and isinstance(ident, dict)
+                and not visible(ident, source=self.info.hospital, viewer=viewer)
+            ):
+                del cur["identifier"]
+            stack.extend(v for v in cur.values() if isinstance(v, dict | list))
 
     # -- finding ------------------------------------------------------------------------
 
@@ -192,7 +260,7 @@ class ResultView:
 
     # -- rewriting ----------------------------------------------------------------------
 
-    def _rewrite(self, res: Resource, *, top: bool) -> None:
+    def _rewrite(self, res: Resource, *, top: bool, viewer: str | None) -> None:
         if top and isinstance(res.get("subject"), dict):
             res["subject"]["reference"] = f"Patient/{self.info.person_id}"
         for ref in _references(res, skip_top_subject=top):
@@ -205,7 +273,9 @@ class ResultView:
                 continue
             del ref["reference"]
             if not ref.get("display") and not ref.get("identifier"):
-                ref["display"] = f"{target} (held by {self.info.hospital}; not served by mrb)"
+                # Another hospital's own Patient id is one of its identifiers, too.
+                shown = "a Patient" if self._foreign(viewer) and _is_patient(target) else target
+                ref["display"] = f"{shown} (held by {self.info.hospital}; not served by mrb)"
 
     def _served_ref(self, target: str) -> str | None:
         if target in self._refs:
@@ -226,27 +296,41 @@ def served_id(result_id: str, resource_type: str, local_key: str) -> str:
     return str(uuid.uuid5(NAMESPACE, f"{result_id}/{resource_type}/{local_key}"))
 
 
-def merge_patients(views: list[ResultView], person_id: str) -> Resource:
+def merge_patients(
+    views: list[ResultView], person_id: str, *, viewer: str | None = None
+) -> Resource:
     """One Patient from the newest payload of each hospital: the newest as the base, with
-    every hospital's identifiers (each once)."""
-    parts = [v.patient_resource() for v in views]
+    the identifiers a caller of hospital `viewer` may see (each once;
+    broker.fhir.visibility). None: every hospital's identifiers."""
+    parts = [v.patient_resource(viewer=viewer) for v in views]
     if not parts:
         return {"resourceType": "Patient", "id": person_id}
     base = copy.deepcopy(parts[0])
-    seen: set[tuple[str, str]] = set()
-    identifiers: list[Any] = []
-    for part in parts:
-        for ident in part.get("identifier") or []:
-            if not isinstance(ident, dict):
-                continue
-            key = (str(ident.get("system") or ""), str(ident.get("value") or ""))
-            if key not in seen:
-                seen.add(key)
-                identifiers.append(ident)
+    base.pop("identifier", None)
+    identifiers = patient_identifiers(views, viewer=viewer)
     if identifiers:
         base["identifier"] = identifiers
     base["id"] = person_id
     return base
+
+
+def patient_identifiers(views: list[ResultView], *, viewer: str | None) -> list[dict[str, Any]]:
+    """The person's identifiers `viewer` may see, newest payload first, each once: a
+    national identifier once however each hospital spelled its system."""
+    seen: set[tuple[str, ...]] = set()
+    out: list[dict[str, Any]] = []
+    for view in views:
+        for ident in view.identifiers(viewer=viewer):
+            linked = national(ident, hospital=view.info.hospital)
+            key: tuple[str, ...] = (
+                (linked.link_key,)
+                if linked is not None
+                else (str(ident.get("system") or ""), str(ident.get("value") or ""))
+            )
+            if key not in seen:
+                seen.add(key)
+                out.append(ident)
+    return out
 
 
 def instant(moment: datetime) -> str:
@@ -362,3 +446,8 @@ def _dicts(value: object) -> list[dict[str, Any]]:
 
 def _is_dict(value: object) -> bool:
     return isinstance(value, dict)
+
+
+def _is_patient(target: str) -> bool:
+    """A literal reference to a Patient (relative or absolute)."""
+    return target.startswith("Patient/") or "/Patient/" in target

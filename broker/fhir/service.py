@@ -8,7 +8,10 @@ from datetime import UTC, datetime, tzinfo
 from typing import Any
 
 from broker.domain.actors import Actor, Role
-from broker.domain.identifiers import InvalidIdentifier, PatientIdentifier, normalise
+from broker.domain.errors import Refused
+from broker.domain.identifier_systems import IdentifierRegistry
+from broker.domain.identifiers import InvalidIdentifier, PatientIdentifier
+from broker.fhir import pdq, pix
 from broker.fhir.cursors import CursorSigner, Page, page_links, resume
 from broker.fhir.documents import (
     BundleEntry,
@@ -19,7 +22,8 @@ from broker.fhir.documents import (
 )
 from broker.fhir.errors import forbidden, gone, invalid, not_found
 from broker.fhir.params import PARAMS, WITHDRAWN, Search, parse_search
-from broker.fhir.resources import ResultView, instant, merge_patients
+from broker.fhir.pix import PixQuery
+from broker.fhir.resources import ResultView, instant, merge_patients, patient_identifiers
 from broker.ports.fhir import Admission, FhirReindex, FhirUnitOfWork, Hit
 
 RESOURCE_TYPES = tuple(PARAMS)
@@ -40,6 +44,12 @@ PURGED_TEXT = (
 class Reader:
     actor: Actor
     purpose: str  # the audit purpose
+    client: str | None = None  # a registered machine client's issuer (PIXm, PDQm)
+
+    @property
+    def hospital(self) -> str:
+        """Whose identifiers the caller sees besides national ones (broker.fhir.visibility)."""
+        return self.actor.hospital
 
 
 @dataclass(frozen=True)
@@ -52,18 +62,43 @@ def caller(actor: Actor, purpose_header: str | None) -> Reader:
     """The caller if they may read patient data (doctors only), with their purpose.
 
     A doctor of any hospital reads any hospital's results: that is what mutual
-    recognition is for; every read is audited with the purpose stated."""
+    recognition is for; every read is audited with the purpose stated. The patient's
+    identifiers they see are the national ones and their own hospital's
+    (broker.fhir.visibility)."""
     if actor.role is not Role.DOCTOR:
         raise forbidden(
             f"FHIR reads of patient data need a doctor token; this token's role is "
             f"{actor.role.value}"
         )
-    code = (purpose_header or "TREAT").strip().upper()
+    return Reader(actor, _purpose(purpose_header))
+
+
+def machine_caller(issuer: str, hospital: str, purpose_header: str | None) -> Reader:
+    """A registered machine client (an EHR or MPI integration registered as a CDS client,
+    authenticated by its own signed JWT) for the PIXm and PDQm $match operations.
+
+    Audited under its issuer with the adapter role (a hospital's system, not a person);
+    its hospital is its tenant: it sees what a doctor of that hospital sees."""
+    return Reader(Actor(issuer[:200], Role.ADAPTER, hospital), _purpose(purpose_header), issuer)
+
+
+def person_refused(actor: Actor) -> Exception:
+    """PIXm and PDQm $match answer machine clients only; a person's token gets 403."""
+    return forbidden(
+        "Patient/$ihe-pix and Patient/$match are for registered machine clients (an EHR "
+        "or MPI integration registered as a CDS client, with its own signed JWT); a "
+        f"person's token ({actor.role.value}) is not accepted. Doctors search one named "
+        "patient with GET Patient?identifier=system|value."
+    )
+
+
+def _purpose(header: str | None) -> str:
+    code = (header or "TREAT").strip().upper()
     if code not in PURPOSES:
         raise invalid(
             f"X-Purpose-Of-Use {code[:20]!r} is not accepted: use one of " + ", ".join(PURPOSES)
         )
-    return Reader(actor, PURPOSES[code])
+    return PURPOSES[code]
 
 
 class FhirService:
@@ -77,8 +112,10 @@ class FhirService:
         admission: Admission,
         signer: CursorSigner,
         zone: tzinfo,
+        identifiers: IdentifierRegistry,
         version: str = "0.1.0",
     ) -> None:
+        self._identifiers = identifiers
         self._uow = uow
         self._reindex = reindex
         self._admission = admission
@@ -134,7 +171,7 @@ class FhirService:
                 f"{resource_type}/{rid} was marked entered-in-error by {view.info.hospital}: "
                 "it was withdrawn and must not be used"
             )
-        return view.render(found)
+        return view.render(found, viewer=caller.hospital)
 
     async def _read_patient(self, caller: Reader, pid: str) -> dict[str, Any]:
         async with self._uow() as uow:
@@ -157,12 +194,123 @@ class FhirService:
                 }
         await self._reindex.person(pid)
         async with self._uow() as uow:
-            resource = await self._patient(uow, pid)
+            resource = await self._patient(uow, pid, caller.hospital)
             await self._audit(
                 uow, caller, "fhir-read", _Patient(pid, None), {"resource": "Patient"}
             )
             await uow.commit()
         return resource
+
+    # -- IHE PIXm [ITI-83] and PDQm [ITI-119] (registered machine clients) ---------------
+
+    async def pix(self, caller: Reader, pairs: Sequence[tuple[str, str]]) -> dict[str, Any]:
+        """Patient/$ihe-pix: the person's identifiers the client may see (broker.fhir.pix).
+
+        Audited whatever the answer, the source identifier pseudonymised; a source that
+        finds nobody is 404 after its audit entry is committed."""
+        query = pix.parse_query(pairs)
+        source = pix.source_identifier(query, hospital=caller.hospital, registry=self._identifiers)
+        async with self._uow() as uow:
+            person_id = await uow.people.find(source)
+            if person_id is None:
+                await self._audit_pix(uow, caller, query, source, None, "not-found", 0)
+                await uow.commit()
+        if person_id is None:
+            raise pix.source_not_found()
+        await self._reindex.person(person_id)
+        async with self._uow() as uow:
+            views = await self._patient_views(uow, person_id)
+            identifiers = patient_identifiers(views, viewer=caller.hospital)
+            try:
+                answer = pix.answer(
+                    query,
+                    source,
+                    identifiers,
+                    person_id=person_id,
+                    hospital=caller.hospital,
+                    registry=self._identifiers,
+                )
+            except Refused:
+                await self._audit_pix(uow, caller, query, source, person_id, "target-unknown", 0)
+                await uow.commit()
+                raise
+            returned = sum(1 for p in answer["parameter"] if p["name"] == "targetIdentifier")
+            await self._audit_pix(uow, caller, query, source, person_id, "found", returned)
+            await uow.commit()
+        return answer
+
+    async def match(self, caller: Reader, body: object, *, base: str) -> dict[str, Any]:
+        """Patient/$match: the people the Patient's identifiers lead to (broker.fhir.pdq).
+
+        One audit entry per person returned (IHE BALP: one patient per AuditEvent), or one
+        naming the first identifier given when nobody is."""
+        request = pdq.parse_match(body)
+        given = pdq.normalised(request, hospital=caller.hospital, registry=self._identifiers)
+        async with self._uow() as uow:
+            found = [(ident, await uow.people.find(ident)) for ident in given]
+        matches = pdq.select(pdq.grade(found), request)
+        for m in matches:
+            await self._reindex.person(m.person_id)
+        entries: list[BundleEntry] = []
+        async with self._uow() as uow:
+            for m in matches:
+                patient = await self._patient(uow, m.person_id, caller.hospital)
+                entries.append(BundleEntry(patient, "match", pdq.search_of(m)))
+            detail = {
+                "operation": "$match",
+                "client": caller.client,
+                "identifiers": len(given),
+                "only_certain": request.only_certain,
+                "returned": len(matches),
+            }
+            for m in matches:
+                await self._audit(
+                    uow,
+                    caller,
+                    "fhir-pdq-match",
+                    _Patient(m.person_id, m.identifier),
+                    {**detail, "grade": m.grade},
+                )
+            if not matches:
+                first = given[0] if given else None
+                await self._audit(uow, caller, "fhir-pdq-match", _Patient(None, first), detail)
+            await uow.commit()
+        if notes := pdq.warnings(request):
+            outcome = operation_outcome(
+                "informational", notes[0], severity="warning", more=notes[1:]
+            )
+            entries.append(BundleEntry(outcome, "outcome"))
+        return searchset(
+            base=base,
+            total=len(matches),
+            entries=entries,
+            links={"self": f"{base}/Patient/$match"},
+            now=datetime.now(UTC),
+        )
+
+    async def _audit_pix(
+        self,
+        uow: FhirUnitOfWork,
+        caller: Reader,
+        query: PixQuery,
+        source: PatientIdentifier,
+        person_id: str | None,
+        outcome: str,
+        returned: int,
+    ) -> None:
+        await self._audit(
+            uow,
+            caller,
+            "fhir-pix-query",
+            _Patient(person_id, source),
+            {
+                "operation": "$ihe-pix",
+                "client": caller.client,
+                "parameters": ["sourceIdentifier"] + (["targetSystem"] if query.targets else []),
+                "outcome": outcome,
+                "returned": returned,
+            },
+        )
 
     # -- search -------------------------------------------------------------------------
 
@@ -196,13 +344,13 @@ class FhirService:
                 if resource_type == "Patient":
                     total = 1
                     if offset == 0 and search.count > 0 and not search.summary_count:
-                        resource = await self._patient(uow, patient.person_id)
+                        resource = await self._patient(uow, patient.person_id, caller.hospital)
                         entries.append(BundleEntry(resource, "match"))
                 else:
                     total = await uow.index.count(search, patient.person_id)
                     if search.count > 0 and not search.summary_count:
                         hits = await uow.index.page(search, patient.person_id, offset, search.count)
-                        entries = await self._entries(uow, hits, search)
+                        entries = await self._entries(uow, hits, search, caller.hospital)
             await self._audit(
                 uow,
                 caller,
@@ -222,7 +370,7 @@ class FhirService:
         return searchset(base=base, total=total, entries=entries, links=links, now=now)
 
     async def _entries(
-        self, uow: FhirUnitOfWork, hits: list[Hit], search: Search
+        self, uow: FhirUnitOfWork, hits: list[Hit], search: Search, viewer: str
     ) -> list[BundleEntry]:
         opened = await uow.payloads.open(h.version_id for h in hits)
         entries: list[BundleEntry] = []
@@ -233,7 +381,7 @@ class FhirService:
             found = view.get(h.served_id) if view else None
             if view is None or found is None:
                 continue  # purged, or the index row went stale between the query and now
-            resource = view.render(found)
+            resource = view.render(found, viewer=viewer)
             entries.append(BundleEntry(resource, "match"))
             if search.include_results:
                 for ref in resource.get("result") or []:
@@ -245,7 +393,7 @@ class FhirService:
                     if member is None or oid in included or oid in matched:
                         continue
                     included.add(oid)
-                    entries.append(BundleEntry(view.render(member), "include"))
+                    entries.append(BundleEntry(view.render(member, viewer=viewer), "include"))
         if left_out := sum(1 for h in hits if h.version_id in opened.purged):
             text = f"{left_out} matching resource(s) not returned: {PURGED_TEXT}"
             entries.append(
@@ -253,19 +401,26 @@ class FhirService:
             )
         return entries
 
-    async def _patient(self, uow: FhirUnitOfWork, person_id: str) -> dict[str, Any]:
-        """One Patient from the newest payload of each hospital that sent one."""
+    async def _patient(self, uow: FhirUnitOfWork, person_id: str, viewer: str) -> dict[str, Any]:
+        """One Patient from the newest payload of each hospital that sent one, with the
+        identifiers a caller of hospital `viewer` may see."""
+        resource = merge_patients(
+            await self._patient_views(uow, person_id), person_id, viewer=viewer
+        )
+        if "meta" not in resource:
+            resource["meta"] = {"lastUpdated": instant(datetime.now(UTC))}
+        return resource
+
+    @staticmethod
+    async def _patient_views(uow: FhirUnitOfWork, person_id: str) -> list[ResultView]:
+        """The newest payload of each hospital that sent a Patient, newest first."""
         versions = await uow.index.patient_versions(person_id)
         views = (await uow.payloads.open(versions)).views
-        ordered: list[ResultView] = sorted(
+        return sorted(
             (views[v] for v in versions if v in views),
             key=lambda v: v.info.updated_at,
             reverse=True,
         )
-        resource = merge_patients(ordered, person_id)
-        if not ordered:
-            resource["meta"] = {"lastUpdated": instant(datetime.now(UTC))}
-        return resource
 
     async def _resolve(self, search: Search, actor: Actor) -> _Patient:
         sel = search.patient
@@ -273,7 +428,7 @@ class FhirService:
             if sel.identifier is not None:
                 system, value = sel.identifier
                 try:
-                    ident = normalise(system, value, hospital=actor.hospital)
+                    ident = self._identifiers.lookup(system, value, hospital=actor.hospital)
                 except InvalidIdentifier as exc:
                     raise invalid(f"the patient identifier is not valid: {exc}") from None
                 if ident is None:

@@ -225,6 +225,14 @@ EXPECTED: dict[str, Expect] = {
     "POST /api/v1/admin/tokens/revoke": Expect(_revoke_own, allow(["admin:own", "security-admin"])),
     # FHIR: doctors only; metadata and unknown paths need no token.
     "GET /fhir/metadata": Expect(get("/fhir/metadata"), every=200),
+    # IHE PIXm / PDQm: registered EHR clients (their own signed JWT) only; every mrb
+    # token, whatever its role, is refused (tests/integration/test_pixm_pdqm.py).
+    "GET /fhir/Patient/$ihe-pix": Expect(
+        get("/fhir/Patient/$ihe-pix", params={"sourceIdentifier": PATIENT["subject:identifier"]})
+    ),
+    "POST /fhir/Patient/$match": Expect(
+        call("POST", "/fhir/Patient/$match", json={"resourceType": "Parameters"})
+    ),
     "GET /fhir/{resource_type}": Expect(
         get("/fhir/DiagnosticReport", params=PATIENT), allow(DOCTORS)
     ),

@@ -204,11 +204,9 @@ class TestPatients:
         (patient,) = resources(bundle)
         assert patient["id"] == data.pid
         values = {(i["system"], i["value"]) for i in patient["identifier"]}
-        assert values == {
-            (f.NATIONAL, f.PATIENT_A),
-            ("urn:oid:2.16.156.10011.0.1.mrn", "MRN-1"),
-            ("urn:h2:mrn", "H2-77"),
-        }
+        # H002's doctor: the resident ID and H002's MRN, never H001's MRN-1
+        # (tests/integration/test_patient_identifier_visibility.py).
+        assert values == {(f.NATIONAL, f.PATIENT_A), ("urn:h2:mrn", "H2-77")}
         assert patient["meta"]["source"] in ("H001", "H002")
         read = await data.get(f"/fhir/Patient/{data.pid}")
         assert read["id"] == data.pid and read["identifier"] == patient["identifier"]

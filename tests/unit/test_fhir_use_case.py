@@ -19,6 +19,7 @@ from broker.fhir.cursors import CursorSigner
 from broker.fhir.resources import ResultInfo, ResultView
 from broker.fhir.service import FhirService, Reader, caller
 from broker.ports import Hit, PersonRecord
+from broker.reference.identifier_systems import shipped_identifier_registry
 from tests import factories as f
 from tests.fakes import FakeAdmission, FakeFhirReindex, FakeFhirUnitOfWork
 
@@ -43,6 +44,7 @@ class World:
             admission=self.admission,
             signer=CursorSigner(bytes(range(32))),
             zone=ZoneInfo("Asia/Shanghai"),
+            identifiers=shipped_identifier_registry(),
         )
         for version, rid in enumerate(REPORTS, start=1):
             info = ResultInfo(

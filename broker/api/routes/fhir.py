@@ -2,10 +2,17 @@
 
 The router owns its error mapping (FhirRoute), so every answer under /fhir, including
 401 from the bearer-token check, is FHIR rather than the API's problem+json.
+
+Doctors read and search with their mrb token. IHE PIXm (`GET Patient/$ihe-pix`) and
+PDQm `$match` (`POST Patient/$match`) answer registered machine clients only: an EHR or
+MPI integration registered as a CDS client, authenticated exactly as a CDS Hooks call
+(its signed JWT, `aud` = MRB_PUBLIC_BASE_URL + the operation's path); a person's token is
+403.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
@@ -15,15 +22,24 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
+from fastapi.security import HTTPAuthorizationCredentials
 
-from broker.api.deps import get_actor
+from broker.api.deps import ContainerDep, get_actor
 from broker.api.problems import status_of
+from broker.api.routes.cds_hooks import cds_client
 from broker.domain.actors import Actor
-from broker.domain.errors import Gone, Invalid, Refused
+from broker.domain.errors import Gone, Invalid, Refused, Unauthenticated
 from broker.fhir.audit_events import AuditEvents
 from broker.fhir.documents import FHIR_JSON, operation_outcome
 from broker.fhir.params import check_prefer
-from broker.fhir.service import RESOURCE_TYPES, FhirService, Reader, caller
+from broker.fhir.service import (
+    RESOURCE_TYPES,
+    FhirService,
+    Reader,
+    caller,
+    machine_caller,
+    person_refused,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -128,6 +144,22 @@ async def get_caller(request: Request, actor: Annotated[Actor, Depends(get_actor
     return caller(actor, request.headers.get("x-purpose-of-use"))
 
 
+async def get_machine_caller(request: Request, container: ContainerDep) -> Reader:
+    """A registered machine client, authenticated as CDS Hooks authenticates it (its own
+    JWT, broker.cdshooks.auth), or 403 for a valid mrb token (a person's) and 401 else."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        credentials = HTTPAuthorizationCredentials(scheme="Bearer", credentials=token.strip())
+        try:
+            actor = await get_actor(request, container, credentials)
+        except Unauthenticated:
+            pass  # not a token of mrb's users: a client's JWT, checked next
+        else:
+            raise person_refused(actor)
+    client = await cds_client(request, container)
+    return machine_caller(client.issuer, client.hospital, request.headers.get("x-purpose-of-use"))
+
+
 async def get_audit_events(request: Request) -> AuditEvents:
     """One AuditEvents per app (it holds the cursor key), made on the event loop."""
     events: AuditEvents | None = getattr(request.app.state, "fhir_audit_events", None)
@@ -139,6 +171,7 @@ async def get_audit_events(request: Request) -> AuditEvents:
 
 ServiceDep = Annotated[FhirService, Depends(get_service)]
 CallerDep = Annotated[Reader, Depends(get_caller)]
+MachineDep = Annotated[Reader, Depends(get_machine_caller)]
 AuditEventsDep = Annotated[AuditEvents, Depends(get_audit_events)]
 ActorDep = Annotated[Actor, Depends(get_actor)]
 SERVED = (*RESOURCE_TYPES, "AuditEvent")
@@ -188,6 +221,32 @@ async def audit_event_read(
 ) -> Response:
     """One audit entry as an AuditEvent, by its audit id."""
     return FhirResponse(await events.read(actor, rid, _base(request)))
+
+
+@router.get("/Patient/$ihe-pix", dependencies=[Depends(check_format)])
+async def pixm_query(request: Request, service: ServiceDep, client: MachineDep) -> Response:
+    """IHE PIXm [ITI-83]: the patient's identifiers this client may see (broker.fhir.pix)."""
+    return FhirResponse(await service.pix(client, request.query_params.multi_items()))
+
+
+@router.post("/Patient/$match", dependencies=[Depends(check_format)])
+async def pdqm_match(request: Request, service: ServiceDep, client: MachineDep) -> Response:
+    """IHE PDQm [ITI-119], FHIR Patient $match on identifiers (broker.fhir.pdq)."""
+    return FhirResponse(await service.match(client, await _json_body(request), base=_base(request)))
+
+
+async def _json_body(request: Request) -> object:
+    """The request's FHIR JSON body: 415 for another media type, 400 if it is not JSON."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind not in ("application/fhir+json", "application/json"):
+        raise FhirEdgeError(
+            415, "not-supported", "Patient/$match takes application/fhir+json (a Parameters)"
+        )
+    try:
+        body: object = json.loads(await request.body())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise FhirEdgeError(400, "invalid", f"the body is not JSON: {exc}"[:200]) from None
+    return body
 
 
 async def _form_pairs(request: Request) -> list[tuple[str, str]]:
@@ -252,7 +311,7 @@ async def unsupported(rest: str, request: Request) -> Response:
             405,
             "not-supported",
             f"{request.method} is not offered: mrb's FHIR endpoint is read-only "
-            "(read, search; POST only for [type]/_search)",
+            "(read, search; POST only for [type]/_search and Patient/$match)",
         )
     detail: Any = rest[:80] or "(the base)"
     raise FhirEdgeError(

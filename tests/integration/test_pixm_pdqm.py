@@ -1,0 +1,382 @@
+"""IHE PIXm [ITI-83] and PDQm $match [ITI-119] over HTTP, on SQLite and PostgreSQL.
+
+The clients are EHR integrations registered as CDS clients of H001 and H002, signing their
+own JWTs as in tests/integration/test_cds_hooks.py, with `aud` the operation's URL.
+Patient A: H001 sent the resident ID and MRN-1, H002 the resident ID and H2-77; patient
+B: H001 sent the resident ID and MRN-2.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+from fhir.resources.R4B import get_fhir_model_class
+from sqlalchemy import select
+
+from broker.api.app import create_app
+from broker.bootstrap import Container
+from broker.cdshooks import clients as cds_clients
+from broker.domain.identifiers import normalise, resident_id_check_digit
+from broker.fhir.balp import audit_event
+from broker.fhir.pdq import MATCH_GRADE
+from broker.ingest.service import Outcome
+from broker.settings import Settings
+from broker.storage.cds_store import SqlCdsClients
+from broker.storage.check_uow import SqlPeople
+from broker.storage.tables import audit_event as audit_table
+from tests import factories as f
+from tests.conftest import bearer
+
+BASE = "http://testserver"
+FHIR_JSON = "application/fhir+json"
+MRN_SYSTEM = "urn:oid:2.16.156.10011.0.1.mrn"
+H2_MRN_SYSTEM = "urn:h2:mrn"
+A = f"{f.NATIONAL}|{f.PATIENT_A}"
+NOBODY = "11010119900307123" + resident_id_check_digit("11010119900307123")
+KEY = ec.generate_private_key(ec.SECP384R1())
+ISSUERS = {"H001": "https://his.h001.example.cn/", "H002": "https://his.h002.example.cn/"}
+PIX = "/fhir/Patient/$ihe-pix"
+MATCH = "/fhir/Patient/$match"
+
+
+def sign(path: str, hospital: str = "H001", aud: str | None = None) -> dict[str, str]:
+    now = int(time.time())
+    claims = {
+        "iss": ISSUERS[hospital],
+        "aud": aud or BASE + path,
+        "exp": now + 300,
+        "iat": now,
+        "jti": str(uuid.uuid4()),
+    }
+    token = jwt.encode(claims, KEY, algorithm="ES384", headers={"kid": "k1", "typ": "JWT"})
+    return {"Authorization": f"Bearer {token}"}
+
+
+@dataclass
+class Mpi:
+    container: Container
+    http: httpx.AsyncClient
+    a: str  # patient A's person id
+    b: str
+
+    async def pix(
+        self, *params: tuple[str, str], hospital: str = "H001", status: int = 200, **kw: Any
+    ) -> dict[str, Any]:
+        headers = kw.pop("headers", None) or sign(PIX, hospital)
+        r = await self.http.get(PIX, params=list(params), headers=headers)
+        assert r.status_code == status, r.text
+        assert r.headers["content-type"].startswith(FHIR_JSON)
+        body: dict[str, Any] = r.json()
+        get_fhir_model_class(body["resourceType"]).model_validate(body)
+        return body
+
+    async def match(
+        self, body: Any, *, hospital: str = "H001", status: int = 200, **kw: Any
+    ) -> dict[str, Any]:
+        headers = kw.pop("headers", None) or sign(MATCH, hospital)
+        content = body if isinstance(body, bytes) else json.dumps(body).encode()
+        headers = {"Content-Type": kw.pop("content_type", FHIR_JSON), **headers}
+        r = await self.http.post(MATCH, content=content, headers=headers)
+        assert r.status_code == status, r.text
+        out: dict[str, Any] = r.json()
+        get_fhir_model_class(out["resourceType"]).model_validate(out)
+        return out
+
+    async def audit(self, action: str) -> list[Any]:
+        async with self.container.sessions() as s:
+            rows = await s.execute(
+                select(audit_table).where(audit_table.c.action == action).order_by(audit_table.c.id)
+            )
+            return list(rows.all())
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """The audience the clients' JWTs name is mrb's published base URL."""
+    return settings.model_copy(update={"public_base_url": f"{BASE}/"})
+
+
+@pytest.fixture
+async def mpi(container: Container) -> AsyncIterator[Mpi]:
+    h2 = f.patient(mrn="H2-77", mrn_system=H2_MRN_SYSTEM, pid="h2p")
+    processed = await container.ingest_service().process_batch(
+        [
+            f.inbound(f.lab_bundle(accession="ACC-1"), "H001"),
+            f.inbound(f.lab_bundle(accession="ACC-2", pat=h2), "H002"),
+            f.inbound(
+                f.lab_bundle(accession="ACC-B", pat=f.patient(f.PATIENT_B, "MRN-2", pid="pb")),
+                "H001",
+            ),
+        ]
+    )
+    assert [p.outcome for p in processed] == [Outcome.INDEXED] * 3, [p.detail for p in processed]
+    jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(KEY.public_key())) | {"kid": "k1"}
+    async with container.sessions() as s, s.begin():
+        for hospital, issuer in ISSUERS.items():
+            await cds_clients.register_client(
+                SqlCdsClients(s), issuer, hospital, jwks={"keys": [jwk]}
+            )
+    people: dict[str, str | None] = {}
+    async with container.sessions() as s:
+        found = SqlPeople(s, container.pseudonyms, container.cipher)
+        for name, value in (("a", f.PATIENT_A), ("b", f.PATIENT_B)):
+            ident = normalise(f.NATIONAL, value, hospital="H001")
+            assert ident is not None
+            people[name] = await found.find(ident)
+    transport = httpx.ASGITransport(app=create_app(container))
+    a, b = people["a"], people["b"]
+    assert a is not None and b is not None
+    async with httpx.AsyncClient(transport=transport, base_url=BASE) as http:
+        yield Mpi(container, http, a, b)
+
+
+def targets(params: dict[str, Any]) -> tuple[set[tuple[str, str]], list[str]]:
+    idents = {
+        (p["valueIdentifier"]["system"], p["valueIdentifier"]["value"])
+        for p in params["parameter"]
+        if p["name"] == "targetIdentifier"
+    }
+    ids = [p["valueReference"]["reference"] for p in params["parameter"] if p["name"] == "targetId"]
+    return idents, ids
+
+
+def issue(outcome: dict[str, Any]) -> tuple[str, str]:
+    (first,) = outcome["issue"]
+    return first["code"], first["diagnostics"]
+
+
+# -- PIXm [ITI-83] ---------------------------------------------------------------------
+
+
+async def test_the_capability_statement_lists_both_operations(mpi: Mpi) -> None:
+    r = await mpi.http.get("/fhir/metadata")
+    (patient,) = [x for x in r.json()["rest"][0]["resource"] if x["type"] == "Patient"]
+    operations = {o["name"]: o for o in patient["operation"]}
+    assert set(operations) == {"ihe-pix", "match"}
+    assert operations["ihe-pix"]["definition"].startswith("https://profiles.ihe.net/ITI/PIXm/")
+    assert "identifiers only" in operations["match"]["documentation"]
+
+
+async def test_pix_returns_the_persons_other_identifiers_the_client_may_see(mpi: Mpi) -> None:
+    by_national = await mpi.pix(("sourceIdentifier", A))
+    assert by_national["resourceType"] == "Parameters"
+    # The source identifier itself is not returned (ITI-83 2:3.83.4.2.2.1); H002's is not
+    # H001's to see.
+    assert targets(by_national) == ({(MRN_SYSTEM, "MRN-1")}, [f"Patient/{mpi.a}"])
+    by_mrn = await mpi.pix(("sourceIdentifier", f"{MRN_SYSTEM}|MRN-1"), ("_format", "json"))
+    assert targets(by_mrn) == ({(f.NATIONAL, f.PATIENT_A)}, [f"Patient/{mpi.a}"])
+    # H002's client: the mirror.
+    theirs = await mpi.pix(("sourceIdentifier", A), hospital="H002")
+    assert targets(theirs) == ({(H2_MRN_SYSTEM, "H2-77")}, [f"Patient/{mpi.a}"])
+    assert "MRN-1" not in json.dumps(theirs)
+    # H001's MRN means nothing at H002: not found there.
+    await mpi.pix(("sourceIdentifier", f"{MRN_SYSTEM}|MRN-1"), hospital="H002", status=404)
+
+
+async def test_target_system_selects_domains_and_an_unknown_one_is_403(mpi: Mpi) -> None:
+    national = await mpi.pix(
+        ("sourceIdentifier", f"{MRN_SYSTEM}|MRN-1"), ("targetSystem", f.NATIONAL)
+    )
+    assert targets(national)[0] == {(f.NATIONAL, f.PATIENT_A)}
+    alias = await mpi.pix(("sourceIdentifier", f"{MRN_SYSTEM}|MRN-1"), ("targetSystem", "sfzh"))
+    assert targets(alias)[0] == {(f.NATIONAL, f.PATIENT_A)}  # an alias names the same domain
+    mrn = await mpi.pix(("sourceIdentifier", A), ("targetSystem", MRN_SYSTEM))
+    assert targets(mrn)[0] == {(MRN_SYSTEM, "MRN-1")}
+    only_source = await mpi.pix(("sourceIdentifier", A), ("targetSystem", f.NATIONAL))
+    assert targets(only_source) == (set(), [f"Patient/{mpi.a}"])
+    for unknown in ("urn:unknown:system", H2_MRN_SYSTEM):  # H002's MRNs are not H001's
+        refused = await mpi.pix(
+            ("sourceIdentifier", A),
+            ("targetSystem", f.NATIONAL),
+            ("targetSystem", unknown),
+            status=403,
+        )
+        assert issue(refused) == ("code-invalid", "targetSystem not found")
+
+
+async def test_an_identifier_nobody_has_is_404(mpi: Mpi) -> None:
+    for source in (f"{f.NATIONAL}|{NOBODY}", f"{MRN_SYSTEM}|MRN-404", "urn:x:other|1"):
+        outcome = await mpi.pix(("sourceIdentifier", source), status=404)
+        assert issue(outcome) == ("not-found", "sourceIdentifier Patient Identifier not found")
+        assert outcome["issue"][0]["severity"] == "error"
+
+
+async def test_a_bad_source_identifier_is_400(mpi: Mpi) -> None:
+    no_domain = "sourceIdentifier Assigning Authority not found"
+    for source in ("MRN-1", f"|{f.PATIENT_A}"):
+        outcome = await mpi.pix(("sourceIdentifier", source), status=400)
+        assert issue(outcome) == ("code-invalid", no_domain)
+    for params in (
+        [],
+        [("sourceIdentifier", A), ("sourceIdentifier", f"{MRN_SYSTEM}|MRN-1")],
+        [("sourceIdentifier", f"{f.NATIONAL}|")],
+        [("sourceIdentifier", f"{f.NATIONAL}|{f.PATIENT_A[:-1]}0")],  # check digit
+        [("sourceIdentifier", A), ("targetSystem", "")],
+    ):
+        outcome = await mpi.pix(*params, status=400)
+        assert outcome["issue"][0]["code"] == "invalid"
+    r = await mpi.http.get(PIX, params={"sourceIdentifier": A, "_format": "xml"}, headers=sign(PIX))
+    assert r.status_code == 406
+
+
+async def test_only_registered_machine_clients_may_ask(mpi: Mpi) -> None:
+    doctor = await bearer(mpi.container, "doctor", "H001", "dr.wang")
+    refused = await mpi.pix(("sourceIdentifier", A), headers=doctor, status=403)
+    assert refused["issue"][0]["code"] == "forbidden"
+    auditor = await bearer(mpi.container, "audit", "*", "auditor")
+    await mpi.pix(("sourceIdentifier", A), headers=auditor, status=403)
+    await mpi.match({"resourceType": "Patient"}, headers=doctor, status=403)
+    await mpi.pix(("sourceIdentifier", A), headers={"Authorization": "Bearer x.y.z"}, status=401)
+    r = await mpi.http.get(PIX, params={"sourceIdentifier": A})
+    assert r.status_code == 401 and r.json()["resourceType"] == "OperationOutcome"
+    # A JWT signed for another URL (a CDS service) is not accepted here.
+    other = sign(PIX, aud=f"{BASE}/cds-services/mrb-recognition-order-select")
+    await mpi.pix(("sourceIdentifier", A), headers=other, status=401)
+    # Nothing was asked on behalf of anyone refused.
+    assert await mpi.audit("fhir-pix-query") == []
+
+
+async def test_every_pix_query_is_audited_found_or_not(mpi: Mpi) -> None:
+    await mpi.pix(("sourceIdentifier", A), ("targetSystem", MRN_SYSTEM))
+    await mpi.pix(("sourceIdentifier", f"{f.NATIONAL}|{NOBODY}"), status=404)
+    await mpi.pix(("sourceIdentifier", A), ("targetSystem", "urn:unknown"), status=403)
+    found, nobody, refused = await mpi.audit("fhir-pix-query")
+    for row in (found, nobody, refused):
+        assert (row.actor, row.role, row.hospital_id) == (ISSUERS["H001"], "adapter", "H001")
+        assert row.purpose == "treatment" and row.detail["client"] == ISSUERS["H001"]
+        assert row.patient_pseudonym and f.PATIENT_A not in json.dumps(row.detail)
+    a = normalise(f.NATIONAL, f.PATIENT_A, hospital="H001")
+    assert a is not None and found.patient_pseudonym == mpi.container.pseudonyms.of(a)
+    assert (found.person_id, found.detail["outcome"], found.detail["returned"]) == (
+        mpi.a,
+        "found",
+        1,
+    )
+    assert (nobody.person_id, nobody.detail["outcome"]) == (None, "not-found")
+    assert (refused.person_id, refused.detail["outcome"]) == (mpi.a, "target-unknown")
+    event = audit_event(found._mapping, f"{BASE}/fhir")
+    get_fhir_model_class("AuditEvent").model_validate(event)
+    subtypes = {(c["system"], c["code"]) for c in event["subtype"]}
+    assert ("urn:ihe:event-type-code", "ITI-83") in subtypes
+    assert ("http://hl7.org/fhir/restful-interaction", "operation") in subtypes
+    assert event["entity"][-1]["what"]["reference"] == f"Patient/{mpi.a}"
+
+
+# -- PDQm $match [ITI-119] -------------------------------------------------------------
+
+
+def parameters(*identifiers: tuple[str, str], **extra: Any) -> dict[str, Any]:
+    patient: dict[str, Any] = {
+        "resourceType": "Patient",
+        "identifier": [{"system": s, "value": v} for s, v in identifiers],
+    }
+    patient.update(extra.pop("patient", {}))
+    params: list[dict[str, Any]] = [{"name": "resource", "resource": patient}]
+    if "only_certain" in extra:
+        params.append({"name": "onlyCertainMatches", "valueBoolean": extra["only_certain"]})
+    if "count" in extra:
+        params.append({"name": "count", "valueInteger": extra["count"]})
+    return {"resourceType": "Parameters", "parameter": params}
+
+
+def matches(bundle: dict[str, Any]) -> list[tuple[str, float, str]]:
+    out = []
+    for e in bundle.get("entry", []):
+        if e["search"]["mode"] == "match":
+            (grade,) = e["search"]["extension"]
+            assert grade["url"] == MATCH_GRADE
+            out.append((e["resource"]["id"], e["search"]["score"], grade["valueCode"]))
+    return out
+
+
+async def test_an_identifier_match_is_certain_and_shows_what_the_client_may_see(
+    mpi: Mpi,
+) -> None:
+    bundle = await mpi.match(
+        parameters((f.NATIONAL, f.PATIENT_A), patient={"name": [{"family": "张"}]})
+    )
+    assert bundle["type"] == "searchset" and bundle["total"] == 1
+    assert matches(bundle) == [(mpi.a, 1.0, "certain")]
+    patient = bundle["entry"][0]["resource"]
+    assert {(i["system"], i["value"]) for i in patient["identifier"]} == {
+        (f.NATIONAL, f.PATIENT_A),
+        (MRN_SYSTEM, "MRN-1"),
+    }
+    assert "H2-77" not in json.dumps(bundle)
+    # The name was not compared, and the answer says so.
+    (outcome,) = [e["resource"] for e in bundle["entry"] if e["search"]["mode"] == "outcome"]
+    assert outcome["issue"][0]["severity"] == "warning"
+    assert "name" in outcome["issue"][0]["diagnostics"]
+    # The Patient itself as the body; H002 sees its own MRN instead.
+    bare = await mpi.match(parameters((f.NATIONAL, f.PATIENT_A))["parameter"][0]["resource"])
+    assert matches(bare) == [(mpi.a, 1.0, "certain")]
+    theirs = await mpi.match(parameters((H2_MRN_SYSTEM, "H2-77")), hospital="H002")
+    assert matches(theirs) == [(mpi.a, 1.0, "certain")]
+    assert "MRN-1" not in json.dumps(theirs)
+
+
+async def test_no_match_and_contradicting_identifiers(mpi: Mpi) -> None:
+    nobody = await mpi.match(parameters((f.NATIONAL, NOBODY), (MRN_SYSTEM, "MRN-404")))
+    assert nobody["total"] == 0 and matches(nobody) == []
+    # A's resident ID with B's MRN: two people, neither certain.
+    both = parameters((f.NATIONAL, f.PATIENT_A), (MRN_SYSTEM, "MRN-2"))
+    found = await mpi.match(both)
+    assert sorted(matches(found)) == sorted([(mpi.a, 0.5, "possible"), (mpi.b, 0.5, "possible")])
+    only_certain = parameters((f.NATIONAL, f.PATIENT_A), (MRN_SYSTEM, "MRN-2"), only_certain=True)
+    assert matches(await mpi.match(only_certain)) == []
+    one = parameters((f.NATIONAL, f.PATIENT_A), (MRN_SYSTEM, "MRN-2"), count=1)
+    assert len(matches(await mpi.match(one))) == 1
+    rows = await mpi.audit("fhir-pdq-match")
+    assert [r.person_id for r in rows[:1]] == [None]  # nobody found: audited all the same
+    assert {r.person_id for r in rows[1:3]} == {mpi.a, mpi.b}
+    for r in rows:
+        assert (r.actor, r.role, r.hospital_id) == (ISSUERS["H001"], "adapter", "H001")
+        assert r.patient_pseudonym is not None
+
+
+async def test_a_malformed_match_request_is_400(mpi: Mpi) -> None:
+    patient = {"resourceType": "Patient", "identifier": [{"system": f.NATIONAL, "value": "1"}]}
+    for body, says in (
+        (b"{not json", "not JSON"),
+        ({"resourceType": "Bundle"}, "Parameters"),
+        ({"resourceType": "Parameters"}, "resource"),
+        (
+            {"resourceType": "Parameters", "parameter": [{"name": "count", "valueInteger": 2}]},
+            "resource",
+        ),
+        (parameters((f.NATIONAL, f.PATIENT_A), count=0), "count"),
+        (parameters((f.NATIONAL, f.PATIENT_A), only_certain="yes"), "onlyCertainMatches"),
+        (
+            {
+                "resourceType": "Parameters",
+                "parameter": [{"name": "resource", "resource": {"resourceType": "Observation"}}],
+            },
+            "Patient",
+        ),
+        (
+            {
+                "resourceType": "Parameters",
+                "parameter": [
+                    {"name": "resource", "resource": patient},
+                    {"name": "limit", "valueInteger": 1},
+                ],
+            },
+            "limit",
+        ),
+        (parameters((f.NATIONAL, f.PATIENT_A[:-1] + "0")), "identifier[0]"),
+        ({**patient, "identifier": {"system": f.NATIONAL}}, "identifier"),
+    ):
+        outcome = await mpi.match(body, status=400)
+        assert outcome["resourceType"] == "OperationOutcome"
+        assert outcome["issue"][0]["code"] == "invalid"
+        assert says in outcome["issue"][0]["diagnostics"], outcome
+    await mpi.match(parameters((f.NATIONAL, f.PATIENT_A)), content_type="text/plain", status=415)
