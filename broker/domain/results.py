@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from enum import StrEnum
+from typing import Any
 
 from broker.domain.identifiers import PatientIdentifier
 from broker.domain.versions import VersionKey
@@ -95,6 +96,9 @@ class ParsedMessage:
     results: tuple[ExtractedResult, ...]
     patients: tuple[PatientRef, ...] = field(default=())  # Patient resources to link
     ignored_resource_types: tuple[str, ...] = field(default=())
+    # The decoded JSON the results came from: the FHIR search index is built from it
+    # without decoding the message a second time.
+    document: dict[str, Any] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import tzinfo
 
 from broker.domain.identifier_systems import IdentifierRegistry
@@ -32,4 +32,5 @@ def parse_message(
     """Parse, validate and extract; raise Rejected with a DLQ code when that fails."""
     doc = decode_json(value, max_bytes=limits.max_bytes, max_depth=limits.max_depth)
     index = read_entries(doc, content_type, limits.fhir_validation)
-    return extract_results(index, hospital=hospital, zone=zone, registry=registry)
+    parsed = extract_results(index, hospital=hospital, zone=zone, registry=registry)
+    return replace(parsed, document=doc)

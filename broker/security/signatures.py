@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -13,6 +14,7 @@ from mrb_wire.signing import signed_bytes
 __all__ = ["public_key", "signed_bytes", "verify"]
 
 
+@functools.lru_cache(maxsize=1024)  # every message names one of a few registered keys
 def public_key(b64: str) -> Ed25519PublicKey:
     """Parse a registered key (base64 of the 32 raw bytes); ValueError if it is not one."""
     try:

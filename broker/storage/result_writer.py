@@ -25,6 +25,8 @@ from datetime import UTC, date, datetime, tzinfo
 from typing import Any
 
 from sqlalchemy import delete, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from broker.domain import linking
@@ -80,6 +82,7 @@ class SqlResultWriter(ResultWriter):
     _people: dict[str, str] = field(default_factory=dict)  # pseudonym -> person
     _born: dict[str, datetime] = field(default_factory=dict)  # person -> created_at
     _merges: dict[str, str] = field(default_factory=dict)  # merged person -> survivor
+    _docs: dict[str, dict[str, Any]] = field(default_factory=dict)  # message id -> JSON
     _results: dict[tuple[str, str], _Identity] = field(default_factory=dict)
     _rows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     _uncurrent: set[str] = field(default_factory=set)
@@ -184,6 +187,8 @@ class SqlResultWriter(ResultWriter):
         # A later result of the message may have merged an earlier one's person.
         people = [self._merges.get(pid, pid) for pid in people]
         self._payload(message_value, content_type, message_id, hospital)
+        if parsed.document is not None:
+            self._docs[message_id] = parsed.document
         staged = Staged(message_id, hospital)
         if self.catalog is not None:
             for r in parsed.results:
@@ -283,10 +288,10 @@ class SqlResultWriter(ResultWriter):
             )
             versions.update(dict(found.all()))
         rows = fhir_index.IndexRows(fhir_index.identifier_key(self.pseudonyms))
-        docs: dict[str, dict[str, Any]] = {}
+        docs = self._docs
         for rid, (mid, pid, r) in self._to_index.items():
             hospital = self._senders[mid]
-            if mid not in docs:
+            if mid not in docs:  # staged without its decoded document
                 doc = json.loads(self._values[mid].decode("utf-8-sig"))
                 docs[mid] = doc if isinstance(doc, dict) else {}
             info = ResultInfo(
@@ -305,13 +310,6 @@ class SqlResultWriter(ResultWriter):
         latest: dict[tuple[str, str], date] = {}
         for (pid, hospital), born in self._births.items():
             latest[(self._merges.get(pid, pid), hospital)] = born
-        for pid, hospital in latest:
-            await self.session.execute(
-                delete(person_birth_date).where(
-                    (person_birth_date.c.person_id == pid)
-                    & (person_birth_date.c.hospital_id == hospital)
-                )
-            )
         rows = []
         for (pid, hospital), born in latest.items():
             sealed = self.cipher.seal(
@@ -328,7 +326,8 @@ class SqlResultWriter(ResultWriter):
                     "updated_at": self.now,
                 }
             )
-        await self.session.execute(person_birth_date.insert(), rows)
+        if rows:  # one statement, replacing the last date each hospital sent
+            await self.session.execute(_upsert_births(self.session), rows)
 
     async def _follow_up(self, step: str, work: Awaitable[None]) -> None:
         """Run a step that must not cost hospitals their results if it has a bug.
@@ -477,3 +476,14 @@ class SqlResultWriter(ResultWriter):
 
     def _add(self, table: str, row: dict[str, Any]) -> None:
         self._rows.setdefault(table, []).append(row)
+
+
+def _upsert_births(session: AsyncSession) -> Any:
+    """INSERT … ON CONFLICT (person, hospital) DO UPDATE, in the session's dialect."""
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    statement = insert(person_birth_date)
+    replaced = ("key_id", "algorithm", "nonce", "ciphertext", "updated_at")
+    return statement.on_conflict_do_update(
+        index_elements=[person_birth_date.c.person_id, person_birth_date.c.hospital_id],
+        set_={c: statement.excluded[c] for c in replaced},
+    )
