@@ -113,7 +113,8 @@ def header_deadline_protocol(seconds: float) -> type[H11Protocol]:
 
 
 def server_config(app: object, settings: Settings) -> uvicorn.Config:
-    """uvicorn for the API: h11 with bounded headers and timeouts (docs/security.md)."""
+    """uvicorn for the API: h11 with bounded headers and timeouts (docs/security.md), on
+    uvloop (loop="auto" picks it when installed: it is a dependency)."""
     return uvicorn.Config(
         app,  # type: ignore[arg-type]
         host=settings.http_host,
