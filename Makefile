@@ -16,14 +16,20 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 # The web page tests drive Debian's Chromium through Playwright (no browser download).
+# Chromium for the browser tests, and a CJK font so pages in Chinese render as text, not
+# boxes, in screenshots (Debian packages: only the package registries are reachable).
 install-browser:
-	@command -v chromium >/dev/null 2>&1 || { \
+	@missing=""; \
+	command -v chromium >/dev/null 2>&1 || missing="chromium"; \
+	dpkg -s fonts-noto-cjk >/dev/null 2>&1 || missing="$$missing fonts-noto-cjk"; \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
-	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	  else \
-	    echo "the browser tests need Chromium: sudo apt-get install chromium"; exit 1; \
-	  fi; }
+	    echo "the browser tests need: sudo apt-get install $$missing"; exit 1; \
+	  fi; \
+	fi
 
 demo: $(STAMP)
 	$(BIN)/mrb demo

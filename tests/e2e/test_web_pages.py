@@ -152,3 +152,21 @@ async def test_the_finance_page_charts_the_ledger(stack: Stack) -> None:
             assert errors == []
         finally:
             await browser.close()
+
+
+async def test_chinese_renders_as_text_not_boxes() -> None:
+    """The pages are Chinese first: the browser must have a CJK font (make install-browser
+    installs fonts-noto-cjk), or screenshots show boxes. Characters no font has (a private
+    use plane) render as the same missing-glyph box; Chinese must not look like them."""
+    async with playwright_api.async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = await browser.new_page()
+        await page.set_content(
+            '<span id="zh" style="font-size:40px">互认检查结果</span><br>'
+            '<span id="box" style="font-size:40px">\U000f0000\U000f0001\U000f0002'
+            "\U000f0003\U000f0004\U000f0005</span>"
+        )
+        zh = await page.eval_on_selector("#zh", "e => e.getBoundingClientRect().width")
+        box = await page.eval_on_selector("#box", "e => e.getBoundingClientRect().width")
+        await browser.close()
+    assert abs(zh - box) > 1, f"Chinese is as wide as missing glyphs ({zh} vs {box})"
