@@ -25,6 +25,7 @@ from broker.ingest.worker import IngestWorker
 from broker.kafka.event_relay import EventRelay
 from broker.reference.identifier_systems import load_identifier_registry
 from broker.reference.loader import default_schemas_dir, load_catalog, load_policy
+from broker.reference.sensitive import load_sensitivity
 from broker.security.keys import MissingKey, load_key
 from broker.security.oidc import OidcVerifier
 from broker.security.payload_cipher import PayloadCipher
@@ -128,6 +129,7 @@ class Container:
 
     def fhir_service(self, *, version: str) -> FhirService:
         """The FHIR read and search use cases (one per app: it holds the cursor key)."""
+        rules = self.reference_rules()
         return FhirService(
             uow=lambda: SqlFhirUnitOfWork(self.sessions, self.cipher, self.pseudonyms),
             reindex=SqlFhirReindex(self.sessions, self.cipher, self.pseudonyms),
@@ -135,6 +137,7 @@ class Container:
             signer=self.fhir_cursor_signer(),
             zone=ZoneInfo(self.settings.default_timezone),
             identifiers=self.identifiers(),
+            sensitive_codes=rules.sensitivity.index_codes(rules.catalog),
             version=version,
         )
 
@@ -254,7 +257,12 @@ class Container:
             schemas = self.settings.schemas_dir or default_schemas_dir()
             # The data folder's catalog/ (`mrb catalog import`) wins over the shipped files.
             catalog = load_catalog(schemas, self.settings.data_dir / "catalog")
-            self._rules = Rules(catalog, load_policy(schemas), load_identifier_registry(schemas))
+            self._rules = Rules(
+                catalog,
+                load_policy(schemas),
+                load_identifier_registry(schemas),
+                load_sensitivity(schemas, catalog),
+            )
         return self._rules
 
     def identifiers(self) -> IdentifierRegistry:

@@ -11,9 +11,9 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from adapters.common.envelope import OutgoingMessage
-from broker.domain.identifiers import resident_id_check_digit
 from adapters.common.receipts import RECEIPT_KEYS_FILE, ReceiptTrust
 from adapters.common.signing import public_key_b64, sign
+from broker.domain.identifiers import resident_id_check_digit
 from broker.ingest.service import InboundMessage
 from broker.security.receipt_signing import load_receipt_signer, published_entries
 
@@ -28,6 +28,8 @@ def resident_id(born: str, *, female: bool = True, seq: int = 0) -> str:
     record with that birth date and sex may carry and still link across hospitals."""
     first17 = f"110105{born.replace('-', '')}{seq % 100:02d}{(seq % 5) * 2 + (0 if female else 1)}"
     return first17 + resident_id_check_digit(first17)
+
+
 LOINC = "http://loinc.org"
 SNOMED = "http://snomed.info/sct"
 

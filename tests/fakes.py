@@ -25,6 +25,7 @@ from broker.ports import ingest as ingest_ports
 from broker.ports import mappings as mapping_ports
 from broker.ports import registry as registry_ports
 from broker.ports import reports as report_ports
+from broker.ports.fhir import Viewer
 from broker.security.tokens import IssuedToken
 
 
@@ -384,24 +385,38 @@ class FakeFhirIndex(ports.FhirIndex):
         self.results: dict[str, str] = {}  # result id -> resource type (indexed or not)
         self.people: dict[str, ports.PersonRecord] = {}
         self.patients: dict[str, list[int]] = {}  # person id -> Patient versions
+        # result id -> (issuing hospital, its rows' (system, code)): only results whose
+        # sensitivity a test is about (broker.ports.fhir.Viewer); others are visible.
+        self.coded: dict[str, tuple[str, frozenset[tuple[str, str]]]] = {}
 
     def add(self, person_id: str, hit: ports.Hit) -> None:
         self.rows.append((person_id, hit))
         self.results.setdefault(hit.result_id, hit.resource_type)
 
-    async def resource(self, served_id: str, resource_type: str) -> ports.IndexedResource | None:
+    def _visible(self, result_id: str, viewer: Viewer) -> bool:
+        hospital, codes = self.coded.get(result_id, ("", frozenset()))
+        return hospital == viewer.hospital or not codes & viewer.hidden
+
+    async def resource(
+        self, served_id: str, resource_type: str, *, viewer: Viewer
+    ) -> ports.IndexedResource | None:
         for person_id, h in self.rows:
-            if h.served_id == served_id and h.resource_type == resource_type:
+            if (
+                h.served_id == served_id
+                and h.resource_type == resource_type
+                and self._visible(h.result_id, viewer)
+            ):
                 return ports.IndexedResource(h.result_id, h.version_id, h.status, person_id)
         return None
 
-    async def result_id(self, result_id: str, resource_type: str) -> str | None:
-        return result_id if self.results.get(result_id) == resource_type else None
+    async def result_id(self, result_id: str, resource_type: str, *, viewer: Viewer) -> str | None:
+        wanted = self.results.get(result_id) == resource_type
+        return result_id if wanted and self._visible(result_id, viewer) else None
 
     async def person(self, person_id: str) -> ports.PersonRecord | None:
         return self.people.get(person_id)
 
-    def _matches(self, search: Any, person_id: str) -> list[ports.Hit]:
+    def _matches(self, search: Any, person_id: str, viewer: Viewer) -> list[ports.Hit]:
         return sorted(
             (
                 h
@@ -409,17 +424,26 @@ class FakeFhirIndex(ports.FhirIndex):
                 if p == person_id
                 and h.resource_type == search.resource_type
                 and (search.status_given or h.status != "entered-in-error")
+                and self._visible(h.result_id, viewer)
             ),
             key=lambda h: h.served_id,
         )
 
-    async def count(self, search: Any, person_id: str) -> int:
-        return len(self._matches(search, person_id))
+    async def count(self, search: Any, person_id: str, *, viewer: Viewer) -> int:
+        return len(self._matches(search, person_id, viewer))
 
-    async def page(self, search: Any, person_id: str, offset: int, limit: int) -> list[ports.Hit]:
-        return self._matches(search, person_id)[offset : offset + limit]
+    async def page(
+        self, search: Any, person_id: str, offset: int, limit: int, *, viewer: Viewer
+    ) -> list[ports.Hit]:
+        return self._matches(search, person_id, viewer)[offset : offset + limit]
 
-    async def patient_versions(self, person_id: str) -> list[int]:
+    async def sees(self, person_id: str, *, viewer: Viewer) -> bool:
+        rows = [h for p, h in self.rows if p == person_id]
+        return bool(self.patients.get(person_id)) or any(
+            self._visible(h.result_id, viewer) for h in rows
+        )
+
+    async def patient_versions(self, person_id: str, *, viewer: Viewer) -> list[int]:
         return list(self.patients.get(person_id, ()))
 
 

@@ -526,13 +526,20 @@ async def _patient_view(call: _Call) -> dict[str, Any]:
         return dict(NO_CARDS)
     ident, person, _birth = found
     async with hooks.uow() as uow:
-        catalog = (await hooks.rules.current_rules(uow.mappings)).catalog
+        rules = await hooks.rules.current_rules(uow.mappings)
+        catalog = rules.catalog
         horizon = max((i.validity_days for i in catalog.items.values()), default=0)
         since = caller.now - timedelta(days=horizon + 1)
+        everything = await uow.results.prior_items(person)
+        # Other hospitals' sensitive results are neither counted nor named, nor do they date
+        # the card: a patient who has only those gets no card (issue "Patient rights").
+        # No consent record is read here yet: none is recorded (services.checks.Consents).
+        hidden = rules.sensitivity.hidden_results(everything, viewer=hospital, catalog=catalog)
         prior = [
             p
-            for p in await uow.results.prior_items(person)
-            if p.hospital != hospital
+            for p in everything
+            if p.result_id not in hidden
+            and p.hospital != hospital
             and p.effective is not None
             and since <= p.effective <= caller.now
             and p.status in RECOGNISABLE_STATUSES

@@ -36,6 +36,7 @@ from broker.domain.marks import MarkTable
 from broker.domain.registry import Certification, HospitalProfile, LevelMatrix
 from broker.domain.results import WITHDRAWN_STATUSES, Coding
 from broker.domain.scope import ScopeRules, simple_matrix
+from broker.domain.sensitivity import NO_SENSITIVE_RESULTS, SensitiveCategory, SensitivityTable
 from broker.domain.sites import ENHANCED, PLAIN, SiteTable, study_protocol
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -122,6 +123,10 @@ class PatientContext:
 
     birth_date: date | None = None
     pregnant: bool | None = None
+    # Sensitive categories (broker.domain.sensitivity) the patient's recorded consent lets
+    # other hospitals see. Set by the check use case from its Consents port, never by the
+    # caller: none until consent is recorded.
+    consented: frozenset[str] = frozenset()
 
     def age_days(self, on: date) -> int | None:
         if self.birth_date is None or self.birth_date > on:
@@ -221,24 +226,38 @@ def decide(
     prior: Sequence[PriorItem],
     emergency: bool = False,
     patient: PatientContext | None = None,
+    sensitivity: SensitivityTable = NO_SENSITIVE_RESULTS,
 ) -> ItemDecision:
-    """Decide one ordered item. `catalog` is already the ordering region's view."""
+    """Decide one ordered item. `catalog` is already the ordering region's view.
+
+    Another hospital's sensitive results (`sensitivity`, unless the patient consented) are
+    dropped first, so no decision, candidate, warning or explanation can depend on them;
+    a sensitive item with no result of the ordering hospital's own is EXCLUDED."""
     notes = (_EMERGENCY,) if emergency else ()
     item = resolve_order(order, catalog, ordering.id)
     if item is None:
         return ItemDecision(None, Decision.NOT_IN_CATALOG, _not_in_catalog(order), notes=notes)
     if catalog.excluded(item):
         return ItemDecision(item, Decision.EXCLUDED, _excluded(item, catalog), notes=notes)
+    patient = patient or PatientContext()
     order_day = local_date(order_time)
-    context = _patient_context(item, catalog, patient or PatientContext(), order_day)
+    context = _patient_context(item, catalog, patient, order_day)
     if isinstance(context, Text):
         return ItemDecision(item, Decision.EXCLUDED, context, notes=notes)
+    prior = visible_prior(prior, ordering.id, catalog, sensitivity, patient.consented)
+    sensitive = sensitivity.of_item(item)
+    if sensitive is not None and sensitive.code in patient.consented:
+        sensitive = None
     judge = _Judge(item, order, order_day, ordering, hospitals, catalog, policy, context)
     verdicts = [judge.verdict(c) for c in _candidates(item, order, prior, catalog)]
     verdicts = [v for v in verdicts if v.effective is None or v.effective <= order_time]
     verdicts.sort(key=_newest_first)
     exact = [v for v in verdicts if not v.near_miss]
     near = tuple(v for v in verdicts if v.near_miss)
+    if not exact and sensitive is not None:  # the same answer whether others hold one
+        return ItemDecision(
+            item, Decision.EXCLUDED, _sensitive(item, sensitive), None, near, notes=notes
+        )
     if not exact:
         return ItemDecision(
             item, Decision.NO_PRIOR_RESULT, _no_prior(item, near), None, near, notes=notes
@@ -288,6 +307,19 @@ _CLOSENESS = {
         ]
     )
 }
+
+
+def visible_prior(
+    prior: Sequence[PriorItem],
+    viewer: str,
+    catalog: Catalog,
+    sensitivity: SensitivityTable,
+    consented: frozenset[str] = frozenset(),
+) -> Sequence[PriorItem]:
+    """`prior` without the results hospital `viewer` may not see (broker.domain.sensitivity):
+    the issuing hospital always sees its own."""
+    hidden = sensitivity.hidden_results(prior, viewer=viewer, catalog=catalog, consented=consented)
+    return [p for p in prior if p.result_id not in hidden] if hidden else prior
 
 
 def _newest_first(v: Verdict) -> tuple[int, float, int, str, str]:
@@ -603,7 +635,13 @@ def needs_age(items: Iterable[CatalogItem | None], catalog: Catalog) -> bool:
 
 
 def results_that_matter(
-    items: Iterable[CatalogItem | None], prior: Sequence[PriorItem], catalog: Catalog
+    items: Iterable[CatalogItem | None],
+    prior: Sequence[PriorItem],
+    catalog: Catalog,
+    *,
+    sensitivity: SensitivityTable = NO_SENSITIVE_RESULTS,
+    viewer: str | None = None,
+    consented: frozenset[str] = frozenset(),
 ) -> set[str]:
     """The results among `prior` that can be a candidate (or a near miss, or a study's
     report) for one of the resolved order `items`; `decide` gives the same decision without
@@ -611,7 +649,11 @@ def results_that_matter(
     it opens the sealed values and summaries of the results that matter.
 
     Lab and panel items: a result matters when one of its rows maps to the item or to one of
-    its components (as in `_candidates`). Imaging: every study and every report matters."""
+    its components (as in `_candidates`). Imaging: every study and every report matters.
+    With `viewer`, the results `decide` hides from that hospital (sensitive results of
+    others) never matter, so their sealed values are not even opened."""
+    if viewer is not None:
+        prior = visible_prior(prior, viewer, catalog, sensitivity, consented)
     codes: set[str] = set()
     imaging = False
     for item in items:
@@ -859,6 +901,16 @@ def _day(moment: datetime | date | None) -> str:
     if moment is None:
         return "?"
     return (local_date(moment) if isinstance(moment, datetime) else moment).isoformat()
+
+
+def _sensitive(item: CatalogItem, category: SensitiveCategory) -> Text:
+    """Says nothing of whether any hospital holds a result (issue "Patient rights")."""
+    return Text(
+        f"{item.name_zh}属敏感项目（{category.name_zh}），未经患者同意其结果不在医院间共享，"
+        "需重新检查。",
+        f"{item.name_en} is a sensitive item ({category.name_en}): its results are not shared "
+        "between hospitals without the patient's consent; order it.",
+    )
 
 
 def _not_in_catalog(order: Order) -> Text:

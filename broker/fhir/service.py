@@ -24,7 +24,8 @@ from broker.fhir.errors import forbidden, gone, invalid, not_found
 from broker.fhir.params import PARAMS, WITHDRAWN, Search, parse_search
 from broker.fhir.pix import PixQuery
 from broker.fhir.resources import ResultView, instant, merge_patients, patient_identifiers
-from broker.ports.fhir import Admission, FhirReindex, FhirUnitOfWork, Hit
+from broker.ports.fhir import Admission, FhirReindex, FhirUnitOfWork, Hit, Viewer
+from broker.reference.sensitive import shipped_index_codes
 
 RESOURCE_TYPES = tuple(PARAMS)
 # HL7 v3 PurposeOfUse codes a doctor may state (header X-Purpose-Of-Use) -> audit purpose.
@@ -50,6 +51,10 @@ class Reader:
     def hospital(self) -> str:
         """Whose identifiers the caller sees besides national ones (broker.fhir.visibility)."""
         return self.actor.hospital
+
+    def viewer(self, hidden: frozenset[tuple[str, str]]) -> Viewer:
+        """What the index may serve the caller: no other hospital's sensitive result."""
+        return Viewer(self.actor.hospital, hidden)
 
 
 @dataclass(frozen=True)
@@ -114,8 +119,12 @@ class FhirService:
         zone: tzinfo,
         identifiers: IdentifierRegistry,
         version: str = "0.1.0",
+        sensitive_codes: frozenset[tuple[str, str]] | None = None,
     ) -> None:
+        """`sensitive_codes`: the (system, code) pairs that make a result sensitive
+        (SensitivityTable.index_codes); the shipped table's unless given."""
         self._identifiers = identifiers
+        self._hidden = shipped_index_codes() if sensitive_codes is None else sensitive_codes
         self._uow = uow
         self._reindex = reindex
         self._admission = admission
@@ -132,15 +141,21 @@ class FhirService:
         _check_type(resource_type)
         if resource_type == "Patient":
             return await self._read_patient(caller, rid)
+        # Another hospital's sensitive result is not found, exactly as one that never was.
+        viewer = caller.viewer(self._hidden)
         async with self._uow() as uow:
-            row = await uow.index.resource(rid, resource_type)
+            row = await uow.index.resource(rid, resource_type, viewer=viewer)
             # A result id not indexed yet (or never searched) is read by its own id.
-            result_id = row.result_id if row else await uow.index.result_id(rid, resource_type)
+            result_id = (
+                row.result_id
+                if row
+                else await uow.index.result_id(rid, resource_type, viewer=viewer)
+            )
         if result_id is None:
             raise not_found(f"no {resource_type} with this id is known to mrb")
         await self._reindex.results([result_id])
         async with self._uow() as uow:
-            row = await uow.index.resource(rid, resource_type)
+            row = await uow.index.resource(rid, resource_type, viewer=viewer)
             if row is None:
                 raise not_found(f"{resource_type}/{rid} is not in the current version")
             opened = await uow.payloads.open([row.version_id])
@@ -174,10 +189,17 @@ class FhirService:
         return view.render(found, viewer=caller.hospital)
 
     async def _read_patient(self, caller: Reader, pid: str) -> dict[str, Any]:
+        unknown = "no Patient with this id is known to mrb"
         async with self._uow() as uow:
             record = await uow.index.person(pid)
-            if record is None:
-                raise not_found("no Patient with this id is known to mrb")
+        if record is None:
+            raise not_found(unknown)
+        # A person the caller's hospital may see no result of (only other hospitals'
+        # sensitive ones) is unknown to it, exactly as one mrb never heard of.
+        await self._reindex.person(record.merged_into or pid)
+        async with self._uow() as uow:
+            if not await self._sees(uow, record.merged_into or pid, caller):
+                raise not_found(unknown)
             if record.merged_into:
                 await self._audit(uow, caller, "fhir-read", _Patient(pid, None), {"merged": True})
                 await uow.commit()
@@ -192,9 +214,8 @@ class FhirService:
                         }
                     ],
                 }
-        await self._reindex.person(pid)
         async with self._uow() as uow:
-            resource = await self._patient(uow, pid, caller.hospital)
+            resource = await self._patient(uow, pid, caller)
             await self._audit(
                 uow, caller, "fhir-read", _Patient(pid, None), {"resource": "Patient"}
             )
@@ -219,7 +240,12 @@ class FhirService:
             raise pix.source_not_found()
         await self._reindex.person(person_id)
         async with self._uow() as uow:
-            views = await self._patient_views(uow, person_id)
+            if not await self._sees(uow, person_id, caller):
+                # Known only through other hospitals' sensitive results: not found for them.
+                await self._audit_pix(uow, caller, query, source, None, "not-found", 0)
+                await uow.commit()
+                raise pix.source_not_found()
+            views = await self._patient_views(uow, person_id, caller)
             identifiers = patient_identifiers(views, viewer=caller.hospital)
             try:
                 answer = pix.answer(
@@ -253,8 +279,10 @@ class FhirService:
             await self._reindex.person(m.person_id)
         entries: list[BundleEntry] = []
         async with self._uow() as uow:
+            # People the caller's hospital may see no result of are not matches.
+            matches = [m for m in matches if await self._sees(uow, m.person_id, caller)]
             for m in matches:
-                patient = await self._patient(uow, m.person_id, caller.hospital)
+                patient = await self._patient(uow, m.person_id, caller)
                 entries.append(BundleEntry(patient, "match", pdq.search_of(m)))
             detail = {
                 "operation": "$match",
@@ -339,17 +367,27 @@ class FhirService:
         total = 0
         if patient.person_id is not None:
             await self._reindex.person(patient.person_id)
+        viewer = caller.viewer(self._hidden)
+        shown = patient  # what the answer may tell of the patient
         async with self._uow() as uow:
-            if patient.person_id is not None:
+            if patient.person_id is not None and not await self._sees(
+                uow, patient.person_id, caller
+            ):
+                # Known only through other hospitals' sensitive results: to this caller the
+                # patient is unknown, and the answer (total, links) says so.
+                shown = _Patient(None, patient.identifier)
+            if shown.person_id is not None:
                 if resource_type == "Patient":
                     total = 1
                     if offset == 0 and search.count > 0 and not search.summary_count:
-                        resource = await self._patient(uow, patient.person_id, caller.hospital)
+                        resource = await self._patient(uow, shown.person_id, caller)
                         entries.append(BundleEntry(resource, "match"))
                 else:
-                    total = await uow.index.count(search, patient.person_id)
+                    total = await uow.index.count(search, shown.person_id, viewer=viewer)
                     if search.count > 0 and not search.summary_count:
-                        hits = await uow.index.page(search, patient.person_id, offset, search.count)
+                        hits = await uow.index.page(
+                            search, shown.person_id, offset, search.count, viewer=viewer
+                        )
                         entries = await self._entries(uow, hits, search, caller.hospital)
             await self._audit(
                 uow,
@@ -366,7 +404,7 @@ class FhirService:
             )
             await uow.commit()
         entries += ignored_outcome(search.ignored)
-        links = self._links(search, patient, caller.actor, offset, total, base, now)
+        links = self._links(search, shown, caller.actor, offset, total, base, now)
         return searchset(base=base, total=total, entries=entries, links=links, now=now)
 
     async def _entries(
@@ -401,20 +439,26 @@ class FhirService:
             )
         return entries
 
-    async def _patient(self, uow: FhirUnitOfWork, person_id: str, viewer: str) -> dict[str, Any]:
-        """One Patient from the newest payload of each hospital that sent one, with the
-        identifiers a caller of hospital `viewer` may see."""
+    async def _patient(self, uow: FhirUnitOfWork, person_id: str, caller: Reader) -> dict[str, Any]:
+        """One Patient from the newest payload of each hospital that sent one (of the results
+        the caller may see), with the identifiers the caller's hospital may see."""
         resource = merge_patients(
-            await self._patient_views(uow, person_id), person_id, viewer=viewer
+            await self._patient_views(uow, person_id, caller), person_id, viewer=caller.hospital
         )
         if "meta" not in resource:
             resource["meta"] = {"lastUpdated": instant(datetime.now(UTC))}
         return resource
 
-    @staticmethod
-    async def _patient_views(uow: FhirUnitOfWork, person_id: str) -> list[ResultView]:
-        """The newest payload of each hospital that sent a Patient, newest first."""
-        versions = await uow.index.patient_versions(person_id)
+    async def _sees(self, uow: FhirUnitOfWork, person_id: str, caller: Reader) -> bool:
+        """Whether the caller may see any of the person's results (else: unknown to them)."""
+        return await uow.index.sees(person_id, viewer=caller.viewer(self._hidden))
+
+    async def _patient_views(
+        self, uow: FhirUnitOfWork, person_id: str, caller: Reader
+    ) -> list[ResultView]:
+        """The newest payload of each hospital that sent a Patient, newest first, among the
+        results the caller may see (none: the person is unknown to the caller)."""
+        versions = await uow.index.patient_versions(person_id, viewer=caller.viewer(self._hidden))
         views = (await uow.payloads.open(versions)).views
         return sorted(
             (views[v] for v in versions if v in views),

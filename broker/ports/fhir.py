@@ -23,6 +23,16 @@ from broker.ports.unit_of_work import UnitOfWork
 
 
 @dataclass(frozen=True)
+class Viewer:
+    """Whose doctor reads. Results another hospital issued that hold a row coded with one of
+    `hidden` ((system, code), broker.domain.sensitivity.SensitivityTable.index_codes) do
+    not exist for them: not found, not counted, not paged (issue "Patient rights")."""
+
+    hospital: str
+    hidden: frozenset[tuple[str, str]] = frozenset()
+
+
+@dataclass(frozen=True)
 class IndexedResource:
     """A served resource's index row: which result version it is read from."""
 
@@ -62,28 +72,38 @@ class Opened:
 
 class FhirIndex(abc.ABC):
     @abc.abstractmethod
-    async def resource(self, served_id: str, resource_type: str) -> IndexedResource | None:
-        """The index row a resource is served from."""
+    async def resource(
+        self, served_id: str, resource_type: str, *, viewer: Viewer
+    ) -> IndexedResource | None:
+        """The index row a resource is served from (None when `viewer` may not see it)."""
 
     @abc.abstractmethod
-    async def result_id(self, result_id: str, resource_type: str) -> str | None:
+    async def result_id(self, result_id: str, resource_type: str, *, viewer: Viewer) -> str | None:
         """The result itself, when its id is asked for before it was ever indexed."""
 
     @abc.abstractmethod
     async def person(self, person_id: str) -> PersonRecord | None: ...
 
     @abc.abstractmethod
-    async def count(self, search: Search, person_id: str) -> int:
-        """How many of the person's resources match (identifier values as given: the
-        adapter hashes them as they are indexed)."""
+    async def count(self, search: Search, person_id: str, *, viewer: Viewer) -> int:
+        """How many of the person's resources `viewer` may see match (identifier values
+        as given: the adapter hashes them as they are indexed)."""
 
     @abc.abstractmethod
-    async def page(self, search: Search, person_id: str, offset: int, limit: int) -> list[Hit]:
-        """One page of the matches in the search's order (a total order)."""
+    async def page(
+        self, search: Search, person_id: str, offset: int, limit: int, *, viewer: Viewer
+    ) -> list[Hit]:
+        """One page of those matches in the search's order (a total order)."""
 
     @abc.abstractmethod
-    async def patient_versions(self, person_id: str) -> list[int]:
-        """The version holding the newest Patient of each hospital that sent one."""
+    async def sees(self, person_id: str, *, viewer: Viewer) -> bool:
+        """Whether `viewer` may see any of the person's results: if not, the person is
+        unknown to them (known only through other hospitals' sensitive results)."""
+
+    @abc.abstractmethod
+    async def patient_versions(self, person_id: str, *, viewer: Viewer) -> list[int]:
+        """The version holding the newest Patient of each hospital that sent one, among
+        the results `viewer` may see (none: the person is unknown to them)."""
 
 
 class Payloads(abc.ABC):

@@ -26,8 +26,10 @@ from broker.domain.recognition import (
     results_that_matter,
     rows_that_matter,
 )
+from broker.domain.sensitivity import SensitivityTable
 from broker.observability import CHECKS
 from broker.reference.identifier_systems import shipped_identifier_registry
+from broker.reference.sensitive import shipped_sensitivity
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,9 @@ class Rules:
     policy: Policy
     # Tests and tools get the shipped systems; the container loads its schemas' own.
     identifiers: IdentifierRegistry = field(default_factory=shipped_identifier_registry)
+    # Sensitive result categories (schemas/catalog/sensitive.yaml): the shipped table unless
+    # given, so that no way of building Rules leaves them shared.
+    sensitivity: SensitivityTable = field(default_factory=shipped_sensitivity)
 
     async def current_rules(self, mappings: ports.Mappings) -> Rules:
         """Fixed rules (tests, tools); RulesProvider adds run-time mappings."""
@@ -70,6 +75,28 @@ class RulesSource(Protocol):
     async def current_rules(self, mappings: ports.Mappings) -> Rules: ...
 
 
+class Consents(Protocol):
+    """The sensitive categories (broker.domain.sensitivity) a patient's recorded consent
+    lets other hospitals see. The consent record is built elsewhere (issue "Patient
+    rights"); until it is wired in, no consent is recorded for anyone."""
+
+    async def consented_categories(
+        self, person_id: str | None, ordering_hospital: str
+    ) -> frozenset[str]: ...
+
+
+class NoConsents:
+    """No consent recorded: every sensitive result stays with its issuing hospital."""
+
+    async def consented_categories(
+        self, person_id: str | None, ordering_hospital: str
+    ) -> frozenset[str]:
+        return frozenset()
+
+
+NO_CONSENTS = NoConsents()
+
+
 async def run_check(
     uow: ports.CheckUnitOfWork,
     rules_source: RulesSource,
@@ -77,9 +104,11 @@ async def run_check(
     actor: Actor,
     *,
     now: datetime | None = None,
+    consents: Consents = NO_CONSENTS,
 ) -> CheckAnswer:
     """Answer a check, store it and its event, and audit the read of the patient's results:
-    one unit of work, committed once."""
+    one unit of work, committed once. Other hospitals' sensitive results are not read
+    (their values stay sealed) nor used, unless `consents` says the patient agreed."""
     if actor.hospital != request.ordering_hospital:
         raise NotAllowed(
             "Not your hospital",
@@ -106,16 +135,25 @@ async def run_check(
         catalog = rules.catalog.for_region(ordering.region, local_date(request.order_time))
         wanted = [resolve_order(o, catalog, ordering.id) for o in request.items]
         person_id = await uow.people.find(ident)
+        # Consent comes from its record only, never from what the caller sent.
+        consented = await consents.consented_categories(person_id, ordering.id)
         prior = (
             await uow.results.prior_items(
                 person_id,
-                lambda items: results_that_matter(wanted, items, catalog),
+                lambda items: results_that_matter(
+                    wanted,
+                    items,
+                    catalog,
+                    sensitivity=rules.sensitivity,
+                    viewer=ordering.id,
+                    consented=consented,
+                ),
                 rows_that_matter(wanted, catalog),
             )
             if person_id
             else []
         )
-        context = request.patient
+        context = replace(request.patient, consented=consented)
         if context.birth_date is None and person_id and needs_age(wanted, catalog):
             context = replace(context, birth_date=await uow.people.birth_date(person_id))
         answers = []
@@ -130,6 +168,7 @@ async def run_check(
                 prior=prior,
                 emergency=request.emergency,
                 patient=context,
+                sensitivity=rules.sensitivity,
             )
             CHECKS.labels(decision.decision.value).inc()
             answers.append(ItemAnswer(order, decision))

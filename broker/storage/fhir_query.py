@@ -11,16 +11,28 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, case, exists, false, func, not_, or_, select, true
+from sqlalchemy import (
+    ColumnElement,
+    and_,
+    case,
+    exists,
+    false,
+    func,
+    not_,
+    or_,
+    select,
+    true,
+    tuple_,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from broker.fhir.dates import LOWEST, DateValue, relation
 from broker.fhir.params import WITHDRAWN, Search, Token, TokenFilter
 from broker.fhir.resources import clip_code, clip_system
-from broker.ports.fhir import Hit
+from broker.ports.fhir import Hit, Viewer
 from broker.storage.fhir_tables import fhir_resource, fhir_token
 from broker.storage.people import with_merged
-from broker.storage.tables import result
+from broker.storage.tables import result, result_item
 
 _TICK = timedelta(microseconds=1)  # an instant stands for [t, t + 1 µs)
 
@@ -60,12 +72,27 @@ class _SqlRelations:
         return not_(condition)
 
 
-def conditions(search: Search, person_id: str) -> list[ColumnElement[bool]]:
+def visible_to(viewer: Viewer) -> ColumnElement[bool]:
+    """The results (rows of `result`) `viewer` may see: its own hospital's, and another's
+    holding no row coded as sensitive (broker.domain.sensitivity). Read from the result's
+    items, which outlive a purged payload, so a purged sensitive result stays hidden too."""
+    if not viewer.hidden:
+        return true()
+    ri = result_item.c
+    sensitive = exists().where(
+        ri.result_id == result.c.id,
+        tuple_(ri.code_system, ri.code).in_(sorted(viewer.hidden)),
+    )
+    return or_(result.c.hospital_id == viewer.hospital, not_(sensitive))
+
+
+def conditions(search: Search, person_id: str, viewer: Viewer) -> list[ColumnElement[bool]]:
     """The WHERE clause of a search over fhir_resource joined to result."""
     fr = fhir_resource.c
     where: list[ColumnElement[bool]] = [
         result.c.person_id.in_(with_merged(person_id)),
         fr.resource_type == search.resource_type,
+        visible_to(viewer),
     ]
     if not search.status_given:
         where.append(or_(fr.status.is_(None), fr.status != WITHDRAWN))
@@ -87,17 +114,17 @@ def instant_matches(column: Any, values: Sequence[DateValue]) -> ColumnElement[b
     return or_(*(_date(v, low, high) for v in values))
 
 
-async def count(session: AsyncSession, search: Search, person_id: str) -> int:
+async def count(session: AsyncSession, search: Search, person_id: str, viewer: Viewer) -> int:
     query = (
         select(func.count())
         .select_from(fhir_resource.join(result, result.c.id == fhir_resource.c.result_id))
-        .where(*conditions(search, person_id))
+        .where(*conditions(search, person_id, viewer))
     )
     return int((await session.execute(query)).scalar_one())
 
 
 async def page(
-    session: AsyncSession, search: Search, person_id: str, offset: int, limit: int
+    session: AsyncSession, search: Search, person_id: str, offset: int, limit: int, viewer: Viewer
 ) -> list[Hit]:
     fr = fhir_resource.c
     order: list[Any] = []
@@ -109,7 +136,7 @@ async def page(
     rows = await session.execute(
         select(fr.id, fr.result_id, fr.version_id, fr.resource_type, fr.entry, fr.status)
         .select_from(fhir_resource.join(result, result.c.id == fr.result_id))
-        .where(*conditions(search, person_id))
+        .where(*conditions(search, person_id, viewer))
         .order_by(*order)
         .offset(offset)
         .limit(limit)

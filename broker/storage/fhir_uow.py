@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from broker import ports
 from broker.fhir.params import Search
+from broker.ports.fhir import Viewer
 from broker.security.payload_cipher import PayloadCipher
 from broker.security.pseudonyms import Pseudonymiser
 from broker.storage import fhir_index, fhir_query
@@ -28,7 +29,9 @@ class SqlFhirIndex(ports.FhirIndex):
         self._session = session
         self._pseudonyms = pseudonyms
 
-    async def resource(self, served_id: str, resource_type: str) -> ports.IndexedResource | None:
+    async def resource(
+        self, served_id: str, resource_type: str, *, viewer: Viewer
+    ) -> ports.IndexedResource | None:
         row = (
             await self._session.execute(
                 select(
@@ -39,7 +42,9 @@ class SqlFhirIndex(ports.FhirIndex):
                 )
                 .join(result, result.c.id == fhir_resource.c.result_id)
                 .where(
-                    fhir_resource.c.id == served_id, fhir_resource.c.resource_type == resource_type
+                    fhir_resource.c.id == served_id,
+                    fhir_resource.c.resource_type == resource_type,
+                    fhir_query.visible_to(viewer),
                 )
             )
         ).first()
@@ -47,11 +52,13 @@ class SqlFhirIndex(ports.FhirIndex):
             return None
         return ports.IndexedResource(row.result_id, row.version_id, row.status, row.person_id)
 
-    async def result_id(self, result_id: str, resource_type: str) -> str | None:
+    async def result_id(self, result_id: str, resource_type: str, *, viewer: Viewer) -> str | None:
         row = (
             await self._session.execute(
                 select(result.c.id).where(
-                    result.c.id == result_id, result.c.resource_type == resource_type
+                    result.c.id == result_id,
+                    result.c.resource_type == resource_type,
+                    fhir_query.visible_to(viewer),
                 )
             )
         ).first()
@@ -65,15 +72,29 @@ class SqlFhirIndex(ports.FhirIndex):
         ).first()
         return ports.PersonRecord(row.id, row.merged_into) if row is not None else None
 
-    async def count(self, search: Search, person_id: str) -> int:
-        return await fhir_query.count(self._session, self._hashed(search), person_id)
+    async def count(self, search: Search, person_id: str, *, viewer: Viewer) -> int:
+        return await fhir_query.count(self._session, self._hashed(search), person_id, viewer)
 
     async def page(
-        self, search: Search, person_id: str, offset: int, limit: int
+        self, search: Search, person_id: str, offset: int, limit: int, *, viewer: Viewer
     ) -> list[ports.Hit]:
-        return await fhir_query.page(self._session, self._hashed(search), person_id, offset, limit)
+        return await fhir_query.page(
+            self._session, self._hashed(search), person_id, offset, limit, viewer
+        )
 
-    async def patient_versions(self, person_id: str) -> list[int]:
+    async def sees(self, person_id: str, *, viewer: Viewer) -> bool:
+        row = (
+            await self._session.execute(
+                select(result.c.id)
+                .where(
+                    result.c.person_id.in_(with_merged(person_id)), fhir_query.visible_to(viewer)
+                )
+                .limit(1)
+            )
+        ).first()
+        return row is not None
+
+    async def patient_versions(self, person_id: str, *, viewer: Viewer) -> list[int]:
         rows = (
             await self._session.execute(
                 select(fhir_resource.c.version_id, result.c.hospital_id)
@@ -81,6 +102,7 @@ class SqlFhirIndex(ports.FhirIndex):
                 .where(
                     result.c.person_id.in_(with_merged(person_id)),
                     fhir_resource.c.resource_type == "Patient",
+                    fhir_query.visible_to(viewer),
                 )
                 .order_by(
                     fhir_resource.c.entry.is_(None),
