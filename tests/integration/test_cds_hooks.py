@@ -670,6 +670,38 @@ async def test_patient_view_says_other_hospitals_hold_results(ehr: Ehr) -> None:
     assert response.status_code == 200 and await ehr.count(recognition_outcome) == 0
 
 
+async def test_patient_view_never_counts_another_hospitals_sensitive_results(ehr: Ehr) -> None:
+    """An HIV result at H001 (patient rights: never shown, counted or hinted at to another
+    hospital): H002's card reads exactly as before, and a patient whose only results
+    elsewhere are sensitive gets no card at all."""
+    (before,) = await ehr.cards(VIEW, hook_request("patient-view"))
+    await index(ehr.container, hiv_bundle("HIV-1", f.patient()))
+    (after,) = await ehr.cards(VIEW, hook_request("patient-view"))
+    assert after["summary"] == before["summary"] and after["detail"] == before["detail"]
+    only = f.patient(national_id=f.PATIENT_B, mrn="MRN-B", pid=PATIENT_ID)
+    await index(ehr.container, hiv_bundle("HIV-2", only))
+    assert await ehr.cards(VIEW, hook_request("patient-view", patient=only)) == []
+
+
+def hiv_bundle(accession: str, pat: dict[str, Any]) -> bytes:
+    """An HIV-1 RNA viral load (LOINC 25836-8, sensitive) reported by H001 on 19 May."""
+    obs = f.observation(f"hiv-{accession}", "25836-8", 40, "copies/mL")
+    obs["effectiveDateTime"] = "2026-05-19T08:30:00+08:00"
+    report = {
+        "resourceType": "DiagnosticReport",
+        "id": f"dr-{accession}",
+        "identifier": [{"system": "urn:lab:H001", "value": accession}],
+        "status": "final",
+        "code": {"coding": [{"system": f.LOINC, "code": "25836-8"}]},
+        "subject": {"reference": "urn:uuid:patient"},
+        "effectiveDateTime": obs["effectiveDateTime"],
+        "result": [{"reference": f"urn:uuid:{obs['id']}"}],
+    }
+    return f.bundle(
+        [("urn:uuid:patient", pat), ("urn:uuid:dr", report), (f"urn:uuid:{obs['id']}", obs)]
+    )
+
+
 async def test_patient_portal_users_get_no_advice(ehr: Ehr) -> None:
     body = hook_request("order-select", lab_order("hgb-1"))
     body["context"]["userId"] = "Patient/1288992"
