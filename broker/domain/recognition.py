@@ -98,6 +98,9 @@ class PriorItem:
     # When the result last changed (its version stamp): a check stores it with its
     # candidate, so an outcome can tell the result changed since the doctor saw it.
     result_version: str | None = None
+    # Where /fhir serves the result holding this item ("DiagnosticReport/<id>"): a lab item
+    # inside a report is not served under the report's id.
+    fhir_ref: str | None = None
 
 
 @dataclass(frozen=True)
@@ -164,6 +167,7 @@ class Verdict:
     unit: str | None = None
     flags: tuple[str, ...] = ()
     near_miss: bool = False  # same modality and site, another side or protocol
+    fhir_ref: str | None = None  # the item as /fhir serves it (PriorItem.fhir_ref)
 
     @property
     def critical(self) -> bool:
@@ -188,6 +192,7 @@ class Warning:
     unit: str | None
     flags: tuple[str, ...]
     message: Text
+    fhir_ref: str | None = None
 
 
 @dataclass(frozen=True)
@@ -363,6 +368,7 @@ def _warning(kind: str, v: Verdict, message: Text) -> Warning:
         v.unit,
         v.flags,
         message,
+        v.fhir_ref,
     )
 
 
@@ -877,6 +883,7 @@ def _verdict(
         p.unit,
         p.flags,
         near_miss,
+        p.fhir_ref,
     )
 
 

@@ -46,6 +46,7 @@ _COLUMNS = (
     result_item.c.flags,
     result_item.c.no_value,
     result.c.updated_at,
+    result.c.resource_type.label("main_type"),
 )
 
 
@@ -129,6 +130,9 @@ async def person_items(
             flags=tuple(f for f in (r.flags or "").split(",") if f),
             no_value=r.no_value,
             result_version=r.updated_at.isoformat(),
+            # The result's main resource: /fhir serves a report's members under ids
+            # derived from the hospital's own resource ids, which the index keeps only hashed.
+            fhir_ref=f"{r.main_type}/{r.result_id}",
         )
     keep = matters(list(merged.values())) if matters is not None else None
     out: list[PriorItem] = []

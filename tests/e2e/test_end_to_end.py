@@ -115,6 +115,16 @@ async def test_results_from_two_hospitals_answer_a_check(stack: Stack) -> None:
     assert ct["decision"] == "RECOGNIZABLE" and ct["candidate"]["hospital"] == "H001"
     assert ct["candidate"]["fhir"].startswith("/fhir/ImagingStudy/")
     assert hba1c["decision"] == "NO_PRIOR_RESULT" and hba1c["candidate"] is None
+    # The links open the result holding the item: the CBC report (a 404 at
+    # /fhir/Observation/<report id> before), the study under its own id.
+    async with api_client(stack) as client:
+        for link in (hb["candidate"]["fhir"], newer["fhir"], ct["candidate"]["fhir"]):
+            opened = await client.get(link)
+            assert opened.status_code == 200, (link, opened.text)
+            resource = opened.json()
+            assert link == f"/fhir/{resource['resourceType']}/{resource['id']}"
+        report = (await client.get(hb["candidate"]["fhir"])).json()
+    assert report["resourceType"] == "DiagnosticReport" and report["result"]
 
 
 async def test_the_fhir_adapter_cli_publishes_files_and_reports_receipts(

@@ -163,7 +163,7 @@ def _ref(v: Verdict) -> ResultRef:
         effective=v.effective,
         status=v.status,
         summary=v.summary,
-        fhir=f"/fhir/{v.resource_type or 'DiagnosticReport'}/{v.result_id}",
+        fhir=_fhir(v.fhir_ref, v.resource_type, v.result_id),
         recognition_mark=v.mark,
         decision=v.decision.value,
         reason=Text(zh=v.reason.zh, en=v.reason.en),
@@ -183,6 +183,11 @@ def _warning(w: Warning) -> WarningOut:
         value=w.value,
         unit=w.unit,
         flags=list(w.flags),
-        fhir=f"/fhir/{w.resource_type or 'DiagnosticReport'}/{w.result_id}",
+        fhir=_fhir(w.fhir_ref, w.resource_type, w.result_id),
         message=Text(zh=w.message.zh, en=w.message.en),
     )
+
+
+def _fhir(ref: str | None, resource_type: str, result_id: str) -> str:
+    """The item's /fhir URL: where storage says it is served, else the result's report."""
+    return f"/fhir/{ref}" if ref else f"/fhir/{resource_type or 'DiagnosticReport'}/{result_id}"
