@@ -25,6 +25,7 @@ from enum import StrEnum
 from pypinyin import lazy_pinyin
 from rapidfuzz.distance import JaroWinkler
 
+from broker.domain.demographics import Demographics as Demographics
 from mrb_wire import resident_id
 
 
@@ -61,26 +62,6 @@ COMPARATOR_PARAMETERS: Mapping[str, tuple[str, ...]] = {
 # Not weighed: trusted identifiers only feed the hard rules.
 IDENTIFIER_LEVELS = ("agree", "conflict", MISSING)
 BLOCKING_KEYS = ("birth_date", "surname_birth_year", "phone", "name_pinyin")
-
-
-@dataclass(frozen=True)
-class Demographics:
-    """A patient as one message names them, values as sent.
-
-    `family`/`given` when the sender splits the name, else `full_name` (characters, or
-    pinyin/latin in any order: "ZHANG WEI", "Wei Zhang", "ZHANGWEI"). `sex` as FHIR
-    administrative gender (male/female) or M/F/男/女. `identifiers`: trusted link keys
-    (system, key), e.g. a resident ID whose check character is right (see
-    `resident_id_key`); never a value that failed validation."""
-
-    family: str | None = None
-    given: str | None = None
-    full_name: str | None = None
-    sex: str | None = None
-    birth_date: date | None = None
-    phone: str | None = None
-    address: str | None = None
-    identifiers: tuple[tuple[str, str], ...] = ()
 
 
 # ---------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ from datetime import date, datetime
 from enum import StrEnum
 from typing import Any
 
+from broker.domain.demographics import Demographics
 from broker.domain.identifiers import PatientIdentifier
 from broker.domain.versions import VersionKey
 
@@ -61,6 +62,9 @@ class PatientRef:
     identifiers: tuple[PatientIdentifier, ...]
     resource_key: PatientIdentifier | None
     birth_date: date | None = None  # Patient.birthDate, a full date only (for age rules)
+    # Name, sex, birth date, phone and address as the Patient resource gave them (sealed
+    # at rest; patient matching compares them).
+    demographics: Demographics | None = None
 
     @property
     def link_keys(self) -> tuple[PatientIdentifier, ...]:

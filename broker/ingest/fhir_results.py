@@ -14,8 +14,14 @@ from dataclasses import replace
 from datetime import UTC, date, datetime, tzinfo
 from typing import Any
 
+from broker.domain.demographics import Demographics
 from broker.domain.identifier_systems import IdentifierRegistry
-from broker.domain.identifiers import InvalidIdentifier, PatientIdentifier, patient_resource_key
+from broker.domain.identifiers import (
+    IdentifierScope,
+    InvalidIdentifier,
+    PatientIdentifier,
+    patient_resource_key,
+)
 from broker.domain.rejections import RejectCode, Rejected
 from broker.domain.results import (
     Coding,
@@ -310,13 +316,15 @@ def _patient(
             )
         found = patient_ref(patient, hospital, registry, required=False)
         identifiers, key, born = found.identifiers, found.resource_key, found.birth_date
+        demographics = found.demographics
     else:
         identifiers, key, born = (), _reference_key(ref, hospital), None
+        demographics = None
     if isinstance(subject.get("identifier"), dict):
         extra = _identifiers([subject["identifier"]], hospital, registry, where)
         identifiers = identifiers + tuple(i for i in extra if i not in identifiers)
     if identifiers or key is not None:
-        return PatientRef(identifiers, key, born)
+        return PatientRef(identifiers, key, born, demographics)
     raise Rejected(
         RejectCode.PATIENT_NOT_IDENTIFIED,
         f"{where}.subject {ref!r} names no identifier: include the Patient with its "
@@ -338,7 +346,64 @@ def patient_ref(
     key = patient_resource_key(rid, hospital=hospital) if isinstance(rid, str) and rid else None
     if required and not identifiers:
         raise Rejected(RejectCode.PATIENT_NOT_IDENTIFIED, f"{where} has no usable identifier")
-    return PatientRef(identifiers, key, _birth_date(patient.get("birthDate")))
+    born = _birth_date(patient.get("birthDate"))
+    return PatientRef(identifiers, key, born, _demographics(patient, born, identifiers))
+
+
+def _demographics(
+    patient: Resource, born: date | None, identifiers: tuple[PatientIdentifier, ...]
+) -> Demographics | None:
+    """What patient matching compares, from Patient.name (official or usual first),
+    gender, birthDate, telecom (the first phone) and address (its text, else its parts)."""
+    name = _first(patient.get("name"), prefer=("official", "usual"))
+    family = name.get("family") if isinstance(name.get("family"), str) else None
+    given_parts = [g for g in name.get("given") or [] if isinstance(g, str)]
+    text = name.get("text") if isinstance(name.get("text"), str) else None
+    gender = patient.get("gender") if isinstance(patient.get("gender"), str) else None
+    phone = next(
+        (
+            t.get("value")
+            for t in patient.get("telecom") or []
+            if isinstance(t, dict)
+            and t.get("system") in ("phone", "sms")
+            and isinstance(t.get("value"), str)
+        ),
+        None,
+    )
+    address = _address(_first(patient.get("address"), prefer=("home",)))
+    found = Demographics(
+        family=family,
+        given="".join(given_parts) or None,
+        full_name=text if not (family or given_parts) else None,
+        sex=gender,
+        birth_date=born,
+        phone=phone,
+        address=address,
+        identifiers=tuple(
+            (i.system, i.value) for i in identifiers if i.scope is IdentifierScope.NATIONAL
+        ),
+    )
+    empty = Demographics(birth_date=born, sex=gender, identifiers=found.identifiers)
+    return None if found == empty else found
+
+
+def _first(value: object, *, prefer: tuple[str, ...]) -> dict[str, Any]:
+    """The first element whose `use` is preferred, else the first one; {} when none."""
+    items = [v for v in value or [] if isinstance(v, dict)] if isinstance(value, list) else []
+    for use in prefer:
+        for item in items:
+            if item.get("use") == use:
+                return item
+    return items[0] if items else {}
+
+
+def _address(address: dict[str, Any]) -> str | None:
+    if isinstance(address.get("text"), str) and address["text"].strip():
+        return str(address["text"])
+    parts = [address.get(k) for k in ("state", "city", "district")]
+    parts += list(address.get("line") or [])
+    joined = "".join(p for p in parts if isinstance(p, str))
+    return joined or None
 
 
 def _birth_date(value: object) -> date | None:

@@ -31,16 +31,17 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from broker.domain import linking
 from broker.domain.catalog import Catalog
+from broker.domain.demographics import Demographics
 from broker.domain.identifiers import PatientIdentifier
 from broker.domain.mapping import LocalCode, unmapped_codes
-from broker.domain.results import ExtractedResult, ParsedMessage, ResultChange
+from broker.domain.results import ExtractedResult, ParsedMessage, PatientRef, ResultChange
 from broker.domain.versions import StoredVersion, VersionKey, VersionOutcome, place_version
 from broker.fhir.resources import ResultInfo, ResultView
 from broker.observability import FOLLOW_UP_FAILURES
 from broker.ports.ingest import ResultWriter, Staged, UnknownPatient
 from broker.security.payload_cipher import PayloadCipher
 from broker.security.pseudonyms import Pseudonymiser
-from broker.storage import fhir_index
+from broker.storage import demographics, fhir_index
 from broker.storage.mappings import note_unmapped
 from broker.storage.outage import is_outage, outages_retriable
 from broker.storage.people import birth_date_context
@@ -91,6 +92,7 @@ class SqlResultWriter(ResultWriter):
     _changes: dict[str, ResultChange] = field(default_factory=dict)
     _unmapped: Counter[tuple[str, LocalCode]] = field(default_factory=Counter)
     _births: dict[tuple[str, str], date] = field(default_factory=dict)  # (person, hospital)
+    _demographics: dict[tuple[str, str], Demographics] = field(default_factory=dict)
     # result -> (message, person, result) of its newest current version: its FHIR index rows
     _to_index: dict[str, tuple[str, str, ExtractedResult]] = field(default_factory=dict)
     _values: dict[str, bytes] = field(default_factory=dict)  # message id -> value
@@ -180,10 +182,13 @@ class SqlResultWriter(ResultWriter):
                     f"is not in the message and {hospital} has not sent before"
                 )
         for ref in parsed.patients:
-            self._note_birth(self._person(ref.link_keys), hospital, ref.birth_date)
+            pid = self._person(ref.link_keys)
+            self._note_birth(pid, hospital, ref.birth_date)
+            self._note_demographics(pid, hospital, ref)
         people = [self._person(r.patient.link_keys) for r in parsed.results]
         for r, pid in zip(parsed.results, people, strict=True):
             self._note_birth(pid, hospital, r.patient.birth_date)
+            self._note_demographics(pid, hospital, r.patient)
         # A later result of the message may have merged an earlier one's person.
         people = [self._merges.get(pid, pid) for pid in people]
         self._payload(message_value, content_type, message_id, hospital)
@@ -202,6 +207,10 @@ class SqlResultWriter(ResultWriter):
     def _note_birth(self, pid: str, hospital: str, born: date | None) -> None:
         if born is not None:
             self._births[(pid, hospital)] = born
+
+    def _note_demographics(self, pid: str, hospital: str, ref: PatientRef) -> None:
+        if ref.demographics is not None:
+            self._demographics[(pid, hospital)] = ref.demographics
 
     def add_inbox(self, row: dict[str, Any]) -> None:
         self._add("inbox", row)
@@ -268,6 +277,9 @@ class SqlResultWriter(ResultWriter):
             await self._write_search_index()
         if self._births:
             await self._write_births()
+        if self._demographics:
+            latest = {(self._merges.get(p, p), h): d for (p, h), d in self._demographics.items()}
+            await demographics.replace(s, self.cipher, self.pseudonyms, latest, self.now)
         if self._unmapped:
             seen = [(h, c, n) for (h, c), n in self._unmapped.items()]
             await self._follow_up("worklist", note_unmapped(s, seen, self.now))

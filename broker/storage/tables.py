@@ -98,6 +98,33 @@ person_birth_date = Table(
     Column("updated_at", UTCDateTime, nullable=False),
 )
 
+# Each hospital's demographics of a person (name, sex, birth date, phone, address as its
+# Patient resource gave them), sealed like payloads: patient matching compares them; the
+# index keeps none in clear (migration 0019).
+person_demographics = Table(
+    "person_demographics",
+    metadata,
+    Column("person_id", String(36), ForeignKey("person.id"), primary_key=True),
+    Column("hospital_id", String(32), primary_key=True),
+    Column("key_id", String(32), nullable=False),
+    Column("algorithm", String(32), nullable=False),
+    Column("nonce", LargeBinary, nullable=False),
+    Column("ciphertext", LargeBinary, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+# The blocks (broker.domain.matching.blocking_keys) each hospital's record of a person falls
+# in, as keyed pseudonyms: candidates for a match are found by them, without a birth date,
+# phone or name in clear.
+person_block = Table(
+    "person_block",
+    metadata,
+    Column("pseudonym", String(64), primary_key=True),
+    Column("person_id", String(36), ForeignKey("person.id"), primary_key=True),
+    Column("hospital_id", String(32), primary_key=True),
+    Index("ix_person_block_person", "person_id", "hospital_id"),
+)
+
 person_link = Table(
     "person_link",
     metadata,
@@ -361,6 +388,9 @@ audit_event = Table(
     Column("seq", BigInteger, nullable=True, unique=True),
     Column("prev_hash", String(64), nullable=True),
     Column("hash", String(64), nullable=True),
+    # A patient's access report finds their entries by person and by pseudonym (0019).
+    Index("ix_audit_event_person", "person_id", "at"),
+    Index("ix_audit_event_pseudonym", "patient_pseudonym", "at"),
 )
 
 audit_checkpoint = Table(
