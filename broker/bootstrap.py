@@ -15,6 +15,7 @@ from broker.cdshooks.hooks import CdsHooks
 from broker.domain.actors import ALL_HOSPITALS, Actor, Role
 from broker.domain.identifier_systems import IdentifierRegistry
 from broker.domain.ledger import SafetyPolicy
+from broker.domain.recognition import Text
 from broker.fhir.admission import RateLimitAdmission
 from broker.fhir.audit_events import AuditEvents
 from broker.fhir.cursors import CursorSigner
@@ -39,6 +40,7 @@ from broker.security.tokens import (
     load_issuer_key,
 )
 from broker.services import tokens as token_service
+from broker.services.access_report import AccessReports
 from broker.services.audit_sealer import AuditSealer
 from broker.services.checks import Rules
 from broker.services.outcomes import OutcomeRequest, RecordedOutcome, record_outcomes
@@ -46,6 +48,7 @@ from broker.services.rate_limits import RateLimiter
 from broker.services.rules import RulesProvider
 from broker.services.safety import SafetyNotifier
 from broker.settings import Settings
+from broker.storage.access_report_uow import SqlAccessReportUnitOfWork
 from broker.storage.access_uow import SqlAccessLookups, SqlAccessUnitOfWork
 from broker.storage.admin_uow import SqlMonthUnitOfWork, SqlPurgeUnitOfWork
 from broker.storage.audit_chain import (
@@ -409,6 +412,15 @@ class Container:
         if self._limiter is not None:
             await self._limiter.close()
         await self.engine.dispose()
+
+    def access_reports(self) -> AccessReports:
+        """A patient's access report (who read their data), read from the audit trail."""
+        catalog = self.reference_rules().catalog
+        return AccessReports(
+            lambda: SqlAccessReportUnitOfWork(self.sessions, self.pseudonyms),
+            self.identifiers(),
+            {code: Text(i.name_zh, i.name_en) for code, i in catalog.items.items()},
+        )
 
 
 @dataclass

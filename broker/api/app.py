@@ -24,6 +24,7 @@ from broker.api.routes import (
     mappings,
     notifications,
     pages,
+    patients,
     recognition,
     tokens,
 )
@@ -75,6 +76,7 @@ def create_app(container: Container, *, role: str = "api") -> FastAPI:
         app.include_router(recognition.router)
         app.include_router(notifications.router)
         app.include_router(finance.router)
+        app.include_router(patients.router)
         app.include_router(admin.router)
         app.include_router(mappings.router)
         app.include_router(tokens.router)

@@ -58,6 +58,7 @@ commands.add(
 commands.add("cds", "broker.cli.cds_cmd:app", "CDS Hooks clients: EHRs, their JWT issuer and keys.")
 commands.add("audit", "broker.cli.audit_cmd:app", "The audit trail's hash chain.")
 commands.add("report", "broker.cli.report_cmd:app", "Finance and regulator reports.")
+commands.add("patient", "broker.cli.patient_cmd:app", "A patient's rights: who read their data.")
 commands.add(
     "ledger", "broker.cli.report_cmd:ledger_app", "The savings ledger's accounting months."
 )

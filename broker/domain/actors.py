@@ -53,6 +53,7 @@ class Duty(StrEnum):
     TOKENS = "list and revoke tokens (users)"
     ISSUING = "issue tokens, manage the token issuer key"
     AUDIT_TRAIL = "read the audit trail"
+    PATIENT_ACCESS_REPORT = "a patient's access report (who read their data), from the audit trail"
 
 
 # Which roles may do what. For hospital roles the hospital acted on must be their own
@@ -70,6 +71,9 @@ GRANTS: dict[Duty, frozenset[Role]] = {
     Duty.TOKENS: frozenset({Role.ADMIN, Role.SECURITY_ADMIN}),
     Duty.ISSUING: frozenset({Role.SECURITY_ADMIN}),
     Duty.AUDIT_TRAIL: frozenset({Role.AUDIT}),
+    # Read from the audit trail, so the auditor's alone (三员分立); the platform answers a
+    # patient's request through a service holding an audit token (docs/security.md).
+    Duty.PATIENT_ACCESS_REPORT: frozenset({Role.AUDIT}),
 }
 
 

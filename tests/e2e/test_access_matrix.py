@@ -246,6 +246,11 @@ EXPECTED: dict[str, Expect] = {
         call("POST", "/fhir/AuditEvent/_search", data={"_count": "5"}), allow("audit")
     ),
     "GET /fhir/AuditEvent/{rid}": Expect(_audit_read, allow("audit")),
+    # A patient's access report is read from the audit trail: audit, and nobody else.
+    "GET /api/v1/patients/access-report": Expect(
+        get("/api/v1/patients/access-report", params={"identifier": PATIENT["subject:identifier"]}),
+        allow("audit"),
+    ),
     **{
         f"{m} /fhir/{{rest:path}}": Expect(call(m, NO_SUCH), every=404)
         for m in ("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")

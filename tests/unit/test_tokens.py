@@ -395,7 +395,8 @@ class TestRoleTable:
         def duties(role: Role) -> set[Duty]:
             return {d for d, roles in GRANTS.items() if role in roles}
 
-        assert duties(Role.AUDIT) == {Duty.AUDIT_TRAIL}  # the audit trail, nothing else
+        # The audit trail and what is read from it for a patient (their access report).
+        assert duties(Role.AUDIT) == {Duty.AUDIT_TRAIL, Duty.PATIENT_ACCESS_REPORT}
         assert duties(Role.PLATFORM_ADMIN) == {
             Duty.REFERENCE,
             Duty.REGISTRY,
