@@ -9,7 +9,7 @@ from dataclasses import asdict
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import delete, tuple_
+from sqlalchemy import Table, delete, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -61,22 +61,11 @@ async def replace(
     rules = shipped_matching_rules()
     rows, blocks = [], []
     for (pid, hospital), d in latest.items():
-        sealed = seal(cipher, pid, hospital, d)
-        rows.append(
-            {
-                "person_id": pid,
-                "hospital_id": hospital,
-                "key_id": sealed.key_id,
-                "algorithm": sealed.algorithm,
-                "nonce": sealed.nonce,
-                "ciphertext": sealed.ciphertext,
-                "updated_at": now,
-            }
-        )
+        rows.append(sealed_row(pid, hospital, seal(cipher, pid, hospital, d), now))
         for key in matching.blocking_keys(matching.prepare(d, rules), rules.blocking):
             pseudonym = pseudonyms.of_text(BLOCK_DOMAIN, key)
             blocks.append({"pseudonym": pseudonym, "person_id": pid, "hospital_id": hospital})
-    await session.execute(_upsert(session), rows)
+    await session.execute(upsert_sealed(session, person_demographics), rows)
     for chunk in _chunks(list(latest)):
         await session.execute(
             delete(person_block).where(
@@ -87,12 +76,27 @@ async def replace(
         await session.execute(person_block.insert(), blocks)
 
 
-def _upsert(session: AsyncSession) -> Any:
+def sealed_row(person_id: str, hospital: str, sealed: Sealed, now: datetime) -> dict[str, Any]:
+    """A row of a per-(person, hospital) sealed table (birth dates, demographics)."""
+    return {
+        "person_id": person_id,
+        "hospital_id": hospital,
+        "key_id": sealed.key_id,
+        "algorithm": sealed.algorithm,
+        "nonce": sealed.nonce,
+        "ciphertext": sealed.ciphertext,
+        "updated_at": now,
+    }
+
+
+def upsert_sealed(session: AsyncSession, table: Table) -> Any:
+    """INSERT … ON CONFLICT (person, hospital) DO UPDATE, in the session's dialect: the
+    latest value each hospital sent replaces the last, in one statement."""
     insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    statement = insert(person_demographics)
+    statement = insert(table)
     replaced = ("key_id", "algorithm", "nonce", "ciphertext", "updated_at")
     return statement.on_conflict_do_update(
-        index_elements=[person_demographics.c.person_id, person_demographics.c.hospital_id],
+        index_elements=[table.c.person_id, table.c.hospital_id],
         set_={c: statement.excluded[c] for c in replaced},
     )
 

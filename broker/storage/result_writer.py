@@ -25,8 +25,6 @@ from datetime import UTC, date, datetime, tzinfo
 from typing import Any
 
 from sqlalchemy import delete, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from broker.domain import linking
@@ -322,24 +320,21 @@ class SqlResultWriter(ResultWriter):
         latest: dict[tuple[str, str], date] = {}
         for (pid, hospital), born in self._births.items():
             latest[(self._merges.get(pid, pid), hospital)] = born
-        rows = []
-        for (pid, hospital), born in latest.items():
-            sealed = self.cipher.seal(
-                born.isoformat().encode(), associated=birth_date_context(pid, hospital)
+        rows = [
+            demographics.sealed_row(
+                pid,
+                hospital,
+                self.cipher.seal(
+                    born.isoformat().encode(), associated=birth_date_context(pid, hospital)
+                ),
+                self.now,
             )
-            rows.append(
-                {
-                    "person_id": pid,
-                    "hospital_id": hospital,
-                    "key_id": sealed.key_id,
-                    "algorithm": sealed.algorithm,
-                    "nonce": sealed.nonce,
-                    "ciphertext": sealed.ciphertext,
-                    "updated_at": self.now,
-                }
-            )
+            for (pid, hospital), born in latest.items()
+        ]
         if rows:  # one statement, replacing the last date each hospital sent
-            await self.session.execute(_upsert_births(self.session), rows)
+            await self.session.execute(
+                demographics.upsert_sealed(self.session, person_birth_date), rows
+            )
 
     async def _follow_up(self, step: str, work: Awaitable[None]) -> None:
         """Run a step that must not cost hospitals their results if it has a bug.
@@ -488,14 +483,3 @@ class SqlResultWriter(ResultWriter):
 
     def _add(self, table: str, row: dict[str, Any]) -> None:
         self._rows.setdefault(table, []).append(row)
-
-
-def _upsert_births(session: AsyncSession) -> Any:
-    """INSERT … ON CONFLICT (person, hospital) DO UPDATE, in the session's dialect."""
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    statement = insert(person_birth_date)
-    replaced = ("key_id", "algorithm", "nonce", "ciphertext", "updated_at")
-    return statement.on_conflict_do_update(
-        index_elements=[person_birth_date.c.person_id, person_birth_date.c.hospital_id],
-        set_={c: statement.excluded[c] for c in replaced},
-    )
