@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from broker.domain.rejections import RejectCode, Rejected
@@ -69,3 +71,38 @@ def test_brackets_inside_strings_do_not_count_as_nesting() -> None:
 )
 def test_json_that_is_not_fhir_is_refused(value: bytes) -> None:
     assert reject_code(value) is RejectCode.NOT_FHIR
+
+
+# The fast reader (orjson) refuses some input the standard library reads; those messages
+# must get exactly the verdict they got before it was added.
+@pytest.mark.parametrize(
+    "value",
+    [
+        b'{"resourceType": "Observation", "valueQuantity": {"value": NaN}}',
+        b'{"resourceType": "Observation", "valueQuantity": {"value": 1e400}}',
+        b'{"resourceType": "Patient", "name": [{"text": "\\ud800"}]}',
+    ],
+    ids=["nan", "infinity", "lone-surrogate"],
+)
+def test_what_the_fast_reader_refuses_is_read_as_before(value: bytes) -> None:
+    assert decode_json(value, max_bytes=1000, max_depth=8) == json.loads(value)
+
+
+@pytest.mark.parametrize(
+    ("value", "code"),
+    [
+        (b'{"resourceType": "Patient",}', RejectCode.MALFORMED_JSON),
+        (b'{"resourceType": "Patient", "x": "\xff"}', RejectCode.INVALID_ENCODING),
+        (b"[" * 3000 + b"]" * 3000, RejectCode.NESTING_TOO_DEEP),
+        (b'{"resourceType": "Patient", "n": ' + b"9" * 5000 + b"}", RejectCode.MALFORMED_JSON),
+    ],
+    ids=["trailing-comma", "bad-utf8", "deeper-than-any-reader", "huge-integer"],
+)
+def test_what_both_readers_refuse_keeps_its_code(value: bytes, code: RejectCode) -> None:
+    assert reject_code(value, max_bytes=100_000) is code
+
+
+def test_depth_is_counted_in_containers_of_any_kind() -> None:
+    nested: bytes = b'{"resourceType": "Bundle", "a": [{"b": [[{"c": 1}]]}]}'  # 6 deep
+    assert decode_json(nested, max_bytes=1000, max_depth=6)
+    assert reject_code(nested, max_depth=5) is RejectCode.NESTING_TOO_DEEP
