@@ -166,6 +166,7 @@ class BookedEntry:
     kind: str = "saving"
     fen: int = 0
     reason: str | None = None
+    source: str | None = None  # the hospital whose result was recognised
 
 
 class FakeReportFigures(report_ports.ReportFigures):
@@ -185,7 +186,7 @@ class FakeReportFigures(report_ports.ReportFigures):
                 w.period_to and e.month > w.period_to
             ):
                 continue
-            if w.hospital and e.hospital != w.hospital:
+            if w.hospital and (e.source if w.side == "source" else e.hospital) != w.hospital:
                 continue
             groups.setdefault(tuple(getattr(e, d) for d in by), []).append(e)
         return groups
@@ -205,6 +206,8 @@ class FakeReportFigures(report_ports.ReportFigures):
     async def decline_counts(
         self, by: Sequence[report_ports.Dimension], window: report_ports.Window
     ) -> list[report_ports.DeclineCount]:
+        if window.side == "source" or "source" in by:
+            return []  # as in storage: outcomes have no source column
         out = []
         for key, rows in self._selected(self.declines, by, window).items():
             for reason in sorted({e.reason or "" for e in rows}):

@@ -42,10 +42,18 @@ def _emit(text: str, output: Path | None) -> None:
 
 @app.command("savings")
 def savings(
-    group_by: Annotated[str, typer.Option(help="hospital, item, month or category.")] = "hospital",
+    group_by: Annotated[
+        str, typer.Option(help="hospital (ordering), source (result's), item, month or category.")
+    ] = "hospital",
     from_: Annotated[str | None, typer.Option("--from", help="First month, YYYY-MM.")] = None,
     to: Annotated[str | None, typer.Option(help="Last month, YYYY-MM (inclusive).")] = None,
-    hospital: Annotated[str | None, typer.Option(help="Only this ordering hospital.")] = None,
+    hospital: Annotated[str | None, typer.Option(help="Only this hospital (see --side).")] = None,
+    side: Annotated[
+        str,
+        typer.Option(
+            help="ordering: what --hospital saved; source: what its results saved elsewhere."
+        ),
+    ] = "ordering",
     format: Annotated[str, typer.Option(help="table, csv or json.")] = "table",
     output: Annotated[Path | None, typer.Option(help="Write to this file.")] = None,
 ) -> None:
@@ -54,6 +62,8 @@ def savings(
         raise typer.BadParameter(f"--group-by must be one of {', '.join(reports.GROUPS)}")
     if format not in ("table", "csv", "json"):
         raise typer.BadParameter("--format must be table, csv or json")
+    if side not in reports.SIDES:
+        raise typer.BadParameter(f"--side must be one of {', '.join(reports.SIDES)}")
 
     async def work(container: Container) -> reports.SavingsReport:
         async with container.report_figures() as figures:
@@ -63,6 +73,7 @@ def savings(
                 period_from=reports.period_bound(from_),
                 period_to=reports.period_bound(to),
                 hospital=hospital,
+                side=side,
             )
 
     report = with_container(work)

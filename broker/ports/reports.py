@@ -12,17 +12,23 @@ from typing import Literal
 from broker.domain.check_items import StoredCheckItem
 from broker.domain.registry import HospitalProfile
 
-# hospital: the ordering hospital; item: the catalog code; month: the booked period.
-Dimension = Literal["hospital", "item", "month", "category"]
+# hospital: the ordering hospital; source: the hospital whose result was recognised;
+# item: the catalog code; month: the booked period.
+Dimension = Literal["hospital", "source", "item", "month", "category"]
+# Which side of a recognition a hospital scope names: the hospital that ordered (and saved
+# the repeat test), or the hospital whose result made the saving possible.
+Side = Literal["ordering", "source"]
 
 
 @dataclass(frozen=True)
 class Window:
-    """Booked months [period_from, period_to] (None: open), of one ordering hospital or all."""
+    """Booked months [period_from, period_to] (None: open), of one hospital or all, on the
+    ordering side or the source side (`side`)."""
 
     period_from: str | None = None
     period_to: str | None = None
     hospital: str | None = None
+    side: Side = "ordering"
 
 
 @dataclass(frozen=True)

@@ -23,11 +23,14 @@ from broker.ports.reports import (
     LedgerSum,
     OrderedCheck,
     ReportFigures,
+    Side,
     Window,
 )
 
-GroupBy = Literal["hospital", "item", "month", "category"]
-GROUPS: tuple[GroupBy, ...] = ("hospital", "item", "month", "category")
+# hospital: the ordering hospital; source: the hospital whose result was recognised.
+GroupBy = Literal["hospital", "source", "item", "month", "category"]
+GROUPS: tuple[GroupBy, ...] = ("hospital", "source", "item", "month", "category")
+SIDES: tuple[Side, ...] = ("ordering", "source")
 CATEGORIES = ("DR", "CT", "MR", "US", "LAB", "OTHER")
 REASONS = tuple(r.value for r in DeclineReason)
 
@@ -100,6 +103,7 @@ class SavingsReport:
     hospital: str | None  # the scope, None = every hospital
     rows: dict[str, Figures]
     totals: Figures
+    side: Side = "ordering"  # which side of a recognition `hospital` names
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -107,6 +111,7 @@ class SavingsReport:
             "from": self.period_from,
             "to": self.period_to,
             "hospital": self.hospital,
+            "side": self.side,
             "currency": "CNY",
             "groups": [{"key": k, **f.as_dict()} for k, f in sorted(self.rows.items())],
             "totals": self.totals.as_dict(),
@@ -172,10 +177,13 @@ async def savings(
     period_from: str | None = None,
     period_to: str | None = None,
     hospital: str | None = None,
+    side: Side = "ordering",
 ) -> SavingsReport:
-    """Savings per group over booked months [from, to]; `hospital` limits to one orderer."""
+    """Savings per group over booked months [from, to]; `hospital` limits to one hospital:
+    the one that ordered, or with side="source" the one whose results were recognised (the
+    savings it enabled elsewhere; declines are counted on the ordering side only)."""
     scope = None if hospital in (None, ALL_HOSPITALS) else hospital
-    window = Window(period_from, period_to, scope)
+    window = Window(period_from, period_to, scope, side)
     return savings_report(
         group_by,
         window,
@@ -209,7 +217,7 @@ def savings_report(
     for d in total_declines:
         overall.declines[d.reason] = d.count
     return SavingsReport(
-        group_by, window.period_from, window.period_to, window.hospital, rows, overall
+        group_by, window.period_from, window.period_to, window.hospital, rows, overall, window.side
     )
 
 
@@ -246,6 +254,9 @@ class RegulatorReport:
     by_category: dict[str, Activity]
     certified: list[dict[str, str]]
     totals: Activity
+    # The other side: what each hospital's results saved at the hospitals that recognised
+    # them (a hospital that orders nothing can still have saved others a great deal).
+    enabled: dict[str, Figures] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -261,6 +272,7 @@ class RegulatorReport:
                     "ownership": h.ownership,
                     "eqa_certifications": sum(1 for c in self.certified if c["hospital"] == h.id),
                     **self.by_hospital[h.id].as_dict(),
+                    "enabled_elsewhere": _enabled_dict(self.enabled.get(h.id, Figures())),
                 }
                 for h in self.hospitals
             ],
@@ -283,12 +295,33 @@ class RegulatorReport:
                     h.grade or "",
                     h.ownership,
                     *_activity_cells(self.by_hospital[h.id]),
+                    *_enabled_cells(self.enabled.get(h.id, Figures())),
                 ]
             )
+        blank = [""] * len(_ENABLED_COLUMNS)
         for c in CATEGORIES:
-            rows.append(["category", c, "", "", "", "", "", *_activity_cells(self.by_category[c])])
-        rows.append(["total", "", "", "", "", "", "", *_activity_cells(self.totals)])
-        return _csv(header + _ACTIVITY_COLUMNS, rows)
+            rows.append(
+                ["category", c, "", "", "", "", "", *_activity_cells(self.by_category[c]), *blank]
+            )
+        rows.append(["total", "", "", "", "", "", "", *_activity_cells(self.totals), *blank])
+        return _csv(header + _ACTIVITY_COLUMNS + _ENABLED_COLUMNS, rows)
+
+
+_ENABLED_COLUMNS = [
+    "its_results_recognised",
+    "its_recognitions_reversed",
+    "saved_for_others",
+    "reversed_for_others",
+    "net_saved_for_others",
+]
+
+
+def _enabled_dict(f: Figures) -> dict[str, Any]:
+    return dict(zip(_ENABLED_COLUMNS, _enabled_cells(f), strict=True))
+
+
+def _enabled_cells(f: Figures) -> list[object]:
+    return [f.recognitions, f.reversals, yuan(f.saved_fen), yuan(f.reversed_fen), yuan(f.net_fen)]
 
 
 def month_bounds(month: str) -> tuple[datetime, datetime]:
@@ -308,6 +341,7 @@ async def regulator(figures: ReportFigures, month: str) -> RegulatorReport:
         checks=await figures.checks(start, end),
         ledger=await figures.ledger_sums(["hospital", "category"], window),
         declines=await figures.decline_counts(["hospital", "category"], window),
+        enabled=await figures.ledger_sums(["source"], window),
     )
 
 
@@ -318,6 +352,7 @@ def regulator_report(
     checks: Iterable[OrderedCheck],
     ledger: Iterable[LedgerSum],
     declines: Iterable[DeclineCount],
+    enabled: Iterable[LedgerSum] = (),
 ) -> RegulatorReport:
     """The month's return from its checks, its ledger and declines by (hospital, category),
     and the certifications valid on any day of the month."""
@@ -358,6 +393,10 @@ def regulator_report(
         for c in h.certifications
         if c.valid_from <= last and c.valid_to >= first
     ]
+    by_source: dict[str, Figures] = {}
+    for s in enabled:
+        if s.key[0] is not None:
+            by_source.setdefault(s.key[0], Figures()).add_entries(s.kind, s.count, s.fen)
     return RegulatorReport(
-        month, list(hospitals.values()), by_hospital, by_category, certified, totals
+        month, list(hospitals.values()), by_hospital, by_category, certified, totals, by_source
     )

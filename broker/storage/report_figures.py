@@ -24,6 +24,7 @@ from broker.storage.tables import ledger_entry, recognition_check, recognition_o
 
 _LEDGER: dict[Dimension, str] = {
     "hospital": "ordering_hospital",
+    "source": "source_hospital",
     "item": "catalog_code",
     "month": "period",
     "category": "category",
@@ -37,7 +38,8 @@ _OUTCOME: dict[Dimension, str] = {
 
 
 def _where(table: Table, columns: dict[Dimension, str], w: Window) -> list[ColumnElement[bool]]:
-    period, hospital = table.c[columns["month"]], table.c[columns["hospital"]]
+    period = table.c[columns["month"]]
+    hospital = table.c[columns["source" if w.side == "source" else "hospital"]]
     where = []
     if w.period_from:
         where.append(period >= w.period_from)
@@ -63,6 +65,8 @@ class SqlReportFigures(ReportFigures):
         return [LedgerSum(tuple(r[:n]), r[n], r[n + 1], int(r[n + 2] or 0)) for r in rows]
 
     async def decline_counts(self, by: Sequence[Dimension], window: Window) -> list[DeclineCount]:
+        if window.side == "source" or "source" in by:
+            return []  # a decline is the ordering side's act: outcomes have no source column
         keys: list[ColumnElement[Any]] = [recognition_outcome.c[_OUTCOME[d]] for d in by]
         rows = await self._session.execute(
             select(*keys, recognition_outcome.c.reason, func.count())

@@ -120,8 +120,20 @@ async def test_outcome_savings_withdrawal_notice_and_events(stack: Stack) -> Non
         by_hospital = {h["hospital"]: h for h in regulator.json()["hospitals"]}
         assert by_hospital["H002"]["recognitions"] == 1 and by_hospital["H002"]["lookups"] == 2
         assert by_hospital["H001"]["eqa_certifications"] == 1
+        enabled = by_hospital["H001"]["enabled_elsewhere"]  # H002 recognised H001's result
+        assert enabled["its_results_recognised"] == 1 and enabled["saved_for_others"] == "5.40"
         bad = await finance.get("/api/v1/reports/regulator", params={"month": "2026-13"})
         assert bad.status_code == 422 and "YYYY-MM" in bad.json()["detail"]
+    async with api_client(stack, "finance", "H001") as source_finance:
+        # H001 ordered nothing; its result saved H002 5.40, later reversed.
+        ordered = (await source_finance.get("/api/v1/savings")).json()
+        assert ordered["side"] == "ordering" and ordered["totals"]["saved"] == "0.00"
+        mine = await source_finance.get("/api/v1/savings", params={"side": "source"})
+        assert mine.json()["hospital"] == "H001" and mine.json()["side"] == "source"
+        assert mine.json()["totals"]["saved"] == "5.40"
+        assert mine.json()["totals"]["net_saved"] == "0.00"
+        wrong = await source_finance.get("/api/v1/savings", params={"side": "both"})
+        assert wrong.status_code == 422
 
     got = await events(stack, 4)
     assert [e["type"] for e in got if e["check_id"] == check_id] == [

@@ -21,7 +21,7 @@ from broker.domain.recognition import Order
 from broker.domain.registry import Certification, CertifyingBody
 from broker.services.checks import CheckRequest, run_check
 from broker.services.outcomes import OutcomeRequest, record_outcomes
-from broker.services.reports import regulator, savings
+from broker.services.reports import regulator, savings, yuan
 from broker.storage import hospitals, ledger
 from tests import factories as f
 
@@ -187,6 +187,8 @@ async def test_a_month_of_recognitions_reconciles_to_the_fen(container: Containe
         by_month = await savings(s, "month")
         by_item = await savings(s, "item")
         report = await regulator(s, "2026-05")
+        by_source = await savings(s, "source")
+        enabled_may = await savings(s, "source", period_from="2026-05", period_to="2026-05")
 
     for hospital in ("H001", "H002"):
         row = by_hospital.rows[hospital]
@@ -207,6 +209,18 @@ async def test_a_month_of_recognitions_reconciles_to_the_fen(container: Containe
         by_month.rows["2026-05"].recognitions == 24 and by_month.rows["2026-06"].recognitions == 1
     )
     assert by_month.rows[month_now()].reversals == 1
+    # The other side of each saving: the hospital whose result was recognised. H002 ordered
+    # on H001's results and H001 on H003's, so each side's figures mirror the other's; H003
+    # ordered nothing, yet its results saved H001 as much as H001 saved.
+    assert by_source.totals.net_fen == by_hospital.totals.net_fen
+    assert by_source.rows["H001"].net_fen == by_hospital.rows["H002"].net_fen
+    assert by_source.rows["H003"].net_fen == by_hospital.rows["H001"].net_fen
+    assert "H003" not in by_hospital.rows and "H002" not in by_source.rows
+    for row in report.as_dict()["hospitals"]:
+        enabled = enabled_may.rows.get(row["hospital"])
+        assert row["enabled_elsewhere"]["saved_for_others"] == yuan(
+            enabled.saved_fen if enabled else 0
+        )
     # Groups always add up to the totals, however grouped.
     for report_ in (by_hospital, by_month, by_item):
         assert sum(r.net_fen for r in report_.rows.values()) == report_.totals.net_fen

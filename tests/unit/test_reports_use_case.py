@@ -79,6 +79,58 @@ class TestSavings:
         assert report.rows["2026-06"].declines == {"patient-refused": 1}
 
 
+class TestBothSides:
+    """A hospital whose results saved others money must see it: the ledger's source side."""
+
+    @staticmethod
+    def _figures() -> FakeReportFigures:
+        f = FakeReportFigures({"H002": H2, "H001": H1})
+        f.entries += [
+            BookedEntry("H001", "LAB-HGB", "2026-05", "LAB", "saving", 2500, source="H002"),
+            BookedEntry("H001", "LAB-HGB", "2026-05", "LAB", "saving", 2500, source="H002"),
+            BookedEntry("H001", "LAB-HGB", "2026-05", "LAB", "reversal", -2500, source="H002"),
+            BookedEntry("H003", "CT-HEAD", "2026-05", "CT", "saving", 18000, source="H002"),
+            BookedEntry("H002", "CT-HEAD", "2026-04", "CT", "saving", 18000, source="H001"),
+        ]
+        f.declines += [BookedEntry("H001", "LAB-K", "2026-05", "LAB", reason="clinical-need")]
+        return f
+
+    async def test_savings_by_the_source_hospital(self) -> None:
+        report = await savings(self._figures(), "source")
+        h2 = report.rows["H002"]
+        assert (h2.recognitions, h2.saved_fen, h2.reversals, h2.net_fen) == (3, 23000, 1, 20500)
+        assert report.rows["H001"].net_fen == 18000
+        assert report.totals.net_fen == sum(r.net_fen for r in report.rows.values())
+
+    async def test_a_hospital_scope_on_the_source_side_is_what_its_results_enabled(self) -> None:
+        f = self._figures()
+        ordering = await savings(f, "item", hospital="H002")
+        enabled = await savings(f, "item", hospital="H002", side="source")
+        assert ordering.totals.net_fen == 18000  # its own CT order in April
+        assert enabled.side == "source" and enabled.as_dict()["side"] == "source"
+        assert enabled.totals.net_fen == 20500 and set(enabled.rows) == {"LAB-HGB", "CT-HEAD"}
+        assert enabled.totals.declined == 0  # declines belong to the ordering side
+
+    async def test_the_regulator_report_credits_the_hospital_whose_results_were_used(self) -> None:
+        report = await regulator(self._figures(), "2026-05")
+        h2 = next(h for h in report.as_dict()["hospitals"] if h["hospital"] == "H002")
+        assert h2["net_saved"] == "0.00"  # it ordered nothing in May ...
+        assert h2["enabled_elsewhere"] == {  # ... but its results saved others 205 yuan
+            "its_results_recognised": 3,
+            "its_recognitions_reversed": 1,
+            "saved_for_others": "230.00",
+            "reversed_for_others": "25.00",
+            "net_saved_for_others": "205.00",
+        }
+        h1 = next(h for h in report.as_dict()["hospitals"] if h["hospital"] == "H001")
+        assert h1["enabled_elsewhere"]["net_saved_for_others"] == "0.00"  # April's
+        header, *rows = report.as_csv().splitlines()
+        assert header.endswith(",net_saved_for_others")
+        h2_row = next(r for r in rows if r.startswith("hospital,H002,"))
+        assert h2_row.endswith(",3,1,230.00,25.00,205.00")
+        assert all(len(r.split(",")) == len(header.split(",")) for r in rows)
+
+
 def _item(category: str | None, decision: str, *found: str) -> StoredCheckItem:
     return StoredCheckItem(
         requested=Order(code="x"),

@@ -17,6 +17,7 @@ from broker.api.deps import (
 from broker.domain.actors import Duty
 from broker.domain.errors import Invalid
 from broker.domain.ledger import parse_month
+from broker.ports.reports import Side
 from broker.services import reports
 from broker.services.periods import close_month, closed_months
 
@@ -35,7 +36,16 @@ async def savings(
     container: ContainerDep,
     actor: SavingsDep,
     group_by: reports.GroupBy = "hospital",
-    hospital: Annotated[str | None, Query(description="one ordering hospital")] = None,
+    hospital: Annotated[
+        str | None, Query(description="one hospital (the ordering one, or see `side`)")
+    ] = None,
+    side: Annotated[
+        Side,
+        Query(
+            description="ordering: savings the hospital made by recognising others' results; "
+            "source: savings its results enabled at other hospitals"
+        ),
+    ] = "ordering",
     from_: Annotated[str | None, Query(alias="from", description="YYYY-MM or a day")] = None,
     to: Annotated[str | None, Query(description="YYYY-MM or a day (inclusive)")] = None,
     format: Literal["json", "csv"] | None = None,
@@ -55,7 +65,12 @@ async def savings(
         raise Invalid("Invalid period", str(exc)) from None
     async with container.report_figures() as figures:
         report = await reports.savings(
-            figures, group_by, period_from=period_from, period_to=period_to, hospital=scope
+            figures,
+            group_by,
+            period_from=period_from,
+            period_to=period_to,
+            hospital=scope,
+            side=side,
         )
     if _wants_csv(format, accept):
         return Response(report.as_csv(), media_type=CSV)
