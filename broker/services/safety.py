@@ -36,6 +36,17 @@ class SafetyNotifier:
             assert outcome.result_id is not None  # accepted outcomes name their result
             await self._notify(uow, outcome, by_result[outcome.result_id], now)
 
+    async def undo(
+        self,
+        uow: ports.SafetyUnitOfWork,
+        outcome: ports.Outcome,
+        change: ResultChange,
+        now: datetime,
+    ) -> None:
+        """Treat one recognition as if its result were changed by `change` (an unlinked
+        patient identity: broker/services/identity_review.py), once per change."""
+        await self._notify(uow, outcome, change, now)
+
     async def _notify(
         self,
         uow: ports.SafetyUnitOfWork,

@@ -39,7 +39,7 @@ from broker.observability import FOLLOW_UP_FAILURES
 from broker.ports.ingest import ResultWriter, Staged, UnknownPatient
 from broker.security.payload_cipher import PayloadCipher
 from broker.security.pseudonyms import Pseudonymiser
-from broker.storage import demographics, fhir_index
+from broker.storage import demographics, fhir_index, identity
 from broker.storage.mappings import note_unmapped
 from broker.storage.outage import is_outage, outages_retriable
 from broker.storage.people import birth_date_context
@@ -124,9 +124,12 @@ class SqlResultWriter(ResultWriter):
                 .join(person, person_link.c.person_id == person.c.id)
                 .where(person_link.c.pseudonym.in_(pseudos))
             )
-            for p, pid, merged, born in rows:
-                self._people[p] = merged or pid
-                self._born.setdefault(merged or pid, born)
+            for p, pid, _merged, born in rows:
+                # Rows are written under the person the identifiers name, never the one
+                # they are linked into: an unlink then leaves each their own rows (reads
+                # follow the link: people.with_merged).
+                self._people[p] = pid
+                self._born.setdefault(pid, born)
         idents = {
             (hospital, self._protector.business_key(hospital, r.business_id))
             for hospital, p in parsed
@@ -230,9 +233,21 @@ class SqlResultWriter(ResultWriter):
                 )
             await s.execute(
                 update(person)
-                .where((person.c.id == gone) | (person.c.merged_into == gone))
+                .where(
+                    ((person.c.id == gone) | (person.c.merged_into == gone))
+                    & (person.c.id != survivor)
+                )
                 .values(merged_into=survivor)
             )
+            # A survivor that was linked (reversibly) into the merged person stands alone:
+            # the identifiers just proved them one.
+            await s.execute(
+                update(person)
+                .where((person.c.id == survivor) & (person.c.merged_into == gone))
+                .values(merged_into=None)
+            )
+        if self._merges:
+            await identity.end_merged(s, self._merges, self.now)
         if rows := self._rows.get("person_link"):
             await s.execute(person_link.insert(), rows)
         ids: dict[str, int] = {}
@@ -278,12 +293,30 @@ class SqlResultWriter(ResultWriter):
         if self._demographics:
             latest = {(self._merges.get(p, p), h): d for (p, h), d in self._demographics.items()}
             await demographics.replace(s, self.cipher, self.pseudonyms, latest, self.now)
+            if unmatched := self._to_match(latest):
+                await self._follow_up(
+                    "matching",
+                    identity.match_at_ingest(s, self.cipher, self.pseudonyms, unmatched, self.now),
+                )
         if self._unmapped:
             seen = [(h, c, n) for (h, c), n in self._unmapped.items()]
             await self._follow_up("worklist", note_unmapped(s, seen, self.now))
         if self._changes and self.on_change is not None:
             changes = list(self._changes.values())
             await self._follow_up("safety", self.on_change(s, changes, self.now))
+
+    def _to_match(
+        self, latest: dict[tuple[str, str], Demographics]
+    ) -> dict[tuple[str, str], Demographics]:
+        """The records to score against the index: of people this batch created (a person
+        seen before was matched when first seen), without a trusted national identifier
+        (those link deterministically; `Demographics.identifiers` holds only trusted ones)."""
+        created = {r["id"] for r in self._rows.get("person", ())}
+        return {
+            (pid, h): d
+            for (pid, h), d in latest.items()
+            if pid in created and not d.identifiers and pid not in self._merges
+        }
 
     async def _write_search_index(self) -> None:
         """The FHIR search rows of the results whose current version changed, from the
