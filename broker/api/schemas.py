@@ -73,6 +73,18 @@ class CheckIn(BaseModel):
         default=None, description="the patient's; else the birth date hospitals sent is used"
     )
     pregnant: bool | None = None
+    purpose: str | None = Field(
+        default=None,
+        max_length=40,
+        description="purpose of use: TREAT (default), ETREAT (default when emergency), BTG, "
+        "or mrb's word for them (schemas/policy/purposes.yaml); an unknown one is 400",
+    )
+    break_glass_reason: str | None = Field(
+        default=None,
+        max_length=500,
+        description="with emergency: true (or ETREAT/BTG), reads beyond the patient's consent "
+        "and opt-out as break-glass: audited with this reason and reviewed",
+    )
 
 
 class Text(BaseModel):

@@ -70,6 +70,7 @@ from broker.domain.recognition import (
 from broker.domain.results import WITHDRAWN_STATUSES
 from broker.ports.cds import CallAdmission, CdsUnitOfWork, DraftCheck, StoredCard
 from broker.ports.check import CheckUnitOfWork
+from broker.ports.consent import NO_CONSENT_RECORDS, ConsentReader
 from broker.security.pseudonyms import Pseudonymiser
 from broker.services.checks import CheckAnswer, CheckRequest, RulesSource, run_check
 from broker.services.outcomes import OutcomeRequest, RecordedOutcome
@@ -107,6 +108,9 @@ class CdsHooks:
     admission: CallAdmission
     record_outcomes: OutcomeRecorder
     allow_http_loopback: bool = False  # MRB_CDS_ALLOW_HTTP_LOOPBACK: tests and development
+    # The patient's opt-out and consents (issue "Patient rights"), read afresh per call. A
+    # CDS call is for treatment, asserted by the EHR's context; it never breaks the glass.
+    consents: ConsentReader = NO_CONSENT_RECORDS
 
 
 @dataclass(frozen=True)
@@ -256,13 +260,16 @@ async def _orders(call: _Call, service: ServiceDefinition) -> dict[str, Any]:
     found = await _identify(call, emergency=any(r.draft.urgent for r in resolved))
     if found is None:
         return dict(NO_CARDS)
-    ident, _person, birth_date = found
+    ident, person, birth_date = found
     pseudonym = hooks.pseudonyms.of(ident)
     positions = {r.draft.ref: i for i, r in enumerate(resolved)}
+    consent = await hooks.consents.view(person)
 
     async with hooks.uow() as uow:
         stored = await uow.drafts.find(hospital, pseudonym, [r.draft.ref for r in resolved])
-        usable = await _reusable(uow, list(stored.values()), caller.now)
+        # A check made before the patient's consent or opt-out changed is decided again.
+        held_ok = [h for h in stored.values() if consent.unchanged_since(h.created_at)]
+        usable = await _reusable(uow, held_ok, caller.now)
     reused: list[tuple[ResolvedOrder, DraftCheck]] = []
     fresh: list[ResolvedOrder] = []
     for r in resolved:
@@ -288,6 +295,7 @@ async def _orders(call: _Call, service: ServiceDefinition) -> dict[str, Any]:
             ),
             call.actor,
             now=caller.now,
+            consents=hooks.consents,
         )
 
     issued: list[_Issued] = []
@@ -532,13 +540,17 @@ async def _patient_view(call: _Call) -> dict[str, Any]:
         since = caller.now - timedelta(days=horizon + 1)
         everything = await uow.results.prior_items(person)
         # Other hospitals' sensitive results are neither counted nor named, nor do they date
-        # the card: a patient who has only those gets no card (issue "Patient rights").
-        # No consent record is read here yet: none is recorded (services.checks.Consents).
-        hidden = rules.sensitivity.hidden_results(everything, viewer=hospital, catalog=catalog)
+        # the card, unless the patient consented to share their category; after an opt-out
+        # no other hospital's result is: no card (issue "Patient rights").
+        consent = await hooks.consents.view(person)
+        hidden = rules.sensitivity.hidden_results(
+            everything, viewer=hospital, catalog=catalog, consented=consent.categories
+        )
         prior = [
             p
             for p in everything
-            if p.result_id not in hidden
+            if not consent.opted_out
+            and p.result_id not in hidden
             and p.hospital != hospital
             and p.effective is not None
             and since <= p.effective <= caller.now

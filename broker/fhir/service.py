@@ -6,12 +6,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 from typing import Any
+from urllib.parse import unquote
 
 from broker.domain.actors import Actor, Role
-from broker.domain.errors import Refused
+from broker.domain.errors import Invalid, NotAllowed, Refused
 from broker.domain.identifier_systems import IdentifierRegistry
 from broker.domain.identifiers import InvalidIdentifier, PatientIdentifier
+from broker.domain.purposes import PurposeTable, UnknownPurpose, doctor_read
 from broker.fhir import pdq, pix
+from broker.fhir.consent import consent_capability, consent_resource
 from broker.fhir.cursors import CursorSigner, Page, page_links, resume
 from broker.fhir.documents import (
     BundleEntry,
@@ -24,17 +27,14 @@ from broker.fhir.errors import forbidden, gone, invalid, not_found
 from broker.fhir.params import PARAMS, WITHDRAWN, Search, parse_search
 from broker.fhir.pix import PixQuery
 from broker.fhir.resources import ResultView, instant, merge_patients, patient_identifiers
+from broker.ports.consent import NO_CONSENT_RECORDS, ConsentReader
 from broker.ports.fhir import Admission, FhirReindex, FhirUnitOfWork, Hit, Viewer
+from broker.reference.purposes import shipped_purposes
 from broker.reference.sensitive import shipped_index_codes
+from broker.services.consents import ConsentService, note_break_glass
 
 RESOURCE_TYPES = tuple(PARAMS)
-# HL7 v3 PurposeOfUse codes a doctor may state (header X-Purpose-Of-Use) -> audit purpose.
-PURPOSES = {
-    "TREAT": "treatment",
-    "ETREAT": "emergency-treatment",
-    "CAREMGT": "care-management",
-    "PATRQT": "patient-request",
-}
+CONSENT = "Consent"  # served from the consent record (broker/services/consents.py)
 PURGED_TEXT = (
     "the payload it is read from was purged under the retention policy "
     "(MRB_PAYLOAD_RETENTION_DAYS); recognition checks still use the result's index entry"
@@ -46,6 +46,8 @@ class Reader:
     actor: Actor
     purpose: str  # the audit purpose
     client: str | None = None  # a registered machine client's issuer (PIXm, PDQm)
+    # An emergency read with a reason (X-Break-Glass-Reason): beyond consent and opt-out.
+    break_glass_reason: str | None = None
 
     @property
     def hospital(self) -> str:
@@ -63,8 +65,18 @@ class _Patient:
     identifier: PatientIdentifier | None  # when named by identifier (audited pseudonymised)
 
 
-def caller(actor: Actor, purpose_header: str | None) -> Reader:
+def caller(
+    actor: Actor,
+    purpose_header: str | None,
+    reason_header: str | None = None,
+    purposes: PurposeTable | None = None,
+) -> Reader:
     """The caller if they may read patient data (doctors only), with their purpose.
+
+    The purpose (X-Purpose-Of-Use, an HL7 v3 code; default TREAT) must be a doctor's
+    (broker.domain.purposes). ETREAT or BTG with X-Break-Glass-Reason (percent-encoded
+    UTF-8) is break-glass: the patient's opt-out and unconsented sensitive results do not
+    hide results from it, and it is audited as `break-glass` with the reason.
 
     A doctor of any hospital reads any hospital's results: that is what mutual
     recognition is for; every read is audited with the purpose stated. The patient's
@@ -75,7 +87,16 @@ def caller(actor: Actor, purpose_header: str | None) -> Reader:
             f"FHIR reads of patient data need a doctor token; this token's role is "
             f"{actor.role.value}"
         )
-    return Reader(actor, _purpose(purpose_header))
+    reason = unquote(reason_header) if reason_header else None
+    try:
+        stated = doctor_read(purposes or shipped_purposes(), purpose_header, reason=reason)
+    except UnknownPurpose as exc:
+        raise invalid(f"X-Purpose-Of-Use: {exc.detail}") from None
+    except NotAllowed as exc:
+        raise forbidden(f"X-Purpose-Of-Use: {exc.detail}") from None
+    except Invalid as exc:
+        raise invalid(exc.detail) from None
+    return Reader(actor, stated.audit, break_glass_reason=stated.break_glass_reason)
 
 
 def machine_caller(issuer: str, hospital: str, purpose_header: str | None) -> Reader:
@@ -98,12 +119,14 @@ def person_refused(actor: Actor) -> Exception:
 
 
 def _purpose(header: str | None) -> str:
-    code = (header or "TREAT").strip().upper()
-    if code not in PURPOSES:
-        raise invalid(
-            f"X-Purpose-Of-Use {code[:20]!r} is not accepted: use one of " + ", ".join(PURPOSES)
-        )
-    return PURPOSES[code]
+    """A machine client's purpose: any on the list (they are not doctors), not break-glass."""
+    try:
+        purpose = shipped_purposes().parse(header)
+    except UnknownPurpose as exc:
+        raise invalid(f"X-Purpose-Of-Use: {exc.detail}") from None
+    if purpose.code == "break-glass":
+        raise invalid("X-Purpose-Of-Use: BTG is for a doctor's emergency read with a reason")
+    return purpose.code
 
 
 class FhirService:
@@ -120,11 +143,20 @@ class FhirService:
         identifiers: IdentifierRegistry,
         version: str = "0.1.0",
         sensitive_codes: frozenset[tuple[str, str]] | None = None,
+        consents: ConsentReader = NO_CONSENT_RECORDS,
+        hidden_codes: Callable[[frozenset[str]], frozenset[tuple[str, str]]] | None = None,
+        consent_records: ConsentService | None = None,
     ) -> None:
         """`sensitive_codes`: the (system, code) pairs that make a result sensitive
-        (SensitivityTable.index_codes); the shipped table's unless given."""
+        (SensitivityTable.index_codes); the shipped table's unless given. `consents`: the
+        patient's opt-out and consents, read afresh for every request; `hidden_codes`: the
+        pairs still hiding a result once some categories are consented (services.consents
+        .hidden_codes); `consent_records`: serves the Consent resources."""
         self._identifiers = identifiers
         self._hidden = shipped_index_codes() if sensitive_codes is None else sensitive_codes
+        self._consents = consents
+        self._hidden_for = hidden_codes
+        self._consent_records = consent_records
         self._uow = uow
         self._reindex = reindex
         self._admission = admission
@@ -133,29 +165,103 @@ class FhirService:
         self._version = version
 
     def capabilities(self, base: str) -> dict[str, Any]:
-        return capability_statement(base, datetime.now(UTC), self._version)
+        statement = capability_statement(base, datetime.now(UTC), self._version)
+        if self._consent_records is not None:
+            for rest in statement.get("rest") or []:
+                rest.setdefault("resource", []).append(consent_capability())
+        return statement
+
+    async def _viewer(self, caller: Reader, person_id: str | None) -> Viewer:
+        """What the index may serve this caller of this patient, as the patient's record says
+        now: nothing of other hospitals after an opt-out; other hospitals' sensitive results
+        unless consented; everything to a break-glass read."""
+        if caller.break_glass_reason is not None:
+            return Viewer(caller.hospital)
+        if person_id is None:
+            return caller.viewer(self._hidden)
+        view = await self._consents.view(person_id)
+        hidden = self._hidden
+        if view.categories and self._hidden_for is not None:
+            hidden = self._hidden_for(view.categories)
+        return Viewer(caller.hospital, hidden, own_only=view.opted_out)
+
+    # -- Consent (the patient's consent record; broker/services/consents.py) ------------
+
+    async def _consent_search(
+        self, caller: Reader, pairs: Sequence[tuple[str, str]], base: str
+    ) -> dict[str, Any]:
+        """The patient's Consents for a doctor of a hospital holding their results; an empty
+        searchset for any other, exactly as for a patient mrb does not know."""
+        assert self._consent_records is not None
+        identifier, person_id, status = _consent_params(pairs)
+        found = await self._consent_records.of_patient(
+            caller.actor,
+            identifier=identifier,
+            person_id=person_id,
+            purpose=caller.purpose,
+            action="fhir-search",
+            detail=_glass(
+                caller,
+                {"resource_type": CONSENT, "parameters": sorted({k for k, _ in pairs})},
+            ),
+        )
+        now = datetime.now(UTC)
+        names = self._consent_records.category_names()
+        entries = []
+        if found is not None:
+            for r in found.records:
+                resource = consent_resource(r, found.person_id, now, names)
+                if status is None or resource["status"] == status:
+                    entries.append(BundleEntry(resource, "match"))
+        return searchset(
+            base=base,
+            total=len(entries),
+            entries=entries,
+            links={"self": f"{base}/{CONSENT}"},
+            now=now,
+        )
+
+    async def _consent_read(self, caller: Reader, rid: str) -> dict[str, Any]:
+        assert self._consent_records is not None
+        found = await self._consent_records.one(caller.actor, rid, purpose=caller.purpose)
+        if found is None:
+            raise not_found(f"no {CONSENT} with this id is known to mrb")
+        record, person_id = found
+        return consent_resource(
+            record, person_id, datetime.now(UTC), self._consent_records.category_names()
+        )
 
     # -- read ---------------------------------------------------------------------------
 
     async def read(self, caller: Reader, resource_type: str, rid: str) -> dict[str, Any]:
+        if resource_type == CONSENT and self._consent_records is not None:
+            return await self._consent_read(caller, rid)
         _check_type(resource_type)
         if resource_type == "Patient":
             return await self._read_patient(caller, rid)
-        # Another hospital's sensitive result is not found, exactly as one that never was.
-        viewer = caller.viewer(self._hidden)
+        # Another hospital's sensitive result (or any, after the patient opted out) is not
+        # found, exactly as one that never was. Whose it is is learnt first (`probe`), then
+        # the patient's record decides what the caller may see.
+        unknown = f"no {resource_type} with this id is known to mrb"
+        probe = Viewer(caller.hospital)
         async with self._uow() as uow:
-            row = await uow.index.resource(rid, resource_type, viewer=viewer)
+            row = await uow.index.resource(rid, resource_type, viewer=probe)
             # A result id not indexed yet (or never searched) is read by its own id.
             result_id = (
                 row.result_id
                 if row
-                else await uow.index.result_id(rid, resource_type, viewer=viewer)
+                else await uow.index.result_id(rid, resource_type, viewer=probe)
             )
         if result_id is None:
-            raise not_found(f"no {resource_type} with this id is known to mrb")
+            raise not_found(unknown)
         await self._reindex.results([result_id])
         async with self._uow() as uow:
-            row = await uow.index.resource(rid, resource_type, viewer=viewer)
+            row = await uow.index.resource(rid, resource_type, viewer=probe)
+            viewer = await self._viewer(caller, row.person_id if row else None)
+            if row is not None and viewer != probe:
+                row = await uow.index.resource(rid, resource_type, viewer=viewer)
+                if row is None:
+                    raise not_found(unknown)
             if row is None:
                 raise not_found(f"{resource_type}/{rid} is not in the current version")
             opened = await uow.payloads.open([row.version_id])
@@ -173,12 +279,16 @@ class FhirService:
                 purpose=caller.purpose,
                 patient=None,
                 person_id=row.person_id,
-                detail={
-                    "resource": f"{resource_type}/{rid}",
-                    "outcome": "purged" if view is None else "gone" if withdrawn else "read",
-                },
+                detail=_glass(
+                    caller,
+                    {
+                        "resource": f"{resource_type}/{rid}",
+                        "outcome": "purged" if view is None else "gone" if withdrawn else "read",
+                    },
+                ),
             )
             await uow.commit()
+        _broke_glass(caller)
         if view is None or found is None:
             raise gone(f"{resource_type}/{rid}: {PURGED_TEXT}")
         if withdrawn:
@@ -351,6 +461,8 @@ class FhirService:
         strict: bool,
         base: str,
     ) -> dict[str, Any]:
+        if resource_type == CONSENT and self._consent_records is not None:
+            return await self._consent_search(caller, pairs, base)
         _check_type(resource_type)
         now = datetime.now(UTC)
         asked = resume(self._signer, pairs, resource_type, caller.actor, now)
@@ -367,7 +479,7 @@ class FhirService:
         total = 0
         if patient.person_id is not None:
             await self._reindex.person(patient.person_id)
-        viewer = caller.viewer(self._hidden)
+        viewer = await self._viewer(caller, patient.person_id)
         shown = patient  # what the answer may tell of the patient
         async with self._uow() as uow:
             if patient.person_id is not None and not await self._sees(
@@ -403,6 +515,7 @@ class FhirService:
                 },
             )
             await uow.commit()
+        _broke_glass(caller)
         entries += ignored_outcome(search.ignored)
         links = self._links(search, shown, caller.actor, offset, total, base, now)
         return searchset(base=base, total=total, entries=entries, links=links, now=now)
@@ -451,14 +564,16 @@ class FhirService:
 
     async def _sees(self, uow: FhirUnitOfWork, person_id: str, caller: Reader) -> bool:
         """Whether the caller may see any of the person's results (else: unknown to them)."""
-        return await uow.index.sees(person_id, viewer=caller.viewer(self._hidden))
+        return await uow.index.sees(person_id, viewer=await self._viewer(caller, person_id))
 
     async def _patient_views(
         self, uow: FhirUnitOfWork, person_id: str, caller: Reader
     ) -> list[ResultView]:
         """The newest payload of each hospital that sent a Patient, newest first, among the
         results the caller may see (none: the person is unknown to the caller)."""
-        versions = await uow.index.patient_versions(person_id, viewer=caller.viewer(self._hidden))
+        versions = await uow.index.patient_versions(
+            person_id, viewer=await self._viewer(caller, person_id)
+        )
         views = (await uow.payloads.open(versions)).views
         return sorted(
             (views[v] for v in versions if v in views),
@@ -519,8 +634,49 @@ class FhirService:
             purpose=caller.purpose,
             patient=patient.identifier,
             person_id=patient.person_id,
-            detail=detail,
+            detail=_glass(caller, detail),
         )
+
+
+def _broke_glass(caller: Reader) -> None:
+    if caller.break_glass_reason is not None:
+        note_break_glass(caller.actor, "fhir")
+
+
+def _consent_params(
+    pairs: Sequence[tuple[str, str]],
+) -> tuple[tuple[str, str] | None, str | None, str | None]:
+    """Consent search: `patient` (Patient/{id} or {id}) or `patient:identifier`
+    (system|value), and `status`; exactly one patient."""
+    identifier: tuple[str, str] | None = None
+    person_id: str | None = None
+    status: str | None = None
+    for key, value in pairs:
+        if key in ("patient", "subject"):
+            person_id = value.removeprefix("Patient/").strip()[:64] or None
+        elif key in ("patient:identifier", "patient.identifier", "subject:identifier"):
+            system, bar, code = value.partition("|")
+            if not bar or not code:
+                raise invalid("patient:identifier takes system|value")
+            identifier = (system, code)
+        elif key == "status":
+            if value not in ("active", "inactive"):
+                raise invalid("status is active or inactive")
+            status = value
+        elif key not in ("_count", "_format", "_summary"):
+            raise invalid(
+                f"Consent search takes patient, patient:identifier and status, not {key[:40]!r}"
+            )
+    if (identifier is None) == (person_id is None):
+        raise invalid("Consent search names one patient: patient or patient:identifier")
+    return identifier, person_id, status
+
+
+def _glass(caller: Reader, detail: dict[str, Any]) -> dict[str, Any]:
+    """The audit detail, with the reason when the read broke the glass."""
+    if caller.break_glass_reason is None:
+        return detail
+    return {**detail, "break_glass_reason": caller.break_glass_reason}
 
 
 def _check_type(resource_type: str) -> None:

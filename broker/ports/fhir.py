@@ -30,6 +30,8 @@ class Viewer:
 
     hospital: str
     hidden: frozenset[tuple[str, str]] = frozenset()
+    # The patient opted out of cross-hospital sharing: only `hospital`'s own results exist.
+    own_only: bool = False
 
 
 @dataclass(frozen=True)

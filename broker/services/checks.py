@@ -11,9 +11,11 @@ from broker import ports
 from broker.domain.actors import Actor
 from broker.domain.catalog import Catalog
 from broker.domain.check_items import StoredCheckItem
+from broker.domain.consent import ConsentView
 from broker.domain.errors import Invalid, NotAllowed, NotFound
 from broker.domain.identifier_systems import IdentifierRegistry
 from broker.domain.identifiers import InvalidIdentifier
+from broker.domain.purposes import TREATMENT, PurposeTable, doctor_read
 from broker.domain.recognition import (
     ItemDecision,
     Order,
@@ -28,8 +30,11 @@ from broker.domain.recognition import (
 )
 from broker.domain.sensitivity import SensitivityTable
 from broker.observability import CHECKS
+from broker.ports.consent import NO_CONSENT_RECORDS, ConsentReader
 from broker.reference.identifier_systems import shipped_identifier_registry
+from broker.reference.purposes import shipped_purposes
 from broker.reference.sensitive import shipped_sensitivity
+from broker.services.consents import note_break_glass
 
 
 @dataclass(frozen=True)
@@ -42,6 +47,11 @@ class CheckRequest:
     emergency: bool = False
     # age and pregnancy, when the caller knows them
     patient: PatientContext = field(default_factory=PatientContext)
+    # The purpose of use (broker.domain.purposes: an audit word or an HL7 v3 code; None:
+    # treatment, or emergency treatment for an emergency) and, for an emergency read
+    # beyond the patient's consent or opt-out, the reason (break-glass).
+    purpose: str | None = None
+    break_glass_reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -75,26 +85,14 @@ class RulesSource(Protocol):
     async def current_rules(self, mappings: ports.Mappings) -> Rules: ...
 
 
-class Consents(Protocol):
-    """The sensitive categories (broker.domain.sensitivity) a patient's recorded consent
-    lets other hospitals see. The consent record is built elsewhere (issue "Patient
-    rights"); until it is wired in, no consent is recorded for anyone."""
-
-    async def consented_categories(
-        self, person_id: str | None, ordering_hospital: str
-    ) -> frozenset[str]: ...
-
-
-class NoConsents:
-    """No consent recorded: every sensitive result stays with its issuing hospital."""
-
-    async def consented_categories(
-        self, person_id: str | None, ordering_hospital: str
-    ) -> frozenset[str]:
-        return frozenset()
-
-
-NO_CONSENTS = NoConsents()
+def _seen(
+    view: ConsentView, sensitivity: SensitivityTable, *, break_glass: bool
+) -> tuple[bool, frozenset[str]]:
+    """(own hospital's results only, categories shared) for this read: break-glass sees
+    every category and ignores an opt-out; an opt-out leaves the issuer its own only."""
+    if break_glass:
+        return False, frozenset(c.code for c in sensitivity.categories)
+    return view.opted_out, view.categories
 
 
 async def run_check(
@@ -104,11 +102,20 @@ async def run_check(
     actor: Actor,
     *,
     now: datetime | None = None,
-    consents: Consents = NO_CONSENTS,
+    consents: ConsentReader = NO_CONSENT_RECORDS,
+    purposes: PurposeTable | None = None,
 ) -> CheckAnswer:
     """Answer a check, store it and its event, and audit the read of the patient's results:
     one unit of work, committed once. Other hospitals' sensitive results are not read
-    (their values stay sealed) nor used, unless `consents` says the patient agreed."""
+    (their values stay sealed) nor used, unless `consents` says the patient agreed; a
+    patient who opted out of sharing has no results at other hospitals (every item answered
+    as if none existed); an emergency with a reason reads beyond both (break-glass)."""
+    stated = doctor_read(
+        purposes or shipped_purposes(),
+        request.purpose,
+        emergency=request.emergency,
+        reason=request.break_glass_reason,
+    )
     if actor.hospital != request.ordering_hospital:
         raise NotAllowed(
             "Not your hospital",
@@ -135,14 +142,18 @@ async def run_check(
         catalog = rules.catalog.for_region(ordering.region, local_date(request.order_time))
         wanted = [resolve_order(o, catalog, ordering.id) for o in request.items]
         person_id = await uow.people.find(ident)
-        # Consent comes from its record only, never from what the caller sent.
-        consented = await consents.consented_categories(person_id, ordering.id)
+        # Consent comes from its record only (read afresh: a withdrawal counts at once),
+        # never from what the caller sent.
+        own_only, consented = _seen(
+            await consents.view(person_id), rules.sensitivity, break_glass=stated.break_glass
+        )
+        viewer = ordering.id
         prior = (
             await uow.results.prior_items(
                 person_id,
                 lambda items: results_that_matter(
                     wanted,
-                    items,
+                    [i for i in items if i.hospital == viewer] if own_only else items,
                     catalog,
                     sensitivity=rules.sensitivity,
                     viewer=ordering.id,
@@ -153,6 +164,8 @@ async def run_check(
             if person_id
             else []
         )
+        if own_only:  # opted out: as if no other hospital had ever sent a result
+            prior = [p for p in prior if p.hospital == viewer]
         context = replace(request.patient, consented=consented)
         if context.birth_date is None and person_id and needs_age(wanted, catalog):
             context = replace(context, birth_date=await uow.people.birth_date(person_id))
@@ -198,15 +211,21 @@ async def run_check(
         await uow.events.append(
             "check", request.ordering_hospital, _event(check_id, request, stored), now
         )
+        detail: dict[str, Any] = {"check_id": check_id, "items": len(answers)}
+        if stated.break_glass:
+            detail["break_glass_reason"] = stated.break_glass_reason
         await uow.audit.record_read(
             actor,
             action="recognition-check",
-            purpose="order-entry",
+            # A check for treatment is audited as order entry, as it always was.
+            purpose="order-entry" if stated.audit == TREATMENT else stated.audit,
             patient=ident,
             person_id=person_id,
-            detail={"check_id": check_id, "items": len(answers)},
+            detail=detail,
         )
         await uow.commit()
+    if stated.break_glass:
+        note_break_glass(actor, "recognition-check")
     return CheckAnswer(check_id, tuple(answers))
 
 

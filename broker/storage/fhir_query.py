@@ -75,7 +75,10 @@ class _SqlRelations:
 def visible_to(viewer: Viewer) -> ColumnElement[bool]:
     """The results (rows of `result`) `viewer` may see: its own hospital's, and another's
     holding no row coded as sensitive (broker.domain.sensitivity). Read from the result's
-    items, which outlive a purged payload, so a purged sensitive result stays hidden too."""
+    items, which outlive a purged payload, so a purged sensitive result stays hidden too.
+    A patient who opted out of sharing (`own_only`): the viewer's own results only."""
+    if viewer.own_only:
+        return result.c.hospital_id == viewer.hospital
     if not viewer.hidden:
         return true()
     ri = result_item.c

@@ -166,6 +166,7 @@ class TestCapabilityStatement:
             "Observation",
             "ImagingStudy",
             "AuditEvent",  # for the audit role (tests/integration/test_fhir_audit_events.py)
+            "Consent",  # the patient's own hospitals' (tests/integration/test_consent_and_...)
         }
         for x in rest.values():
             assert [i["code"] for i in x["interaction"]] == ["read", "search-type"]

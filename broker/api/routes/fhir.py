@@ -141,7 +141,11 @@ async def check_format(request: Request) -> None:
 
 
 async def get_caller(request: Request, actor: Annotated[Actor, Depends(get_actor)]) -> Reader:
-    return caller(actor, request.headers.get("x-purpose-of-use"))
+    return caller(
+        actor,
+        request.headers.get("x-purpose-of-use"),
+        request.headers.get("x-break-glass-reason"),
+    )
 
 
 async def get_machine_caller(request: Request, container: ContainerDep) -> Reader:
@@ -174,7 +178,7 @@ CallerDep = Annotated[Reader, Depends(get_caller)]
 MachineDep = Annotated[Reader, Depends(get_machine_caller)]
 AuditEventsDep = Annotated[AuditEvents, Depends(get_audit_events)]
 ActorDep = Annotated[Actor, Depends(get_actor)]
-SERVED = (*RESOURCE_TYPES, "AuditEvent")
+SERVED = (*RESOURCE_TYPES, "AuditEvent", "Consent")
 
 
 def _base(request: Request) -> str:

@@ -42,12 +42,15 @@ async def check(body: CheckIn, container: ContainerDep, actor: DoctorDep) -> Che
         emergency=body.emergency,
         items=tuple(_order(i) for i in body.items),
         patient=PatientContext(body.birth_date, body.pregnant),
+        purpose=body.purpose,
+        break_glass_reason=body.break_glass_reason,
     )
     answer = await run_check(
         container.check_uow(),
         container.rules_provider(),
         request,
         actor,
+        consents=container.consent_reader(),
     )
     return CheckOut(check_id=answer.check_id, items=[_item(a) for a in answer.items])
 
