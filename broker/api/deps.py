@@ -3,7 +3,9 @@
 Authentication: an EdDSA token from a trusted issuer key, recorded when issued and not
 revoked (broker/security/tokens.py, broker/services/tokens.py), or, when MRB_OIDC_ISSUER
 is set, a token of that OpenID Connect issuer whose subject mrb maps to an enabled role
-(broker/security/oidc.py, broker/services/users.py). Authorisation: each route
+(broker/security/oidc.py, broker/services/users.py), or, from the web pages, a session
+cookie of a local account's login (broker/services/web_login.py), with the session's CSRF
+token in `X-CSRF-Token` on every request that may change something. Authorisation: each route
 names the duty it serves (`require(Duty.X)`, the role table in broker/domain/actors.py);
 whether a hospital role acts on its own hospital is checked where that hospital is known
 (the handler or the service), with `Actor.authorize`.
@@ -12,6 +14,7 @@ whether a hospital role acts on its own hospital is checked where that hospital 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -21,12 +24,16 @@ from broker.bootstrap import Container
 from broker.domain.actors import GRANTS, Actor, Duty
 from broker.domain.errors import NotAllowed, Unauthenticated, Unavailable
 from broker.security.oidc import IssuerUnavailable, unverified_issuer
+from broker.security.passwords import csrf_matches
 from broker.security.tokens import ISSUER, InvalidToken
 from broker.services import users as user_service
+from broker.services import web_login
 from broker.services.tokens import TokenRevoked
+from broker.settings import Settings
 
 
-def get_container(request: Request) -> Container:
+async def get_container(request: Request) -> Container:
+    # A coroutine: FastAPI would run a plain function in its thread pool, on every request.
     container: Container = request.app.state.container
     return container
 
@@ -40,17 +47,62 @@ _bearer = HTTPBearer(
 )
 
 
+SECURE_COOKIE = "__Host-mrb_session"
+PLAIN_COOKIE = "mrb_session"  # MRB_WEB_COOKIE_SECURE=false: plain-HTTP demos only
+CSRF_HEADER = "X-CSRF-Token"
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def session_cookie(settings: Settings) -> str:
+    """The session cookie's name: `__Host-` makes browsers insist on Secure, Path=/ and no
+    Domain, so no sibling host can plant or read it."""
+    return SECURE_COOKIE if settings.web_cookie_secure else PLAIN_COOKIE
+
+
+async def web_session(request: Request, container: Container) -> web_login.ActiveSession | None:
+    """The live session of the request's cookie (None without a cookie), also checking the
+    CSRF header on an unsafe method; Unauthenticated (401) for a dead session, NotAllowed
+    (403) for a missing or wrong CSRF token."""
+    session_id = request.cookies.get(session_cookie(container.settings))
+    if not session_id:
+        return None
+    active = await web_login.active(
+        container.web_uow(),
+        session_id,
+        now=datetime.now(UTC),
+        policy=container.settings.web_session_policy,
+    )
+    # A cookie goes with any request the browser makes, even one another site's page
+    # triggers: a change needs the token only this origin's pages can have read.
+    if request.method not in _SAFE_METHODS and not csrf_matches(
+        session_id, request.headers.get(CSRF_HEADER)
+    ):
+        raise NotAllowed(
+            "CSRF token missing or wrong",
+            f"a {request.method} with the session cookie must send the session's CSRF token "
+            f"in the {CSRF_HEADER} header (from POST /auth/login or GET /auth/session)",
+        )
+    request.state.actor = active.actor
+    return active
+
+
 async def get_actor(
     request: Request,
     container: ContainerDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Actor:
-    """The token's caller, also left in request.state.actor for the access log."""
+    """The token's (or web session's) caller, also left in request.state.actor for the
+    access log. A bearer token wins over a cookie: it is never sent by a browser on its
+    own, so it needs no CSRF token."""
     if credentials is None:
+        active = await web_session(request, container)
+        if active is not None:
+            return active.actor
         raise Unauthenticated(
             "Authentication required",
             "send `Authorization: Bearer <token>`; a security administrator issues tokens "
-            "with `mrb token issue --role R --hospital H --subject NAME`",
+            "with `mrb token issue --role R --hospital H --subject NAME`; people sign in to "
+            "the web pages at /login",
         )
     token = credentials.credentials
     oidc = container.oidc_verifier()

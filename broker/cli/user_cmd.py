@@ -1,5 +1,7 @@
 """`mrb user map|list|disable`: people who log in through OpenID Connect, and what mrb
-lets each of them do (a role and a hospital per issuer + subject)."""
+lets each of them do (a role and a hospital per issuer + subject); `mrb user add|reset`
+(and `disable --username`): local accounts that sign in to the web pages with a password
+(argon2id-hashed; the embedded set-up, or where no issuer is run)."""
 
 from __future__ import annotations
 
@@ -12,12 +14,16 @@ from rich.table import Table
 from broker.bootstrap import Container
 from broker.cli.context import BY_HELP, operator, with_container
 from broker.domain.actors import Role
+from broker.domain.sessions import MIN_PASSWORD_LENGTH, check_password
+from broker.ports.web import WebAccount
+from broker.security.passwords import generate_password
 from broker.services import users as user_service
 from broker.settings import Settings
 from broker.storage.oidc_users import OidcUser
 
 app = typer.Typer(
-    help="People who log in through the OpenID Connect issuer (MRB_OIDC_ISSUER).",
+    help="People who log in: local accounts (add, reset, disable --username) and those of "
+    "the OpenID Connect issuer, MRB_OIDC_ISSUER (map, disable --subject).",
     no_args_is_help=True,
 )
 console = Console(soft_wrap=True)
@@ -78,16 +84,24 @@ def list_(
     enabled: Annotated[bool, typer.Option("--enabled", help="Leave out disabled people.")] = False,
     by: Annotated[str | None, typer.Option(help=BY_HELP)] = None,
 ) -> None:
-    """Mapped people: issuer, subject, name, role, hospital, who mapped them, disabled."""
+    """Mapped people (issuer, subject, name, role, hospital, who mapped them, disabled),
+    then local accounts (unless --issuer is given)."""
     actor = operator(Role.SECURITY_ADMIN, by)
 
-    async def work(container: Container) -> list[OidcUser]:
-        return await user_service.listed(
+    async def work(container: Container) -> tuple[list[OidcUser], list[WebAccount]]:
+        mapped = await user_service.listed(
             container.access_uow(), actor, issuer=issuer, hospital=hospital, enabled_only=enabled
         )
+        local = (
+            []
+            if issuer is not None
+            else await user_service.listed_accounts(container.web_uow(), actor, hospital=hospital)
+        )
+        return mapped, [a for a in local if not (enabled and a.disabled_at)]
 
+    mapped, local = with_container(work)
     table = Table("issuer", "subject", "name", "role", "hospital", "mapped", "disabled")
-    for u in with_container(work):
+    for u in mapped:
         table.add_row(
             u.issuer,
             u.subject,
@@ -98,18 +112,54 @@ def list_(
             f"{u.disabled_at:%Y-%m-%d %H:%M}" if u.disabled_at else "-",
         )
     console.print(table)
+    if local:
+        accounts = Table(
+            "local account", "name", "role", "hospital", "added", "locked until", "disabled"
+        )
+        for a in local:
+            accounts.add_row(
+                a.username,
+                a.display_name or "-",
+                a.role,
+                a.hospital,
+                f"{a.created_at:%Y-%m-%d %H:%M} by {a.created_by}",
+                f"{a.locked_until:%Y-%m-%d %H:%M}" if a.locked_until else "-",
+                f"{a.disabled_at:%Y-%m-%d %H:%M}" if a.disabled_at else "-",
+            )
+        console.print(accounts)
 
 
 @app.command("disable")
 def disable(
-    subject: Annotated[str, typer.Option(help="The person's `sub` at the issuer.")],
     reason: Annotated[str, typer.Option(help="Why (recorded), e.g. 'left the hospital'.")],
+    subject: Annotated[
+        str | None, typer.Option(help="An OpenID Connect person: their `sub` at the issuer.")
+    ] = None,
+    username: Annotated[str | None, typer.Option(help="A local account's username.")] = None,
     issuer: Annotated[str | None, typer.Option(help=_ISSUER_HELP)] = None,
     by: Annotated[str | None, typer.Option(help=BY_HELP)] = None,
 ) -> None:
-    """Disable a person: their next request gets 403, in every API process, without a
-    restart (`mrb user map` enables them again)."""
+    """Disable a person, named by --subject (OpenID Connect) or --username (a local
+    account): their next request is refused, in every API process, without a restart, and
+    a local account's web sessions end at once (`mrb user map` / `mrb user reset --enable`
+    enable them again)."""
+    if (subject is None) == (username is None):
+        raise typer.BadParameter("give --subject (OpenID Connect) or --username (local), one")
     actor = operator(Role.SECURITY_ADMIN, by)
+    if username is not None:
+        name = username
+
+        async def local(container: Container) -> bool:
+            return await user_service.disable_account(
+                container.web_uow(), actor, username=name, reason=reason
+            )
+
+        if with_container(local):
+            console.print(f"disabled the local account {name}; its sessions ended")
+        else:
+            console.print(f"the local account {name} was disabled already")
+        return
+    assert subject is not None
     iss = _issuer(issuer)
 
     async def work(container: Container) -> bool:
@@ -121,3 +171,82 @@ def disable(
         console.print(f"disabled {subject} of {iss}")
     else:
         console.print(f"{subject} of {iss} was disabled already")
+
+
+def _new_password(username: str, generate: bool) -> tuple[str, bool]:
+    """A password typed twice (hidden), or generated; True when generated (print it)."""
+    if generate:
+        return generate_password(), True
+    password: str = typer.prompt(
+        f"new password for {username} (at least {MIN_PASSWORD_LENGTH} characters)",
+        hide_input=True,
+        confirmation_prompt=True,
+    )
+    check_password(username, password)  # fail before touching the database
+    return password, False
+
+
+_GENERATE_HELP = "Generate a random password and print it once, instead of prompting."
+
+
+@app.command("add")
+def add(
+    username: Annotated[
+        str, typer.Option(help="2-64 of a-z 0-9 . _ @ - (stored lower-case); audited.")
+    ],
+    role: Annotated[Role, typer.Option(help=f"One of: {_ROLES}.")],
+    hospital: Annotated[
+        str | None,
+        typer.Option(help="The hospital a hospital role acts for; platform roles act for all."),
+    ] = None,
+    name: Annotated[str | None, typer.Option("--name", help="A display name.")] = None,
+    generate: Annotated[bool, typer.Option("--generate", help=_GENERATE_HELP)] = False,
+    by: Annotated[str | None, typer.Option(help=BY_HELP)] = None,
+) -> None:
+    """A local account for the web pages (/login), with one role (and hospital) exactly
+    as an API token's. The password is hashed with argon2id; it is never stored or shown
+    again."""
+    actor = operator(Role.SECURITY_ADMIN, by)
+    password, generated = _new_password(username, generate)
+
+    async def work(container: Container) -> WebAccount:
+        return await user_service.add_account(
+            container.web_uow(),
+            actor,
+            username=username,
+            password=password,
+            role=role,
+            hospital=hospital,
+            display_name=name,
+        )
+
+    account = with_container(work)
+    console.print(f"added {account.username}: {account.role}, {account.hospital}")
+    if generated:
+        console.print(f"password (shown once): {password}", highlight=False)
+
+
+@app.command("reset")
+def reset(
+    username: Annotated[str, typer.Option(help="The local account's username.")],
+    enable: Annotated[
+        bool, typer.Option("--enable", help="Also enable the account if disabled.")
+    ] = False,
+    generate: Annotated[bool, typer.Option("--generate", help=_GENERATE_HELP)] = False,
+    by: Annotated[str | None, typer.Option(help=BY_HELP)] = None,
+) -> None:
+    """Set a new password for a local account: clears its failed logins and lock and ends
+    its sessions."""
+    actor = operator(Role.SECURITY_ADMIN, by)
+    password, generated = _new_password(username, generate)
+
+    async def work(container: Container) -> WebAccount:
+        return await user_service.reset_password(
+            container.web_uow(), actor, username=username, password=password, enable=enable
+        )
+
+    account = with_container(work)
+    state = "disabled" if account.disabled_at else "enabled"
+    console.print(f"new password set for {account.username} ({state}); its sessions ended")
+    if generated:
+        console.print(f"password (shown once): {password}", highlight=False)

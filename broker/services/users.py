@@ -1,5 +1,7 @@
 """People who log in through OpenID Connect: mapping them to a role and hospital, listing
-and disabling them, and turning a verified OIDC identity into an Actor on each request.
+and disabling them, and turning a verified OIDC identity into an Actor on each request;
+and local accounts (username + argon2id password) for the web pages: adding, disabling,
+resetting and listing them (their logins: broker/services/web_login.py).
 
 The issuer says who someone is; only mrb says what they may do. Mapping (`user.map`) is
 granting access, as issuing a token is: the security administrator's duty (ISSUING).
@@ -11,12 +13,16 @@ request, in every API process, without a restart.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 
 from broker.domain.actors import ALL_HOSPITALS, Actor, Duty, Role
 from broker.domain.errors import NotAllowed, NotFound, Unavailable
+from broker.domain.sessions import check_password, check_username, normalize_username
 from broker.ports.access import AccessLookups, AccessUnitOfWork, OidcUser, RegisterUnavailable
+from broker.ports.web import WebAccount, WebUnitOfWork
 from broker.security.oidc import MAX_SUBJECT, OidcIdentity, issuer_url
+from broker.security.passwords import hash_password
 from broker.security.tokens import actor_hospital
 
 _MAX_NAME = 200
@@ -179,3 +185,139 @@ async def actor_for(lookups: AccessLookups, identity: OidcIdentity) -> Actor:
             f"the mapping of {identity.subject!r} is unusable: an administrator must map it "
             f"again ({mapping})",
         ) from None
+
+
+# Local accounts: people who log in to the web pages with a username and password (the
+# embedded set-up, or where no OpenID Connect issuer is run). Adding one grants access
+# (ISSUING, as mapping does); disabling, re-enabling and resetting a password follow
+# TOKENS, a hospital admin for their own hospital's people.
+
+
+async def add_account(
+    uow: WebUnitOfWork,
+    by: Actor,
+    *,
+    username: str,
+    password: str,
+    role: Role,
+    hospital: str | None,
+    display_name: str | None = None,
+) -> WebAccount:
+    """A new local account; ValueError names what is wrong (never echoing the password)."""
+    by.authorize(Duty.ISSUING)
+    name = check_username(username)
+    check_password(name, password)
+    if role is Role.ADAPTER:
+        raise ValueError("adapter is a machine's role: people who log in cannot hold it")
+    scope = actor_hospital(role, hospital)
+    display = (display_name or "").strip() or None
+    if display is not None and len(display) > _MAX_NAME:
+        raise ValueError(f"the display name has at most {_MAX_NAME} characters")
+    Actor(name, role, scope)  # role and hospital fit together
+    now = datetime.now(UTC)
+    password_hash = await asyncio.to_thread(hash_password, password)
+    account = WebAccount(
+        username=name,
+        password_hash=password_hash,
+        role=role.value,
+        hospital=scope,
+        display_name=display,
+        created_by=by.name,
+        created_at=now,
+        password_changed_at=now,
+        disabled_at=None,
+    )
+    async with uow:
+        if scope != ALL_HOSPITALS and await uow.hospitals.get(scope) is None:
+            raise ValueError(f"hospital {scope!r} is not registered; see `mrb hospital list`")
+        if await uow.accounts.get(name) is not None:
+            raise ValueError(
+                f"the account {name!r} exists; `mrb user reset --username {name}` sets a new "
+                "password"
+            )
+        await uow.accounts.add(account)
+        await uow.changes.record(
+            by,
+            action="user.add",
+            hospital=None if scope == ALL_HOSPITALS else scope,
+            detail={
+                "username": name,
+                "role": account.role,
+                "user_hospital": scope,
+                "display_name": display,
+            },
+        )
+        await uow.commit()
+    return account
+
+
+async def _account_for(uow: WebUnitOfWork, by: Actor, username: str) -> WebAccount:
+    found = await uow.accounts.get(normalize_username(username))
+    if found is None:
+        raise NotFound("Unknown user", f"there is no local account {username[:64]!r}")
+    by.authorize(Duty.TOKENS, found.hospital)
+    return found
+
+
+async def disable_account(uow: WebUnitOfWork, by: Actor, *, username: str, reason: str) -> bool:
+    """Disable a local account and end its sessions at once. False when already
+    disabled (`mrb user reset --enable` enables it again)."""
+    reason = reason.strip()
+    if not reason:
+        raise ValueError("give a reason (it is recorded)")
+    async with uow:
+        found = await _account_for(uow, by, username)
+        changed = await uow.accounts.set_disabled(found.username, datetime.now(UTC))
+        ended = await uow.sessions.delete_for(found.username)
+        if changed:
+            await uow.changes.record(
+                by,
+                action="user.disable",
+                hospital=None if found.hospital == ALL_HOSPITALS else found.hospital,
+                detail={"username": found.username, "reason": reason[:200], "sessions": ended},
+            )
+        await uow.commit()
+    return changed
+
+
+async def reset_password(
+    uow: WebUnitOfWork, by: Actor, *, username: str, password: str, enable: bool = False
+) -> WebAccount:
+    """Set a new password (clearing failures and lock), end the account's sessions, and
+    with `enable` enable a disabled account."""
+    async with uow:
+        found = await _account_for(uow, by, username)
+        check_password(found.username, password)
+        now = datetime.now(UTC)
+        password_hash = await asyncio.to_thread(hash_password, password)
+        await uow.accounts.set_password(found.username, password_hash, at=now)
+        enabled = enable and await uow.accounts.set_disabled(found.username, None)
+        ended = await uow.sessions.delete_for(found.username)
+        await uow.changes.record(
+            by,
+            action="user.reset",
+            hospital=None if found.hospital == ALL_HOSPITALS else found.hospital,
+            detail={"username": found.username, "enabled": enabled, "sessions": ended},
+        )
+        await uow.commit()
+    return found.model_copy(
+        update={
+            "password_hash": password_hash,
+            "password_changed_at": now,
+            "disabled_at": None if enabled else found.disabled_at,
+        }
+    )
+
+
+async def listed_accounts(
+    uow: WebUnitOfWork, by: Actor, *, hospital: str | None = None
+) -> list[WebAccount]:
+    """Local accounts a security administrator sees (all), or a hospital admin (their own
+    hospital's)."""
+    if hospital is not None:
+        by.authorize(Duty.TOKENS, hospital)
+    else:
+        by.authorize(Duty.TOKENS)
+        hospital = None if by.platform else by.hospital
+    async with uow:
+        return await uow.accounts.find(hospital=hospital)

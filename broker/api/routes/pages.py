@@ -1,4 +1,5 @@
-"""Web pages: static files that use the JSON API with the user's own token."""
+"""Web pages: static files that use the JSON API with the signed-in user's session
+(cookie + CSRF header, broker/api/routes/auth.py)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,12 @@ _HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
 }
+
+
+@router.get("/login")
+async def login_page() -> FileResponse:
+    """Sign in with a local account; then on to the page of the user's role."""
+    return FileResponse(STATIC / "login.html", headers=_HEADERS)
 
 
 @router.get("/doctor")

@@ -1,5 +1,5 @@
 // The doctor's page: safety notices, and a check with recognise / decline per item.
-// Data is only ever inserted as text (never as HTML), and the token stays in this tab.
+// Data is only ever inserted as text (never as HTML), and nothing secret is kept here.
 "use strict";
 
 const NATIONAL_ID = "urn:oid:2.16.156.10011.1.3";
@@ -87,10 +87,9 @@ async function fhirSearch(type, patient) {
   const form = new URLSearchParams({
     "subject:identifier": `${patient.system}|${patient.value}`, _count: "50",
   });
-  const response = await fetch(`/fhir/${type}/_search`, {
+  const response = await call(`/fhir/${type}/_search`, {
     method: "POST",
     headers: {
-      Authorization: `Bearer ${session.token}`,
       "content-type": "application/x-www-form-urlencoded",
       "X-Purpose-Of-Use": "TREAT",
     },

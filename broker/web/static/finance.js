@@ -83,9 +83,7 @@ async function load(event) {
 }
 
 async function downloadCsv() {
-  const response = await fetch(`/api/v1/savings?${query("hospital")}&format=csv`, {
-    headers: { Authorization: `Bearer ${session.token}` },
-  });
+  const response = await call(`/api/v1/savings?${query("hospital")}&format=csv`);
   const link = document.createElement("a");
   link.href = URL.createObjectURL(await response.blob());
   link.download = "savings.csv";
