@@ -16,6 +16,7 @@ from broker.domain.actors import ALL_HOSPITALS, Actor, Role
 from broker.domain.identifier_systems import IdentifierRegistry
 from broker.domain.ledger import SafetyPolicy
 from broker.domain.recognition import Text
+from broker.domain.retention_policy import RetentionPolicy
 from broker.fhir.admission import RateLimitAdmission
 from broker.fhir.audit_events import AuditEvents
 from broker.fhir.cursors import CursorSigner
@@ -26,6 +27,7 @@ from broker.ingest.worker import IngestWorker
 from broker.kafka.event_relay import EventRelay
 from broker.reference.identifier_systems import load_identifier_registry
 from broker.reference.loader import default_schemas_dir, load_catalog, load_policy
+from broker.reference.retention import load_retention
 from broker.reference.sensitive import load_sensitivity
 from broker.security.keys import MissingKey, load_key
 from broker.security.oidc import OidcVerifier
@@ -43,6 +45,7 @@ from broker.services import tokens as token_service
 from broker.services.access_report import AccessReports
 from broker.services.audit_sealer import AuditSealer
 from broker.services.checks import Rules
+from broker.services.consents import ConsentService, hidden_codes_for
 from broker.services.outcomes import OutcomeRequest, RecordedOutcome, record_outcomes
 from broker.services.rate_limits import RateLimiter
 from broker.services.rules import RulesProvider
@@ -67,8 +70,10 @@ from broker.storage.audit_trail_uow import (
 )
 from broker.storage.cds_store import DbClientRegistry, DbReplayGuard, SqlCdsUnitOfWork
 from broker.storage.check_uow import SqlCheckUnitOfWork
+from broker.storage.consents import SqlConsentReader, SqlConsentUnitOfWork
 from broker.storage.database import Engine, Sessions, create_engine, ping, session_factory
 from broker.storage.fhir_uow import SqlFhirReindex, SqlFhirUnitOfWork
+from broker.storage.identity_review_uow import SqlIdentityUnitOfWork
 from broker.storage.ingest_uow import SqlIngestUnitOfWork
 from broker.storage.mapping_uow import SqlMappingUnitOfWork, session_catalog
 from broker.storage.outbox_uow import SqlOutboxUnitOfWork
@@ -80,6 +85,8 @@ from broker.storage.outcome_uow import (
 from broker.storage.reference_cache import ReferenceCache
 from broker.storage.registry_uow import SqlRegistryUnitOfWork
 from broker.storage.report_figures import SqlReportFigures
+from broker.storage.result_retention import SqlResultPurgeUnitOfWork
+from broker.storage.web_accounts import SqlWebUnitOfWork
 
 FHIR_CURSOR_KEY_FILE = "fhir-cursor.key"
 
@@ -142,6 +149,21 @@ class Container:
             identifiers=self.identifiers(),
             sensitive_codes=rules.sensitivity.index_codes(rules.catalog),
             version=version,
+            consents=self.consent_reader(),
+            hidden_codes=hidden_codes_for(rules.sensitivity, rules.catalog),
+            consent_records=self.consent_service(),
+        )
+
+    def consent_reader(self) -> SqlConsentReader:
+        """A patient's opt-out and consents, read afresh by every check, FHIR read and hook."""
+        return SqlConsentReader(self.sessions)
+
+    def consent_service(self) -> ConsentService:
+        """Recording and withdrawing consents, and the break-glass report (issue #19)."""
+        return ConsentService(
+            lambda: SqlConsentUnitOfWork(self.sessions, self.pseudonyms),
+            self.identifiers(),
+            self.reference_rules().sensitivity,
         )
 
     def fhir_audit_events(self) -> AuditEvents:
@@ -222,6 +244,7 @@ class Container:
             admission=CdsRateLimitAdmission(self.rate_limiter, self.read_audit()),
             record_outcomes=record,
             allow_http_loopback=self.settings.cds_allow_http_loopback,
+            consents=self.consent_reader(),
         )
 
     def registry_uow(self) -> SqlRegistryUnitOfWork:
@@ -236,6 +259,10 @@ class Container:
         """A unit of work for issuing or revoking tokens, mapping or disabling users."""
         return SqlAccessUnitOfWork(self.sessions)
 
+    def web_uow(self) -> SqlWebUnitOfWork:
+        """A unit of work for web accounts, logins and sessions (and their audit entries)."""
+        return SqlWebUnitOfWork(self.sessions)
+
     def month_uow(self) -> SqlMonthUnitOfWork:
         """A unit of work for closing a ledger month (and its audit entry)."""
         return SqlMonthUnitOfWork(self.sessions)
@@ -243,6 +270,16 @@ class Container:
     def purge_uow(self) -> SqlPurgeUnitOfWork:
         """A unit of work for purging payloads (and its audit entry)."""
         return SqlPurgeUnitOfWork(self.sessions)
+
+    def result_purge_uow(self) -> SqlResultPurgeUnitOfWork:
+        """A unit of work for purging results past retention, one batch (and its audit
+        entry) per transaction."""
+        return SqlResultPurgeUnitOfWork(self.sessions)
+
+    def retention_policy(self) -> RetentionPolicy:
+        """Result retention (schemas/catalog/retention.yaml), checked against the catalog."""
+        schemas = self.settings.schemas_dir or default_schemas_dir()
+        return load_retention(schemas, self.reference_rules().catalog)
 
     def access_lookups(self) -> SqlAccessLookups:
         """The token register and user table as each request reads them."""
@@ -349,14 +386,22 @@ class Container:
             )
         return self._limiter
 
+    def safety_notifier(self) -> SafetyNotifier:
+        """Notices and reversals when a recognised result is withdrawn or corrected (or
+        its patient link undone)."""
+        s = self.settings
+        return SafetyNotifier(
+            SafetyPolicy(s.ledger_on_withdrawn, s.ledger_on_corrected),
+            self.reference_rules().catalog,
+        )
+
+    def identity_uow(self) -> SqlIdentityUnitOfWork:
+        """A unit of work for a patient-identity review, link or unlink (and its audit)."""
+        return SqlIdentityUnitOfWork(self.sessions, self.cipher, self.pseudonyms)
+
     def ingest_service(self) -> IngestService:
         s = self.settings
-        listener = safety_listener(
-            SafetyNotifier(
-                SafetyPolicy(s.ledger_on_withdrawn, s.ledger_on_corrected),
-                self.reference_rules().catalog,
-            )
-        )
+        listener = safety_listener(self.safety_notifier())
         catalog = session_catalog(self.rules_provider())
         return IngestService(
             lambda: SqlIngestUnitOfWork(

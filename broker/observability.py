@@ -64,6 +64,13 @@ BREAK_GLASS = Counter(
     "Emergency requests let through although over a rate limit (audited as break-glass)",
     ["channel", "limit"],
 )
+# Reads beyond a patient's consent, opt-out or sensitivity in an emergency, with a reason
+# (broker/services/consents.py): each is audited as break-glass and reviewed; alert on any.
+BREAK_GLASS_READS = Counter(
+    "mrb_break_glass_reads_total",
+    "Emergency reads let beyond the patient's consent, opt-out or sensitivity (break-glass)",
+    ["channel"],
+)
 # The audit sealer (broker/services/audit_sealer.py): when a round last completed, and
 # rounds that failed (export, database, chain behind its export).
 AUDIT_LAST_SEAL = Gauge(

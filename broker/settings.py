@@ -11,6 +11,7 @@ from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_va
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from broker.domain.ledger import SafetyAction
+from broker.domain.sessions import LockoutPolicy, SessionPolicy
 from broker.security.tokens import PUBLIC_KEYS_FILE, Lifetimes, parse_ttl
 
 if TYPE_CHECKING:  # the OIDC client (httpx, JWKS) loads only where an issuer is used
@@ -141,6 +142,19 @@ class Settings(BaseSettings):
     oidc_issuer: str | None = None
     oidc_audience: str | None = None
     oidc_jwks_url: str | None = None
+    # Web pages' login (docs/security.md, "Web login"): a session ends after this long
+    # without a request, or this long after login at most; N failed logins within the
+    # window lock the account for web_login_lockout.
+    web_session_idle: timedelta = timedelta(minutes=30)
+    web_session_absolute: timedelta = timedelta(hours=12)
+    web_login_max_failures: int = Field(default=5, ge=1)
+    web_login_failure_window: timedelta = timedelta(minutes=15)
+    web_login_lockout: timedelta = timedelta(minutes=15)
+    # The session cookie is `__Host-mrb_session` (Secure, HttpOnly, SameSite=Strict, Path=/).
+    # Browsers send Secure cookies over https and to http://127.0.0.1 / localhost only (a
+    # secure context); false: `mrb_session` without Secure, for plain-HTTP demos on
+    # another address. Never in production.
+    web_cookie_secure: bool = True
 
     @field_validator("oidc_issuer", "oidc_jwks_url")
     @classmethod
@@ -185,6 +199,16 @@ class Settings(BaseSettings):
             except ValueError:
                 return value  # seconds or ISO 8601, parsed by pydantic
         return value
+
+    @property
+    def web_session_policy(self) -> SessionPolicy:
+        return SessionPolicy(idle=self.web_session_idle, absolute=self.web_session_absolute)
+
+    @property
+    def web_lockout_policy(self) -> LockoutPolicy:
+        return LockoutPolicy(
+            self.web_login_max_failures, self.web_login_failure_window, self.web_login_lockout
+        )
 
     @property
     def token_lifetimes(self) -> Lifetimes:

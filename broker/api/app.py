@@ -17,10 +17,13 @@ from broker.api.middleware import (
 )
 from broker.api.routes import (
     admin,
+    auth,
     cds_hooks,
+    consents,
     fhir,
     finance,
     health,
+    identity,
     mappings,
     notifications,
     pages,
@@ -77,9 +80,12 @@ def create_app(container: Container, *, role: str = "api") -> FastAPI:
         app.include_router(notifications.router)
         app.include_router(finance.router)
         app.include_router(patients.router)
+        app.include_router(consents.router)
         app.include_router(admin.router)
+        app.include_router(identity.router)
         app.include_router(mappings.router)
         app.include_router(tokens.router)
+        app.include_router(auth.router)
         app.include_router(pages.router)
         app.include_router(fhir.router)
         app.include_router(cds_hooks.router)

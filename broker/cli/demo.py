@@ -33,7 +33,7 @@ from broker.demo.dataset import (
     DEFAULT_SEED as DEMO_SEED,
 )
 from broker.demo.dataset import NATIONAL_ID_SYSTEM, DemoDataset, DemoMessage, generate
-from broker.domain.actors import Role
+from broker.domain.actors import ALL_HOSPITALS, Actor, Role
 from broker.runtime import (
     Stack,
     claim,
@@ -321,15 +321,44 @@ async def _outcomes(
         "API calls need a bearer token: "
         "`mrb token issue --role doctor --hospital H001 --subject dr.li` (hospital roles: "
         "adapter, doctor, finance, admin; platform roles: platform-admin, security-admin, "
-        "audit, qc, platform-finance). Web pages, signed in for 8 hours:"
+        "audit, qc, platform-finance). Web pages: sign in at "
+        f"{stack.api_url}/login with these demo accounts (`mrb user add` makes others):"
     )
     notified = withdrawn.hospital if withdrawn else "H001"
-    issue = stack.container.issue_token
-    by = demo_outcomes.DEMO_ISSUER
-    doctor = (await issue(demo_outcomes.doctor(notified), Role.DOCTOR, notified, by=by)).token
-    finance = (await issue("finance.demo", Role.PLATFORM_FINANCE, None, by=by)).token
-    console.print(f"  doctor ({notified}): {stack.api_url}/doctor#token={doctor}", soft_wrap=True)
-    console.print(f"  finance: {stack.api_url}/finance#token={finance}", soft_wrap=True)
+    for username, role, hospital in (
+        (demo_outcomes.doctor(notified), Role.DOCTOR, notified),
+        ("finance.demo", Role.PLATFORM_FINANCE, None),
+    ):
+        password = await _demo_account(stack, username, role, hospital)
+        console.print(
+            f"  {role.value} ({hospital or 'all hospitals'}): username {username}  "
+            f"password {password}",
+            soft_wrap=True,
+            highlight=False,
+        )
+
+
+async def _demo_account(stack: Stack, username: str, role: Role, hospital: str | None) -> str:
+    """A local demo account with a fresh random password (printed once by the caller)."""
+    from broker.security.passwords import generate_password
+    from broker.services import users as user_service
+
+    by = Actor(demo_outcomes.DEMO_ISSUER, Role.SECURITY_ADMIN, ALL_HOSPITALS)
+    password = generate_password()
+    try:
+        await user_service.add_account(
+            stack.container.web_uow(),
+            by,
+            username=username,
+            password=password,
+            role=role,
+            hospital=hospital,
+        )
+    except ValueError:  # a demo run before on this data folder: a new password
+        await user_service.reset_password(
+            stack.container.web_uow(), by, username=username, password=password, enable=True
+        )
+    return password
 
 
 SNOMED = "http://snomed.info/sct"

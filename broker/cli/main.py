@@ -47,7 +47,8 @@ commands.add("token", "broker.cli.token_cmd:app", "API bearer tokens.")
 commands.add(
     "user",
     "broker.cli.user_cmd:app",
-    "People who log in through the OpenID Connect issuer (MRB_OIDC_ISSUER).",
+    "People who log in: local accounts (add, reset, disable --username) and those of "
+    "the OpenID Connect issuer, MRB_OIDC_ISSUER (map, disable --subject).",
 )
 commands.add(
     "mapping", "broker.cli.mapping_cmd:app", "Local-code mappings and the unmapped-code worklist."
@@ -59,6 +60,11 @@ commands.add("cds", "broker.cli.cds_cmd:app", "CDS Hooks clients: EHRs, their JW
 commands.add("audit", "broker.cli.audit_cmd:app", "The audit trail's hash chain.")
 commands.add("report", "broker.cli.report_cmd:app", "Finance and regulator reports.")
 commands.add("patient", "broker.cli.patient_cmd:app", "A patient's rights: who read their data.")
+commands.add(
+    "consent",
+    "broker.cli.consent_cmd:app",
+    "A patient's consent and opt-out of sharing; the break-glass report.",
+)
 commands.add(
     "ledger", "broker.cli.report_cmd:ledger_app", "The savings ledger's accounting months."
 )

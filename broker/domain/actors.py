@@ -54,6 +54,9 @@ class Duty(StrEnum):
     ISSUING = "issue tokens, manage the token issuer key"
     AUDIT_TRAIL = "read the audit trail"
     PATIENT_ACCESS_REPORT = "a patient's access report (who read their data), from the audit trail"
+    CONSENTS = "record, withdraw and read a patient's consent and opt-out (their own hospital's)"
+    BREAK_GLASS_REPORT = "the break-glass report: emergency reads beyond consent, to review"
+    IDENTITY = "patient identity: review possible matches, link and unlink people"
 
 
 # Which roles may do what. For hospital roles the hospital acted on must be their own
@@ -74,6 +77,14 @@ GRANTS: dict[Duty, frozenset[Role]] = {
     # Read from the audit trail, so the auditor's alone (三员分立); the platform answers a
     # patient's request through a service holding an audit token (docs/security.md).
     Duty.PATIENT_ACCESS_REPORT: frozenset({Role.AUDIT}),
+    # A doctor of a hospital holding the patient's results records what the patient signed
+    # there (PIPL Arts. 29, 44); the use case checks the hospital (broker/services/consents.py).
+    Duty.CONSENTS: frozenset({Role.DOCTOR}),
+    # Break-glass reads are a security event the security administrator reviews (issue
+    # "Patient rights"), and entries of the audit trail the auditor may read.
+    Duty.BREAK_GLASS_REPORT: frozenset({Role.SECURITY_ADMIN, Role.AUDIT}),
+    # Links span hospitals, so no hospital decides them (issue #17): the system administrator.
+    Duty.IDENTITY: frozenset({Role.PLATFORM_ADMIN}),
 }
 
 

@@ -6,7 +6,24 @@ module left out here would look like a table to drop.
 
 from __future__ import annotations
 
-from broker.storage import cds_tables, fhir_tables, rate_limit_tables, tables
+from broker.storage import (
+    cds_tables,
+    consent_tables,
+    fhir_tables,
+    identity_tables,
+    rate_limit_tables,
+    tables,
+    web_tables,
+)
 from broker.storage.metadata import metadata
 
-__all__ = ["cds_tables", "fhir_tables", "metadata", "rate_limit_tables", "tables"]
+__all__ = [
+    "cds_tables",
+    "consent_tables",
+    "fhir_tables",
+    "identity_tables",
+    "metadata",
+    "rate_limit_tables",
+    "tables",
+    "web_tables",
+]

@@ -162,6 +162,14 @@ async def _audit_read(w: World) -> Request:
     return "GET", f"/fhir/AuditEvent/{found.json()['entry'][0]['resource']['id']}", {}
 
 
+async def _bad_login(w: World) -> Request:
+    return "POST", "/auth/login", {"json": {"username": "nobody", "password": "x" * 12}}
+
+
+async def _logout(w: World) -> Request:
+    return "POST", "/auth/logout", {}
+
+
 PATIENT = {"subject:identifier": f"{f.NATIONAL}|{f.PATIENT_A}"}
 DOCTORS = ["doctor:own", "doctor:other"]  # doctors read other hospitals' results: the point
 NO_SUCH = "/fhir/Nope/a/b"
@@ -176,6 +184,11 @@ EXPECTED: dict[str, Expect] = {
     "GET /redoc": Expect(get("/redoc"), every=200),
     "GET /doctor": Expect(get("/doctor"), every=200),
     "GET /finance": Expect(get("/finance"), every=200),
+    "GET /login": Expect(get("/login"), every=200),
+    # Web login: a bearer token is no session (test_web_login.py covers sessions).
+    "POST /auth/login": Expect(_bad_login, every=401),
+    "GET /auth/session": Expect(get("/auth/session"), every=401),
+    "POST /auth/logout": Expect(_logout, every=401),
     "MOUNT /static": Expect(get("/static/style.css"), every=200),
     # Recognition: doctors of the ordering hospital.
     "POST /api/v1/recognition/check": Expect(_check, allow("doctor:own")),
@@ -211,6 +224,26 @@ EXPECTED: dict[str, Expect] = {
         _certify_own, allow("qc", 201)
     ),
     "GET /api/v1/admin/catalog": Expect(get("/api/v1/admin/catalog"), allow(REFERENCE_READERS)),
+    # Patient identity (links span hospitals): platform-admin only; unknown ids are 404.
+    "GET /api/v1/admin/identity/reviews": Expect(
+        get("/api/v1/admin/identity/reviews"), allow("platform-admin")
+    ),
+    "POST /api/v1/admin/identity/reviews/{review_id}/decision": Expect(
+        call("POST", "/api/v1/admin/identity/reviews/nope/decision", json={"decision": "reject"}),
+        allow("platform-admin", 404),
+    ),
+    "POST /api/v1/admin/identity/links": Expect(
+        call(
+            "POST",
+            "/api/v1/admin/identity/links",
+            json={"into": {"person_id": "nope-a"}, "person": {"person_id": "nope-b"}},
+        ),
+        allow("platform-admin", 404),
+    ),
+    "POST /api/v1/admin/identity/unlink": Expect(
+        call("POST", "/api/v1/admin/identity/unlink", json={"person": {"person_id": "nope"}}),
+        allow("platform-admin", 404),
+    ),
     # Code mappings: the hospital's admin, or platform-admin.
     "GET /api/v1/admin/mappings/unmapped": Expect(
         get("/api/v1/admin/mappings/unmapped", params={"hospital": OWN}),
@@ -250,6 +283,33 @@ EXPECTED: dict[str, Expect] = {
     "GET /api/v1/patients/access-report": Expect(
         get("/api/v1/patients/access-report", params={"identifier": PATIENT["subject:identifier"]}),
         allow("audit"),
+    ),
+    # Consent and opt-out: doctors of a hospital holding the patient's results (the
+    # patient's results here are OTHER's); the break-glass report: security-admin, audit.
+    "GET /api/v1/patients/consents": Expect(
+        get("/api/v1/patients/consents", params={"identifier": PATIENT["subject:identifier"]}),
+        {"doctor:own": 404, "doctor:other": 200},
+    ),
+    "POST /api/v1/patients/consents": Expect(
+        call(
+            "POST",
+            "/api/v1/patients/consents",
+            json={
+                "patient": {"system": f.NATIONAL, "value": f.PATIENT_A},
+                "kind": "sensitive",
+                "category": "HIV",
+                "evidence": "FORM-MATRIX",
+                "expires": "2099-01-01T00:00:00+08:00",
+            },
+        ),
+        {"doctor:own": 404, "doctor:other": 201},
+    ),
+    "POST /api/v1/patients/consents/{consent_id}/withdraw": Expect(
+        call("POST", f"/api/v1/patients/consents/{uuid.uuid4()}/withdraw"),
+        {"doctor:own": 404, "doctor:other": 404},
+    ),
+    "GET /api/v1/audit/break-glass": Expect(
+        get("/api/v1/audit/break-glass"), allow(["security-admin", "audit"])
     ),
     **{
         f"{m} /fhir/{{rest:path}}": Expect(call(m, NO_SUCH), every=404)

@@ -395,16 +395,27 @@ class TestRoleTable:
         def duties(role: Role) -> set[Duty]:
             return {d for d, roles in GRANTS.items() if role in roles}
 
-        # The audit trail and what is read from it for a patient (their access report).
-        assert duties(Role.AUDIT) == {Duty.AUDIT_TRAIL, Duty.PATIENT_ACCESS_REPORT}
+        # The audit trail and what is read from it: a patient's access report, and the
+        # break-glass reads the security administrator reviews too.
+        assert duties(Role.AUDIT) == {
+            Duty.AUDIT_TRAIL,
+            Duty.PATIENT_ACCESS_REPORT,
+            Duty.BREAK_GLASS_REPORT,
+        }
         assert duties(Role.PLATFORM_ADMIN) == {
             Duty.REFERENCE,
             Duty.REGISTRY,
             Duty.LEDGER_READ,
             Duty.LEDGER_CLOSE,
             Duty.MAPPINGS,
+            Duty.IDENTITY,
         }
-        assert duties(Role.SECURITY_ADMIN) == {Duty.REFERENCE, Duty.TOKENS, Duty.ISSUING}
+        assert duties(Role.SECURITY_ADMIN) == {
+            Duty.REFERENCE,
+            Duty.TOKENS,
+            Duty.ISSUING,
+            Duty.BREAK_GLASS_REPORT,
+        }
         assert duties(Role.QC) == {Duty.REFERENCE, Duty.CERTIFY}
         assert duties(Role.PLATFORM_FINANCE) == {
             Duty.REFERENCE,
@@ -413,7 +424,14 @@ class TestRoleTable:
             Duty.LEDGER_READ,
         }
         assert duties(Role.ADMIN) == {Duty.REFERENCE, Duty.MAPPINGS, Duty.TOKENS}
-        for duty in (Duty.REGISTRY, Duty.CERTIFY, Duty.LEDGER_CLOSE, Duty.CITY_REPORTS):
+        for duty in (
+            Duty.REGISTRY,
+            Duty.CERTIFY,
+            Duty.LEDGER_CLOSE,
+            Duty.CITY_REPORTS,
+            Duty.IDENTITY,
+            Duty.BREAK_GLASS_REPORT,
+        ):
             assert not GRANTS[duty] & HOSPITAL_ROLES  # never a hospital's own doing
 
     def test_a_hospital_admin_acts_on_its_own_hospital_only(self) -> None:

@@ -27,12 +27,14 @@ logger = logging.getLogger(__name__)
 router = APIRouter(tags=["cds-hooks"])
 
 
-def cds_clock() -> datetime:
+# Dependencies are coroutines: FastAPI runs a plain function in its thread pool, a thread
+# hop per request (tests/unit/test_api_dependencies.py).
+async def cds_clock() -> datetime:
     """The time of the call (the order time of checks); tests override this dependency."""
     return datetime.now(UTC)
 
 
-def cds_fhir_transport() -> httpx.AsyncBaseTransport | None:
+async def cds_fhir_transport() -> httpx.AsyncBaseTransport | None:
     """How the EHR's FHIR server is reached (None: the network); tests override it."""
     return None
 
