@@ -2,9 +2,10 @@
 
 `RateLimits` is pure ASGI middleware around the whole app: each request counts against
 its client address and, when it carries an mrb token that verifies, against the token's
-person (subject and hospital). A request over either limit gets 429 with a problem body
-and `Retry-After` before it is parsed or authenticated, except on the routes that may
-serve an emergency (a recognition check, a CDS Hooks call): those still run, and
+person (subject and hospital), or, from the web pages, against its session. A request
+over either limit gets 429 with a problem body and `Retry-After` before it is parsed or
+authenticated, except on the routes that may serve an emergency (a recognition check, a
+CDS Hooks call): those still run, and
 `broker.services.rate_limits.admit` refuses them once it knows whether they are an
 emergency (an emergency is let through and audited as break-glass). Every 429 the app
 answers for a limit (the distinct-patient limit, from a route or the FHIR service) also
@@ -15,11 +16,14 @@ Health probes and the web pages' static files are not counted.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Callable
 
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from broker.api.deps import session_cookie
 from broker.api.problems import problem
 from broker.bootstrap import Container
 from broker.domain.actors import Actor
@@ -124,10 +128,19 @@ class RateLimits:
             if refusal is not None:
                 return refusal
         bearer = _bearer(scope)
-        person = self.identify(bearer) if bearer else None
+        person = self.identify(bearer) if bearer else self._session(scope)
         if person is not None:
             return await limiter.token(person)
         return None
+
+    def _session(self, scope: Scope) -> str | None:
+        """A web page's caller, by their session cookie: counted per session, without the
+        database read that names the account (the route does that). A forged cookie
+        counts too, which costs the forger, not anyone else."""
+        cookie = Request(scope).cookies.get(session_cookie(self.container.settings))
+        if not cookie:
+            return None
+        return "session/" + hashlib.sha256(cookie.encode()).hexdigest()[:32]
 
 
 async def _refuse(refusal: Refusal, scope: Scope, receive: Receive, send: Send) -> None:

@@ -25,6 +25,7 @@ from pydantic import SecretStr
 from sqlalchemy import select
 
 from broker.api.app import create_app
+from broker.api.deps import session_cookie
 from broker.bootstrap import Container
 from broker.services.rate_limits import RateLimiter
 from broker.settings import Settings
@@ -165,6 +166,20 @@ async def test_requests_per_token_are_limited_and_other_tokens_are_not(build: An
     assert (
         await api.http.get(reasons, headers={"Authorization": "Bearer not.a.token"})
     ).status_code == 401
+
+
+async def test_requests_of_a_web_session_are_limited_per_session(build: Any) -> None:
+    """A page's requests carry a session cookie, no token: they count against the session
+    (before the route reads it, so even a forged cookie is counted, against itself)."""
+    await away_from_a_minute_boundary()
+    api = await build(rate_limit_per_minute=3)
+    reasons = "/api/v1/recognition/decline-reasons"
+    cookie = session_cookie(api.container.settings)
+    one, other = {"cookie": f"{cookie}=session-one"}, {"cookie": f"{cookie}=session-two"}
+    for _ in range(3):
+        assert (await api.http.get(reasons, headers=one)).status_code == 401  # no such session
+    assert_429(await api.http.get(reasons, headers=one), "token")
+    assert (await api.http.get(reasons, headers=other)).status_code == 401  # its own count
 
 
 async def test_requests_per_address_are_limited_before_authentication(build: Any) -> None:
