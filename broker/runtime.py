@@ -20,9 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from wsgiref.simple_server import WSGIServer
 
-import h11
 import uvicorn
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from broker.api.app import create_app
 from broker.bootstrap import Container
@@ -54,25 +53,44 @@ class _Server(uvicorn.Server):
         yield
 
 
-_REQUEST_TIMEOUT = (
-    b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\n"
-    b"content-length: 43\r\nconnection: close\r\n\r\n"
-    b"the request headers did not arrive in time\n"
+def _plain_answer(status: bytes, text: bytes) -> bytes:
+    """A whole plain-text response that closes the connection (sent before any app runs)."""
+    return (
+        b"HTTP/1.1 " + status + b"\r\ncontent-type: text/plain; charset=utf-8\r\n"
+        b"content-length: " + str(len(text)).encode() + b"\r\nconnection: close\r\n\r\n" + text
+    )
+
+
+_REQUEST_TIMEOUT = _plain_answer(
+    b"408 Request Timeout", b"the request headers did not arrive in time\n"
+)
+_HEADERS_TOO_LARGE = _plain_answer(
+    b"431 Request Header Fields Too Large",
+    b"the request headers are larger than MRB_MAX_HEADER_BYTES\n",
 )
 
 
-class _HeaderDeadline(H11Protocol):
-    """uvicorn's h11 protocol with a deadline for each request's line and headers.
+class _HeaderDeadline(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a deadline and a size limit for each request's line
+    and headers.
 
     uvicorn times out idle keep-alive connections but not a client that sends its
     headers a byte at a time (slowloris): here the request line and headers must arrive
     within `header_timeout` seconds of the connection (or of the first byte of the next
-    request on a kept-alive one), else the client gets 408 and the connection closes.
+    request on a kept-alive one), else the client gets 408 and the connection closes. A
+    header block still growing past `max_header_bytes` gets 431 at once (the parser has no
+    limit of its own; a block that arrives whole is measured by the API's middleware).
     The body's own deadline is the API edge's (MRB_BODY_READ_TIMEOUT).
+
+    httptools (llhttp, in C) rather than h11: h11 parsed and framed in Python and took a
+    fifth of the API's CPU per check (docs/performance.md).
     """
 
     header_timeout = 10.0
+    max_header_bytes = 16 * 1024
     _header_timer: asyncio.TimerHandle | None = None
+    _in_head = True  # between a message's first byte and its last header (or none yet)
+    _head_bytes = 0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -80,10 +98,31 @@ class _HeaderDeadline(H11Protocol):
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
-        if self.conn.their_state is h11.IDLE:
-            self._arm()  # part of a request line or headers: the clock runs
-        else:
+        if self.transport.is_closing():
+            return
+        if not self._in_head:
             self._disarm()  # the headers are in
+            return
+        # Every byte of a chunk after which the headers are still incomplete is head.
+        self._head_bytes += len(data)
+        if self._head_bytes > self.max_header_bytes:
+            self._disarm()
+            self.transport.write(_HEADERS_TOO_LARGE)
+            self.transport.close()
+            return
+        self._arm()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._in_head, self._head_bytes = True, 0
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        super().on_headers_complete()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._in_head, self._head_bytes = True, 0  # the next request's clock starts with it
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
@@ -100,27 +139,30 @@ class _HeaderDeadline(H11Protocol):
 
     def _too_slow(self) -> None:
         self._header_timer = None
-        if self.transport.is_closing() or self.conn.their_state is not h11.IDLE:
+        if self.transport.is_closing() or not self._in_head:
             return
         if self.cycle is None or self.cycle.response_complete:
             self.transport.write(_REQUEST_TIMEOUT)
         self.transport.close()
 
 
-def header_deadline_protocol(seconds: float) -> type[H11Protocol]:
-    """The h11 protocol class with its header deadline set to `seconds`."""
-    return type("HeaderDeadlineH11", (_HeaderDeadline,), {"header_timeout": seconds})
+def header_deadline_protocol(seconds: float, max_header_bytes: int) -> type[HttpToolsProtocol]:
+    """The protocol class with its header deadline and size limit set."""
+    return type(
+        "HeaderDeadlineHttpTools",
+        (_HeaderDeadline,),
+        {"header_timeout": seconds, "max_header_bytes": max_header_bytes},
+    )
 
 
 def server_config(app: object, settings: Settings) -> uvicorn.Config:
-    """uvicorn for the API: h11 with bounded headers and timeouts (docs/security.md), on
+    """uvicorn for the API: httptools with bounded headers and timeouts (docs/security.md), on
     uvloop (loop="auto" picks it when installed: it is a dependency)."""
     return uvicorn.Config(
         app,  # type: ignore[arg-type]
         host=settings.http_host,
         port=settings.http_port,
-        http=header_deadline_protocol(settings.http_header_timeout),
-        h11_max_incomplete_event_size=settings.max_header_bytes,
+        http=header_deadline_protocol(settings.http_header_timeout, settings.max_header_bytes),
         timeout_keep_alive=settings.http_keep_alive_timeout,
         log_config=None,
         access_log=False,

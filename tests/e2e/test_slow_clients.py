@@ -89,8 +89,9 @@ async def test_a_silent_connection_is_closed_at_the_header_deadline(stack: Stack
 
 async def test_oversized_headers_are_refused(stack: Stack) -> None:
     head = b"GET /healthz HTTP/1.1\r\nHost: mrb\r\nX-Big: " + b"a" * (32 * 1024)
-    growing, _ = await trickle(stack, head, b"")  # still arriving past 16 KiB: h11 refuses
-    assert growing.startswith(b"HTTP/1.1 400 "), growing[:200]
+    growing, _ = await trickle(stack, head, b"")  # still arriving past 16 KiB: cut off
+    assert growing.startswith(b"HTTP/1.1 431 "), growing[:200]
+    assert b"MRB_MAX_HEADER_BYTES" in growing
     whole, _ = await trickle(stack, head + b"\r\n\r\n", b"")  # all in one read
     assert whole.startswith(b"HTTP/1.1 431 "), whole[:200]
     assert b"MRB_MAX_HEADER_BYTES" in whole
@@ -101,3 +102,18 @@ async def test_a_prompt_request_is_answered(stack: Stack) -> None:
         stack, b"GET /healthz HTTP/1.1\r\nHost: mrb\r\nConnection: close\r\n\r\n", b""
     )
     assert data.startswith(b"HTTP/1.1 200 ") and took < 1, (data[:200], took)
+
+
+async def test_the_deadline_restarts_for_each_request_on_a_kept_alive_connection(
+    stack: Stack,
+) -> None:
+    """A prompt first request, then a second one trickled on the same connection: the
+    second gets its own deadline (cut at about 1 s, not let through because the
+    connection's first request was on time)."""
+    first = b"GET /healthz HTTP/1.1\r\nHost: mrb\r\n\r\n"
+    data, took = await trickle(
+        stack, first + b"GET /healthz HTTP/1.1\r\n", b"X-Slow: " + b"a" * 200
+    )
+    assert data.startswith(b"HTTP/1.1 200 "), data[:200]
+    assert data.count(b"HTTP/1.1 408 ") == 1, data[-300:]
+    assert 0.9 < took < 4, took
