@@ -25,6 +25,7 @@ from broker.ports import ingest as ingest_ports
 from broker.ports import mappings as mapping_ports
 from broker.ports import registry as registry_ports
 from broker.ports import reports as report_ports
+from broker.ports.consent import NO_CONSENT_RECORDS, ConsentReader
 from broker.ports.fhir import Viewer
 from broker.security.tokens import IssuedToken
 
@@ -130,6 +131,7 @@ class FakeCheckUnitOfWork(ports.CheckUnitOfWork):
     def __init__(self, hospitals: Mapping[str, HospitalProfile]) -> None:
         self.hospitals = FakeHospitals(hospitals)
         self.people = FakePeople()
+        self.consents: ConsentReader = NO_CONSENT_RECORDS
         self.results = FakeResults()
         self.mappings = FakeMappings()
         self.checks = FakeChecks()

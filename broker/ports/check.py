@@ -14,6 +14,7 @@ from broker.domain.check_items import StoredCheckItem
 from broker.domain.identifiers import PatientIdentifier
 from broker.domain.recognition import PriorItem, RowFilter
 from broker.domain.registry import HospitalProfile
+from broker.ports.consent import ConsentReader
 from broker.ports.unit_of_work import UnitOfWork
 
 # (hospital, code system, local code) -> catalog item code
@@ -109,6 +110,7 @@ class CheckUnitOfWork(UnitOfWork):
 
     hospitals: Hospitals
     people: People
+    consents: ConsentReader  # in the check's own transaction: no second connection
     results: Results
     mappings: Mappings
     checks: Checks

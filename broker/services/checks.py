@@ -30,7 +30,7 @@ from broker.domain.recognition import (
 )
 from broker.domain.sensitivity import SensitivityTable
 from broker.observability import CHECKS
-from broker.ports.consent import NO_CONSENT_RECORDS, ConsentReader
+from broker.ports.consent import ConsentReader
 from broker.reference.identifier_systems import shipped_identifier_registry
 from broker.reference.purposes import shipped_purposes
 from broker.reference.sensitive import shipped_sensitivity
@@ -102,12 +102,13 @@ async def run_check(
     actor: Actor,
     *,
     now: datetime | None = None,
-    consents: ConsentReader = NO_CONSENT_RECORDS,
+    consents: ConsentReader | None = None,
     purposes: PurposeTable | None = None,
 ) -> CheckAnswer:
     """Answer a check, store it and its event, and audit the read of the patient's results:
     one unit of work, committed once. Other hospitals' sensitive results are not read
-    (their values stay sealed) nor used, unless `consents` says the patient agreed; a
+    (their values stay sealed) nor used, unless the patient's consent records (`consents`,
+    else the unit of work's own) say they agreed; a
     patient who opted out of sharing has no results at other hospitals (every item answered
     as if none existed); an emergency with a reason reads beyond both (break-glass)."""
     stated = doctor_read(
@@ -145,7 +146,9 @@ async def run_check(
         # Consent comes from its record only (read afresh: a withdrawal counts at once),
         # never from what the caller sent.
         own_only, consented = _seen(
-            await consents.view(person_id), rules.sensitivity, break_glass=stated.break_glass
+            await (consents or uow.consents).view(person_id),
+            rules.sensitivity,
+            break_glass=stated.break_glass,
         )
         viewer = ordering.id
         prior = (

@@ -18,6 +18,7 @@ from broker.security.payload_cipher import PayloadCipher
 from broker.security.pseudonyms import Pseudonymiser
 from broker.storage import audit_log, events, mappings
 from broker.storage import people as people_store
+from broker.storage.consents import SessionConsentReader
 from broker.storage.prior_items import Matters, person_items
 from broker.storage.protect import Protector
 from broker.storage.reference_cache import ReferenceReader, ReferenceReadingUnitOfWork
@@ -153,6 +154,7 @@ class SqlCheckUnitOfWork(ReferenceReadingUnitOfWork, ports.CheckUnitOfWork):
         reference = self._reference.reader(s)
         self.hospitals = SqlHospitals(reference)
         self.people = SqlPeople(s, self._pseudonyms, self._cipher)
+        self.consents = SessionConsentReader(s)
         self.results = SqlResults(s, Protector(self._cipher, self._pseudonyms))
         self.mappings = SqlMappings(s, reference)
         self.checks = SqlChecks(batch, self._cipher)

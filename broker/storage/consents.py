@@ -193,6 +193,18 @@ class SqlConsentUnitOfWork(SqlUnitOfWork, ports.ConsentUnitOfWork):
         self.audit = SqlConsentAudit(session, self._pseudonyms)
 
 
+class SessionConsentReader(ports.ConsentReader):
+    """The person's records read in a unit of work's own session (a check's): the same
+    snapshot as its other reads, and no second connection per request."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def view(self, person_id: str | None, now: datetime | None = None) -> ConsentView:
+        records = await person_records(self._session, person_id) if person_id else ()
+        return view_of(records, now or datetime.now(UTC))
+
+
 class SqlConsentReader(ports.ConsentReader):
     """Reads the person's records afresh for every request: a withdrawal or an expiry takes
     effect on the very next one (no cache)."""

@@ -50,7 +50,6 @@ async def check(body: CheckIn, container: ContainerDep, actor: DoctorDep) -> Che
         container.rules_provider(),
         request,
         actor,
-        consents=container.consent_reader(),
     )
     return CheckOut(check_id=answer.check_id, items=[_item(a) for a in answer.items])
 
@@ -81,12 +80,13 @@ async def outcome(
     response_model=list[ReasonOut],
     dependencies=[Depends(require(Duty.REFERENCE))],
 )
-async def decline_reasons() -> list[ReasonOut]:
-    """The regulation's grounds for testing again, for order-entry screens."""
+async def decline_reasons(include_unknown: bool = False) -> list[ReasonOut]:
+    """The regulation's grounds for testing again, for order-entry screens; reports add
+    `include_unknown=true` for the label of declines recorded without a reason."""
     return [
         ReasonOut(code=r.value, display=Text(zh=d.zh, en=d.en), needs_text=r is DeclineReason.OTHER)
         for r, d in REASON_DISPLAY.items()
-        if r is not DeclineReason.UNKNOWN
+        if include_unknown or r is not DeclineReason.UNKNOWN
     ]
 
 
