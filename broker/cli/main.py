@@ -59,7 +59,11 @@ commands.add(
 commands.add("cds", "broker.cli.cds_cmd:app", "CDS Hooks clients: EHRs, their JWT issuer and keys.")
 commands.add("audit", "broker.cli.audit_cmd:app", "The audit trail's hash chain.")
 commands.add("report", "broker.cli.report_cmd:app", "Finance and regulator reports.")
-commands.add("patient", "broker.cli.patient_cmd:app", "A patient's rights: who read their data.")
+commands.add(
+    "patient",
+    "broker.cli.patient_cmd:app",
+    "A patient's rights (who read their data); identity across hospitals (review, link, unlink).",
+)
 commands.add(
     "consent",
     "broker.cli.consent_cmd:app",
@@ -480,9 +484,21 @@ def issuer_retire(kid: Annotated[str, typer.Argument(help="The key id to stop tr
     console.print(f"retired {kid} from {settings.token_public_keys_path}")
 
 
+def _event_loop() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's loop where it is installed (a dependency, except on Windows): the API and
+    the worker run their sockets, timers and callbacks in C. uvicorn picks it by itself only
+    when it owns the loop (`uvicorn.run`); here the stack owns it."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - Windows
+        return None
+    return uvloop.new_event_loop
+
+
 def _run(coro: object) -> None:
     try:
-        asyncio.run(coro)  # type: ignore[arg-type]
+        with asyncio.Runner(loop_factory=_event_loop()) as runner:
+            runner.run(coro)  # type: ignore[arg-type]
     except KeyboardInterrupt:
         err.print("stopped")
     except Refused as exc:  # a busy data folder or port: nothing was started or changed
