@@ -184,9 +184,9 @@ class NotificationOut(BaseModel):
     notice_id: str
     created_at: datetime
     read_at: datetime | None
-    kind: str  # corrected | withdrawn
-    new_status: str
-    action: str  # reverse | flag
+    kind: str  # corrected | withdrawn | link-undone (the patient link was undone)
+    new_status: str  # the result's new status; "unlinked" for link-undone
+    action: str  # reverse | flag (link-undone: always reverse)
     message: Text
     check_id: str
     item_index: int

@@ -34,7 +34,11 @@ from broker.services.access_report import (
     parse_identifier,
 )
 
-app = typer.Typer(help="A patient's rights: who read their data.", no_args_is_help=True)
+app = typer.Typer(
+    help="A patient's rights (who read their data); identity across hospitals (review, link, "
+    "unlink).",
+    no_args_is_help=True,
+)
 console = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 FORMATS = ("table", "json", "fhir", "csv")
@@ -196,11 +200,18 @@ def link(
     into: Annotated[str, typer.Argument(help="The person kept. " + PERSON_HELP)],
     person: Annotated[str, typer.Argument(help="The person linked into it. " + PERSON_HELP)],
     hospital: Annotated[str | None, typer.Option(help=HOSPITAL_HELP)] = None,
+    into_hospital: Annotated[
+        str | None,
+        typer.Option(
+            help="The hospital of INTO's identifier, when it differs from --hospital (an MRN "
+            "of each hospital: --into-hospital H001 --hospital H002)."
+        ),
+    ] = None,
     by: Annotated[str | None, typer.Option(help=BY_HELP)] = None,
 ) -> None:
     """Link PERSON into INTO: reads of either find both; `unlink` undoes it exactly."""
     actor = operator(Role.PLATFORM_ADMIN, by)
-    a, b = _person(into, hospital), _person(person, hospital)
+    a, b = _person(into, into_hospital or hospital), _person(person, hospital)
 
     async def work(container: Container) -> str:
         made = await identity_review.link_people(

@@ -131,8 +131,13 @@ def ledger_period(moment: datetime, closed: set[str]) -> str:
 
 
 class ChangeKind(StrEnum):
+    """Why a recognised result no longer stands as it was: the notice's `kind`."""
+
     CORRECTED = "corrected"
     WITHDRAWN = "withdrawn"
+    # The result itself is unchanged, but the patient link the recognition found it
+    # through was undone (`mrb patient unlink`): it belongs to another person.
+    LINK_UNDONE = "link-undone"
 
 
 class SafetyAction(StrEnum):
@@ -152,11 +157,23 @@ class SafetyPolicy:
     on_corrected: SafetyAction = SafetyAction.FLAG
 
     def action(self, kind: ChangeKind) -> SafetyAction:
+        if kind is ChangeKind.LINK_UNDONE:
+            # Another person's result saved this patient nothing: always reversed, whatever
+            # the policy for results their own hospital withdrew or corrected.
+            return SafetyAction.REVERSE
         return self.on_withdrawn if kind is ChangeKind.WITHDRAWN else self.on_corrected
 
 
 def change_notice(kind: ChangeKind, item: Text, hospital: str, new_status: str) -> Text:
     """What the recognising doctor reads."""
+    if kind is ChangeKind.LINK_UNDONE:
+        return Text(
+            f"您已互认的{hospital}「{item.zh}」结果所依据的患者身份关联已被撤销："
+            "该结果属于另一位患者，不能用于本患者。请复核基于它的诊疗决策，必要时重新开具检查。",
+            f"The patient link that your recognition of the {item.en} result from {hospital} "
+            "relied on was undone: the result belongs to another person and must not be used "
+            "for this patient. Review the decisions based on it and order the test if needed.",
+        )
     if kind is ChangeKind.WITHDRAWN:
         return Text(
             f"您已互认的{hospital}「{item.zh}」结果已被撤回（{new_status}），"

@@ -3,9 +3,9 @@
 Only the platform admin decides (`Duty.IDENTITY`): links span hospitals. A link only
 points one person at another (reads follow it), so it is undone exactly: after an unlink
 neither person's results are found for the other, and every recognition made through the
-link is treated as a withdrawal of its result (the doctor notified, the saving reversed,
-by the safety notifier that handles withdrawn results). Every decision is audited in the
-transaction that makes it.
+link is undone like a withdrawal of its result: the doctor gets a `link-undone` notice
+and the saving is reversed, by the safety notifier that handles withdrawn results. Every
+decision is audited in the transaction that makes it.
 
 How an operator names a person: by person id (the review list shows them; person ids are
 random, not patient data), or by an identifier SYSTEM|VALUE looked up as a check would
@@ -27,9 +27,10 @@ from broker.domain.results import ResultChange
 from broker.ports.identity import IdentityUnitOfWork, Link, Recognition, ReviewItem, SamePerson
 from broker.services.safety import SafetyNotifier
 
-# What an undone recognition is treated as: the result withdrawn (safety.py reverses the
-# saving and notifies the doctor under the withdrawal policy).
-UNLINKED_STATUS = "entered-in-error"
+# The `new_status` of a `link-undone` notice (and of its `reversed` event): the result's
+# own status did not change, the link it was found through was undone (safety.py reverses
+# the saving and notifies the doctor).
+UNLINKED_STATUS = "unlinked"
 MAX_LIST = 500
 
 

@@ -1,4 +1,6 @@
-"""Safety notices for doctors: a result they recognised was corrected or withdrawn."""
+"""Safety notices for doctors: a result they recognised was corrected or withdrawn, or the
+patient link it was found through was undone (`kind`: corrected | withdrawn |
+link-undone; `action`: reverse | flag)."""
 
 from __future__ import annotations
 

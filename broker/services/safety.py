@@ -2,7 +2,9 @@
 
 Called by ingest inside the transaction that makes the new version current (through
 broker/storage/outcome_uow.py `safety_listener`), so the notice, the ledger entry and the
-event exist exactly when the change does.
+event exist exactly when the change does. Also called (`undo`) by an unlink of two people
+(broker/services/identity_review.py), in the unlink's transaction: a recognition made
+through the undone link gets a `link-undone` notice and its saving reversed.
 """
 
 from __future__ import annotations
@@ -16,7 +18,13 @@ from typing import Any
 from broker import ports
 from broker.domain import check_items
 from broker.domain.catalog import Catalog
-from broker.domain.ledger import SafetyAction, SafetyPolicy, change_kind, change_notice
+from broker.domain.ledger import (
+    ChangeKind,
+    SafetyAction,
+    SafetyPolicy,
+    change_kind,
+    change_notice,
+)
 from broker.domain.recognition import Text
 from broker.domain.results import ResultChange
 
@@ -34,7 +42,8 @@ class SafetyNotifier:
         by_result = {c.result_id: c for c in changes}
         for outcome in await uow.outcomes.accepted_for(list(by_result)):
             assert outcome.result_id is not None  # accepted outcomes name their result
-            await self._notify(uow, outcome, by_result[outcome.result_id], now)
+            change = by_result[outcome.result_id]
+            await self._notify(uow, outcome, change, change_kind(change.status), now)
 
     async def undo(
         self,
@@ -43,23 +52,26 @@ class SafetyNotifier:
         change: ResultChange,
         now: datetime,
     ) -> None:
-        """Treat one recognition as if its result were changed by `change` (an unlinked
-        patient identity: broker/services/identity_review.py), once per change."""
-        await self._notify(uow, outcome, change, now)
+        """One recognition made through a patient link that was undone (`change` names
+        the result, its hospital and the unlink: broker/services/identity_review.py): the
+        doctor gets a `link-undone` notice, the saving is reversed (whatever the policy for
+        withdrawn results), once per unlink."""
+        await self._notify(uow, outcome, change, ChangeKind.LINK_UNDONE, now)
 
     async def _notify(
         self,
         uow: ports.SafetyUnitOfWork,
         outcome: ports.Outcome,
         change: ResultChange,
+        kind: ChangeKind,
         now: datetime,
     ) -> None:
         check_id, index = outcome.check_id, outcome.item_index
         notice_key = check_items.notice_key(check_id, index, change.message_id)
         if await uow.notices.exists(notice_key):
             return  # this change was handled already (a replayed message)
-        kind = change_kind(change.status)
         action = self.policy.action(kind)
+        reason = REASONS[kind]
         base: dict[str, Any] = {
             "check_id": check_id,
             "item_index": index,
@@ -80,7 +92,7 @@ class SafetyNotifier:
                 entry_id = await uow.ledger.add(
                     _about(
                         saving,
-                        f"result {kind.value}",
+                        reason,
                         now,
                         dedupe_key=reversal,
                         kind="reversal",
@@ -105,7 +117,7 @@ class SafetyNotifier:
             entry_id = await uow.ledger.add(
                 _about(
                     saving,
-                    f"result {kind.value}",
+                    reason,
                     now,
                     dedupe_key=check_items.flag_key(check_id, index, change.message_id),
                     kind="flag",
@@ -139,6 +151,14 @@ class SafetyNotifier:
     def _name(self, code: str | None) -> Text:
         item = self.catalog.items.get(code) if code else None
         return Text(item.name_zh, item.name_en) if item else Text(code or "?", code or "?")
+
+
+# The ledger entry's reason for a reversal or flag.
+REASONS = {
+    ChangeKind.CORRECTED: "result corrected",
+    ChangeKind.WITHDRAWN: "result withdrawn",
+    ChangeKind.LINK_UNDONE: "patient link undone",
+}
 
 
 def _about(

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import func, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from broker.domain import identity_review as review
@@ -306,8 +306,10 @@ async def match_at_ingest(
         best = review.best_per_person(scored)
         best = {c: r for c, r in best.items() if frozenset((pid, c)) not in reviewed}
         decided = review.plan(best)
-        if decided.link is not None and me != pid:
-            # Linked elsewhere already: joining two groups is a person's decision.
+        if decided.link is not None and (me != pid or await active_links_into(session, pid)):
+            # Linked elsewhere already, or others linked into them (a person seen before,
+            # whose first demographics arrived later): joining two groups is a person's
+            # decision.
             decided = review.Plan(None, ((decided.link, best[decided.link]), *decided.review))
         if decided.link is not None:
             result = best[decided.link]
@@ -327,6 +329,28 @@ async def match_at_ingest(
         for cand, result in decided.review:
             await _add_review(session, pid, cand, hospital, result, rules.version, now)
             reviewed.add(frozenset((pid, cand)))
+
+
+async def without_demographics(
+    session: AsyncSession, records: Iterable[tuple[str, str]]
+) -> set[tuple[str, str]]:
+    """The (person, hospital) records with no demographics stored yet: a person first seen
+    without them is matched when a hospital first sends them (read before they are
+    written; one primary-key lookup per record)."""
+    wanted = sorted(set(records))
+    if not wanted:
+        return set()
+    stored: set[tuple[str, str]] = set()
+    for i in range(0, len(wanted), _CHUNK):
+        rows = await session.execute(
+            select(person_demographics.c.person_id, person_demographics.c.hospital_id).where(
+                tuple_(person_demographics.c.person_id, person_demographics.c.hospital_id).in_(
+                    wanted[i : i + _CHUNK]
+                )
+            )
+        )
+        stored.update((pid, hospital) for pid, hospital in rows)
+    return set(wanted) - stored
 
 
 async def _open_demographics(

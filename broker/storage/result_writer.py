@@ -292,8 +292,9 @@ class SqlResultWriter(ResultWriter):
             await self._write_births()
         if self._demographics:
             latest = {(self._merges.get(p, p), h): d for (p, h), d in self._demographics.items()}
+            first = await identity.without_demographics(s, self._seen_unidentified(latest))
             await demographics.replace(s, self.cipher, self.pseudonyms, latest, self.now)
-            if unmatched := self._to_match(latest):
+            if unmatched := self._to_match(latest, first):
                 await self._follow_up(
                     "matching",
                     identity.match_at_ingest(s, self.cipher, self.pseudonyms, unmatched, self.now),
@@ -305,17 +306,32 @@ class SqlResultWriter(ResultWriter):
             changes = list(self._changes.values())
             await self._follow_up("safety", self.on_change(s, changes, self.now))
 
-    def _to_match(
+    def _seen_unidentified(
         self, latest: dict[tuple[str, str], Demographics]
+    ) -> list[tuple[str, str]]:
+        """Records of people seen before this batch, without a trusted national identifier:
+        matched if these are the first demographics their hospital sent."""
+        created = {r["id"] for r in self._rows.get("person", ())}
+        return [
+            (pid, h)
+            for (pid, h), d in latest.items()
+            if pid not in created and not d.identifiers and pid not in self._merges
+        ]
+
+    def _to_match(
+        self, latest: dict[tuple[str, str], Demographics], first: set[tuple[str, str]]
     ) -> dict[tuple[str, str], Demographics]:
-        """The records to score against the index: of people this batch created (a person
-        seen before was matched when first seen), without a trusted national identifier
-        (those link deterministically; `Demographics.identifiers` holds only trusted ones)."""
+        """The records to score against the index: of people this batch created, or the
+        first demographics a hospital sent for a person seen before (`first`; a later change
+        of demographics is not scored again), without a trusted national identifier (those
+        link deterministically; `Demographics.identifiers` holds only trusted ones)."""
         created = {r["id"] for r in self._rows.get("person", ())}
         return {
             (pid, h): d
             for (pid, h), d in latest.items()
-            if pid in created and not d.identifiers and pid not in self._merges
+            if (pid in created or (pid, h) in first)
+            and not d.identifiers
+            and pid not in self._merges
         }
 
     async def _write_search_index(self) -> None:

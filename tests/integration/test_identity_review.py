@@ -134,7 +134,8 @@ async def test_confirm_links_unlink_undoes_the_recognition(near_duplicate: Conta
     assert undone.recognitions_undone == 1
     assert not found_at_h001(await check(c, "MRN-77"))  # immediately
     (notice,) = await notices_for(c.notice_uow(), DOCTOR)
-    assert notice["kind"] == "withdrawn" and notice["action"] == "reverse"
+    assert notice["kind"] == "link-undone" and notice["action"] == "reverse"
+    assert notice["new_status"] == "unlinked" and "another person" in notice["message"]["en"]
     kinds = sorted((e.kind, e.amount_fen) for e in await rows(c, ledger_entry))
     assert kinds[0][0] == "reversal" and kinds[0][1] == -kinds[1][1] and kinds[1][0] == "saving"
     (link,) = await rows(c, identity_link)

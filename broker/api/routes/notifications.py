@@ -1,4 +1,5 @@
-"""Safety notices: results a doctor recognised that were later corrected or withdrawn."""
+"""Safety notices: results a doctor recognised that were later corrected or withdrawn, or
+found through a patient link that was later undone (kind `link-undone`)."""
 
 from __future__ import annotations
 
