@@ -25,10 +25,10 @@ from adapters.common.outbox import Outbox
 from adapters.common.publisher import Receipt
 from adapters.common.receipts import RECEIPT_KEYS_FILE, ReceiptTrust
 from adapters.common.signing import SigningKeyMissing, create_key, current_key, public_key_b64
-from broker.cli import demo_outcomes
+from broker.cli import demo_outcomes, demo_rights
 from broker.cli.demo_outcomes import DemoCheck
 from broker.demo import registry as demo_registry
-from broker.demo import scenarios
+from broker.demo import rights, scenarios
 from broker.demo.dataset import (
     DEFAULT_SEED as DEMO_SEED,
 )
@@ -120,16 +120,18 @@ async def _replay(stack: Stack, patients: int, console: Console) -> None:
     """The sample through the adapters, then the checks, outcomes and reports."""
     now = datetime.now(SHANGHAI)
     story = scenarios.build(DEMO_SEED, now)
+    privacy = rights.build(DEMO_SEED, now)  # issue "Patient rights": an HIV result
     dataset = _with_forgeries(generate(now=now, seed=DEMO_SEED, patients=patients))
     dataset = replace(
         dataset,
         hospitals=(*dataset.hospitals, scenarios.CHONGQING),
-        messages=(*dataset.messages, *story.messages),
+        messages=(*dataset.messages, *story.messages, privacy.message),
     )
     signers = await _register(stack, dataset)
     receipts, seconds = await _publish(stack, dataset, signers, console)
     checks = await _summary(stack, dataset, receipts, seconds, console)
     await _rules_v2_story(stack, story, console)
+    await demo_rights.show(stack, privacy, console)
     await _outcomes(stack, checks, signers, console)
 
 

@@ -205,6 +205,7 @@ class FhirService:
                 {"resource_type": CONSENT, "parameters": sorted({k for k, _ in pairs})},
             ),
         )
+        _broke_glass(caller)  # audited as break-glass: on the report, so counted too
         now = datetime.now(UTC)
         names = self._consent_records.category_names()
         entries = []
@@ -224,6 +225,7 @@ class FhirService:
     async def _consent_read(self, caller: Reader, rid: str) -> dict[str, Any]:
         assert self._consent_records is not None
         found = await self._consent_records.one(caller.actor, rid, purpose=caller.purpose)
+        _broke_glass(caller)
         if found is None:
             raise not_found(f"no {CONSENT} with this id is known to mrb")
         record, person_id = found
@@ -313,6 +315,7 @@ class FhirService:
             if record.merged_into:
                 await self._audit(uow, caller, "fhir-read", _Patient(pid, None), {"merged": True})
                 await uow.commit()
+                _broke_glass(caller)
                 return {
                     "resourceType": "Patient",
                     "id": pid,
@@ -330,6 +333,7 @@ class FhirService:
                 uow, caller, "fhir-read", _Patient(pid, None), {"resource": "Patient"}
             )
             await uow.commit()
+        _broke_glass(caller)  # audited as break-glass: counted for the alert as well
         return resource
 
     # -- IHE PIXm [ITI-83] and PDQm [ITI-119] (registered machine clients) ---------------

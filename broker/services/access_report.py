@@ -62,6 +62,10 @@ ACTIONS: dict[str, Text] = {
     "rate-limit-break-glass": Text(
         "紧急情况下超出查询频率限制放行", "let through over a rate limit in an emergency"
     ),
+    # The patient's consent record (broker/services/consents.py), audited under their person.
+    "consent.record": Text("登记患者同意或拒绝共享", "recorded a consent or an opt-out"),
+    "consent.withdraw": Text("撤回患者同意或拒绝共享", "withdrew a consent or an opt-out"),
+    "consent.read": Text("查阅患者同意记录", "read the consent record"),
     ACTION: Text("生成本人访问报告", "this access report was produced"),
 }
 PURPOSES: dict[str, Text] = {

@@ -222,6 +222,14 @@ async def test_demo_indexes_the_sample_and_answers_a_check(settings: Settings) -
     assert "Rules v2 at work" in text and "rules v2 story broken" not in text
     for shown in ("NO_VALUE", "haemolysed", "newer result", "left side", "Sichuan–Chongqing"):
         assert shown in text, shown
+    # Patient rights: an HIV result hidden from H002 (EXCLUDED), revealed by a consent,
+    # hidden again once it is withdrawn, read by break-glass, and the patient's access
+    # report listing those reads (the break-glass one with its purpose, 紧急突破).
+    assert "Patient rights at work" in text and "patient rights story broken" not in text
+    rights = text[text.index("Patient rights at work") : text.index("本人访问报告")]
+    assert rights.index("EXCLUDED") < rights.index("RECOGNIZABLE") < rights.rindex("EXCLUDED")
+    assert "break-glass finds 1" in rights and "Break-glass report" in rights
+    assert "本人访问报告" in text and "紧急突破" in text and "开具检查检验" in text
     # Doctors' outcomes, a recognised report withdrawn, and the reports from the ledger.
     assert "Outcomes" in text and "receipt: indexed" in text
     assert "notice to dr.demo@" in text and "已被撤回" in text

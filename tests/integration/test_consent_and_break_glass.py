@@ -247,6 +247,35 @@ class TestBreakGlass:
             )
         assert [d["break_glass_reason"] for d in reasons] == ["coma 昏迷"]
 
+    async def test_a_fhir_patient_read_that_breaks_the_glass_is_counted(
+        self, world: Container, api: httpx.AsyncClient
+    ) -> None:
+        """A Patient read by id with an emergency and a reason is flagged in the audit trail
+        and counted for the alert, like a search; a plain read is counted by neither."""
+
+        def counted() -> float:
+            found = REGISTRY.get_sample_value("mrb_break_glass_reads_total", {"channel": "fhir"})
+            return found or 0.0
+
+        await index(world, f.lab_bundle(accession="CBC-H1"), "H001")
+        await consent(world, ConsentKind.OPT_OUT)
+        doctor = await bearer(world, "doctor", "H002", "dr.li")
+        (entry,) = (await search(api, doctor, "/fhir/Patient", identifier=A))["entry"]
+        path = f"/fhir/Patient/{entry['resource']['id']}"
+        before = counted()
+        assert (await api.get(path, headers=doctor)).status_code == 200
+        assert counted() == before
+        glass = {**doctor, "X-Purpose-Of-Use": "ETREAT", "X-Break-Glass-Reason": "unconscious"}
+        r = await api.get(path, headers=glass)
+        assert r.status_code == 200 and r.json()["resourceType"] == "Patient"
+        assert counted() == before + 1
+        async with world.sessions() as s:
+            rows = (
+                await s.execute(select(audit_event).where(audit_event.c.purpose == "break-glass"))
+            ).all()
+        assert [(e.action, e.detail.get("resource")) for e in rows] == [("fhir-read", "Patient")]
+        assert rows[0].detail["break_glass_reason"] == "unconscious"
+
 
 class TestPurpose:
     async def test_an_unknown_purpose_is_a_400_problem(

@@ -35,6 +35,7 @@ NAMES = {"H001": "泸州市人民医院", "H002": "叙永县医院"}
 
 def test_every_audited_patient_action_is_worded_in_both_languages() -> None:
     patient_actions = {*balp.KINDS} - {"audit.read"} | {"rate-limit-break-glass"}
+    patient_actions |= {"consent.record", "consent.withdraw", "consent.read"}
     for action in patient_actions:
         assert action in ACTIONS, action
     for table in (ACTIONS, PURPOSES, ROLES, DECISIONS):

@@ -78,6 +78,7 @@ def test_every_expression_names_only_metrics_mrb_exports() -> None:
         "mrb_http_request_seconds_bucket",
         "mrb_audit_last_seal_timestamp_seconds",
         "mrb_break_glass_total",
+        "mrb_break_glass_reads_total",  # issue "Patient rights": every break-glass read
     ):
         assert name in used, name
 
@@ -89,3 +90,16 @@ def test_every_runbook_is_a_section_of_the_operations_guide() -> None:
         path, _, anchor = runbook.partition("#")
         assert path == "docs/operations.md", rule["alert"]
         assert anchor in sections, (rule["alert"], anchor)
+
+
+def test_a_break_glass_read_alerts_the_security_administrator_at_once() -> None:
+    """Issue "Patient rights": every read beyond consent or opt-out is reviewed, so the
+    first one in five minutes fires (no `for`), labelled for the security team."""
+    (rule,) = [r for r in rules() if "mrb_break_glass_reads_total" in r["expr"]]
+    assert re.fullmatch(
+        r"sum by \(channel\) \(increase\(mrb_break_glass_reads_total\[5m\]\)\) > 0",
+        rule["expr"].strip(),
+    )
+    assert "for" not in rule
+    assert rule["labels"] == {"severity": "warning", "team": "security"}
+    assert "break-glass" in rule["annotations"]["summary"]
