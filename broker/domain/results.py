@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from enum import StrEnum
@@ -89,6 +90,9 @@ class ExtractedResult:
     summary: str
     items: tuple[ResultItem, ...]
     timezone_assumed: bool = False
+    # The hash as computed before content_hash's current form (broker.domain.versions),
+    # computed only when a version stored with it is met.
+    legacy_hash: Callable[[], str] | None = field(default=None, compare=False, repr=False)
 
     @property
     def withdrawn(self) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -51,16 +52,35 @@ class StoredVersion:
     is_current: bool
 
 
+# Content hashes in use: "o" + 63 hex digits (SHA-256 of orjson's sorted-key JSON), and,
+# stored before it, 64 hex digits (of the standard library's ASCII-escaped JSON), which a
+# replay of the same content must still match.
+HASH_MARK = "o"
+
+
+def is_legacy_hash(content_hash: str) -> bool:
+    return not content_hash.startswith(HASH_MARK)
+
+
 def place_version(
-    key: VersionKey, content_hash: str, existing: list[StoredVersion]
+    key: VersionKey,
+    content_hash: str,
+    existing: list[StoredVersion],
+    legacy_hash: Callable[[], str] | None = None,
 ) -> VersionOutcome:
     """Decide where an arriving version goes among the versions already stored.
 
-    Replays (same content) change nothing. Otherwise the greatest key wins; on an
-    exact tie with different content the later arrival wins, the only order left.
+    Replays (same content) change nothing, also of a version stored under the earlier
+    hash (`legacy_hash` computes it, only when such a version is there). Otherwise the
+    greatest key wins; on an exact tie with different content the later arrival wins, the
+    only order left.
     """
     if any(v.content_hash == content_hash for v in existing):
         return VersionOutcome.DUPLICATE
+    if legacy_hash is not None and any(is_legacy_hash(v.content_hash) for v in existing):
+        earlier = legacy_hash()
+        if any(v.content_hash == earlier for v in existing):
+            return VersionOutcome.DUPLICATE
     current = next((v for v in existing if v.is_current), None)
     if current is None or not key < current.key:
         return VersionOutcome.CURRENT

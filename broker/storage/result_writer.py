@@ -486,7 +486,7 @@ class SqlResultWriter(ResultWriter):
             )
             outcome = VersionOutcome.CURRENT
         else:
-            outcome = place_version(r.version, r.content_hash, ident.versions)
+            outcome = place_version(r.version, r.content_hash, ident.versions, r.legacy_hash)
             if outcome is VersionOutcome.DUPLICATE:
                 return outcome
             if outcome is VersionOutcome.CURRENT:

@@ -11,6 +11,7 @@ import pytest
 from broker.domain.identifiers import FHIR_PATIENT_ID_SYSTEM, IdentifierScope
 from broker.domain.rejections import RejectCode, Rejected
 from broker.domain.results import ParsedMessage, ResultKind
+from broker.domain.versions import HASH_MARK
 from broker.ingest.parse import parse_message
 from tests import factories as f
 
@@ -59,6 +60,19 @@ class TestLabReport:
         b = parse(f.lab_bundle()).results[0]
         c = parse(f.lab_bundle(hb=9.1)).results[0]
         assert a.content_hash == b.content_hash != c.content_hash
+
+    def test_the_hash_is_marked_and_the_earlier_form_still_computed(self) -> None:
+        """Stored versions keep the hash form they were written with: a replay of one
+        written before orjson must still be told apart only by its content."""
+
+        def earlier(hb: float) -> str:
+            r = parse(f.lab_bundle(hb=hb)).results[0]
+            assert r.content_hash.startswith(HASH_MARK) and len(r.content_hash) == 64
+            assert r.legacy_hash is not None
+            return r.legacy_hash()
+
+        assert len(earlier(9.1)) == 64 and not earlier(9.1).startswith(HASH_MARK)
+        assert earlier(9.1) == earlier(9.1) != earlier(9.2)
 
     def test_patient_details_do_not_change_the_result_hash(self) -> None:
         a = parse(f.lab_bundle()).results[0]

@@ -94,3 +94,32 @@ class TestPlaceVersion:
         shuffled = arrivals[:]
         rnd.shuffle(shuffled)  # type: ignore[attr-defined]
         assert replay(shuffled + shuffled) == expected  # replays included
+
+
+class TestHashForms:
+    """Versions stored under the earlier hash form are still recognised as replays."""
+
+    LEGACY = "a" * 64  # an earlier form: 64 hex digits
+    NEW = "o" + "b" * 63
+
+    def test_a_replay_of_a_version_stored_under_the_earlier_hash_is_a_duplicate(self) -> None:
+        stored = [StoredVersion(key(0), self.LEGACY, True)]
+        asked: list[bool] = []
+
+        def earlier() -> str:
+            asked.append(True)
+            return self.LEGACY
+
+        assert place_version(key(0), self.NEW, stored, earlier) is VersionOutcome.DUPLICATE
+        assert asked == [True]
+
+    def test_the_earlier_hash_is_computed_only_when_such_a_version_is_stored(self) -> None:
+        def never() -> str:
+            raise AssertionError("computed although no version has the earlier form")
+
+        stored = [StoredVersion(key(0), "o" + "c" * 63, True)]
+        assert place_version(key(1), self.NEW, stored, never) is VersionOutcome.CURRENT
+
+    def test_different_content_under_either_form_is_a_new_version(self) -> None:
+        stored = [StoredVersion(key(0), self.LEGACY, True)]
+        assert place_version(key(1), self.NEW, stored, lambda: "d" * 64) is VersionOutcome.CURRENT
