@@ -670,6 +670,13 @@ class FakeHospitalRegistry(registry_ports.HospitalRegistry):
         self.keys[(hospital_id, key_id)] = (found[0], True)
         return True
 
+    async def signing_keys(self) -> list[registry_ports.HospitalKey]:
+        added = datetime(2026, 1, 1, tzinfo=UTC)
+        return [
+            registry_ports.HospitalKey(h, k, public, added, added if revoked else None)
+            for (h, k), (public, revoked) in sorted(self.keys.items())
+        ]
+
 
 class FakeRegistryUnitOfWork(_FakeTransaction, registry_ports.RegistryUnitOfWork):
     def __init__(self, hospitals: FakeHospitalRegistry | None = None) -> None:

@@ -7,6 +7,8 @@ administrator registers it: without its certifications, which are kept apart.
 from __future__ import annotations
 
 import abc
+from dataclasses import dataclass
+from datetime import datetime
 
 from broker.domain.registry import Certification
 from broker.domain.registry import Hospital as Hospital
@@ -24,6 +26,17 @@ class UnknownHospital(Exception):
 
 class KeyExists(Exception):
     """This key id is already registered for the hospital."""
+
+
+@dataclass(frozen=True)
+class HospitalKey:
+    """A hospital's registered signing key: public material and its dates only."""
+
+    hospital: str
+    key_id: str
+    public_key: str  # base64 of the raw public key
+    added_at: datetime
+    revoked_at: datetime | None
 
 
 class HospitalRegistry(abc.ABC):
@@ -54,6 +67,10 @@ class HospitalRegistry(abc.ABC):
     @abc.abstractmethod
     async def revoke_key(self, hospital_id: str, key_id: str) -> bool:
         """Revoke an active key; False when the hospital has no such active key."""
+
+    @abc.abstractmethod
+    async def signing_keys(self) -> list[HospitalKey]:
+        """Every hospital's signing keys, revoked ones included, by hospital and key id."""
 
 
 class RegistryUnitOfWork(UnitOfWork):

@@ -14,7 +14,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from broker.domain.actors import Actor, Duty
 from broker.domain.catalog import Catalog
 from broker.domain.registry import Certification, CertifyingBody
-from broker.ports.registry import Hospital, KeyExists, RegistryUnitOfWork, UnknownHospital
+from broker.ports.registry import (
+    Hospital,
+    HospitalKey,
+    KeyExists,
+    RegistryUnitOfWork,
+    UnknownHospital,
+)
 from broker.security import signatures
 
 GRADES = {"甲": "甲", "乙": "乙", "A": "甲", "B": "乙"}
@@ -55,6 +61,12 @@ async def hospitals_with_certifications(
     async with uow:
         certs = await uow.hospitals.certifications()
         return [(h, [c for c in certs if c.hospital == h.id]) for h in await uow.hospitals.all()]
+
+
+async def signing_keys(uow: RegistryUnitOfWork) -> list[HospitalKey]:
+    """Every hospital's signing keys: public material and dates (reference data)."""
+    async with uow:
+        return await uow.hospitals.signing_keys()
 
 
 async def register(

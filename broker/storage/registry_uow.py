@@ -36,6 +36,13 @@ class SqlHospitalRegistry(ports.HospitalRegistry):
     async def revoke_key(self, hospital_id: str, key_id: str) -> bool:
         return await hospitals.revoke_key(self._session, hospital_id, key_id)
 
+    async def signing_keys(self) -> list[ports.HospitalKey]:
+        found = await hospitals.signing_keys(self._session)
+        return [
+            ports.HospitalKey(k.hospital, k.key_id, k.public_key, k.added_at, k.revoked_at)
+            for _, k in sorted(found.items())
+        ]
+
 
 class SqlRegistryUnitOfWork(SqlUnitOfWork, ports.RegistryUnitOfWork):
     def _bind(self, session: AsyncSession) -> None:

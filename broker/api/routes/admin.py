@@ -3,7 +3,7 @@ item catalog (read by every role but audit). Every write is audited with its act
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
 from typing import Literal
 
 from fastapi import APIRouter, Depends, status
@@ -47,14 +47,23 @@ class CertificationOut(BaseModel):
     valid_to: date
 
 
+class KeyOut(BaseModel):
+    key_id: str
+    public_key: str = Field(description="base64 of the raw public key (public material)")
+    added_at: datetime
+    revoked_at: datetime | None
+
+
 class HospitalOut(HospitalIn):
     certifications: list[CertificationOut] = Field(default_factory=list)
+    keys: list[KeyOut] = Field(default_factory=list, description="signing keys, revoked too")
 
 
 @router.get("/hospitals", response_model=list[HospitalOut], dependencies=[READ])
 async def list_hospitals(container: ContainerDep) -> list[HospitalOut]:
-    """Every registered hospital with its alliances and certifications."""
+    """Every registered hospital with its alliances, certifications and signing keys."""
     listed = await registry_service.hospitals_with_certifications(container.registry_uow())
+    keys = await registry_service.signing_keys(container.registry_uow())
     return [
         HospitalOut(
             id=h.id,
@@ -71,6 +80,16 @@ async def list_hospitals(container: ContainerDep) -> list[HospitalOut]:
                     scope=c.scope, body=c.body.value, valid_from=c.valid_from, valid_to=c.valid_to
                 )
                 for c in certs
+            ],
+            keys=[
+                KeyOut(
+                    key_id=k.key_id,
+                    public_key=k.public_key,
+                    added_at=k.added_at,
+                    revoked_at=k.revoked_at,
+                )
+                for k in keys
+                if k.hospital == h.id
             ],
         )
         for h, certs in listed

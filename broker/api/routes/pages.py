@@ -34,3 +34,10 @@ async def doctor_page() -> FileResponse:
 async def finance_page() -> FileResponse:
     """Savings over time, by hospital, item and decline reason, as charts."""
     return FileResponse(STATIC / "finance.html", headers=_HEADERS)
+
+
+@router.get("/admin")
+async def admin_page() -> FileResponse:
+    """Hospitals, QC certifications, the unmapped-code worklist, tokens, identity reviews
+    and the catalog, each for the roles the API grants it."""
+    return FileResponse(STATIC / "admin.html", headers=_HEADERS)

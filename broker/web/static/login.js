@@ -2,7 +2,15 @@
 // parameter: nothing from the address bar decides where a signed-in user is sent).
 "use strict";
 
-const PAGES = { doctor: "/doctor", finance: "/finance", "platform-finance": "/finance" };
+const PAGES = {
+  doctor: "/doctor",
+  finance: "/finance",
+  "platform-finance": "/finance",
+  admin: "/admin",
+  "platform-admin": "/admin",
+  "security-admin": "/admin",
+  qc: "/admin",
+};
 
 document.addEventListener("DOMContentLoaded", () => {
   startSession((info) => {
