@@ -93,15 +93,23 @@ class TestWhoMayRead:
             caller(DR_LI, "RESEARCH")
         assert refused.value.issue == "invalid"
 
+    @pytest.mark.parametrize("purpose", ["CAREMGT", "PATRQT", "HPAYMT", "HQUALIMP"])
+    def test_a_doctor_reads_for_treatment_only(self, purpose: str) -> None:
+        """A known purpose that is not treatment is refused to a doctor (403), not
+        silently recorded: the issue's rule and PIPL Art. 28's narrowest purpose."""
+        with pytest.raises(NotAllowed) as refused:
+            caller(DR_LI, purpose)
+        assert refused.value.issue == "forbidden"
+
 
 class TestRead:
     async def test_a_doctor_reads_another_hospitals_result_and_the_read_is_audited(self) -> None:
         w = World()
-        resource = await w.service.read(caller(DR_LI, "CAREMGT"), "DiagnosticReport", REPORTS[1])
+        resource = await w.service.read(caller(DR_LI, "TREAT"), "DiagnosticReport", REPORTS[1])
         assert resource["resourceType"] == "DiagnosticReport" and resource["id"] == REPORTS[1]
         assert w.reindex.refreshed == [REPORTS[1]]  # brought up to date before it is read
         (read,) = w.uow.committed_reads
-        assert read["actor"] == DR_LI and read["purpose"] == "care-management"
+        assert read["actor"] == DR_LI and read["purpose"] == "treatment"
         assert read["action"] == "fhir-read" and read["person_id"] == PID
         assert read["detail"] == {"resource": f"DiagnosticReport/{REPORTS[1]}", "outcome": "read"}
 
