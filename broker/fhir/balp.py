@@ -55,6 +55,7 @@ KINDS = {
     "fhir-search": QUERY,
     "fhir-pix-query": QUERY,
     "fhir-pdq-match": QUERY,
+    "fhir-pdq-query": QUERY,
     "recognition-check": QUERY,
     "cds-patient-view": QUERY,
     "audit.read": QUERY,
@@ -80,7 +81,9 @@ IHE_EVENT = "urn:ihe:event-type-code"
 _TRANSACTIONS = {
     "fhir-pix-query": ("ITI-83", "Mobile Patient Identifier Cross-reference Query"),
     "fhir-pdq-match": ("ITI-119", "Patient Demographics Match"),
+    "fhir-pdq-query": ("ITI-78", "Mobile Patient Demographics Query"),
 }
+_OPERATIONS = ("fhir-pix-query", "fhir-pdq-match")  # the others are searches
 _VERBS = {"add": "C", "issue": "C", "certify": "C", "replace": "U", "close": "U", "revoke": "U"}
 
 
@@ -105,7 +108,7 @@ def audit_event(entry: Mapping[str, Any], base: str) -> Resource:
         resource["action"] = _VERBS.get(action.rsplit(".", 1)[-1], "E")
     else:
         resource["type"] = {"system": EVENT_TYPE, "code": "rest", "display": "Restful Operation"}
-        code = "read" if kind == READ else "operation" if action in _TRANSACTIONS else "search-type"
+        code = "read" if kind == READ else "operation" if action in _OPERATIONS else "search-type"
         resource["subtype"] = [{"system": INTERACTION, "code": code, "display": code}, mine]
         if action in _TRANSACTIONS:
             iti, display = _TRANSACTIONS[action]
@@ -233,6 +236,9 @@ def _query_text(action: str, detail: Mapping[str, Any]) -> str:
         return f"GET Patient/$ihe-pix?{names} from {detail.get('client', 'a registered client')}"
     if action == "fhir-pdq-match":
         return f"POST Patient/$match from {detail.get('client', 'a registered client')}"
+    if action == "fhir-pdq-query":
+        names = "&".join(str(p) for p in detail.get("parameters") or [])
+        return f"GET Patient?{names} from {detail.get('client', 'a registered client')}"
     if action == "cds-patient-view":
         return f"CDS Hooks patient-view from {detail.get('client', 'a registered client')}"
     return action

@@ -159,7 +159,7 @@ def capability_statement(base: str, now: datetime, version: str) -> Resource:
                     "description": (
                         "Send `Authorization: Bearer <token>`; only the doctor role reads "
                         "patient data, one named patient at a time. An optional "
-                        "`X-Purpose-Of-Use` header (TREAT, ETREAT, CAREMGT, PATRQT; default "
+                        "`X-Purpose-Of-Use` header (TREAT, ETREAT or BTG; default "
                         "TREAT) is recorded in the audit trail. Only the audit role reads "
                         "AuditEvent, and nothing else. Patient/$ihe-pix and Patient/$match "
                         "are for registered machine clients (an EHR or MPI registered as a "
@@ -231,8 +231,10 @@ _PATIENT_OPERATIONS = [
         "name": "match",
         "definition": "https://profiles.ihe.net/ITI/PDQm/OperationDefinition/PDQmMatch",
         "documentation": "IHE PDQm [ITI-119], FHIR Patient $match: POST a Parameters "
-        "(resource, onlyCertainMatches, count). Matches on identifiers only (exact, "
-        "normalised); demographics are not stored in mrb's index and are not compared. "
+        "(resource, onlyCertainMatches, count: default and at most 10). Matches on "
+        "identifiers (exact, normalised: certain) and on demographics (name, birthDate, "
+        "gender, telecom, address) through mrb's probabilistic engine: an engine MATCH is "
+        "certain, a POSSIBLE_MATCH probable or possible (docs/patient-matching.md). "
         "Answers with search.score and the match-grade extension. Registered machine "
         "clients only.",
     },
@@ -248,8 +250,9 @@ _READ_DOC = {
     "ImagingStudy": "By the result id a recognition check links to.",
 }
 _SEARCH_DOC = {
-    "Patient": "By identifier (system|value) or _id: exactly one patient (IHE PDQm "
-    "[ITI-78] by identifier; no demographic parameters).",
+    "Patient": "Doctors: by identifier (system|value) or _id, exactly one patient. "
+    "Registered machine clients (IHE PDQm [ITI-78]): family, given, birthdate, gender, "
+    "telecom, identifier, _id (exact after normalisation; _count at most 50).",
     "DiagnosticReport": "Within one patient (patient or subject:identifier required).",
     "Observation": "Within one patient (patient or subject:identifier required).",
     "ImagingStudy": "Within one patient (patient or subject:identifier required).",

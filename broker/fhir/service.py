@@ -13,7 +13,7 @@ from broker.domain.errors import Invalid, NotAllowed, Refused
 from broker.domain.identifier_systems import IdentifierRegistry
 from broker.domain.identifiers import InvalidIdentifier, PatientIdentifier
 from broker.domain.purposes import PurposeTable, UnknownPurpose, doctor_read
-from broker.fhir import pdq, pix
+from broker.fhir import pdq, pdq_search, pix
 from broker.fhir.consent import consent_capability, consent_resource
 from broker.fhir.cursors import CursorSigner, Page, page_links, resume
 from broker.fhir.documents import (
@@ -29,6 +29,7 @@ from broker.fhir.pix import PixQuery
 from broker.fhir.resources import ResultView, instant, merge_patients, patient_identifiers
 from broker.ports.consent import NO_CONSENT_RECORDS, ConsentReader
 from broker.ports.fhir import Admission, FhirReindex, FhirUnitOfWork, Hit, Viewer
+from broker.ports.pdq import PeopleDemographics
 from broker.reference.purposes import shipped_purposes
 from broker.reference.sensitive import shipped_index_codes
 from broker.services.consents import ConsentService, note_break_glass
@@ -146,6 +147,7 @@ class FhirService:
         consents: ConsentReader = NO_CONSENT_RECORDS,
         hidden_codes: Callable[[frozenset[str]], frozenset[tuple[str, str]]] | None = None,
         consent_records: ConsentService | None = None,
+        people_demographics: PeopleDemographics | None = None,
     ) -> None:
         """`sensitive_codes`: the (system, code) pairs that make a result sensitive
         (SensitivityTable.index_codes); the shipped table's unless given. `consents`: the
@@ -153,6 +155,7 @@ class FhirService:
         pairs still hiding a result once some categories are consented (services.consents
         .hidden_codes); `consent_records`: serves the Consent resources."""
         self._identifiers = identifiers
+        self._demographics = people_demographics  # PDQm: blocks and sealed demographics
         self._hidden = shipped_index_codes() if sensitive_codes is None else sensitive_codes
         self._consents = consents
         self._hidden_for = hidden_codes
@@ -380,28 +383,45 @@ class FhirService:
         return answer
 
     async def match(self, caller: Reader, body: object, *, base: str) -> dict[str, Any]:
-        """Patient/$match: the people the Patient's identifiers lead to (broker.fhir.pdq).
+        """Patient/$match: the people the Patient's identifiers and demographics lead to
+        (broker.fhir.pdq decides; the blocks and sealed records are read here).
 
         One audit entry per person returned (IHE BALP: one patient per AuditEvent), or one
-        naming the first identifier given when nobody is."""
+        naming the first identifier given when nobody is; no demographic is audited."""
         request = pdq.parse_match(body)
         given = pdq.normalised(request, hospital=caller.hospital, registry=self._identifiers)
         async with self._uow() as uow:
             found = [(ident, await uow.people.find(ident)) for ident in given]
-        matches = pdq.select(pdq.grade(found), request)
-        for m in matches:
+        by_demographics: list[pdq.Match] = []
+        blocked = False
+        record = pdq.probe(request, given)
+        if record is not None and self._demographics is not None:
+            from broker.reference.matching_rules import shipped_matching_rules
+
+            rules = shipped_matching_rules()
+            keys = pdq.blocking_keys(record, rules)
+            blocked = bool(keys)
+            people = await self._demographics.blocked(keys, max_block_size=rules.max_block_size)
+            by_demographics = pdq.score_people(record, people, rules)
+        ranked = pdq.combine(pdq.grade(found), by_demographics)
+        ranked = [m for m in ranked if not request.only_certain or m.grade == pdq.CERTAIN]
+        for m in ranked[: pdq.MAX_COUNT * 2]:
             await self._reindex.person(m.person_id)
         entries: list[BundleEntry] = []
         async with self._uow() as uow:
             # People the caller's hospital may see no result of are not matches.
-            matches = [m for m in matches if await self._sees(uow, m.person_id, caller)]
+            seen = [
+                m for m in ranked[: pdq.MAX_COUNT * 2] if await self._sees(uow, m.person_id, caller)
+            ]
+            matches = pdq.select(seen, request)
             for m in matches:
-                patient = await self._patient(uow, m.person_id, caller)
+                patient = await self._pdq_patient(uow, m.person_id, caller)
                 entries.append(BundleEntry(patient, "match", pdq.search_of(m)))
             detail = {
                 "operation": "$match",
                 "client": caller.client,
                 "identifiers": len(given),
+                "demographics": record is not None,
                 "only_certain": request.only_certain,
                 "returned": len(matches),
             }
@@ -411,13 +431,13 @@ class FhirService:
                     caller,
                     "fhir-pdq-match",
                     _Patient(m.person_id, m.identifier),
-                    {**detail, "grade": m.grade},
+                    {**detail, "grade": m.grade, "by": m.by, "score": m.score},
                 )
             if not matches:
                 first = given[0] if given else None
                 await self._audit(uow, caller, "fhir-pdq-match", _Patient(None, first), detail)
             await uow.commit()
-        if notes := pdq.warnings(request):
+        if notes := pdq.warnings(request, blocked=blocked):
             outcome = operation_outcome(
                 "informational", notes[0], severity="warning", more=notes[1:]
             )
@@ -429,6 +449,103 @@ class FhirService:
             links={"self": f"{base}/Patient/$match"},
             now=datetime.now(UTC),
         )
+
+    async def pdq_search(
+        self, caller: Reader, pairs: Sequence[tuple[str, str]], *, strict: bool, base: str
+    ) -> dict[str, Any]:
+        """PDQm Patient search [ITI-78] by demographics (broker.fhir.pdq_search) for a
+        registered machine client: blocks, sealed records, exact comparison.
+
+        One audit entry per person returned, or one when nobody is (the identifier given,
+        pseudonymised; parameter names only, never their values)."""
+        query = pdq_search.parse_query(pairs, strict=strict)
+        named: list[str] = []
+        ident: PatientIdentifier | None = None
+        if query.identifier is not None:
+            system, value = query.identifier
+            try:
+                ident = self._identifiers.lookup(system, value, hospital=caller.hospital)
+            except InvalidIdentifier as exc:
+                raise invalid(f"identifier is not valid: {exc}") from None
+            async with self._uow() as uow:
+                person_id = await uow.people.find(ident) if ident is not None else None
+            named.append(person_id or "")
+        if query.person_id is not None:
+            async with self._uow() as uow:
+                record = await uow.index.person(query.person_id[:64])
+            named.append((record.merged_into or record.person_id) if record else "")
+        people: set[str] = set()
+        if named:
+            people = set(named) if len(set(named)) == 1 and named[0] else set()
+            if people and query.demographic:
+                if self._demographics is None:  # nothing to check the demographics against
+                    raise invalid("mrb cannot compare demographics here: no records store")
+                records = await self._demographics.of_people(people)
+                people = {
+                    p
+                    for p in people
+                    if any(pdq_search.fits(query, d) for _, d in records.get(p, ()))
+                }
+        elif self._demographics is not None:
+            from broker.domain import matching
+            from broker.reference.matching_rules import shipped_matching_rules
+
+            rules = shipped_matching_rules()
+            keys = matching.blocking_keys(
+                matching.prepare(pdq_search.probe(query), rules), rules.blocking
+            )
+            records = await self._demographics.blocked(keys, max_block_size=rules.max_block_size)
+            people = {
+                p for p, rs in records.items() if any(pdq_search.fits(query, d) for _, d in rs)
+            }
+        for pid in sorted(people)[: pdq_search.MAX_COUNT * 2]:
+            await self._reindex.person(pid)
+        entries: list[BundleEntry] = []
+        async with self._uow() as uow:
+            seen = [
+                p
+                for p in sorted(people)[: pdq_search.MAX_COUNT * 2]
+                if await self._sees(uow, p, caller)
+            ]
+            returned = seen[: query.count]
+            for pid in returned:
+                entries.append(BundleEntry(await self._pdq_patient(uow, pid, caller), "match"))
+            detail = {
+                "operation": "search-type",
+                "transaction": "ITI-78",
+                "client": caller.client,
+                "parameters": list(query.parameters),
+                "total": len(seen),
+                "returned": len(returned),
+            }
+            for pid in returned:
+                await self._audit(uow, caller, "fhir-pdq-query", _Patient(pid, ident), detail)
+            if not returned:
+                await self._audit(uow, caller, "fhir-pdq-query", _Patient(None, ident), detail)
+            await uow.commit()
+        entries += ignored_outcome(query.ignored)
+        if len(seen) > len(returned) and query.count > 0:
+            more = (
+                f"{len(seen) - len(returned)} more patient(s) matched and are not returned: "
+                "mrb offers no next page for a PDQm search; narrow it"
+            )
+            entries.append(
+                BundleEntry(operation_outcome("informational", more, severity="warning"), "outcome")
+            )
+        return searchset(
+            base=base,
+            total=len(seen),
+            entries=entries,
+            links={"self": f"{base}/Patient"},
+            now=datetime.now(UTC),
+        )
+
+    async def _pdq_patient(
+        self, uow: FhirUnitOfWork, person_id: str, caller: Reader
+    ) -> dict[str, Any]:
+        """The Patient a PDQm client receives (broker.fhir.pdq.patient_for)."""
+        views = await self._patient_views(uow, person_id, caller)
+        return pdq.patient_for(views, person_id, hospital=caller.hospital)
 
     async def _audit_pix(
         self,

@@ -11,8 +11,8 @@ what the trail holds and no more (docs/security.md, "The patient's access report
 - `safety-notice`: the result the notice was about.
 - `fhir-search`, `cds-patient-view`: how many resources were returned or summarised, never
   which (the trail does not record them).
-- `fhir-pix-query`, `fhir-pdq-match`, `rate-limit-break-glass`: the patient's identity
-  only; no result is read by them.
+- `fhir-pix-query`, `fhir-pdq-match`, `fhir-pdq-query`, `rate-limit-break-glass`: the
+  patient's identity only; no result is read by them.
 
 The person is found through the identifier's pseudonym; the report covers entries under
 that person, under people merged into them, and entries that found nobody but named one
@@ -57,6 +57,7 @@ ACTIONS: dict[str, Text] = {
     "fhir-search": Text("检索检验检查结果", "searched test results (FHIR)"),
     "fhir-pix-query": Text("患者标识交叉查询", "patient identifier cross-reference (IHE PIXm)"),
     "fhir-pdq-match": Text("患者身份匹配", "patient demographics match (IHE PDQm)"),
+    "fhir-pdq-query": Text("患者人口学信息查询", "patient demographics query (IHE PDQm)"),
     "cds-patient-view": Text("打开病历时提示既往结果", "prior results shown on opening the record"),
     "safety-notice": Text("查看结果更正通知", "read a notice of a corrected result"),
     "rate-limit-break-glass": Text(
@@ -549,7 +550,7 @@ def _note(r: AuditedRead) -> Text | None:
         return Text(f"返回 {n} 项资源；未记录具体是哪些", f"{n} resources returned; not which")
     if r.action == "cds-patient-view":
         return Text(f"提示了 {n} 项既往结果；未记录具体是哪些", f"{n} prior results; not which")
-    if r.action in ("fhir-pix-query", "fhir-pdq-match", "rate-limit-break-glass"):
+    if r.action in ("fhir-pix-query", "fhir-pdq-match", "fhir-pdq-query", "rate-limit-break-glass"):
         return IDENTITY_ONLY
     if r.action == ACTION:
         return Text("访问报告，不含结果内容", "an access report: no result content")

@@ -3,7 +3,9 @@
 The clients are EHR integrations registered as CDS clients of H001 and H002, signing their
 own JWTs as in tests/integration/test_cds_hooks.py, with `aud` the operation's URL.
 Patient A: H001 sent the resident ID and MRN-1, H002 the resident ID and H2-77; patient
-B: H001 sent the resident ID and MRN-2.
+B: H001 sent the resident ID and MRN-2. The demographic tests (ITI-119 with demographics,
+ITI-78) add, at H001 and without resident IDs: 王小明 (C), 王小亮 (C2, same birth date and
+phone) and 李华 (D, same birth date).
 """
 
 from __future__ import annotations
@@ -163,7 +165,7 @@ async def test_the_capability_statement_lists_both_operations(mpi: Mpi) -> None:
     operations = {o["name"]: o for o in patient["operation"]}
     assert set(operations) == {"ihe-pix", "match"}
     assert operations["ihe-pix"]["definition"].startswith("https://profiles.ihe.net/ITI/PIXm/")
-    assert "identifiers only" in operations["match"]["documentation"]
+    assert "demographics" in operations["match"]["documentation"]
 
 
 async def test_pix_returns_the_persons_other_identifiers_the_client_may_see(mpi: Mpi) -> None:
@@ -302,7 +304,7 @@ async def test_an_identifier_match_is_certain_and_shows_what_the_client_may_see(
     mpi: Mpi,
 ) -> None:
     bundle = await mpi.match(
-        parameters((f.NATIONAL, f.PATIENT_A), patient={"name": [{"family": "张"}]})
+        parameters((f.NATIONAL, f.PATIENT_A), patient={"maritalStatus": {"text": "M"}})
     )
     assert bundle["type"] == "searchset" and bundle["total"] == 1
     assert matches(bundle) == [(mpi.a, 1.0, "certain")]
@@ -312,10 +314,10 @@ async def test_an_identifier_match_is_certain_and_shows_what_the_client_may_see(
         (MRN_SYSTEM, "MRN-1"),
     }
     assert "H2-77" not in json.dumps(bundle)
-    # The name was not compared, and the answer says so.
+    # The marital status is not compared, and the answer says so.
     (outcome,) = [e["resource"] for e in bundle["entry"] if e["search"]["mode"] == "outcome"]
     assert outcome["issue"][0]["severity"] == "warning"
-    assert "name" in outcome["issue"][0]["diagnostics"]
+    assert "maritalStatus" in outcome["issue"][0]["diagnostics"]
     # The Patient itself as the body; H002 sees its own MRN instead.
     bare = await mpi.match(parameters((f.NATIONAL, f.PATIENT_A))["parameter"][0]["resource"])
     assert matches(bare) == [(mpi.a, 1.0, "certain")]
@@ -380,3 +382,243 @@ async def test_a_malformed_match_request_is_400(mpi: Mpi) -> None:
         assert outcome["issue"][0]["code"] == "invalid"
         assert says in outcome["issue"][0]["diagnostics"], outcome
     await mpi.match(parameters((f.NATIONAL, f.PATIENT_A)), content_type="text/plain", status=415)
+
+
+# -- PDQm with demographics: $match [ITI-119] and Patient search [ITI-78] ---------------
+
+SEARCH = "/fhir/Patient"
+BORN = "1985-03-12"
+PHONE = "13800138000"
+
+
+def person(pid: str, mrn: str, name: str, gender: str, **extra: Any) -> dict[str, Any]:
+    resource = f.patient(None, mrn, pid=pid) | {
+        "name": [{"text": name}],
+        "gender": gender,
+        "birthDate": BORN,
+    }
+    return resource | extra
+
+
+@dataclass
+class People:
+    mpi: Mpi
+    c: str  # 王小明
+    c2: str  # 王小亮
+    d: str  # 李华
+
+
+@pytest.fixture
+async def people(mpi: Mpi) -> People:
+    phone = {"telecom": [{"system": "phone", "value": PHONE}]}
+    sent = {
+        "c": person("pc", "MRN-C", "王小明", "male", **phone),
+        "c2": person("pc2", "MRN-C2", "王小亮", "male", **phone),
+        "d": person("pd", "MRN-D", "李华", "female"),
+    }
+    processed = await mpi.container.ingest_service().process_batch(
+        [f.inbound(f.lab_bundle(accession=f"ACC-{k}", pat=p), "H001") for k, p in sent.items()]
+    )
+    assert [p.outcome for p in processed] == [Outcome.INDEXED] * 3, [p.detail for p in processed]
+    ids: dict[str, str] = {}
+    async with mpi.container.sessions() as s:
+        found = SqlPeople(s, mpi.container.pseudonyms, mpi.container.cipher)
+        for key, p in sent.items():
+            ident = normalise(MRN_SYSTEM, p["identifier"][0]["value"], hospital="H001")
+            assert ident is not None
+            pid = await found.find(ident)
+            assert pid is not None
+            ids[key] = pid
+    assert len(set(ids.values())) == 3  # nobody was linked automatically
+    return People(mpi, ids["c"], ids["c2"], ids["d"])
+
+
+def demographic(name: str = "王小明", gender: str = "male", **extra: Any) -> dict[str, Any]:
+    return {"name": [{"text": name}], "gender": gender, "birthDate": BORN, **extra}
+
+
+async def test_a_person_is_matched_by_name_birth_date_and_gender(people: People) -> None:
+    mpi = people.mpi
+    found = matches(await mpi.match(parameters(patient=demographic())))
+    # Name, birth date and sex agree, but no contact detail: the engine caps the decision at
+    # POSSIBLE_MATCH above the match threshold, which is `probable`. 李华 shares the birth
+    # date block only: NO_MATCH, not returned; 王小亮 is a different given name.
+    assert [(pid, grade) for pid, _, grade in found][:1] == [(people.c, "probable")]
+    assert 0.70 <= found[0][1] < 0.90
+    assert people.d not in {pid for pid, _, _ in found}
+    # With the phone the engine decides MATCH: certain.
+    phone = demographic(telecom=[{"system": "phone", "value": "+86 138-0013-8000"}])
+    certain = matches(await mpi.match(parameters(patient=phone)))
+    assert certain[0][0] == people.c and certain[0][2] == "certain"
+    assert 0.90 <= certain[0][1] < 1.0
+    assert people.d not in {pid for pid, _, _ in certain}
+    # The Patient answered is H001's own record of them (the client's hospital).
+    bundle = await mpi.match(parameters(patient=phone))
+    patient = bundle["entry"][0]["resource"]
+    assert patient["name"] == [{"text": "王小明"}] and patient["birthDate"] == BORN
+    assert {(i["system"], i["value"]) for i in patient["identifier"]} == {(MRN_SYSTEM, "MRN-C")}
+
+
+async def test_a_typo_in_the_name_is_only_possible(people: People) -> None:
+    found = matches(await people.mpi.match(parameters(patient=demographic("王小民"))))
+    graded = {pid: (score, grade) for pid, score, grade in found}
+    assert graded[people.c][1] == "possible" and 0.50 <= graded[people.c][0] < 0.70
+    assert people.d not in graded
+    # A different person altogether (another name, sex and birth date): nobody.
+    other = demographic("赵敏", "female") | {"birthDate": "1990-01-01"}
+    assert matches(await people.mpi.match(parameters(patient=other))) == []
+
+
+async def test_only_certain_matches_and_count(people: People) -> None:
+    mpi = people.mpi
+    only = await mpi.match(parameters(patient=demographic(), only_certain=True))
+    assert matches(only) == [] and only["total"] == 0
+    phone = demographic(telecom=[{"system": "phone", "value": PHONE}])
+    assert [
+        m[0] for m in matches(await mpi.match(parameters(patient=phone, only_certain=True)))
+    ] == [people.c]
+    everyone = matches(await mpi.match(parameters(patient=phone)))
+    assert len(everyone) >= 2 and everyone[0][0] == people.c  # 王小亮 is a lesser match
+    assert [s for _, s, _ in everyone] == sorted((s for _, s, _ in everyone), reverse=True)
+    one = matches(await mpi.match(parameters(patient=phone, count=1)))
+    assert [m[0] for m in one] == [people.c]
+    big = matches(await mpi.match(parameters(patient=phone, count=500)))
+    assert len(big) == len(everyone) <= 10
+
+
+async def test_identifiers_and_demographics_are_combined(people: People) -> None:
+    mpi = people.mpi
+    # C's own MRN and C's demographics: certain by the identifier (score 1).
+    own = await mpi.match(parameters((MRN_SYSTEM, "MRN-C"), patient=demographic()))
+    assert matches(own)[0] == (people.c, 1.0, "certain")
+    # A's resident ID with C's demographics: A by identifier (certain, first), C by
+    # demographics, but the resident ID takes part in the hard rules: a national identifier
+    # C's records do not have is no conflict, so C stays a probable match.
+    both = matches(await mpi.match(parameters((f.NATIONAL, f.PATIENT_A), patient=demographic())))
+    assert both[0] == (mpi.a, 1.0, "certain")
+    assert (people.c, "probable") in {(pid, grade) for pid, _, grade in both}
+    only = await mpi.match(
+        parameters((f.NATIONAL, f.PATIENT_A), patient=demographic(), only_certain=True)
+    )
+    assert [m[0] for m in matches(only)] == [mpi.a]
+
+
+async def test_match_audit_holds_no_demographics(people: People) -> None:
+    mpi = people.mpi
+    phone = demographic(telecom=[{"system": "phone", "value": PHONE}])
+    await mpi.match(parameters(patient=phone))
+    await _search(mpi, ("family", "王"), ("given", "小明"), ("birthdate", BORN))
+    rows = await mpi.audit("fhir-pdq-match") + await mpi.audit("fhir-pdq-query")
+    assert rows and people.c in {r.person_id for r in rows}
+    for r in rows:
+        text = json.dumps(r.detail, ensure_ascii=False) + str(r.patient_pseudonym)
+        for clear in ("王", "小明", "xiaoming", BORN, "1985", PHONE, "male"):
+            assert clear not in text, (clear, text)
+    matched = [r for r in rows if r.action == "fhir-pdq-match" and r.person_id == people.c]
+    assert matched[0].detail["by"] == "demographics"
+
+
+# -- ITI-78 ------------------------------------------------------------------------------
+
+
+async def _search(
+    mpi: Mpi, *params: tuple[str, str], hospital: str = "H001", status: int = 200, **kw: Any
+) -> dict[str, Any]:
+    headers = {**(kw.pop("headers", None) or sign(SEARCH, hospital)), **kw.pop("extra", {})}
+    r = await mpi.http.get(SEARCH, params=list(params), headers=headers)
+    assert r.status_code == status, r.text
+    body: dict[str, Any] = r.json()
+    get_fhir_model_class(body["resourceType"]).model_validate(body)
+    return body
+
+
+def ids(bundle: dict[str, Any]) -> list[str]:
+    return [e["resource"]["id"] for e in bundle.get("entry", []) if e["search"]["mode"] == "match"]
+
+
+async def test_pdqm_search_by_demographics(people: People) -> None:
+    mpi = people.mpi
+    by_chars = await _search(mpi, ("family", "王"), ("given", "小明"), ("birthdate", BORN))
+    assert ids(by_chars) == [people.c] and by_chars["total"] == 1
+    by_pinyin = await _search(
+        mpi,
+        ("family", "WANG"),
+        ("given:exact", "XIAOMING"),
+        ("gender", "male"),
+        ("birthdate", BORN),
+    )
+    assert ids(by_pinyin) == [people.c]
+    by_phone = await _search(mpi, ("telecom", f"phone|{PHONE}"), ("gender", "male"))
+    assert sorted(ids(by_phone)) == sorted([people.c, people.c2])
+    assert ids(await _search(mpi, ("birthdate", BORN), ("gender", "female"))) == [people.d]
+    assert ids(await _search(mpi, ("family", "章"), ("given", "小明"), ("birthdate", BORN))) == []
+    # An identifier names the person; the demographics given must hold for them.
+    mrn = f"{MRN_SYSTEM}|MRN-C"
+    assert ids(await _search(mpi, ("identifier", mrn), ("birthdate", BORN))) == [people.c]
+    assert ids(await _search(mpi, ("identifier", mrn), ("family", "李"), ("birthdate", BORN))) == []
+    assert ids(await _search(mpi, ("identifier", A))) == [mpi.a]
+    # Bounded: _count.
+    one = await _search(mpi, ("birthdate", BORN), ("_count", "1"))
+    assert len(ids(one)) == 1 and one["total"] == 3
+    assert any(e["search"]["mode"] == "outcome" for e in one["entry"])
+
+
+async def test_pdqm_search_returns_only_the_callers_own_demographics(people: People) -> None:
+    mpi = people.mpi
+    theirs = await _search(
+        mpi, ("family", "王"), ("given", "小明"), ("birthdate", BORN), hospital="H002"
+    )
+    assert ids(theirs) == [people.c]
+    patient = theirs["entry"][0]["resource"]
+    # H002 never sent 王小明: gender and birth date only, no name, phone or H001's MRN.
+    assert set(patient) <= {"resourceType", "id", "meta", "gender", "birthDate"}
+    assert (patient["gender"], patient["birthDate"]) == ("male", BORN)
+    mine = await _search(mpi, ("family", "王"), ("given", "小明"), ("birthdate", BORN))
+    assert mine["entry"][0]["resource"]["name"] == [{"text": "王小明"}]
+
+
+async def test_pdqm_search_refusals(people: People) -> None:
+    mpi = people.mpi
+    for params in (
+        [("family", "王")],  # nothing to block on
+        [("gender", "male")],
+        [("birthdate", "1985")],
+        [("birthdate", "ge1985-03-12")],
+        [("gender", "x"), ("birthdate", BORN)],
+        [("family", "王,李"), ("birthdate", BORN)],
+    ):
+        outcome = await _search(mpi, *params, status=400)
+        assert outcome["resourceType"] == "OperationOutcome"
+    ignored = await _search(mpi, ("birthdate", BORN), ("mothersMaidenName", "x"))
+    assert len(ids(ignored)) == 3
+    (note,) = [e["resource"] for e in ignored["entry"] if e["search"]["mode"] == "outcome"]
+    assert "mothersMaidenName" in note["issue"][0]["diagnostics"]
+    strict = {"Prefer": "handling=strict"}
+    await _search(mpi, ("birthdate", BORN), ("mothersMaidenName", "x"), extra=strict, status=400)
+    # A doctor may not search by name: one named patient, by identifier, only.
+    doctor = await bearer(mpi.container, "doctor", "H001", "dr.wang")
+    refused = await _search(
+        mpi, ("family", "王"), ("given", "小明"), ("birthdate", BORN), headers=doctor, status=403
+    )
+    assert refused["issue"][0]["code"] == "forbidden"
+    named = await _search(mpi, ("identifier", A), headers=doctor)
+    assert ids(named) == [mpi.a]
+    # No token, or a JWT that is no registered client's: 401.
+    r = await mpi.http.get(SEARCH, params={"birthdate": BORN})
+    assert r.status_code == 401
+    await _search(mpi, ("birthdate", BORN), headers={"Authorization": "Bearer x.y.z"}, status=401)
+    assert await mpi.audit("fhir-pdq-query") != []
+
+
+async def test_a_pdqm_search_audit_entry_is_an_iti_78_audit_event(people: People) -> None:
+    mpi = people.mpi
+    await _search(mpi, ("family", "王"), ("given", "小明"), ("birthdate", BORN))
+    (row,) = await mpi.audit("fhir-pdq-query")
+    assert (row.actor, row.role, row.person_id) == (ISSUERS["H001"], "adapter", people.c)
+    assert row.detail["parameters"] == ["birthdate", "family", "given"]
+    event = audit_event(row._mapping, f"{BASE}/fhir")
+    get_fhir_model_class("AuditEvent").model_validate(event)
+    subtypes = {(c["system"], c["code"]) for c in event["subtype"]}
+    assert ("urn:ihe:event-type-code", "ITI-78") in subtypes
+    assert ("http://hl7.org/fhir/restful-interaction", "search-type") in subtypes
+    assert "王" not in json.dumps(event, ensure_ascii=False)

@@ -7,7 +7,8 @@ Doctors read and search with their mrb token. IHE PIXm (`GET Patient/$ihe-pix`) 
 PDQm `$match` (`POST Patient/$match`) answer registered machine clients only: an EHR or
 MPI integration registered as a CDS client, authenticated exactly as a CDS Hooks call
 (its signed JWT, `aud` = MRB_PUBLIC_BASE_URL + the operation's path); a person's token is
-403.
+403. `GET Patient` serves both: a person's token the doctor's one-named-patient search, a
+machine client's JWT the PDQm [ITI-78] search by demographics.
 """
 
 from __future__ import annotations
@@ -235,8 +236,56 @@ async def pixm_query(request: Request, service: ServiceDep, client: MachineDep) 
 
 @router.post("/Patient/$match", dependencies=[Depends(check_format)])
 async def pdqm_match(request: Request, service: ServiceDep, client: MachineDep) -> Response:
-    """IHE PDQm [ITI-119], FHIR Patient $match on identifiers (broker.fhir.pdq)."""
+    """IHE PDQm [ITI-119], FHIR Patient $match on identifiers and demographics
+    (broker.fhir.pdq)."""
     return FhirResponse(await service.match(client, await _json_body(request), base=_base(request)))
+
+
+@router.get("/Patient", dependencies=[Depends(check_format)])
+async def patient_search(
+    request: Request, service: ServiceDep, container: ContainerDep
+) -> Response:
+    """Doctors: one named patient (FHIR search-type); registered machine clients: IHE PDQm
+    Patient search [ITI-78] by demographics (broker.fhir.pdq_search)."""
+    return await _patient_search(request, service, container, request.query_params.multi_items())
+
+
+@router.post("/Patient/_search", dependencies=[Depends(check_format)])
+async def patient_search_by_post(
+    request: Request, service: ServiceDep, container: ContainerDep
+) -> Response:
+    """The same with its parameters in a form body."""
+    return await _patient_search(request, service, container, await _form_pairs(request))
+
+
+async def _patient_search(
+    request: Request, service: FhirService, container: Any, pairs: list[tuple[str, str]]
+) -> Response:
+    """An mrb token (or web session) is a person's: the doctor's search. A bearer token mrb
+    did not issue is tried as a registered machine client's JWT (401 if it is not)."""
+    strict = check_prefer(request.headers.get("prefer"))
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    credentials = None
+    if scheme.lower() == "bearer" and token.strip():
+        credentials = HTTPAuthorizationCredentials(scheme="Bearer", credentials=token.strip())
+    try:
+        actor = await get_actor(request, container, credentials)
+    except Unauthenticated:
+        if credentials is None:
+            raise
+        client = await cds_client(request, container)
+        reader = machine_caller(
+            client.issuer, client.hospital, request.headers.get("x-purpose-of-use")
+        )
+        return FhirResponse(
+            await service.pdq_search(reader, pairs, strict=strict, base=_base(request))
+        )
+    doctor = caller(
+        actor, request.headers.get("x-purpose-of-use"), request.headers.get("x-break-glass-reason")
+    )
+    return FhirResponse(
+        await service.search(doctor, "Patient", pairs, strict=strict, base=_base(request))
+    )
 
 
 async def _json_body(request: Request) -> object:
