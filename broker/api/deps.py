@@ -71,6 +71,7 @@ async def web_session(request: Request, container: Container) -> web_login.Activ
         session_id,
         now=datetime.now(UTC),
         policy=container.settings.web_session_policy,
+        oidc_issuer=container.settings.oidc_issuer,  # sessions of its people need it
     )
     # A cookie goes with any request the browser makes, even one another site's page
     # triggers: a change needs the token only this origin's pages can have read.

@@ -13,6 +13,7 @@ from datetime import datetime
 from pydantic import BaseModel
 
 from broker.domain.sessions import Failures
+from broker.ports.access import OidcUsers
 from broker.ports.admin import ChangeLog
 from broker.ports.registry import HospitalRegistry
 from broker.ports.unit_of_work import UnitOfWork
@@ -95,3 +96,4 @@ class WebUnitOfWork(UnitOfWork):
     sessions: WebSessions
     hospitals: HospitalRegistry
     changes: ChangeLog
+    users: OidcUsers  # people of the OpenID Connect issuer, for their web sign-in

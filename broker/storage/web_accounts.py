@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from broker.domain.sessions import Failures
 from broker.ports import web as ports
+from broker.storage.access_uow import SqlOidcUsers
 from broker.storage.admin_uow import SqlChangeLog
 from broker.storage.registry_uow import SqlHospitalRegistry
 from broker.storage.unit_of_work import SqlUnitOfWork
@@ -123,3 +124,4 @@ class SqlWebUnitOfWork(SqlUnitOfWork, ports.WebUnitOfWork):
         self.sessions = SqlWebSessions(session)
         self.hospitals = SqlHospitalRegistry(session)
         self.changes = SqlChangeLog(session)
+        self.users = SqlOidcUsers(session)

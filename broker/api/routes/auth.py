@@ -1,4 +1,6 @@
-"""Web login: a local account's username and password for a server-side session.
+"""Web login: a local account's username and password, or the OpenID Connect issuer's
+sign-in (authorization code + PKCE, broker/security/oidc_login.py), for a server-side
+session.
 
 The session id travels only in the `__Host-mrb_session` cookie (HttpOnly: no script reads
 it; SameSite=Strict: no other site's page sends it); the CSRF token the pages send in
@@ -7,19 +9,33 @@ it; SameSite=Strict: no other site's page sends it); the CSRF token the pages se
 
 from __future__ import annotations
 
+import html
 import json
 from datetime import UTC, datetime
 from typing import Annotated, Any
 from urllib.parse import parse_qs, urlsplit
 
+import structlog
 from fastapi import APIRouter, Request, Response
+from fastapi.responses import HTMLResponse, RedirectResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from broker.api.deps import ContainerDep, session_cookie, web_session
+from broker.bootstrap import Container
 from broker.domain.actors import ALL_HOSPITALS
-from broker.domain.errors import Invalid, NotAllowed, Unauthenticated
+from broker.domain.errors import Invalid, NotAllowed, NotFound, Unauthenticated
+from broker.security.oidc_login import (
+    FLOW_MAX_AGE,
+    LoginRefused,
+    OidcLogin,
+    PendingLogin,
+    issuer_error,
+)
 from broker.security.passwords import csrf_token
 from broker.services import web_login
+from broker.settings import Settings
+
+log = structlog.get_logger(__name__)
 
 router = APIRouter(prefix="/auth", tags=["web login"])
 
@@ -144,5 +160,184 @@ async def logout(request: Request, container: ContainerDep) -> Response:
         secure=container.settings.web_cookie_secure,
         httponly=True,
         samesite="strict",
+    )
+    return response
+
+
+# Sign-in through the OpenID Connect issuer. Both steps are top-level browser navigations:
+# they answer with redirects and, when refused, a page (not problem+json).
+
+FLOW_COOKIE = "__Host-mrb_oidc"
+PLAIN_FLOW_COOKIE = "mrb_oidc"  # MRB_WEB_COOKIE_SECURE=false
+# Where each role lands after signing in (as broker/web/static/login.js sends it).
+ROLE_PAGES = {
+    "doctor": "/doctor",
+    "finance": "/finance",
+    "platform-finance": "/finance",
+    "admin": "/admin",
+    "platform-admin": "/admin",
+    "security-admin": "/admin",
+    "qc": "/admin",
+}
+_NO_STORE = {
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "no-referrer",  # the callback's URL holds the code: never pass it on
+    "X-Content-Type-Options": "nosniff",
+}
+_PAGE_HEADERS = {
+    **_NO_STORE,
+    "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'",
+}
+
+
+class SignInMethods(BaseModel):
+    password: bool  # local accounts (always)
+    oidc_issuer: str | None  # the issuer to sign in with, if configured
+    oidc_start: str | None  # where a link sends the browser to sign in with it
+
+
+def flow_cookie(settings: Settings) -> str:
+    return FLOW_COOKIE if settings.web_cookie_secure else PLAIN_FLOW_COOKIE
+
+
+def _refused_page(refused: LoginRefused) -> HTMLResponse:
+    title, detail = html.escape(refused.title), html.escape(refused.detail)
+    body = f"""<!doctype html>
+<html lang="zh-CN">
+<head>
+  <meta charset="utf-8">
+  <meta name="viewport" content="width=device-width, initial-scale=1">
+  <title>mrb · 登录失败 {title}</title>
+  <link rel="stylesheet" href="/static/style.css">
+</head>
+<body>
+  <header><h1>检查检验结果互认 <small>Result recognition</small></h1></header>
+  <main>
+    <h2 id="refused">登录失败 {title}</h2>
+    <p class="error" role="alert">{detail}</p>
+    <p><a href="/login">返回登录页 Back to sign-in</a></p>
+  </main>
+</body>
+</html>
+"""
+    return HTMLResponse(body, status_code=refused.status, headers=_PAGE_HEADERS)
+
+
+def _drop_flow_cookie(response: Response, settings: Settings) -> None:
+    response.delete_cookie(
+        flow_cookie(settings),
+        path="/",
+        secure=settings.web_cookie_secure,
+        httponly=True,
+        samesite="lax",
+    )
+
+
+def _oidc_login(container: Container) -> OidcLogin:
+    login = container.oidc_login()
+    if login is None:
+        raise NotFound(
+            "OpenID Connect sign-in not configured",
+            "set MRB_OIDC_ISSUER and MRB_OIDC_CLIENT_ID, or sign in with a local account",
+        )
+    return login
+
+
+@router.get("/methods", response_model=SignInMethods, summary="How one can sign in here")
+async def methods(container: ContainerDep) -> SignInMethods:
+    login = container.oidc_login()
+    return SignInMethods(
+        password=True,
+        oidc_issuer=login.issuer if login is not None else None,
+        oidc_start="/auth/oidc/start" if login is not None else None,
+    )
+
+
+@router.get(
+    "/oidc/start",
+    status_code=303,
+    summary="Sign in through the OpenID Connect issuer: a redirect to it",
+    responses={303: {"description": "to the issuer's authorization endpoint"}},
+    response_class=RedirectResponse,
+)
+async def oidc_start(container: ContainerDep) -> Response:
+    login = _oidc_login(container)
+    settings = container.settings
+    pending = PendingLogin.new()
+    try:
+        url = await login.start(pending)
+    except LoginRefused as refused:
+        log.warning("web_login.oidc_refused", reason=refused.reason, detail=refused.detail)
+        return _refused_page(refused)
+    response = RedirectResponse(url, status_code=303, headers=_NO_STORE)
+    # Lax, not Strict: the issuer's redirect back is a cross-site top-level navigation.
+    response.set_cookie(
+        flow_cookie(settings),
+        login.seal(pending),
+        max_age=FLOW_MAX_AGE,
+        httponly=True,
+        secure=settings.web_cookie_secure,
+        samesite="lax",
+        path="/",
+    )
+    return response
+
+
+@router.get(
+    "/oidc/callback",
+    status_code=303,
+    summary="Where the issuer sends the browser back; sets the session cookie",
+    responses={
+        303: {"description": "signed in: to the page of the user's role"},
+        400: {"description": "a page: the sign-in was not this browser's, or failed"},
+        403: {"description": "a page: cancelled, or the user is not mapped or disabled"},
+    },
+    response_class=RedirectResponse,
+)
+async def oidc_callback(
+    request: Request,
+    container: ContainerDep,
+    code: str | None = None,
+    state: str | None = None,
+    error: str | None = None,
+    error_description: str | None = None,
+) -> Response:
+    login = _oidc_login(container)
+    settings = container.settings
+    try:
+        # The flow cookie is spent whatever happens: one callback per start.
+        pending = login.unseal(request.cookies.get(flow_cookie(settings)))
+        login.check_state(pending, state)
+        if error is not None:
+            raise issuer_error(error, error_description)
+        signed_in = await login.finish(pending, code or "")
+        identity = signed_in.identity
+        try:
+            done = await web_login.login_oidc(
+                container.web_uow(),
+                issuer=identity.issuer,
+                subject=identity.subject,
+                display_name=signed_in.display_name,
+                now=datetime.now(UTC),
+                sessions=settings.web_session_policy,
+            )
+        except NotAllowed as exc:
+            raise LoginRefused("not_allowed", exc.title, exc.detail, status=403) from None
+    except LoginRefused as refused:
+        log.warning("web_login.oidc_refused", reason=refused.reason, detail=refused.detail)
+        page = _refused_page(refused)
+        _drop_flow_cookie(page, settings)
+        return page
+    response = RedirectResponse(
+        ROLE_PAGES.get(done.actor.role.value, "/login"), status_code=303, headers=_NO_STORE
+    )
+    _drop_flow_cookie(response, settings)
+    response.set_cookie(
+        session_cookie(settings),
+        done.session_id,
+        httponly=True,
+        secure=settings.web_cookie_secure,
+        samesite="strict",
+        path="/",
     )
     return response

@@ -13,6 +13,19 @@ const PAGES = {
 };
 
 document.addEventListener("DOMContentLoaded", () => {
+  // The OpenID Connect issuer's sign-in, when one is configured: a plain link (the issuer
+  // and back are top-level navigations).
+  fetch("/auth/methods", { credentials: "same-origin" })
+    .then((r) => (r.ok ? r.json() : null))
+    .then((methods) => {
+      if (!methods || !methods.oidc_issuer || !methods.oidc_start) return;
+      const host = new URL(methods.oidc_issuer).host;
+      document.getElementById("oidc-issuer").textContent = host;
+      document.getElementById("oidc-issuer-en").textContent = host;
+      document.getElementById("oidc-start").href = methods.oidc_start;
+      document.getElementById("oidc").hidden = false;
+    })
+    .catch(() => null);
   startSession((info) => {
     const page = PAGES[info.role];
     if (page) {
