@@ -31,6 +31,7 @@ from broker.reference.retention import load_retention
 from broker.reference.sensitive import load_sensitivity
 from broker.security.keys import MissingKey, load_key
 from broker.security.oidc import OidcVerifier
+from broker.security.oidc_login import OidcLogin
 from broker.security.payload_cipher import PayloadCipher
 from broker.security.pseudonyms import Pseudonymiser
 from broker.security.receipt_signing import load_receipt_signer
@@ -75,6 +76,7 @@ from broker.storage.database import Engine, Sessions, create_engine, ping, sessi
 from broker.storage.fhir_uow import SqlFhirReindex, SqlFhirUnitOfWork
 from broker.storage.identity_review_uow import SqlIdentityUnitOfWork
 from broker.storage.ingest_uow import SqlIngestUnitOfWork
+from broker.storage.launch_store import SqlLaunchStore
 from broker.storage.mapping_uow import SqlMappingUnitOfWork, session_catalog
 from broker.storage.outbox_uow import SqlOutboxUnitOfWork
 from broker.storage.outcome_uow import (
@@ -82,6 +84,7 @@ from broker.storage.outcome_uow import (
     SqlOutcomeUnitOfWork,
     safety_listener,
 )
+from broker.storage.pdq_lookup import SqlPeopleDemographics
 from broker.storage.reference_cache import ReferenceCache
 from broker.storage.registry_uow import SqlRegistryUnitOfWork
 from broker.storage.report_figures import SqlReportFigures
@@ -109,6 +112,7 @@ class Container:
     _token_issuer: TokenIssuer | None = None
     _revocations: token_service.RevocationCheck | None = None
     _oidc: OidcVerifier | None = None
+    _oidc_login: OidcLogin | None = None
     _provider: RulesProvider | None = None
     _limiter: RateLimiter | None = None
 
@@ -152,6 +156,7 @@ class Container:
             consents=self.consent_reader(),
             hidden_codes=hidden_codes_for(rules.sensitivity, rules.catalog),
             consent_records=self.consent_service(),
+            people_demographics=SqlPeopleDemographics(self.sessions, self.cipher, self.pseudonyms),
         )
 
     def consent_reader(self) -> SqlConsentReader:
@@ -212,6 +217,10 @@ class Container:
     def cds_replay_guard(self) -> DbReplayGuard:
         """The JWT ids CDS clients used, so that none is accepted twice."""
         return DbReplayGuard(self.sessions)
+
+    def his_launch_store(self) -> SqlLaunchStore:
+        """HIS launch sessions and the checks they ran (broker/services/his_launch.py)."""
+        return SqlLaunchStore(self.sessions)
 
     def cds_hooks(self) -> CdsHooks:
         """The CDS Hooks use cases' collaborators (broker/cdshooks/hooks.py)."""
@@ -342,6 +351,17 @@ class Container:
         if self._oidc is None:
             self._oidc = OidcVerifier(config)
         return self._oidc
+
+    def oidc_login(self) -> OidcLogin | None:
+        """The web pages' sign-in through the OpenID Connect issuer (authorization code +
+        PKCE); None unless MRB_OIDC_ISSUER and MRB_OIDC_CLIENT_ID are set."""
+        config = self.settings.oidc_login
+        verifier = self.oidc_verifier()
+        if config is None or verifier is None:
+            return None
+        if self._oidc_login is None:
+            self._oidc_login = OidcLogin(config, verifier)
+        return self._oidc_login
 
     def token_revocations(self) -> token_service.RevocationCheck:
         if self._revocations is None:

@@ -16,6 +16,7 @@ from broker.security.tokens import PUBLIC_KEYS_FILE, Lifetimes, parse_ttl
 
 if TYPE_CHECKING:  # the OIDC client (httpx, JWKS) loads only where an issuer is used
     from broker.security.oidc import OidcConfig
+    from broker.security.oidc_login import OidcLoginConfig
 
 
 class Settings(BaseSettings):
@@ -68,7 +69,7 @@ class Settings(BaseSettings):
     # point here. Unset: http://{http_host}:{http_port}/ (right only without a proxy).
     public_base_url: str | None = None
     # Test and development only: let CDS clients register http://127.0.0.1, localhost or
-    # [::1] FHIR servers (production FHIR servers must be https).
+    # [::1] FHIR servers and HIS launch origins (in production both must be https).
     cds_allow_http_loopback: bool = False
     tansu_bin: Path | None = None
     schemas_dir: Path | None = None  # catalog and policy; default: the checkout's schemas/
@@ -142,6 +143,17 @@ class Settings(BaseSettings):
     oidc_issuer: str | None = None
     oidc_audience: str | None = None
     oidc_jwks_url: str | None = None
+    # Web pages' sign-in through that issuer (authorization code + PKCE, docs/security.md
+    # "Web login"), on when a client id is set: the secret of a confidential client (unset:
+    # a public client), where the issuer sends the browser back (unset:
+    # {public base URL}auth/oidc/callback), the scopes asked for, and the key signing the
+    # sign-in's short-lived state cookie, the same on every API replica (unset: derived
+    # from the client secret, else random in each process: then one API process only).
+    oidc_client_id: str | None = None
+    oidc_client_secret: SecretStr | None = None
+    oidc_redirect_uri: str | None = None
+    oidc_scopes: str = "openid profile"
+    oidc_state_key: SecretStr | None = None
     # Web pages' login (docs/security.md, "Web login"): a session ends after this long
     # without a request, or this long after login at most; N failed logins within the
     # window lock the account for web_login_lockout.
@@ -174,7 +186,41 @@ class Settings(BaseSettings):
                 "MRB_OIDC_ISSUER needs MRB_OIDC_AUDIENCE: the client id or API audience its "
                 "tokens name in `aud`"
             )
+        if self.oidc_issuer is None and (self.oidc_client_id or self.oidc_redirect_uri):
+            raise ValueError("MRB_OIDC_CLIENT_ID and MRB_OIDC_REDIRECT_URI need MRB_OIDC_ISSUER")
+        if "openid" not in self.oidc_scopes.split():
+            raise ValueError("MRB_OIDC_SCOPES must include openid")
         return self
+
+    @field_validator("oidc_redirect_uri")
+    @classmethod
+    def _redirect_uri(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(value)
+        if parts.scheme not in ("https", "http") or not parts.hostname or parts.fragment:
+            raise ValueError("MRB_OIDC_REDIRECT_URI must be an absolute http(s) URL")
+        return value
+
+    @property
+    def oidc_login(self) -> OidcLoginConfig | None:
+        """The web pages' OpenID Connect sign-in, if an issuer and a client id are set."""
+        if self.oidc_issuer is None or not (self.oidc_client_id or "").strip():
+            return None
+        from broker.security.oidc_login import OidcLoginConfig
+
+        secret = self.oidc_client_secret.get_secret_value() if self.oidc_client_secret else None
+        state_key = self.oidc_state_key.get_secret_value() if self.oidc_state_key else None
+        return OidcLoginConfig(
+            client_id=(self.oidc_client_id or "").strip(),
+            client_secret=secret or None,
+            redirect_uri=self.oidc_redirect_uri
+            or self.resolved_public_base_url + "auth/oidc/callback",
+            scopes=" ".join(self.oidc_scopes.split()),
+            state_key=state_key or None,
+        )
 
     @property
     def oidc(self) -> OidcConfig | None:

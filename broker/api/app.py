@@ -24,11 +24,13 @@ from broker.api.routes import (
     finance,
     health,
     identity,
+    launch,
     mappings,
     notifications,
     pages,
     patients,
     recognition,
+    reference,
     tokens,
 )
 from broker.bootstrap import Container
@@ -82,6 +84,7 @@ def create_app(container: Container, *, role: str = "api") -> FastAPI:
         app.include_router(patients.router)
         app.include_router(consents.router)
         app.include_router(admin.router)
+        app.include_router(reference.router)
         app.include_router(identity.router)
         app.include_router(mappings.router)
         app.include_router(tokens.router)
@@ -89,5 +92,6 @@ def create_app(container: Container, *, role: str = "api") -> FastAPI:
         app.include_router(pages.router)
         app.include_router(fhir.router)
         app.include_router(cds_hooks.router)
+        app.include_router(launch.router)
         app.mount("/static", StaticFiles(directory=pages.STATIC), name="static")
     return app

@@ -1,4 +1,5 @@
-"""`mrb cds add|list|revoke`: the EHRs (CDS clients) allowed to call the CDS Services.
+"""`mrb cds add|fhir-servers|launch-origins|list|revoke`: the EHRs (CDS clients) allowed
+to call the CDS Services, and the HIS that open the launch page (docs/his-launch.md).
 
 Registered in broker/cli/main.py as `mrb cds`; what may be registered is checked by
 broker/cdshooks/clients.py.
@@ -43,6 +44,13 @@ def add(
             "the EHR's access token there only. Repeat for more; none: prefetch only."
         ),
     ] = None,
+    launch_origin: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="For a HIS that opens the launch page: the origin (https://host[:port]) of "
+            "its pages that may frame it and receive its decision. Repeat for more."
+        ),
+    ] = None,
     by: Annotated[str | None, typer.Option(help=BY_HELP)] = None,
 ) -> None:
     """Register (or update) an EHR allowed to call the CDS Services for its hospital."""
@@ -54,7 +62,7 @@ def add(
         except (OSError, ValueError) as exc:
             raise typer.BadParameter(f"cannot read a JWK Set from {jwks_file}: {exc}") from None
 
-    async def work(c: Container) -> None:
+    async def work(c: Container) -> tuple[str, ...]:
         async with c.sessions() as s, s.begin():
             await clients.register_client(
                 SqlCdsClients(s),
@@ -63,18 +71,26 @@ def add(
                 jwks_url,
                 jwks,
                 fhir_servers=fhir_server or (),
+                launch_origins=launch_origin or (),
                 allow_http_loopback=c.settings.cds_allow_http_loopback,
                 by=actor.name,
             )
-            detail = {"issuer": issuer, "jwks_url": jwks_url, "fhir_servers": fhir_server or []}
+            origins = _launch_origins(c, launch_origin)
+            detail = {
+                "issuer": issuer,
+                "jwks_url": jwks_url,
+                "fhir_servers": fhir_server or [],
+                "launch_origins": list(origins),
+            }
             await record_change(s, actor, action="cds.client.add", hospital=hospital, detail=detail)
+            return origins
 
-    with_container(work)
+    origins = with_container(work)
     source = jwks_url or f"{jwks_file} (inline)"
     servers = ", ".join(fhir_server or ()) or "none (the EHR must prefetch the Patient)"
     console.print(
         f"CDS client {issuer} registered for {hospital}; keys from {source}; "
-        f"FHIR servers: {servers}"
+        f"FHIR servers: {servers}; launch origins: {', '.join(origins) or 'none'}"
     )
 
 
@@ -111,6 +127,50 @@ def fhir_servers(
     console.print(f"CDS client {issuer}: FHIR servers {', '.join(fhir_server or ()) or 'none'}")
 
 
+@app.command("launch-origins")
+def launch_origins(
+    issuer: Annotated[str, typer.Option(help="The HIS's JWT issuer.")],
+    launch_origin: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="An origin (https://host[:port]) of the HIS pages that may frame the launch "
+            "page and receive its decision; repeat; none: no page may."
+        ),
+    ] = None,
+    by: Annotated[str | None, typer.Option(help=BY_HELP)] = None,
+) -> None:
+    """Replace the origins of a HIS's pages that may embed its launch (docs/his-launch.md)."""
+    actor = operator(Role.PLATFORM_ADMIN, by)
+
+    async def work(c: Container) -> tuple[str, ...] | None:
+        origins = _launch_origins(c, launch_origin)
+        async with c.sessions() as s, s.begin():
+            changed = await clients.set_launch_origins(
+                SqlCdsClients(s),
+                issuer,
+                origins,
+                allow_http_loopback=c.settings.cds_allow_http_loopback,
+            )
+            if not changed:
+                return None
+            detail = {"issuer": issuer, "launch_origins": list(origins)}
+            await record_change(
+                s, actor, action="cds.client.launch-origins", hospital=None, detail=detail
+            )
+            return origins
+
+    origins = with_container(work)
+    if origins is None:
+        console.print(f"no CDS client {issuer}")
+        raise typer.Exit(1)
+    console.print(f"CDS client {issuer}: launch origins {', '.join(origins) or 'none'}")
+
+
+def _launch_origins(c: Container, given: list[str] | None) -> tuple[str, ...]:
+    """The origins as stored (normalised), or ClientRegistrationError (exit 2)."""
+    return clients.check_launch_origins(given or (), c.settings.cds_allow_http_loopback)
+
+
 @app.command("list")
 def list_() -> None:
     """The registered EHRs."""
@@ -120,12 +180,16 @@ def list_() -> None:
             return await clients.list_clients(SqlCdsClients(s))
 
     rows = with_container(work)
-    table = Table("issuer", "hospital", "keys", "FHIR servers", "added", "revoked")
+    table = Table(
+        "issuer", "hospital", "keys", "FHIR servers", "launch origins", "added", "revoked"
+    )
     for r in rows:
         keys = r.jwks_url or f"{r.keys} inline key(s)"
         revoked = r.revoked_at.date().isoformat() if r.revoked_at else ""
         servers = "\n".join(r.fhir_servers) or "-"
-        table.add_row(r.issuer, r.hospital, keys, servers, r.added_at.date().isoformat(), revoked)
+        origins = "\n".join(r.launch_origins) or "-"
+        added = r.added_at.date().isoformat()
+        table.add_row(r.issuer, r.hospital, keys, servers, origins, added, revoked)
     console.print(table)
 
 

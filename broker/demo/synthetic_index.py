@@ -13,7 +13,6 @@ smoke test parses a sample with `parse_message` and compares.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import uuid
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from broker.domain.results import (
     ResultKind,
 )
 from broker.domain.versions import VersionKey
+from broker.ingest.fhir_results import content_hash
 from mrb_wire import resident_id
 from mrb_wire.fhir import RECOGNITION_MARK_URL
 
@@ -170,7 +170,6 @@ def _observation(
         "issued": stamp,
         "valueQuantity": {"value": value, "unit": a.unit},
     }
-    canonical = json.dumps([obs], sort_keys=True, separators=(",", ":"))
     item = ResultItem(
         resource_type="Observation",
         resource_id=oid,
@@ -191,7 +190,7 @@ def _observation(
         issued=when,
         version=VersionKey.of(when, "1"),
         version_label="1",
-        content_hash=hashlib.sha256(canonical.encode()).hexdigest(),
+        content_hash=content_hash([obs]),  # as ingest computes it
         patient=ref,
         summary=item.summary,
         items=(item,),

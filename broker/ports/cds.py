@@ -31,6 +31,7 @@ class RegisteredClient:
     jwks_url: str | None = None
     jwks: dict[str, Any] | None = None
     fhir_servers: tuple[str, ...] = ()  # the only fhirServer bases mrb may read from
+    launch_origins: tuple[str, ...] = ()  # HIS pages that may frame the launch page
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,7 @@ class ClientRow:
     added_at: datetime
     revoked_at: datetime | None
     fhir_servers: tuple[str, ...] = ()
+    launch_origins: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -169,6 +171,10 @@ class CdsClients(abc.ABC):
 
     @abc.abstractmethod
     async def set_fhir_servers(self, issuer: str, fhir_servers: Sequence[str]) -> bool:
+        """False when there is no such client."""
+
+    @abc.abstractmethod
+    async def set_launch_origins(self, issuer: str, origins: Sequence[str]) -> bool:
         """False when there is no such client."""
 
     @abc.abstractmethod

@@ -44,6 +44,7 @@ class SqlCdsClients(ports.CdsClients):
             "jwks_url": client.jwks_url,
             "jwks": client.jwks,
             "fhir_servers": list(client.fhir_servers),
+            "launch_origins": list(client.launch_origins),
             "added_by": by,
             "added_at": at,
             "revoked_at": None,
@@ -59,6 +60,14 @@ class SqlCdsClients(ports.CdsClients):
             update(cds_client)
             .where(cds_client.c.issuer == issuer)
             .values(fhir_servers=list(fhir_servers))
+        )
+        return bool(getattr(done, "rowcount", 0))
+
+    async def set_launch_origins(self, issuer: str, origins: Sequence[str]) -> bool:
+        done = await self._session.execute(
+            update(cds_client)
+            .where(cds_client.c.issuer == issuer)
+            .values(launch_origins=list(origins))
         )
         return bool(getattr(done, "rowcount", 0))
 
@@ -82,6 +91,7 @@ class SqlCdsClients(ports.CdsClients):
                 r.added_at,
                 r.revoked_at,
                 tuple(r.fhir_servers or ()),
+                tuple(r.launch_origins or ()),
             )
             for r in rows
         ]
@@ -105,7 +115,12 @@ class DbClientRegistry:
         if row is None:
             return None
         return ports.RegisteredClient(
-            row.issuer, row.hospital_id, row.jwks_url, row.jwks, tuple(row.fhir_servers or ())
+            row.issuer,
+            row.hospital_id,
+            row.jwks_url,
+            row.jwks,
+            tuple(row.fhir_servers or ()),
+            tuple(row.launch_origins or ()),
         )
 
 

@@ -21,8 +21,9 @@ from sqlalchemy import (
 from broker.storage.metadata import UTCDateTime, metadata
 
 # An EHR (CDS Client) allowed to call the services: the JWT issuer, the hospital it
-# orders for, where its public keys are (a JWKS URL, or a JWK Set given out of band), and
-# the FHIR servers it may ask mrb to read the Patient from.
+# orders for, where its public keys are (a JWKS URL, or a JWK Set given out of band), the
+# FHIR servers it may ask mrb to read the Patient from, and, for a HIS that launches the
+# check page instead, the origins of its pages.
 cds_client = Table(
     "cds_client",
     metadata,
@@ -33,6 +34,9 @@ cds_client = Table(
     # The FHIR server base URLs (https) this EHR may name as fhirServer: mrb sends the
     # EHR's access token to these only. NULL or []: none (the Patient must be prefetched).
     Column("fhir_servers", JSON, nullable=True),
+    # The origins (scheme://host[:port]) of the HIS pages that may frame the HIS launch page
+    # and receive its decision (docs/his-launch.md). NULL or []: none.
+    Column("launch_origins", JSON, nullable=True),
     Column("added_by", String(200), nullable=False),
     Column("added_at", UTCDateTime, nullable=False),
     Column("revoked_at", UTCDateTime, nullable=True),

@@ -184,11 +184,16 @@ EXPECTED: dict[str, Expect] = {
     "GET /redoc": Expect(get("/redoc"), every=200),
     "GET /doctor": Expect(get("/doctor"), every=200),
     "GET /finance": Expect(get("/finance"), every=200),
+    "GET /admin": Expect(get("/admin"), every=200),
     "GET /login": Expect(get("/login"), every=200),
     # Web login: a bearer token is no session (test_web_login.py covers sessions).
     "POST /auth/login": Expect(_bad_login, every=401),
     "GET /auth/session": Expect(get("/auth/session"), every=401),
     "POST /auth/logout": Expect(_logout, every=401),
+    # OpenID Connect sign-in: not configured in this stack (test_oidc_login.py covers it).
+    "GET /auth/methods": Expect(get("/auth/methods"), every=200),
+    "GET /auth/oidc/start": Expect(get("/auth/oidc/start"), every=404),
+    "GET /auth/oidc/callback": Expect(get("/auth/oidc/callback?code=c&state=s"), every=404),
     "MOUNT /static": Expect(get("/static/style.css"), every=200),
     # Recognition: doctors of the ordering hospital.
     "POST /api/v1/recognition/check": Expect(_check, allow("doctor:own")),
@@ -224,6 +229,12 @@ EXPECTED: dict[str, Expect] = {
         _certify_own, allow("qc", 201)
     ),
     "GET /api/v1/admin/catalog": Expect(get("/api/v1/admin/catalog"), allow(REFERENCE_READERS)),
+    "GET /api/v1/catalog/items": Expect(
+        get("/api/v1/catalog/items", params={"q": "血红蛋白"}), allow(REFERENCE_READERS)
+    ),
+    "GET /api/v1/reference/vocabulary": Expect(
+        get("/api/v1/reference/vocabulary"), allow(REFERENCE_READERS)
+    ),
     # Patient identity (links span hospitals): platform-admin only; unknown ids are 404.
     "GET /api/v1/admin/identity/reviews": Expect(
         get("/api/v1/admin/identity/reviews"), allow("platform-admin")
@@ -265,6 +276,16 @@ EXPECTED: dict[str, Expect] = {
     ),
     "POST /fhir/Patient/$match": Expect(
         call("POST", "/fhir/Patient/$match", json={"resourceType": "Parameters"})
+    ),
+    # Patient search: a doctor by identifier (one named patient); registered machine
+    # clients by demographics too (PDQm ITI-78, with their own JWT, not an mrb token).
+    "GET /fhir/Patient": Expect(
+        get("/fhir/Patient", params={"identifier": PATIENT["subject:identifier"]}),
+        allow(DOCTORS),
+    ),
+    "POST /fhir/Patient/_search": Expect(
+        call("POST", "/fhir/Patient/_search", data={"identifier": PATIENT["subject:identifier"]}),
+        allow(DOCTORS),
     ),
     "GET /fhir/{resource_type}": Expect(
         get("/fhir/DiagnosticReport", params=PATIENT), allow(DOCTORS)
@@ -324,6 +345,16 @@ EXPECTED: dict[str, Expect] = {
     "POST /cds-services/{service_id}/feedback": Expect(
         call("POST", "/cds-services/mrb-order-select/feedback", json={}), every=401
     ),
+    # HIS launch (docs/his-launch.md): the launch needs the HIS's signed launch JWT, the
+    # launch API its launch session, the read-back the HIS's JWT: no mrb token opens any.
+    "GET /launch": Expect(get("/launch"), every=401),
+    "GET /launch/check": Expect(get("/launch/check"), every=200),
+    "GET /launch/api/session": Expect(get("/launch/api/session"), every=401),
+    "POST /launch/api/check": Expect(call("POST", "/launch/api/check"), every=401),
+    "POST /launch/api/{check_id}/outcome": Expect(
+        call("POST", "/launch/api/x/outcome", json={"items": []}), every=401
+    ),
+    "GET /launch/decision/{check_id}": Expect(get("/launch/decision/x"), every=401),
 }
 
 

@@ -133,14 +133,19 @@ async def test_recognise_in_the_page_then_see_the_withdrawal_notice(stack: Stack
             csrf = await page.evaluate("session.csrf")
 
             await page.fill("#patient", f.PATIENT_A)
-            await page.fill("#codes", "718-7, 4548-4")
+            for n, code in enumerate(("718-7", "4548-4"), 1):  # Enter picks the best match
+                await page.fill("#item-search", code)
+                await page.press("#item-search", "Enter")
+                await page.wait_for_selector(f"#picked li.picked-item:nth-child({n})")
             await page.click("#check-form button[type=submit]")
             await page.wait_for_selector("#answer:not([hidden])")
-            decisions = await page.locator("td.decision").all_inner_texts()
+            rows = await page.locator("#answer tbody tr").all()
+            decisions = [await r.get_attribute("data-decision") for r in rows]
             assert decisions == ["RECOGNIZABLE", "NO_PRIOR_RESULT"]
+            assert (await page.inner_text("td.decision")).startswith("可互认")
             await page.wait_for_selector("tr.timeline-row")  # via /fhir, audited
             (row,) = await page.locator("tr.timeline-row").all_inner_texts()
-            assert "H001" in row and "DiagnosticReport" in row and "final" in row
+            assert "H001" in row and "报告" in row and "final" in row
             await page.click("tr[data-item='0'] button.accept")
             await page.wait_for_selector("tr[data-item='0'] td.outcome:has-text('已互认')")
             assert "¥5.40" in await page.inner_text("tr[data-item='0'] td.outcome")
@@ -207,7 +212,7 @@ async def test_the_finance_page_charts_the_ledger(stack: Stack) -> None:
             assert await bars.first.get_attribute("data-key") == "H002"
             assert "¥5.40" in await page.inner_text("#by-hospital")
             assert "血红蛋白" in await page.inner_text("#by-item")
-            assert "KEY_DECISION" in await page.inner_text("#by-reason")
+            assert "手术、输血等重大诊疗前需复查" in await page.inner_text("#by-reason")
             totals = await page.inner_text("#totals")
             assert "1 次互认" in totals and "净 net ¥5.40" in totals
             await page.fill("#from", "2020-01")

@@ -41,6 +41,8 @@ from broker.fhir.service import (
     machine_caller,
     person_refused,
 )
+from broker.security.oidc import unverified_issuer
+from broker.security.tokens import ISSUER
 
 logger = logging.getLogger(__name__)
 
@@ -261,18 +263,18 @@ async def patient_search_by_post(
 async def _patient_search(
     request: Request, service: FhirService, container: Any, pairs: list[tuple[str, str]]
 ) -> Response:
-    """An mrb token (or web session) is a person's: the doctor's search. A bearer token mrb
-    did not issue is tried as a registered machine client's JWT (401 if it is not)."""
+    """An mrb token (or web session) is a person's: the doctor's search. A bearer token that
+    claims another issuer than mrb's or the OpenID Connect issuer is tried as a registered
+    machine client's JWT (401 if it is not). The choice goes by the claimed issuer, not by
+    whether the token verifies: a revoked or expired person's token must get the person's
+    answer ("Token revoked"), not a machine client's."""
     strict = check_prefer(request.headers.get("prefer"))
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     credentials = None
     if scheme.lower() == "bearer" and token.strip():
         credentials = HTTPAuthorizationCredentials(scheme="Bearer", credentials=token.strip())
-    try:
-        actor = await get_actor(request, container, credentials)
-    except Unauthenticated:
-        if credentials is None:
-            raise
+    claimed = unverified_issuer(credentials.credentials) if credentials is not None else None
+    if claimed is not None and claimed not in (ISSUER, container.settings.oidc_issuer):
         client = await cds_client(request, container)
         reader = machine_caller(
             client.issuer, client.hospital, request.headers.get("x-purpose-of-use")
@@ -280,6 +282,7 @@ async def _patient_search(
         return FhirResponse(
             await service.pdq_search(reader, pairs, strict=strict, base=_base(request))
         )
+    actor = await get_actor(request, container, credentials)
     doctor = caller(
         actor, request.headers.get("x-purpose-of-use"), request.headers.get("x-break-glass-reason")
     )
