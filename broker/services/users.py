@@ -24,6 +24,7 @@ from broker.ports.web import WebAccount, WebUnitOfWork
 from broker.security.oidc import MAX_SUBJECT, OidcIdentity, issuer_url
 from broker.security.passwords import hash_password
 from broker.security.tokens import actor_hospital
+from broker.services.web_login import OIDC_ACCOUNT_PREFIX
 
 _MAX_NAME = 200
 
@@ -313,11 +314,13 @@ async def listed_accounts(
     uow: WebUnitOfWork, by: Actor, *, hospital: str | None = None
 ) -> list[WebAccount]:
     """Local accounts a security administrator sees (all), or a hospital admin (their own
-    hospital's)."""
+    hospital's). The rows web sign-in through the issuer keeps for its sessions
+    (`oidc:` names) are not local accounts: those people are listed as mapped people."""
     if hospital is not None:
         by.authorize(Duty.TOKENS, hospital)
     else:
         by.authorize(Duty.TOKENS)
         hospital = None if by.platform else by.hospital
     async with uow:
-        return await uow.accounts.find(hospital=hospital)
+        found = await uow.accounts.find(hospital=hospital)
+    return [a for a in found if not a.username.startswith(OIDC_ACCOUNT_PREFIX)]

@@ -177,6 +177,10 @@ async def test_a_mapped_person_signs_in_and_the_session_works_with_csrf(
     assert stored.password_hash == "!oidc:u-wang"
     local = await browser.post("/auth/login", json={"username": username, "password": "x" * 12})
     assert local.status_code == 401
+    # That row is not a local account: `mrb user list` and the admin page do not show it.
+    security = Actor("sec.zhou", Role.SECURITY_ADMIN, ALL_HOSPITALS)
+    listed = await user_service.listed_accounts(container.web_uow(), security)
+    assert username not in [a.username for a in listed]
 
     out = await browser.post("/auth/logout", headers={"X-CSRF-Token": csrf})
     assert out.status_code == 204
