@@ -3,8 +3,10 @@ carries them on every Patient reference; broker.domain.matching compares them)."
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -25,3 +27,61 @@ class Demographics:
     phone: str | None = None
     address: str | None = None
     identifiers: tuple[tuple[str, str], ...] = ()
+
+
+def of_fhir_patient(
+    patient: Mapping[str, Any],
+    birth_date: date | None,
+    identifiers: tuple[tuple[str, str], ...] = (),
+) -> Demographics | None:
+    """What patient matching compares, from a FHIR Patient: name (official or usual
+    first), gender, telecom (the first phone) and address (its text, else its parts); the
+    birth date and trusted identifiers as the caller read them. One reading for ingest and
+    for PDQm queries, so like is compared with like. None when nothing but gender, birth
+    date and identifiers is given (ingest stores no record then)."""
+    name = _first(patient.get("name"), prefer=("official", "usual"))
+    family = name.get("family") if isinstance(name.get("family"), str) else None
+    given_parts = [g for g in name.get("given") or [] if isinstance(g, str)]
+    text = name.get("text") if isinstance(name.get("text"), str) else None
+    gender = patient.get("gender") if isinstance(patient.get("gender"), str) else None
+    phone = next(
+        (
+            t.get("value")
+            for t in patient.get("telecom") or []
+            if isinstance(t, dict)
+            and t.get("system") in ("phone", "sms")
+            and isinstance(t.get("value"), str)
+        ),
+        None,
+    )
+    found = Demographics(
+        family=family,
+        given="".join(given_parts) or None,
+        full_name=text if not (family or given_parts) else None,
+        sex=gender,
+        birth_date=birth_date,
+        phone=phone,
+        address=_address(_first(patient.get("address"), prefer=("home",))),
+        identifiers=identifiers,
+    )
+    empty = Demographics(birth_date=birth_date, sex=gender, identifiers=identifiers)
+    return None if found == empty else found
+
+
+def _first(value: object, *, prefer: tuple[str, ...]) -> dict[str, Any]:
+    """The first element whose `use` is preferred, else the first one; {} when none."""
+    items = [v for v in value or [] if isinstance(v, dict)] if isinstance(value, list) else []
+    for use in prefer:
+        for item in items:
+            if item.get("use") == use:
+                return item
+    return items[0] if items else {}
+
+
+def _address(address: dict[str, Any]) -> str | None:
+    if isinstance(address.get("text"), str) and address["text"].strip():
+        return str(address["text"])
+    parts = [address.get(k) for k in ("state", "city", "district")]
+    parts += list(address.get("line") or [])
+    joined = "".join(p for p in parts if isinstance(p, str))
+    return joined or None

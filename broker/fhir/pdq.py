@@ -50,7 +50,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import TYPE_CHECKING, Any
 
-from broker.domain.demographics import Demographics
+from broker.domain.demographics import Demographics, of_fhir_patient
 from broker.domain.identifier_systems import IdentifierRegistry
 from broker.domain.identifiers import IdentifierScope, InvalidIdentifier, PatientIdentifier
 from broker.fhir.errors import invalid
@@ -320,36 +320,10 @@ def _ordered(matches: Iterable[Match]) -> list[Match]:
 
 
 def demographics_of(patient: Mapping[str, Any]) -> Demographics | None:
-    """What the engine compares, from Patient.name (official or usual first), gender,
-    birthDate, telecom (the first phone) and address (its text, else its parts): the same
-    reading as ingest's (broker/ingest/fhir_results.py), so like is compared with like.
-    None when nothing but gender and birth date is given (ingest stores no record then)."""
-    name = _first(patient.get("name"), prefer=("official", "usual"))
-    family = name.get("family") if isinstance(name.get("family"), str) else None
-    given_parts = [g for g in name.get("given") or [] if isinstance(g, str)]
-    text = name.get("text") if isinstance(name.get("text"), str) else None
-    gender = patient.get("gender") if isinstance(patient.get("gender"), str) else None
-    phone = next(
-        (
-            t.get("value")
-            for t in patient.get("telecom") or []
-            if isinstance(t, dict)
-            and t.get("system") in ("phone", "sms")
-            and isinstance(t.get("value"), str)
-        ),
-        None,
-    )
-    found = Demographics(
-        family=family,
-        given="".join(given_parts) or None,
-        full_name=text if not (family or given_parts) else None,
-        sex=gender,
-        birth_date=birth_date(patient.get("birthDate")),
-        phone=phone,
-        address=_address(_first(patient.get("address"), prefer=("home",))),
-    )
-    empty = Demographics(birth_date=found.birth_date, sex=gender)
-    return None if found == empty else found
+    """What the engine compares, read from the Patient as ingest reads one
+    (broker.domain.demographics.of_fhir_patient), so like is compared with like. None
+    when nothing but gender and birth date is given (ingest stores no record then)."""
+    return of_fhir_patient(patient, birth_date(patient.get("birthDate")))
 
 
 def birth_date(value: object) -> date | None:
@@ -360,24 +334,6 @@ def birth_date(value: object) -> date | None:
         return date.fromisoformat(value)
     except ValueError:
         return None
-
-
-def _first(value: object, *, prefer: tuple[str, ...]) -> dict[str, Any]:
-    items = [v for v in value or [] if isinstance(v, dict)] if isinstance(value, list) else []
-    for use in prefer:
-        for item in items:
-            if item.get("use") == use:
-                return item
-    return items[0] if items else {}
-
-
-def _address(address: dict[str, Any]) -> str | None:
-    if isinstance(address.get("text"), str) and address["text"].strip():
-        return str(address["text"])
-    parts = [address.get(k) for k in ("state", "city", "district")]
-    parts += list(address.get("line") or [])
-    joined = "".join(p for p in parts if isinstance(p, str))
-    return joined or None
 
 
 # -- what a machine client is shown (ITI-78 and ITI-119) --------------------------------

@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from broker.domain.demographics import Demographics
+from broker.domain.demographics import Demographics, of_fhir_patient
 from broker.domain.identifier_systems import IdentifierRegistry
 from broker.domain.identifiers import (
     IdentifierScope,
@@ -375,57 +375,10 @@ def patient_ref(
 def _demographics(
     patient: Resource, born: date | None, identifiers: tuple[PatientIdentifier, ...]
 ) -> Demographics | None:
-    """What patient matching compares, from Patient.name (official or usual first),
-    gender, birthDate, telecom (the first phone) and address (its text, else its parts)."""
-    name = _first(patient.get("name"), prefer=("official", "usual"))
-    family = name.get("family") if isinstance(name.get("family"), str) else None
-    given_parts = [g for g in name.get("given") or [] if isinstance(g, str)]
-    text = name.get("text") if isinstance(name.get("text"), str) else None
-    gender = patient.get("gender") if isinstance(patient.get("gender"), str) else None
-    phone = next(
-        (
-            t.get("value")
-            for t in patient.get("telecom") or []
-            if isinstance(t, dict)
-            and t.get("system") in ("phone", "sms")
-            and isinstance(t.get("value"), str)
-        ),
-        None,
+    national = tuple(
+        (i.system, i.value) for i in identifiers if i.scope is IdentifierScope.NATIONAL
     )
-    address = _address(_first(patient.get("address"), prefer=("home",)))
-    found = Demographics(
-        family=family,
-        given="".join(given_parts) or None,
-        full_name=text if not (family or given_parts) else None,
-        sex=gender,
-        birth_date=born,
-        phone=phone,
-        address=address,
-        identifiers=tuple(
-            (i.system, i.value) for i in identifiers if i.scope is IdentifierScope.NATIONAL
-        ),
-    )
-    empty = Demographics(birth_date=born, sex=gender, identifiers=found.identifiers)
-    return None if found == empty else found
-
-
-def _first(value: object, *, prefer: tuple[str, ...]) -> dict[str, Any]:
-    """The first element whose `use` is preferred, else the first one; {} when none."""
-    items = [v for v in value or [] if isinstance(v, dict)] if isinstance(value, list) else []
-    for use in prefer:
-        for item in items:
-            if item.get("use") == use:
-                return item
-    return items[0] if items else {}
-
-
-def _address(address: dict[str, Any]) -> str | None:
-    if isinstance(address.get("text"), str) and address["text"].strip():
-        return str(address["text"])
-    parts = [address.get(k) for k in ("state", "city", "district")]
-    parts += list(address.get("line") or [])
-    joined = "".join(p for p in parts if isinstance(p, str))
-    return joined or None
+    return of_fhir_patient(patient, born, national)
 
 
 def _birth_date(value: object) -> date | None:
