@@ -1,6 +1,7 @@
 """Reference data for order-entry screens (the doctor's workbench): the catalog searched
 by name or code, and the words for codes (purposes, identifier systems, decisions, sides,
-protocols). No patient data; every role that reads reference data may read it."""
+protocols, sensitive categories). No patient data; every role that reads reference data
+may read it."""
 
 from __future__ import annotations
 
@@ -68,6 +69,11 @@ class VocabularyOut(BaseModel):
     decisions: list[CodeText]
     sides: list[CodeText] = Field(description="SNOMED CT laterality codes")
     protocols: list[CodeText]
+    sensitive_categories: list[CodeText] = Field(
+        default=[],
+        description="the sensitive categories a patient may consent to share "
+        "(schemas/catalog/sensitive.yaml)",
+    )
 
 
 @router.get("/api/v1/catalog/items", response_model=list[CatalogItemOut])
@@ -120,6 +126,10 @@ async def vocabulary(container: ContainerDep) -> VocabularyOut:
         decisions=[CodeText(code=k, zh=v.zh, en=v.en) for k, v in DECISIONS.items()],
         sides=[CodeText(code=s.code, zh=s.zh, en=s.display) for s in sites.sides.values()],
         protocols=[CodeText(code=p.code, zh=p.zh, en=p.en) for p in sites.protocols.values()],
+        sensitive_categories=[
+            CodeText(code=c.code, zh=c.name_zh, en=c.name_en)
+            for c in container.reference_rules().sensitivity.categories
+        ],
     )
 
 

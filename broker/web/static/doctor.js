@@ -1,7 +1,8 @@
 // The doctor's workbench: find a patient for a stated purpose, pick the items to order from
 // the catalog by name or code (imaging with body site, side and protocol), run the check,
 // read each decision in words with its explanation and warnings, accept or decline with a
-// reason; the patient's cross-hospital timeline; safety notices. Chinese first, English
+// reason; the patient's cross-hospital timeline; safety notices; the patient's consent and
+// opt-out records, recorded and withdrawn here (issue #19). Chinese first, English
 // beside it. Dates and times in China Standard Time. Data is only ever inserted as text
 // (never as HTML); no patient identifier ever goes into a URL (POST bodies only).
 "use strict";
@@ -16,6 +17,7 @@ const ref = {
   systems: [],
   sides: [],
   names: new Map(), // catalog or LOINC code -> {zh, en}
+  categories: [], // sensitive categories: {code, zh, en}
 };
 let reasons = [];
 let found = []; // the catalog search's items
@@ -118,6 +120,7 @@ function flagList(flags) {
 
 // ---- reference data ------------------------------------------------------------------
 async function ready() {
+  closeConsents(); // a new sign-in starts with no patient's records on the page
   const [vocab, hospitals, declines] = await Promise.all([
     api("/api/v1/reference/vocabulary"),
     api("/api/v1/admin/hospitals"),
@@ -129,6 +132,7 @@ async function ready() {
   ref.purposes = vocab.purposes;
   ref.systems = vocab.identifier_systems;
   ref.sides = vocab.sides;
+  ref.categories = vocab.sensitive_categories || [];
   fillPickers();
   await loadNotices();
 }
@@ -140,6 +144,8 @@ function fillPickers() {
   const purposes = document.getElementById("purpose");
   purposes.replaceChildren(...ref.purposes.map((p) => el("option", { value: p.v3,
     "data-emergency": p.emergency ? "1" : "0" }, `${p.name.zh} ${p.name.en}`)));
+  document.getElementById("consent-category").replaceChildren(...ref.categories.map((c) =>
+    el("option", { value: c.code }, `${c.zh} ${c.en}`)));
 }
 
 // Names of catalog items by catalog or LOINC code, asked once per code.
@@ -560,6 +566,270 @@ async function loadTimeline(patient, why) {
   return observations;
 }
 
+
+// ---- consent and opt-out (issue #19): read via FHIR Consent POST _search, recorded and
+// withdrawn through /api/v1/patients/consents. The identifier goes in bodies only. --------
+const CONSENT_KIND = {
+  "opt-out": ["拒绝跨院共享", "opt-out of cross-hospital sharing"],
+  sensitive: ["敏感结果授权", "consent to share"],
+};
+const RECORDED_BY = "urn:mrb:fhir:extension:consent-recorded-by";
+const WITHDRAWN_EXT = "urn:mrb:fhir:extension:consent-withdrawn";
+const consent = {
+  patient: null, // {system, value} the panel is for
+  records: new Map(), // id -> row (fromFhir / fromApi), listed oldest first
+};
+
+function sameInstant(a, b) {
+  return Boolean(a && b) && new Date(a).getTime() === new Date(b).getTime();
+}
+
+// A FHIR Consent (broker/fhir/consent.py) as a row. Once withdrawn before its expiry, the
+// resource's period ends at the withdrawal and the expiry is not told: it stays unknown
+// unless this page recorded or withdrew it (then the API's answer says it).
+function fromFhir(res) {
+  const ext = (url) => (res.extension || []).find((e) => e.url === url);
+  const by = ext(RECORDED_BY);
+  const gone = ext(WITHDRAWN_EXT);
+  const part = (name) => gone && (gone.extension || []).find((e) => e.url === name);
+  const withdrawnAt = part("at") ? part("at").valueDateTime : null;
+  const provision = res.provision || {};
+  const end = provision.period && provision.period.end;
+  const rule = (((res.policyRule || {}).coding) || [])[0] || {};
+  const code = ((((provision.code || [])[0] || {}).coding) || [])[0];
+  const org = ((res.organization || [])[0] || {}).identifier;
+  const earlier = consent.records.get(res.id);
+  // Not withdrawn: the period ends at the expiry (or not at all, until withdrawn). Withdrawn:
+  // an end before the withdrawal was the expiry; an end at the withdrawal hides it.
+  const known = !withdrawnAt || Boolean(end && !sameInstant(end, withdrawnAt));
+  return {
+    id: res.id,
+    kind: rule.code === "OPTOUT" ? "opt-out" : "sensitive",
+    category: code ? code.code : null,
+    status: res.status,
+    recorded_by: by ? by.valueReference.identifier.value : "?",
+    recorded_hospital: org ? org.value : null,
+    recorded_at: res.dateTime,
+    evidence: ((res.sourceReference || {}).identifier || {}).value || "",
+    expires: known ? (end || null) : (earlier ? earlier.expires : null),
+    expiry_known: known || Boolean(earlier && earlier.expiry_known),
+    withdrawn_at: withdrawnAt,
+    withdrawn_by: part("by") ? part("by").valueString : null,
+  };
+}
+
+// The API's ConsentOut (POST record, POST withdraw) as a row.
+function fromApi(out) {
+  return { ...out, expiry_known: true };
+}
+
+function consentShown(patient) {
+  return consent.patient && patient && consent.patient.system === patient.system
+    && consent.patient.value === patient.value;
+}
+
+function enteredPatient() {
+  return {
+    system: document.getElementById("id-system").value,
+    value: document.getElementById("patient").value.trim(),
+  };
+}
+
+function closeConsents() {
+  consent.patient = null;
+  consent.records.clear();
+  document.getElementById("consent").hidden = true;
+  document.getElementById("consent-error").textContent = "";
+  document.getElementById("consent-note").textContent = "";
+}
+
+async function openConsents() {
+  const error = document.getElementById("consent-error");
+  const patient = enteredPatient();
+  if (!patient.value) {
+    document.getElementById("check-error").textContent = "请先填写患者号码 Enter the patient's number first";
+    return;
+  }
+  document.getElementById("check-error").textContent = "";
+  if (!consentShown(patient)) consent.records.clear();
+  consent.patient = patient;
+  const system = ref.systems.find((s) => s.uri === patient.system);
+  document.getElementById("consent-patient").textContent =
+    `患者 Patient: ${system ? `${system.name.zh} ${system.name.en}` : patient.system} ${patient.value}`;
+  document.getElementById("consent-note").textContent = "";
+  error.textContent = "";
+  document.getElementById("consent").hidden = false;
+  try {
+    await loadConsents(patient, stated());
+  } catch (e) {
+    error.textContent = `读取授权记录失败 Could not read the consent records — ${e.message}`;
+    document.querySelector("#consent-list tbody").replaceChildren(); // unknown, not "none"
+    return;
+  }
+  renderConsents();
+}
+
+// POST _search: the identifier stays in the body; audited with the purpose stated (never
+// as break-glass: the reason is not sent for this read).
+async function loadConsents(patient, why) {
+  const form = new URLSearchParams({ "patient:identifier": `${patient.system}|${patient.value}` });
+  const response = await call("/fhir/Consent/_search", {
+    method: "POST",
+    headers: { "content-type": "application/x-www-form-urlencoded", "X-Purpose-Of-Use": why.purpose },
+    body: form,
+  });
+  if (!response.ok) throw new Error(await fhirProblem(response));
+  const bundle = await response.json();
+  const rows = (bundle.entry || []).map((e) => e.resource)
+    .filter((r) => r && r.resourceType === "Consent").map(fromFhir);
+  if (!consentShown(patient)) return; // the doctor moved on to another patient meanwhile
+  consent.records = new Map(rows.map((r) => [r.id, r]));
+}
+
+async function fhirProblem(response) {
+  const outcome = await response.json().catch(() => ({}));
+  const issue = (outcome.issue || [])[0] || {};
+  return `${response.status} ${issue.diagnostics || issue.code || ""}`.trim();
+}
+
+// A problem+json answer of the consent API, in words: Chinese first, the API's own text.
+async function consentProblem(response) {
+  const problem = await response.json().catch(() => ({}));
+  let detail = problem.detail;
+  if (detail && typeof detail !== "string") detail = JSON.stringify(detail);
+  const api = `${response.status} ${problem.title || ""}${detail ? `: ${detail}` : ""}`;
+  const lead = {
+    400: "登记内容有误 The record is not valid",
+    403: "无权登记授权 You may not record consents",
+    404: "本院没有该患者的结果，不能登记、撤回或查阅其授权 Your hospital holds no results of this patient",
+    422: "登记内容有误 The record is not valid",
+  }[response.status] || "操作失败 Failed";
+  return `${lead} — ${api}`;
+}
+
+async function consentCall(path, body) {
+  const response = await call(path, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  if (!response.ok) throw new Error(await consentProblem(response));
+  return response.json();
+}
+
+// The end of the chosen day in China: "valid until 2027-06-01" includes that day.
+function expiryOf(day) {
+  return `${day}T23:59:59+08:00`;
+}
+
+async function recordConsent(event) {
+  event.preventDefault();
+  const error = document.getElementById("consent-error");
+  const note = document.getElementById("consent-note");
+  error.textContent = "";
+  note.textContent = "";
+  if (!consent.patient) return;
+  const kind = document.getElementById("consent-kind").value;
+  const evidence = document.getElementById("consent-evidence").value.trim();
+  const day = document.getElementById("consent-expires").value;
+  if (!evidence) {
+    error.textContent = "请填写证明材料编号 Enter the evidence reference";
+    return;
+  }
+  if (kind === "sensitive" && !day) {
+    error.textContent = "授权须填写有效期 A consent needs an expiry date";
+    return;
+  }
+  const body = { patient: consent.patient, kind, evidence };
+  if (kind === "sensitive") body.category = document.getElementById("consent-category").value;
+  if (day) body.expires = expiryOf(day);
+  const button = document.getElementById("consent-record");
+  button.disabled = true;
+  try {
+    const out = await consentCall("/api/v1/patients/consents", body);
+    consent.records.set(out.id, fromApi(out));
+    renderConsents();
+    document.getElementById("consent-evidence").value = "";
+    note.textContent = "已登记，记入审计；下一次查询起生效（本页不会自动重新查询）。"
+      + " Recorded and audited; the next check reflects it (nothing is re-run automatically).";
+  } catch (e) {
+    error.textContent = e.message;
+  } finally {
+    button.disabled = false;
+  }
+}
+
+async function withdrawConsent(row) {
+  const error = document.getElementById("consent-error");
+  const note = document.getElementById("consent-note");
+  const what = row.kind === "opt-out" ? "拒绝跨院共享 opt-out"
+    : `授权 consent: ${categoryText(row.category)}`;
+  if (!window.confirm(`撤回该记录？Withdraw this record?\n${what} · ${row.evidence}`)) return;
+  error.textContent = "";
+  note.textContent = "";
+  try {
+    const out = await consentCall(`/api/v1/patients/consents/${encodeURIComponent(row.id)}/withdraw`);
+    consent.records.set(out.id, fromApi(out));
+    renderConsents();
+    note.textContent = "已撤回，记入审计；下一次查询起生效（本页不会自动重新查询）。"
+      + " Withdrawn and audited; the next check reflects it (nothing is re-run automatically).";
+  } catch (e) {
+    error.textContent = e.message;
+  }
+}
+
+function categoryText(code) {
+  const c = ref.categories.find((x) => x.code === code);
+  return c ? `${c.zh} ${c.en}` : (code || "—");
+}
+
+function consentStatus(row) {
+  if (row.status === "active") return el("span", { class: "consent-status active" }, words("有效", "active"));
+  if (row.withdrawn_at) return el("span", { class: "consent-status withdrawn" }, words("已撤回", "withdrawn"));
+  return el("span", { class: "consent-status expired" }, words("已失效", "expired"));
+}
+
+function renderConsents() {
+  const tbody = document.querySelector("#consent-list tbody");
+  const rows = [...consent.records.values()]
+    .sort((a, b) => new Date(a.recorded_at).getTime() - new Date(b.recorded_at).getTime());
+  tbody.replaceChildren(...rows.map((row) => {
+    const c = row.category && ref.categories.find((x) => x.code === row.category);
+    return el("tr", { class: `consent-row ${row.status}`, "data-consent": row.id, "data-kind": row.kind,
+      "data-status": row.status },
+    el("td", { class: "kind" }, pair(CONSENT_KIND, row.kind)),
+    el("td", { class: "category" }, row.kind === "opt-out" ? words("全部结果", "all results")
+      : (c ? words(c.zh, c.en) : (row.category || "—"))),
+    el("td", {}, consentStatus(row)),
+    el("td", { class: "recorded" }, row.recorded_by, el("br"),
+      el("span", { class: "muted" }, hospitalName(row.recorded_hospital)), el("br"),
+      localDateTime(row.recorded_at)),
+    el("td", { class: "expires" }, row.expires ? localDateTime(row.expires)
+      : (row.expiry_known ? words("撤回前一直有效", "until withdrawn") : "—")),
+    el("td", { class: "evidence" }, row.evidence),
+    el("td", { class: "withdrawn" }, row.withdrawn_at
+      ? [row.withdrawn_by || "?", el("br"), localDateTime(row.withdrawn_at)] : "—"),
+    el("td", { class: "action" }, row.status === "active"
+      ? el("button", { type: "button", class: "withdraw", onclick: () => withdrawConsent(row) },
+        "撤回 Withdraw") : null));
+  }));
+  if (rows.length === 0) {
+    tbody.append(el("tr", {}, el("td", { colspan: "8", class: "muted" }, "暂无记录 No records")));
+  }
+}
+
+function consentKindChanged() {
+  const sensitive = document.getElementById("consent-kind").value === "sensitive";
+  document.getElementById("consent-category-label").hidden = !sensitive;
+  document.getElementById("consent-expires").required = sensitive;
+}
+
+// The earliest expiry the date picker offers: tomorrow in China.
+function tomorrowInChina() {
+  const p = parts(Date.now() + 24 * 3600 * 1000);
+  return p ? `${p.year}-${p.month}-${p.day}` : "";
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   document.getElementById("refresh").addEventListener("click", () => loadNotices().catch(showError));
   document.getElementById("check-form").addEventListener("submit", runCheck);
@@ -580,5 +850,16 @@ document.addEventListener("DOMContentLoaded", () => {
     const wanted = emergency.checked ? "ETREAT" : "TREAT";
     if ([...purpose.options].some((o) => o.value === wanted)) purpose.value = wanted;
   });
+  document.getElementById("show-consents").addEventListener("click", () => openConsents());
+  document.getElementById("consent-form").addEventListener("submit", recordConsent);
+  document.getElementById("consent-kind").addEventListener("change", consentKindChanged);
+  document.getElementById("consent-expires").min = tomorrowInChina();
+  consentKindChanged();
+  // The panel belongs to the patient it was opened for: another patient closes it.
+  for (const id of ["patient", "id-system"]) {
+    document.getElementById(id).addEventListener("input", () => {
+      if (!consentShown(enteredPatient())) closeConsents();
+    });
+  }
   startSession(ready);
 });
