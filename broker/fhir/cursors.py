@@ -3,7 +3,9 @@
 A cursor carries the search it pages through (with the patient already resolved to an
 mrb person id, so no identifier travels in a URL), the offset and page size, who may
 use it and until when. A cursor altered, expired, used on another resource type or by
-another user is refused.
+another user is refused. A sealed cursor (`sealed=True`: IHE PDQm, whose search is by
+demographics) carries its search encrypted (AES-256-GCM under a key derived from the
+cursor key), so no name, birth date or phone number travels in a URL in clear.
 """
 
 from __future__ import annotations
@@ -12,10 +14,14 @@ import base64
 import hashlib
 import hmac
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from urllib.parse import quote
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from broker.domain.actors import Actor
 from broker.domain.errors import Invalid
@@ -45,16 +51,19 @@ class CursorSigner:
         self._key = key
         self._ttl = ttl
 
-    def issue(self, page: Page, actor: Actor, now: datetime) -> str:
+    def issue(self, page: Page, actor: Actor, now: datetime, *, sealed: bool = False) -> str:
+        params = [list(p) for p in page.params]
         body = {
             "v": VERSION,
             "t": page.resource_type,
-            "q": [list(p) for p in page.params],
+            "q": [] if sealed else params,
             "o": page.offset,
             "n": page.count,
             "u": self._binding(actor),
             "x": int((now + self._ttl).timestamp()),
         }
+        if sealed:
+            body["s"] = _b64(self._seal(json.dumps(params, ensure_ascii=False).encode()))
         payload = _b64(json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode())
         return f"{payload}.{_b64(self._mac(payload))}"
 
@@ -69,14 +78,15 @@ class CursorSigner:
             raise _refused("its signature does not match (altered, or from another server)")
         try:
             body = json.loads(_unb64(payload))
+            query = json.loads(self._unseal(_unb64(body["s"]))) if "s" in body else body["q"]
             page = Page(
                 resource_type=str(body["t"]),
-                params=tuple((str(k), str(v)) for k, v in body["q"]),
+                params=tuple((str(k), str(v)) for k, v in query),
                 offset=int(body["o"]),
                 count=int(body["n"]),
             )
             binding, expires, version = str(body["u"]), int(body["x"]), int(body["v"])
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, InvalidTag):
             raise _refused("it is malformed") from None
         if version != VERSION:
             raise _refused("it is from another version of mrb")
@@ -92,6 +102,18 @@ class CursorSigner:
 
     def _mac(self, payload: str) -> bytes:
         return hmac.new(self._key, _DOMAIN + b"." + payload.encode(), hashlib.sha256).digest()
+
+    def _seal(self, data: bytes) -> bytes:
+        nonce = os.urandom(12)
+        return nonce + AESGCM(self._sealing_key()).encrypt(nonce, data, _DOMAIN)
+
+    def _unseal(self, data: bytes) -> bytes:
+        if len(data) < 13:
+            raise ValueError("too short")
+        return AESGCM(self._sealing_key()).decrypt(data[:12], data[12:], _DOMAIN)
+
+    def _sealing_key(self) -> bytes:
+        return hmac.new(self._key, b"seal\0", hashlib.sha256).digest()
 
     def _binding(self, actor: Actor) -> str:
         who = "\0".join((actor.role.value, actor.hospital, actor.name)).encode()
@@ -140,12 +162,15 @@ def page_links(
     actor: Actor,
     base: str,
     now: datetime,
+    sealed: bool = False,
 ) -> dict[str, str]:
-    """A searchset's links (self, first, previous, next, last) as cursors bound to `actor`."""
+    """A searchset's links (self, first, previous, next, last) as cursors bound to `actor`
+    (the search encrypted in them when `sealed`)."""
     size = page.count
 
     def link(at: int) -> str:
-        cursor = signer.issue(Page(page.resource_type, page.params, at, size), actor, now)
+        where = Page(page.resource_type, page.params, at, size)
+        cursor = signer.issue(where, actor, now, sealed=sealed)
         return f"{base}/{page.resource_type}?_cursor={quote(cursor, safe='.')}"
 
     links = {"self": link(page.offset)}

@@ -13,6 +13,7 @@ from typing import Any
 
 from broker.fhir.balp import BALP
 from broker.fhir.params import INCLUDES, MAX_COUNT, PARAMS, SORTS
+from broker.fhir.pdq_search import SEARCH_PARAMS
 from broker.fhir.resources import instant
 
 FHIR_VERSION = "4.0.1"
@@ -109,6 +110,7 @@ def capability_statement(base: str, now: datetime, version: str) -> Resource:
             entry["searchInclude"] = list(INCLUDES[rtype])
         if rtype == "Patient":
             entry["operation"] = [dict(o) for o in _PATIENT_OPERATIONS]
+            entry["searchParam"] = _patient_params(entry["searchParam"])
         if SORTS[rtype]:
             entry["extension"] = [
                 {
@@ -174,6 +176,24 @@ def capability_statement(base: str, now: datetime, version: str) -> Resource:
             }
         ],
     }
+
+
+def _patient_params(doctors: list[Resource]) -> list[Resource]:
+    """Patient's searchParam: the doctor's (identifier, _id) and IHE PDQm [ITI-78]'s for
+    registered machine clients (broker.fhir.pdq_search.SEARCH_PARAMS), one entry a name."""
+    out = {p["name"]: dict(p) for p in doctors}
+    for name, kind, definition, doc in SEARCH_PARAMS:
+        pdqm = f"PDQm [ITI-78] (registered machine clients): {doc}"
+        if name in out:
+            out[name]["documentation"] = f"Doctors: {out[name]['documentation']} {pdqm}"
+        else:
+            out[name] = {
+                "name": name,
+                "definition": definition,
+                "type": kind,
+                "documentation": pdqm,
+            }
+    return list(out.values())
 
 
 def _audit_event_capability() -> Resource:
@@ -252,7 +272,10 @@ _READ_DOC = {
 _SEARCH_DOC = {
     "Patient": "Doctors: by identifier (system|value) or _id, exactly one patient. "
     "Registered machine clients (IHE PDQm [ITI-78]): family, given, birthdate, gender, "
-    "telecom, identifier, _id (exact after normalisation; _count at most 50).",
+    "telecom, identifier, _id, address, address-city, address-state, active (exact after "
+    "normalisation; _count default 10, at most 50; next links carry sealed cursors). "
+    "address-postalcode and address-country are not stored (ignored with a warning, 400 "
+    "with Prefer: handling=strict); mothersMaidenName is not stored (always 400).",
     "DiagnosticReport": "Within one patient (patient or subject:identifier required).",
     "Observation": "Within one patient (patient or subject:identifier required).",
     "ImagingStudy": "Within one patient (patient or subject:identifier required).",

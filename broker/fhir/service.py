@@ -454,13 +454,25 @@ class FhirService:
         self, caller: Reader, pairs: Sequence[tuple[str, str]], *, strict: bool, base: str
     ) -> dict[str, Any]:
         """PDQm Patient search [ITI-78] by demographics (broker.fhir.pdq_search) for a
-        registered machine client: blocks, sealed records, exact comparison.
+        registered machine client: blocks, sealed records, exact comparison; paged by
+        sealed cursors (the search is run again and the page cut from it).
 
         One audit entry per person returned, or one when nobody is (the identifier given,
-        pseudonymised; parameter names only, never their values)."""
-        query = pdq_search.parse_query(pairs, strict=strict)
+        pseudonymised; parameter names only, never their values). An unrecognised domain
+        is 404 (pdq_search.DomainUnknown) after its audit entry is committed."""
+        now = datetime.now(UTC)
+        asked = resume(self._signer, pairs, "Patient", caller.actor, now)
+        query = pdq_search.parse_query(asked.pairs, strict=strict and not asked.paged)
+        offset = asked.offset
         named: list[str] = []
         ident: PatientIdentifier | None = None
+        detail: dict[str, Any] = {
+            "operation": "search-type",
+            "transaction": "ITI-78",
+            "client": caller.client,
+            "parameters": list(query.parameters),
+            "offset": offset,
+        }
         if query.identifier is not None:
             system, value = query.identifier
             try:
@@ -469,6 +481,12 @@ class FhirService:
                 raise invalid(f"identifier is not valid: {exc}") from None
             async with self._uow() as uow:
                 person_id = await uow.people.find(ident) if ident is not None else None
+                if person_id is None and not self._known_system(system, caller):
+                    # ITI-78 Case 4: a domain mrb does not recognise (and nobody found in it).
+                    unknown = {**detail, "outcome": "domain-unknown", "total": 0, "returned": 0}
+                    await self._audit(uow, caller, "fhir-pdq-query", _Patient(None, ident), unknown)
+                    await uow.commit()
+                    raise pdq_search.DomainUnknown(system)
             named.append(person_id or "")
         if query.person_id is not None:
             async with self._uow() as uow:
@@ -498,47 +516,92 @@ class FhirService:
             people = {
                 p for p, rs in records.items() if any(pdq_search.fits(query, d) for _, d in rs)
             }
-        for pid in sorted(people)[: pdq_search.MAX_COUNT * 2]:
+        if query.active is False:
+            people = set()  # mrb answers with surviving (active) people only
+        checked = sorted(people)[: pdq_search.MAX_MATCHES]
+        for pid in checked:
             await self._reindex.person(pid)
         entries: list[BundleEntry] = []
         async with self._uow() as uow:
-            seen = [
-                p
-                for p in sorted(people)[: pdq_search.MAX_COUNT * 2]
-                if await self._sees(uow, p, caller)
+            seen = [p for p in checked if await self._sees(uow, p, caller)]
+            returned = seen[offset : offset + query.count]
+            patients = [await self._pdq_patient(uow, pid, caller) for pid in returned]
+            detail |= {"total": len(seen), "returned": len(returned)}
+            unknown_domains = [
+                d for d in query.domains if not self._known_system(d, caller, patients)
             ]
-            returned = seen[: query.count]
-            for pid in returned:
-                entries.append(BundleEntry(await self._pdq_patient(uow, pid, caller), "match"))
-            detail = {
-                "operation": "search-type",
-                "transaction": "ITI-78",
-                "client": caller.client,
-                "parameters": list(query.parameters),
-                "total": len(seen),
-                "returned": len(returned),
-            }
+            if unknown_domains:
+                detail |= {"outcome": "domain-unknown", "returned": 0}
+                await self._audit(uow, caller, "fhir-pdq-query", _Patient(None, ident), detail)
+                await uow.commit()
+                raise pdq_search.DomainUnknown(unknown_domains[0])
             for pid in returned:
                 await self._audit(uow, caller, "fhir-pdq-query", _Patient(pid, ident), detail)
             if not returned:
                 await self._audit(uow, caller, "fhir-pdq-query", _Patient(None, ident), detail)
             await uow.commit()
+        for patient in patients:
+            if query.domains:
+                self._only_domains(patient, query.domains, caller)
+            entries.append(BundleEntry(patient, "match"))
         entries += ignored_outcome(query.ignored)
-        if len(seen) > len(returned) and query.count > 0:
+        if len(people) > len(checked):
             more = (
-                f"{len(seen) - len(returned)} more patient(s) matched and are not returned: "
-                "mrb offers no next page for a PDQm search; narrow it"
+                f"more than {pdq_search.MAX_MATCHES} people matched: total counts the first "
+                f"{pdq_search.MAX_MATCHES} checked; narrow the search"
             )
             entries.append(
-                BundleEntry(operation_outcome("informational", more, severity="warning"), "outcome")
+                BundleEntry(operation_outcome("too-costly", more, severity="warning"), "outcome")
             )
-        return searchset(
-            base=base,
-            total=len(seen),
-            entries=entries,
-            links={"self": f"{base}/Patient"},
-            now=datetime.now(UTC),
+        search = tuple(
+            (k, v) for k, v in asked.pairs if k.partition(":")[0] not in pdq_search.PAGING
         )
+        links = page_links(
+            self._signer,
+            Page("Patient", search, offset, query.count),
+            total=len(seen),
+            summary_count=False,
+            actor=caller.actor,
+            base=base,
+            now=now,
+            sealed=True,
+        )
+        return searchset(base=base, total=len(seen), entries=entries, links=links, now=now)
+
+    def _known_system(
+        self, system: str, caller: Reader, patients: Sequence[dict[str, Any]] = ()
+    ) -> bool:
+        """A domain mrb recognises for this client: one its identifier registry knows (the
+        client hospital's own spellings included), or the system of an identifier of a
+        Patient answered (mrb keeps no list of the local systems hospitals use)."""
+        if self._identifiers.system_for(system, hospital=caller.hospital) is not None:
+            return True
+        return any(
+            isinstance(i, dict) and i.get("system") == system
+            for p in patients
+            for i in p.get("identifier") or []
+        )
+
+    def _only_domains(
+        self, patient: dict[str, Any], domains: Sequence[str], caller: Reader
+    ) -> None:
+        """ITI-78 Case 2: only the identifiers of the domains asked for."""
+
+        def canonical(system: object) -> str:
+            text = system if isinstance(system, str) else ""
+            known = self._identifiers.system_for(text, hospital=caller.hospital)
+            return known.uri if known is not None else text.strip()
+
+        wanted = {canonical(d) for d in domains}
+        kept = [
+            i
+            for i in patient.get("identifier") or []
+            if isinstance(i, dict) and canonical(i.get("system")) in wanted
+        ]
+        if kept:
+            patient["identifier"] = kept
+        else:
+            patient.pop("identifier", None)
 
     async def _pdq_patient(
         self, uow: FhirUnitOfWork, person_id: str, caller: Reader

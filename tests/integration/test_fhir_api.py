@@ -171,7 +171,24 @@ class TestCapabilityStatement:
         for x in rest.values():
             assert [i["code"] for i in x["interaction"]] == ["read", "search-type"]
         params = {t: {p["name"]: p["type"] for p in x["searchParam"]} for t, x in rest.items()}
-        assert params["Patient"] == {"identifier": "token", "_id": "token"}
+        # The doctor's identifier and _id, and IHE PDQm [ITI-78]'s for machine clients
+        # (tests/integration/test_pixm_pdqm.py).
+        assert params["Patient"] == {
+            "identifier": "token",
+            "_id": "token",
+            "active": "token",
+            "family": "string",
+            "given": "string",
+            "telecom": "token",
+            "birthdate": "date",
+            "address": "string",
+            "address-city": "string",
+            "address-state": "string",
+            "address-postalcode": "string",
+            "address-country": "string",
+            "gender": "token",
+            "mothersMaidenName": "string",
+        }
         assert params["Observation"] == {
             "patient": "reference",
             "subject": "reference",

@@ -10,12 +10,14 @@ phone) and 李华 (D, same birth date).
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote
 
 import httpx
 import jwt
@@ -166,6 +168,12 @@ async def test_the_capability_statement_lists_both_operations(mpi: Mpi) -> None:
     assert set(operations) == {"ihe-pix", "match"}
     assert operations["ihe-pix"]["definition"].startswith("https://profiles.ihe.net/ITI/PIXm/")
     assert "demographics" in operations["match"]["documentation"]
+    # ITI-78's search parameters (2:3.78.4.1.2.1), each one saying what mrb does with it.
+    params = {p["name"]: p for p in patient["searchParam"]}
+    assert {"family", "given", "birthdate", "address", "address-city", "active"} <= set(params)
+    assert {"address-postalcode", "address-country", "mothersMaidenName"} <= set(params)
+    assert "Not stored" in params["mothersMaidenName"]["documentation"]
+    assert params["address"]["type"] == "string" and params["active"]["type"] == "token"
 
 
 async def test_pix_returns_the_persons_other_identifiers_the_client_may_see(mpi: Mpi) -> None:
@@ -411,8 +419,13 @@ class People:
 @pytest.fixture
 async def people(mpi: Mpi) -> People:
     phone = {"telecom": [{"system": "phone", "value": PHONE}]}
+    home = {
+        "address": [
+            {"state": "广东省", "city": "广州市", "district": "天河区", "line": ["体育西路1号"]}
+        ]
+    }
     sent = {
-        "c": person("pc", "MRN-C", "王小明", "male", **phone),
+        "c": person("pc", "MRN-C", "王小明", "male", **phone, **home),
         "c2": person("pc2", "MRN-C2", "王小亮", "male", **phone),
         "d": person("pd", "MRN-D", "李华", "female"),
     }
@@ -557,10 +570,10 @@ async def test_pdqm_search_by_demographics(people: People) -> None:
     assert ids(await _search(mpi, ("identifier", mrn), ("birthdate", BORN))) == [people.c]
     assert ids(await _search(mpi, ("identifier", mrn), ("family", "李"), ("birthdate", BORN))) == []
     assert ids(await _search(mpi, ("identifier", A))) == [mpi.a]
-    # Bounded: _count.
+    # Bounded: _count, and the rest by next links (test_pdqm_search_pages_...).
     one = await _search(mpi, ("birthdate", BORN), ("_count", "1"))
     assert len(ids(one)) == 1 and one["total"] == 3
-    assert any(e["search"]["mode"] == "outcome" for e in one["entry"])
+    assert not any(e["search"]["mode"] == "outcome" for e in one["entry"])
 
 
 async def test_pdqm_search_returns_only_the_callers_own_demographics(people: People) -> None:
@@ -589,12 +602,21 @@ async def test_pdqm_search_refusals(people: People) -> None:
     ):
         outcome = await _search(mpi, *params, status=400)
         assert outcome["resourceType"] == "OperationOutcome"
-    ignored = await _search(mpi, ("birthdate", BORN), ("mothersMaidenName", "x"))
+    # mrb stores no mother's maiden name: always 400, never a silent "no match".
+    maiden = await _search(mpi, ("birthdate", BORN), ("mothersMaidenName", "x"), status=400)
+    assert maiden["issue"][0]["code"] == "not-supported"
+    assert "not stored by mrb" in maiden["issue"][0]["diagnostics"]
+    # Nor a postal code or country: ignored with a warning, or 400 when strict.
+    ignored = await _search(mpi, ("birthdate", BORN), ("address-postalcode", "510000"))
     assert len(ids(ignored)) == 3
     (note,) = [e["resource"] for e in ignored["entry"] if e["search"]["mode"] == "outcome"]
-    assert "mothersMaidenName" in note["issue"][0]["diagnostics"]
+    assert "address-postalcode" in note["issue"][0]["diagnostics"]
+    assert note["issue"][0]["severity"] == "warning"
     strict = {"Prefer": "handling=strict"}
-    await _search(mpi, ("birthdate", BORN), ("mothersMaidenName", "x"), extra=strict, status=400)
+    await _search(mpi, ("birthdate", BORN), ("address-country", "CN"), extra=strict, status=400)
+    await _search(mpi, ("birthdate", BORN), ("x-unknown", "1"), extra=strict, status=400)
+    await _search(mpi, ("address", "天河区"), status=400)  # an address alone does not block
+    await _search(mpi, ("birthdate", BORN), ("active", "maybe"), status=400)
     # A doctor may not search by name: one named patient, by identifier, only.
     doctor = await bearer(mpi.container, "doctor", "H001", "dr.wang")
     refused = await _search(
@@ -622,3 +644,99 @@ async def test_a_pdqm_search_audit_entry_is_an_iti_78_audit_event(people: People
     assert ("urn:ihe:event-type-code", "ITI-78") in subtypes
     assert ("http://hl7.org/fhir/restful-interaction", "search-type") in subtypes
     assert "王" not in json.dumps(event, ensure_ascii=False)
+
+
+def link(bundle: dict[str, Any], relation: str) -> str | None:
+    return next((x["url"] for x in bundle["link"] if x["relation"] == relation), None)
+
+
+async def _follow(mpi: Mpi, url: str, hospital: str = "H001", status: int = 200) -> dict[str, Any]:
+    r = await mpi.http.get(url, headers=sign(SEARCH, hospital))
+    assert r.status_code == status, r.text
+    body: dict[str, Any] = r.json()
+    get_fhir_model_class(body["resourceType"]).model_validate(body)
+    return body
+
+
+async def test_pdqm_search_pages_with_sealed_next_links(people: People) -> None:
+    mpi = people.mpi
+    page = await _search(mpi, ("family", "王"), ("birthdate", BORN), ("_count", "1"))
+    # family alone blocks nothing, birthdate does: 王小明 and 王小亮.
+    seen = ids(page)
+    assert page["total"] == 2 and len(seen) == 1 and link(page, "previous") is None
+    nxt = link(page, "next")
+    assert nxt is not None
+    # The cursor carries the search encrypted: no name or birth date in the URL.
+    cursor = unquote(nxt.split("_cursor=")[1]).split(".")[0]
+    clear = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    for value in ("1985", "family", "birthdate"):
+        assert value not in clear and value not in unquote(nxt)
+    second = await _follow(mpi, nxt)
+    seen += ids(second)
+    assert second["total"] == 2 and link(second, "next") is None
+    assert link(second, "previous") is not None
+    assert sorted(seen) == sorted([people.c, people.c2])
+    assert not any(e["search"]["mode"] == "outcome" for e in second["entry"])
+    # Bound to the client that searched; whole as given.
+    refused = await _follow(mpi, nxt, hospital="H002", status=403)
+    assert refused["issue"][0]["code"] == "forbidden"
+    await _follow(mpi, nxt + "&birthdate=" + BORN, status=400)
+    # Every page is audited, with its offset.
+    rows = await mpi.audit("fhir-pdq-query")
+    assert [r.detail["offset"] for r in rows] == [0, 1]
+    assert all(r.detail["total"] == 2 for r in rows)
+
+
+async def test_pdqm_search_by_address_and_active(people: People) -> None:
+    mpi = people.mpi
+    for params in (
+        [("address", "天河区")],
+        [("address", "天河")],
+        [("address", "广州市天河区体育西路")],
+        [("address-city", "广州")],
+        [("address-state", "广东省")],
+        [("address-state", "广东"), ("address-city", "广州市"), ("active", "true")],
+    ):
+        assert ids(await _search(mpi, ("birthdate", BORN), *params)) == [people.c], params
+    for params in (
+        [("address:exact", "天河")],
+        [("address-city", "深圳")],
+        [("address", "海淀区")],
+    ):
+        assert ids(await _search(mpi, ("birthdate", BORN), *params)) == [], params
+    everyone = await _search(mpi, ("birthdate", BORN), ("active", "true"))
+    assert everyone["total"] == 3
+    # mrb answers with surviving people only: none is inactive.
+    inactive = await _search(mpi, ("birthdate", BORN), ("active", "false"))
+    assert inactive["total"] == 0 and ids(inactive) == []
+
+
+async def test_an_unknown_identifier_domain_is_404(people: People) -> None:
+    mpi = people.mpi
+    for params in (
+        [("identifier", "urn:x:unknown|123")],  # a system mrb does not know, nobody found
+        [("birthdate", BORN), ("identifier", "urn:x:unknown|")],  # a domain to return
+        [("birthdate", BORN), ("identifier", f"{f.NATIONAL}|,urn:x:unknown|")],
+    ):
+        outcome = await _search(mpi, *params, status=404)
+        first = outcome["issue"][0]
+        assert (first["severity"], first["code"], first["diagnostics"]) == (
+            "warning",
+            "not-found",
+            "targetSystem not found",
+        ), params
+    # A known system that finds nobody is an empty searchset (ITI-78 Case 3).
+    known = await _search(mpi, ("identifier", f"{f.NATIONAL}|{NOBODY}"))
+    assert known["total"] == 0
+    # A hospital's own local system is recognised by finding someone in it.
+    assert ids(await _search(mpi, ("identifier", f"{MRN_SYSTEM}|MRN-C"))) == [people.c]
+    # Domains to return (Case 2): only those identifiers on the Patients answered.
+    mrn_only = await _search(mpi, ("identifier", A), ("identifier", f"{MRN_SYSTEM}|"))
+    (patient,) = [e["resource"] for e in mrn_only["entry"]]
+    assert {i["system"] for i in patient["identifier"]} == {MRN_SYSTEM}
+    national = await _search(mpi, ("identifier", f"{MRN_SYSTEM}|MRN-1"), ("identifier", "sfzh|"))
+    (patient,) = [e["resource"] for e in national["entry"]]
+    assert {(i["system"], i["value"]) for i in patient["identifier"]} == {(f.NATIONAL, f.PATIENT_A)}
+    # The 404s are audited too.
+    rows = await mpi.audit("fhir-pdq-query")
+    assert [r.detail.get("outcome") for r in rows[:3]] == ["domain-unknown"] * 3

@@ -33,6 +33,7 @@ from broker.domain.errors import Gone, Invalid, Refused, Unauthenticated
 from broker.fhir.audit_events import AuditEvents
 from broker.fhir.documents import FHIR_JSON, operation_outcome
 from broker.fhir.params import check_prefer
+from broker.fhir.pdq_search import DomainUnknown
 from broker.fhir.service import (
     RESOURCE_TYPES,
     FhirService,
@@ -279,9 +280,11 @@ async def _patient_search(
         reader = machine_caller(
             client.issuer, client.hospital, request.headers.get("x-purpose-of-use")
         )
-        return FhirResponse(
-            await service.pdq_search(reader, pairs, strict=strict, base=_base(request))
-        )
+        try:
+            found = await service.pdq_search(reader, pairs, strict=strict, base=_base(request))
+        except DomainUnknown as exc:  # ITI-78 Case 4: 404, the profile's OperationOutcome
+            return FhirResponse(exc.outcome, status_code=404)
+        return FhirResponse(found)
     actor = await get_actor(request, container, credentials)
     doctor = caller(
         actor, request.headers.get("x-purpose-of-use"), request.headers.get("x-break-glass-reason")
