@@ -821,7 +821,7 @@ class _Judge:
             return sent, Text("", "")
         shown = derived or "无"
         return derived, Text(
-            f"结果所带标识「{sent}」超出 {issuer.id} 当日的认证范围（{cert.body.value}），"
+            f"结果所带标识「{sent}」超出 {issuer.id} 当日的认证范围（{body_zh(cert.body.value)}），"
             f"按认证取「{shown}」。",
             f"The mark sent, '{sent}', exceeds what {issuer.id}'s certification "
             f"({cert.body.value}) supported that day, so '{derived or 'none'}' applies.",
@@ -1087,9 +1087,44 @@ def _value_en(v: Verdict) -> str:
     return f"{shown}{flags}"
 
 
+# FHIR R4 result statuses (DiagnosticReport, Observation, ImagingStudy) in the words of a
+# Chinese report; the wording is an unverified default (no official translation is cited).
+_STATUS_ZH = {
+    "registered": "已登记",
+    "partial": "部分结果",
+    "preliminary": "初步结果",
+    "final": "最终报告",
+    "amended": "已修改",
+    "corrected": "已更正",
+    "appended": "已补充",
+    "available": "影像可用",
+    "cancelled": "已取消",
+    "entered-in-error": "录入错误",
+    "unknown": "状态不明",
+}
+# The certifying bodies (broker.domain.registry.CertifyingBody), as their names read.
+_BODY_ZH = {
+    "national-eqa": "国家卫生健康委临床检验中心室间质评",
+    "provincial-eqa": "省临床检验中心室间质评",
+    "provincial-imaging-qc": "省医学影像质控中心",
+    "city-eqa": "市临床检验质控中心",
+    "city-imaging-qc": "市医学影像质控中心",
+}
+
+
+def status_zh(status: str) -> str:
+    """A result status in Chinese; a status FHIR does not define stays as sent."""
+    return _STATUS_ZH.get(status, status)
+
+
+def body_zh(body: str) -> str:
+    return _BODY_ZH.get(body, body)
+
+
 def _newer_text(v: Verdict, best: Verdict) -> Text:
     return Text(
-        f"注意：{v.hospital} 于 {_day(v.effective)} 有更新的结果（{v.status}，{_value_zh(v)}；"
+        f"注意：{v.hospital} 于 {_day(v.effective)} 有更新的结果（{status_zh(v.status)}，"
+        f"{_value_zh(v)}；"
         f"互认判定 {v.decision.value}），晚于候选结果 {_day(best.effective)}，请接诊医生判断。",
         f"Note: {v.hospital} has a newer result of {_day(v.effective)} ({v.status}, "
         f"{_value_en(v)}; decision {v.decision.value}) than the candidate of "
@@ -1129,7 +1164,8 @@ def _report_only(name: Text, p: PriorItem) -> Text:
 
 def _withdrawn(name: Text, p: PriorItem) -> Text:
     return Text(
-        f"{p.hospital} 于 {_day(p.effective)} 的{name.zh}结果已撤回（状态 {p.status}）。",
+        f"{p.hospital} 于 {_day(p.effective)} 的{name.zh}结果已撤回"
+        f"（状态：{status_zh(p.status)}）。",
         f"{p.hospital}'s {name.en} result of {_day(p.effective)} was withdrawn "
         f"(status {p.status}).",
     )
@@ -1137,7 +1173,8 @@ def _withdrawn(name: Text, p: PriorItem) -> Text:
 
 def _preliminary(name: Text, p: PriorItem) -> Text:
     return Text(
-        f"{p.hospital} 于 {_day(p.effective)} 的{name.zh}结果尚非最终报告（状态 {p.status}），"
+        f"{p.hospital} 于 {_day(p.effective)} 的{name.zh}结果尚非最终报告"
+        f"（状态：{status_zh(p.status)}），"
         "初步结果不予互认。",
         f"{p.hospital}'s {name.en} result of {_day(p.effective)} is not final (status "
         f"{p.status}); preliminary results are never recognised.",
@@ -1193,8 +1230,9 @@ def _recognisable(
 ) -> Text:
     shown = mark or "—"
     return Text(
-        f"{issuer.id}（{issuer.label}）于 {_day(p.effective)} 的{name.zh}结果（{p.status}，"
-        f"标识 {shown}，{body} 认证）在 {window} 天互认时限内（有效至 "
+        f"{issuer.id}（{issuer.label}）于 {_day(p.effective)} 的{name.zh}结果"
+        f"（{status_zh(p.status)}，"
+        f"标识 {shown}，{body_zh(body)}认证）在 {window} 天互认时限内（有效至 "
         f"{until.isoformat()}），可予互认。",
         f"{issuer.id} ({issuer.label}) {name.en} result of {_day(p.effective)} ({p.status}, "
         f"mark {shown}, {body} certified) is within its {window}-day validity "

@@ -404,6 +404,24 @@ class TestStatus:
         d = check(HB, prior)
         assert d.decision is Decision.WITHDRAWN and d.fee_saved is None
 
+    @pytest.mark.parametrize(
+        "status",
+        [
+            *("final", "amended", "corrected", "appended", "registered", "preliminary"),
+            *("partial", "unknown", "cancelled", "entered-in-error"),
+        ],
+    )
+    def test_the_chinese_explanation_names_the_status_and_body_in_chinese(
+        self, status: str
+    ) -> None:
+        """A doctor reads the explanation in Chinese: no FHIR status code nor certifying
+        body's code inside it (the English one keeps the codes)."""
+        prior = [obs("r", "H002", "718-7", at(date(2026, 5, 19)), status=status)]
+        d = check(HB, prior)
+        assert status not in d.explanation.zh, d.explanation.zh
+        assert "eqa" not in d.explanation.zh and "imaging-qc" not in d.explanation.zh
+        assert status in d.explanation.en or d.decision is Decision.RECOGNIZABLE
+
     def test_observation_of_a_withdrawn_report_is_withdrawn(self) -> None:
         prior = [obs("r", "H002", "718-7", at(date(2026, 5, 19)), result_status="entered-in-error")]
         assert check(HB, prior).decision is Decision.WITHDRAWN
