@@ -1112,6 +1112,21 @@ _BODY_ZH = {
 }
 
 
+# The decisions in words, for people (pages, reports, explanations); the codes stay the API's.
+DECISION_WORDS: Mapping[Decision, Text] = {
+    Decision.RECOGNIZABLE: Text("可互认", "recognisable"),
+    Decision.NO_PRIOR_RESULT: Text("无可用既往结果", "no usable prior result"),
+    Decision.NOT_IN_CATALOG: Text("不在互认目录", "not in the catalog"),
+    Decision.EXPIRED: Text("已超过有效期", "past its validity"),
+    Decision.NOT_QC_CERTIFIED: Text("出具机构未获质控认证", "issuer not QC-certified"),
+    Decision.OUT_OF_SCOPE: Text("不在互认范围", "outside the recognition scope"),
+    Decision.PRELIMINARY: Text("结果未终审", "not final"),
+    Decision.WITHDRAWN: Text("结果已撤回", "withdrawn"),
+    Decision.NO_VALUE: Text("结果无有效内容", "no usable value"),
+    Decision.EXCLUDED: Text("不适用互认", "excluded from recognition"),
+}
+
+
 def status_zh(status: str) -> str:
     """A result status in Chinese; a status FHIR does not define stays as sent."""
     return _STATUS_ZH.get(status, status)
@@ -1125,9 +1140,10 @@ def _newer_text(v: Verdict, best: Verdict) -> Text:
     return Text(
         f"注意：{v.hospital} 于 {_day(v.effective)} 有更新的结果（{status_zh(v.status)}，"
         f"{_value_zh(v)}；"
-        f"互认判定 {v.decision.value}），晚于候选结果 {_day(best.effective)}，请接诊医生判断。",
+        f"互认判定：{DECISION_WORDS[v.decision].zh}），晚于候选结果 {_day(best.effective)}，"
+        "请接诊医生判断。",
         f"Note: {v.hospital} has a newer result of {_day(v.effective)} ({v.status}, "
-        f"{_value_en(v)}; decision {v.decision.value}) than the candidate of "
+        f"{_value_en(v)}; {DECISION_WORDS[v.decision].en}) than the candidate of "
         f"{_day(best.effective)}; the receiving doctor decides.",
     )
 

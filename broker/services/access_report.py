@@ -36,7 +36,7 @@ from broker.domain.errors import Invalid
 from broker.domain.identifier_systems import IdentifierRegistry
 from broker.domain.identifiers import IdentifierScope, InvalidIdentifier, PatientIdentifier
 from broker.domain.ledger import REASON_DISPLAY
-from broker.domain.recognition import SHANGHAI, Text
+from broker.domain.recognition import DECISION_WORDS, SHANGHAI, Text
 from broker.fhir import balp
 from broker.ports.access_report import (
     AccessReportUnitOfWork,
@@ -93,18 +93,7 @@ ROLES: dict[str, Text] = {
     "qc": Text("质控人员", "quality control"),
     "platform-finance": Text("平台财务人员", "platform finance staff"),
 }
-DECISIONS: dict[str, Text] = {
-    "RECOGNIZABLE": Text("可互认", "recognisable"),
-    "NO_PRIOR_RESULT": Text("无可用既往结果", "no usable prior result"),
-    "NOT_IN_CATALOG": Text("不在互认目录", "not in the catalog"),
-    "EXPIRED": Text("已超过有效期", "past its validity"),
-    "NOT_QC_CERTIFIED": Text("出具机构未获质控认证", "issuer not QC-certified"),
-    "OUT_OF_SCOPE": Text("不在互认范围", "outside the recognition scope"),
-    "PRELIMINARY": Text("结果未终审", "not final"),
-    "WITHDRAWN": Text("结果已撤回", "withdrawn"),
-    "NO_VALUE": Text("结果无有效内容", "no usable value"),
-    "EXCLUDED": Text("不适用互认", "excluded from recognition"),
-}
+DECISIONS: dict[str, Text] = {str(k): v for k, v in DECISION_WORDS.items()}
 ACCEPTED = Text("医生已采纳，未重复检查", "accepted: not tested again")
 DECLINED = Text("医生未采纳，重新检查", "declined: tested again")
 NO_ANSWER = Text("医生未答复", "no answer recorded")

@@ -186,6 +186,10 @@ class TestWarnings:
         assert newer[0].value == "95" and newer[0].unit == "g/L" and newer[0].flags == ("L",)
         assert newer[1].status == "preliminary"
         assert "H005" in newer[0].message.zh and "95 g/L" in newer[0].message.en
+        # the newer result's own decision in words, never its code, in both languages
+        assert "结果未终审" in newer[1].message.zh and "not final" in newer[1].message.en
+        for w in newer:
+            assert not any(code in w.message.zh + w.message.en for code in Decision)
 
     def test_withdrawn_and_older_results_are_not_warned_about(self) -> None:
         prior = [
