@@ -32,6 +32,7 @@ from broker.api.routes import (
     recognition,
     reference,
     tokens,
+    users,
 )
 from broker.bootstrap import Container
 
@@ -88,6 +89,7 @@ def create_app(container: Container, *, role: str = "api") -> FastAPI:
         app.include_router(identity.router)
         app.include_router(mappings.router)
         app.include_router(tokens.router)
+        app.include_router(users.router)
         app.include_router(auth.router)
         app.include_router(pages.router)
         app.include_router(fhir.router)

@@ -30,6 +30,20 @@ console = Console(soft_wrap=True)
 
 _ROLES = ", ".join(r.value for r in Role if r is not Role.ADAPTER)
 _ISSUER_HELP = "The issuer, exactly as its tokens' `iss` says; default: MRB_OIDC_ISSUER."
+_GENERATE_HELP = "Generate a random password and print it once, instead of prompting."
+
+# The options `add` and `map` share (granting a person a role), and those of every command.
+RoleOpt = Annotated[Role, typer.Option(help=f"One of: {_ROLES}.")]
+HospitalOpt = Annotated[
+    str | None,
+    typer.Option(help="The hospital a hospital role acts for; platform roles act for all."),
+]
+NameOpt = Annotated[
+    str | None, typer.Option("--name", help="A display name, for `mrb user list` and the pages.")
+]
+IssuerOpt = Annotated[str | None, typer.Option(help=_ISSUER_HELP)]
+GenerateOpt = Annotated[bool, typer.Option("--generate", help=_GENERATE_HELP)]
+ByOpt = Annotated[str | None, typer.Option(help=BY_HELP)]
 
 
 def _issuer(value: str | None) -> str:
@@ -44,16 +58,11 @@ def map_(
     subject: Annotated[
         str, typer.Option(help="The person's `sub` at the issuer, exactly; audited.")
     ],
-    role: Annotated[Role, typer.Option(help=f"One of: {_ROLES}.")],
-    hospital: Annotated[
-        str | None,
-        typer.Option(help="The hospital a hospital role acts for; platform roles act for all."),
-    ] = None,
-    issuer: Annotated[str | None, typer.Option(help=_ISSUER_HELP)] = None,
-    name: Annotated[
-        str | None, typer.Option("--name", help="A display name, for `mrb user list`.")
-    ] = None,
-    by: Annotated[str | None, typer.Option(help=BY_HELP)] = None,
+    role: RoleOpt,
+    hospital: HospitalOpt = None,
+    issuer: IssuerOpt = None,
+    name: NameOpt = None,
+    by: ByOpt = None,
 ) -> None:
     """Let a person of the issuer act in mrb with one role (and hospital); mapping again
     replaces the role and hospital and enables a disabled person."""
@@ -82,7 +91,7 @@ def list_(
         str | None, typer.Option(help="Only this hospital ('*': platform roles).")
     ] = None,
     enabled: Annotated[bool, typer.Option("--enabled", help="Leave out disabled people.")] = False,
-    by: Annotated[str | None, typer.Option(help=BY_HELP)] = None,
+    by: ByOpt = None,
 ) -> None:
     """Mapped people (issuer, subject, name, role, hospital, who mapped them, disabled),
     then local accounts (unless --issuer is given)."""
@@ -136,8 +145,8 @@ def disable(
         str | None, typer.Option(help="An OpenID Connect person: their `sub` at the issuer.")
     ] = None,
     username: Annotated[str | None, typer.Option(help="A local account's username.")] = None,
-    issuer: Annotated[str | None, typer.Option(help=_ISSUER_HELP)] = None,
-    by: Annotated[str | None, typer.Option(help=BY_HELP)] = None,
+    issuer: IssuerOpt = None,
+    by: ByOpt = None,
 ) -> None:
     """Disable a person, named by --subject (OpenID Connect) or --username (a local
     account): their next request is refused, in every API process, without a restart, and
@@ -186,22 +195,16 @@ def _new_password(username: str, generate: bool) -> tuple[str, bool]:
     return password, False
 
 
-_GENERATE_HELP = "Generate a random password and print it once, instead of prompting."
-
-
 @app.command("add")
 def add(
     username: Annotated[
         str, typer.Option(help="2-64 of a-z 0-9 . _ @ - (stored lower-case); audited.")
     ],
-    role: Annotated[Role, typer.Option(help=f"One of: {_ROLES}.")],
-    hospital: Annotated[
-        str | None,
-        typer.Option(help="The hospital a hospital role acts for; platform roles act for all."),
-    ] = None,
-    name: Annotated[str | None, typer.Option("--name", help="A display name.")] = None,
-    generate: Annotated[bool, typer.Option("--generate", help=_GENERATE_HELP)] = False,
-    by: Annotated[str | None, typer.Option(help=BY_HELP)] = None,
+    role: RoleOpt,
+    hospital: HospitalOpt = None,
+    name: NameOpt = None,
+    generate: GenerateOpt = False,
+    by: ByOpt = None,
 ) -> None:
     """A local account for the web pages (/login), with one role (and hospital) exactly
     as an API token's. The password is hashed with argon2id; it is never stored or shown
@@ -232,8 +235,8 @@ def reset(
     enable: Annotated[
         bool, typer.Option("--enable", help="Also enable the account if disabled.")
     ] = False,
-    generate: Annotated[bool, typer.Option("--generate", help=_GENERATE_HELP)] = False,
-    by: Annotated[str | None, typer.Option(help=BY_HELP)] = None,
+    generate: GenerateOpt = False,
+    by: ByOpt = None,
 ) -> None:
     """Set a new password for a local account: clears its failed logins and lock and ends
     its sessions."""

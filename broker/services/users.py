@@ -17,9 +17,10 @@ import asyncio
 from datetime import UTC, datetime
 
 from broker.domain.actors import ALL_HOSPITALS, Actor, Duty, Role
-from broker.domain.errors import NotAllowed, NotFound, Unavailable
+from broker.domain.errors import Conflict, NotAllowed, NotFound, Unavailable
 from broker.domain.sessions import check_password, check_username, normalize_username
 from broker.ports.access import AccessLookups, AccessUnitOfWork, OidcUser, RegisterUnavailable
+from broker.ports.registry import HospitalRegistry
 from broker.ports.web import WebAccount, WebUnitOfWork
 from broker.security.oidc import MAX_SUBJECT, OidcIdentity, issuer_url
 from broker.security.passwords import hash_password
@@ -27,6 +28,48 @@ from broker.security.tokens import actor_hospital
 from broker.services.web_login import OIDC_ACCOUNT_PREFIX
 
 _MAX_NAME = 200
+
+
+class AccountExists(Conflict, ValueError):
+    """A local account of that username exists (a refusal, and a ValueError for callers
+    that report bad requests alike)."""
+
+
+def _person(
+    name: str, role: Role, hospital: str | None, display_name: str | None
+) -> tuple[str, str | None]:
+    """The checks of granting a person a role, shared by mapping an issuer's person and
+    adding a local account: the hospital the role acts for ('*' for a platform role) and
+    the trimmed display name (None when blank); ValueError names what does not fit."""
+    if role is Role.ADAPTER:
+        raise ValueError("adapter is a machine's role: people who log in cannot hold it")
+    scope = actor_hospital(role, hospital)
+    display = (display_name or "").strip() or None
+    if display is not None and len(display) > _MAX_NAME:
+        raise ValueError(f"the display name has at most {_MAX_NAME} characters")
+    Actor(name, role, scope)  # role and hospital fit together
+    return scope, display
+
+
+async def _registered(hospitals: HospitalRegistry, scope: str) -> None:
+    """A hospital role needs a registered hospital (read in the unit of work)."""
+    if scope != ALL_HOSPITALS and await hospitals.get(scope) is None:
+        raise ValueError(f"hospital {scope!r} is not registered; see `mrb hospital list`")
+
+
+def _listing_scope(by: Actor, hospital: str | None) -> str | None:
+    """Whose people `by` lists (None: everyone's): listing follows tokens (TOKENS), a
+    security administrator for all, a hospital admin for their own hospital only."""
+    if hospital is not None:
+        by.authorize(Duty.TOKENS, hospital)
+        return hospital
+    by.authorize(Duty.TOKENS)
+    return None if by.platform else by.hospital
+
+
+def _audited_hospital(scope: str) -> str | None:
+    """The hospital an audit entry names: none for a platform-wide person."""
+    return None if scope == ALL_HOSPITALS else scope
 
 
 async def map_user(
@@ -50,13 +93,7 @@ async def map_user(
             f"the subject is the issuer's `sub` claim exactly: 1-{MAX_SUBJECT} characters, "
             "no surrounding spaces"
         )
-    if role is Role.ADAPTER:
-        raise ValueError("adapter is a machine's role: people who log in cannot hold it")
-    scope = actor_hospital(role, hospital)
-    name = (display_name or "").strip() or None
-    if name is not None and len(name) > _MAX_NAME:
-        raise ValueError(f"the display name has at most {_MAX_NAME} characters")
-    Actor(subject, role, scope)  # role and hospital fit together
+    scope, name = _person(subject, role, hospital, display_name)
     user = OidcUser(
         issuer=issuer,
         subject=subject,
@@ -68,14 +105,13 @@ async def map_user(
         disabled_at=None,
     )
     async with uow:
-        if scope != ALL_HOSPITALS and await uow.hospitals.get(scope) is None:
-            raise ValueError(f"hospital {scope!r} is not registered; see `mrb hospital list`")
+        await _registered(uow.hospitals, scope)
         before = await uow.users.get(issuer, subject)
         await uow.users.put(user)
         await uow.changes.record(
             by,
             action="user.map",
-            hospital=None if scope == ALL_HOSPITALS else scope,
+            hospital=_audited_hospital(scope),
             detail={
                 "issuer": issuer,
                 "subject": subject,
@@ -105,11 +141,7 @@ async def listed(
 ) -> list[OidcUser]:
     """Mapped people a security administrator sees (all), or a hospital admin (their own
     hospital's)."""
-    if hospital is not None:
-        by.authorize(Duty.TOKENS, hospital)
-    else:
-        by.authorize(Duty.TOKENS)
-        hospital = None if by.platform else by.hospital
+    hospital = _listing_scope(by, hospital)
     async with uow:
         return await uow.users.find(issuer=issuer, hospital=hospital, enabled_only=enabled_only)
 
@@ -137,7 +169,7 @@ async def disable(
         await uow.changes.record(
             by,
             action="user.disable",
-            hospital=None if found.hospital == ALL_HOSPITALS else found.hospital,
+            hospital=_audited_hospital(found.hospital),
             detail={"issuer": issuer, "subject": subject, "reason": reason[:200]},
         )
         await uow.commit()
@@ -208,13 +240,7 @@ async def add_account(
     by.authorize(Duty.ISSUING)
     name = check_username(username)
     check_password(name, password)
-    if role is Role.ADAPTER:
-        raise ValueError("adapter is a machine's role: people who log in cannot hold it")
-    scope = actor_hospital(role, hospital)
-    display = (display_name or "").strip() or None
-    if display is not None and len(display) > _MAX_NAME:
-        raise ValueError(f"the display name has at most {_MAX_NAME} characters")
-    Actor(name, role, scope)  # role and hospital fit together
+    scope, display = _person(name, role, hospital, display_name)
     now = datetime.now(UTC)
     password_hash = await asyncio.to_thread(hash_password, password)
     account = WebAccount(
@@ -229,18 +255,18 @@ async def add_account(
         disabled_at=None,
     )
     async with uow:
-        if scope != ALL_HOSPITALS and await uow.hospitals.get(scope) is None:
-            raise ValueError(f"hospital {scope!r} is not registered; see `mrb hospital list`")
+        await _registered(uow.hospitals, scope)
         if await uow.accounts.get(name) is not None:
-            raise ValueError(
+            raise AccountExists(
+                "Account exists",
                 f"the account {name!r} exists; `mrb user reset --username {name}` sets a new "
-                "password"
+                "password",
             )
         await uow.accounts.add(account)
         await uow.changes.record(
             by,
             action="user.add",
-            hospital=None if scope == ALL_HOSPITALS else scope,
+            hospital=_audited_hospital(scope),
             detail={
                 "username": name,
                 "role": account.role,
@@ -274,7 +300,7 @@ async def disable_account(uow: WebUnitOfWork, by: Actor, *, username: str, reaso
             await uow.changes.record(
                 by,
                 action="user.disable",
-                hospital=None if found.hospital == ALL_HOSPITALS else found.hospital,
+                hospital=_audited_hospital(found.hospital),
                 detail={"username": found.username, "reason": reason[:200], "sessions": ended},
             )
         await uow.commit()
@@ -297,7 +323,7 @@ async def reset_password(
         await uow.changes.record(
             by,
             action="user.reset",
-            hospital=None if found.hospital == ALL_HOSPITALS else found.hospital,
+            hospital=_audited_hospital(found.hospital),
             detail={"username": found.username, "enabled": enabled, "sessions": ended},
         )
         await uow.commit()
@@ -306,6 +332,9 @@ async def reset_password(
             "password_hash": password_hash,
             "password_changed_at": now,
             "disabled_at": None if enabled else found.disabled_at,
+            "failed_count": 0,
+            "failed_since": None,
+            "locked_until": None,
         }
     )
 
@@ -316,11 +345,7 @@ async def listed_accounts(
     """Local accounts a security administrator sees (all), or a hospital admin (their own
     hospital's). The rows web sign-in through the issuer keeps for its sessions
     (`oidc:` names) are not local accounts: those people are listed as mapped people."""
-    if hospital is not None:
-        by.authorize(Duty.TOKENS, hospital)
-    else:
-        by.authorize(Duty.TOKENS)
-        hospital = None if by.platform else by.hospital
+    hospital = _listing_scope(by, hospital)
     async with uow:
         found = await uow.accounts.find(hospital=hospital)
     return [a for a in found if not a.username.startswith(OIDC_ACCOUNT_PREFIX)]

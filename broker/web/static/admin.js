@@ -1,7 +1,8 @@
 // The administration page: hospitals, QC certifications (expiry warnings), the unmapped-
-// code worklist, API tokens, the identity review queue and the item catalog, each shown
-// only to the roles the API grants it (the API's 403 stays the real guard). Every change
-// goes through the API, which audits it, with the session's CSRF header (session.js).
+// code worklist, API tokens, users and roles, the identity review queue and the item
+// catalog, each shown only to the roles the API grants it (the API's 403 stays the real
+// guard). Every change goes through the API, which audits it, with the session's CSRF
+// header (session.js).
 "use strict";
 
 const WARN_DAYS = 30;  // a certification expiring within this many days is flagged
@@ -236,6 +237,167 @@ async function revoke(token, reason) {
   await loadTokens();
 }
 
+// -- users and roles (security-admin: everyone; a hospital admin: their own people) -------
+
+const ROLES = {
+  doctor: "医生 Doctor",
+  finance: "财务 Finance",
+  admin: "医院管理员 Hospital admin",
+  "platform-admin": "系统管理员 Platform admin",
+  "security-admin": "安全管理员 Security admin",
+  audit: "审计管理员 Auditor",
+  qc: "质控 QC",
+  "platform-finance": "平台财务 Platform finance",
+};
+const PLATFORM_ROLES = ["platform-admin", "security-admin", "audit", "qc", "platform-finance"];
+const roleName = (role) => ROLES[role] || role;
+const scopeName = (hospital) => (hospital === "*" ? "全平台 All hospitals" : hospitalName(hospital));
+
+function personState(p) {
+  if (p.disabled_at) return `已停用 Disabled ${localTime(p.disabled_at)}`;
+  if (p.locked_until && new Date(p.locked_until) > new Date()) {
+    return `已锁定至 Locked until ${localTime(p.locked_until)}`;
+  }
+  return "启用 Enabled";
+}
+
+function disableForm(label, onReason) {
+  const reason = el("input", { maxlength: 200, required: true, placeholder: "原因 Reason",
+    "aria-label": `停用原因 Reason to disable ${label}` });
+  const form = el("form", { class: "disable-form" }, reason,
+    el("button", { type: "submit" }, "停用 Disable"));
+  form.addEventListener("submit", (e) => {
+    e.preventDefault();
+    onReason(reason.value.trim()).catch(fail);
+  });
+  return form;
+}
+
+function resetButton(username) {
+  const button = el("button", { type: "button", class: "reset" }, "重设密码 Reset password");
+  button.addEventListener("click", () => {
+    document.getElementById("reset-username").value = username;
+    document.getElementById("reset-form").scrollIntoView();
+    document.getElementById("reset-password").focus();
+  });
+  return button;
+}
+
+function fillSelects() {
+  for (const select of document.querySelectorAll("select.role-select")) {
+    if (select.options.length) continue;
+    select.replaceChildren(...Object.entries(ROLES).map(([value, label]) =>
+      el("option", { value }, label)));
+  }
+  for (const select of document.querySelectorAll("select.hospital-select")) {
+    const chosen = select.value;
+    select.replaceChildren(el("option", { value: "" }, "— 平台角色 Platform role (all)"),
+      ...Object.values(state.hospitals).map((h) => el("option", { value: h.id }, `${h.name} (${h.id})`)));
+    select.value = chosen;
+  }
+}
+
+async function loadPeople() {
+  fillSelects();
+  const params = new URLSearchParams();
+  if (document.getElementById("people-enabled").checked) params.set("enabled", "true");
+  const people = await api(`/api/v1/admin/users?${params}`);
+  const rows = [];
+  for (const a of people.accounts) {
+    const action = el("td", {}, resetButton(a.username));
+    if (a.enabled) {
+      action.prepend(disableForm(a.username, (reason) => disable(
+        `/api/v1/admin/users/accounts/${encodeURIComponent(a.username)}/disable`, { reason }, a.username)));
+    }
+    rows.push(el("tr", { class: a.enabled ? "person" : "person muted", "data-username": a.username },
+      el("th", { scope: "row" }, a.username), el("td", {}, a.display_name || "—"),
+      el("td", {}, "本地账户 Local account"), el("td", {}, roleName(a.role)),
+      el("td", {}, scopeName(a.hospital)), el("td", { class: "state" }, personState(a)), action));
+  }
+  for (const u of people.mapped) {
+    const label = `${u.subject} @ ${u.issuer}`;
+    const action = el("td", {});
+    if (u.enabled) {
+      action.append(disableForm(u.subject, (reason) => disable("/api/v1/admin/users/oidc/disable",
+        { issuer: u.issuer, subject: u.subject, reason }, label)));
+    }
+    rows.push(el("tr", { class: u.enabled ? "person" : "person muted", "data-subject": u.subject },
+      el("th", { scope: "row" }, u.subject, el("br"), el("small", { class: "muted" }, u.issuer)),
+      el("td", {}, u.display_name || "—"), el("td", {}, "统一身份 OpenID Connect"),
+      el("td", {}, roleName(u.role)), el("td", {}, scopeName(u.hospital)),
+      el("td", { class: "state" }, personState(u)), action));
+  }
+  const body = document.querySelector("#people tbody");
+  body.replaceChildren(...rows);
+  emptyRow(body, 7);
+  document.getElementById("local-usernames").replaceChildren(...people.accounts.map((a) =>
+    el("option", { value: a.username }, a.display_name || a.username)));
+}
+
+async function disable(path, body, label) {
+  const done = await api(path, { method: "POST", body: JSON.stringify(body) });
+  say(done.changed ? `已停用 Disabled ${label}` : `${label} 已是停用状态 was disabled already`);
+  await loadPeople();
+}
+
+// Two password fields that must agree; the password is never shown, logged or kept.
+function newPassword(first, second) {
+  const a = document.getElementById(first);
+  const b = document.getElementById(second);
+  const password = a.value;
+  const same = password === b.value;
+  a.value = "";
+  b.value = "";
+  if (!same) throw new Error("两次输入的密码不一致 The two passwords differ");
+  return password;
+}
+
+// The person fields shared by adding an account and mapping a person.
+function grant(prefix) {
+  const role = document.getElementById(`${prefix}-role`).value;
+  const hospital = document.getElementById(`${prefix}-hospital`).value || null;
+  if (PLATFORM_ROLES.includes(role) && hospital) {
+    throw new Error(`${roleName(role)} 是平台角色，不选医院 is a platform role: choose no hospital`);
+  }
+  const name = document.getElementById(`${prefix}-name`).value.trim();
+  return { role, hospital, display_name: name || null };
+}
+
+async function addAccount(event) {
+  event.preventDefault();
+  const username = document.getElementById("acct-username").value.trim();
+  const body = { username, ...grant("acct"), password: newPassword("acct-password", "acct-password2") };
+  const added = await api("/api/v1/admin/users/accounts", { method: "POST", body: JSON.stringify(body) });
+  event.target.reset();
+  say(`已添加账户 Added ${added.username}: ${roleName(added.role)}, ${scopeName(added.hospital)}`);
+  await loadPeople();
+}
+
+async function resetPassword(event) {
+  event.preventDefault();
+  const username = document.getElementById("reset-username").value.trim();
+  const enable = document.getElementById("reset-enable").checked;
+  const password = newPassword("reset-password", "reset-password2");
+  const done = await api(`/api/v1/admin/users/accounts/${encodeURIComponent(username)}/password`, {
+    method: "POST", body: JSON.stringify({ password, enable }),
+  });
+  event.target.reset();
+  say(`已为 ${done.username} 设置新密码，其会话已结束 New password set for ${done.username}; ` +
+    `its sessions ended${done.enabled ? "" : "（仍停用 still disabled）"}`);
+  await loadPeople();
+}
+
+async function mapPerson(event) {
+  event.preventDefault();
+  const issuer = document.getElementById("map-issuer").value.trim() || null;
+  const subject = document.getElementById("map-subject").value.trim();
+  const body = { issuer, subject, ...grant("map") };
+  const mapped = await api("/api/v1/admin/users/oidc", { method: "POST", body: JSON.stringify(body) });
+  event.target.reset();
+  say(`已映射 Mapped ${mapped.subject}: ${roleName(mapped.role)}, ${scopeName(mapped.hospital)}`);
+  await loadPeople();
+}
+
 // -- the identity review queue (platform-admin) -----------------------------------------
 
 const LEVELS = { exact: "一致 exact", homophone: "同音 homophone", different: "不同 different",
@@ -299,6 +461,7 @@ const LOADERS = {
   "hospitals-section": loadHospitals,
   "unmapped-section": loadUnmapped,
   "tokens-section": loadTokens,
+  "users-section": loadPeople,
   "identity-section": loadReviews,
   "catalog-section": loadCatalog,
 };
@@ -326,5 +489,9 @@ document.addEventListener("DOMContentLoaded", () => {
   document.getElementById("hospital-form").addEventListener("submit", (e) => saveHospital(e).catch(fail));
   document.getElementById("catalog-form").addEventListener("submit", (e) => loadCatalog(e).catch(fail));
   document.getElementById("tokens-live").addEventListener("change", () => loadTokens().catch(fail));
+  document.getElementById("people-enabled").addEventListener("change", () => loadPeople().catch(fail));
+  document.getElementById("account-form").addEventListener("submit", (e) => addAccount(e).catch(fail));
+  document.getElementById("reset-form").addEventListener("submit", (e) => resetPassword(e).catch(fail));
+  document.getElementById("map-form").addEventListener("submit", (e) => mapPerson(e).catch(fail));
   startSession(ready);
 });
