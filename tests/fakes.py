@@ -169,6 +169,8 @@ class BookedEntry:
     fen: int = 0
     reason: str | None = None
     source: str | None = None  # the hospital whose result was recognised
+    fund: int | None = None  # the fund's share in fen; None: no ratio given
+    patient: int | None = None
 
 
 class FakeReportFigures(report_ports.ReportFigures):
@@ -200,8 +202,17 @@ class FakeReportFigures(report_ports.ReportFigures):
         for key, rows in self._selected(self.entries, by, window).items():
             for kind in sorted({e.kind for e in rows}):
                 of_kind = [e for e in rows if e.kind == kind]
+                split = [e for e in of_kind if e.fund is not None]
                 out.append(
-                    report_ports.LedgerSum(key, kind, len(of_kind), sum(e.fen for e in of_kind))
+                    report_ports.LedgerSum(
+                        key,
+                        kind,
+                        len(of_kind),
+                        sum(e.fen for e in of_kind),
+                        split_count=len(split),
+                        fund_fen=sum(e.fund or 0 for e in split),
+                        patient_fen=sum(e.patient or 0 for e in split),
+                    )
                 )
         return out
 

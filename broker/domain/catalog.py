@@ -46,6 +46,39 @@ class AgeBand:
         return age_days >= self.min_days and (self.max_days is None or age_days < self.max_days)
 
 
+class InvalidFundShare(ValueError):
+    """A reimbursement ratio that is not a fraction from 0 to 1 (the message says which)."""
+
+
+@dataclass(frozen=True)
+class FundShare:
+    """The fraction of an item's fee the medical-insurance fund pays (医保基金支付比例), as
+    set by a province's or city's medical-insurance bureau; the patient pays the rest.
+
+    `source` cites the document stating it; None marks an `unverified-default`."""
+
+    share: Decimal
+    source: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.share, Decimal) or not self.share.is_finite():
+            raise InvalidFundShare(f"fund share {self.share!r} is not a decimal number")
+        if not Decimal(0) <= self.share <= Decimal(1):
+            raise InvalidFundShare(
+                f"fund share {self.share} is not a fraction from 0 to 1 (write the part "
+                "of the fee the medical-insurance fund pays, e.g. 0.70 for 70 %)"
+            )
+
+
+def fund_share(value: str, source: str | None = None) -> FundShare:
+    """A FundShare from its decimal text; InvalidFundShare for anything else."""
+    try:
+        share = Decimal(value)
+    except (ArithmeticError, ValueError, TypeError):
+        raise InvalidFundShare(f"fund share {value!r} is not a decimal number") from None
+    return FundShare(share, source)
+
+
 @dataclass(frozen=True)
 class CatalogItem:
     code: str
@@ -67,6 +100,7 @@ class CatalogItem:
     age_bands: tuple[AgeBand, ...] = ()
     pregnancy_sensitive: bool = False
     charge_codes: tuple[str, ...] = ()
+    fund_share: FundShare | None = None  # None: the catalog gives no reimbursement ratio
 
     @property
     def contrast(self) -> bool:
@@ -97,6 +131,9 @@ class RegionOverride:
     source: str | None = None  # the published list the override transcribes
     sources: Mapping[str, str] = field(default_factory=dict)  # per item, when different
     requires_final_report: bool | None = None
+    # The region's reimbursement ratios: per category (LAB, CT …), then per item (wins).
+    fund_share_categories: Mapping[str, FundShare] = field(default_factory=dict)
+    fund_shares: Mapping[str, FundShare] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -178,6 +215,13 @@ class Catalog:
             for code, fees in override.fees.items():
                 if code in items:
                     items[code] = replace(items[code], fees={**items[code].fees, **fees})
+            for code, item in list(items.items()):
+                share = override.fund_share_categories.get(item.category)
+                if share is not None:
+                    items[code] = replace(item, fund_share=share)
+            for code, share in override.fund_shares.items():
+                if code in items:
+                    items[code] = replace(items[code], fund_share=share)
             negative |= override.negative_add
             negative -= override.negative_remove
             if override.requires_final_report is not None:

@@ -42,6 +42,9 @@ class StoredCheckItem:
     valid_until: str | None = None  # ISO date
     fee_saved: str | None = None  # yuan, as text (exact decimal)
     warnings: tuple[StoredWarning, ...] = field(default=())
+    # The fraction of fee_saved the medical-insurance fund pays, as the catalog gave it at
+    # check time (exact decimal text); None: the catalog gave none (or an older check).
+    fund_share: str | None = None
 
     @classmethod
     def of(cls, requested: Order, d: ItemDecision) -> StoredCheckItem:
@@ -57,6 +60,11 @@ class StoredCheckItem:
             valid_until=d.valid_until.isoformat() if d.valid_until else None,
             fee_saved=str(d.fee_saved) if d.fee_saved is not None else None,
             warnings=tuple(StoredWarning(w.kind, w.result_id, w.hospital) for w in d.warnings),
+            fund_share=(
+                str(d.item.fund_share.share)
+                if d.fee_saved is not None and d.item is not None and d.item.fund_share
+                else None
+            ),
         )
 
     @property
@@ -67,6 +75,11 @@ class StoredCheckItem:
     def saving(self) -> Decimal:
         """The fee an accepted recognition saves (0 when the rules named none)."""
         return Decimal(self.fee_saved or "0")
+
+    @property
+    def saving_fund_share(self) -> Decimal | None:
+        """The fund's fraction of that fee fixed at check time; None when not given."""
+        return Decimal(self.fund_share) if self.fund_share is not None else None
 
     def hospitals_found(self) -> set[str]:
         """Every hospital whose result the rules looked at for this item."""
@@ -82,6 +95,8 @@ class StoredCheckItem:
         out["warnings"] = [asdict(w) for w in self.warnings]
         if self.candidate_version is None:
             del out["candidate_version"]
+        if self.fund_share is None:
+            del out["fund_share"]
         return out
 
     @classmethod
@@ -104,6 +119,7 @@ class StoredCheckItem:
                 StoredWarning(w["kind"], w["result_id"], w["hospital"])
                 for w in raw.get("warnings") or ()
             ),
+            fund_share=raw.get("fund_share"),
         )
 
 

@@ -93,6 +93,35 @@ def to_yuan(value: str | Decimal) -> Decimal:
     return Decimal(value).quantize(FEN, rounding=ROUND_HALF_UP)
 
 
+# -- who would have paid: the medical-insurance fund and the patient ----------------------
+
+
+@dataclass(frozen=True)
+class Split:
+    """A saving in integer fen split between the medical-insurance fund (基金支付) and the
+    patient (个人自付); the two always add up to the amount exactly."""
+
+    fund_fen: int
+    patient_fen: int
+
+    @property
+    def amount_fen(self) -> int:
+        return self.fund_fen + self.patient_fen
+
+    def negated(self) -> Split:
+        """The split of a reversal: both shares taken back."""
+        return Split(-self.fund_fen, -self.patient_fen)
+
+
+def split_fee(amount_fen: int, fund_share: Decimal) -> Split:
+    """The fund's share of `amount_fen` rounded to the fen (half up, as `to_yuan`); the
+    patient pays the rest, so nothing is lost or created by rounding."""
+    if not (fund_share.is_finite() and Decimal(0) <= fund_share <= Decimal(1)):
+        raise ValueError(f"fund share {fund_share} is not a fraction from 0 to 1")
+    fund = int((Decimal(amount_fen) * fund_share).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+    return Split(fund, amount_fen - fund)
+
+
 # -- periods --------------------------------------------------------------------------
 
 

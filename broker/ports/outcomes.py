@@ -104,6 +104,12 @@ class LedgerEntry:
     recorded_at: datetime
     reverses: str | None = None  # entry_id of the saving a reversal or flag is about
     reason: str | None = None
+    # Who would have paid amount_fen, fixed when the saving is booked (a reversal negates
+    # both): the medical-insurance fund's fraction as the check's catalog gave it, and the
+    # two shares in fen (fund + patient = amount). None: the catalog gave no ratio.
+    fund_share: str | None = None
+    fund_fen: int | None = None
+    patient_fen: int | None = None
     entry_id: str | None = None  # given when stored
 
 

@@ -39,6 +39,11 @@ class LedgerSum:
     kind: str
     count: int
     fen: int
+    # Of those, the entries whose split was fixed when booked (a ratio was given), and the
+    # sums of their fund's and patient's shares (fund + patient = their amounts).
+    split_count: int = 0
+    fund_fen: int = 0
+    patient_fen: int = 0
 
 
 @dataclass(frozen=True)

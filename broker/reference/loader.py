@@ -11,7 +11,16 @@ from typing import Any
 import jsonschema
 import yaml
 
-from broker.domain.catalog import AgeBand, Catalog, CatalogItem, ItemKind, RegionOverride
+from broker.domain.catalog import (
+    AgeBand,
+    Catalog,
+    CatalogItem,
+    FundShare,
+    InvalidFundShare,
+    ItemKind,
+    RegionOverride,
+    fund_share,
+)
 from broker.domain.marks import MarkTable
 from broker.domain.recognition import Policy
 from broker.domain.registry import LevelMatrix
@@ -39,7 +48,10 @@ def _read(path: Path, schema: Path | None) -> Any:
         error = next(iter(validator.iter_errors(data)), None)
         if error is not None:
             where = "/".join(str(p) for p in error.absolute_path) or "(top)"
-            raise ReferenceDataError(f"{path}: {where}: {error.message}")
+            hint = error.schema.get("description") if isinstance(error.schema, dict) else None
+            # A value of the wrong shape says what the field takes (e.g. a fund share).
+            tail = f" — {hint}" if hint and error.validator in ("pattern", "type") else ""
+            raise ReferenceDataError(f"{path}: {where}: {error.message}{tail}")
     return data
 
 
@@ -52,11 +64,21 @@ def load_catalog(schemas: Path, extra: Path | None = None) -> Catalog:
     override is applied after the shipped one, so it wins per field and per item.
     """
     base = schemas / "catalog"
-    doc = _read(base / "catalog.yaml", base / "catalog.schema.json")
-    items = {i["code"]: _item(i) for i in doc["items"]}
+    path = base / "catalog.yaml"
+    doc = _read(path, base / "catalog.schema.json")
+    by_category = _shares(path, "fund_share_categories", doc.get("fund_share_categories"))
+    items: dict[str, CatalogItem] = {}
+    for n, i in enumerate(doc["items"]):
+        own = i.get("fund_share")
+        share = (
+            _share(path, f"items/{n}/fund_share", own)
+            if own is not None
+            else by_category.get(i["category"])
+        )
+        items[i["code"]] = _item(i, share)
     folders = (base,) if extra is None else (base, extra)
     regions = tuple(
-        _region(_read(p, base / "region.schema.json"))
+        _region(p, _read(p, base / "region.schema.json"))
         for folder in folders
         for p in sorted((folder / "regions").glob("*.yaml"))
     )
@@ -114,7 +136,19 @@ def cited(source: Any) -> str | None:
     return "，".join(str(p) for p in parts if p)
 
 
-def _item(i: dict[str, Any]) -> CatalogItem:
+def _share(path: Path, where: str, value: dict[str, Any]) -> FundShare:
+    """A reimbursement ratio with its source (`unverified-default` or a document)."""
+    try:
+        return fund_share(str(value["share"]), cited(value.get("source")))
+    except InvalidFundShare as exc:
+        raise ReferenceDataError(f"{path}: {where}: {exc}") from None
+
+
+def _shares(path: Path, where: str, value: dict[str, Any] | None) -> dict[str, FundShare]:
+    return {str(k): _share(path, f"{where}/{k}", v) for k, v in (value or {}).items()}
+
+
+def _item(i: dict[str, Any], share: FundShare | None = None) -> CatalogItem:
     site = i.get("body_site") or {}
     return CatalogItem(
         code=i["code"],
@@ -136,6 +170,7 @@ def _item(i: dict[str, Any]) -> CatalogItem:
         age_bands=tuple(_band(b) for b in i.get("age_bands") or ()),
         pregnancy_sensitive=bool(i.get("pregnancy_sensitive", False)),
         charge_codes=tuple(str(c) for c in i.get("charge_codes") or ()),
+        fund_share=share,
     )
 
 
@@ -150,7 +185,7 @@ def _band(b: dict[str, Any]) -> AgeBand:
     )
 
 
-def _region(r: dict[str, Any]) -> RegionOverride:
+def _region(path: Path, r: dict[str, Any]) -> RegionOverride:
     return RegionOverride(
         region=str(r["region"]),
         validity_days={k: int(v) for k, v in (r.get("validity_days") or {}).items()},
@@ -165,6 +200,10 @@ def _region(r: dict[str, Any]) -> RegionOverride:
         source=cited(r.get("source")),
         sources={k: s for k, v in (r.get("sources") or {}).items() if (s := cited(v))},
         requires_final_report=r.get("requires_final_report"),
+        fund_share_categories=_shares(
+            path, "fund_share_categories", r.get("fund_share_categories")
+        ),
+        fund_shares=_shares(path, "fund_shares", r.get("fund_shares")),
     )
 
 

@@ -23,6 +23,7 @@ from broker.domain.ledger import (
     OutcomeKind,
     OutcomeRefused,
     month_of,
+    split_fee,
     to_yuan,
     validate_outcome,
 )
@@ -163,12 +164,17 @@ async def _record(
         if v.outcome is OutcomeKind.ACCEPTED:
             assert period is not None
             saved = to_yuan(item.saving)
+            amount_fen = int(saved * 100)
+            # The fund's fraction as the check's catalog gave it: fixed here with the fee, so
+            # a later catalog change never rewrites the split of what was booked.
+            share = item.saving_fund_share
+            split = split_fee(amount_fen, share) if share is not None else None
             entry_id = await uow.ledger.add(
                 ports.LedgerEntry(
                     dedupe_key=saving_key(check_id, r.index),
                     kind="saving",
                     period=period,
-                    amount_fen=int(saved * 100),
+                    amount_fen=amount_fen,
                     ordering_hospital=check.ordering_hospital,
                     source_hospital=item.candidate_hospital,
                     catalog_code=code,
@@ -179,6 +185,9 @@ async def _record(
                     recorded_by=actor.name,
                     occurred_at=now,
                     recorded_at=now,
+                    fund_share=str(share) if share is not None else None,
+                    fund_fen=split.fund_fen if split else None,
+                    patient_fen=split.patient_fen if split else None,
                 )
             )
             body |= {"amount": f"{saved:.2f}", "period": period, "entry_id": entry_id}

@@ -26,6 +26,7 @@ from broker.ports.reports import (
     Side,
     Window,
 )
+from broker.services import xlsx
 
 # hospital: the ordering hospital; source: the hospital whose result was recognised.
 GroupBy = Literal["hospital", "source", "item", "month", "category"]
@@ -37,6 +38,10 @@ REASONS = tuple(r.value for r in DeclineReason)
 
 def yuan(fen: int) -> str:
     return f"{Decimal(fen) / 100:.2f}"
+
+
+def _maybe_yuan(fen: int | None) -> str | None:
+    return None if fen is None else yuan(fen)
 
 
 def yuan_amount(fen: int) -> Decimal:
@@ -63,24 +68,68 @@ class Figures:
     reversed_fen: int = 0  # positive: how much was taken back
     flagged: int = 0
     declines: dict[str, int] = field(default_factory=dict)
+    # Who would have paid the net saving, over the savings and reversals whose split was
+    # fixed when booked (the catalog gave a reimbursement ratio): the medical-insurance
+    # fund and the patient, net of reversals.
+    split_entries: int = 0
+    fund_fen: int = 0
+    patient_fen: int = 0
 
     @property
     def net_fen(self) -> int:
         return self.saved_fen - self.reversed_fen
 
     @property
+    def fund_share_fen(self) -> int | None:
+        """The fund's share of the net saving; None when no entry gave a ratio."""
+        return self.fund_fen if self.split_entries else None
+
+    @property
+    def patient_share_fen(self) -> int | None:
+        return self.patient_fen if self.split_entries else None
+
+    @property
+    def not_split_fen(self) -> int:
+        """The part of the net saving booked without a ratio (fund + patient + this = net)."""
+        return self.net_fen - self.fund_fen - self.patient_fen
+
+    @property
     def declined(self) -> int:
         return sum(self.declines.values())
 
-    def add_entries(self, kind: str, count: int, fen: int) -> None:
+    def add_entries(
+        self,
+        kind: str,
+        count: int,
+        fen: int,
+        *,
+        split_count: int = 0,
+        fund_fen: int = 0,
+        patient_fen: int = 0,
+    ) -> None:
         if kind == "saving":
             self.recognitions += count
             self.saved_fen += fen
         elif kind == "reversal":
             self.reversals += count
             self.reversed_fen += -fen
-        elif kind == "flag":
-            self.flagged += count
+        else:
+            if kind == "flag":
+                self.flagged += count
+            return  # a flag moves no money: its split (0 / 0) counts for nothing
+        self.split_entries += split_count
+        self.fund_fen += fund_fen
+        self.patient_fen += patient_fen
+
+    def add_sum(self, s: LedgerSum) -> None:
+        self.add_entries(
+            s.kind,
+            s.count,
+            s.fen,
+            split_count=s.split_count,
+            fund_fen=s.fund_fen,
+            patient_fen=s.patient_fen,
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -89,6 +138,9 @@ class Figures:
             "reversals": self.reversals,
             "reversed": yuan(self.reversed_fen),
             "net_saved": yuan(self.net_fen),
+            "fund_share": _maybe_yuan(self.fund_share_fen),
+            "patient_share": _maybe_yuan(self.patient_share_fen),
+            "share_not_given": yuan(self.not_split_fen),
             "flagged": self.flagged,
             "declined": self.declined,
             "declines_by_reason": dict(sorted(self.declines.items())),
@@ -124,6 +176,29 @@ class SavingsReport:
             + [["TOTAL", *_figure_cells(self.totals)]],
         )
 
+    def as_xlsx(self) -> bytes:
+        """The same table as the CSV (amounts as numbers, months as dates) and the scope."""
+
+        def key(k: str) -> xlsx.Cell:
+            return (xlsx.Month.parse(k) or k) if self.group_by == "month" else k
+
+        table = [[key(k), *_xlsx_cells(f)] for k, f in sorted(self.rows.items())]
+        table.append(["合计 TOTAL", *_xlsx_cells(self.totals)])
+        about: list[list[xlsx.Cell]] = [
+            ["group_by", self.group_by],
+            ["hospital", self.hospital or "全部 all"],
+            ["side", self.side],
+            ["from", _month_cell(self.period_from)],
+            ["to", _month_cell(self.period_to)],
+            ["currency", "CNY"],
+        ]
+        return xlsx.workbook(
+            [
+                xlsx.Sheet("节省 savings", [self.group_by, *_FIGURE_COLUMNS], table, LABELS),
+                xlsx.Sheet("范围 scope", ["field", "value"], about, _ABOUT_LABELS),
+            ]
+        )
+
 
 _FIGURE_COLUMNS = [
     "recognitions",
@@ -131,6 +206,9 @@ _FIGURE_COLUMNS = [
     "reversals",
     "reversed",
     "net_saved",
+    "fund_share",
+    "patient_share",
+    "share_not_given",
     "flagged",
     "declined",
     *(f"declined_{r}" for r in REASONS),
@@ -144,10 +222,83 @@ def _figure_cells(f: Figures) -> list[object]:
         f.reversals,
         yuan_amount(f.reversed_fen),
         yuan_amount(f.net_fen),
+        _maybe_amount(f.fund_share_fen),
+        _maybe_amount(f.patient_share_fen),
+        yuan_amount(f.not_split_fen),
         f.flagged,
         f.declined,
         *(f.declines.get(r, 0) for r in REASONS),
     ]
+
+
+def _maybe_amount(fen: int | None) -> Decimal | None:
+    """An amount as a number, or None (an empty CSV cell) when it cannot be stated."""
+    return None if fen is None else yuan_amount(fen)
+
+
+def _xlsx_cells(f: Figures) -> list[xlsx.Cell]:
+    return [xlsx.NOT_GIVEN_CELL if c is None else _as_cell(c) for c in _figure_cells(f)]
+
+
+def _as_cell(value: object) -> xlsx.Cell:
+    assert isinstance(value, str | int | Decimal), value
+    return value
+
+
+def _month_cell(period: str | None) -> xlsx.Cell:
+    return (xlsx.Month.parse(period) or period) if period else None
+
+
+# Chinese column headers of the .xlsx exports (the second header row keeps these keys).
+_REASON_ZH = {
+    "CONDITION_CHANGED": "病情变化",
+    "RAPID_CHANGE": "结果变化快",
+    "KEY_DECISION": "重大诊疗前",
+    "EMERGENCY": "急诊急救",
+    "FORENSIC_ASSESSMENT": "司法/伤残鉴定",
+    "PATIENT_REQUEST": "患者要求",
+    "QUALITY_DOUBT": "质量存疑",
+    "OTHER": "其他",
+    "UNKNOWN": "未说明理由",
+}
+LABELS: dict[str, str] = {
+    "hospital": "医院",
+    "source": "结果来源医院",
+    "item": "项目",
+    "month": "月份",
+    "category": "类别",
+    "recognitions": "互认次数",
+    "saved": "节省金额(元)",
+    "reversals": "冲销次数",
+    "reversed": "冲销金额(元)",
+    "net_saved": "净节省(元)",
+    "fund_share": "基金支付(元)",
+    "patient_share": "个人自付(元)",
+    "share_not_given": "未给出比例(元)",
+    "flagged": "待复核",
+    "declined": "未互认次数",
+    **{f"declined_{r}": f"未互认:{_REASON_ZH.get(r, r)}" for r in REASONS},
+    "section": "部分",
+    "key": "编码",
+    "name": "名称",
+    "region": "行政区划",
+    "level": "级别",
+    "grade": "等次",
+    "ownership": "所有制",
+    "lookups": "查询项目数",
+    "cross_hospital_lookups": "查到他院结果数",
+    "recognizable": "可互认数",
+    "its_results_recognised": "本院结果被互认次数",
+    "its_recognitions_reversed": "本院结果互认被冲销次数",
+    "saved_for_others": "为他院节省(元)",
+    "reversed_for_others": "为他院冲销(元)",
+    "net_saved_for_others": "为他院净节省(元)",
+    "scope": "资质范围",
+    "body": "认证机构",
+    "valid_from": "有效期起",
+    "valid_to": "有效期止",
+}
+_ABOUT_LABELS = {"field": "项", "value": "值"}
 
 
 # A spreadsheet reads a cell starting with one of these as a formula (OWASP: CSV injection).
@@ -206,14 +357,14 @@ def savings_report(
     """The report from per-group and overall figures; a group without a key is "-"."""
     rows: dict[str, Figures] = {}
     for s in groups:
-        rows.setdefault(s.key[0] or "-", Figures()).add_entries(s.kind, s.count, s.fen)
+        rows.setdefault(s.key[0] or "-", Figures()).add_sum(s)
     for d in group_declines:
         figures = rows.setdefault(d.key[0] or "-", Figures())
         figures.declines[d.reason] = figures.declines.get(d.reason, 0) + d.count
     # Totals straight from the ledger, not from the groups: the two must agree.
     overall = Figures()
     for s in totals:
-        overall.add_entries(s.kind, s.count, s.fen)
+        overall.add_sum(s)
     for d in total_declines:
         overall.declines[d.reason] = d.count
     return SavingsReport(
@@ -281,7 +432,7 @@ class RegulatorReport:
             "totals": self.totals.as_dict(),
         }
 
-    def as_csv(self) -> str:
+    def _table(self) -> tuple[list[str], list[list[object]]]:
         header = ["section", "key", "name", "region", "level", "grade", "ownership"]
         rows: list[list[object]] = []
         for h in self.hospitals:
@@ -304,7 +455,52 @@ class RegulatorReport:
                 ["category", c, "", "", "", "", "", *_activity_cells(self.by_category[c]), *blank]
             )
         rows.append(["total", "", "", "", "", "", "", *_activity_cells(self.totals), *blank])
-        return _csv(header + _ACTIVITY_COLUMNS + _ENABLED_COLUMNS, rows)
+        return header + _ACTIVITY_COLUMNS + _ENABLED_COLUMNS, rows
+
+    def as_csv(self) -> str:
+        header, rows = self._table()
+        return _csv(header, rows)
+
+    def as_xlsx(self) -> bytes:
+        """The CSV's table (amounts as numbers; a share without a ratio reads 未给出) and the
+        month's certifications with their dates as dates."""
+        header, rows = self._table()
+        shares = {header.index("fund_share"), header.index("patient_share")}
+        table = [
+            [
+                xlsx.NOT_GIVEN_CELL if cell is None and i in shares else _as_cell_or_blank(cell)
+                for i, cell in enumerate(row)
+            ]
+            for row in rows
+        ]
+        certs: list[list[xlsx.Cell]] = [
+            [
+                c["hospital"],
+                c["scope"],
+                c["body"],
+                date.fromisoformat(c["valid_from"]),
+                date.fromisoformat(c["valid_to"]),
+            ]
+            for c in self.certified
+        ]
+        month = xlsx.Month.parse(self.month)
+        return xlsx.workbook(
+            [
+                xlsx.Sheet(f"{self.month} 月报 report", header, table, LABELS),
+                xlsx.Sheet(
+                    "资质 certifications",
+                    ["hospital", "scope", "body", "valid_from", "valid_to"],
+                    certs,
+                    LABELS,
+                ),
+                xlsx.Sheet(
+                    "范围 scope",
+                    ["field", "value"],
+                    [["month", month or self.month], ["currency", "CNY"]],
+                    _ABOUT_LABELS,
+                ),
+            ]
+        )
 
 
 _ENABLED_COLUMNS = [
@@ -317,11 +513,23 @@ _ENABLED_COLUMNS = [
 
 
 def _enabled_dict(f: Figures) -> dict[str, Any]:
-    return dict(zip(_ENABLED_COLUMNS, _enabled_cells(f), strict=True))
+    values = [f.recognitions, f.reversals, yuan(f.saved_fen), yuan(f.reversed_fen)]
+    return dict(zip(_ENABLED_COLUMNS, [*values, yuan(f.net_fen)], strict=True))
 
 
 def _enabled_cells(f: Figures) -> list[object]:
-    return [f.recognitions, f.reversals, yuan(f.saved_fen), yuan(f.reversed_fen), yuan(f.net_fen)]
+    """Amounts as numbers (the CSV writes them as 12.50 all the same)."""
+    return [
+        f.recognitions,
+        f.reversals,
+        yuan_amount(f.saved_fen),
+        yuan_amount(f.reversed_fen),
+        yuan_amount(f.net_fen),
+    ]
+
+
+def _as_cell_or_blank(value: object) -> xlsx.Cell:
+    return None if value is None or value == "" else _as_cell(value)
 
 
 def month_bounds(month: str) -> tuple[datetime, datetime]:
@@ -376,7 +584,7 @@ def regulator_report(
                 a.recognizable += item.recognizable
     for s in ledger:
         for a in targets(*s.key):
-            a.add_entries(s.kind, s.count, s.fen)
+            a.add_sum(s)
     for d in declines:
         for a in targets(*d.key):
             a.declines[d.reason] = a.declines.get(d.reason, 0) + d.count
@@ -396,7 +604,7 @@ def regulator_report(
     by_source: dict[str, Figures] = {}
     for s in enabled:
         if s.key[0] is not None:
-            by_source.setdefault(s.key[0], Figures()).add_entries(s.kind, s.count, s.fen)
+            by_source.setdefault(s.key[0], Figures()).add_sum(s)
     return RegulatorReport(
         month, list(hospitals.values()), by_hospital, by_category, certified, totals, by_source
     )

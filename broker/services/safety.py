@@ -98,6 +98,9 @@ class SafetyNotifier:
                         kind="reversal",
                         period=period,
                         amount_fen=-saving.amount_fen,
+                        # both shares taken back (None stays None: no ratio was given)
+                        fund_fen=_negated(saving.fund_fen),
+                        patient_fen=_negated(saving.patient_fen),
                     )
                 )
                 amount = Decimal(-saving.amount_fen) / 100
@@ -123,6 +126,8 @@ class SafetyNotifier:
                     kind="flag",
                     period=await uow.ledger.booking_period(now),
                     amount_fen=0,
+                    fund_fen=None if saving.fund_fen is None else 0,
+                    patient_fen=None if saving.patient_fen is None else 0,
                 )
             )
             await uow.events.append(
@@ -159,6 +164,10 @@ REASONS = {
     ChangeKind.WITHDRAWN: "result withdrawn",
     ChangeKind.LINK_UNDONE: "patient link undone",
 }
+
+
+def _negated(fen: int | None) -> int | None:
+    return None if fen is None else -fen
 
 
 def _about(

@@ -56,13 +56,33 @@ class SqlReportFigures(ReportFigures):
 
     async def ledger_sums(self, by: Sequence[Dimension], window: Window) -> list[LedgerSum]:
         keys: list[ColumnElement[Any]] = [ledger_entry.c[_LEDGER[d]] for d in by]
+        e = ledger_entry.c
         rows = await self._session.execute(
-            select(*keys, ledger_entry.c.kind, func.count(), func.sum(ledger_entry.c.amount_fen))
+            select(
+                *keys,
+                e.kind,
+                func.count(),
+                func.sum(e.amount_fen),
+                func.count(e.fund_fen),  # entries with a split (NULL: no ratio given)
+                func.sum(e.fund_fen),
+                func.sum(e.patient_fen),
+            )
             .where(*_where(ledger_entry, _LEDGER, window))
-            .group_by(*keys, ledger_entry.c.kind)
+            .group_by(*keys, e.kind)
         )
         n = len(keys)
-        return [LedgerSum(tuple(r[:n]), r[n], r[n + 1], int(r[n + 2] or 0)) for r in rows]
+        return [
+            LedgerSum(
+                tuple(r[:n]),
+                r[n],
+                r[n + 1],
+                int(r[n + 2] or 0),
+                split_count=int(r[n + 3] or 0),
+                fund_fen=int(r[n + 4] or 0),
+                patient_fen=int(r[n + 5] or 0),
+            )
+            for r in rows
+        ]
 
     async def decline_counts(self, by: Sequence[Dimension], window: Window) -> list[DeclineCount]:
         if window.side == "source" or "source" in by:

@@ -327,6 +327,12 @@ ledger_entry = Table(
     Column("recorded_by", String(200), nullable=False),
     Column("occurred_at", UTCDateTime, nullable=False),
     Column("recorded_at", UTCDateTime, nullable=False),
+    # Who would have paid the amount (migration 0024), fixed at booking: the fund's fraction
+    # as decimal text and the fund's and patient's shares in fen (fund + patient = amount;
+    # a reversal negates both). NULL: the catalog gave no reimbursement ratio.
+    Column("fund_share", String(16), nullable=True),
+    Column("fund_fen", BigInteger, nullable=True),
+    Column("patient_fen", BigInteger, nullable=True),
 )
 
 ledger_period = Table(

@@ -2,8 +2,10 @@
 
 Finance: hospital names (never bare codes), both sides of a recognition (what a hospital
 saved by recognising others' results, and what its results saved elsewhere), declines by
-reason in Chinese, reversals, CSV downloads with a UTF-8 byte-order mark, and the
-regulator's monthly report for platform-finance. Admin: hospitals, QC certifications with
+reason in Chinese, reversals, the medical-insurance fund's and the patient's shares (the
+demo region 5105 gives lab items an illustrative 0.70), CSV downloads with a UTF-8
+byte-order mark, Excel (.xlsx) downloads, and the regulator's monthly report for
+platform-finance. Admin: hospitals, QC certifications with
 expiry warnings, a platform-admin deciding an identity review item, and a doctor who
 sees no admin data (the API's 403). Every link a page renders answers 200.
 
@@ -13,6 +15,7 @@ reversed — and a platelet count H002 declined for a key decision."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -246,6 +249,16 @@ async def _download(page: Any, selector: str) -> str:
     return data[3:].decode("utf-8")
 
 
+async def _download_xlsx(page: Any, selector: str) -> Any:
+    """The workbook a link downloads, opened with openpyxl."""
+    openpyxl = pytest.importorskip("openpyxl")
+    async with page.expect_download() as info:
+        await page.click(selector)
+    download = await info.value
+    assert download.suggested_filename.endswith(".xlsx")
+    return openpyxl.load_workbook(io.BytesIO(Path(await download.path()).read_bytes()))
+
+
 async def test_decline_reasons_have_chinese_labels_and_the_unknown_one_on_request(
     stack: Stack,
 ) -> None:
@@ -277,6 +290,12 @@ async def test_platform_finance_sees_names_both_sides_declines_and_downloads(
     assert "2 次互认" in totals and "冲销 reversed ¥5.40 (1)" in totals
     row = await page.inner_text("#adjustments tr[data-key='H002']")
     assert LUZHOU in row and "¥10.80" in row and "¥5.40" in row
+    # Net ¥5.40 split at 0.70: the fund ¥3.78, the patient ¥1.62 (5105.yaml, illustrative).
+    assert "基金支付 fund ¥3.78" in totals and "个人自付 patient ¥1.62" in totals
+    fund = page.locator("#adjustments tr[data-key='H002'] td.fund")
+    assert await fund.inner_text() == "¥3.78"
+    patient = page.locator("#adjustments tr[data-key='H002'] td.patient")
+    assert await patient.inner_text() == "¥1.62"
 
     # The source side of one hospital: what H001's results saved at H002.
     await page.select_option("#hospital", "H001")
@@ -285,11 +304,23 @@ async def test_platform_finance_sees_names_both_sides_declines_and_downloads(
     assert "净 ¥5.40" in await page.inner_text("#source-totals")
     assert LUZHOU in await page.inner_text("#by-benefit")
     assert "0 次互认" in await page.inner_text("#totals")  # H001 itself recognised nothing
+    # Nothing booked on H001's side: no ratio was given, so no split is claimed (not ¥0.00).
+    assert "基金支付 fund 未给出 / not given" in await page.inner_text("#totals")
 
     csv = await _download(page, "#csv-links a[data-file$='by-hospital.csv']")
     assert csv.splitlines()[0].startswith("hospital,recognitions,saved")
     enabled = await _download(page, "#csv-links a[data-file$='enabled-elsewhere.csv']")
-    assert "H002,2,10.80,1,5.40,5.40" in enabled
+    assert "H002,2,10.80,1,5.40,5.40,3.78,1.62,0.00" in enabled
+    book = await _download_xlsx(page, "#csv-links a[data-file$='enabled-elsewhere.xlsx']")
+    sheet = book.worksheets[0]
+    assert sheet.freeze_panes == "A3"
+    header_zh = [c.value for c in sheet[1]]
+    header = [c.value for c in sheet[2]]
+    assert header_zh[:3] == ["医院", "互认次数", "节省金额(元)"] and header[0] == "hospital"
+    h002 = dict(zip(header, sheet[3], strict=True))
+    assert h002["hospital"].value == "H002" and h002["recognitions"].value == 2
+    assert h002["saved"].value == 10.8 and h002["saved"].number_format == "#,##0.00"
+    assert (h002["fund_share"].value, h002["patient_share"].value) == (3.78, 1.62)
 
     # The regulator's report for this month, with the source side per hospital.
     await page.wait_for_selector("#regulator:not([hidden]) #regulator-hospitals tr[data-key]")
@@ -298,11 +329,47 @@ async def test_platform_finance_sees_names_both_sides_declines_and_downloads(
     assert LUZHOU in await page.inner_text("#regulator-hospitals tr[data-key='H002']")
     regulator = await _download(page, "#regulator-csv")
     assert CHENGDU in regulator and "net_saved_for_others" in regulator.splitlines()[0]
+    h002_row = await page.inner_text("#regulator-hospitals tr[data-key='H002']")
+    assert "¥3.78" in h002_row and "¥1.62" in h002_row
+    book = await _download_xlsx(page, "#regulator-xlsx")
+    report, certs = book.worksheets[0], book.worksheets[1]
+    columns = [c.value for c in report[2]]
+    rows = {r[1].value: r for r in report.iter_rows(min_row=3) if r[0].value == "hospital"}
+    assert rows["H001"][columns.index("name")].value == CHENGDU
+    assert rows["H002"][columns.index("fund_share")].value == 3.78
+    assert [c.value for c in certs[2]][3:] == ["valid_from", "valid_to"]
+    assert isinstance(certs["D3"].value, datetime)  # a date cell, not text
     hrefs = await _links_resolve(page)
     assert any("/api/v1/reports/regulator" in h for h in hrefs)
     await _screenshot(page, stack, "finance")
     assert page.errors == []
     await page.context.close()
+
+
+async def test_the_xlsx_is_negotiated_by_accept_or_format_and_named(stack: Stack) -> None:
+    openpyxl = pytest.importorskip("openpyxl")
+    sheet_type = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+    headers = await bearer(stack.container, "platform-finance", ALL_HOSPITALS)
+    async with httpx.AsyncClient(base_url=stack.api_url, headers=headers) as http:
+        by_accept = await http.get(
+            "/api/v1/savings?group_by=hospital", headers={"Accept": sheet_type}
+        )
+        as_json = (await http.get("/api/v1/savings?group_by=hospital")).json()
+        month = datetime.now(SHANGHAI).strftime("%Y-%m")
+        regulator = await http.get(f"/api/v1/reports/regulator?month={month}&format=xlsx")
+    assert by_accept.status_code == 200 and by_accept.headers["content-type"] == sheet_type
+    disposition = by_accept.headers["content-disposition"]
+    assert disposition.startswith("attachment;") and "by-hospital" in disposition
+    assert ".xlsx" in disposition
+    sheet = openpyxl.load_workbook(io.BytesIO(by_accept.content)).worksheets[0]
+    keys = [c.value for c in sheet[2]]
+    for group, row in zip(as_json["groups"], sheet.iter_rows(min_row=3), strict=False):
+        cells = dict(zip(keys, row, strict=True))
+        assert cells["hospital"].value == group["key"]
+        assert f"{cells['net_saved'].value:.2f}" == group["net_saved"]
+        assert f"{cells['fund_share'].value:.2f}" == group["fund_share"]
+    assert regulator.headers["content-type"] == sheet_type
+    assert f"mrb-regulator-report-{month}.xlsx" in regulator.headers["content-disposition"]
 
 
 async def test_hospital_finance_sees_its_own_hospital_and_no_regulator_report(

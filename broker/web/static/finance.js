@@ -1,7 +1,9 @@
 // The finance page: savings from the ledger as charts (SVG drawn here, no external code),
 // both sides of a recognition (the ordering hospital's savings, and the savings a
 // hospital's results enabled elsewhere), hospital and item names, declines by reason in
-// Chinese, reversals and flags, CSV downloads, and the regulator's monthly report.
+// Chinese, reversals and flags, the medical-insurance fund's and the patient's shares where
+// the catalog gives a reimbursement ratio, CSV and Excel (.xlsx) downloads, and the
+// regulator's monthly report.
 "use strict";
 
 const SVG = "http://www.w3.org/2000/svg";
@@ -30,6 +32,9 @@ const hospitalName = (id) => (ref.hospitals[id] ? ref.hospitals[id].name : id);
 const itemName = (code) => (ref.items[code] ? `${ref.items[code]} ${code}` : code);
 const reasonName = (code) => ref.reasons[code] || code;
 const yuan = (r) => `¥${r.amount}`;
+const NOT_GIVEN = "未给出 / not given";
+// A share the catalog gave no ratio for is null: say so, never show ¥0.00.
+const share = (amount) => (amount === null || amount === undefined ? NOT_GIVEN : `¥${amount}`);
 
 function nothing(container) {
   container.replaceChildren(document.createTextNode("暂无数据 No data"));
@@ -133,7 +138,8 @@ const netRows = (groups, label) =>
 function totalsText(t) {
   return `合计 Total: ${t.recognitions} 次互认 recognitions · 节省 saved ¥${t.saved} · ` +
     `冲销 reversed ¥${t.reversed} (${t.reversals}) · 标记 flagged ${t.flagged} · ` +
-    `净 net ¥${t.net_saved} · 不予互认 declined ${t.declined}`;
+    `净 net ¥${t.net_saved} · 基金支付 fund ${share(t.fund_share)} · ` +
+    `个人自付 patient ${share(t.patient_share)} · 不予互认 declined ${t.declined}`;
 }
 
 async function loadReference() {
@@ -217,21 +223,26 @@ function adjustments(groups) {
     el("td", {}, String(g.recognitions)), el("td", {}, `¥${g.saved}`),
     el("td", {}, String(g.reversals)), el("td", {}, `¥${g.reversed}`),
     el("td", {}, String(g.flagged)), el("td", {}, `¥${g.net_saved}`),
+    el("td", { class: "fund" }, share(g.fund_share)),
+    el("td", { class: "patient" }, share(g.patient_share)),
     el("td", {}, String(g.declined)),
   )));
   if (groups.length === 0) {
-    body.append(el("tr", {}, el("td", { colspan: 8 }, "暂无数据 No data")));
+    body.append(el("tr", {}, el("td", { colspan: 10 }, "暂无数据 No data")));
   }
 }
 
-// The API's CSV, saved with a UTF-8 byte-order mark so Excel reads Chinese correctly.
-// The link's href is the real API address (it works without this script, too).
+// The API's CSV, saved with a UTF-8 byte-order mark so Excel reads Chinese correctly, or
+// its .xlsx workbook as it comes (made on the server). The link's href is the real API
+// address (it works without this script, too).
 async function download(event) {
   event.preventDefault();
   const link = event.currentTarget;
   const response = await call(link.getAttribute("href"));
   if (!response.ok) throw new Error(await problemText(response));
-  const blob = new Blob(["\ufeff", await response.text()], { type: "text/csv;charset=utf-8" });
+  const blob = link.dataset.file.endsWith(".xlsx")
+    ? await response.blob()
+    : new Blob(["\ufeff", await response.text()], { type: "text/csv;charset=utf-8" });
   const save = el("a", { href: URL.createObjectURL(blob), download: link.dataset.file });
   document.body.append(save);
   save.click();
@@ -240,7 +251,8 @@ async function download(event) {
 }
 
 function csvLink(href, file, text) {
-  const link = el("a", { href, class: "csv", "data-file": file }, text);
+  const link = el("a", { href, class: file.endsWith(".xlsx") ? "xlsx" : "csv", "data-file": file },
+    text);
   link.addEventListener("click", (e) => download(e).catch((err) => {
     document.getElementById("error").textContent = err.message;
   }));
@@ -255,10 +267,18 @@ function downloadLinks() {
     ["category", "按类别 by category"],
   ];
   const links = groups.map(([g, text]) => el("li", {},
-    csvLink(savingsPath(g, { format: "csv" }), `savings-${scope}-by-${g}.csv`, `CSV ${text}`)));
+    csvLink(savingsPath(g, { format: "csv" }), `savings-${scope}-by-${g}.csv`, `CSV ${text}`),
+    " · ",
+    csvLink(savingsPath(g, { format: "xlsx" }), `savings-${scope}-by-${g}.xlsx`,
+      `Excel ${text}`)));
   if (document.getElementById("hospital").value) {
-    links.push(el("li", {}, csvLink(savingsPath("hospital", { side: "source", format: "csv" }),
-      `savings-${scope}-enabled-elsewhere.csv`, "CSV 为他院节省 savings enabled elsewhere")));
+    const text = "为他院节省 savings enabled elsewhere";
+    links.push(el("li", {},
+      csvLink(savingsPath("hospital", { side: "source", format: "csv" }),
+        `savings-${scope}-enabled-elsewhere.csv`, `CSV ${text}`),
+      " · ",
+      csvLink(savingsPath("hospital", { side: "source", format: "xlsx" }),
+        `savings-${scope}-enabled-elsewhere.xlsx`, `Excel ${text}`)));
   }
   document.getElementById("csv-links").replaceChildren(...links);
 }
@@ -271,9 +291,9 @@ function thisMonth() {
   return today.slice(0, 7);
 }
 
-function regulatorPath(month, csv) {
+function regulatorPath(month, format) {
   const params = new URLSearchParams({ month });
-  if (csv) params.set("format", "csv");
+  if (format) params.set("format", format);
   return `/api/v1/reports/regulator?${params}`;
 }
 
@@ -282,11 +302,13 @@ async function loadRegulator(event) {
   const month = document.getElementById("regulator-month").value;
   const error = document.getElementById("regulator-error");
   error.textContent = "";
-  const csv = document.getElementById("regulator-csv");
-  csv.setAttribute("href", regulatorPath(month, true));
-  csv.dataset.file = `regulator-${month}.csv`;
+  for (const format of ["csv", "xlsx"]) {
+    const link = document.getElementById(`regulator-${format}`);
+    link.setAttribute("href", regulatorPath(month, format));
+    link.dataset.file = `regulator-${month}.${format}`;
+  }
   try {
-    const report = await api(regulatorPath(month, false));
+    const report = await api(regulatorPath(month, null));
     const t = report.totals;
     document.getElementById("regulator-totals").textContent =
       `${report.month}：查询 lookups ${t.lookups} · 可互认 recognisable ${t.recognizable} · ` +
@@ -298,6 +320,8 @@ async function loadRegulator(event) {
         el("td", {}, String(h.eqa_certifications)), el("td", {}, String(h.lookups)),
         el("td", {}, String(h.cross_hospital_lookups)), el("td", {}, String(h.recognizable)),
         el("td", {}, String(h.recognitions)), el("td", {}, `¥${h.net_saved}`),
+        el("td", { class: "fund" }, share(h.fund_share)),
+        el("td", { class: "patient" }, share(h.patient_share)),
         el("td", {}, String(h.reversals)), el("td", {}, String(h.declined)),
         el("td", { class: "enabled" }, `¥${h.enabled_elsewhere.net_saved_for_others}` +
           ` (${h.enabled_elsewhere.its_results_recognised} 次)`),
@@ -307,6 +331,8 @@ async function loadRegulator(event) {
         el("th", { scope: "row" }, CATEGORY_NAMES[c.category] || c.category),
         el("td", {}, String(c.lookups)), el("td", {}, String(c.recognizable)),
         el("td", {}, String(c.recognitions)), el("td", {}, `¥${c.net_saved}`),
+        el("td", { class: "fund" }, share(c.fund_share)),
+        el("td", { class: "patient" }, share(c.patient_share)),
         el("td", {}, String(c.declined)),
       )));
   } catch (e) {
@@ -333,9 +359,11 @@ async function ready(info) {
 document.addEventListener("DOMContentLoaded", () => {
   document.getElementById("range").addEventListener("submit", load);
   document.getElementById("regulator-form").addEventListener("submit", loadRegulator);
-  document.getElementById("regulator-csv").addEventListener("click", (e) =>
-    download(e).catch((err) => {
-      document.getElementById("regulator-error").textContent = err.message;
-    }));
+  for (const id of ["regulator-csv", "regulator-xlsx"]) {
+    document.getElementById(id).addEventListener("click", (e) =>
+      download(e).catch((err) => {
+        document.getElementById("regulator-error").textContent = err.message;
+      }));
+  }
   startSession(ready);
 });
