@@ -70,7 +70,7 @@ from broker.domain.recognition import (
 from broker.domain.results import WITHDRAWN_STATUSES
 from broker.ports.cds import CallAdmission, CdsUnitOfWork, DraftCheck, StoredCard
 from broker.ports.check import CheckUnitOfWork
-from broker.ports.consent import NO_CONSENT_RECORDS, ConsentReader
+from broker.ports.consent import NO_CONSENT_RECORDS, AlreadyRead, ConsentReader
 from broker.security.pseudonyms import Pseudonymiser
 from broker.services.checks import CheckAnswer, CheckRequest, RulesSource, run_check
 from broker.services.outcomes import OutcomeRequest, RecordedOutcome
@@ -295,7 +295,7 @@ async def _orders(call: _Call, service: ServiceDefinition) -> dict[str, Any]:
             ),
             call.actor,
             now=caller.now,
-            consents=hooks.consents,
+            consents=AlreadyRead(person, consent, hooks.consents),
         )
 
     issued: list[_Issued] = []

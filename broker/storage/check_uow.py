@@ -18,7 +18,7 @@ from broker.security.payload_cipher import PayloadCipher
 from broker.security.pseudonyms import Pseudonymiser
 from broker.storage import audit_log, events, mappings
 from broker.storage import people as people_store
-from broker.storage.consents import SessionConsentReader
+from broker.storage.consents import SessionConsentReader, find_with_consent_flag
 from broker.storage.prior_items import Matters, person_items
 from broker.storage.protect import Protector
 from broker.storage.reference_cache import ReferenceReader, ReferenceReadingUnitOfWork
@@ -35,13 +35,29 @@ class SqlHospitals(ports.Hospitals):
 
 
 class SqlPeople(ports.People):
-    def __init__(self, session: AsyncSession, pseudonyms: Pseudonymiser, cipher: PayloadCipher):
+    """Finding the person also tells the session's consent reader when they have no consent
+    record, so that the check reads the records only for the few who have some."""
+
+    def __init__(
+        self,
+        session: AsyncSession,
+        pseudonyms: Pseudonymiser,
+        cipher: PayloadCipher,
+        consents: SessionConsentReader | None = None,
+    ) -> None:
         self._session = session
-        self._people = people_store.People(session, pseudonyms)
+        self._pseudonyms = pseudonyms
         self._cipher = cipher
+        self._consents = consents
 
     async def find(self, identifier: PatientIdentifier) -> str | None:
-        return await self._people.find(identifier)
+        found = await find_with_consent_flag(self._session, self._pseudonyms.of(identifier))
+        if found is None:
+            return None
+        person_id, has_records = found
+        if not has_records and self._consents is not None:
+            self._consents.without_records.add(person_id)
+        return person_id
 
     async def birth_date(self, person_id: str) -> date | None:
         return await people_store.birth_date(self._session, self._cipher, person_id)
@@ -153,8 +169,8 @@ class SqlCheckUnitOfWork(ReferenceReadingUnitOfWork, ports.CheckUnitOfWork):
         self._batch = batch = WriteBatch(s)
         reference = self._reference.reader(s)
         self.hospitals = SqlHospitals(reference)
-        self.people = SqlPeople(s, self._pseudonyms, self._cipher)
-        self.consents = SessionConsentReader(s)
+        self.consents = consents = SessionConsentReader(s)
+        self.people = SqlPeople(s, self._pseudonyms, self._cipher, consents)
         self.results = SqlResults(s, Protector(self._cipher, self._pseudonyms))
         self.mappings = SqlMappings(s, reference)
         self.checks = SqlChecks(batch, self._cipher)

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import exists, select, update
+from sqlalchemy import bindparam, exists, func, or_, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -20,7 +20,7 @@ from broker.security.pseudonyms import Pseudonymiser
 from broker.storage import audit_log
 from broker.storage import people as people_store
 from broker.storage.consent_tables import patient_consent
-from broker.storage.tables import audit_event, person, result
+from broker.storage.tables import audit_event, person, person_link, result
 from broker.storage.unit_of_work import SqlUnitOfWork
 
 
@@ -49,6 +49,34 @@ async def person_records(session: AsyncSession, person_id: str) -> list[ConsentR
         .order_by(patient_consent.c.recorded_at, patient_consent.c.id)
     )
     return [_record(r) for r in rows]
+
+
+_merged = person.alias("merged")
+_survivor = func.coalesce(person.c.merged_into, person.c.id)
+# The person an identifier names, and whether they (or anyone merged into them) have any
+# consent record at all: most people have none, and then a check need not read them.
+_FIND_WITH_CONSENT_FLAG = (
+    select(
+        person.c.id,
+        person.c.merged_into,
+        or_(
+            exists().where(patient_consent.c.person_id == _survivor),
+            exists().where(
+                patient_consent.c.person_id == _merged.c.id, _merged.c.merged_into == _survivor
+            ),
+        ).label("has_records"),
+    )
+    .join(person_link, person_link.c.person_id == person.c.id)
+    .where(person_link.c.pseudonym == bindparam("pseudonym"))
+)
+
+
+async def find_with_consent_flag(session: AsyncSession, pseudonym: str) -> tuple[str, bool] | None:
+    """(the surviving person, whether any consent record exists for them), or None."""
+    row = (await session.execute(_FIND_WITH_CONSENT_FLAG, {"pseudonym": pseudonym})).first()
+    if row is None:
+        return None
+    return str(row.merged_into or row.id), bool(row.has_records)
 
 
 class SqlConsentRecords(ports.ConsentRecords):
@@ -199,9 +227,12 @@ class SessionConsentReader(ports.ConsentReader):
 
     def __init__(self, session: AsyncSession) -> None:
         self._session = session
+        self.without_records: set[str] = set()  # people found to have none, this session
 
     async def view(self, person_id: str | None, now: datetime | None = None) -> ConsentView:
-        records = await person_records(self._session, person_id) if person_id else ()
+        records: Sequence[ConsentRecord] = ()
+        if person_id and person_id not in self.without_records:
+            records = await person_records(self._session, person_id)
         return view_of(records, now or datetime.now(UTC))
 
 
