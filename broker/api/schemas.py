@@ -106,6 +106,9 @@ class ResultRef(BaseModel):
     value: str | None = None
     unit: str | None = None
     flags: list[str] = []  # interpretation codes: H, L, A; HH, LL, AA are critical
+    # Imaging: the URL that opens the study's images at the issuing hospital (its viewer or
+    # DICOMweb archive, from ImagingStudy.endpoint); None when it sent no usable endpoint.
+    images: str | None = None
 
 
 class WarningOut(BaseModel):

@@ -101,6 +101,7 @@ class PriorItem:
     # Where /fhir serves the result holding this item ("DiagnosticReport/<id>"): a lab item
     # inside a report is not served under the report's id.
     fhir_ref: str | None = None
+    images: str | None = None  # imaging: the URL that opens the study's images
 
 
 @dataclass(frozen=True)
@@ -168,6 +169,7 @@ class Verdict:
     flags: tuple[str, ...] = ()
     near_miss: bool = False  # same modality and site, another side or protocol
     fhir_ref: str | None = None  # the item as /fhir serves it (PriorItem.fhir_ref)
+    images: str | None = None  # imaging: the URL that opens the study's images
 
     @property
     def critical(self) -> bool:
@@ -884,6 +886,7 @@ def _verdict(
         p.flags,
         near_miss,
         p.fhir_ref,
+        p.images,
     )
 
 

@@ -49,6 +49,8 @@ class ResultItem:
     unit: str | None = None
     flags: tuple[str, ...] = ()  # interpretation codes
     no_value: str | None = None  # why there is no usable content (recognition.content_problem)
+    # Imaging: the URL that opens the study's images (its endpoint), sealed with the summary.
+    images: str | None = None
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,8 @@ class ExtractedResult:
     summary: str
     items: tuple[ResultItem, ...]
     timezone_assumed: bool = False
+    # What was left out without refusing the result (an unusable image endpoint ...).
+    warnings: tuple[str, ...] = ()
     # The hash as computed before content_hash's current form (broker.domain.versions),
     # computed only when a version stored with it is met.
     legacy_hash: Callable[[], str] | None = field(default=None, compare=False, repr=False)
@@ -104,6 +108,7 @@ class ParsedMessage:
     results: tuple[ExtractedResult, ...]
     patients: tuple[PatientRef, ...] = field(default=())  # Patient resources to link
     ignored_resource_types: tuple[str, ...] = field(default=())
+    warnings: tuple[str, ...] = field(default=())  # of all its results (receipt, log)
     # The decoded JSON the results came from: the FHIR search index is built from it
     # without decoding the message a second time.
     document: dict[str, Any] | None = field(default=None, compare=False, repr=False)

@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from broker.fhir.balp import BALP
-from broker.fhir.params import INCLUDES, MAX_COUNT, PARAMS, SORTS
+from broker.fhir.params import INCLUDES, MAX_COUNT, PARAMS, READ_ONLY_TYPES, SORTS
 from broker.fhir.pdq_search import SEARCH_PARAMS
 from broker.fhir.resources import instant
 
@@ -119,6 +119,7 @@ def capability_statement(base: str, now: datetime, version: str) -> Resource:
                 }
             ]
         resources.append(entry)
+    resources.extend(_read_only_capability(rtype) for rtype in READ_ONLY_TYPES)
     resources.append(_audit_event_capability())
     return {
         "resourceType": "CapabilityStatement",
@@ -196,6 +197,22 @@ def _patient_params(doctors: list[Resource]) -> list[Resource]:
     return list(out.values())
 
 
+def _read_only_capability(rtype: str) -> Resource:
+    """A type served by id only (Endpoint: where a study's images are)."""
+    return {
+        "type": rtype,
+        "profile": f"http://hl7.org/fhir/StructureDefinition/{rtype}",
+        "interaction": [{"code": "read", "documentation": _READ_DOC[rtype]}],
+        "versioning": "no-version",
+        "readHistory": False,
+        "updateCreate": False,
+        "conditionalCreate": False,
+        "conditionalRead": "not-supported",
+        "conditionalUpdate": False,
+        "conditionalDelete": "not-supported",
+    }
+
+
 def _audit_event_capability() -> Resource:
     """AuditEvent: the audit trail in IHE BALP's shape (broker.fhir.balp), for auditors."""
     return {
@@ -267,7 +284,15 @@ _READ_DOC = {
     "DiagnosticReport": "By the result id a recognition check links to, or the id a search "
     "returned. 410 when its hospital marked it entered-in-error.",
     "Observation": "By the id a search or a DiagnosticReport.result returned.",
-    "ImagingStudy": "By the result id a recognition check links to.",
+    "ImagingStudy": "By the result id a recognition check links to. `endpoint` names "
+    "the study's Endpoints as mrb serves them (those the hospital sent in the Bundle or "
+    "contained in the study), or an external Endpoint's absolute URL; an endpoint whose "
+    "address is not an http(s) URL, or carries credentials or a patient identifier, is "
+    "left out.",
+    "Endpoint": "By the id an ImagingStudy.endpoint (or _include=ImagingStudy:endpoint) "
+    "returned: where the issuing hospital serves the study's images (connectionType "
+    "ihe-iid, dicom-wado-rs, ...; address an http(s) URL). No search; the same access "
+    "rules and audit as the study; 410 when the study was marked entered-in-error.",
 }
 _SEARCH_DOC = {
     "Patient": "Doctors: by identifier (system|value) or _id, exactly one patient. "
@@ -283,7 +308,8 @@ _SEARCH_DOC = {
 _REST_DOC = (
     "Read and search only (GET, or POST [type]/_search with a form body). Result "
     "parameters: _count (default 20, at most {max}; 0 gives the total only), _sort, "
-    "_include (DiagnosticReport:result), _summary=count, _total (always accurate). "
+    "_include (DiagnosticReport:result, ImagingStudy:endpoint), _summary=count, _total "
+    "(always accurate). "
     "Paging links carry signed cursors bound to the user who searched. Unknown "
     "parameters are ignored and reported in an OperationOutcome entry, or refused with "
     "`Prefer: handling=strict`; unknown modifiers are always refused. Searches leave out "

@@ -23,6 +23,14 @@ SP = "http://hl7.org/fhir/SearchParameter/"
 DEFAULT_COUNT = 20
 MAX_COUNT = 100
 INCLUDE_RESULT = "DiagnosticReport:result"
+INCLUDE_ENDPOINT = "ImagingStudy:endpoint"
+# What each _include follows: the element holding the references, and the target type.
+INCLUDE_PATHS: dict[str, tuple[str, str]] = {
+    INCLUDE_RESULT: ("result", "Observation"),
+    INCLUDE_ENDPOINT: ("endpoint", "Endpoint"),
+}
+# Types served by id only (no search): a study's Endpoint (broker.ingest.imaging_endpoints).
+READ_ONLY_TYPES = ("Endpoint",)
 WITHDRAWN = "entered-in-error"  # left out of searches unless `status` asks for it
 
 
@@ -170,7 +178,10 @@ SORTS: dict[str, tuple[str, ...]] = {
     "Observation": ("date", "_lastUpdated", "_id"),
     "ImagingStudy": ("started", "_lastUpdated", "_id"),
 }
-INCLUDES: dict[str, tuple[str, ...]] = {"DiagnosticReport": (INCLUDE_RESULT,)}
+INCLUDES: dict[str, tuple[str, ...]] = {
+    "DiagnosticReport": (INCLUDE_RESULT,),
+    "ImagingStudy": (INCLUDE_ENDPOINT,),
+}
 
 # Result parameters understood for every type (and the ones accepted as no-ops).
 _CONTROL = frozenset({"_count", "_sort", "_include", "_summary", "_total", "_format", "_pretty"})
@@ -264,7 +275,8 @@ def parse_search(
                     skip(f"sort key {u!r} is not supported for {resource_type}")
                 canonical.append((key, raw))
             elif name == "_include":
-                value = value.removesuffix(":Observation")  # the target type is implied
+                for offered in INCLUDES.get(resource_type, ()):  # the target type is implied
+                    value = value.removesuffix(":" + INCLUDE_PATHS[offered][1])
                 if modifier or value not in INCLUDES.get(resource_type, ()):
                     skip(f"_include{':' + modifier if modifier else ''}={value} is not supported")
                 else:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import copy
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, tzinfo
 from typing import Any
 
@@ -29,6 +29,7 @@ from broker.fhir.dates import Range, effective_range, value_range
 from broker.fhir.visibility import national, visible
 from broker.ingest.fhir_bundle import BundleIndex, Entry
 from broker.ingest.fhir_results import _business_id, _members
+from broker.ingest.imaging_endpoints import StudyEndpoints, study_endpoints
 
 Resource = dict[str, Any]
 # Fixed forever: served ids are uuid5(NAMESPACE, "<result id>/<type>/<local key>").
@@ -91,9 +92,36 @@ class ResultView:
             target = self._index.resolve(ref)
             if target is not None and target.get("resourceType") == "Patient":
                 self.patient = self._found(target)
+        # A study's usable endpoints (broker.ingest.imaging_endpoints), each served as
+        # Endpoint/<id>: those in the Bundle and those contained in the study alike.
+        self._endpoints: StudyEndpoints | None = None
+        self.endpoints: list[Found] = []
+        self._endpoint_ids: dict[int, str] = {}  # id(Endpoint resource) -> served id
+        contained: set[int] = set()
+        if self.main is not None and self.main.resource.get("resourceType") == "ImagingStudy":
+            self._endpoints = study_endpoints(self.main.resource, self._index, where="ImagingStudy")
+            for ep in self._endpoints.endpoints:
+                if ep.resource is None:
+                    continue  # an external reference: kept as its URL, nothing to serve
+                found = (
+                    Found(
+                        ep.resource,
+                        self.main.entry,
+                        served_id(self.info.result_id, "Endpoint", ep.key),
+                        None,
+                    )
+                    if ep.kind == "contained"
+                    else self._found(ep.resource)
+                )
+                if ep.kind == "contained":
+                    contained.add(id(ep.resource))
+                self.endpoints.append(found)
+                self._endpoint_ids[id(ep.resource)] = found.served_id
         self._by_served = {f.served_id: f for f in self.served()}
         self._refs: dict[str, str] = {}
         for f in self.served():
+            if id(f.resource) in contained:
+                continue  # a contained Endpoint is no Endpoint/<its own id> of the Bundle
             rtype, rid = f.resource.get("resourceType"), f.resource.get("id")
             served = f"{rtype}/{f.served_id}"
             if f.full_url:
@@ -102,8 +130,8 @@ class ResultView:
                 self._refs[f"{rtype}/{rid}"] = served
 
     def served(self) -> list[Found]:
-        """The resources of this result that mrb serves (main first)."""
-        return ([self.main] if self.main is not None else []) + self.members
+        """The resources of this result that mrb serves (main first, endpoints last)."""
+        return ([self.main] if self.main is not None else []) + self.members + self.endpoints
 
     def get(self, served_id: str) -> Found | None:
         return self._by_served.get(served_id)
@@ -111,6 +139,17 @@ class ResultView:
     def index_rows(self, zone: tzinfo) -> list[IndexRow]:
         """The search index rows of this result (its served resources and its Patient)."""
         rows = [_index_row(f, zone) for f in self.served()]
+        if (
+            self.endpoints
+            and self.main is not None
+            and self.main.resource.get("status") == ("entered-in-error")
+        ):
+            # A withdrawn study's endpoints are withdrawn with it (a read answers 410).
+            withdrawn = {f.served_id for f in self.endpoints}
+            rows = [
+                replace(r, status="entered-in-error") if r.served_id in withdrawn else r
+                for r in rows
+            ]
         if self.main is None:  # never expected: ingest read this result from this payload
             rows.append(
                 IndexRow(
@@ -136,7 +175,12 @@ class ResultView:
         (broker.fhir.visibility). None: as the sending hospital sees it."""
         res = copy.deepcopy(found.resource)
         res["id"] = found.served_id
-        self._rewrite(res, top=True, viewer=viewer)
+        kept: set[str] = set()
+        if found is self.main and self._endpoints is not None:
+            kept = self._rewrite_endpoints(res, self._endpoints)
+        if res.get("resourceType") == "Endpoint":
+            res.pop("header", None)  # request headers the archive wants may hold credentials
+        self._rewrite(res, top=True, viewer=viewer, kept=kept)
         if self._foreign(viewer):
             self._redact(res, top=True, viewer=viewer)
         _stamp(res, self.info)
@@ -260,13 +304,52 @@ class ResultView:
 
     # -- rewriting ----------------------------------------------------------------------
 
-    def _rewrite(self, res: Resource, *, top: bool, viewer: str | None) -> None:
+    def _rewrite_endpoints(self, res: Resource, endpoints: StudyEndpoints) -> set[str]:
+        """ImagingStudy.endpoint and series.endpoint as mrb serves them: `Endpoint/<id>`
+        for an Endpoint in the Bundle or contained (contained ones move out of `contained`),
+        the URL of an external one, nothing for one left out. Returns the references set."""
+        kept: set[str] = set()
+        for holder in [res, *_dicts(res.get("series"))]:
+            refs = holder.get("endpoint")
+            if not isinstance(refs, list):
+                continue
+            out = []
+            for ref in _dicts(refs):
+                ep = endpoints.by_reference.get(str(ref.get("reference")))
+                if ep is None:
+                    continue
+                shown = {k: v for k, v in ref.items() if k in ("display", "type")}
+                if ep.resource is None:
+                    shown["reference"] = ep.address
+                else:
+                    shown["reference"] = f"Endpoint/{self._endpoint_ids[id(ep.resource)]}"
+                kept.add(shown["reference"])
+                out.append(shown)
+            if out:
+                holder["endpoint"] = out
+            else:
+                del holder["endpoint"]
+        if isinstance(res.get("contained"), list):
+            rest = [
+                c
+                for c in res["contained"]
+                if not (isinstance(c, dict) and c.get("resourceType") == "Endpoint")
+            ]
+            if rest:
+                res["contained"] = rest
+            else:
+                del res["contained"]
+        return kept
+
+    def _rewrite(
+        self, res: Resource, *, top: bool, viewer: str | None, kept: set[str] | None = None
+    ) -> None:
         if top and isinstance(res.get("subject"), dict):
             res["subject"]["reference"] = f"Patient/{self.info.person_id}"
         for ref in _references(res, skip_top_subject=top):
             target = ref.get("reference")
-            if not isinstance(target, str) or target.startswith("#"):
-                continue  # a contained resource: stays as it is
+            if not isinstance(target, str) or target.startswith("#") or target in (kept or ()):
+                continue  # a contained resource, or an endpoint already as served
             served = self._served_ref(target)
             if served is not None:
                 ref["reference"] = served

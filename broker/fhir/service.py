@@ -24,7 +24,15 @@ from broker.fhir.documents import (
     searchset,
 )
 from broker.fhir.errors import forbidden, gone, invalid, not_found
-from broker.fhir.params import PARAMS, WITHDRAWN, Search, parse_search
+from broker.fhir.params import (
+    INCLUDE_PATHS,
+    INCLUDES,
+    PARAMS,
+    READ_ONLY_TYPES,
+    WITHDRAWN,
+    Search,
+    parse_search,
+)
 from broker.fhir.pix import PixQuery
 from broker.fhir.resources import ResultView, instant, merge_patients, patient_identifiers
 from broker.ports.consent import NO_CONSENT_RECORDS, ConsentReader
@@ -34,7 +42,7 @@ from broker.reference.purposes import shipped_purposes
 from broker.reference.sensitive import shipped_index_codes
 from broker.services.consents import ConsentService, note_break_glass
 
-RESOURCE_TYPES = tuple(PARAMS)
+RESOURCE_TYPES = (*PARAMS, *READ_ONLY_TYPES)
 CONSENT = "Consent"  # served from the consent record (broker/services/consents.py)
 PURGED_TEXT = (
     "the payload it is read from was purged under the retention policy "
@@ -648,6 +656,11 @@ class FhirService:
         if resource_type == CONSENT and self._consent_records is not None:
             return await self._consent_search(caller, pairs, base)
         _check_type(resource_type)
+        if resource_type in READ_ONLY_TYPES:
+            raise not_found(
+                f"{resource_type} is read by id only (the reference an ImagingStudy gives, "
+                "or _include=ImagingStudy:endpoint on an ImagingStudy search)"
+            )
         now = datetime.now(UTC)
         asked = resume(self._signer, pairs, resource_type, caller.actor, now)
         offset = asked.offset
@@ -719,11 +732,15 @@ class FhirService:
             resource = view.render(found, viewer=viewer)
             entries.append(BundleEntry(resource, "match"))
             if search.include_results:
-                for ref in resource.get("result") or []:
+                element, target_type = INCLUDE_PATHS[INCLUDES[search.resource_type][0]]
+                refs = list(resource.get(element) or [])
+                for series in resource.get("series") or [] if element == "endpoint" else []:
+                    refs += series.get(element) or [] if isinstance(series, dict) else []
+                for ref in refs:
                     target = ref.get("reference") if isinstance(ref, dict) else None
-                    if not isinstance(target, str) or not target.startswith("Observation/"):
+                    if not isinstance(target, str) or not target.startswith(f"{target_type}/"):
                         continue
-                    oid = target.removeprefix("Observation/")
+                    oid = target.removeprefix(f"{target_type}/")
                     member = view.get(oid)
                     if member is None or oid in included or oid in matched:
                         continue

@@ -38,6 +38,7 @@ from broker.domain.versions import HASH_MARK, VersionKey
 from broker.ingest.fhir_bundle import BundleIndex, Resource
 from broker.ingest.fhir_time import FhirTimeError, parse_fhir_datetime
 from broker.ingest.fhir_validation import IN_SCOPE
+from broker.ingest.imaging_endpoints import images_link, study_endpoints, study_uid
 from broker.observability import NOT_LINKED
 from broker.reference.identifier_systems import shipped_identifier_registry
 from mrb_wire.fhir import (
@@ -129,7 +130,8 @@ def extract_results(
             f"(found: {', '.join(present) or 'nothing'})",
         )
     ignored = sorted({str(e.resource.get("resourceType")) for e in index.entries} - IN_SCOPE)
-    return ParsedMessage(tuple(results), patients, tuple(ignored))
+    warnings = tuple(w for r in results for w in r.warnings)
+    return ParsedMessage(tuple(results), patients, tuple(ignored), warnings=warnings)
 
 
 def _subjects(index: BundleIndex) -> list[Resource]:
@@ -197,6 +199,9 @@ def _imaging(
         study, PROTOCOL_URL, "valueString"
     )
     status = str(study.get("status", "unknown"))
+    # Warnings name the element, not the hospital's resource id (it may embed an accession).
+    endpoints = study_endpoints(study, index, where="ImagingStudy")
+    images = images_link(endpoints.endpoints, study_uid(study))
     procedure = _codings_of_list(study.get("procedureCode"))
     summary = _text_of_list(study.get("procedureCode")) or str(study.get("description") or "")
     # One item per distinct (modality, body site, laterality) among the series; a study
@@ -228,6 +233,7 @@ def _imaging(
             contrast=contrast if isinstance(contrast, bool) else None,
             recognition_mark=mark,
             protocol=protocol if isinstance(protocol, str) and protocol else None,
+            images=images,
         )
         for part in parts
     ]
@@ -248,9 +254,10 @@ def _imaging(
                 laterality=items[0].laterality,
                 contrast=contrast,
                 recognition_mark=rep.recognition_mark or mark,
+                images=images,
             )
         )
-    return _result(
+    extracted = _result(
         ResultKind.IMAGING,
         study,
         members,
@@ -262,6 +269,7 @@ def _imaging(
         effective=started,
         issued=clock.at(report.get("issued"), _where(report)) if report else None,
     )
+    return replace(extracted, warnings=endpoints.warnings) if endpoints.warnings else extracted
 
 
 def content_hash(content: list[Resource]) -> str:

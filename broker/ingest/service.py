@@ -165,6 +165,7 @@ class IngestService:
                     status,
                     message_id,
                     hospital,
+                    detail=_warned(parsed, hospital, message_id),
                     results=len(parsed.results),
                     versions=staged.counts,
                 )
@@ -304,6 +305,7 @@ class IngestService:
             status,
             message_id,
             hospital,
+            detail=_warned(parsed, hospital, message_id),
             results=len(parsed.results),
             versions=staged.counts,
         )
@@ -359,6 +361,16 @@ def _copy_outcome(message: InboundMessage, first: Processed) -> Processed:
     if first.outcome is Outcome.REJECTED:
         return replace(first, message=message)
     return Processed(message, Outcome.DUPLICATE, first.message_id, first.hospital)
+
+
+def _warned(parsed: ParsedMessage, hospital: str, message_id: str) -> str | None:
+    """What was left out of an indexed message (an unusable image endpoint ...): logged,
+    and the receipt's detail, so the hospital learns it. Never a URL or patient data."""
+    if not parsed.warnings:
+        return None
+    for warning in parsed.warnings:
+        logger.warning("message %s from %s indexed; %s", message_id, hospital, warning)
+    return ("indexed; left out: " + "; ".join(parsed.warnings))[:2000]
 
 
 def _status(parsed: ParsedMessage, counts: dict[str, int]) -> Outcome:

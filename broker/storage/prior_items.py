@@ -139,6 +139,14 @@ async def person_items(
     for key, item in merged.items():
         if keep is not None and item.result_id not in keep:
             continue
-        summary, value = protector.open_item(item.result_id, *sealed[key])
-        out.append(replace(item, summary=summary, value=None if value is None else str(value)))
+        opened = protector.open_item_fields(item.result_id, *sealed[key])
+        value, images = opened.get("value"), opened.get("images")
+        out.append(
+            replace(
+                item,
+                summary=str(opened.get("summary") or ""),
+                value=None if value is None else str(value),
+                images=images if isinstance(images, str) and images else None,
+            )
+        )
     return out

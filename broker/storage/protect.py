@@ -48,17 +48,29 @@ class Protector:
     def seal_result(self, result_id: str, summary: str) -> bytes:
         return seal_json(self.cipher, {"summary": summary}, context=f"result|{result_id}")
 
-    def seal_item(self, result_id: str, summary: str, value: str | None) -> bytes:
-        return seal_json(
-            self.cipher, {"summary": summary, "value": value}, context=f"result-item|{result_id}"
-        )
+    def seal_item(
+        self, result_id: str, summary: str, value: str | None, images: str | None = None
+    ) -> bytes:
+        """An item's clinical text: summary, value and (imaging) the images link, which
+        names the hospital's archive and the study, so it is sealed like the rest."""
+        fields: dict[str, Any] = {"summary": summary, "value": value}
+        if images:
+            fields["images"] = images
+        return seal_json(self.cipher, fields, context=f"result-item|{result_id}")
 
     def open_item(self, result_id: str, sealed: bytes | None, summary: str) -> tuple[str, Any]:
         """(summary, value) of an item row; a row from before sealing keeps its clear text."""
-        if sealed is None:
-            return summary, None
-        found = open_json(self.cipher, sealed, context=f"result-item|{result_id}")
+        found = self.open_item_fields(result_id, sealed, summary)
         return str(found.get("summary") or ""), found.get("value")
+
+    def open_item_fields(
+        self, result_id: str, sealed: bytes | None, summary: str
+    ) -> dict[str, Any]:
+        """Every sealed field of an item row ({"summary", "value", "images"?})."""
+        if sealed is None:
+            return {"summary": summary, "value": None}
+        found = open_json(self.cipher, sealed, context=f"result-item|{result_id}")
+        return found if isinstance(found, dict) else {"summary": "", "value": None}
 
 
 async def has_legacy_rows(session: AsyncSession) -> bool:

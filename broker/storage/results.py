@@ -69,7 +69,7 @@ def _item_row(
         "status": item.status,
         "effective": item.effective,
         "summary": "",
-        "clinical": protector.seal_item(result_id, item.summary[:2000], item.value),
+        "clinical": protector.seal_item(result_id, item.summary[:2000], item.value, item.images),
         "recognition_mark": item.recognition_mark,
         "protocol": (item.protocol or "")[:32] or None,
         "unit": (item.unit or "")[:64] or None,

@@ -26,16 +26,20 @@ from broker.api.app import create_app
 from broker.domain.actors import ALL_HOSPITALS, HOSPITAL_ROLES, PLATFORM_ROLES, Actor, Role
 from broker.domain.recognition import Order
 from broker.runtime import Stack, running_stack
+from broker.services import users as user_service
 from broker.services.checks import CheckRequest, run_check
 from broker.settings import Settings
 from broker.storage import hospitals
 from broker.storage.tables import notification, result
 from tests import factories as f
 from tests.conftest import bearer, certify, free_port
+from tests.unit.test_imaging_endpoints import endpoint, imaging_with_endpoints
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 OWN, OTHER = "H001", "H002"
+SECURITY = Actor("sec.tests", Role.SECURITY_ADMIN, ALL_HOSPITALS)  # adds people to act on
+ISSUER = "https://idp.example/realms/matrix"
 ANONYMOUS = "anonymous"
 CALLERS = [
     ANONYMOUS,
@@ -153,8 +157,62 @@ async def _revoke_own(w: World) -> Request:
     return "POST", "/api/v1/admin/tokens/revoke", {"json": {"jti": jti, "reason": "tests"}}
 
 
+async def _own_account(w: World) -> str:
+    """A new local account of OWN (added by a security administrator), its username."""
+    name = f"u{uuid.uuid4().hex[:8]}"
+    await user_service.add_account(
+        w.stack.container.web_uow(), SECURITY, username=name, password="p" * 12,
+        role=Role.DOCTOR, hospital=OWN,
+    )  # fmt: skip
+    return name
+
+
+async def _add_account(w: World) -> Request:
+    body = {"username": f"u{uuid.uuid4().hex[:8]}", "password": "p" * 12, "role": "doctor",
+            "hospital": OWN}  # fmt: skip
+    return "POST", "/api/v1/admin/users/accounts", {"json": body}
+
+
+async def _reset_own(w: World) -> Request:
+    url = f"/api/v1/admin/users/accounts/{await _own_account(w)}/password"
+    return "POST", url, {"json": {"password": "q" * 12}}
+
+
+async def _disable_own(w: World) -> Request:
+    url = f"/api/v1/admin/users/accounts/{await _own_account(w)}/disable"
+    return "POST", url, {"json": {"reason": "tests"}}
+
+
+def _person() -> dict[str, str]:
+    return {"issuer": ISSUER, "subject": f"s-{uuid.uuid4().hex[:8]}", "role": "doctor",
+            "hospital": OWN}  # fmt: skip
+
+
+async def _map_person(w: World) -> Request:
+    return "POST", "/api/v1/admin/users/oidc", {"json": _person()}
+
+
+async def _disable_person(w: World) -> Request:
+    person = _person()
+    await user_service.map_user(
+        w.stack.container.access_uow(), SECURITY, issuer=ISSUER, subject=person["subject"],
+        role=Role.DOCTOR, hospital=OWN,
+    )  # fmt: skip
+    body = {"issuer": ISSUER, "subject": person["subject"], "reason": "tests"}
+    return "POST", "/api/v1/admin/users/oidc/disable", {"json": body}
+
+
 async def _fhir_read(w: World) -> Request:
     return "GET", f"/fhir/DiagnosticReport/{w.report_id}", {}
+
+
+async def _endpoint_read(w: World) -> Request:
+    """A study's Endpoint (where its images are): served under the same read route."""
+    found = await w.client.get(
+        "/fhir/ImagingStudy", params=PATIENT, headers=w.headers["doctor:own"]
+    )
+    (study,) = [e["resource"] for e in found.json()["entry"] if e["search"]["mode"] == "match"]
+    return "GET", f"/fhir/{study['endpoint'][0]['reference']}", {}
 
 
 async def _audit_read(w: World) -> Request:
@@ -267,6 +325,23 @@ EXPECTED: dict[str, Expect] = {
         allow(["admin:own", "security-admin"]),
     ),
     "POST /api/v1/admin/tokens/revoke": Expect(_revoke_own, allow(["admin:own", "security-admin"])),
+    # People who sign in: granting access is security-admin's (ISSUING); listing, resetting
+    # and disabling follow tokens (the hospital's admin for its own people).
+    "GET /api/v1/admin/users": Expect(
+        get("/api/v1/admin/users", params={"hospital": OWN}),
+        allow(["admin:own", "security-admin"]),
+    ),
+    "POST /api/v1/admin/users/accounts": Expect(_add_account, allow("security-admin", 201)),
+    "POST /api/v1/admin/users/accounts/{username}/password": Expect(
+        _reset_own, allow(["admin:own", "security-admin"])
+    ),
+    "POST /api/v1/admin/users/accounts/{username}/disable": Expect(
+        _disable_own, allow(["admin:own", "security-admin"])
+    ),
+    "POST /api/v1/admin/users/oidc": Expect(_map_person, allow("security-admin", 201)),
+    "POST /api/v1/admin/users/oidc/disable": Expect(
+        _disable_person, allow(["admin:own", "security-admin"])
+    ),
     # FHIR: doctors only; metadata and unknown paths need no token.
     "GET /fhir/metadata": Expect(get("/fhir/metadata"), every=200),
     # IHE PIXm / PDQm: registered EHR clients (their own signed JWT) only; every mrb
@@ -395,6 +470,9 @@ async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World
         value = f.lab_bundle(effective=f"{today}T08:00:00+08:00", last_updated=None)
         (indexed,) = await c.ingest_service().process_batch([f.inbound(value, OTHER)])
         assert indexed.outcome.value == "indexed", indexed.detail
+        study = imaging_with_endpoints(contained=[endpoint("https://pacs.example/dicom-web")])
+        (indexed,) = await c.ingest_service().process_batch([f.inbound(study, OTHER)])
+        assert indexed.outcome.value == "indexed", indexed.detail
         headers = {}
         for caller in CALLERS[1:]:
             name, _, rel = caller.partition(":")
@@ -431,6 +509,24 @@ async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World
             )
             report_id = found.json()["entry"][0]["resource"]["id"]
             yield World(stack, client, headers, answer.check_id, notice_id, report_id)
+
+
+# Paths served by a route above whose own access is checked too (a type the generic
+# route serves by id only).
+PATHS: dict[str, Expect] = {
+    "GET /fhir/Endpoint/{rid}": Expect(_endpoint_read, allow(DOCTORS)),
+}
+
+
+@pytest.mark.parametrize("caller", CALLERS)
+@pytest.mark.parametrize("path", sorted(PATHS))
+async def test_path_answers_each_caller_as_the_role_table_says(
+    world: World, path: str, caller: str
+) -> None:
+    expect = PATHS[path]
+    method, url, kwargs = await expect.build(world)
+    r = await world.client.request(method, url, headers=world.headers.get(caller, {}), **kwargs)
+    assert r.status_code == expect.status(caller), r.text[:300]
 
 
 async def test_the_callers_cover_every_role() -> None:

@@ -30,6 +30,7 @@ from broker.settings import Settings
 from broker.storage import hospitals
 from tests import factories as f
 from tests.conftest import bearer, free_port, seed_hospitals
+from tests.e2e.test_doctor_images_link import Pacs, ct_with_viewer, stand_in_pacs
 from tests.e2e.test_web_pages import ARGS, CHROMIUM, Visited, account, index, signed_in
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
@@ -76,6 +77,7 @@ class World:
     stack: Stack
     today: str
     ct_day: str
+    pacs: Pacs  # the issuing hospital's PACS viewer, outside mrb: a local stand-in
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -84,23 +86,28 @@ async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World
     settings = Settings(
         data_dir=tmp / "data", http_port=free_port(), metrics_port=0, create_keys=True
     )
-    async with running_stack(settings, api=True, worker=False, kafka_needed=False) as stack:
-        c = stack.container
-        await seed_hospitals(c, ISSUER, ORDERING)
-        async with c.sessions() as s, s.begin():
-            for scope, body in (
-                ("HEMATOLOGY", CertifyingBody.PROVINCIAL_EQA),
-                ("CT", CertifyingBody.PROVINCIAL_IMAGING_QC),
-            ):
-                cert = Certification("H001", scope, body, date(2025, 1, 1), date(2035, 12, 31))
-                await hospitals.certify(s, cert, reference=None)
-        today = date.today().isoformat()
-        await index(stack, lab_bundle(today))
-        # 07:30 in China is 23:30 UTC the day before: the page must show China's day.
-        ct_day = (date.today() - timedelta(days=10)).isoformat()
-        await index(stack, f.imaging_bundle(started=f"{ct_day}T07:30:00+08:00"))
-        await account(stack, "dr-li", Role.DOCTOR, "H002")
-        yield World(stack, today, ct_day)
+    with stand_in_pacs() as pacs:
+        async with running_stack(settings, api=True, worker=False, kafka_needed=False) as stack:
+            yield await _populate(stack, pacs)
+
+
+async def _populate(stack: Stack, pacs: Pacs) -> World:
+    c = stack.container
+    await seed_hospitals(c, ISSUER, ORDERING)
+    async with c.sessions() as s, s.begin():
+        for scope, body in (
+            ("HEMATOLOGY", CertifyingBody.PROVINCIAL_EQA),
+            ("CT", CertifyingBody.PROVINCIAL_IMAGING_QC),
+        ):
+            cert = Certification("H001", scope, body, date(2025, 1, 1), date(2035, 12, 31))
+            await hospitals.certify(s, cert, reference=None)
+    today = date.today().isoformat()
+    await index(stack, lab_bundle(today))
+    # 07:30 in China is 23:30 UTC the day before: the page must show China's day.
+    ct_day = (date.today() - timedelta(days=10)).isoformat()
+    await index(stack, ct_with_viewer(pacs, f"{ct_day}T07:30:00+08:00"))
+    await account(stack, "dr-li", Role.DOCTOR, "H002")
+    return World(stack, today, ct_day, pacs)
 
 
 # -- the reference endpoints -------------------------------------------------------------
@@ -246,6 +253,7 @@ async def test_a_doctor_checks_recognises_declines_and_is_notified(world: World)
             links = await every_link_resolves(page)
             assert any("/fhir/ImagingStudy/" in h for h in links)
             assert any("/fhir/DiagnosticReport/" in h for h in links)
+            assert any(h.startswith(f"{world.pacs.base}/viewer?") for h in links)  # images
 
             # The haemoglobin result is withdrawn at the issuing hospital: a notice.
             await index(stack, lab_bundle(world.today, status="entered-in-error", version="2"))

@@ -167,7 +167,9 @@ class TestCapabilityStatement:
             "ImagingStudy",
             "AuditEvent",  # for the audit role (tests/integration/test_fhir_audit_events.py)
             "Consent",  # the patient's own hospitals' (tests/integration/test_consent_and_...)
+            "Endpoint",  # a study's, read only (tests/integration/test_imaging_endpoints.py)
         }
+        assert [i["code"] for i in rest.pop("Endpoint")["interaction"]] == ["read"]
         for x in rest.values():
             assert [i["code"] for i in x["interaction"]] == ["read", "search-type"]
         params = {t: {p["name"]: p["type"] for p in x["searchParam"]} for t, x in rest.items()}

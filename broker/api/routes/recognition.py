@@ -174,6 +174,7 @@ def _ref(v: Verdict) -> ResultRef:
         value=v.value,
         unit=v.unit,
         flags=list(v.flags),
+        images=v.images,
     )
 
 

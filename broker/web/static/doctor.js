@@ -111,6 +111,55 @@ function reportLink(href, label = ["报告", "Report"]) {
   return el("a", { href, target: "_blank", rel: "noopener", class: "report-link" },
     `${label[0]} ${label[1]}`);
 }
+// Where the issuing hospital shows a study's images (its viewer or DICOMweb archive, from
+// ImagingStudy.endpoint): outside mrb, so a new tab that learns nothing of this page.
+function imagesLink(href) {
+  if (!href || !/^https?:\/\//i.test(href)) return null;
+  return el("a", { href, target: "_blank", rel: "noopener noreferrer", class: "images-link" },
+    "查看影像 Open images");
+}
+// The same choice as broker/ingest/imaging_endpoints.py images_link: a viewer (IHE IID)
+// first, then a WADO-RS base, then WADO-URI; the study UID added where the address needs it.
+const ENDPOINT_TYPES = "http://terminology.hl7.org/CodeSystem/endpoint-connection-type";
+const LINK_TYPES = ["ihe-iid", "dicom-wado-rs", "dicom-wado-uri"];
+function connectionType(ep) {
+  const ct = ep.connectionType;
+  const codings = Array.isArray(ct) ? ct.flatMap((c) => [c, ...(c.coding || [])])
+    : ct ? [ct, ...(ct.coding || [])] : [];
+  const found = codings.find((c) => typeof c.code === "string" && (!c.system || c.system === ENDPOINT_TYPES));
+  return found ? found.code : null;
+}
+function studyUid(study) {
+  for (const i of study.identifier || []) {
+    if (i.system !== "urn:dicom:uid" || typeof i.value !== "string") continue;
+    const uid = i.value.replace(/^urn:oid:/, "");
+    if (uid.length <= 64 && /^[0-9]+(\.[0-9]+)*$/.test(uid)) return uid;
+  }
+  return null;
+}
+function studyImages(study, endpoints) {
+  const refs = [...(study.endpoint || []), ...(study.series || []).flatMap((s) => s.endpoint || [])];
+  const usable = refs.map((r) => endpoints.get(r.reference))
+    .filter((ep) => ep && (!ep.status || ep.status === "active") && LINK_TYPES.includes(connectionType(ep)));
+  if (usable.length === 0) return null;
+  usable.sort((a, b) => LINK_TYPES.indexOf(connectionType(a)) - LINK_TYPES.indexOf(connectionType(b)));
+  const best = usable[0];
+  const type = connectionType(best);
+  const uid = studyUid(study);
+  let url;
+  try {
+    url = new URL(best.address);
+  } catch {
+    return null;
+  }
+  if (uid && type === "ihe-iid" && !url.search) {
+    return `${best.address}?requestType=STUDY&studyUID=${encodeURIComponent(uid)}`;
+  }
+  if (uid && type === "dicom-wado-rs" && !url.pathname.includes("/studies/") && !url.search && !url.hash) {
+    return `${best.address.replace(/\/+$/, "")}/studies/${encodeURIComponent(uid)}`;
+  }
+  return best.address;
+}
 function flagList(flags) {
   if (!flags || flags.length === 0) return null;
   return el("span", { class: "flags" }, ...flags.map((f) =>
@@ -363,7 +412,7 @@ function candidateCell(cand, observations, item) {
     "状态 Status ", pair(STATUS, cand.status),
     cand.recognition_mark ? [" · 互认标识 mark ", el("span", { class: "mark" }, cand.recognition_mark)] : null,
     cand.valid_until ? [el("br"), `可互认至 recognisable until ${localDate(cand.valid_until)}`] : null,
-    el("br"), reportLink(cand.fhir),
+    el("br"), reportLink(cand.fhir), cand.images ? [" ", imagesLink(cand.images)] : null,
   ];
 }
 
@@ -500,8 +549,13 @@ function markOf(res) {
 async function loadTimeline(patient, why) {
   const [reports, studies] = await Promise.all([
     fhirSearch("DiagnosticReport", patient, why, { _include: "DiagnosticReport:result" }),
-    fhirSearch("ImagingStudy", patient, why),
+    fhirSearch("ImagingStudy", patient, why, { _include: "ImagingStudy:endpoint" }),
   ]);
+  const endpoints = new Map(); // "Endpoint/<id>" -> the Endpoint (where a study's images are)
+  for (const e of studies) {
+    const res = e.resource;
+    if (res && res.resourceType === "Endpoint") endpoints.set(`Endpoint/${res.id}`, res);
+  }
   const observations = new Map(); // "/fhir/Observation/<id>" -> {res, range, report}
   for (const e of reports) {
     const res = e.resource;
@@ -558,7 +612,8 @@ async function loadTimeline(patient, why) {
       el("td", {}, result),
       el("td", {}, pair(STATUS, res.status), mark ? [el("br"), `互认标识 mark ${mark}`] : null),
       el("td", {}, reportLink(`/fhir/${res.resourceType}/${res.id}`,
-        res.resourceType === "ImagingStudy" ? ["检查", "Study"] : ["报告", "Report"])));
+        res.resourceType === "ImagingStudy" ? ["检查", "Study"] : ["报告", "Report"]),
+      res.resourceType === "ImagingStudy" ? [" ", imagesLink(studyImages(res, endpoints))] : null));
   }));
   if (rows.length === 0) tbody.append(el("tr", {}, el("td", { colspan: "6" }, "无既往结果 No prior results")));
   document.getElementById("timeline").hidden = false;
