@@ -116,3 +116,9 @@ class CheckUnitOfWork(UnitOfWork):
     checks: Checks
     events: Events
     audit: Audit
+
+    async def reference_moved(self) -> bool:
+        """Whether the hospital profiles and mappings read so far are older than the
+        database's as of the person lookup (the check then reads them again). A unit of
+        work that reads them afresh every time never has them move."""
+        return False

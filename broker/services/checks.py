@@ -124,25 +124,35 @@ async def run_check(
             f"not {request.ordering_hospital}",
         )
     async with uow:
-        rules = await rules_source.current_rules(uow.mappings)
-        registry = await uow.hospitals.profiles()
-        ordering = registry.get(request.ordering_hospital)
-        if ordering is None:
-            raise NotFound(
-                "Unknown ordering hospital",
-                f"hospital {request.ordering_hospital!r} is not registered",
-            )
-        try:
-            ident = rules.identifiers.lookup(
-                request.patient_system, request.patient_value, hospital=request.ordering_hospital
-            )
-        except InvalidIdentifier as exc:
-            raise Invalid("Invalid patient identifier", str(exc)) from None
-        if ident is None:
-            raise Invalid("Invalid patient identifier", "patient.value is empty")
-        catalog = rules.catalog.for_region(ordering.region, local_date(request.order_time))
-        wanted = [resolve_order(o, catalog, ordering.id) for o in request.items]
-        person_id = await uow.people.find(ident)
+        # The reference data (hospital profiles, mappings) may come from the process's
+        # cache; the person lookup confirms it was current, else it is read again (at most
+        # once more: after a move the unit of work reads it afresh).
+        while True:
+            rules = await rules_source.current_rules(uow.mappings)
+            registry = await uow.hospitals.profiles()
+            ordering = registry.get(request.ordering_hospital)
+            if ordering is None:
+                if await uow.reference_moved():
+                    continue
+                raise NotFound(
+                    "Unknown ordering hospital",
+                    f"hospital {request.ordering_hospital!r} is not registered",
+                )
+            try:
+                ident = rules.identifiers.lookup(
+                    request.patient_system,
+                    request.patient_value,
+                    hospital=request.ordering_hospital,
+                )
+            except InvalidIdentifier as exc:
+                raise Invalid("Invalid patient identifier", str(exc)) from None
+            if ident is None:
+                raise Invalid("Invalid patient identifier", "patient.value is empty")
+            catalog = rules.catalog.for_region(ordering.region, local_date(request.order_time))
+            wanted = [resolve_order(o, catalog, ordering.id) for o in request.items]
+            person_id = await uow.people.find(ident)
+            if not await uow.reference_moved():
+                break
         # Consent comes from its record only (read afresh: a withdrawal counts at once),
         # never from what the caller sent.
         own_only, consented = _seen(

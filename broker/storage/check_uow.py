@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from datetime import date, datetime
 from typing import Any
 
+from sqlalchemy import case, func, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from broker import ports
@@ -18,11 +19,19 @@ from broker.security.payload_cipher import PayloadCipher
 from broker.security.pseudonyms import Pseudonymiser
 from broker.storage import audit_log, events, mappings
 from broker.storage import people as people_store
-from broker.storage.consents import SessionConsentReader, find_with_consent_flag
+from broker.storage.consents import (
+    FIND_WITH_CONSENT_FLAG,
+    SessionConsentReader,
+    find_with_consent_flag,
+)
 from broker.storage.prior_items import Matters, person_items
 from broker.storage.protect import Protector
-from broker.storage.reference_cache import ReferenceReader, ReferenceReadingUnitOfWork
-from broker.storage.tables import audit_event, event_outbox, recognition_check
+from broker.storage.reference_cache import (
+    STAMP_KINDS,
+    ReferenceReader,
+    ReferenceReadingUnitOfWork,
+)
+from broker.storage.tables import audit_event, event_outbox, recognition_check, reference_stamp
 from broker.storage.write_batch import WriteBatch, Writes
 
 
@@ -34,9 +43,27 @@ class SqlHospitals(ports.Hospitals):
         return await self._reference.profiles()
 
 
+_found = FIND_WITH_CONSENT_FLAG.subquery("found")
+_stamps = select(
+    *(
+        func.max(case((reference_stamp.c.name == kind, reference_stamp.c.version))).label(kind)
+        for kind in STAMP_KINDS
+    )
+).subquery("stamps")
+# The person, and the reference stamps as of the same statement: one round trip confirms
+# the stamps a check started from (broker/storage/reference_cache.py). Always one row.
+_FIND_CONFIRMING_STAMPS = select(
+    *(_stamps.c[kind] for kind in STAMP_KINDS),
+    _found.c.id,
+    _found.c.merged_into,
+    _found.c.has_records,
+).select_from(_stamps.outerjoin(_found, true()))
+
+
 class SqlPeople(ports.People):
     """Finding the person also tells the session's consent reader when they have no consent
-    record, so that the check reads the records only for the few who have some."""
+    record, so that the check reads the records only for the few who have some; and, when
+    the check started from the reference stamps last seen, confirms them."""
 
     def __init__(
         self,
@@ -44,14 +71,28 @@ class SqlPeople(ports.People):
         pseudonyms: Pseudonymiser,
         cipher: PayloadCipher,
         consents: SessionConsentReader | None = None,
+        reference: ReferenceReader | None = None,
     ) -> None:
         self._session = session
         self._pseudonyms = pseudonyms
         self._cipher = cipher
         self._consents = consents
+        self._reference = reference
+        self.moved = False  # the stamps in use were older than the person lookup's
 
     async def find(self, identifier: PatientIdentifier) -> str | None:
-        found = await find_with_consent_flag(self._session, self._pseudonyms.of(identifier))
+        pseudonym = self._pseudonyms.of(identifier)
+        if self._reference is not None and self._reference.unconfirmed:
+            row = (
+                await self._session.execute(_FIND_CONFIRMING_STAMPS, {"pseudonym": pseudonym})
+            ).one()
+            current = {k: int(v) for k in STAMP_KINDS if (v := row._mapping[k]) is not None}
+            self.moved = self.moved or not self._reference.confirm(current)
+            found = (
+                None if row.id is None else (str(row.merged_into or row.id), bool(row.has_records))
+            )
+        else:
+            found = await find_with_consent_flag(self._session, pseudonym)
         if found is None:
             return None
         person_id, has_records = found
@@ -165,12 +206,24 @@ class SqlCheckUnitOfWork(ReferenceReadingUnitOfWork, ports.CheckUnitOfWork):
         await self._batch.flush()
         await super().commit()
 
+    async def reference_moved(self) -> bool:
+        """Whether the hospital profiles and mappings read so far were older than the
+        database's at the person lookup (or, without one, now); the next reads are fresh."""
+        if self._people.moved:
+            self._people.moved = False
+            return True
+        if self._reader.unconfirmed:
+            return await self._reader.reread()
+        return False
+
     def _bind(self, s: AsyncSession) -> None:
         self._batch = batch = WriteBatch(s)
-        reference = self._reference.reader(s)
+        self._reader = reference = self._reference.reader(s, optimistic=True)
         self.hospitals = SqlHospitals(reference)
         self.consents = consents = SessionConsentReader(s)
-        self.people = SqlPeople(s, self._pseudonyms, self._cipher, consents)
+        self.people = self._people = SqlPeople(
+            s, self._pseudonyms, self._cipher, consents, reference
+        )
         self.results = SqlResults(s, Protector(self._cipher, self._pseudonyms))
         self.mappings = SqlMappings(s, reference)
         self.checks = SqlChecks(batch, self._cipher)

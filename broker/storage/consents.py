@@ -55,7 +55,7 @@ _merged = person.alias("merged")
 _survivor = func.coalesce(person.c.merged_into, person.c.id)
 # The person an identifier names, and whether they (or anyone merged into them) have any
 # consent record at all: most people have none, and then a check need not read them.
-_FIND_WITH_CONSENT_FLAG = (
+FIND_WITH_CONSENT_FLAG = (
     select(
         person.c.id,
         person.c.merged_into,
@@ -73,7 +73,7 @@ _FIND_WITH_CONSENT_FLAG = (
 
 async def find_with_consent_flag(session: AsyncSession, pseudonym: str) -> tuple[str, bool] | None:
     """(the surviving person, whether any consent record exists for them), or None."""
-    row = (await session.execute(_FIND_WITH_CONSENT_FLAG, {"pseudonym": pseudonym})).first()
+    row = (await session.execute(FIND_WITH_CONSENT_FLAG, {"pseudonym": pseudonym})).first()
     if row is None:
         return None
     return str(row.merged_into or row.id), bool(row.has_records)

@@ -87,13 +87,14 @@ def _writes(c: Container) -> int:
     return 1 if c.engine.dialect.name == "postgresql" else 3
 
 
-async def test_a_check_is_four_statements_on_one_connection(container: Container) -> None:
-    """The reference stamps, the person (with whether they have consent records: most
-    have none), their results' items, then the writes."""
+async def test_a_check_is_three_statements_on_one_connection(container: Container) -> None:
+    """The person (with the reference stamps, confirming the cached hospital profiles and
+    mappings, and whether they have consent records: most have none), their results'
+    items, then the writes."""
     c = container
     await _indexed_and_warm(c)
     sent = await _statements_of_a_check(c, "RECOGNIZABLE")
-    assert len(sent) == 3 + _writes(c), sent
+    assert len(sent) == 2 + _writes(c), sent
 
 
 async def test_consent_records_are_read_only_for_people_who_have_some(
@@ -105,7 +106,7 @@ async def test_consent_records_are_read_only_for_people_who_have_some(
     await c.consent_service().record(Actor("dr.zhao", Role.DOCTOR, "H001"), new)
     # the opt-out is seen at once: the other hospital's result is as if it did not exist
     sent = await _statements_of_a_check(c, "NO_PRIOR_RESULT")
-    assert len(sent) == 4 + _writes(c), sent
+    assert len(sent) == 3 + _writes(c), sent
 
 
 async def test_the_consent_flag_covers_people_linked_into_the_person(

@@ -9,15 +9,17 @@ from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from typing import Any
 
+import pytest
 from sqlalchemy import event, text
 
 from broker.bootstrap import Container
 from broker.domain.actors import Actor, Role
+from broker.domain.errors import NotFound
 from broker.domain.recognition import Decision, Order
 from broker.services.checks import CheckRequest, run_check
 from broker.storage import mappings
 from tests import factories as f
-from tests.conftest import certify
+from tests.conftest import certify, seed_hospitals
 
 HB = Order("http://loinc.org", "718-7")
 WATCHED = ("hospital", "hospital_alliance", "certification", "code_mapping")
@@ -91,7 +93,9 @@ async def test_a_cached_check_reads_the_profiles_no_more(container: Container) -
         await check(container)
     with statements(container) as cached:
         await check(container)
-    assert len(after_change) == len(first) + 3  # hospitals, alliances, certifications
+    # the person lookup saw the stamps move: hospitals, alliances, certifications, then the
+    # person again with the fresh profiles
+    assert len(after_change) == len(first) + 4, after_change
     assert len(cached) == len(first)
     assert not any("FROM certification" in s for s in cached)
 
@@ -106,3 +110,30 @@ async def test_a_new_mapping_moves_the_mappings_version(container: Container) ->
         )
     async with container.sessions() as s:
         assert await reader(s).mappings_version() != before
+
+
+async def test_a_hospital_registered_elsewhere_can_check_at_once(container: Container) -> None:
+    """The check starts from the stamps it last saw: an ordering hospital registered since
+    (by another process) is not refused as unknown — the stamps are read and it is found."""
+    await check(container)  # warm: the profiles cached without H009
+    await seed_hospitals(container, "H009")
+    answer = await run_check(
+        container.check_uow(),
+        container.rules_provider(),
+        CheckRequest(f.NATIONAL, f.PATIENT_A, "H009", datetime(2026, 5, 20, 1, tzinfo=UTC), (HB,)),
+        Actor("dr-new", Role.DOCTOR, "H009"),
+    )
+    assert answer.items[0].decision.decision is Decision.NO_PRIOR_RESULT
+
+
+async def test_a_hospital_never_registered_is_still_refused(container: Container) -> None:
+    await check(container)
+    with pytest.raises(NotFound):
+        await run_check(
+            container.check_uow(),
+            container.rules_provider(),
+            CheckRequest(
+                f.NATIONAL, f.PATIENT_A, "H404", datetime(2026, 5, 20, 1, tzinfo=UTC), (HB,)
+            ),
+            Actor("dr-none", Role.DOCTOR, "H404"),
+        )
