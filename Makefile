@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install install-browser demo up test test-unit test-integration test-e2e lint fmt typecheck bench bench-large bench-matching clean
+.PHONY: install install-browser demo up test test-unit test-integration test-e2e screenshots lint fmt typecheck bench bench-large bench-matching clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PY) >/dev/null 2>&1 || { echo "needs $(PY) (Python 3.11)"; exit 1; }
@@ -53,6 +53,14 @@ test-integration: $(STAMP)
 
 test-e2e: $(STAMP)
 	$(BIN)/pytest -q -n $(PYTEST_WORKERS) -m e2e
+
+# The README's pictures of each page (docs/screenshots/*.png): the page tests save them
+# there instead of beside their temporary data (MRB_TEST_ARTIFACTS; needs the browser).
+SCREENSHOT_TESTS := tests/e2e/test_finance_admin_pages.py tests/e2e/test_admin_users_page.py \
+	tests/e2e/test_doctor_workbench.py tests/e2e/test_his_launch_page.py
+
+screenshots: $(STAMP)
+	MRB_TEST_ARTIFACTS=$(CURDIR)/docs/screenshots $(BIN)/pytest -q -n $(PYTEST_WORKERS) $(SCREENSHOT_TESTS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

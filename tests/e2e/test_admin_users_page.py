@@ -5,12 +5,10 @@ A security administrator adds a local account through the page, sees it in the t
 enables it again with a new password and maps a person of the OpenID Connect issuer;
 each change is in the audit trail under their name. A hospital admin of H001 sees their
 own hospital's people only, with no form that grants access. Every form control of the
-section has an accessible name (no axe-core is vendored in this repository: the page's
-own structure is checked instead)."""
+section has an accessible name, and axe-core finds no serious or critical violation."""
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -28,6 +26,8 @@ from broker.settings import Settings
 from broker.storage import hospitals
 from broker.storage.tables import audit_event
 from tests.conftest import free_port, seed_hospitals
+from tests.e2e.accessibility import ADMIN_PAGE, assert_accessible
+from tests.e2e.screenshots import screenshot
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -124,14 +124,6 @@ async def _login(stack: Stack, username: str, password: str) -> int:
         return r.status_code
 
 
-async def _screenshot(page: Any, stack: Stack) -> None:
-    """The section, kept as a test artifact: in $MRB_TEST_ARTIFACTS, else beside the data."""
-    default = Path(stack.container.settings.data_dir).parent / "screenshots"
-    folder = Path(os.environ.get("MRB_TEST_ARTIFACTS") or default)
-    folder.mkdir(parents=True, exist_ok=True)
-    await page.locator("#users-section").screenshot(path=str(folder / "admin-users.png"))
-
-
 async def _unnamed_controls(page: Any, section: str) -> list[str]:
     """Visible form controls of `section` without an accessible name (a label, an
     aria-label, or a button's text), and table headers without a scope."""
@@ -226,7 +218,9 @@ async def test_a_security_admin_adds_disables_and_maps_people(stack: Stack, brow
     assert "质控 QC" in text and "全平台" in text and ISSUER in text and "统一身份" in text
 
     assert await _unnamed_controls(page, "#users-section") == []
-    await _screenshot(page, stack)
+    await assert_accessible(page, context=ADMIN_PAGE)  # with its users and roles
+    users = page.locator("#users-section")
+    await screenshot(users, stack.container.settings.data_dir, "admin-users")
     assert page.errors == []
     await page.context.close()
 

@@ -24,6 +24,7 @@ from broker.domain.actors import Role
 from broker.storage.tables import audit_event
 from tests import factories as f
 from tests.conftest import bearer
+from tests.e2e.accessibility import assert_accessible
 from tests.e2e.test_doctor_workbench import UTC_TEXT, World, world
 from tests.e2e.test_web_pages import ARGS, CHROMIUM, Visited, account, signed_in
 
@@ -130,6 +131,7 @@ async def test_a_doctor_records_withdraws_and_opts_out_for_the_patient(holding: 
             assert statuses == ["inactive", "active"]
             panel = await page.inner_text("#consent")
             assert "FORM-2026-0001" in panel and "FORM-2026-0002" in panel
+            await assert_accessible(page)  # the consent panel with both records
             assert not UTC_TEXT.search(panel), UTC_TEXT.search(panel)
             assert errors == []
             visited.assert_clean(f.PATIENT_A)
@@ -207,6 +209,7 @@ async def test_a_doctor_of_another_hospital_is_shown_the_refusal(world: World) -
             assert "mrb holds no results of this patient from your hospital" in refusal
             assert await page.locator("#consent-list tr.consent-row").count() == 0
             assert await page.inner_text("#consent-note") == ""
+            await assert_accessible(page, context="#consent")  # the refusal shown
             assert errors == []
             visited.assert_clean(f.PATIENT_A)
         finally:

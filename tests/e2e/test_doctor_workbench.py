@@ -30,6 +30,8 @@ from broker.settings import Settings
 from broker.storage import hospitals
 from tests import factories as f
 from tests.conftest import bearer, free_port, seed_hospitals
+from tests.e2e.accessibility import assert_accessible
+from tests.e2e.screenshots import screenshot
 from tests.e2e.test_doctor_images_link import Pacs, ct_with_viewer, stand_in_pacs
 from tests.e2e.test_web_pages import ARGS, CHROMIUM, Visited, account, index, signed_in
 
@@ -205,6 +207,7 @@ async def test_a_doctor_checks_recognises_declines_and_is_notified(world: World)
             assert "居民身份证" in await page.inner_text("#id-system")
             assert "病案号" in await page.inner_text("#id-system")
             assert await page.eval_on_selector("#purpose", "s => s.value") == "TREAT"
+            await assert_accessible(page)  # the empty workbench
 
             await add_item(page, "血红蛋白", 1)
             await add_item(page, "胸部CT平扫", 2)
@@ -212,6 +215,7 @@ async def test_a_doctor_checks_recognises_declines_and_is_notified(world: World)
             picked = await page.locator("#picked li.picked-item").all_inner_texts()
             assert "血红蛋白" in picked[0] and "胸部CT平扫" in picked[1]
             assert "平扫" in picked[1] and "CT" in picked[1]  # body site and protocol shown
+            await assert_accessible(page)  # items found in the catalog and picked
 
             await page.fill("#patient", f.PATIENT_A)
             await page.click("#run-check")
@@ -240,6 +244,7 @@ async def test_a_doctor_checks_recognises_declines_and_is_notified(world: World)
             assert "参考范围" in timeline and world.ct_day in timeline
             app_text = await page.inner_text("#app")
             assert not UTC_TEXT.search(app_text), UTC_TEXT.search(app_text)
+            await assert_accessible(page)  # the check's decisions and the timeline
 
             await page.click("tr[data-item='0'] button.accept")
             await page.wait_for_selector("tr[data-item='0'] td.outcome:has-text('已互认')")
@@ -250,6 +255,9 @@ async def test_a_doctor_checks_recognises_declines_and_is_notified(world: World)
             await page.click("tr[data-item='1'] button.decline")
             await page.wait_for_selector("tr[data-item='1'] td.outcome:has-text('未互认')")
             assert "层厚不足" in await page.inner_text("tr[data-item='1'] td.outcome")
+            # The check's decisions (outcomes recorded) and the timeline below them.
+            data_dir = stack.container.settings.data_dir
+            await screenshot(page, data_dir, "doctor", height=1000, top="#run-check")
             links = await every_link_resolves(page)
             assert any("/fhir/ImagingStudy/" in h for h in links)
             assert any("/fhir/DiagnosticReport/" in h for h in links)
@@ -265,6 +273,7 @@ async def test_a_doctor_checks_recognises_declines_and_is_notified(world: World)
             await every_link_resolves(page)
             await page.click("li.notice button.mark-read")
             await page.wait_for_selector("li.notice.read")
+            await assert_accessible(page)  # outcomes recorded, a notice read
             assert errors == []
             visited.assert_clean(f.PATIENT_A)
         finally:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import shutil
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
@@ -43,6 +42,8 @@ from broker.storage import hospitals
 from broker.storage.tables import audit_event
 from tests import factories as f
 from tests.conftest import bearer, free_port, seed_hospitals
+from tests.e2e.accessibility import ADMIN_PAGE, assert_accessible
+from tests.e2e.screenshots import screenshot
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -229,17 +230,6 @@ async def _audited(stack: Stack, actor: str) -> set[str]:
         return {r[0] for r in rows}
 
 
-async def _screenshot(page: Any, stack: Stack, name: str, full_page: bool = True) -> None:
-    """Kept as a test artifact: in $MRB_TEST_ARTIFACTS, else beside the stack's data."""
-    default = Path(stack.container.settings.data_dir).parent / "screenshots"
-    folder = Path(os.environ.get("MRB_TEST_ARTIFACTS") or default)
-    folder.mkdir(parents=True, exist_ok=True)
-    if not full_page:  # the top of a long page (the admin catalog runs to hundreds of rows)
-        await page.set_viewport_size({"width": 1280, "height": 1600})
-        await page.evaluate("window.scrollTo(0, 0)")
-    await page.screenshot(path=str(folder / f"{name}.png"), full_page=full_page)
-
-
 async def _download(page: Any, selector: str) -> str:
     async with page.expect_download() as info:
         await page.click(selector)
@@ -296,6 +286,8 @@ async def test_platform_finance_sees_names_both_sides_declines_and_downloads(
     assert await fund.inner_text() == "¥3.78"
     patient = page.locator("#adjustments tr[data-key='H002'] td.patient")
     assert await patient.inner_text() == "¥1.62"
+    await page.wait_for_selector("#regulator:not([hidden]) #regulator-hospitals tr[data-key]")
+    await screenshot(page, stack.container.settings.data_dir, "finance", height=1500)
 
     # The source side of one hospital: what H001's results saved at H002.
     await page.select_option("#hospital", "H001")
@@ -341,7 +333,7 @@ async def test_platform_finance_sees_names_both_sides_declines_and_downloads(
     assert isinstance(certs["D3"].value, datetime)  # a date cell, not text
     hrefs = await _links_resolve(page)
     assert any("/api/v1/reports/regulator" in h for h in hrefs)
-    await _screenshot(page, stack, "finance")
+    await assert_accessible(page)  # charts, tables, downloads and the regulator's report
     assert page.errors == []
     await page.context.close()
 
@@ -430,7 +422,9 @@ async def test_hospital_admin_sees_hospitals_and_certification_warnings(
     await page.wait_for_selector(row, state="detached")
     assert await page.locator("#unmapped tr[data-code='XCBC']").count() == 1
     await _links_resolve(page)
-    await _screenshot(page, stack, "admin", full_page=False)
+    await assert_accessible(page, context=ADMIN_PAGE)  # registry, certs, worklist, tokens
+    # The top of a long page (the catalog runs to hundreds of rows).
+    await screenshot(page, stack.container.settings.data_dir, "admin", height=1600)
     assert page.errors == []
     await page.context.close()
     assert {"token.revoke", "mapping.add"} <= await _audited(stack, "adm-h001")
@@ -447,6 +441,7 @@ async def test_platform_admin_confirms_an_identity_review_item(stack: Stack, bro
     await page.wait_for_selector(row)
     assert "birth_date" in await page.inner_text(row)  # which fields agreed, and how well
     assert "王" not in await page.inner_text("#reviews")  # levels and weights, no names
+    await assert_accessible(page, context=ADMIN_PAGE)  # registry forms, identity reviews
     await page.click(f"{row} button.confirm")
     await page.wait_for_selector("#status:has-text('已确认')")
     await page.wait_for_selector(row, state="detached")
@@ -499,5 +494,7 @@ async def test_the_login_page_links_resolve(stack: Stack, browser: Any) -> None:
     assert {h.removeprefix(stack.api_url) for h in hrefs} >= {"/doctor", "/finance", "/admin"}
     for href in hrefs:
         assert (await _fetch(anonymous, href))["status"] == 200, href
+    await assert_accessible(anonymous)  # the login page
+    await screenshot(anonymous, stack.container.settings.data_dir, "login", height=480)
     await context.close()
     await page.context.close()

@@ -26,6 +26,8 @@ from broker.storage import hospitals
 from broker.storage.cds_store import SqlCdsClients
 from tests import factories as f
 from tests.conftest import free_port, seed_hospitals
+from tests.e2e.accessibility import assert_accessible
+from tests.e2e.screenshots import screenshot
 from tests.e2e.test_web_pages import ARGS, CHROMIUM, index
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
@@ -152,7 +154,13 @@ async def test_the_his_embeds_the_check_and_receives_the_decision(
             item = frame.locator("article.item").first
             await item.wait_for(timeout=15000)
             assert "可互认" in await item.inner_text()
+            today = date.today().isoformat()
+            assert f"{today} 08:00" in await item.inner_text()  # China Standard Time, not UTC
+            launch = next(fr for fr in page.frames if fr != page.main_frame)
+            await assert_accessible(launch)  # mrb's page inside the HIS's iframe
             await frame.locator("input[value=accepted]").first.check()
+            data_dir = stack.container.settings.data_dir
+            await screenshot(page.locator("#mrb"), data_dir, "launch")  # as the HIS shows it
             await frame.locator("#send").click()
             await page.wait_for_function("window.received.length > 0", timeout=15000)
             received = await page.evaluate("window.received")

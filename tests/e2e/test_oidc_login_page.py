@@ -17,6 +17,7 @@ from broker.runtime import Stack, running_stack
 from broker.services import users as user_service
 from broker.settings import Settings
 from tests.conftest import Db, free_port, seed_hospitals
+from tests.e2e.accessibility import assert_accessible
 from tests.oidc_provider import Provider
 
 pytestmark = pytest.mark.slow
@@ -86,6 +87,7 @@ async def test_sign_in_with_the_issuer_lands_on_the_roles_page(
             assert link is not None
             host = urlsplit(provider.issuer).netloc
             assert f"Sign in with {host}" in " ".join((await link.inner_text()).split())
+            await assert_accessible(page)  # the login page with the issuer's button
             await link.click()
             await page.wait_for_url(f"{stack.api_url}/finance")
             await page.wait_for_selector("#app:not([hidden])")
@@ -125,5 +127,6 @@ async def test_sign_in_with_the_issuer_lands_on_the_roles_page(
             await other.wait_for_selector("#refused")
             assert "User not mapped" in await other.inner_text("#refused")
             assert "u-stranger" in await other.inner_text("main")
+            await assert_accessible(other)  # the page that says why
         finally:
             await browser.close()

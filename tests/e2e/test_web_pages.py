@@ -31,6 +31,7 @@ from broker.storage.tables import audit_event
 from broker.storage.web_tables import web_session
 from tests import factories as f
 from tests.conftest import bearer, certify, seed_hospitals
+from tests.e2e.accessibility import assert_accessible
 
 pytestmark = pytest.mark.slow
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -264,6 +265,7 @@ async def test_wrong_password_lockout_csrf_and_logout_in_the_browser(stack: Stac
             await sign_in(page, "dr-wang", "not the password")
             await page.wait_for_selector("#login-error:has-text('用户名或密码错误')")
             assert await page.is_hidden("#app")
+            await assert_accessible(page)  # the sign-in form, with its error
             await sign_in(page, "dr-wang")
             await page.wait_for_selector("#app:not([hidden])")
             csrf = await page.evaluate("session.csrf")

@@ -498,7 +498,7 @@ async function record(checkId, cell, item) {
       ? words(`已互认 · 节省 ¥${done.fee_saved}`, `accepted · saved ¥${done.fee_saved}`)
       : words(`未互认 · ${done.reason_display ? done.reason_display.zh : done.reason}`,
         `declined · ${done.reason_display ? done.reason_display.en : done.reason}`),
-      done.reason_text ? el("span", { class: "muted" }, ` (${done.reason_text})`) : null);
+      ...(done.reason_text ? [el("span", { class: "muted" }, ` (${done.reason_text})`)] : []));
   } catch (e) {
     cell.append(el("p", { class: "error" }, e.message));
   }

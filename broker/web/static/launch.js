@@ -29,6 +29,18 @@ function el(tag, attrs, ...children) {
   return node;
 }
 
+// An instant in China Standard Time (as the doctor's page shows it); a bare day as it is.
+const CST = new Intl.DateTimeFormat("en-CA", {
+  timeZone: "Asia/Shanghai", year: "numeric", month: "2-digit", day: "2-digit",
+  hour: "2-digit", minute: "2-digit", hourCycle: "h23",
+});
+function chinaTime(value) {
+  const date = new Date(value || "");
+  if (!value || /^\d{4}(-\d{2}){0,2}$/.test(value) || Number.isNaN(date.getTime())) return value || "";
+  const p = Object.fromEntries(CST.formatToParts(date).map((x) => [x.type, x.value]));
+  return `${p.year}-${p.month}-${p.day} ${p.hour}:${p.minute}`;
+}
+
 function both(zh, en) {
   return el("span", {}, zh, " ", el("span", { lang: "en", class: "muted" }, en));
 }
@@ -72,7 +84,7 @@ function itemRow(item, index) {
     const c = item.candidate;
     row.append(
       el("p", { class: "candidate" },
-        both(`${c.hospital} · ${c.effective || ""} · ${c.summary || ""}`,
+        both(`${c.hospital} · ${chinaTime(c.effective)} · ${c.summary || ""}`,
              c.valid_until ? `valid until ${c.valid_until}` : "")),
     );
   }
@@ -81,10 +93,12 @@ function itemRow(item, index) {
     const name = `choice-${index}`;
     const accept = el("input", { type: "radio", name, value: "accepted", id: `${name}-a` });
     const decline = el("input", { type: "radio", name, value: "declined", id: `${name}-d` });
-    const reason = el("select", { name: `reason-${index}`, class: "reason" });
+    const reason = el("select", { name: `reason-${index}`, class: "reason",
+      "aria-label": "复查理由 Reason to order again" });
     reason.append(el("option", { value: "" }, "— 复查理由 reason —"));
     for (const r of info.decline_reasons) reason.append(el("option", { value: r.code }, `${r.display.zh} ${r.display.en}`));
-    const text = el("input", { type: "text", name: `text-${index}`, maxlength: "500", placeholder: "说明 details" });
+    const text = el("input", { type: "text", name: `text-${index}`, maxlength: "500",
+      placeholder: "说明 details", "aria-label": "说明 Details" });
     row.append(
       el("p", { class: "choices" },
         accept, el("label", { for: `${name}-a` }, both("互认（不再重复检查）", "recognise")), " ",
