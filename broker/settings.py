@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from broker.domain.ledger import SafetyAction
+from broker.domain.safety_actions import SafetyAction
 from broker.domain.sessions import LockoutPolicy, SessionPolicy
 from broker.security.tokens import PUBLIC_KEYS_FILE, Lifetimes, parse_ttl
 

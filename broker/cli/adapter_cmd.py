@@ -42,7 +42,7 @@ def bootstrap_of(settings: Settings) -> str:
 
 def site_of(settings: Settings) -> Site:
     """What the adapters take from this installation's settings."""
-    from broker.observability import configure_logging
+    from broker.logging_setup import configure_logging
     from broker.security.keys import load_or_create_key
 
     return Site(

@@ -17,7 +17,7 @@ from rich.markup import escape
 from broker.bootstrap import AuditTrail
 from broker.cli.state import StateMissing, announce, require_state
 from broker.domain.audit_chain import ChainReport
-from broker.observability import configure_logging
+from broker.logging_setup import configure_logging
 from broker.runtime import install_signal_handlers
 from broker.services.audit_sealer import AuditSealer, ChainBehindExport
 from broker.settings import Settings

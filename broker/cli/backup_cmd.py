@@ -19,7 +19,7 @@ import typer
 from rich.console import Console
 
 from broker.instance import ADMIN_LOCK_WAIT_SECONDS, Refused, lock_data_dir
-from broker.observability import configure_logging
+from broker.logging_setup import configure_logging
 from broker.security.keys import MissingKey
 from broker.security.payload_cipher import PayloadCipher, key_order
 from broker.settings import Settings

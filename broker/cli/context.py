@@ -7,7 +7,6 @@ and the token issuer, so `mrb token …` does not import the API, Kafka or FHIR 
 
 from __future__ import annotations
 
-import asyncio
 import getpass
 import os
 from collections.abc import Awaitable, Callable
@@ -83,10 +82,12 @@ def _on_database(
     close: Callable[[S], Awaitable[None]],
     work: Callable[[S], Awaitable[T]],
 ) -> T:
+    import asyncio  # here, not at start: `mrb token --help` runs no loop
+
     from broker.cli.state import StateMissing, announce, require_state
     from broker.domain.actors import Forbidden
     from broker.domain.errors import Refused
-    from broker.observability import configure_logging
+    from broker.logging_setup import configure_logging
     from broker.security.keys import MissingKey
     from broker.settings import Settings
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import os
 import sys
@@ -16,6 +15,8 @@ from broker.cli.lazy import Deferred
 from broker.instance import ADMIN_LOCK_WAIT_SECONDS, Refused, lock_data_dir, sqlite_file_in
 
 if TYPE_CHECKING:
+    import asyncio
+
     from broker.settings import Settings
 
 # Every sub-command but the few defined here is imported when it runs: `mrb --help` and
@@ -151,7 +152,7 @@ def _start(
 
 
 def _settings() -> Settings:
-    from broker.observability import configure_logging
+    from broker.logging_setup import configure_logging
     from broker.settings import Settings
 
     settings = Settings()
@@ -192,8 +193,14 @@ def _serve(
     if processes > 1:
         _supervise(settings, "serve" if api else "worker", processes, api=api)
         return
+    if worker:
+        from broker.ingest.worker import settle_heap_once_warm
+
+        settle_heap_once_warm()  # this process is the worker's
 
     async def main() -> None:
+        import asyncio
+
         from broker.cli.processes import Child, child_claim
 
         stop = asyncio.Event()
@@ -314,7 +321,7 @@ def demo(
 ) -> None:
     """Start the embedded stack, replay a multi-hospital sample, and keep serving."""
     from broker.cli.demo import run_demo
-    from broker.observability import configure_logging
+    from broker.logging_setup import configure_logging
     from broker.settings import Settings
 
     settings = Settings()
@@ -330,6 +337,8 @@ def demo(
 @_holding_data_dir("mrb db upgrade", sqlite_only=True)
 def db_upgrade() -> None:
     """Apply all database migrations (Alembic)."""
+    import asyncio
+
     from broker.cli import state
     from broker.runtime import private_sqlite_file
     from broker.storage.database import upgrade
@@ -496,6 +505,8 @@ def _event_loop() -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 
 def _run(coro: object) -> None:
+    import asyncio  # not at start: `mrb --help` and a command that does not run a loop
+
     try:
         with asyncio.Runner(loop_factory=_event_loop()) as runner:
             runner.run(coro)  # type: ignore[arg-type]

@@ -14,6 +14,7 @@ from enum import StrEnum
 
 from broker.domain.recognition import SHANGHAI, Decision, Text
 from broker.domain.results import WITHDRAWN_STATUSES
+from broker.domain.safety_actions import SafetyAction as SafetyAction  # re-exported
 
 FEN = Decimal("0.01")
 
@@ -167,11 +168,6 @@ class ChangeKind(StrEnum):
     # The result itself is unchanged, but the patient link the recognition found it
     # through was undone (`mrb patient unlink`): it belongs to another person.
     LINK_UNDONE = "link-undone"
-
-
-class SafetyAction(StrEnum):
-    REVERSE = "reverse"  # a reversal entry cancels the saving
-    FLAG = "flag"  # the saving stands, marked for finance to review
 
 
 def change_kind(new_status: str) -> ChangeKind:

@@ -4,12 +4,13 @@ pseudonyms (migration 0019): what patient matching reads; nothing demographic in
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
-from dataclasses import asdict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass
 from datetime import date, datetime
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import Table, delete, tuple_
+from cryptography.exceptions import InvalidTag
+from sqlalchemy import Table, delete, select, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -21,6 +22,7 @@ from broker.storage.tables import person_block, person_demographics
 
 BLOCK_DOMAIN = "person-block"  # the pseudonym domain of blocking keys
 _CHUNK = 400  # (person, hospital) pairs per DELETE: well under any bound-parameter limit
+_T = TypeVar("_T")
 
 
 def context(person_id: str, hospital: str) -> bytes:
@@ -29,11 +31,14 @@ def context(person_id: str, hospital: str) -> bytes:
 
 
 def seal(cipher: PayloadCipher, person_id: str, hospital: str, d: Demographics) -> Sealed:
+    return cipher.seal(plaintext(d), associated=context(person_id, hospital))
+
+
+def plaintext(d: Demographics) -> bytes:
+    """What is sealed: the same demographics always give the same bytes."""
     plain = asdict(d)
     plain["birth_date"] = d.birth_date.isoformat() if d.birth_date else None
-    return cipher.seal(
-        json.dumps(plain, ensure_ascii=False).encode(), associated=context(person_id, hospital)
-    )
+    return json.dumps(plain, ensure_ascii=False).encode()
 
 
 def open_sealed(
@@ -51,8 +56,10 @@ async def replace(
     pseudonyms: Pseudonymiser,
     latest: Mapping[tuple[str, str], Demographics],
     now: datetime,
+    plain: Mapping[tuple[str, str], bytes] | None = None,
 ) -> None:
-    """Store each (person, hospital)'s latest demographics and replace its blocks."""
+    """Store each (person, hospital)'s latest demographics and replace its blocks
+    (`plain`: their `plaintext`, when the caller has it already)."""
     if not latest:
         return
     from broker.domain import matching  # pypinyin's dictionaries load only when needed
@@ -61,7 +68,9 @@ async def replace(
     rules = shipped_matching_rules()
     rows, blocks = [], []
     for (pid, hospital), d in latest.items():
-        rows.append(sealed_row(pid, hospital, seal(cipher, pid, hospital, d), now))
+        text = plain[(pid, hospital)] if plain is not None else plaintext(d)
+        sealed = cipher.seal(text, associated=context(pid, hospital))
+        rows.append(sealed_row(pid, hospital, sealed, now))
         for key in matching.blocking_keys(matching.prepare(d, rules), rules.blocking):
             pseudonym = pseudonyms.of_text(BLOCK_DOMAIN, key)
             blocks.append({"pseudonym": pseudonym, "person_id": pid, "hospital_id": hospital})
@@ -74,6 +83,61 @@ async def replace(
         )
     if blocks:
         await session.execute(person_block.insert(), blocks)
+
+
+@dataclass(frozen=True)
+class Stored:
+    """What a per-(person, hospital) sealed table holds of some records."""
+
+    present: frozenset[tuple[str, str]]  # records with a row
+    same: frozenset[tuple[str, str]]  # ... whose row opens to the same plaintext
+
+
+async def stored(
+    session: AsyncSession,
+    cipher: PayloadCipher,
+    table: Table,
+    plain: Mapping[tuple[str, str], bytes],
+    associated: Callable[[str, str], bytes],
+) -> Stored:
+    """Which of these records are stored, and which already hold this very plaintext:
+    one read (per-column IN lists: an index search on SQLite too; pairs filtered here),
+    rows opened in memory. Nothing is compared in clear in the database and no digest of
+    the values is stored. A row sealed under an older key (or that cannot be opened)
+    counts as changed, so it is sealed again under the active one."""
+    if not plain:
+        return Stored(frozenset(), frozenset())
+    present: set[tuple[str, str]] = set()
+    same: set[tuple[str, str]] = set()
+    hospitals = sorted({h for _, h in plain})
+    for chunk in _chunks(sorted({p for p, _ in plain})):
+        rows = await session.execute(
+            select(
+                table.c.person_id,
+                table.c.hospital_id,
+                table.c.key_id,
+                table.c.algorithm,
+                table.c.nonce,
+                table.c.ciphertext,
+            ).where(table.c.person_id.in_(chunk), table.c.hospital_id.in_(hospitals))
+        )
+        for pid, hospital, key_id, algorithm, nonce, ciphertext in rows:
+            pair = (pid, hospital)
+            if pair not in plain:
+                continue
+            present.add(pair)
+            if key_id != cipher.active_key_id:
+                continue
+            try:
+                opened = cipher.open(
+                    Sealed(key_id, algorithm, nonce, ciphertext),
+                    associated=associated(pid, hospital),
+                )
+            except (InvalidTag, ValueError, KeyError):
+                continue
+            if opened == plain[pair]:
+                same.add(pair)
+    return Stored(frozenset(present), frozenset(same))
 
 
 def sealed_row(person_id: str, hospital: str, sealed: Sealed, now: datetime) -> dict[str, Any]:
@@ -101,6 +165,6 @@ def upsert_sealed(session: AsyncSession, table: Table) -> Any:
     )
 
 
-def _chunks(pairs: list[tuple[str, str]]) -> Iterable[list[tuple[str, str]]]:
-    for i in range(0, len(pairs), _CHUNK):
-        yield pairs[i : i + _CHUNK]
+def _chunks(items: list[_T]) -> Iterable[list[_T]]:
+    for i in range(0, len(items), _CHUNK):
+        yield items[i : i + _CHUNK]

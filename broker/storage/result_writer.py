@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, tzinfo
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from broker.domain import linking
@@ -50,6 +50,7 @@ from broker.storage.tables import (
     payload,
     person,
     person_birth_date,
+    person_demographics,
     person_link,
     result,
     result_item,
@@ -265,8 +266,12 @@ class SqlResultWriter(ResultWriter):
                 ids.update(dict(found.all()))
         if rows := self._rows.get("result"):
             await s.execute(result.insert(), rows)
-        for rid, values in self._updates.items():
-            await s.execute(update(result).where(result.c.id == rid).values(**values))
+        if self._updates:
+            # One executemany: every update sets the same columns (results.current_fields).
+            await s.execute(
+                update(result).where(result.c.id == bindparam("b_result_id")),
+                [{"b_result_id": rid, **values} for rid, values in self._updates.items()],
+            )
         if self._uncurrent:
             await s.execute(
                 update(result_version)
@@ -292,8 +297,16 @@ class SqlResultWriter(ResultWriter):
             await self._write_births()
         if self._demographics:
             latest = {(self._merges.get(p, p), h): d for (p, h), d in self._demographics.items()}
-            first = await identity.without_demographics(s, self._seen_unidentified(latest))
-            await demographics.replace(s, self.cipher, self.pseudonyms, latest, self.now)
+            # Most messages of a known patient carry the same Patient again: what is stored
+            # is opened and compared, and only changed demographics are sealed and written
+            # (their blocks with them). `first`: no demographics stored yet.
+            plain = {k: demographics.plaintext(d) for k, d in latest.items()}
+            held = await demographics.stored(
+                s, self.cipher, person_demographics, plain, demographics.context
+            )
+            first = {k for k in self._seen_unidentified(latest) if k not in held.present}
+            changed = {k: d for k, d in latest.items() if k not in held.same}
+            await demographics.replace(s, self.cipher, self.pseudonyms, changed, self.now, plain)
             if unmatched := self._to_match(latest, first):
                 await self._follow_up(
                     "matching",
@@ -362,23 +375,28 @@ class SqlResultWriter(ResultWriter):
                 updated_at=self.now,
             )
             rows.add(ResultView(docs[mid], info), versions[rid], self.zones(hospital))
-        await rows.replace(self.session, ids)
+        # A result created in this batch has no rows to delete: only the others' are.
+        created = {r["id"] for r in self._rows.get("result", ())}
+        await rows.replace(self.session, [rid for rid in ids if rid not in created])
 
     async def _write_births(self) -> None:
-        """The latest birth date each hospital sent for a person, sealed (replacing the last)."""
-        latest: dict[tuple[str, str], date] = {}
+        """The latest birth date each hospital sent for a person, sealed (replacing the last);
+        one already stored as it is now is not sealed and written again."""
+        latest: dict[tuple[str, str], bytes] = {}
         for (pid, hospital), born in self._births.items():
-            latest[(self._merges.get(pid, pid), hospital)] = born
+            latest[(self._merges.get(pid, pid), hospital)] = born.isoformat().encode()
+        held = await demographics.stored(
+            self.session, self.cipher, person_birth_date, latest, birth_date_context
+        )
         rows = [
             demographics.sealed_row(
                 pid,
                 hospital,
-                self.cipher.seal(
-                    born.isoformat().encode(), associated=birth_date_context(pid, hospital)
-                ),
+                self.cipher.seal(plain, associated=birth_date_context(pid, hospital)),
                 self.now,
             )
-            for (pid, hospital), born in latest.items()
+            for (pid, hospital), plain in latest.items()
+            if (pid, hospital) not in held.same
         ]
         if rows:  # one statement, replacing the last date each hospital sent
             await self.session.execute(

@@ -47,6 +47,12 @@ def _env(data_dir: Path) -> dict[str, str]:
 
 def _mrb(tmp_path: Path, *args: str) -> tuple[int, set[str]]:
     """(exit code, top-level packages imported) of `mrb ARGS…` in a new interpreter."""
+    code, modules = _mrb_modules(tmp_path, *args)
+    return code, {m.split(".")[0] for m in modules}
+
+
+def _mrb_modules(tmp_path: Path, *args: str) -> tuple[int, set[str]]:
+    """(exit code, every module imported, dotted) of `mrb ARGS…` in a new interpreter."""
     out = tmp_path / "probe.json"
     subprocess.run(
         [sys.executable, "-c", PROBE, str(out), *args],
@@ -56,7 +62,7 @@ def _mrb(tmp_path: Path, *args: str) -> tuple[int, set[str]]:
         timeout=120,
     )
     report = json.loads(out.read_text())
-    return report["code"], {m.split(".")[0] for m in report["modules"]}
+    return report["code"], set(report["modules"])
 
 
 @pytest.mark.parametrize(
@@ -68,6 +74,7 @@ def test_help_imports_none_of_the_stacks(tmp_path: Path, args: list[str]) -> Non
     code, loaded = _mrb(tmp_path, *args)
     assert code == 0
     assert not loaded & EVERYTHING
+    assert "asyncio" not in loaded  # imported by the commands that run an event loop
 
 
 def test_adapter_help_imports_no_adapter_stack(tmp_path: Path) -> None:
@@ -104,3 +111,28 @@ def test_token_issue_imports_no_fhir_model(broker_folder: Path) -> None:
     code, loaded = _mrb(broker_folder, *ISSUE, "--by", "test")
     assert code == 0
     assert not loaded & {"fhir", "fhir_core"}
+
+
+# What `mrb token issue` no longer loads (docs/performance.md, "Fifth round (CLI)"): the
+# metrics and their WSGI server (the logging set-up is apart: broker/logging_setup.py),
+# and the `click` package (typer vendors its own).
+NOT_FOR_ISSUING = {"prometheus_client", "wsgiref.simple_server", "http.server", "click"}
+
+
+def test_token_issue_imports_no_metrics(broker_folder: Path) -> None:
+    code, loaded = _mrb_modules(broker_folder, *ISSUE, "--by", "test")
+    assert code == 0
+    assert not loaded & NOT_FOR_ISSUING
+    assert "broker.logging_setup" in loaded  # it did set up logging
+
+
+def test_settings_import_no_ledger_rules() -> None:
+    """broker.settings (every command that reads MRB_*) takes MRB_LEDGER_ON_*'s choices
+    from broker.domain.safety_actions, without the ledger and the recognition rules."""
+    listing = "import sys, broker.settings; print(' '.join(sys.modules))"
+    run = subprocess.run(
+        [sys.executable, "-c", listing], check=True, capture_output=True, text=True, timeout=60
+    )
+    loaded = set(run.stdout.split())
+    assert "broker.domain.safety_actions" in loaded
+    assert not loaded & {"broker.domain.ledger", "broker.domain.recognition"}

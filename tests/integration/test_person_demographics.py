@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import date
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import event, select, update
 
 import tests.factories as f
 from broker.bootstrap import Container
@@ -100,3 +100,64 @@ async def test_a_patient_without_name_phone_or_address_stores_none(container: Co
     nameless = {k: v for k, v in f.patient().items() if k != "name"} | {"gender": "female"}
     await index(container, f.lab_bundle(pat=nameless))
     assert await stored(container) == ([], [])
+
+
+async def _written(c: Container, value: bytes) -> list[str]:
+    """The statements that write demographics, blocks or birth dates while indexing."""
+    sent: list[str] = []
+    watched = ("person_demographics", "person_block", "person_birth_date")
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        words = statement.split()
+        if words[0].upper() in ("INSERT", "UPDATE", "DELETE") and any(
+            t in statement for t in watched
+        ):
+            sent.append(" ".join(words[:3]))
+
+    engine = c.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        await index(c, value)
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    return sent
+
+
+async def test_the_same_demographics_again_are_not_sealed_again(container: Container) -> None:
+    """Most messages of a known patient carry the same Patient: nothing is re-sealed or
+    re-written (demographics, blocks, birth date), and what is stored stays as it was."""
+    assert await _written(container, f.lab_bundle(pat=patient("13800138000")))  # first: written
+    (before,), blocks_before = await stored(container)
+    again = await _written(container, f.lab_bundle(accession="ACC-2", pat=patient("13800138000")))
+    assert again == []
+    (after,), blocks_after = await stored(container)
+    assert (after.nonce, after.ciphertext) == (before.nonce, before.ciphertext)
+    assert sorted(blocks_after) == sorted(blocks_before)
+
+
+async def test_changed_demographics_are_sealed_and_blocked_again(container: Container) -> None:
+    await index(container, f.lab_bundle(pat=patient("13800138000")))
+    (before,), _ = await stored(container)
+    changed = await _written(container, f.lab_bundle(accession="ACC-2", pat=patient("13900139000")))
+    assert any("person_demographics" in s for s in changed)
+    assert any(s.startswith("DELETE") and "person_block" in s for s in changed)
+    (after,), blocks = await stored(container)
+    assert after.ciphertext != before.ciphertext
+    assert opened(container, after).phone == "13900139000"
+    assert {b.pseudonym for b in blocks} == expected_blocks(container, opened(container, after))
+    # Only the birth date did not change: it is not written again.
+    assert not any("person_birth_date" in s for s in changed)
+
+
+async def test_demographics_sealed_under_an_older_key_are_sealed_again(
+    container: Container,
+) -> None:
+    """A row the active key did not seal (a key rotation under way) is not kept as is."""
+    await index(container, f.lab_bundle(pat=patient("13800138000")))
+    async with container.sessions() as s, s.begin():
+        await s.execute(update(person_demographics).values(key_id="k-retired"))
+    written = await _written(container, f.lab_bundle(accession="ACC-2", pat=patient("13800138000")))
+    assert any("person_demographics" in s for s in written)
+    (row,), _ = await stored(container)
+    assert row.key_id == container.cipher.active_key_id
+    assert opened(container, row).phone == "13800138000"
