@@ -330,6 +330,8 @@ async def _outcomes(
     for username, role, hospital in (
         (demo_outcomes.doctor(notified), Role.DOCTOR, notified),
         ("finance.demo", Role.PLATFORM_FINANCE, None),
+        ("admin.demo", Role.PLATFORM_ADMIN, None),  # the admin page: registry, worklists
+        ("security.demo", Role.SECURITY_ADMIN, None),  # the admin page: users and roles
     ):
         password = await _demo_account(stack, username, role, hospital)
         console.print(

@@ -236,6 +236,7 @@ async def test_demo_indexes_the_sample_and_answers_a_check(settings: Settings) -
     assert "Savings report" in text and "Regulator report" in text
     assert "/login with these demo accounts" in text and "#token=" not in text
     assert "username dr.demo@" in text and "username finance.demo" in text
+    assert "username admin.demo" in text and "username security.demo" in text
     total = next(line for line in text.splitlines() if "│ TOTAL" in line)
     # Every recognition resting on the withdrawn report is reversed, each with its notice.
     reversals = int(total.split("│")[4].strip())
