@@ -253,7 +253,6 @@ class Container:
             admission=CdsRateLimitAdmission(self.rate_limiter, self.read_audit()),
             record_outcomes=record,
             allow_http_loopback=self.settings.cds_allow_http_loopback,
-            consents=self.consent_reader(),
         )
 
     def registry_uow(self) -> SqlRegistryUnitOfWork:

@@ -622,6 +622,7 @@ class FakeCdsUnitOfWork(_FakeTransaction, ports.CdsUnitOfWork):
         self.drafts = FakeDraftOrders()
         self.cards = FakeCards()
         self.audit = FakeAudit()
+        self.consents = check.consents
 
     def _repositories(self) -> dict[str, object]:
         return {"drafts": self.drafts, "cards": self.cards, "audit": self.audit}

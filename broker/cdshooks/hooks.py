@@ -70,7 +70,6 @@ from broker.domain.recognition import (
 from broker.domain.results import WITHDRAWN_STATUSES
 from broker.ports.cds import CallAdmission, CdsUnitOfWork, DraftCheck, StoredCard
 from broker.ports.check import CheckUnitOfWork
-from broker.ports.consent import NO_CONSENT_RECORDS, AlreadyRead, ConsentReader
 from broker.security.pseudonyms import Pseudonymiser
 from broker.services.checks import CheckAnswer, CheckRequest, RulesSource, run_check
 from broker.services.outcomes import OutcomeRequest, RecordedOutcome
@@ -108,9 +107,6 @@ class CdsHooks:
     admission: CallAdmission
     record_outcomes: OutcomeRecorder
     allow_http_loopback: bool = False  # MRB_CDS_ALLOW_HTTP_LOOPBACK: tests and development
-    # The patient's opt-out and consents (issue "Patient rights"), read afresh per call. A
-    # CDS call is for treatment, asserted by the EHR's context; it never breaks the glass.
-    consents: ConsentReader = NO_CONSENT_RECORDS
 
 
 @dataclass(frozen=True)
@@ -263,9 +259,11 @@ async def _orders(call: _Call, service: ServiceDefinition) -> dict[str, Any]:
     ident, person, birth_date = found
     pseudonym = hooks.pseudonyms.of(ident)
     positions = {r.draft.ref: i for i, r in enumerate(resolved)}
-    consent = await hooks.consents.view(person)
-
     async with hooks.uow() as uow:
+        # The patient's opt-out and consents (issue "Patient rights"), read afresh per call
+        # in this step's session. A CDS call is for treatment, asserted by the EHR's
+        # context; it never breaks the glass.
+        consent = await uow.consents.view(person)
         stored = await uow.drafts.find(hospital, pseudonym, [r.draft.ref for r in resolved])
         # A check made before the patient's consent or opt-out changed is decided again.
         held_ok = [h for h in stored.values() if consent.unchanged_since(h.created_at)]
@@ -295,7 +293,6 @@ async def _orders(call: _Call, service: ServiceDefinition) -> dict[str, Any]:
             ),
             call.actor,
             now=caller.now,
-            consents=AlreadyRead(person, consent, hooks.consents),
         )
 
     issued: list[_Issued] = []
@@ -542,7 +539,7 @@ async def _patient_view(call: _Call) -> dict[str, Any]:
         # Other hospitals' sensitive results are neither counted nor named, nor do they date
         # the card, unless the patient consented to share their category; after an opt-out
         # no other hospital's result is: no card (issue "Patient rights").
-        consent = await hooks.consents.view(person)
+        consent = await uow.consents.view(person)
         hidden = rules.sensitivity.hidden_results(
             everything, viewer=hospital, catalog=catalog, consented=consent.categories
         )

@@ -19,6 +19,7 @@ from broker.domain.actors import Actor
 from broker.domain.check_items import StoredCheckItem
 from broker.domain.recognition import PriorItem
 from broker.ports.check import Audit, Hospitals, Mappings, People
+from broker.ports.consent import ConsentReader
 from broker.ports.unit_of_work import UnitOfWork
 
 
@@ -145,6 +146,7 @@ class CdsUnitOfWork(UnitOfWork):
     drafts: DraftOrders
     cards: Cards
     audit: Audit
+    consents: ConsentReader  # the patient's opt-out and consents, in this step's session
 
 
 class CallAdmission(abc.ABC):

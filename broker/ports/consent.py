@@ -32,21 +32,6 @@ class NoConsentRecords(ConsentReader):
 NO_CONSENT_RECORDS = NoConsentRecords()
 
 
-class AlreadyRead(ConsentReader):
-    """The view a request read moments ago for its person: one request decides on one
-    reading, read once. Another person (a link made in between) is read afresh."""
-
-    def __init__(self, person_id: str | None, view: ConsentView, otherwise: ConsentReader):
-        self._person_id = person_id
-        self._view = view
-        self._otherwise = otherwise
-
-    async def view(self, person_id: str | None, now: datetime | None = None) -> ConsentView:
-        if person_id == self._person_id:
-            return self._view
-        return await self._otherwise.view(person_id, now)
-
-
 class ConsentRecords(abc.ABC):
     @abc.abstractmethod
     async def add(self, record: ConsentRecord) -> None: ...

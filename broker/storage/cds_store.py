@@ -19,6 +19,7 @@ from broker.security.payload_cipher import PayloadCipher
 from broker.security.sealed_fields import open_json, seal_json
 from broker.storage.cds_tables import cds_card, cds_client, cds_draft_order, cds_jti
 from broker.storage.check_uow import SqlAudit, SqlHospitals, SqlMappings, SqlPeople
+from broker.storage.consents import SessionConsentReader
 from broker.storage.prior_items import person_items
 from broker.storage.protect import Protector
 from broker.storage.reference_cache import ReferenceReadingUnitOfWork
@@ -350,3 +351,4 @@ class SqlCdsUnitOfWork(ReferenceReadingUnitOfWork, ports.CdsUnitOfWork):
         self.drafts = SqlDraftOrders(s)
         self.cards = SqlCards(s, self._cipher)
         self.audit = SqlAudit(Writes(s), self._pseudonyms)
+        self.consents = SessionConsentReader(s)
