@@ -153,7 +153,6 @@ class Container:
             identifiers=self.identifiers(),
             sensitive_codes=rules.sensitivity.index_codes(rules.catalog),
             version=version,
-            consents=self.consent_reader(),
             hidden_codes=hidden_codes_for(rules.sensitivity, rules.catalog),
             consent_records=self.consent_service(),
             people_demographics=SqlPeopleDemographics(self.sessions, self.cipher, self.pseudonyms),

@@ -507,6 +507,7 @@ class FakeFhirUnitOfWork(ports.FhirUnitOfWork):
         self.payloads = FakePayloads()
         self.people = FakePeople()
         self.audit = FakeAudit()
+        self.consents: ConsentReader = NO_CONSENT_RECORDS
         self.commits = 0
         self.committed_reads: list[dict[str, Any]] = []
 

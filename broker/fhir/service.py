@@ -35,7 +35,6 @@ from broker.fhir.params import (
 )
 from broker.fhir.pix import PixQuery
 from broker.fhir.resources import ResultView, instant, merge_patients, patient_identifiers
-from broker.ports.consent import NO_CONSENT_RECORDS, ConsentReader
 from broker.ports.fhir import Admission, FhirReindex, FhirUnitOfWork, Hit, Viewer
 from broker.ports.pdq import PeopleDemographics
 from broker.reference.purposes import shipped_purposes
@@ -152,20 +151,19 @@ class FhirService:
         identifiers: IdentifierRegistry,
         version: str = "0.1.0",
         sensitive_codes: frozenset[tuple[str, str]] | None = None,
-        consents: ConsentReader = NO_CONSENT_RECORDS,
         hidden_codes: Callable[[frozenset[str]], frozenset[tuple[str, str]]] | None = None,
         consent_records: ConsentService | None = None,
         people_demographics: PeopleDemographics | None = None,
     ) -> None:
         """`sensitive_codes`: the (system, code) pairs that make a result sensitive
-        (SensitivityTable.index_codes); the shipped table's unless given. `consents`: the
-        patient's opt-out and consents, read afresh for every request; `hidden_codes`: the
+        (SensitivityTable.index_codes); the shipped table's unless given (the patient's
+        opt-out and consents are read afresh for every request, in its unit of work:
+        FhirUnitOfWork.consents); `hidden_codes`: the
         pairs still hiding a result once some categories are consented (services.consents
         .hidden_codes); `consent_records`: serves the Consent resources."""
         self._identifiers = identifiers
         self._demographics = people_demographics  # PDQm: blocks and sealed demographics
         self._hidden = shipped_index_codes() if sensitive_codes is None else sensitive_codes
-        self._consents = consents
         self._hidden_for = hidden_codes
         self._consent_records = consent_records
         self._uow = uow
@@ -182,7 +180,7 @@ class FhirService:
                 rest.setdefault("resource", []).append(consent_capability())
         return statement
 
-    async def _viewer(self, caller: Reader, person_id: str | None) -> Viewer:
+    async def _viewer(self, uow: FhirUnitOfWork, caller: Reader, person_id: str | None) -> Viewer:
         """What the index may serve this caller of this patient, as the patient's record says
         now: nothing of other hospitals after an opt-out; other hospitals' sensitive results
         unless consented; everything to a break-glass read."""
@@ -190,7 +188,7 @@ class FhirService:
             return Viewer(caller.hospital)
         if person_id is None:
             return caller.viewer(self._hidden)
-        view = await self._consents.view(person_id)
+        view = await uow.consents.view(person_id)
         hidden = self._hidden
         if view.categories and self._hidden_for is not None:
             hidden = self._hidden_for(view.categories)
@@ -270,7 +268,7 @@ class FhirService:
         await self._reindex.results([result_id])
         async with self._uow() as uow:
             row = await uow.index.resource(rid, resource_type, viewer=probe)
-            viewer = await self._viewer(caller, row.person_id if row else None)
+            viewer = await self._viewer(uow, caller, row.person_id if row else None)
             if row is not None and viewer != probe:
                 row = await uow.index.resource(rid, resource_type, viewer=viewer)
                 if row is None:
@@ -676,9 +674,9 @@ class FhirService:
         total = 0
         if patient.person_id is not None:
             await self._reindex.person(patient.person_id)
-        viewer = await self._viewer(caller, patient.person_id)
         shown = patient  # what the answer may tell of the patient
         async with self._uow() as uow:
+            viewer = await self._viewer(uow, caller, patient.person_id)
             if patient.person_id is not None and not await self._sees(
                 uow, patient.person_id, caller
             ):
@@ -765,7 +763,7 @@ class FhirService:
 
     async def _sees(self, uow: FhirUnitOfWork, person_id: str, caller: Reader) -> bool:
         """Whether the caller may see any of the person's results (else: unknown to them)."""
-        return await uow.index.sees(person_id, viewer=await self._viewer(caller, person_id))
+        return await uow.index.sees(person_id, viewer=await self._viewer(uow, caller, person_id))
 
     async def _patient_views(
         self, uow: FhirUnitOfWork, person_id: str, caller: Reader
@@ -773,7 +771,7 @@ class FhirService:
         """The newest payload of each hospital that sent a Patient, newest first, among the
         results the caller may see (none: the person is unknown to the caller)."""
         versions = await uow.index.patient_versions(
-            person_id, viewer=await self._viewer(caller, person_id)
+            person_id, viewer=await self._viewer(uow, caller, person_id)
         )
         views = (await uow.payloads.open(versions)).views
         return sorted(

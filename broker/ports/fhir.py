@@ -19,6 +19,7 @@ from broker.domain.identifiers import PatientIdentifier
 from broker.fhir.params import Search
 from broker.fhir.resources import ResultView
 from broker.ports.check import Audit, People
+from broker.ports.consent import ConsentReader
 from broker.ports.unit_of_work import UnitOfWork
 
 
@@ -140,3 +141,4 @@ class FhirUnitOfWork(UnitOfWork):
     payloads: Payloads
     people: People
     audit: Audit
+    consents: ConsentReader  # the patient's opt-out and consents, in this session

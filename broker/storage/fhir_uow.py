@@ -17,6 +17,7 @@ from broker.security.payload_cipher import PayloadCipher
 from broker.security.pseudonyms import Pseudonymiser
 from broker.storage import fhir_index, fhir_query
 from broker.storage.check_uow import SqlAudit, SqlPeople
+from broker.storage.consents import SessionConsentReader
 from broker.storage.fhir_tables import fhir_resource
 from broker.storage.people import with_merged
 from broker.storage.tables import person, result
@@ -163,6 +164,7 @@ class SqlFhirUnitOfWork(SealingUnitOfWork, ports.FhirUnitOfWork):
         self.payloads = SqlPayloads(s, self._cipher)
         self.people = SqlPeople(s, self._pseudonyms, self._cipher)
         self.audit = SqlAudit(Writes(s), self._pseudonyms)
+        self.consents = SessionConsentReader(s)
 
 
 def hashed_identifiers(search: Search, key: fhir_index.IdentifierKey) -> Search:
