@@ -89,13 +89,7 @@ def capability_statement(base: str, now: datetime, version: str) -> Resource:
                 {"code": "read", "documentation": _READ_DOC[rtype]},
                 {"code": "search-type", "documentation": _SEARCH_DOC[rtype]},
             ],
-            "versioning": "no-version",
-            "readHistory": False,
-            "updateCreate": False,
-            "conditionalCreate": False,
-            "conditionalRead": "not-supported",
-            "conditionalUpdate": False,
-            "conditionalDelete": "not-supported",
+            **_READ_ONLY_FLAGS,
             "searchParam": [
                 {
                     "name": p.name,
@@ -203,14 +197,20 @@ def _read_only_capability(rtype: str) -> Resource:
         "type": rtype,
         "profile": f"http://hl7.org/fhir/StructureDefinition/{rtype}",
         "interaction": [{"code": "read", "documentation": _READ_DOC[rtype]}],
-        "versioning": "no-version",
-        "readHistory": False,
-        "updateCreate": False,
-        "conditionalCreate": False,
-        "conditionalRead": "not-supported",
-        "conditionalUpdate": False,
-        "conditionalDelete": "not-supported",
+        **_READ_ONLY_FLAGS,
     }
+
+
+# What every served type says of versions and writes: none of either (a read-only facade).
+_READ_ONLY_FLAGS: Resource = {
+    "versioning": "no-version",
+    "readHistory": False,
+    "updateCreate": False,
+    "conditionalCreate": False,
+    "conditionalRead": "not-supported",
+    "conditionalUpdate": False,
+    "conditionalDelete": "not-supported",
+}
 
 
 def _audit_event_capability() -> Resource:
