@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import bindparam, exists, func, or_, select, update
+from sqlalchemy import exists, func, or_, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -20,7 +20,7 @@ from broker.security.pseudonyms import Pseudonymiser
 from broker.storage import audit_log
 from broker.storage import people as people_store
 from broker.storage.consent_tables import patient_consent
-from broker.storage.tables import audit_event, person, person_link, result
+from broker.storage.tables import audit_event, person, result
 from broker.storage.unit_of_work import SqlUnitOfWork
 
 
@@ -55,19 +55,13 @@ _merged = person.alias("merged")
 _survivor = func.coalesce(person.c.merged_into, person.c.id)
 # The person an identifier names, and whether they (or anyone merged into them) have any
 # consent record at all: most people have none, and then a check need not read them.
-FIND_WITH_CONSENT_FLAG = (
-    select(
-        person.c.id,
-        person.c.merged_into,
-        or_(
-            exists().where(patient_consent.c.person_id == _survivor),
-            exists().where(
-                patient_consent.c.person_id == _merged.c.id, _merged.c.merged_into == _survivor
-            ),
-        ).label("has_records"),
-    )
-    .join(person_link, person_link.c.person_id == person.c.id)
-    .where(person_link.c.pseudonym == bindparam("pseudonym"))
+FIND_WITH_CONSENT_FLAG = people_store.FIND_BY_PSEUDONYM.add_columns(
+    or_(
+        exists().where(patient_consent.c.person_id == _survivor),
+        exists().where(
+            patient_consent.c.person_id == _merged.c.id, _merged.c.merged_into == _survivor
+        ),
+    ).label("has_records")
 )
 
 

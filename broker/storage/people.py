@@ -50,7 +50,7 @@ async def birth_date(session: AsyncSession, cipher: PayloadCipher, person_id: st
 
 
 # Built once: constructing the expression costs more than running it (the check's hot path).
-_FIND = (
+FIND_BY_PSEUDONYM = (
     select(person.c.id, person.c.merged_into)
     .join(person_link, person_link.c.person_id == person.c.id)
     .where(person_link.c.pseudonym == bindparam("pseudonym"))
@@ -67,7 +67,9 @@ class People:
     async def find(self, identifier: PatientIdentifier) -> str | None:
         """The (surviving) person an identifier is linked to, if any."""
         row = (
-            await self._session.execute(_FIND, {"pseudonym": self._pseudonyms.of(identifier)})
+            await self._session.execute(
+                FIND_BY_PSEUDONYM, {"pseudonym": self._pseudonyms.of(identifier)}
+            )
         ).first()
         if row is None:
             return None

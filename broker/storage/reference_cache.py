@@ -68,10 +68,7 @@ class ReferenceReader:
             if self._optimistic and last is not None:
                 self._stamps, self._assumed = last, True
             else:
-                rows = await self._session.execute(
-                    select(reference_stamp.c.name, reference_stamp.c.version)
-                )
-                self._stamps = {name: int(version) for name, version in rows}
+                self._stamps = await _read_stamps(self._session)
                 self._cache._last_stamps = self._stamps
         return self._stamps
 
@@ -93,10 +90,7 @@ class ReferenceReader:
 
     async def reread(self) -> bool:
         """Read the stamps now; True when those in use had moved."""
-        rows = await self._session.execute(
-            select(reference_stamp.c.name, reference_stamp.c.version)
-        )
-        return not self.confirm({name: int(version) for name, version in rows})
+        return not self.confirm(await _read_stamps(self._session))
 
     async def profiles(self) -> Mapping[str, HospitalProfile]:
         stamp = (await self.stamps()).get("registry")
@@ -111,6 +105,11 @@ class ReferenceReader:
     async def mappings_version(self) -> tuple[int, int]:
         """The mappings' stamp, as the rules provider compares versions."""
         return ((await self.stamps()).get("mappings", -1), 0)
+
+
+async def _read_stamps(session: AsyncSession) -> dict[str, int]:
+    rows = await session.execute(select(reference_stamp.c.name, reference_stamp.c.version))
+    return {name: int(version) for name, version in rows}
 
 
 class ReferenceReadingUnitOfWork(SealingUnitOfWork):
