@@ -118,7 +118,12 @@ class Container:
 
     @classmethod
     def build(cls, settings: Settings) -> Container:
-        engine = create_engine(settings.resolved_database_url, schema=settings.database_schema)
+        engine = create_engine(
+            settings.resolved_database_url,
+            schema=settings.database_schema,
+            pool_size=settings.database_pool_size,
+            max_overflow=settings.database_max_overflow,
+        )
         keys = settings.keys_dir
         return cls(
             settings=settings,

@@ -34,6 +34,11 @@ class Settings(BaseSettings):
     kafka_ssl_keyfile: Path | None = None
     database_url: str | None = None  # unset: SQLite file in data_dir
     database_schema: str | None = None  # PostgreSQL schema (search_path), e.g. per test run
+    # Connections each process keeps open, and how many more it may open at a peak (closed
+    # again when returned). Below the requests a process serves at once, every request past
+    # the pool pays a new connection (TLS negotiation, codecs, statements prepared afresh).
+    database_pool_size: int = Field(default=10, ge=1)
+    database_max_overflow: int = Field(default=20, ge=0)
     data_dir: Path = Path("./var")
     http_host: str = "127.0.0.1"
     http_port: int = 8000

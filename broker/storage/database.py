@@ -29,8 +29,16 @@ Sessions: TypeAlias = async_sessionmaker[AsyncSession]
 DatabaseError: TypeAlias = SQLAlchemyError  # the base of every error the database layer raises
 
 
-def create_engine(url: str, *, schema: str | None = None) -> AsyncEngine:
-    """An async engine; SQLite gets WAL and foreign keys, PostgreSQL an optional schema."""
+def create_engine(
+    url: str,
+    *,
+    schema: str | None = None,
+    pool_size: int | None = None,
+    max_overflow: int | None = None,
+) -> AsyncEngine:
+    """An async engine; SQLite gets WAL and foreign keys, PostgreSQL an optional schema.
+    `pool_size` / `max_overflow` (MRB_DATABASE_POOL_SIZE, MRB_DATABASE_MAX_OVERFLOW) for the
+    long-running processes; a one-off command keeps SQLAlchemy's defaults."""
     # No pre-ping: it costs a round trip on every checkout (every request). A connection the
     # server dropped fails its request once; SQLAlchemy then discards the whole pool, a unit
     # of work raises that as a retriable Unavailable (503; the worker pauses and retries).
@@ -40,6 +48,10 @@ def create_engine(url: str, *, schema: str | None = None) -> AsyncEngine:
         Path(url.split("///", 1)[1]).parent.mkdir(parents=True, exist_ok=True)
     elif schema:
         kwargs["connect_args"] = {"server_settings": {"search_path": schema}}
+    if pool_size is not None:
+        kwargs["pool_size"] = pool_size
+    if max_overflow is not None:
+        kwargs["max_overflow"] = max_overflow
     engine = create_async_engine(url, **kwargs)
     if url.startswith("sqlite"):
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
