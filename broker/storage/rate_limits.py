@@ -28,8 +28,8 @@ class DatabaseStorage(Storage, SlidingWindowCounterSupport):
 
     Counters are rows (key, count, expires_at). `incr` is one INSERT ... ON CONFLICT DO
     UPDATE ... RETURNING, atomic on SQLite and PostgreSQL. A sliding-window hit is one
-    transaction that first increments the current window (which locks its row, or on
-    SQLite the database) and then reads the previous one, and rolls the increment back
+    statement that increments the current window (which locks its row, or on SQLite the
+    database) and returns the previous one's count with it, and rolls the increment back
     when the weighted count is over the limit: concurrent processes cannot both take the
     last slot.
     """
@@ -113,16 +113,18 @@ class DatabaseStorage(Storage, SlidingWindowCounterSupport):
         await self._purge(now)
         previous_key, current_key = self._window_keys(key, expiry, now)
         t = rate_limit_counter
+        # The previous window's count comes back with the increment: one round trip on
+        # every API request instead of two. It is another row, so the statement's
+        # snapshot reads it as it stood before the increment, as the separate read did.
+        previous_count = (
+            select(t.c["count"])
+            .where(t.c.key == previous_key, t.c.expires_at > now)
+            .scalar_subquery()
+        )
+        upsert = self._upsert(current_key, 2 * expiry, amount, now).returning(previous_count)
         async with self._engine.connect() as conn:
             tx = await conn.begin()
-            current = int(
-                (
-                    await conn.execute(self._upsert(current_key, 2 * expiry, amount, now))
-                ).scalar_one()
-            )
-            previous = await conn.scalar(
-                select(t.c["count"]).where(t.c.key == previous_key, t.c.expires_at > now)
-            )
+            current, previous = (await conn.execute(upsert)).one()
             weighted = (previous or 0) * self._previous_ttl(expiry, now) / expiry + current
             if math.floor(weighted) > limit:
                 await tx.rollback()

@@ -1,0 +1,112 @@
+"""The database's sliding window weighs the previous window as `limits`' own storages do.
+
+The previous window's count comes back with the current window's increment, in one
+statement (broker/storage/rate_limits.py); these pin what that count does to a hit, with
+the clock set so that the weight of the previous window is known.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import pytest
+from limits import RateLimitItemPerMinute
+from limits.aio.storage import MemoryStorage, Storage
+from limits.aio.strategies import SlidingWindowCounterRateLimiter
+from sqlalchemy import event
+
+from broker.bootstrap import Container
+from broker.settings import Settings
+from broker.storage.rate_limits import DatabaseStorage
+
+MINUTE = 60
+LIMIT = RateLimitItemPerMinute(5)
+
+
+def _at(monkeypatch: pytest.MonkeyPatch, moment: float) -> None:
+    """The wall clock both storages read (`time.time`; the event loop runs on monotonic)."""
+    monkeypatch.setattr(time, "time", lambda: moment)
+
+
+async def _admitted(storage: Storage, key: str, hits: int) -> int:
+    limiter = SlidingWindowCounterRateLimiter(storage)
+    return sum([await limiter.hit(LIMIT, key) for _ in range(hits)])
+
+
+@pytest.mark.parametrize(
+    ("into_the_window", "previous_hits", "admitted"),
+    [
+        (0.0, 5, 0),  # the previous window weighs in full: nothing more
+        (0.0, 2, 3),
+        (30.0, 4, 3),  # half of it: 4 × 0.5 = 2, so 3 more
+        (59.0, 5, 5),  # almost nothing of it is left
+    ],
+)
+async def test_the_previous_window_counts_by_its_weight(
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    into_the_window: float,
+    previous_hits: int,
+    admitted: int,
+) -> None:
+    container = Container.build(settings)
+    try:
+        storage = DatabaseStorage(container.engine)
+        key = f"token/{uuid.uuid4()}"
+        start = 1_800_000_000.0 - 1_800_000_000.0 % MINUTE  # a window's first second
+        _at(monkeypatch, start - MINUTE + 1)  # in the previous window
+        assert await _admitted(storage, key, previous_hits) == previous_hits
+        _at(monkeypatch, start + into_the_window)
+        assert await _admitted(storage, key, 10) == admitted
+    finally:
+        await container.close()
+
+
+async def test_the_same_hits_as_limits_memory_storage(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same sequence against `limits`' in-memory storage, on the same clock."""
+    moments = [0.0, 10.0, 61.0, 62.0, 90.0, 119.0, 125.0, 200.0]
+    container = Container.build(settings)
+    try:
+        ours: list[bool] = []
+        theirs: list[bool] = []
+        db = SlidingWindowCounterRateLimiter(DatabaseStorage(container.engine))
+        memory = MemoryStorage()
+        reference = SlidingWindowCounterRateLimiter(memory)
+        key = f"token/{uuid.uuid4()}"
+        base = 1_800_000_000.0 - 1_800_000_000.0 % MINUTE
+        for moment in moments:
+            now = base + moment
+            _at(monkeypatch, now)
+            for _ in range(3):
+                ours.append(await db.hit(LIMIT, key))
+                theirs.append(await reference.hit(LIMIT, key))
+        assert ours == theirs
+        assert 0 < sum(ours) < len(ours)  # some refused, some admitted
+    finally:
+        await container.close()
+
+
+async def test_a_hit_is_one_statement(settings: Settings) -> None:
+    """Every API request takes a hit: the previous window is read with the increment."""
+    container = Container.build(settings)
+    sent: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        sent.append(statement.split()[0])
+
+    try:
+        limiter = SlidingWindowCounterRateLimiter(DatabaseStorage(container.engine))
+        key = f"token/{uuid.uuid4()}"
+        await limiter.hit(LIMIT, key)  # the first one also purges expired counters
+        event.listen(container.engine.sync_engine, "before_cursor_execute", record)
+        try:
+            assert await limiter.hit(LIMIT, key)
+        finally:
+            event.remove(container.engine.sync_engine, "before_cursor_execute", record)
+        assert sent == ["INSERT"]
+    finally:
+        await container.close()
