@@ -253,21 +253,25 @@ async def _orders(call: _Call, service: ServiceDefinition) -> dict[str, Any]:
     resolved = [r for d in drafts if (r := resolve(d, catalog, hospital)) is not None]
     if not resolved:  # nothing mrb knows how to recognise: do not even look the patient up
         return dict(NO_CARDS)
-    found = await _identify(call, emergency=any(r.draft.urgent for r in resolved))
-    if found is None:
+    patient = await _identify(call, emergency=any(r.draft.urgent for r in resolved))
+    if patient is None:
         return dict(NO_CARDS)
-    ident, person, birth_date = found
-    pseudonym = hooks.pseudonyms.of(ident)
-    positions = {r.draft.ref: i for i, r in enumerate(resolved)}
+    idents, birth_date = patient
     async with hooks.uow() as uow:
+        found = await _person(uow, idents)
+        if found is None:
+            return dict(NO_CARDS)
+        ident, person = found
+        pseudonym = hooks.pseudonyms.of(ident)
         # The patient's opt-out and consents (issue "Patient rights"), read afresh per call
-        # in this step's session. A CDS call is for treatment, asserted by the EHR's
-        # context; it never breaks the glass.
+        # in this step's session (nothing to read when the lookup found no record). A CDS
+        # call is for treatment, asserted by the EHR's context; it never breaks the glass.
         consent = await uow.consents.view(person)
         stored = await uow.drafts.find(hospital, pseudonym, [r.draft.ref for r in resolved])
         # A check made before the patient's consent or opt-out changed is decided again.
         held_ok = [h for h in stored.values() if consent.unchanged_since(h.created_at)]
         usable = await _reusable(uow, held_ok, caller.now)
+    positions = {r.draft.ref: i for i, r in enumerate(resolved)}
     reused: list[tuple[ResolvedOrder, DraftCheck]] = []
     fresh: list[ResolvedOrder] = []
     for r in resolved:
@@ -435,9 +439,10 @@ async def _facts(uow: CdsUnitOfWork, answer_: CheckAnswer, base_url: str) -> dic
 
 async def _identify(
     call: _Call, *, emergency: bool
-) -> tuple[PatientIdentifier, str, date | None] | None:
-    """The identifier mrb knows the patient by, the person and the EHR's birth date (for
-    age-banded items); None: not known.
+) -> tuple[list[PatientIdentifier], date | None] | None:
+    """The identifiers to look the patient up by, and the EHR's birth date (for age-banded
+    items); None: no Patient. Nothing is read from mrb's database here (`_person` does,
+    in the caller's unit of work).
 
     The Patient is the prefetched one, else read from `fhirServer` only when that is a
     server registered for the client. The patient counts against the doctor's
@@ -485,11 +490,17 @@ async def _identify(
     # One patient, counted by its first identifier (the resident ID when there is one).
     counted = [hooks.pseudonyms.of(idents[0])] if idents else []
     await call.admit(counted, emergency=emergency)
-    async with hooks.uow() as uow:
-        for ident in idents:
-            person = await uow.people.find(ident)
-            if person is not None:
-                return ident, person, _birth_date(patient)
+    return idents, _birth_date(patient)
+
+
+async def _person(
+    uow: CdsUnitOfWork, idents: Sequence[PatientIdentifier]
+) -> tuple[PatientIdentifier, str] | None:
+    """The identifier mrb knows the patient by, and the person; None: not known."""
+    for ident in idents:
+        person = await uow.people.find(ident)
+        if person is not None:
+            return ident, person
     return None
 
 
@@ -526,11 +537,14 @@ def _birth_date(patient: dict[str, Any]) -> date | None:
 async def _patient_view(call: _Call) -> dict[str, Any]:
     hooks, caller = call.hooks, call.caller
     hospital = caller.client.hospital
-    found = await _identify(call, emergency=False)
-    if found is None:
+    patient = await _identify(call, emergency=False)
+    if patient is None:
         return dict(NO_CARDS)
-    ident, person, _birth = found
     async with hooks.uow() as uow:
+        found = await _person(uow, patient[0])
+        if found is None:
+            return dict(NO_CARDS)
+        ident, person = found
         rules = await hooks.rules.current_rules(uow.mappings)
         catalog = rules.catalog
         horizon = max((i.validity_days for i in catalog.items.values()), default=0)

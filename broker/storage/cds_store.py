@@ -20,6 +20,7 @@ from broker.security.sealed_fields import open_json, seal_json
 from broker.storage.cds_tables import cds_card, cds_client, cds_draft_order, cds_jti
 from broker.storage.check_uow import SqlAudit, SqlHospitals, SqlMappings, SqlPeople
 from broker.storage.consents import SessionConsentReader
+from broker.storage.dialect_insert import insert_into
 from broker.storage.prior_items import person_items
 from broker.storage.protect import Protector
 from broker.storage.reference_cache import ReferenceReadingUnitOfWork
@@ -177,28 +178,26 @@ class SqlDraftOrders(ports.DraftOrders):
         order_key: str,
         check: ports.DraftCheck,
     ) -> None:
-        key = (
-            cds_draft_order.c.hospital_id == hospital,
-            cds_draft_order.c.patient_pseudonym == pseudonym,
-            cds_draft_order.c.draft_ref == draft_ref,
-            cds_draft_order.c.order_key == order_key,
-        )
         values = {
             "check_id": check.check_id,
             "item_index": check.item_index,
             "created_at": check.created_at,
         }
-        done = await self._session.execute(update(cds_draft_order).where(*key).values(**values))
-        if getattr(done, "rowcount", 0) == 0:
-            await self._session.execute(
-                cds_draft_order.insert().values(
-                    hospital_id=hospital,
-                    patient_pseudonym=pseudonym,
-                    draft_ref=draft_ref,
-                    order_key=order_key,
-                    **values,
-                )
+        # One statement, and two calls remembering the same draft at once cannot collide.
+        await self._session.execute(
+            insert_into(self._session, cds_draft_order)
+            .values(
+                hospital_id=hospital,
+                patient_pseudonym=pseudonym,
+                draft_ref=draft_ref,
+                order_key=order_key,
+                **values,
             )
+            .on_conflict_do_update(
+                index_elements=["hospital_id", "patient_pseudonym", "draft_ref", "order_key"],
+                set_=values,
+            )
+        )
 
 
 # -- cards ---------------------------------------------------------------------------------
@@ -344,11 +343,13 @@ class SqlCdsUnitOfWork(ReferenceReadingUnitOfWork, ports.CdsUnitOfWork):
     def _bind(self, s: AsyncSession) -> None:
         reference = self._reference.reader(s)
         self.hospitals = SqlHospitals(reference)
-        self.people = SqlPeople(s, self._pseudonyms, self._cipher)
+        # Finding the person also says whether they have any consent record: none, and
+        # the consent view of this session reads nothing.
+        self.consents = SessionConsentReader(s)
+        self.people = SqlPeople(s, self._pseudonyms, self._cipher, self.consents)
         self.mappings = SqlMappings(s, reference)
         self.results = SqlCdsResults(s, Protector(self._cipher, self._pseudonyms))
         self.checks = SqlCheckRecords(s)
         self.drafts = SqlDraftOrders(s)
         self.cards = SqlCards(s, self._cipher)
         self.audit = SqlAudit(Writes(s), self._pseudonyms)
-        self.consents = SessionConsentReader(s)
