@@ -14,7 +14,6 @@ from typing import Any
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from broker.domain.ledger import ledger_period
 from broker.storage.tables import ledger_entry
 from broker.storage.tables import ledger_period as ledger_period_table
 
@@ -33,6 +32,10 @@ async def closed_periods(session: AsyncSession) -> set[str]:
 
 async def booking_period(session: AsyncSession, moment: datetime) -> str:
     """Lock against a concurrent close, then pick the first open month from `moment`'s."""
+    # Imported here: the ledger's domain brings the recognition rules, which the admin
+    # commands reaching this module (`mrb token issue`) never need (CLI start, #16).
+    from broker.domain.ledger import ledger_period
+
     await _lock(session, exclusive=False)
     return ledger_period(moment, await closed_periods(session))
 
