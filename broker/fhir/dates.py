@@ -10,6 +10,7 @@ reading) or as SQL (broker.fhir.search), so both always agree.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
@@ -52,6 +53,14 @@ class DateValue:
 
 def parse_range(text: str, zone: tzinfo) -> Range:
     """The range a FHIR date/dateTime/instant names; a value without a zone takes `zone`."""
+    return _parse_range(text, zone)
+
+
+# The Observations of one report mostly share their effective time, and a batch indexes
+# hundreds of them: each distinct (text, zone) is parsed once. Ranges are immutable; a
+# refused value raises each time (exceptions are not cached).
+@functools.lru_cache(maxsize=4096)
+def _parse_range(text: str, zone: tzinfo) -> Range:
     m = _VALUE.fullmatch(text.strip())
     if m is None:
         raise DateError(

@@ -18,6 +18,7 @@ hospital's own JSON with:
 from __future__ import annotations
 
 import copy
+import functools
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -97,7 +98,7 @@ class ResultView:
         self._endpoints: StudyEndpoints | None = None
         self.endpoints: list[Found] = []
         self._endpoint_ids: dict[int, str] = {}  # id(Endpoint resource) -> served id
-        contained: set[int] = set()
+        self._contained: set[int] = set()  # ids of the study's contained Endpoints
         if self.main is not None and self.main.resource.get("resourceType") == "ImagingStudy":
             self._endpoints = study_endpoints(self.main.resource, self._index, where="ImagingStudy")
             for ep in self._endpoints.endpoints:
@@ -114,20 +115,9 @@ class ResultView:
                     else self._found(ep.resource)
                 )
                 if ep.kind == "contained":
-                    contained.add(id(ep.resource))
+                    self._contained.add(id(ep.resource))
                 self.endpoints.append(found)
                 self._endpoint_ids[id(ep.resource)] = found.served_id
-        self._by_served = {f.served_id: f for f in self.served()}
-        self._refs: dict[str, str] = {}
-        for f in self.served():
-            if id(f.resource) in contained:
-                continue  # a contained Endpoint is no Endpoint/<its own id> of the Bundle
-            rtype, rid = f.resource.get("resourceType"), f.resource.get("id")
-            served = f"{rtype}/{f.served_id}"
-            if f.full_url:
-                self._refs[f.full_url] = served
-            if isinstance(rid, str) and rid:
-                self._refs[f"{rtype}/{rid}"] = served
 
     def served(self) -> list[Found]:
         """The resources of this result that mrb serves (main first, endpoints last)."""
@@ -135,6 +125,26 @@ class ResultView:
 
     def get(self, served_id: str) -> Found | None:
         return self._by_served.get(served_id)
+
+    # Built on first use: ingest builds a view per result only for its index rows.
+    @functools.cached_property
+    def _by_served(self) -> dict[str, Found]:
+        return {f.served_id: f for f in self.served()}
+
+    @functools.cached_property
+    def _refs(self) -> dict[str, str]:
+        """The references the payload may use for a served resource -> as mrb serves it."""
+        refs: dict[str, str] = {}
+        for f in self.served():
+            if id(f.resource) in self._contained:
+                continue  # a contained Endpoint is no Endpoint/<its own id> of the Bundle
+            rtype, rid = f.resource.get("resourceType"), f.resource.get("id")
+            served = f"{rtype}/{f.served_id}"
+            if f.full_url:
+                refs[f.full_url] = served
+            if isinstance(rid, str) and rid:
+                refs[f"{rtype}/{rid}"] = served
+        return refs
 
     def index_rows(self, zone: tzinfo) -> list[IndexRow]:
         """The search index rows of this result (its served resources and its Patient)."""

@@ -31,13 +31,17 @@ class BundleIndex:
     def __init__(self, entries: list[Entry]) -> None:
         self.entries = entries
         self._by_key: dict[str, Resource] = {}
+        # Extraction asks for each type several times per message: grouped once here.
+        self._by_type: dict[str, list[Resource]] = {}
         for entry in entries:
             res = entry.resource
             rtype, rid = res.get("resourceType"), res.get("id")
             if entry.full_url:
                 self._by_key.setdefault(entry.full_url, res)
-            if isinstance(rtype, str) and isinstance(rid, str):
-                self._by_key.setdefault(f"{rtype}/{rid}", res)
+            if isinstance(rtype, str):  # what is no name equals no type asked for
+                self._by_type.setdefault(rtype, []).append(res)
+                if isinstance(rid, str):
+                    self._by_key.setdefault(f"{rtype}/{rid}", res)
 
     def resolve(self, reference: object) -> Resource | None:
         """Return the resource a Reference.reference points at, if it is in the message."""
@@ -52,7 +56,8 @@ class BundleIndex:
         return None
 
     def of_type(self, resource_type: str) -> list[Resource]:
-        return [e.resource for e in self.entries if e.resource.get("resourceType") == resource_type]
+        """The resources of one type, in Bundle order (a new list each call)."""
+        return list(self._by_type.get(resource_type, ()))
 
 
 def read_entries(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from datetime import date, datetime
 from typing import Any, TypeVar
 
@@ -35,10 +35,17 @@ def seal(cipher: PayloadCipher, person_id: str, hospital: str, d: Demographics) 
 
 
 def plaintext(d: Demographics) -> bytes:
-    """What is sealed: the same demographics always give the same bytes."""
-    plain = asdict(d)
+    """What is sealed: the same demographics always give the same bytes.
+
+    The fields in declaration order, as `dataclasses.asdict` gives them (the bytes stored
+    so far), read directly: every field is text, None or a tuple of text pairs, which
+    asdict would only copy (it was 1-2 % of an ingest batch)."""
+    plain = {name: getattr(d, name) for name in _FIELDS}
     plain["birth_date"] = d.birth_date.isoformat() if d.birth_date else None
     return json.dumps(plain, ensure_ascii=False).encode()
+
+
+_FIELDS = tuple(f.name for f in fields(Demographics))
 
 
 def open_sealed(

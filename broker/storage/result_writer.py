@@ -85,6 +85,10 @@ class SqlResultWriter(ResultWriter):
     _docs: dict[str, dict[str, Any]] = field(default_factory=dict)  # message id -> JSON
     _results: dict[tuple[str, str], _Identity] = field(default_factory=dict)
     _rows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    # Per result: its staged version rows (also in _rows) and its item rows (only here,
+    # in staging order): an amendment reaches its own rows without scanning the batch's.
+    _version_rows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    _item_rows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     _uncurrent: set[str] = field(default_factory=set)
     _updates: dict[str, dict[str, Any]] = field(default_factory=dict)
     _clear_items: set[str] = field(default_factory=set)
@@ -96,6 +100,10 @@ class SqlResultWriter(ResultWriter):
     _to_index: dict[str, tuple[str, str, ExtractedResult]] = field(default_factory=dict)
     _values: dict[str, bytes] = field(default_factory=dict)  # message id -> value
     _senders: dict[str, str] = field(default_factory=dict)  # message id -> hospital
+    # Keyed hashes asked for again and again in one batch (prefetch, then staging: each
+    # identifier three or four times), each an HMAC: computed once.
+    _pseudonyms: dict[PatientIdentifier, str] = field(default_factory=dict)
+    _business_keys: dict[tuple[str, str], str] = field(default_factory=dict)
 
     _protector: Protector = field(init=False)
 
@@ -109,7 +117,7 @@ class SqlResultWriter(ResultWriter):
 
     async def _prefetch(self, parsed: Sequence[tuple[str, ParsedMessage]]) -> None:
         pseudos = {
-            self.pseudonyms.of(k)
+            self._pseudonym(k)
             for hospital, p in parsed
             for ref in (*p.patients, *(r.patient for r in p.results))
             for k in ref.link_keys
@@ -132,7 +140,7 @@ class SqlResultWriter(ResultWriter):
                 self._people[p] = pid
                 self._born.setdefault(pid, born)
         idents = {
-            (hospital, self._protector.business_key(hospital, r.business_id))
+            (hospital, self._business_key(hospital, r.business_id))
             for hospital, p in parsed
             for r in p.results
         }
@@ -176,7 +184,7 @@ class SqlResultWriter(ResultWriter):
         """
         for r in parsed.results:
             if not r.patient.identifiers and not any(
-                self.pseudonyms.of(k) in self._people for k in r.patient.link_keys
+                self._pseudonym(k) in self._people for k in r.patient.link_keys
             ):
                 key = r.patient.resource_key
                 raise UnknownPatient(
@@ -287,7 +295,7 @@ class SqlResultWriter(ResultWriter):
             await s.execute(
                 delete(result_item).where(result_item.c.result_id.in_(self._clear_items))
             )
-        if rows := self._rows.get("result_item"):
+        if rows := [row for rows in self._item_rows.values() for row in rows]:
             await s.execute(result_item.insert(), rows)
         if rows := self._rows.get("inbox"):
             await s.execute(inbox.insert(), rows)
@@ -423,7 +431,7 @@ class SqlResultWriter(ResultWriter):
 
     def _person(self, keys: tuple[PatientIdentifier, ...]) -> str:
         """The person these identifiers link to: found, created, or several merged."""
-        pseudos = [self.pseudonyms.of(k) for k in keys]
+        pseudos = [self._pseudonym(k) for k in keys]
         found = linking.link(pseudos, self._people, self._born)
         pid = found.person
         if pid is None:
@@ -432,7 +440,7 @@ class SqlResultWriter(ResultWriter):
             self._add("person", {"id": pid, "created_at": self.now, "merged_into": None})
         elif found.merged:
             self._merge(found.merged, pid)
-        scope = {self.pseudonyms.of(k): k for k in keys}
+        scope = {self._pseudonym(k): k for k in keys}
         for p in found.new_links:
             self._people[p] = pid
             self._add(
@@ -453,7 +461,7 @@ class SqlResultWriter(ResultWriter):
         for p, pid in self._people.items():
             if pid in gone:
                 self._people[p] = survivor
-        for rows in self._rows.values():
+        for rows in (*self._rows.values(), *self._item_rows.values()):
             for row in rows:
                 if row.get("person_id") in gone:
                     row["person_id"] = survivor
@@ -485,7 +493,7 @@ class SqlResultWriter(ResultWriter):
     def _version(
         self, r: ExtractedResult, hospital: str, person_id: str, message_id: str
     ) -> VersionOutcome:
-        key = (hospital, self._protector.business_key(hospital, r.business_id))
+        key = (hospital, self._business_key(hospital, r.business_id))
         ident = self._results.get(key)
         if ident is None:
             ident = _Identity(str(uuid.uuid4()), [])
@@ -516,37 +524,46 @@ class SqlResultWriter(ResultWriter):
                     r, person_id, self.now, ident.result_id, self._protector
                 )
                 self._clear_items.add(ident.result_id)
-                for row in self._rows.get("result_version", []):
-                    if row["result_id"] == ident.result_id:
-                        row["is_current"] = False
-                self._rows["result_item"] = [
-                    i
-                    for i in self._rows.get("result_item", [])
-                    if i["result_id"] != ident.result_id
-                ]
+                for row in self._version_rows.get(ident.result_id, ()):
+                    row["is_current"] = False
+                # Re-staged below, after the other results' items (the order they had).
+                self._item_rows.pop(ident.result_id, None)
         current = outcome is VersionOutcome.CURRENT
         if current:
             self._to_index[ident.result_id] = (message_id, person_id, r)
             ident.versions = [StoredVersion(v.key, v.content_hash, False) for v in ident.versions]
-            for row in item_rows(ident.result_id, hospital, person_id, r.items, self._protector):
-                self._add("result_item", row)
+            self._item_rows[ident.result_id] = item_rows(
+                ident.result_id, hospital, person_id, r.items, self._protector
+            )
         ident.versions.append(StoredVersion(r.version, r.content_hash, current))
-        self._add(
-            "result_version",
-            {
-                "result_id": ident.result_id,
-                "message_id": message_id,
-                "payload_message_id": message_id,
-                "source_time": r.version.source_time,
-                "version_number": r.version.version_number,
-                "version_label": r.version_label,
-                "content_hash": r.content_hash,
-                "status": r.status,
-                "is_current": current,
-                "received_at": self.now,
-            },
-        )
+        row = {
+            "result_id": ident.result_id,
+            "message_id": message_id,
+            "payload_message_id": message_id,
+            "source_time": r.version.source_time,
+            "version_number": r.version.version_number,
+            "version_label": r.version_label,
+            "content_hash": r.content_hash,
+            "status": r.status,
+            "is_current": current,
+            "received_at": self.now,
+        }
+        self._add("result_version", row)
+        self._version_rows.setdefault(ident.result_id, []).append(row)
         return outcome
+
+    def _pseudonym(self, key: PatientIdentifier) -> str:
+        found = self._pseudonyms.get(key)
+        if found is None:
+            found = self._pseudonyms[key] = self.pseudonyms.of(key)
+        return found
+
+    def _business_key(self, hospital: str, business_id: str) -> str:
+        found = self._business_keys.get((hospital, business_id))
+        if found is None:
+            found = self._protector.business_key(hospital, business_id)
+            self._business_keys[(hospital, business_id)] = found
+        return found
 
     def _add(self, table: str, row: dict[str, Any]) -> None:
         self._rows.setdefault(table, []).append(row)
