@@ -12,6 +12,7 @@ import uuid
 from typing import Any
 
 import pytest
+from asyncpg.transaction import Transaction
 from limits import RateLimitItemPerMinute
 from limits.aio.storage import MemoryStorage, Storage
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
@@ -90,23 +91,55 @@ async def test_the_same_hits_as_limits_memory_storage(
         await container.close()
 
 
-async def test_a_hit_is_one_statement(settings: Settings) -> None:
-    """Every API request takes a hit: the previous window is read with the increment."""
+async def test_a_hit_is_one_statement(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every API request takes a hit: the previous window is read with the increment, and
+    on PostgreSQL no transaction is opened around it (no BEGIN and COMMIT round trips)."""
     container = Container.build(settings)
     sent: list[str] = []
 
     def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
         sent.append(statement.split()[0])
 
+    def begun(_conn: Any) -> None:  # SQLite: the transaction the driver opens
+        sent.append("BEGIN")
+
+    async def started(self: Transaction) -> None:  # PostgreSQL: a BEGIN sent by asyncpg
+        sent.append("BEGIN")
+        await start(self)
+
     try:
         limiter = SlidingWindowCounterRateLimiter(DatabaseStorage(container.engine))
         key = f"token/{uuid.uuid4()}"
         await limiter.hit(LIMIT, key)  # the first one also purges expired counters
-        event.listen(container.engine.sync_engine, "before_cursor_execute", record)
+        engine = container.engine.sync_engine
+        postgres = engine.dialect.name == "postgresql"
+        start = Transaction.start
+        monkeypatch.setattr(Transaction, "start", started)
+        event.listen(engine, "before_cursor_execute", record)
+        if not postgres:
+            event.listen(engine, "begin", begun)
         try:
             assert await limiter.hit(LIMIT, key)
         finally:
-            event.remove(container.engine.sync_engine, "before_cursor_execute", record)
-        assert sent == ["INSERT"]
+            event.remove(engine, "before_cursor_execute", record)
+            if not postgres:
+                event.remove(engine, "begin", begun)
+        assert sent == (["INSERT"] if postgres else ["BEGIN", "INSERT"])
+    finally:
+        await container.close()
+
+
+async def test_a_refused_hit_is_not_counted(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    container = Container.build(settings)
+    try:
+        storage = DatabaseStorage(container.engine)
+        key = f"token/{uuid.uuid4()}"
+        _at(monkeypatch, 1_800_000_000.0 - 1_800_000_000.0 % MINUTE + 5)
+        assert await _admitted(storage, key, 8) == 5
+        counted = await storage.get_sliding_window(LIMIT.key_for(key), MINUTE)
+        _previous, _ttl, current, _left = counted
+        assert current == 5  # the three refused hits left no trace
     finally:
         await container.close()
