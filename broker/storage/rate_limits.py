@@ -237,6 +237,26 @@ class DatabaseStorage(Storage, SlidingWindowCounterSupport):
             )
 
 
+# The distinct-patient counter's statements, built once (bound parameters: who (the
+# person counting), whom (the patient), now, since = now - window).
+_P = rate_limit_patient
+_THEIRS = _P.c.person == bindparam("who")
+_SINCE = bindparam("since", type_=Float())
+_SEEN = (
+    update(_P)
+    .where(_THEIRS, _P.c.patient == bindparam("whom"))
+    .values(seen_at=bindparam("now", type_=Float()))
+)
+_SEEN_AGAIN = _SEEN.where(_P.c.seen_at > _SINCE)
+_FORGET_THEIRS = delete(_P).where(_THEIRS, _P.c.seen_at <= _SINCE)
+_FORGET_EVERYONES = delete(_P).where(_P.c.seen_at <= _SINCE)
+_COUNT_THEIRS = select(func.count(), func.min(_P.c.seen_at)).where(_THEIRS)
+_ADD = _P.insert().values(
+    person=bindparam("who"), patient=bindparam("whom"), seen_at=bindparam("now")
+)
+_LOCK_PERSON = text("SELECT pg_advisory_xact_lock(:k)")
+
+
 class DatabasePatientCounter:
     """Table rate_limit_patient: one row per (person, patient) last looked up in the window.
 
@@ -249,34 +269,42 @@ class DatabasePatientCounter:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
         self._postgres = engine.dialect.name == "postgresql"
+        self._one_statement = (
+            engine.execution_options(isolation_level="AUTOCOMMIT") if self._postgres else None
+        )
         self._purged_at = 0.0
 
     async def look_up(self, person: str, patient: str, limit: int, window: int) -> float | None:
         now = time.time()
-        t = rate_limit_patient
-        mine = t.c.person == person
+        params = {"who": person, "whom": patient, "now": now, "since": now - window}
+        # A patient already counted in this window (the same patient again: order-select,
+        # then order-sign) changes no count: one statement, no lock, no transaction.
+        if self._one_statement is not None:
+            async with self._one_statement.connect() as conn:
+                again = await conn.execute(_SEEN_AGAIN, params)
+        else:
+            async with self._engine.begin() as conn:
+                again = await conn.execute(_SEEN_AGAIN, params)
+        if getattr(again, "rowcount", 0):
+            return None
         async with self._engine.begin() as conn:
             if self._postgres:
                 lock = int.from_bytes(
                     hashlib.sha256(person.encode()).digest()[:8], "big", signed=True
                 )
-                await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": lock})
+                await conn.execute(_LOCK_PERSON, {"k": lock})
             if now - self._purged_at >= _PURGE_EVERY:
                 self._purged_at = now
-                await conn.execute(delete(t).where(t.c.seen_at <= now - window))
+                await conn.execute(_FORGET_EVERYONES, params)
             else:
-                await conn.execute(delete(t).where(mine, t.c.seen_at <= now - window))
-            again = await conn.execute(
-                update(t).where(mine, t.c.patient == patient).values(seen_at=now)
-            )
+                await conn.execute(_FORGET_THEIRS, params)
+            again = await conn.execute(_SEEN, params)
             if getattr(again, "rowcount", 0):
                 return None
-            count, oldest = (
-                await conn.execute(select(func.count(), func.min(t.c.seen_at)).where(mine))
-            ).one()
+            count, oldest = (await conn.execute(_COUNT_THEIRS, params)).one()
             if count >= limit:
                 return max(0.0, float(oldest) + window - now)
-            await conn.execute(t.insert().values(person=person, patient=patient, seen_at=now))
+            await conn.execute(_ADD, params)
         return None
 
     async def close(self) -> None:
