@@ -17,7 +17,7 @@ import random
 import statistics
 import sys
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -235,13 +235,17 @@ class SizeResult:
 
 
 @contextlib.asynccontextmanager
-async def running_api(db: Db, work: Path, argv: list[str] | None = None) -> AsyncIterator[Api]:
+async def running_api(
+    db: Db, work: Path, argv: list[str] | None = None, env: Mapping[str, str] | None = None
+) -> AsyncIterator[Api]:
     """The bench's API process (or `argv`, e.g. `mrb serve --workers 2`), ready."""
     port = free_port()
-    env = db.env(MRB_HTTP_PORT=str(port), MRB_PUBLIC_BASE_URL=f"http://127.0.0.1:{port}/")
+    environ = db.env(
+        MRB_HTTP_PORT=str(port), MRB_PUBLIC_BASE_URL=f"http://127.0.0.1:{port}/", **(env or {})
+    )
     base = f"http://127.0.0.1:{port}"
     argv = argv or [sys.executable, "-m", "benchmarks.api_server"]
-    async with child(argv, env, work / f"api-{port}.log") as proc:
+    async with child(argv, environ, work / f"api-{port}.log") as proc:
         await wait_http(f"{base}/healthz", proc)
         yield Api(base, "", proc)
 
@@ -327,6 +331,37 @@ async def measure_size(
         [rss1, rss2, rss3],
         sum(r["cpu_seconds"] for r in (single, concurrent, big, bounded)),
     )
+
+
+# The product's rate limits, on as in production (every request takes a hit on its token
+# and address, every check counts its patient), set so high that the load is never refused.
+LIMITS_ON = {
+    "MRB_RATE_LIMIT_PER_MINUTE": "1000000000",
+    "MRB_RATE_LIMIT_PER_ADDRESS_PER_MINUTE": "1000000000",
+    "MRB_DISTINCT_PATIENTS_PER_HOUR": "1000000000",
+}
+
+
+async def with_limits(
+    cfg: BenchConfig, db: Db, people: int, token: str, work: Path
+) -> dict[str, Any]:
+    """Single-client check and person lookup against an API with the rate limits on."""
+    async with running_api(db, work, env=LIMITS_ON) as api:
+        bodies = sample_bodies(cfg, people, cfg.requests, seed=people + 2)
+        return await run_job(
+            {
+                "base_url": api.base,
+                "warmup": cfg.warmup,
+                "rounds": cfg.rounds,
+                "concurrency": 1,
+                "per_round": cfg.requests,
+                "variants": [
+                    variant("lookup", LOOKUP_PATH, token, [{"json": b} for b in bodies]),
+                    variant("check", CHECK_PATH, token, [{"json": b} for b in bodies]),
+                ],
+            },
+            work,
+        )
 
 
 def throughput_job(cfg: BenchConfig, base: str, token: str, people: int) -> dict[str, Any]:
