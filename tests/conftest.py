@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import socket
+import subprocess
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -14,7 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import text
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from adapters.common.signing import create_key
@@ -56,35 +58,132 @@ class Db:
     schema: str | None
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Db]:
-    """A migrated, empty database: a SQLite file, or a fresh PostgreSQL schema."""
-    if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'mrb.db'}"
-        await upgrade(url)
-        yield Db("sqlite", url, None)
+class Templates:
+    """Migrate once per test process, copy for each test. A migration run costs 0.3-1 s
+    (Alembic, two dozen revisions; more when the CPU is busy); a copy of the SQLite file
+    a few milliseconds, and replaying pg_dump's script of a migrated PostgreSQL schema
+    into a fresh schema about 0.1 s (one round trip, no Alembic). Either way each test
+    starts from exactly what `upgrade` makes: the file itself, or every table, index,
+    constraint, sequence, trigger and row of the migrated schema. Where pg_dump is
+    missing or fails, each PostgreSQL test migrates its schema as before. The migrations
+    themselves are tested on freshly migrated databases (test_migrations.py)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.sqlite: Path | None = None
+        self.pg_script: str | None = None  # pg_dump's script, schema named TEMPLATE
+        self.pg_replay = True  # False: pg_dump failed, migrate each schema
+
+    async def sqlite_copy(self, target: Path) -> None:
+        if self.sqlite is None:
+            template = self.directory / "template.db"
+            await upgrade(f"sqlite+aiosqlite:///{template}")
+            self.sqlite = template
+        # Alembic's engine is disposed: the WAL is checkpointed into the file; copy any
+        # side file anyway, should one be left.
+        for suffix in ("", "-wal", "-shm"):
+            source = self.sqlite.with_name(self.sqlite.name + suffix)
+            if source.exists():
+                shutil.copyfile(source, target.with_name(target.name + suffix))
+
+    async def pg_schema(self, schema: str) -> None:
+        """Make `schema` a migrated mrb schema."""
+        if self.pg_script is None and self.pg_replay:
+            self.pg_script = await self._dump_migrated()
+            self.pg_replay = self.pg_script is not None
+        if self.pg_script is None:
+            await pg_sql(f'CREATE SCHEMA "{schema}"')
+            await upgrade(PG_URL, schema)
+            return
+        await pg_sql(self.pg_script.replace(TEMPLATE, schema))
+
+    async def _dump_migrated(self) -> str | None:
+        await pg_sql(f'CREATE SCHEMA "{TEMPLATE}"')
+        try:
+            await upgrade(PG_URL, TEMPLATE)
+            url = make_url(PG_URL)
+            args = ["-h", url.host or "127.0.0.1", "-p", str(url.port or 5432)]
+            args += ["-U", url.username or "postgres", "-d", url.database or "postgres"]
+            dumped = await asyncio.to_thread(
+                subprocess.run,
+                ["pg_dump", *args, "-n", TEMPLATE, "--no-owner", "--no-privileges", "--inserts"],
+                capture_output=True,
+                text=True,
+                env={**os.environ, "PGPASSWORD": url.password or ""},
+                timeout=120,
+            )
+        except OSError:  # no pg_dump: migrate each schema
+            return None
+        finally:
+            await pg_sql(f'DROP SCHEMA "{TEMPLATE}" CASCADE')
+        if dumped.returncode != 0:
+            return None
+        # Without comments and psql's meta-commands (\restrict): plain SQL, one round trip.
+        lines = dumped.stdout.splitlines()
+        return "\n".join(x for x in lines if not x.startswith(("--", "\\")))
+
+
+async def pg_sql(script: str) -> None:
+    """Run SQL statements (several: asyncpg's simple query protocol) on the test server."""
+    engine = create_async_engine(PG_URL)
+    try:
+        async with engine.connect() as conn:
+            driver = (await conn.get_raw_connection()).driver_connection
+            assert driver is not None
+            await driver.execute(script)
+    finally:
+        await engine.dispose()
+
+
+# The migrated schema pg_dump reads: a name no test schema or table name contains.
+TEMPLATE = f"mrb_template_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(scope="session")
+def db_templates(tmp_path_factory: pytest.TempPathFactory) -> Templates:
+    return Templates(tmp_path_factory.mktemp("templates"))
+
+
+DB_KINDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+@pytest.fixture(params=DB_KINDS)
+async def db(
+    request: pytest.FixtureRequest, tmp_path: Path, db_templates: Templates
+) -> AsyncIterator[Db]:
+    """A migrated, empty database: a SQLite file, or a fresh PostgreSQL schema (copies of
+    a migrated one, see Templates)."""
+    async with migrated_db(request.param, tmp_path, db_templates) as made:
+        yield made
+
+
+@asynccontextmanager
+async def migrated_db(kind: str, directory: Path, templates: Templates) -> AsyncIterator[Db]:
+    """What the `db` fixture yields, for fixtures of a wider scope."""
+    if kind == "sqlite":
+        await templates.sqlite_copy(directory / "mrb.db")
+        yield Db("sqlite", f"sqlite+aiosqlite:///{directory / 'mrb.db'}", None)
         return
     schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = create_async_engine(PG_URL)
     try:
-        async with admin.begin() as conn:
-            await conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+        await templates.pg_schema(schema)
     except OSError as exc:  # no server: say so instead of a confusing failure later
-        await admin.dispose()
         pytest.fail(f"PostgreSQL not reachable at {PG_URL}: {exc}")
     try:
-        await upgrade(PG_URL, schema)
         yield Db("postgres", PG_URL, schema)
     finally:
-        async with admin.begin() as conn:
-            await conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        await admin.dispose()
+        await pg_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
 @pytest.fixture
 def settings(db: Db, tmp_path: Path) -> Settings:
+    return settings_for(db, tmp_path)
+
+
+def settings_for(db: Db, directory: Path) -> Settings:
+    """The settings of the `settings` fixture, for fixtures of a wider scope."""
     return Settings(
-        data_dir=tmp_path / "data",
+        data_dir=directory / "data",
         database_url=db.url,
         database_schema=db.schema,
         http_port=free_port(),

@@ -27,15 +27,14 @@ from broker.storage import hospitals
 from broker.storage.tables import audit_event
 from tests.conftest import free_port, seed_hospitals
 from tests.e2e.accessibility import ADMIN_PAGE, assert_accessible
+from tests.e2e.conftest import CHROMIUM
 from tests.e2e.screenshots import screenshot
 
-pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="session")]
 playwright_api = pytest.importorskip("playwright.async_api")
 if not shutil.which(CHROMIUM):
     pytest.skip("Debian's chromium is not installed (.ci/run installs it)", allow_module_level=True)
 
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 PASSWORD = "correct horse battery"
 NEW_PASSWORD = "staple battery horse correct"
 SECURITY = Actor("sec.tests", Role.SECURITY_ADMIN, ALL_HOSPITALS)
@@ -49,7 +48,7 @@ ACCOUNTS = {
 }
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
     tmp: Path = tmp_path_factory.mktemp("users-page")
     settings = Settings(
@@ -76,14 +75,6 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
                 hospital=home,
             )
         yield s
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def browser(stack: Stack) -> AsyncIterator[Any]:
-    async with playwright_api.async_playwright() as pw:
-        b = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield b
-        await b.close()
 
 
 async def _page(browser: Any, stack: Stack, username: str) -> Any:

@@ -27,10 +27,11 @@ from broker.settings import Settings
 from broker.storage import hospitals
 from tests import factories as f
 from tests.conftest import free_port, seed_hospitals
-from tests.e2e.test_web_pages import ARGS, CHROMIUM, Visited, account, index, signed_in
+from tests.e2e.conftest import CHROMIUM
+from tests.e2e.test_web_pages import Visited, account, index, signed_in
 from tests.unit.test_imaging_endpoints import UID, endpoint, imaging_with_endpoints
 
-pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
+pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="session")]
 playwright_api = pytest.importorskip("playwright.async_api")
 if not shutil.which(CHROMIUM):
     pytest.skip("Debian's chromium is not installed (.ci/run installs it)", allow_module_level=True)
@@ -88,7 +89,7 @@ class World:
     ct_day: str
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World]:
     tmp: Path = tmp_path_factory.mktemp("images")
     settings = Settings(
@@ -118,64 +119,57 @@ async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World
             yield World(stack, pacs, ct_day)
 
 
-async def test_the_candidate_and_the_timeline_link_the_images(world: World) -> None:
+async def test_the_candidate_and_the_timeline_link_the_images(world: World, browser: Any) -> None:
     link = f"{world.pacs.base}/viewer?requestType=STUDY&studyUID={UID}"
-    async with playwright_api.async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        try:
-            page = await browser.new_page()
-            visited = Visited(page)
-            errors: list[str] = []
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            await signed_in(page, world.stack, "/doctor", "dr-wang")
-            await page.wait_for_selector("#id-system option", state="attached")
-            await page.fill("#item-search", "胸部CT平扫")
-            match = page.locator("#item-results li.catalog-item", has_text="胸部CT平扫").first
-            await match.locator("button.add").click()
-            await page.wait_for_selector("#picked li.picked-item")
-            await page.fill("#patient", f.PATIENT_A)
-            await page.click("#run-check")
-            await page.wait_for_selector("#answer:not([hidden])")
-            await page.wait_for_selector("#timeline:not([hidden])")
+    page = await browser.new_page()
+    visited = Visited(page)
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    await signed_in(page, world.stack, "/doctor", "dr-wang")
+    await page.wait_for_selector("#id-system option", state="attached")
+    await page.fill("#item-search", "胸部CT平扫")
+    match = page.locator("#item-results li.catalog-item", has_text="胸部CT平扫").first
+    await match.locator("button.add").click()
+    await page.wait_for_selector("#picked li.picked-item")
+    await page.fill("#patient", f.PATIENT_A)
+    await page.click("#run-check")
+    await page.wait_for_selector("#answer:not([hidden])")
+    await page.wait_for_selector("#timeline:not([hidden])")
 
-            # The check's candidate: the study's report link, and its images.
-            candidate = page.locator("tr[data-item='0'] td.candidate a.images-link")
-            assert await candidate.count() == 1, await page.inner_text("#answer")
-            assert await candidate.inner_text() == "查看影像 Open images"
-            assert await candidate.get_attribute("href") == link
-            assert await candidate.get_attribute("target") == "_blank"
-            assert await candidate.get_attribute("rel") == "noopener noreferrer"
+    # The check's candidate: the study's report link, and its images.
+    candidate = page.locator("tr[data-item='0'] td.candidate a.images-link")
+    assert await candidate.count() == 1, await page.inner_text("#answer")
+    assert await candidate.inner_text() == "查看影像 Open images"
+    assert await candidate.get_attribute("href") == link
+    assert await candidate.get_attribute("target") == "_blank"
+    assert await candidate.get_attribute("rel") == "noopener noreferrer"
 
-            # The timeline: the CT (with an endpoint) links its images, the MR does not.
-            rows = page.locator("#timeline tr.timeline-row[data-type='ImagingStudy']")
-            assert await rows.count() == 2
-            shown = {}
-            for row in await rows.all():
-                text = await row.inner_text()
-                shown["CT" if "CT" in text else "MR"] = row.locator("a.images-link")
-            assert await shown["CT"].count() == 1 and await shown["MR"].count() == 0
-            assert await shown["CT"].get_attribute("href") == link
-            assert await shown["CT"].get_attribute("rel") == "noopener noreferrer"
+    # The timeline: the CT (with an endpoint) links its images, the MR does not.
+    rows = page.locator("#timeline tr.timeline-row[data-type='ImagingStudy']")
+    assert await rows.count() == 2
+    shown = {}
+    for row in await rows.all():
+        text = await row.inner_text()
+        shown["CT" if "CT" in text else "MR"] = row.locator("a.images-link")
+    assert await shown["CT"].count() == 1 and await shown["MR"].count() == 0
+    assert await shown["CT"].get_attribute("href") == link
+    assert await shown["CT"].get_attribute("rel") == "noopener noreferrer"
 
-            # Clicking opens the PACS in a new tab, which loads.
-            async with page.context.expect_page() as opened:
-                await candidate.click()
-            tab = await opened.value
-            await tab.wait_for_load_state()
-            assert tab.url == link and "images" in await tab.inner_text("body")
-            assert await tab.evaluate("window.opener") is None
-            await tab.close()
+    # Clicking opens the PACS in a new tab, which loads.
+    async with page.context.expect_page() as opened:
+        await candidate.click()
+    tab = await opened.value
+    await tab.wait_for_load_state()
+    assert tab.url == link and "images" in await tab.inner_text("body")
+    assert await tab.evaluate("window.opener") is None
+    await tab.close()
 
-            # Every link the page shows answers 200 (the images from the stand-in PACS).
-            hrefs: list[str] = await page.eval_on_selector_all(
-                "a[href]", "links => links.map(a => a.href)"
-            )
-            for href in hrefs:
-                response = await page.context.request.get(href)
-                assert response.status == 200, (href, response.status)
-            assert link in hrefs
-            assert any(p.startswith("/viewer?requestType=STUDY") for p in world.pacs.paths)
-            assert errors == []
-            visited.assert_clean(f.PATIENT_A)
-        finally:
-            await browser.close()
+    # Every link the page shows answers 200 (the images from the stand-in PACS).
+    hrefs: list[str] = await page.eval_on_selector_all("a[href]", "links => links.map(a => a.href)")
+    for href in hrefs:
+        response = await page.context.request.get(href)
+        assert response.status == 200, (href, response.status)
+    assert link in hrefs
+    assert any(p.startswith("/viewer?requestType=STUDY") for p in world.pacs.paths)
+    assert errors == []
+    visited.assert_clean(f.PATIENT_A)

@@ -31,11 +31,12 @@ from broker.storage import hospitals
 from tests import factories as f
 from tests.conftest import bearer, free_port, seed_hospitals
 from tests.e2e.accessibility import assert_accessible
+from tests.e2e.conftest import CHROMIUM
 from tests.e2e.screenshots import screenshot
 from tests.e2e.test_doctor_images_link import Pacs, ct_with_viewer, stand_in_pacs
-from tests.e2e.test_web_pages import ARGS, CHROMIUM, Visited, account, index, signed_in
+from tests.e2e.test_web_pages import Visited, account, index, signed_in
 
-pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
+pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="session")]
 playwright_api = pytest.importorskip("playwright.async_api")
 if not shutil.which(CHROMIUM):
     pytest.skip("Debian's chromium is not installed (.ci/run installs it)", allow_module_level=True)
@@ -82,7 +83,7 @@ class World:
     pacs: Pacs  # the issuing hospital's PACS viewer, outside mrb: a local stand-in
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World]:
     tmp: Path = tmp_path_factory.mktemp("workbench")
     settings = Settings(
@@ -193,88 +194,85 @@ async def every_link_resolves(page: Any) -> list[str]:
     return hrefs
 
 
-async def test_a_doctor_checks_recognises_declines_and_is_notified(world: World) -> None:
+async def test_a_doctor_checks_recognises_declines_and_is_notified(
+    world: World, browser: Any
+) -> None:
     stack = world.stack
-    async with playwright_api.async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        try:
-            page = await browser.new_page()
-            visited = Visited(page)
-            errors: list[str] = []
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            await signed_in(page, stack, "/doctor", "dr-li")
-            await page.wait_for_selector("#id-system option", state="attached")
-            assert "居民身份证" in await page.inner_text("#id-system")
-            assert "病案号" in await page.inner_text("#id-system")
-            assert await page.eval_on_selector("#purpose", "s => s.value") == "TREAT"
-            await assert_accessible(page)  # the empty workbench
+    page = await browser.new_page()
+    visited = Visited(page)
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    await signed_in(page, stack, "/doctor", "dr-li")
+    await page.wait_for_selector("#id-system option", state="attached")
+    assert "居民身份证" in await page.inner_text("#id-system")
+    assert "病案号" in await page.inner_text("#id-system")
+    assert await page.eval_on_selector("#purpose", "s => s.value") == "TREAT"
+    await assert_accessible(page)  # the empty workbench
 
-            await add_item(page, "血红蛋白", 1)
-            await add_item(page, "胸部CT平扫", 2)
-            await add_item(page, "糖化血红蛋白", 3)
-            picked = await page.locator("#picked li.picked-item").all_inner_texts()
-            assert "血红蛋白" in picked[0] and "胸部CT平扫" in picked[1]
-            assert "平扫" in picked[1] and "CT" in picked[1]  # body site and protocol shown
-            await assert_accessible(page)  # items found in the catalog and picked
+    await add_item(page, "血红蛋白", 1)
+    await add_item(page, "胸部CT平扫", 2)
+    await add_item(page, "糖化血红蛋白", 3)
+    picked = await page.locator("#picked li.picked-item").all_inner_texts()
+    assert "血红蛋白" in picked[0] and "胸部CT平扫" in picked[1]
+    assert "平扫" in picked[1] and "CT" in picked[1]  # body site and protocol shown
+    await assert_accessible(page)  # items found in the catalog and picked
 
-            await page.fill("#patient", f.PATIENT_A)
-            await page.click("#run-check")
-            await page.wait_for_selector("#answer:not([hidden])")
-            await page.wait_for_selector("#timeline:not([hidden])")
-            rows = page.locator("#answer tbody tr")
-            codes = [await r.get_attribute("data-decision") for r in await rows.all()]
-            assert codes == ["RECOGNIZABLE", "RECOGNIZABLE", "NO_PRIOR_RESULT"], (
-                await page.inner_text("#answer")
-            )
-            decisions = await page.locator("td.decision").all_inner_texts()
-            assert decisions[0].startswith("可互认") and "recognisable" in decisions[0]
-            assert decisions[2].startswith("无可用既往结果")
+    await page.fill("#patient", f.PATIENT_A)
+    await page.click("#run-check")
+    await page.wait_for_selector("#answer:not([hidden])")
+    await page.wait_for_selector("#timeline:not([hidden])")
+    rows = page.locator("#answer tbody tr")
+    codes = [await r.get_attribute("data-decision") for r in await rows.all()]
+    assert codes == ["RECOGNIZABLE", "RECOGNIZABLE", "NO_PRIOR_RESULT"], await page.inner_text(
+        "#answer"
+    )
+    decisions = await page.locator("td.decision").all_inner_texts()
+    assert decisions[0].startswith("可互认") and "recognisable" in decisions[0]
+    assert decisions[2].startswith("无可用既往结果")
 
-            hb = await page.inner_text("tr[data-item='0']")
-            assert "泸州市人民医院" in hb and "H001" not in hb
-            assert f"{world.today} 08:00" in hb  # China Standard Time
-            assert "17.9 g/dL" in hb and "11.5–15 g/dL" in hb, hb  # value, unit, range
-            assert "偏高" in hb and "已终审" in hb and "可互认至" in hb
-            assert await page.locator("tr[data-item='0'] li.warning").count() >= 1
-            ct = await page.inner_text("tr[data-item='1']")
-            assert "泸州市人民医院" in ct and f"{world.ct_day} 07:30" in ct
+    hb = await page.inner_text("tr[data-item='0']")
+    assert "泸州市人民医院" in hb and "H001" not in hb
+    assert f"{world.today} 08:00" in hb  # China Standard Time
+    assert "17.9 g/dL" in hb and "11.5–15 g/dL" in hb, hb  # value, unit, range
+    assert "偏高" in hb and "已终审" in hb and "可互认至" in hb
+    assert await page.locator("tr[data-item='0'] li.warning").count() >= 1
+    ct = await page.inner_text("tr[data-item='1']")
+    assert "泸州市人民医院" in ct and f"{world.ct_day} 07:30" in ct
 
-            timeline = await page.inner_text("#timeline")
-            assert "泸州市人民医院" in timeline and "血红蛋白" in timeline
-            assert "参考范围" in timeline and world.ct_day in timeline
-            app_text = await page.inner_text("#app")
-            assert not UTC_TEXT.search(app_text), UTC_TEXT.search(app_text)
-            await assert_accessible(page)  # the check's decisions and the timeline
+    timeline = await page.inner_text("#timeline")
+    assert "泸州市人民医院" in timeline and "血红蛋白" in timeline
+    assert "参考范围" in timeline and world.ct_day in timeline
+    app_text = await page.inner_text("#app")
+    assert not UTC_TEXT.search(app_text), UTC_TEXT.search(app_text)
+    await assert_accessible(page)  # the check's decisions and the timeline
 
-            await page.click("tr[data-item='0'] button.accept")
-            await page.wait_for_selector("tr[data-item='0'] td.outcome:has-text('已互认')")
-            reason = page.locator("tr[data-item='1'] select.reason")
-            assert "质量" in await reason.inner_text() or "疑" in await reason.inner_text()
-            await reason.select_option("QUALITY_DOUBT")
-            await page.fill("tr[data-item='1'] input.reason-text", "层厚不足")
-            await page.click("tr[data-item='1'] button.decline")
-            await page.wait_for_selector("tr[data-item='1'] td.outcome:has-text('未互认')")
-            assert "层厚不足" in await page.inner_text("tr[data-item='1'] td.outcome")
-            # The check's decisions (outcomes recorded) and the timeline below them.
-            data_dir = stack.container.settings.data_dir
-            await screenshot(page, data_dir, "doctor", height=1000, top="#run-check")
-            links = await every_link_resolves(page)
-            assert any("/fhir/ImagingStudy/" in h for h in links)
-            assert any("/fhir/DiagnosticReport/" in h for h in links)
-            assert any(h.startswith(f"{world.pacs.base}/viewer?") for h in links)  # images
+    await page.click("tr[data-item='0'] button.accept")
+    await page.wait_for_selector("tr[data-item='0'] td.outcome:has-text('已互认')")
+    reason = page.locator("tr[data-item='1'] select.reason")
+    assert "质量" in await reason.inner_text() or "疑" in await reason.inner_text()
+    await reason.select_option("QUALITY_DOUBT")
+    await page.fill("tr[data-item='1'] input.reason-text", "层厚不足")
+    await page.click("tr[data-item='1'] button.decline")
+    await page.wait_for_selector("tr[data-item='1'] td.outcome:has-text('未互认')")
+    assert "层厚不足" in await page.inner_text("tr[data-item='1'] td.outcome")
+    # The check's decisions (outcomes recorded) and the timeline below them.
+    data_dir = stack.container.settings.data_dir
+    await screenshot(page, data_dir, "doctor", height=1000, top="#run-check")
+    links = await every_link_resolves(page)
+    assert any("/fhir/ImagingStudy/" in h for h in links)
+    assert any("/fhir/DiagnosticReport/" in h for h in links)
+    assert any(h.startswith(f"{world.pacs.base}/viewer?") for h in links)  # images
 
-            # The haemoglobin result is withdrawn at the issuing hospital: a notice.
-            await index(stack, lab_bundle(world.today, status="entered-in-error", version="2"))
-            await page.click("#refresh")
-            await page.wait_for_selector("li.notice")
-            notice = await page.inner_text("li.notice")
-            assert "结果已撤回" in notice and "血红蛋白" in notice and "reversed" in notice
-            assert not UTC_TEXT.search(notice)
-            await every_link_resolves(page)
-            await page.click("li.notice button.mark-read")
-            await page.wait_for_selector("li.notice.read")
-            await assert_accessible(page)  # outcomes recorded, a notice read
-            assert errors == []
-            visited.assert_clean(f.PATIENT_A)
-        finally:
-            await browser.close()
+    # The haemoglobin result is withdrawn at the issuing hospital: a notice.
+    await index(stack, lab_bundle(world.today, status="entered-in-error", version="2"))
+    await page.click("#refresh")
+    await page.wait_for_selector("li.notice")
+    notice = await page.inner_text("li.notice")
+    assert "结果已撤回" in notice and "血红蛋白" in notice and "reversed" in notice
+    assert not UTC_TEXT.search(notice)
+    await every_link_resolves(page)
+    await page.click("li.notice button.mark-read")
+    await page.wait_for_selector("li.notice.read")
+    await assert_accessible(page)  # outcomes recorded, a notice read
+    assert errors == []
+    visited.assert_clean(f.PATIENT_A)

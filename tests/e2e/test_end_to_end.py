@@ -6,11 +6,13 @@ import asyncio
 import json
 import sys
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import date
 from pathlib import Path
 
 import httpx
 import pytest
+import pytest_asyncio
 
 from adapters.common.publisher import Publisher, ReceiptWatcher
 from broker.domain.registry import Certification, CertifyingBody
@@ -18,13 +20,21 @@ from broker.runtime import Stack, running_stack
 from broker.settings import Settings
 from broker.storage import hospitals
 from tests import factories as f
-from tests.conftest import adapter_env, api_client
+from tests.conftest import (
+    DB_KINDS,
+    Templates,
+    adapter_env,
+    api_client,
+    migrated_db,
+    settings_for,
+)
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-async def stack(settings: Settings) -> AsyncIterator[Stack]:
+@asynccontextmanager
+async def _running(settings: Settings) -> AsyncIterator[Stack]:
+    """API, worker and embedded Kafka, with H001 and H002 registered and H001 certified."""
     async with running_stack(settings, api=True, worker=True, kafka_needed=True) as s:
         async with s.container.sessions() as session, session.begin():
             for hid in ("H001", "H002"):
@@ -42,6 +52,28 @@ async def stack(settings: Settings) -> AsyncIterator[Stack]:
                     ),
                     reference=None,
                 )
+        yield s
+
+
+@pytest.fixture
+async def stack(settings: Settings) -> AsyncIterator[Stack]:
+    async with _running(settings) as s:
+        yield s
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module", params=DB_KINDS)
+async def shared_stack(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    db_templates: Templates,
+) -> AsyncIterator[Stack]:
+    """The same stack, once per database kind for TestProblems: requests refused before
+    they change anything, so they need no fresh stack each (2.5 s to start one)."""
+    directory = tmp_path_factory.mktemp("problems")
+    async with (
+        migrated_db(request.param, directory, db_templates) as made,
+        _running(settings_for(made, directory)) as s,
+    ):
         yield s
 
 
@@ -176,9 +208,10 @@ async def test_the_fhir_adapter_cli_publishes_files_and_reports_receipts(
     assert "NOT_FHIR" in listing and "batch.ndjson:2" in listing
 
 
+@pytest.mark.asyncio(loop_scope="module")
 class TestProblems:
-    async def test_invalid_request_is_a_problem_body(self, stack: Stack) -> None:
-        async with api_client(stack) as client:
+    async def test_invalid_request_is_a_problem_body(self, shared_stack: Stack) -> None:
+        async with api_client(shared_stack) as client:
             r = await client.post(
                 "/api/v1/recognition/check",
                 json={**check_body([]), "order_time": "2026-05-20T09:00:00"},
@@ -189,23 +222,23 @@ class TestProblems:
         assert problem["status"] == 422 and problem["title"] == "Invalid request"
         assert f.PATIENT_A not in r.text  # the identifier is never echoed
 
-    async def test_item_needs_code_or_modality(self, stack: Stack) -> None:
-        async with api_client(stack) as client:
+    async def test_item_needs_code_or_modality(self, shared_stack: Stack) -> None:
+        async with api_client(shared_stack) as client:
             r = await client.post(
                 "/api/v1/recognition/check", json=check_body([{"system": "http://loinc.org"}])
             )
         assert r.status_code == 422
         assert "system and code" in r.json()["detail"]
 
-    async def test_bad_check_digit_is_refused(self, stack: Stack) -> None:
+    async def test_bad_check_digit_is_refused(self, shared_stack: Stack) -> None:
         body = check_body([{"system": "http://loinc.org", "code": "718-7"}])
         body["patient"] = {"system": f.NATIONAL, "value": "110101199003071234"}
-        async with api_client(stack) as client:
+        async with api_client(shared_stack) as client:
             r = await client.post("/api/v1/recognition/check", json=body)
         assert r.status_code == 422
         assert "check digit" in r.json()["detail"]
 
-    async def test_unknown_ordering_hospital(self, stack: Stack) -> None:
+    async def test_unknown_ordering_hospital(self, shared_stack: Stack) -> None:
         """A doctor's token outlives its hospital's registration (tokens are issued only
         for registered hospitals)."""
         from sqlalchemy import delete
@@ -213,16 +246,16 @@ class TestProblems:
         from broker.storage.tables import hospital
 
         body = check_body([{"system": "http://loinc.org", "code": "718-7"}], hospital="H404")
-        async with stack.container.sessions() as s, s.begin():
+        async with shared_stack.container.sessions() as s, s.begin():
             await hospitals.add(s, hospitals.Hospital("H404", "gone", "510502", "1"))
-        async with api_client(stack, hospital="H404") as client:
-            async with stack.container.sessions() as s, s.begin():
+        async with api_client(shared_stack, hospital="H404") as client:
+            async with shared_stack.container.sessions() as s, s.begin():
                 await s.execute(delete(hospital).where(hospital.c.id == "H404"))
             r = await client.post("/api/v1/recognition/check", json=body)
         assert r.status_code == 404 and r.json()["title"] == "Unknown ordering hospital"
 
-    async def test_malformed_json_body(self, stack: Stack) -> None:
-        async with api_client(stack) as client:
+    async def test_malformed_json_body(self, shared_stack: Stack) -> None:
+        async with api_client(shared_stack) as client:
             r = await client.post(
                 "/api/v1/recognition/check",
                 content=b"{nope",
@@ -230,8 +263,8 @@ class TestProblems:
             )
         assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json"
 
-    async def test_unknown_path_is_a_problem_too(self, stack: Stack) -> None:
-        async with api_client(stack) as client:
+    async def test_unknown_path_is_a_problem_too(self, shared_stack: Stack) -> None:
+        async with api_client(shared_stack) as client:
             r = await client.get("/api/v1/nothing")
         assert r.status_code == 404 and r.json()["status"] == 404
 

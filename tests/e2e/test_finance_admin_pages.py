@@ -43,15 +43,14 @@ from broker.storage.tables import audit_event
 from tests import factories as f
 from tests.conftest import bearer, free_port, seed_hospitals
 from tests.e2e.accessibility import ADMIN_PAGE, assert_accessible
+from tests.e2e.conftest import CHROMIUM
 from tests.e2e.screenshots import screenshot
 
-pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="session")]
 playwright_api = pytest.importorskip("playwright.async_api")
 if not shutil.which(CHROMIUM):
     pytest.skip("Debian's chromium is not installed (.ci/run installs it)", allow_module_level=True)
 
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 PASSWORD = "correct horse battery"
 SECURITY = Actor("sec.chen", Role.SECURITY_ADMIN, ALL_HOSPITALS)
 PLATFORM_ADMIN = Actor("sys.zhang", Role.PLATFORM_ADMIN, ALL_HOSPITALS)
@@ -113,7 +112,7 @@ async def _recognise(stack: Stack, patient: str, *, decline_platelets: bool) -> 
                           outcomes, doctor)  # fmt: skip
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
     tmp: Path = tmp_path_factory.mktemp("pages")
     settings = Settings(
@@ -177,14 +176,6 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
                 hospital=home,
             )
         yield s
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def browser(stack: Stack) -> AsyncIterator[Any]:
-    async with playwright_api.async_playwright() as pw:
-        b = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield b
-        await b.close()
 
 
 async def _page(browser: Any, stack: Stack, username: str, path: str = "/login") -> Any:

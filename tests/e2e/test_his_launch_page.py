@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import date
+from typing import Any
 
 import jwt
 import pytest
@@ -27,10 +28,11 @@ from broker.storage.cds_store import SqlCdsClients
 from tests import factories as f
 from tests.conftest import free_port, seed_hospitals
 from tests.e2e.accessibility import assert_accessible
+from tests.e2e.conftest import CHROMIUM
 from tests.e2e.screenshots import screenshot
-from tests.e2e.test_web_pages import ARGS, CHROMIUM, index
+from tests.e2e.test_web_pages import index
 
-pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
+pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="session")]
 playwright_api = pytest.importorskip("playwright.async_api")
 if not shutil.which(CHROMIUM):
     pytest.skip("Debian's chromium is not installed (.ci/run installs it)", allow_module_level=True)
@@ -55,7 +57,7 @@ def public_jwk() -> dict[str, object]:
     return data | {"kid": "his-1", "use": "sig"}
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
     tmp = tmp_path_factory.mktemp("his-launch")
     settings = Settings(
@@ -143,34 +145,29 @@ def his_page(stack: Stack) -> Iterator[str]:
 
 
 async def test_the_his_embeds_the_check_and_receives_the_decision(
-    stack: Stack, his_page: str
+    stack: Stack, his_page: str, browser: Any
 ) -> None:
-    async with playwright_api.async_playwright() as p:
-        browser = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        try:
-            page = await browser.new_page()
-            await page.goto(his_page)
-            frame = page.frame_locator("#mrb")
-            item = frame.locator("article.item").first
-            await item.wait_for(timeout=15000)
-            assert "可互认" in await item.inner_text()
-            today = date.today().isoformat()
-            assert f"{today} 08:00" in await item.inner_text()  # China Standard Time, not UTC
-            launch = next(fr for fr in page.frames if fr != page.main_frame)
-            await assert_accessible(launch)  # mrb's page inside the HIS's iframe
-            await frame.locator("input[value=accepted]").first.check()
-            data_dir = stack.container.settings.data_dir
-            await screenshot(page.locator("#mrb"), data_dir, "launch")  # as the HIS shows it
-            await frame.locator("#send").click()
-            await page.wait_for_function("window.received.length > 0", timeout=15000)
-            received = await page.evaluate("window.received")
-            (message,) = received
-            assert message["type"] == "mrb.decision" and message["check_id"]
-            assert message["items"] == [
-                {"code": "718-7", "decision": "RECOGNIZABLE", "outcome": "accepted"}
-            ]
-            inner = next(fr for fr in page.frames if fr != page.main_frame)
-            assert inner.url.endswith("/launch/check")  # the token left the address bar
-            assert "token" not in inner.url
-        finally:
-            await browser.close()
+    page = await browser.new_page()
+    await page.goto(his_page)
+    frame = page.frame_locator("#mrb")
+    item = frame.locator("article.item").first
+    await item.wait_for(timeout=15000)
+    assert "可互认" in await item.inner_text()
+    today = date.today().isoformat()
+    assert f"{today} 08:00" in await item.inner_text()  # China Standard Time, not UTC
+    launch = next(fr for fr in page.frames if fr != page.main_frame)
+    await assert_accessible(launch)  # mrb's page inside the HIS's iframe
+    await frame.locator("input[value=accepted]").first.check()
+    data_dir = stack.container.settings.data_dir
+    await screenshot(page.locator("#mrb"), data_dir, "launch")  # as the HIS shows it
+    await frame.locator("#send").click()
+    await page.wait_for_function("window.received.length > 0", timeout=15000)
+    received = await page.evaluate("window.received")
+    (message,) = received
+    assert message["type"] == "mrb.decision" and message["check_id"]
+    assert message["items"] == [
+        {"code": "718-7", "decision": "RECOGNIZABLE", "outcome": "accepted"}
+    ]
+    inner = next(fr for fr in page.frames if fr != page.main_frame)
+    assert inner.url.endswith("/launch/check")  # the token left the address bar
+    assert "token" not in inner.url

@@ -14,12 +14,20 @@ from typing import Any
 
 import httpx
 import pytest
+import pytest_asyncio
 from sqlalchemy import select
 
 from broker.runtime import Stack, running_stack
 from broker.settings import Settings
 from broker.storage.tables import audit_event
-from tests.conftest import api_client, seed_hospitals
+from tests.conftest import (
+    DB_KINDS,
+    Templates,
+    api_client,
+    migrated_db,
+    seed_hospitals,
+    settings_for,
+)
 from tests.logcapture import json_logs
 
 PASSWORD = "a long first password"
@@ -47,6 +55,25 @@ async def admin(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
     """A hospital admin of H001."""
     async with api_client(stack, "admin", "H001", "it.zhou") as client:
         yield client
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module", params=DB_KINDS)
+async def shared_security(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    db_templates: Templates,
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The security admin's client of one stack per database kind for the whole module,
+    for requests that are refused before anything is stored (a stack takes 1-4 s to
+    start: once instead of for each of the cases below). A refused request that did
+    store the account would fail the next case (409, not 422), so no state leaks."""
+    directory = tmp_path_factory.mktemp("users-api")
+    async with migrated_db(request.param, directory, db_templates) as made:
+        settings = settings_for(made, directory)
+        async with running_stack(settings, api=True, worker=False, kafka_needed=False) as stack:
+            await seed_hospitals(stack.container, "H001", "H002")
+            async with api_client(stack, "security-admin", "*", "sec.chen") as client:
+                yield client
 
 
 def account(username: str, role: str = "doctor", hospital: str | None = "H001") -> dict[str, Any]:
@@ -254,11 +281,12 @@ async def test_a_hospital_admin_manages_only_their_own_hospitals_people(
         ({"is_admin": True}, 422, "is_admin"),
     ],
 )
+@pytest.mark.asyncio(loop_scope="module")
 async def test_bad_accounts_are_problems_that_never_echo_the_password(
-    security: httpx.AsyncClient, change: dict[str, Any], status: int, detail: str
+    shared_security: httpx.AsyncClient, change: dict[str, Any], status: int, detail: str
 ) -> None:
     body = {**account("dr.bad"), **change}
-    r = await security.post(f"{USERS}/accounts", json=body)
+    r = await shared_security.post(f"{USERS}/accounts", json=body)
     problem(r, status, detail)
     assert str(body["password"]) not in r.text
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+import pytest_asyncio
 from sqlalchemy import select, update
 
 from broker.domain.actors import ALL_HOSPITALS, Actor, Role
@@ -32,15 +33,15 @@ from broker.storage.web_tables import web_session
 from tests import factories as f
 from tests.conftest import bearer, certify, seed_hospitals
 from tests.e2e.accessibility import assert_accessible
+from tests.e2e.conftest import CHROMIUM
 
-pytestmark = pytest.mark.slow
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="session")]
 playwright_api = pytest.importorskip("playwright.async_api")
 if not shutil.which(CHROMIUM):
     pytest.skip("Debian's chromium is not installed (.ci/run installs it)", allow_module_level=True)
 
 
-@pytest.fixture
+@pytest_asyncio.fixture(loop_scope="session")
 async def stack(settings: Settings) -> AsyncIterator[Stack]:
     async with running_stack(settings, api=True, worker=False, kafka_needed=False) as s:
         await seed_hospitals(s.container, "H001", hospitals.Hospital("H002", "H002", "510502", "2"))
@@ -51,7 +52,6 @@ async def stack(settings: Settings) -> AsyncIterator[Stack]:
 SECURITY = Actor("sec.chen", Role.SECURITY_ADMIN, ALL_HOSPITALS)
 PASSWORD = "correct horse battery"
 COOKIE = "__Host-mrb_session"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 
 
 async def account(stack: Stack, username: str, role: Role, hospital: str | None) -> None:
@@ -115,66 +115,63 @@ async def index(stack: Stack, value: bytes) -> None:
     assert p.outcome.value == "indexed", p.detail
 
 
-async def test_recognise_in_the_page_then_see_the_withdrawal_notice(stack: Stack) -> None:
+async def test_recognise_in_the_page_then_see_the_withdrawal_notice(
+    stack: Stack, browser: Any
+) -> None:
     today = date.today().isoformat()
     await index(stack, f.lab_bundle(effective=f"{today}T08:00:00+08:00", last_updated=None))
     await account(stack, "dr-li", Role.DOCTOR, "H002")
-    async with playwright_api.async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        try:
-            page = await browser.new_page()
-            visited = Visited(page)
-            errors: list[str] = []
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            await signed_in(page, stack, "/doctor", "dr-li")
-            assert await page.inner_text("#unread") == "0"
-            (cookie,) = await page.context.cookies()
-            assert (cookie["name"], cookie["httpOnly"], cookie["secure"]) == (COOKIE, True, True)
-            assert cookie["sameSite"] == "Strict" and cookie["path"] == "/"
-            csrf = await page.evaluate("session.csrf")
+    page = await browser.new_page()
+    visited = Visited(page)
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    await signed_in(page, stack, "/doctor", "dr-li")
+    assert await page.inner_text("#unread") == "0"
+    (cookie,) = await page.context.cookies()
+    assert (cookie["name"], cookie["httpOnly"], cookie["secure"]) == (COOKIE, True, True)
+    assert cookie["sameSite"] == "Strict" and cookie["path"] == "/"
+    csrf = await page.evaluate("session.csrf")
 
-            await page.fill("#patient", f.PATIENT_A)
-            for n, code in enumerate(("718-7", "4548-4"), 1):  # Enter picks the best match
-                await page.fill("#item-search", code)
-                await page.press("#item-search", "Enter")
-                await page.wait_for_selector(f"#picked li.picked-item:nth-child({n})")
-            await page.click("#check-form button[type=submit]")
-            await page.wait_for_selector("#answer:not([hidden])")
-            rows = await page.locator("#answer tbody tr").all()
-            decisions = [await r.get_attribute("data-decision") for r in rows]
-            assert decisions == ["RECOGNIZABLE", "NO_PRIOR_RESULT"]
-            assert (await page.inner_text("td.decision")).startswith("可互认")
-            await page.wait_for_selector("tr.timeline-row")  # via /fhir, audited
-            (row,) = await page.locator("tr.timeline-row").all_inner_texts()
-            assert "H001" in row and "报告" in row and "final" in row
-            await page.click("tr[data-item='0'] button.accept")
-            await page.wait_for_selector("tr[data-item='0'] td.outcome:has-text('已互认')")
-            assert "¥5.40" in await page.inner_text("tr[data-item='0'] td.outcome")
+    await page.fill("#patient", f.PATIENT_A)
+    for n, code in enumerate(("718-7", "4548-4"), 1):  # Enter picks the best match
+        await page.fill("#item-search", code)
+        await page.press("#item-search", "Enter")
+        await page.wait_for_selector(f"#picked li.picked-item:nth-child({n})")
+    await page.click("#check-form button[type=submit]")
+    await page.wait_for_selector("#answer:not([hidden])")
+    rows = await page.locator("#answer tbody tr").all()
+    decisions = [await r.get_attribute("data-decision") for r in rows]
+    assert decisions == ["RECOGNIZABLE", "NO_PRIOR_RESULT"]
+    assert (await page.inner_text("td.decision")).startswith("可互认")
+    await page.wait_for_selector("tr.timeline-row")  # via /fhir, audited
+    (row,) = await page.locator("tr.timeline-row").all_inner_texts()
+    assert "H001" in row and "报告" in row and "final" in row
+    await page.click("tr[data-item='0'] button.accept")
+    await page.wait_for_selector("tr[data-item='0'] td.outcome:has-text('已互认')")
+    assert "¥5.40" in await page.inner_text("tr[data-item='0'] td.outcome")
 
-            await index(
-                stack,
-                f.lab_bundle(
-                    status="entered-in-error",
-                    effective=f"{today}T08:00:00+08:00",
-                    last_updated=f"{today}T12:00:00+08:00",
-                    version="2",
-                ),
-            )
-            await page.click("#refresh")
-            await page.wait_for_selector("li.notice")
-            notice = await page.inner_text("li.notice")
-            assert "已被撤回" in notice and f.PATIENT_A in notice and "reversed" in notice
-            assert await page.inner_text("#unread") == "1"
-            await page.click("li.notice button.mark-read")
-            await page.wait_for_selector("li.notice.read")
-            assert await page.inner_text("#unread") == "0"
-            assert errors == []
-            visited.assert_clean(cookie["value"], csrf, PASSWORD, f.PATIENT_A)
-        finally:
-            await browser.close()
+    await index(
+        stack,
+        f.lab_bundle(
+            status="entered-in-error",
+            effective=f"{today}T08:00:00+08:00",
+            last_updated=f"{today}T12:00:00+08:00",
+            version="2",
+        ),
+    )
+    await page.click("#refresh")
+    await page.wait_for_selector("li.notice")
+    notice = await page.inner_text("li.notice")
+    assert "已被撤回" in notice and f.PATIENT_A in notice and "reversed" in notice
+    assert await page.inner_text("#unread") == "1"
+    await page.click("li.notice button.mark-read")
+    await page.wait_for_selector("li.notice.read")
+    assert await page.inner_text("#unread") == "0"
+    assert errors == []
+    visited.assert_clean(cookie["value"], csrf, PASSWORD, f.PATIENT_A)
 
 
-async def test_the_finance_page_charts_the_ledger(stack: Stack) -> None:
+async def test_the_finance_page_charts_the_ledger(stack: Stack, browser: Any) -> None:
     today = date.today().isoformat()
     await index(stack, f.lab_bundle(effective=f"{today}T08:00:00+08:00", last_updated=None))
     c = stack.container
@@ -196,34 +193,29 @@ async def test_the_finance_page_charts_the_ledger(stack: Stack) -> None:
         doctor,
     )
     await account(stack, "finance-zhao", Role.PLATFORM_FINANCE, None)
-    async with playwright_api.async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        try:
-            page = await browser.new_page()
-            visited = Visited(page)
-            errors: list[str] = []
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            await page.goto(f"{stack.api_url}/login")
-            await sign_in(page, "finance-zhao")  # the login page sends finance on
-            await page.wait_for_url(f"{stack.api_url}/finance")
-            await page.wait_for_selector("#by-hospital rect.bar")
-            assert "全平台" in await page.inner_text("#who")
-            bars = page.locator("#by-hospital rect.bar")
-            assert await bars.count() == 1
-            assert await bars.first.get_attribute("data-key") == "H002"
-            assert "¥5.40" in await page.inner_text("#by-hospital")
-            assert "血红蛋白" in await page.inner_text("#by-item")
-            assert "手术、输血等重大诊疗前需复查" in await page.inner_text("#by-reason")
-            totals = await page.inner_text("#totals")
-            assert "1 次互认" in totals and "净 net ¥5.40" in totals
-            await page.fill("#from", "2020-01")
-            await page.fill("#to", "2020-12")
-            await page.click("#range button[type=submit]")
-            await page.wait_for_selector("#by-hospital:has-text('暂无数据')")
-            assert errors == []
-            visited.assert_clean(PASSWORD)
-        finally:
-            await browser.close()
+    page = await browser.new_page()
+    visited = Visited(page)
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    await page.goto(f"{stack.api_url}/login")
+    await sign_in(page, "finance-zhao")  # the login page sends finance on
+    await page.wait_for_url(f"{stack.api_url}/finance")
+    await page.wait_for_selector("#by-hospital rect.bar")
+    assert "全平台" in await page.inner_text("#who")
+    bars = page.locator("#by-hospital rect.bar")
+    assert await bars.count() == 1
+    assert await bars.first.get_attribute("data-key") == "H002"
+    assert "¥5.40" in await page.inner_text("#by-hospital")
+    assert "血红蛋白" in await page.inner_text("#by-item")
+    assert "手术、输血等重大诊疗前需复查" in await page.inner_text("#by-reason")
+    totals = await page.inner_text("#totals")
+    assert "1 次互认" in totals and "净 net ¥5.40" in totals
+    await page.fill("#from", "2020-01")
+    await page.fill("#to", "2020-12")
+    await page.click("#range button[type=submit]")
+    await page.wait_for_selector("#by-hospital:has-text('暂无数据')")
+    assert errors == []
+    visited.assert_clean(PASSWORD)
 
 
 async def test_chinese_renders_as_text_not_boxes() -> None:
@@ -254,56 +246,53 @@ async def _actions(stack: Stack) -> list[str]:
         return [r[0] for r in rows]
 
 
-async def test_wrong_password_lockout_csrf_and_logout_in_the_browser(stack: Stack) -> None:
+async def test_wrong_password_lockout_csrf_and_logout_in_the_browser(
+    stack: Stack, browser: Any
+) -> None:
     await account(stack, "dr-wang", Role.DOCTOR, "H002")
-    async with playwright_api.async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        try:
-            page = await browser.new_page()
-            visited = Visited(page)
-            await page.goto(f"{stack.api_url}/doctor")
-            await sign_in(page, "dr-wang", "not the password")
-            await page.wait_for_selector("#login-error:has-text('用户名或密码错误')")
-            assert await page.is_hidden("#app")
-            await assert_accessible(page)  # the sign-in form, with its error
-            await sign_in(page, "dr-wang")
-            await page.wait_for_selector("#app:not([hidden])")
-            csrf = await page.evaluate("session.csrf")
+    page = await browser.new_page()
+    visited = Visited(page)
+    await page.goto(f"{stack.api_url}/doctor")
+    await sign_in(page, "dr-wang", "not the password")
+    await page.wait_for_selector("#login-error:has-text('用户名或密码错误')")
+    assert await page.is_hidden("#app")
+    await assert_accessible(page)  # the sign-in form, with its error
+    await sign_in(page, "dr-wang")
+    await page.wait_for_selector("#app:not([hidden])")
+    csrf = await page.evaluate("session.csrf")
 
-            # Reads need no CSRF token; a change without it gets a 403 problem body.
-            assert (await in_page(page, "GET", "/api/v1/notifications", False))["status"] == 200
-            missing = await in_page(page, "POST", "/api/v1/notifications/n-1/read", False)
-            assert missing["status"] == 403
-            assert missing["type"] == "application/problem+json"
-            assert "CSRF token missing or wrong" in missing["body"]
-            sent = await in_page(page, "POST", "/api/v1/notifications/n-1/read", True)
-            assert sent["status"] == 404  # past the CSRF check: no such notice
+    # Reads need no CSRF token; a change without it gets a 403 problem body.
+    assert (await in_page(page, "GET", "/api/v1/notifications", False))["status"] == 200
+    missing = await in_page(page, "POST", "/api/v1/notifications/n-1/read", False)
+    assert missing["status"] == 403
+    assert missing["type"] == "application/problem+json"
+    assert "CSRF token missing or wrong" in missing["body"]
+    sent = await in_page(page, "POST", "/api/v1/notifications/n-1/read", True)
+    assert sent["status"] == 404  # past the CSRF check: no such notice
 
-            # Logout ends the session on the server, not only in the page.
-            (cookie,) = await page.context.cookies()
-            await page.click("#logout")
-            await page.wait_for_selector("#login:not([hidden])")
-            assert await page.context.cookies() == []
-            async with stack.container.sessions() as s:
-                assert (await s.execute(select(web_session))).first() is None
-            async with httpx.AsyncClient(base_url=stack.api_url) as http:
-                stale = await http.get(
-                    "/api/v1/notifications", headers={"Cookie": f"{COOKIE}={cookie['value']}"}
-                )
-            assert stale.status_code == 401
+    # Logout ends the session on the server, not only in the page.
+    (cookie,) = await page.context.cookies()
+    await page.click("#logout")
+    await page.wait_for_selector("#login:not([hidden])")
+    assert await page.context.cookies() == []
+    async with stack.container.sessions() as s:
+        assert (await s.execute(select(web_session))).first() is None
+    async with httpx.AsyncClient(base_url=stack.api_url) as http:
+        stale = await http.get(
+            "/api/v1/notifications", headers={"Cookie": f"{COOKIE}={cookie['value']}"}
+        )
+    assert stale.status_code == 401
 
-            # Five failures lock the account: then even the right password is refused
-            # (the failure before the login above no longer counts).
-            for _ in range(5):
-                await sign_in(page, "dr-wang", "not the password")
-                await page.wait_for_selector("#login-error:has-text('锁定')")
-                await page.evaluate("document.getElementById('login-error').textContent = ''")
-            await sign_in(page, "dr-wang")
-            await page.wait_for_selector("#login-error:has-text('锁定')")
-            assert await page.is_hidden("#app")
-            visited.assert_clean(cookie["value"], csrf, PASSWORD)
-        finally:
-            await browser.close()
+    # Five failures lock the account: then even the right password is refused
+    # (the failure before the login above no longer counts).
+    for _ in range(5):
+        await sign_in(page, "dr-wang", "not the password")
+        await page.wait_for_selector("#login-error:has-text('锁定')")
+        await page.evaluate("document.getElementById('login-error').textContent = ''")
+    await sign_in(page, "dr-wang")
+    await page.wait_for_selector("#login-error:has-text('锁定')")
+    assert await page.is_hidden("#app")
+    visited.assert_clean(cookie["value"], csrf, PASSWORD)
     assert await _actions(stack) == [
         "web.login.failure",
         "web.login",
@@ -314,7 +303,9 @@ async def test_wrong_password_lockout_csrf_and_logout_in_the_browser(stack: Stac
     ]
 
 
-async def test_expired_and_disabled_sessions_ask_to_sign_in_again(stack: Stack) -> None:
+async def test_expired_and_disabled_sessions_ask_to_sign_in_again(
+    stack: Stack, browser: Any
+) -> None:
     await account(stack, "dr-zhou", Role.DOCTOR, "H002")
     c = stack.container
 
@@ -322,55 +313,47 @@ async def test_expired_and_disabled_sessions_ask_to_sign_in_again(stack: Stack) 
         async with c.sessions() as s, s.begin():
             await s.execute(update(web_session).values(**values))
 
-    async with playwright_api.async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        try:
-            page = await browser.new_page()
-            now = datetime.now(UTC)
-            await signed_in(page, stack, "/doctor", "dr-zhou")
-            await page.wait_for_selector("#notice-list li")  # the page's first calls are done
-            await age(last_seen_at=now - timedelta(minutes=31))  # idle
-            await page.click("#refresh")
-            await page.wait_for_selector("#login-error:has-text('会话已结束')")
+    page = await browser.new_page()
+    now = datetime.now(UTC)
+    await signed_in(page, stack, "/doctor", "dr-zhou")
+    await page.wait_for_selector("#notice-list li")  # the page's first calls are done
+    await age(last_seen_at=now - timedelta(minutes=31))  # idle
+    await page.click("#refresh")
+    await page.wait_for_selector("#login-error:has-text('会话已结束')")
 
-            await sign_in(page, "dr-zhou")
-            await page.wait_for_selector("#app:not([hidden])")
-            await age(created_at=now - timedelta(hours=12, minutes=1))  # absolute
-            await page.reload()
-            await page.wait_for_selector("#login:not([hidden])")
+    await sign_in(page, "dr-zhou")
+    await page.wait_for_selector("#app:not([hidden])")
+    await age(created_at=now - timedelta(hours=12, minutes=1))  # absolute
+    await page.reload()
+    await page.wait_for_selector("#login:not([hidden])")
 
-            await sign_in(page, "dr-zhou")
-            await page.wait_for_selector("#app:not([hidden])")
-            assert (await in_page(page, "GET", "/api/v1/notifications", False))["status"] == 200
-            await user_service.disable_account(
-                c.web_uow(), SECURITY, username="dr-zhou", reason="left the hospital"
-            )
-            assert (await in_page(page, "GET", "/api/v1/notifications", False))["status"] == 401
-            await page.reload()
-            await page.wait_for_selector("#login:not([hidden])")
-            async with c.sessions() as s:
-                assert (await s.execute(select(web_session))).first() is None
-        finally:
-            await browser.close()
+    await sign_in(page, "dr-zhou")
+    await page.wait_for_selector("#app:not([hidden])")
+    assert (await in_page(page, "GET", "/api/v1/notifications", False))["status"] == 200
+    await user_service.disable_account(
+        c.web_uow(), SECURITY, username="dr-zhou", reason="left the hospital"
+    )
+    assert (await in_page(page, "GET", "/api/v1/notifications", False))["status"] == 401
+    await page.reload()
+    await page.wait_for_selector("#login:not([hidden])")
+    async with c.sessions() as s:
+        assert (await s.execute(select(web_session))).first() is None
 
 
-async def test_a_session_has_the_role_and_hospital_scope_of_an_api_token(stack: Stack) -> None:
+async def test_a_session_has_the_role_and_hospital_scope_of_an_api_token(
+    stack: Stack, browser: Any
+) -> None:
     await account(stack, "fin-qian", Role.FINANCE, "H002")
     await account(stack, "dr-sun", Role.DOCTOR, "H002")
     paths = ["/api/v1/savings", "/api/v1/savings?hospital=H001", "/api/v1/notifications"]
-    async with playwright_api.async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        try:
-            for username, role in (("fin-qian", "finance"), ("dr-sun", "doctor")):
-                context = await browser.new_context()
-                page = await context.new_page()
-                await signed_in(page, stack, "/login", username)
-                token = await bearer(stack.container, role, "H002", username)
-                async with httpx.AsyncClient(base_url=stack.api_url, headers=token) as http:
-                    for path in paths:
-                        by_session = await in_page(page, "GET", path, False)
-                        by_token = await http.get(path)
-                        assert by_session["status"] == by_token.status_code, (username, path)
-                await context.close()
-        finally:
-            await browser.close()
+    for username, role in (("fin-qian", "finance"), ("dr-sun", "doctor")):
+        context = await browser.new_context()
+        page = await context.new_page()
+        await signed_in(page, stack, "/login", username)
+        token = await bearer(stack.container, role, "H002", username)
+        async with httpx.AsyncClient(base_url=stack.api_url, headers=token) as http:
+            for path in paths:
+                by_session = await in_page(page, "GET", path, False)
+                by_token = await http.get(path)
+                assert by_session["status"] == by_token.status_code, (username, path)
+        await context.close()
