@@ -120,8 +120,15 @@ def test_token_issue_imports_no_fhir_model(issued: tuple[int, set[str]]) -> None
 
 # What `mrb token issue` no longer loads (docs/performance.md, "Fifth round (CLI)"): the
 # metrics and their WSGI server (the logging set-up is apart: broker/logging_setup.py),
-# and the `click` package (typer vendors its own).
-NOT_FOR_ISSUING = {"prometheus_client", "wsgiref.simple_server", "http.server", "click"}
+# the `click` package (typer vendors its own), and the recognition rules (the ledger's
+# storage imports them where a saving is booked).
+NOT_FOR_ISSUING = {
+    "prometheus_client",
+    "wsgiref.simple_server",
+    "http.server",
+    "click",
+    "broker.domain.recognition",
+}
 
 
 def test_token_issue_imports_no_metrics(issued: tuple[int, set[str]]) -> None:
