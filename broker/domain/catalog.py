@@ -171,6 +171,17 @@ class Catalog:
             found.setdefault(code, set()).add(local)
         return {code: frozenset(codes) for code, codes in found.items()}
 
+    @cached_property
+    def imaging_coverage(self) -> frozenset[tuple[str, str | None]]:
+        """(modality, canonical body site) pairs some imaging item covers, every equivalent
+        modality spelled out: built once, not a scan of the items per imaging item."""
+        return frozenset(
+            (modality, self.sites.canonical(item.body_site))
+            for item in self.items.values()
+            if item.kind is ItemKind.IMAGING
+            for modality in item.modalities()
+        )
+
     def codes_meaning(self, item_code: str) -> frozenset[str]:
         """Every code (catalog, LOINC or a hospital's local code, whatever its system)
         that `item_for_code` can map to the item: what storage may filter rows by."""

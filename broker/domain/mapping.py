@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from broker.domain.catalog import CATALOG_SYSTEM, LOINC_SYSTEM, Catalog, ItemKind
+from broker.domain.catalog import CATALOG_SYSTEM, LOINC_SYSTEM, Catalog
 from broker.domain.results import ResultItem
 
 SNOMED_SYSTEM = "http://snomed.info/sct"
@@ -60,10 +60,4 @@ def unmapped_codes(catalog: Catalog, hospital: str, items: Iterable[ResultItem])
 def _imaging_known(catalog: Catalog, modality: str, site: str) -> bool:
     if catalog.sites.sites and catalog.sites.site(site) is None:
         return False
-    canonical = catalog.sites.canonical(site)
-    return any(
-        i.kind is ItemKind.IMAGING
-        and modality.upper() in i.modalities()
-        and catalog.sites.canonical(i.body_site) == canonical
-        for i in catalog.items.values()
-    )
+    return (modality.upper(), catalog.sites.canonical(site)) in catalog.imaging_coverage

@@ -13,7 +13,7 @@ import json
 from collections.abc import Iterable
 from dataclasses import replace
 from datetime import UTC, date, datetime, tzinfo
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
@@ -55,21 +55,37 @@ V2_0493 = "http://terminology.hl7.org/CodeSystem/v2-0493"
 UNUSABLE_CONDITIONS = frozenset({"HEM", "CLOT", "CON", "AUT", "SNR"})
 _HAEMOLYSIS_WORDS = ("溶血", "HEMOLY", "HAEMOLY")
 ANIMAL_URL = "http://hl7.org/fhir/StructureDefinition/patient-animal"
+_UNSET = object()  # not worked out yet
 _IMAGING_CATEGORIES = frozenset({"RAD", "CT", "MR", "US", "XRC", "NMR", "NMS", "RUS", "VUS", "OUS"})
+
+
+class _Times:
+    """The hospital's zone and the message's timestamps parsed so far: a message repeats
+    them (a report's members share its effective time, lastUpdated recurs), about half of
+    its parses were of a string parsed before."""
+
+    def __init__(self, zone: tzinfo) -> None:
+        self.zone = zone
+        self.parsed: dict[str, tuple[datetime | None, bool]] = {}
 
 
 class _Clock:
     """Collects whether any timestamp of a result needed the hospital's zone."""
 
-    def __init__(self, zone: tzinfo) -> None:
-        self.zone = zone
+    def __init__(self, times: _Times) -> None:
+        self._times = times
         self.assumed = False
 
     def at(self, value: object, where: str) -> datetime | None:
-        try:
-            parsed, assumed = parse_fhir_datetime(value, self.zone)
-        except FhirTimeError as exc:
-            raise Rejected(RejectCode.INVALID_FHIR, f"{where}: {exc}") from None
+        known = self._times.parsed.get(value) if isinstance(value, str) else None
+        if known is None:
+            try:
+                known = parse_fhir_datetime(value, self._times.zone)
+            except FhirTimeError as exc:
+                raise Rejected(RejectCode.INVALID_FHIR, f"{where}: {exc}") from None
+            if isinstance(value, str):
+                self._times.parsed[value] = known
+        parsed, assumed = known
         self.assumed |= assumed
         return parsed
 
@@ -86,6 +102,7 @@ def extract_results(
     reports = index.of_type("DiagnosticReport")
     studies = index.of_type("ImagingStudy")
     observations = index.of_type("Observation")
+    times = _Times(zone)
 
     study_reports: dict[int, Resource] = {}
     for report in reports:
@@ -104,15 +121,15 @@ def extract_results(
     results: list[ExtractedResult] = []
     for study in studies:
         results.append(
-            _imaging(study, study_reports.get(id(study)), index, hospital, zone, registry)
+            _imaging(study, study_reports.get(id(study)), index, hospital, times, registry)
         )
     attached = {id(r) for r in study_reports.values()}
     for report in reports:
         if id(report) not in attached:
-            results.append(_report(report, index, hospital, zone, registry))
+            results.append(_report(report, index, hospital, times, registry))
     for obs in observations:
         if id(obs) not in claimed:
-            results.append(_lone_observation(obs, index, hospital, zone, registry))
+            results.append(_lone_observation(obs, index, hospital, times, registry))
 
     linked = {id(p) for p in _subjects(index)}
     # A Patient on its own links its identifiers to its id for later references.
@@ -147,9 +164,9 @@ def _subjects(index: BundleIndex) -> list[Resource]:
 
 
 def _report(
-    report: Resource, index: BundleIndex, hospital: str, zone: tzinfo, registry: IdentifierRegistry
+    report: Resource, index: BundleIndex, hospital: str, times: _Times, registry: IdentifierRegistry
 ) -> ExtractedResult:
-    clock = _Clock(zone)
+    clock = _Clock(times)
     members = _members(report, index)
     where = _where(report)
     categories = {c.code for c in _codings_of_list(report.get("category"))}
@@ -158,8 +175,9 @@ def _report(
         if categories & _IMAGING_CATEGORIES or report.get("imagingStudy")
         else ResultKind.LAB
     )
-    observed = [_observation_item(o, clock, index, report) for o in members]
-    head = _report_item(report, clock, where)
+    parent = _Parent(report, index)
+    observed = [_observation_item(o, clock, index, parent) for o in members]
+    head = _report_item(report, clock, where, parent.mark())
     if kind is ResultKind.LAB and not any(o.no_value is None for o in observed):
         # A lab report none of whose observations has a value carries nothing to recognise.
         head = replace(head, no_value="report-empty")
@@ -167,11 +185,12 @@ def _report(
 
 
 def _lone_observation(
-    obs: Resource, index: BundleIndex, hospital: str, zone: tzinfo, registry: IdentifierRegistry
+    obs: Resource, index: BundleIndex, hospital: str, times: _Times, registry: IdentifierRegistry
 ) -> ExtractedResult:
-    clock = _Clock(zone)
+    clock = _Clock(times)
     members = _members(obs, index)
-    observed = [_observation_item(m, clock, index, obs) for m in members]
+    parent = _Parent(obs, index)
+    observed = [_observation_item(m, clock, index, parent) for m in members]
     head = _observation_item(obs, clock, index, None)
     if observed and head.no_value == "no-value":  # a grouping: its members carry the values
         if any(o.no_value is None for o in observed):
@@ -187,10 +206,10 @@ def _imaging(
     report: Resource | None,
     index: BundleIndex,
     hospital: str,
-    zone: tzinfo,
+    times: _Times,
     registry: IdentifierRegistry,
 ) -> ExtractedResult:
-    clock = _Clock(zone)
+    clock = _Clock(times)
     where = _where(study)
     started = clock.at(study.get("started"), f"{where}.started")
     mark = _extension(study, RECOGNITION_MARK_URL, "valueString")
@@ -240,7 +259,9 @@ def _imaging(
     members: list[Resource] = []
     if report is not None:
         members = [report]
-        rep = _report_item(report, clock, _where(report))
+        rep = _report_item(
+            report, clock, _where(report), _extension(report, RECOGNITION_MARK_URL, "valueString")
+        )
         items.append(
             ResultItem(
                 resource_type="DiagnosticReport",
@@ -480,32 +501,60 @@ def _members(holder: Resource, index: BundleIndex) -> list[Resource]:
     return out
 
 
-def _report_item(report: Resource, clock: _Clock, where: str) -> ResultItem:
+def _report_item(report: Resource, clock: _Clock, where: str, mark: Any) -> ResultItem:
     code = report.get("code")
+    codings = _codings(code)
     return ResultItem(
         resource_type="DiagnosticReport",
         resource_id=report.get("id"),
-        codings=_codings(code),
+        codings=codings,
         status=str(report.get("status", "unknown")),
         effective=_effective(report, clock, where),
-        summary=_text(code) or "report",
-        recognition_mark=_extension(report, RECOGNITION_MARK_URL, "valueString"),
+        summary=_text(code, codings) or "report",
+        recognition_mark=mark,
     )
 
 
+class _Parent:
+    """The report or panel observations sit under: what each member would otherwise look
+    up in it again (its recognition mark, its specimens), worked out once, when asked
+    (plain attributes: functools.cached_property takes a lock on each first use)."""
+
+    __slots__ = ("_index", "_mark", "_specimen_problem", "resource")
+
+    def __init__(self, resource: Resource, index: BundleIndex) -> None:
+        self.resource = resource
+        self._index = index
+        self._mark: Any = _UNSET
+        self._specimen_problem: str | object | None = _UNSET
+
+    def mark(self) -> Any:
+        if self._mark is _UNSET:
+            self._mark = _extension(self.resource, RECOGNITION_MARK_URL, "valueString")
+        return self._mark
+
+    def specimen_problem(self) -> str | None:
+        if self._specimen_problem is _UNSET:
+            refs = _list(self.resource.get("specimen"))
+            self._specimen_problem = _specimens_problem(self._index, refs)
+        return cast("str | None", self._specimen_problem)
+
+
 def _observation_item(
-    obs: Resource, clock: _Clock, index: BundleIndex, parent: Resource | None
+    obs: Resource, clock: _Clock, index: BundleIndex, parent: _Parent | None
 ) -> ResultItem:
     where = _where(obs)
     mark = _extension(obs, RECOGNITION_MARK_URL, "valueString")
     if mark is None and parent is not None:
-        mark = _extension(parent, RECOGNITION_MARK_URL, "valueString")
-    name = _text(obs.get("code")) or "observation"
+        mark = parent.mark()
+    code = obs.get("code")
+    codings = _codings(code)
+    name = _text(code, codings) or "observation"
     value, unit = _value(obs)
     return ResultItem(
         resource_type="Observation",
         resource_id=obs.get("id"),
-        codings=_codings(obs.get("code")),
+        codings=codings,
         status=str(obs.get("status", "unknown")),
         effective=_effective(obs, clock, where),
         summary=f"{name}: {_value_text(obs)}",
@@ -517,17 +566,17 @@ def _observation_item(
     )
 
 
-def _content_problem(obs: Resource, index: BundleIndex, parent: Resource | None) -> str | None:
+def _content_problem(obs: Resource, index: BundleIndex, parent: _Parent | None) -> str | None:
     """Why an observation has no usable content (see recognition.content_problem), or None."""
     if isinstance(dar := obs.get("dataAbsentReason"), dict):
         code = next((c.code for c in _codings(dar)), None) or _text(dar) or "unknown"
         return f"data-absent:{code}"
-    specimens = [index.resolve(_ref(r)) for r in _list(obs.get("specimen"))]
-    if not specimens and parent is not None:
-        specimens = [index.resolve(_ref(r)) for r in _list(parent.get("specimen"))]
-    for specimen in specimens:
-        if specimen is not None and (problem := _specimen_problem(specimen)):
+    # An observation naming no specimen of its own is judged by its parent's.
+    if refs := _list(obs.get("specimen")):
+        if problem := _specimens_problem(index, refs):
             return problem
+    elif parent is not None and (problem := parent.specimen_problem()):
+        return problem
     for concept in _list(obs.get("interpretation")):
         if problem := _condition_problem(concept):
             return problem
@@ -535,6 +584,15 @@ def _content_problem(obs: Resource, index: BundleIndex, parent: Resource | None)
         isinstance(c, dict) and _has_value(c) for c in _list(obs.get("component"))
     )
     return None if has_value else "no-value"
+
+
+def _specimens_problem(index: BundleIndex, refs: list[Any]) -> str | None:
+    """The first problem among the referenced specimens found in the message."""
+    for ref in refs:
+        specimen = index.resolve(_ref(ref))
+        if specimen is not None and (problem := _specimen_problem(specimen)):
+            return problem
+    return None
 
 
 def _has_value(element: Resource) -> bool:
@@ -572,14 +630,15 @@ def _specimen_problem(specimen: Resource) -> str | None:
 
 def _condition_problem(concept: object) -> str | None:
     """HEM, CLOT … from v2-0493 codings, or haemolysis named in text (溶血, hemolyzed)."""
-    for c in _codings(concept):
+    codings = _codings(concept)
+    for c in codings:
         if c.system == V2_0493 and c.code.upper() in UNUSABLE_CONDITIONS:
             return f"specimen-condition:{c.code.upper()}"
     words = " ".join(
         str(x)
         for x in (
             concept.get("text") if isinstance(concept, dict) else None,
-            *(c.display for c in _codings(concept)),
+            *(c.display for c in codings),
         )
         if x
     ).upper()
@@ -682,15 +741,18 @@ def _first_coding(concept: object) -> Coding | None:
     return _coding(concept)
 
 
-def _text(concept: object) -> str | None:
+def _text(concept: object, codings: tuple[Coding, ...] | None = None) -> str | None:
+    """The concept's text, else a coding's display, else its first system|code;
+    `codings`: the concept's, when the caller has them already."""
     if not isinstance(concept, dict):
         return None
     if isinstance(concept.get("text"), str) and concept["text"]:
         return str(concept["text"])
-    for c in _codings(concept):
+    if codings is None:
+        codings = _codings(concept)
+    for c in codings:
         if c.display:
             return c.display
-    codings = _codings(concept)
     return f"{codings[0].system}|{codings[0].code}" if codings else None
 
 

@@ -35,11 +35,25 @@ def item_rows(
     protector: Protector,
 ) -> list[dict[str, Any]]:
     """One index row per item and coding (an uncoded item still gets one)."""
-    return [
-        _item_row(result_id, hospital, person_id, item, coding, protector)
-        for item in items
-        for coding in (item.codings or (None,))
-    ]
+    rows: list[dict[str, Any]] = []
+    for item in items:
+        codings = item.codings
+        row = _item_row(
+            result_id, hospital, person_id, item, codings[0] if codings else None, protector
+        )
+        rows.append(row)
+        # The item's other codings: the same resource key and sealed text, hashed and
+        # sealed once per item rather than once per coding.
+        for coding in codings[1:]:
+            rows.append(
+                {
+                    **row,
+                    "code_system": coding.system,
+                    "code": coding.code,
+                    "display": (coding.display or "")[:300],
+                }
+            )
+    return rows
 
 
 def _item_row(
