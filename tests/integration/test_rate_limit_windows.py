@@ -16,7 +16,7 @@ from asyncpg.transaction import Transaction
 from limits import RateLimitItemPerMinute
 from limits.aio.storage import MemoryStorage, Storage
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
-from sqlalchemy import event
+from sqlalchemy import event, text
 
 from broker.bootstrap import Container
 from broker.settings import Settings
@@ -141,5 +141,28 @@ async def test_a_refused_hit_is_not_counted(
         counted = await storage.get_sliding_window(LIMIT.key_for(key), MINUTE)
         _previous, _ttl, current, _left = counted
         assert current == 5  # the three refused hits left no trace
+    finally:
+        await container.close()
+
+
+async def test_the_counters_write_no_wal_on_postgresql(settings: Settings) -> None:
+    """Ephemeral by design: UNLOGGED (migration 0025), so a hit waits for no WAL flush."""
+    container = Container.build(settings)
+    try:
+        if container.engine.dialect.name != "postgresql":
+            return
+        async with container.engine.connect() as conn:
+            rows = await conn.execute(
+                text(
+                    "SELECT c.relname, c.relpersistence::text FROM pg_class c "
+                    "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                    "WHERE n.nspname = current_schema() AND c.relkind = 'r' "
+                    "AND c.relname LIKE 'rate_limit_%'"
+                )
+            )
+            assert dict(rows.tuples().all()) == {
+                "rate_limit_counter": "u",
+                "rate_limit_patient": "u",
+            }
     finally:
         await container.close()
