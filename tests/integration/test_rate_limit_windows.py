@@ -160,7 +160,7 @@ async def test_the_counters_write_no_wal_on_postgresql(settings: Settings) -> No
                     "AND c.relname LIKE 'rate_limit_%'"
                 )
             )
-            assert dict(rows.tuples().all()) == {
+            assert dict(rows.all()) == {
                 "rate_limit_counter": "u",
                 "rate_limit_patient": "u",
             }
