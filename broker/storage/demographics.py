@@ -11,13 +11,12 @@ from typing import Any, TypeVar
 
 from cryptography.exceptions import InvalidTag
 from sqlalchemy import Table, delete, select, tuple_
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from broker.domain.demographics import Demographics
 from broker.security.payload_cipher import PayloadCipher, Sealed
 from broker.security.pseudonyms import Pseudonymiser
+from broker.storage.dialect_insert import insert_into
 from broker.storage.tables import person_block, person_demographics
 
 BLOCK_DOMAIN = "person-block"  # the pseudonym domain of blocking keys
@@ -163,8 +162,7 @@ def sealed_row(person_id: str, hospital: str, sealed: Sealed, now: datetime) -> 
 def upsert_sealed(session: AsyncSession, table: Table) -> Any:
     """INSERT … ON CONFLICT (person, hospital) DO UPDATE, in the session's dialect: the
     latest value each hospital sent replaces the last, in one statement."""
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    statement = insert(table)
+    statement = insert_into(session, table)
     replaced = ("key_id", "algorithm", "nonce", "ciphertext", "updated_at")
     return statement.on_conflict_do_update(
         index_elements=[table.c.person_id, table.c.hospital_id],
