@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from limits.aio.storage import Storage
@@ -24,13 +25,23 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from broker.storage.dialect_insert import insert_for
 from broker.storage.rate_limit_tables import rate_limit_counter, rate_limit_patient
 
 _PURGE_EVERY = 60.0  # seconds between deletions of expired rows, per process
+
+
+def _single_statement(
+    engine: AsyncEngine,
+) -> Callable[[], AbstractAsyncContextManager[AsyncConnection]]:
+    """Where one atomic statement runs on its own: on PostgreSQL with no transaction
+    around it (no BEGIN and COMMIT round trips on every API request), on SQLite in one."""
+    if engine.dialect.name == "postgresql":
+        return engine.execution_options(isolation_level="AUTOCOMMIT").connect
+    return engine.begin
 
 
 # -- request counters: the `limits` strategies on a database -----------------------------
@@ -114,16 +125,10 @@ class DatabaseStorage(Storage, SlidingWindowCounterSupport):
     def __init__(self, engine: AsyncEngine) -> None:
         super().__init__(uri=None, wrap_exceptions=False)
         self._engine = engine
-        insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+        insert = insert_for(engine.dialect.name)
         self._incr = _upsert(insert)
         self._hit = _admitting_upsert(insert)
-        # On PostgreSQL a hit needs no transaction around its one statement: no BEGIN and
-        # COMMIT round trips on every API request.
-        self._one_statement = (
-            engine.execution_options(isolation_level="AUTOCOMMIT")
-            if engine.dialect.name == "postgresql"
-            else None
-        )
+        self._alone = _single_statement(engine)
         self._purged_at = 0.0
 
     @property
@@ -191,10 +196,7 @@ class DatabaseStorage(Storage, SlidingWindowCounterSupport):
             "weight": self._previous_ttl(expiry, now) / expiry,
             "room": limit + 1,
         }
-        if self._one_statement is not None:
-            async with self._one_statement.connect() as conn:
-                return (await conn.execute(self._hit, params)).first() is not None
-        async with self._engine.begin() as conn:
+        async with self._alone() as conn:
             return (await conn.execute(self._hit, params)).first() is not None
 
     async def get_sliding_window(self, key: str, expiry: int) -> tuple[int, float, int, float]:
@@ -269,9 +271,7 @@ class DatabasePatientCounter:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
         self._postgres = engine.dialect.name == "postgresql"
-        self._one_statement = (
-            engine.execution_options(isolation_level="AUTOCOMMIT") if self._postgres else None
-        )
+        self._alone = _single_statement(engine)
         self._purged_at = 0.0
 
     async def look_up(self, person: str, patient: str, limit: int, window: int) -> float | None:
@@ -279,12 +279,8 @@ class DatabasePatientCounter:
         params = {"who": person, "whom": patient, "now": now, "since": now - window}
         # A patient already counted in this window (the same patient again: order-select,
         # then order-sign) changes no count: one statement, no lock, no transaction.
-        if self._one_statement is not None:
-            async with self._one_statement.connect() as conn:
-                again = await conn.execute(_SEEN_AGAIN, params)
-        else:
-            async with self._engine.begin() as conn:
-                again = await conn.execute(_SEEN_AGAIN, params)
+        async with self._alone() as conn:
+            again = await conn.execute(_SEEN_AGAIN, params)
         if getattr(again, "rowcount", 0):
             return None
         async with self._engine.begin() as conn:
