@@ -348,30 +348,27 @@ async def with_limits(
     """Single-client check and person lookup against an API with the rate limits on."""
     async with running_api(db, work, env=LIMITS_ON) as api:
         bodies = sample_bodies(cfg, people, cfg.requests, seed=people + 2)
-        return await run_job(
-            {
-                "base_url": api.base,
-                "warmup": cfg.warmup,
-                "rounds": cfg.rounds,
-                "concurrency": 1,
-                "per_round": cfg.requests,
-                "variants": [
-                    variant("lookup", LOOKUP_PATH, token, [{"json": b} for b in bodies]),
-                    variant("check", CHECK_PATH, token, [{"json": b} for b in bodies]),
-                ],
-            },
-            work,
-        )
+        lookup = variant("lookup", LOOKUP_PATH, token, [{"json": b} for b in bodies])
+        check = variant("check", CHECK_PATH, token, [{"json": b} for b in bodies])
+        return await run_job(plain_job(cfg, api.base, 1, lookup, check), work)
+
+
+def plain_job(
+    cfg: BenchConfig, base: str, concurrency: int, *variants: dict[str, Any]
+) -> dict[str, Any]:
+    """A load generator job of `cfg`'s warm-up, rounds and requests a round."""
+    return {
+        "base_url": base,
+        "warmup": cfg.warmup,
+        "rounds": cfg.rounds,
+        "concurrency": concurrency,
+        "per_round": cfg.requests,
+        "variants": list(variants),
+    }
 
 
 def throughput_job(cfg: BenchConfig, base: str, token: str, people: int) -> dict[str, Any]:
     """Checks only (the product's server has no baseline route), at full concurrency."""
     bodies = sample_bodies(cfg, people, cfg.requests, seed=people + 1)
-    return {
-        "base_url": base,
-        "warmup": cfg.warmup,
-        "rounds": cfg.rounds,
-        "concurrency": cfg.concurrency,
-        "per_round": cfg.requests,
-        "variants": [variant("check", CHECK_PATH, token, [{"json": b} for b in bodies])],
-    }
+    check = variant("check", CHECK_PATH, token, [{"json": b} for b in bodies])
+    return plain_job(cfg, base, cfg.concurrency, check)
