@@ -244,19 +244,31 @@ class DatabaseStorage(Storage, SlidingWindowCounterSupport):
 _P = rate_limit_patient
 _THEIRS = _P.c.person == bindparam("who")
 _SINCE = bindparam("since", type_=Float())
-_SEEN = (
+_SEEN_AGAIN = (
     update(_P)
-    .where(_THEIRS, _P.c.patient == bindparam("whom"))
+    .where(_THEIRS, _P.c.patient == bindparam("whom"), _P.c.seen_at > _SINCE)
     .values(seen_at=bindparam("now", type_=Float()))
 )
-_SEEN_AGAIN = _SEEN.where(_P.c.seen_at > _SINCE)
 _FORGET_THEIRS = delete(_P).where(_THEIRS, _P.c.seen_at <= _SINCE)
 _FORGET_EVERYONES = delete(_P).where(_P.c.seen_at <= _SINCE)
-_COUNT_THEIRS = select(func.count(), func.min(_P.c.seen_at)).where(_THEIRS)
-_ADD = _P.insert().values(
-    person=bindparam("who"), patient=bindparam("whom"), seen_at=bindparam("now")
-)
+# The person's patients in the window, the oldest of them, and whether `whom` is among
+# them (counted by a concurrent lookup since this one's first statement).
+_IN_WINDOW = select(
+    func.count(),
+    func.min(_P.c.seen_at),
+    func.max(case((_P.c.patient == bindparam("whom"), 1), else_=0)),
+).where(_THEIRS, _P.c.seen_at > _SINCE)
 _LOCK_PERSON = text("SELECT pg_advisory_xact_lock(:k)")
+
+
+def _remember(insert: Callable[[Table], Any]) -> Any:
+    """The patient counted as seen now: a new row, or their expired row renewed."""
+    added = insert(_P).values(
+        person=bindparam("who"), patient=bindparam("whom"), seen_at=bindparam("now")
+    )
+    return added.on_conflict_do_update(
+        index_elements=[_P.c.person, _P.c.patient], set_={"seen_at": added.excluded.seen_at}
+    )
 
 
 class DatabasePatientCounter:
@@ -265,13 +277,16 @@ class DatabasePatientCounter:
     One transaction per lookup, serialised per person: on PostgreSQL by an advisory
     transaction lock on the person, on SQLite by the database write lock that its first
     statement (deleting the person's expired rows) takes. Two processes cannot both admit
-    the person's last allowed patient.
+    the person's last allowed patient. On PostgreSQL expired rows wait for the periodic
+    purge (they no longer count): after the statement that found the patient new, five
+    round trips (BEGIN, lock, count, upsert, COMMIT; seven before 2026-12-04).
     """
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
         self._postgres = engine.dialect.name == "postgresql"
         self._alone = _single_statement(engine)
+        self._remember = _remember(insert_for(engine.dialect.name))
         self._purged_at = 0.0
 
     async def look_up(self, person: str, patient: str, limit: int, window: int) -> float | None:
@@ -283,24 +298,23 @@ class DatabasePatientCounter:
             again = await conn.execute(_SEEN_AGAIN, params)
         if getattr(again, "rowcount", 0):
             return None
+        purge = now - self._purged_at >= _PURGE_EVERY
+        if purge:
+            self._purged_at = now
         async with self._engine.begin() as conn:
             if self._postgres:
                 lock = int.from_bytes(
                     hashlib.sha256(person.encode()).digest()[:8], "big", signed=True
                 )
                 await conn.execute(_LOCK_PERSON, {"k": lock})
-            if now - self._purged_at >= _PURGE_EVERY:
-                self._purged_at = now
-                await conn.execute(_FORGET_EVERYONES, params)
+                if purge:
+                    await conn.execute(_FORGET_EVERYONES, params)
             else:
-                await conn.execute(_FORGET_THEIRS, params)
-            again = await conn.execute(_SEEN, params)
-            if getattr(again, "rowcount", 0):
-                return None
-            count, oldest = (await conn.execute(_COUNT_THEIRS, params)).one()
-            if count >= limit:
+                await conn.execute(_FORGET_EVERYONES if purge else _FORGET_THEIRS, params)
+            count, oldest, counted = (await conn.execute(_IN_WINDOW, params)).one()
+            if not counted and count >= limit:
                 return max(0.0, float(oldest) + window - now)
-            await conn.execute(_ADD, params)
+            await conn.execute(self._remember, params)
         return None
 
     async def close(self) -> None:

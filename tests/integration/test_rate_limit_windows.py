@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -20,7 +21,7 @@ from sqlalchemy import event, text
 
 from broker.bootstrap import Container
 from broker.settings import Settings
-from broker.storage.rate_limits import DatabaseStorage
+from broker.storage.rate_limits import DatabasePatientCounter, DatabaseStorage
 
 MINUTE = 60
 LIMIT = RateLimitItemPerMinute(5)
@@ -91,39 +92,53 @@ async def test_the_same_hits_as_limits_memory_storage(
         await container.close()
 
 
-async def test_a_hit_is_one_statement(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every API request takes a hit: the previous window is read with the increment, and
-    on PostgreSQL no transaction is opened around it (no BEGIN and COMMIT round trips)."""
-    container = Container.build(settings)
-    sent: list[str] = []
+def _statements(
+    engine: Any, monkeypatch: pytest.MonkeyPatch, sent: list[str]
+) -> Callable[[], None]:
+    """Record each statement's first word and each BEGIN (asyncpg's, or SQLite's)."""
 
     def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
         sent.append(statement.split()[0])
 
-    def begun(_conn: Any) -> None:  # SQLite: the transaction the driver opens
+    def begun(_conn: Any) -> None:
         sent.append("BEGIN")
 
-    async def started(self: Transaction) -> None:  # PostgreSQL: a BEGIN sent by asyncpg
+    start = Transaction.start
+
+    async def started(self: Transaction) -> None:
         sent.append("BEGIN")
         await start(self)
 
+    monkeypatch.setattr(Transaction, "start", started)
+    event.listen(engine, "before_cursor_execute", record)
+    if engine.dialect.name != "postgresql":
+        event.listen(engine, "begin", begun)
+
+    def stop() -> None:
+        event.remove(engine, "before_cursor_execute", record)
+        if engine.dialect.name != "postgresql":
+            event.remove(engine, "begin", begun)
+        monkeypatch.setattr(Transaction, "start", start)
+
+    return stop
+
+
+async def test_a_hit_is_one_statement(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every API request takes a hit: the previous window is read with the increment, and
+    on PostgreSQL no transaction is opened around it (no BEGIN and COMMIT round trips)."""
+    container = Container.build(settings)
     try:
         limiter = SlidingWindowCounterRateLimiter(DatabaseStorage(container.engine))
         key = f"token/{uuid.uuid4()}"
         await limiter.hit(LIMIT, key)  # the first one also purges expired counters
         engine = container.engine.sync_engine
         postgres = engine.dialect.name == "postgresql"
-        start = Transaction.start
-        monkeypatch.setattr(Transaction, "start", started)
-        event.listen(engine, "before_cursor_execute", record)
-        if not postgres:
-            event.listen(engine, "begin", begun)
+        sent: list[str] = []
+        stop = _statements(engine, monkeypatch, sent)
         try:
             assert await limiter.hit(LIMIT, key)
         finally:
-            event.remove(engine, "before_cursor_execute", record)
-            if not postgres:
-                event.remove(engine, "begin", begun)
+            stop()
         assert sent == (["INSERT"] if postgres else ["BEGIN", "INSERT"])
     finally:
         await container.close()
@@ -164,5 +179,65 @@ async def test_the_counters_write_no_wal_on_postgresql(settings: Settings) -> No
                 "rate_limit_counter": "u",
                 "rate_limit_patient": "u",
             }
+    finally:
+        await container.close()
+
+
+async def test_a_new_patient_is_counted_in_one_short_transaction(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A patient new to the doctor's window: the statement that finds them new, then the
+    lock (PostgreSQL's advisory lock, SQLite's write lock), the count and the upsert."""
+    container = Container.build(settings)
+    try:
+        counter = DatabasePatientCounter(container.engine)
+        doctor = f"H002/{uuid.uuid4()}"
+        assert await counter.look_up(doctor, "p0", 5, 3600) is None  # purges, once
+        engine = container.engine.sync_engine
+        sent: list[str] = []
+        stop = _statements(engine, monkeypatch, sent)
+        try:
+            assert await counter.look_up(doctor, "p1", 5, 3600) is None
+        finally:
+            stop()
+        if engine.dialect.name == "postgresql":
+            # asyncpg sends BEGIN with the transaction's first statement (the lock).
+            # Was UPDATE, lock, BEGIN, DELETE, UPDATE, count, INSERT (2026-12-04).
+            assert sent == ["UPDATE", "SELECT", "BEGIN", "SELECT", "INSERT"]
+        else:
+            assert sent == ["BEGIN", "UPDATE", "BEGIN", "DELETE", "SELECT", "INSERT"]
+    finally:
+        await container.close()
+
+
+async def test_an_expired_patient_counts_afresh_and_no_longer_counts_before(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Expired rows wait for the periodic purge: they do not count, and the same patient
+    looked up again renews their row rather than colliding with it."""
+    container = Container.build(settings)
+    try:
+        counter = DatabasePatientCounter(container.engine)
+        doctor = f"H002/{uuid.uuid4()}"
+        start = 1_800_000_000.0
+        _at(monkeypatch, start)
+        assert await counter.look_up(doctor, "p1", 1, 10) is None
+        assert await counter.look_up(doctor, "p2", 1, 10) == pytest.approx(10)
+        _at(monkeypatch, start + 11)  # p1's window is over; the purge is not due (60 s)
+        assert await counter.look_up(doctor, "p1", 1, 10) is None  # renewed, counted again
+        assert await counter.look_up(doctor, "p2", 1, 10) == pytest.approx(10)
+        _at(monkeypatch, start + 22)
+        assert await counter.look_up(doctor, "p2", 1, 10) is None
+        async with container.engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    text("SELECT patient, seen_at FROM rate_limit_patient WHERE person = :p"),
+                    {"p": doctor},
+                )
+            ).all()
+        # p1's expired row is deleted with the doctor's next lookup on SQLite, by the
+        # periodic purge on PostgreSQL; either way it no longer counts.
+        live = [(p, s) for p, s in rows if s > start + 12]
+        assert live == [("p2", start + 22)]
     finally:
         await container.close()
