@@ -43,7 +43,9 @@ class FakePeople(ports.People):
         self.links: dict[str, str] = {}  # identifier link key -> person id
         self.born: dict[str, date] = {}
 
-    async def find(self, identifier: PatientIdentifier) -> str | None:
+    async def find(
+        self, identifier: PatientIdentifier, rows: RowFilter | None = None
+    ) -> str | None:
         return self.links.get(identifier.link_key)
 
     async def birth_date(self, person_id: str) -> date | None:

@@ -29,8 +29,12 @@ class Hospitals(abc.ABC):
 
 class People(abc.ABC):
     @abc.abstractmethod
-    async def find(self, identifier: PatientIdentifier) -> str | None:
-        """The surviving person an identifier is linked to, if any."""
+    async def find(
+        self, identifier: PatientIdentifier, rows: RowFilter | None = None
+    ) -> str | None:
+        """The surviving person an identifier is linked to, if any. Given the `rows` the
+        caller will ask `Results.prior_items` for, an adapter may read them in the same
+        round trip and answer that call from them."""
 
     @abc.abstractmethod
     async def birth_date(self, person_id: str) -> date | None:

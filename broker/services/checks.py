@@ -150,7 +150,8 @@ async def run_check(
                 raise Invalid("Invalid patient identifier", "patient.value is empty")
             catalog = rules.catalog.for_region(ordering.region, local_date(request.order_time))
             wanted = [resolve_order(o, catalog, ordering.id) for o in request.items]
-            person_id = await uow.people.find(ident)
+            rows = rows_that_matter(wanted, catalog)
+            person_id = await uow.people.find(ident, rows)
             if not await uow.reference_moved():
                 break
         # Consent comes from its record only (read afresh: a withdrawal counts at once),
@@ -172,7 +173,7 @@ async def run_check(
                     viewer=ordering.id,
                     consented=consented,
                 ),
-                rows_that_matter(wanted, catalog),
+                rows,
             )
             if person_id
             else []

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from datetime import date, datetime
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import case, func, select, true
+from sqlalchemy import Row, Select, case, func, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from broker import ports
@@ -24,14 +25,28 @@ from broker.storage.consents import (
     SessionConsentReader,
     find_with_consent_flag,
 )
-from broker.storage.prior_items import Matters, person_items
+from broker.storage.prior_items import (
+    ITEM_COLUMNS,
+    Matters,
+    item_params,
+    items_of,
+    person_items,
+    prior_items_of,
+)
 from broker.storage.protect import Protector
 from broker.storage.reference_cache import (
     STAMP_KINDS,
     ReferenceReader,
     ReferenceReadingUnitOfWork,
 )
-from broker.storage.tables import audit_event, event_outbox, recognition_check, reference_stamp
+from broker.storage.tables import (
+    audit_event,
+    event_outbox,
+    recognition_check,
+    reference_stamp,
+    result,
+    result_item,
+)
 from broker.storage.write_batch import WriteBatch, Writes
 
 
@@ -60,10 +75,42 @@ _FIND_CONFIRMING_STAMPS = select(
 ).select_from(_stamps.outerjoin(_found, true()))
 
 
+@lru_cache(maxsize=8)
+def _find_with_items(filtered: bool, by_code: bool, imaging: bool) -> Select[Any]:
+    """The person, the reference stamps and the person's items that `rows` admits, in one
+    statement (issue #16: one read for the person and the items that can matter): the
+    items joined on the surviving person the pseudonym names, found once by a subquery,
+    so that they are read by index as prior_items reads them. One row with no item
+    columns when the person has none."""
+    people = people_store.with_merged(people_store.SURVIVOR_BY_PSEUDONYM)
+    return (
+        _FIND_CONFIRMING_STAMPS.add_columns(*ITEM_COLUMNS)
+        .outerjoin(result_item, items_of(people, filtered, by_code, imaging))
+        .outerjoin(result, result.c.id == result_item.c.result_id)
+        .order_by(result_item.c.id)
+    )
+
+
+class _Prefetched:
+    """The items read with the person, kept for the check's next `prior_items`."""
+
+    def __init__(self) -> None:
+        self.person_id: str | None = None
+        self.rows: RowFilter | None = None
+        self.items: list[Row[Any]] = []
+
+    def take(self, person_id: str, rows: RowFilter | None) -> list[Row[Any]] | None:
+        if self.rows is None or person_id != self.person_id or rows != self.rows:
+            return None
+        items, self.rows, self.items = self.items, None, []
+        return items
+
+
 class SqlPeople(ports.People):
     """Finding the person also tells the session's consent reader when they have no consent
-    record, so that the check reads the records only for the few who have some; and, when
-    the check started from the reference stamps last seen, confirms them."""
+    record, so that the check reads the records only for the few who have some; when
+    the check started from the reference stamps last seen, confirms them; and, given the
+    rows the check can need, reads the person's items in the same round trip."""
 
     def __init__(
         self,
@@ -72,25 +119,43 @@ class SqlPeople(ports.People):
         cipher: PayloadCipher,
         consents: SessionConsentReader | None = None,
         reference: ReferenceReader | None = None,
+        prefetched: _Prefetched | None = None,
     ) -> None:
         self._session = session
         self._pseudonyms = pseudonyms
         self._cipher = cipher
         self._consents = consents
         self._reference = reference
+        self._prefetched = prefetched
         self.moved = False  # the stamps in use were older than the person lookup's
 
-    async def find(self, identifier: PatientIdentifier) -> str | None:
+    async def find(
+        self, identifier: PatientIdentifier, rows: RowFilter | None = None
+    ) -> str | None:
         pseudonym = self._pseudonyms.of(identifier)
-        if self._reference is not None and self._reference.unconfirmed:
-            row = (
-                await self._session.execute(_FIND_CONFIRMING_STAMPS, {"pseudonym": pseudonym})
-            ).one()
-            current = {k: int(v) for k in STAMP_KINDS if (v := row._mapping[k]) is not None}
-            self.moved = self.moved or not self._reference.confirm(current)
+        with_items = rows is not None and not rows.empty and self._prefetched is not None
+        if with_items or (self._reference is not None and self._reference.unconfirmed):
+            if with_items:
+                shape, params = item_params(rows)
+                read = await self._session.execute(
+                    _find_with_items(*shape), {"pseudonym": pseudonym, **params}
+                )
+            else:
+                read = await self._session.execute(
+                    _FIND_CONFIRMING_STAMPS, {"pseudonym": pseudonym}
+                )
+            found_rows = read.all()
+            row = found_rows[0]
+            if self._reference is not None and self._reference.unconfirmed:
+                current = {k: int(v) for k in STAMP_KINDS if (v := row._mapping[k]) is not None}
+                self.moved = self.moved or not self._reference.confirm(current)
             found = (
                 None if row.id is None else (str(row.merged_into or row.id), bool(row.has_records))
             )
+            if with_items and found is not None and self._prefetched is not None:
+                self._prefetched.person_id = found[0]
+                self._prefetched.rows = rows
+                self._prefetched.items = [r for r in found_rows if r.result_id is not None]
         else:
             found = await find_with_consent_flag(self._session, pseudonym)
         if found is None:
@@ -105,13 +170,20 @@ class SqlPeople(ports.People):
 
 
 class SqlResults(ports.Results):
-    def __init__(self, session: AsyncSession, protector: Protector) -> None:
+    def __init__(
+        self, session: AsyncSession, protector: Protector, prefetched: _Prefetched | None = None
+    ) -> None:
         self._session = session
         self._protector = protector
+        self._prefetched = prefetched
 
     async def prior_items(
         self, person_id: str, matters: Matters | None = None, rows: RowFilter | None = None
     ) -> list[PriorItem]:
+        if self._prefetched is not None:
+            read = self._prefetched.take(person_id, rows)
+            if read is not None:
+                return prior_items_of(read, self._protector, matters)
         return await person_items(self._session, person_id, self._protector, matters, rows)
 
 
@@ -221,10 +293,11 @@ class SqlCheckUnitOfWork(ReferenceReadingUnitOfWork, ports.CheckUnitOfWork):
         self._reader = reference = self._reference.reader(s, optimistic=True)
         self.hospitals = SqlHospitals(reference)
         self.consents = consents = SessionConsentReader(s)
+        prefetched = _Prefetched()
         self.people = self._people = SqlPeople(
-            s, self._pseudonyms, self._cipher, consents, reference
+            s, self._pseudonyms, self._cipher, consents, reference, prefetched
         )
-        self.results = SqlResults(s, Protector(self._cipher, self._pseudonyms))
+        self.results = SqlResults(s, Protector(self._cipher, self._pseudonyms), prefetched)
         self.mappings = SqlMappings(s, reference)
         self.checks = SqlChecks(batch, self._cipher)
         self.events = SqlEvents(batch)

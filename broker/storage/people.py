@@ -7,7 +7,17 @@ from __future__ import annotations
 
 from datetime import date
 
-from sqlalchemy import BindParameter, CompoundSelect, String, bindparam, literal, select, union_all
+from sqlalchemy import (
+    ColumnElement,
+    CompoundSelect,
+    ScalarSelect,
+    String,
+    bindparam,
+    func,
+    literal,
+    select,
+    union_all,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from broker.domain.identifiers import PatientIdentifier
@@ -21,7 +31,9 @@ def birth_date_context(person_id: str, hospital: str) -> bytes:
     return f"birth-date|{person_id}|{hospital}".encode()
 
 
-def with_merged(person_id: str | BindParameter[str]) -> CompoundSelect[tuple[str]]:
+def with_merged(
+    person_id: str | ColumnElement[str] | ScalarSelect[str],
+) -> CompoundSelect[tuple[str]]:
     """The person and the people merged into them, as one set of ids to read rows of.
 
     Reads go through it because a merge and a concurrent write can cross: a worker that had
@@ -54,6 +66,14 @@ FIND_BY_PSEUDONYM = (
     select(person.c.id, person.c.merged_into)
     .join(person_link, person_link.c.person_id == person.c.id)
     .where(person_link.c.pseudonym == bindparam("pseudonym"))
+)
+# The surviving person FIND_BY_PSEUDONYM finds, as a value inside another statement (NULL
+# when none): computed once per statement, so reads keyed by it still use their indexes.
+SURVIVOR_BY_PSEUDONYM: ScalarSelect[str] = (
+    select(func.coalesce(person.c.merged_into, person.c.id))
+    .join(person_link, person_link.c.person_id == person.c.id)
+    .where(person_link.c.pseudonym == bindparam("pseudonym"))
+    .scalar_subquery()
 )
 
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence, Set
+from collections.abc import Callable, Iterable, Sequence, Set
 from dataclasses import replace
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, String, and_, bindparam, or_, select
+from sqlalchemy import ColumnElement, CompoundSelect, Select, String, and_, bindparam, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from broker.domain.recognition import IMAGING_ROW_TYPES, PriorItem, RowFilter
@@ -21,7 +21,7 @@ from broker.storage.tables import result, result_item
 Matters = Callable[[Sequence[PriorItem]], Set[str]]
 
 
-_COLUMNS = (
+ITEM_COLUMNS = (
     result_item.c.result_id,
     result.c.hospital_id,
     result.c.kind,
@@ -50,12 +50,12 @@ _COLUMNS = (
 )
 
 
-@lru_cache(maxsize=8)
-def _items(filtered: bool, by_code: bool, imaging: bool) -> Select[Any]:
-    """The read of a person's items, built once per shape (building the expression per
-    request cost more than running it): all of them, or those of the results holding a row
-    coded with one of :codes, or (with `imaging`) a study or report row."""
-    people = with_merged(bindparam("person_id", type_=String(36)))
+def items_of(
+    people: CompoundSelect[tuple[str]], filtered: bool, by_code: bool, imaging: bool
+) -> ColumnElement[bool]:
+    """Which result_item rows are read: those of `people`, all of them or (`filtered`)
+    those of the results holding a row coded with one of :codes, or (with `imaging`) a
+    study or report row."""
     where: ColumnElement[bool] = result_item.c.person_id.in_(people)
     if filtered:
         admitted = []
@@ -67,12 +67,27 @@ def _items(filtered: bool, by_code: bool, imaging: bool) -> Select[Any]:
             result_item.c.person_id.in_(people), or_(*admitted)
         )
         where = and_(where, result_item.c.result_id.in_(holding))
+    return where
+
+
+@lru_cache(maxsize=8)
+def _items(filtered: bool, by_code: bool, imaging: bool) -> Select[Any]:
+    """The read of a person's items, built once per shape (building the expression per
+    request cost more than running it)."""
+    people = with_merged(bindparam("person_id", type_=String(36)))
     return (
-        select(*_COLUMNS)
+        select(*ITEM_COLUMNS)
         .join(result, result.c.id == result_item.c.result_id)
-        .where(where)
+        .where(items_of(people, filtered, by_code, imaging))
         .order_by(result_item.c.id)
     )
+
+
+def item_params(rows: RowFilter | None) -> tuple[tuple[bool, bool, bool], dict[str, Any]]:
+    """The shape of the read for `rows` (filtered, by code, imaging) and its :codes."""
+    codes = sorted(rows.codes) if rows is not None else []
+    imaging = rows is not None and rows.imaging
+    return (rows is not None, bool(codes), imaging), ({"codes": codes} if codes else {})
 
 
 async def person_items(
@@ -93,12 +108,16 @@ async def person_items(
     """
     if rows is not None and rows.empty:
         return []
-    codes = sorted(rows.codes) if rows is not None else []
-    imaging = rows is not None and rows.imaging
-    params: dict[str, Any] = {"person_id": person_id}
-    if codes:
-        params["codes"] = codes
-    found = await session.execute(_items(rows is not None, bool(codes), imaging), params)
+    shape, params = item_params(rows)
+    found = await session.execute(_items(*shape), {"person_id": person_id, **params})
+    return prior_items_of(found, protector, matters)
+
+
+def prior_items_of(
+    found: Iterable[Any], protector: Protector, matters: Matters | None = None
+) -> list[PriorItem]:
+    """The prior items of the rows read (ITEM_COLUMNS, ordered by item): each item folded
+    with its codings, and only those of the results `matters` keeps opened."""
     merged: dict[tuple[str, str, str | None], PriorItem] = {}
     sealed: dict[tuple[str, str, str | None], tuple[bytes | None, str]] = {}
     for r in found:
