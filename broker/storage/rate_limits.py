@@ -258,7 +258,19 @@ _IN_WINDOW = select(
     func.min(_P.c.seen_at),
     func.max(case((_P.c.patient == bindparam("whom"), 1), else_=0)),
 ).where(_THEIRS, _P.c.seen_at > _SINCE)
-_LOCK_PERSON = text("SELECT pg_advisory_xact_lock(:k)")
+# PostgreSQL: the same steps as one function (migration 0026), one round trip.
+_LOOK_UP = text(
+    "SELECT mrb_patient_look_up(:who, :whom, :now, :since, :limit, :k, :purge)"
+).bindparams(
+    bindparam("now", type_=Float()),
+    bindparam("since", type_=Float()),
+    bindparam("limit", type_=Integer()),
+)
+
+
+def _lock_key(person: str) -> int:
+    """The advisory lock serialising one person's look-ups (on every process alike)."""
+    return int.from_bytes(hashlib.sha256(person.encode()).digest()[:8], "big", signed=True)
 
 
 def _remember(insert: Callable[[Table], Any]) -> Any:
@@ -274,12 +286,13 @@ def _remember(insert: Callable[[Table], Any]) -> Any:
 class DatabasePatientCounter:
     """Table rate_limit_patient: one row per (person, patient) last looked up in the window.
 
-    One transaction per lookup, serialised per person: on PostgreSQL by an advisory
-    transaction lock on the person, on SQLite by the database write lock that its first
-    statement (deleting the person's expired rows) takes. Two processes cannot both admit
-    the person's last allowed patient. On PostgreSQL expired rows wait for the periodic
-    purge (they no longer count): after the statement that found the patient new, five
-    round trips (BEGIN, lock, count, upsert, COMMIT; seven before 2026-12-04).
+    One transaction per lookup, serialised per person, so that two processes cannot both
+    admit the person's last allowed patient. On PostgreSQL one call of a function
+    (migration 0026: one round trip where the steps were six) that takes an advisory
+    transaction lock on the person; expired rows wait there for the periodic purge (they
+    no longer count). On SQLite the same steps from here, serialised by the database
+    write lock that the transaction's first statement (deleting the person's expired
+    rows) takes.
     """
 
     def __init__(self, engine: AsyncEngine) -> None:
@@ -292,25 +305,24 @@ class DatabasePatientCounter:
     async def look_up(self, person: str, patient: str, limit: int, window: int) -> float | None:
         now = time.time()
         params = {"who": person, "whom": patient, "now": now, "since": now - window}
+        purge = now - self._purged_at >= _PURGE_EVERY
+        if purge:
+            self._purged_at = now
+        if self._postgres:
+            async with self._alone() as conn:
+                found = await conn.execute(
+                    _LOOK_UP, {**params, "limit": limit, "k": _lock_key(person), "purge": purge}
+                )
+                wait = found.scalar()
+            return None if wait is None else float(wait)
         # A patient already counted in this window (the same patient again: order-select,
         # then order-sign) changes no count: one statement, no lock, no transaction.
         async with self._alone() as conn:
             again = await conn.execute(_SEEN_AGAIN, params)
         if getattr(again, "rowcount", 0):
             return None
-        purge = now - self._purged_at >= _PURGE_EVERY
-        if purge:
-            self._purged_at = now
         async with self._engine.begin() as conn:
-            if self._postgres:
-                lock = int.from_bytes(
-                    hashlib.sha256(person.encode()).digest()[:8], "big", signed=True
-                )
-                await conn.execute(_LOCK_PERSON, {"k": lock})
-                if purge:
-                    await conn.execute(_FORGET_EVERYONES, params)
-            else:
-                await conn.execute(_FORGET_EVERYONES if purge else _FORGET_THEIRS, params)
+            await conn.execute(_FORGET_EVERYONES if purge else _FORGET_THEIRS, params)
             count, oldest, counted = (await conn.execute(_IN_WINDOW, params)).one()
             if not counted and count >= limit:
                 return max(0.0, float(oldest) + window - now)

@@ -7,6 +7,7 @@ the clock set so that the weight of the previous window is known.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Callable
@@ -186,8 +187,9 @@ async def test_the_counters_write_no_wal_on_postgresql(settings: Settings) -> No
 async def test_a_new_patient_is_counted_in_one_short_transaction(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A patient new to the doctor's window: the statement that finds them new, then the
-    lock (PostgreSQL's advisory lock, SQLite's write lock), the count and the upsert."""
+    """A patient new to the doctor's window: on PostgreSQL one function call, with no
+    transaction around it; on SQLite the statement that finds them new, then the write
+    lock (the delete), the count and the upsert."""
     container = Container.build(settings)
     try:
         counter = DatabasePatientCounter(container.engine)
@@ -201,9 +203,9 @@ async def test_a_new_patient_is_counted_in_one_short_transaction(
         finally:
             stop()
         if engine.dialect.name == "postgresql":
-            # asyncpg sends BEGIN with the transaction's first statement (the lock).
-            # Was UPDATE, lock, BEGIN, DELETE, UPDATE, count, INSERT (2026-12-04).
-            assert sent == ["UPDATE", "SELECT", "BEGIN", "SELECT", "INSERT"]
+            # Was UPDATE, then the lock, BEGIN, DELETE, UPDATE, count, INSERT and COMMIT
+            # (2026-12-04 morning); then UPDATE, lock, BEGIN, count, INSERT (migration 0026).
+            assert sent == ["SELECT"]
         else:
             assert sent == ["BEGIN", "UPDATE", "BEGIN", "DELETE", "SELECT", "INSERT"]
     finally:
@@ -241,3 +243,35 @@ async def test_an_expired_patient_counts_afresh_and_no_longer_counts_before(
         assert live == [("p2", start + 22)]
     finally:
         await container.close()
+
+
+async def test_concurrent_look_ups_admit_exactly_the_limit_across_processes(
+    settings: Settings,
+) -> None:
+    """Two processes (two engines), many new patients of one doctor at once: the person's
+    lock lets exactly `limit` in; the same patient sent at once counts once."""
+    first, second = Container.build(settings), Container.build(settings)
+    try:
+        counters = [DatabasePatientCounter(c.engine) for c in (first, second)]
+        doctor = f"H002/{uuid.uuid4()}"
+        answers = await asyncio.gather(
+            *(counters[i % 2].look_up(doctor, f"p{i}", 5, 3600) for i in range(12))
+        )
+        assert sum(a is None for a in answers) == 5
+        assert all(a is None or 3590 < a <= 3600 for a in answers)
+        other = f"H002/{uuid.uuid4()}"
+        same = await asyncio.gather(
+            *(counters[i % 2].look_up(other, "p-same", 1, 3600) for i in range(8))
+        )
+        assert same == [None] * 8
+        async with first.engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    text("SELECT count(*) FROM rate_limit_patient WHERE person = :p"),
+                    {"p": other},
+                )
+            ).scalar()
+        assert rows == 1
+    finally:
+        await first.close()
+        await second.close()
