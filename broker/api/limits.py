@@ -16,6 +16,7 @@ Health probes and the web pages' static files are not counted.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 from collections.abc import Callable
@@ -121,17 +122,20 @@ class RateLimits:
             THROTTLE.reset(token)
 
     async def _count(self, scope: Scope) -> Refusal | None:
+        """The address's refusal, else the token's (or session's), else None. Both hits
+        are sent at once: two round trips overlap on every request (a request refused for
+        its address still counts against its token, which did send it)."""
         limiter = self.container.rate_limiter()
         client = scope.get("client")
-        if client:
-            refusal = await limiter.address(str(client[0]))
-            if refusal is not None:
-                return refusal
         bearer = _bearer(scope)
         person = self.identify(bearer) if bearer else self._session(scope)
+        hits = []
+        if client:
+            hits.append(limiter.address(str(client[0])))
         if person is not None:
-            return await limiter.token(person)
-        return None
+            hits.append(limiter.token(person))
+        refusals = await asyncio.gather(*hits)
+        return next((r for r in refusals if r is not None), None)
 
     def _session(self, scope: Scope) -> str | None:
         """A web page's caller, by their session cookie: counted per session, without the
