@@ -99,6 +99,9 @@ class _Prefetched:
         self.rows: RowFilter | None = None
         self.items: list[Row[Any]] = []
 
+    def keep(self, person_id: str, rows: RowFilter | None, items: list[Row[Any]]) -> None:
+        self.person_id, self.rows, self.items = person_id, rows, items
+
     def take(self, person_id: str, rows: RowFilter | None) -> list[Row[Any]] | None:
         if self.rows is None or person_id != self.person_id or rows != self.rows:
             return None
@@ -133,31 +136,28 @@ class SqlPeople(ports.People):
         self, identifier: PatientIdentifier, rows: RowFilter | None = None
     ) -> str | None:
         pseudonym = self._pseudonyms.of(identifier)
-        with_items = rows is not None and not rows.empty and self._prefetched is not None
-        if with_items or (self._reference is not None and self._reference.unconfirmed):
-            if with_items:
-                shape, params = item_params(rows)
-                read = await self._session.execute(
-                    _find_with_items(*shape), {"pseudonym": pseudonym, **params}
-                )
-            else:
-                read = await self._session.execute(
-                    _FIND_CONFIRMING_STAMPS, {"pseudonym": pseudonym}
-                )
-            found_rows = read.all()
-            row = found_rows[0]
-            if self._reference is not None and self._reference.unconfirmed:
+        prefetched = self._prefetched if rows is not None and not rows.empty else None
+        reference = self._reference
+        if reference is not None and not reference.unconfirmed:
+            reference = None  # the stamps in use need no confirming
+        if prefetched is None and reference is None:
+            found = await find_with_consent_flag(self._session, pseudonym)
+        else:
+            params: dict[str, Any] = {"pseudonym": pseudonym}
+            statement: Select[Any] = _FIND_CONFIRMING_STAMPS
+            if prefetched is not None:
+                shape, codes = item_params(rows)
+                statement, params = _find_with_items(*shape), {**params, **codes}
+            read = (await self._session.execute(statement, params)).all()
+            row = read[0]
+            if reference is not None:
                 current = {k: int(v) for k in STAMP_KINDS if (v := row._mapping[k]) is not None}
-                self.moved = self.moved or not self._reference.confirm(current)
+                self.moved = self.moved or not reference.confirm(current)
             found = (
                 None if row.id is None else (str(row.merged_into or row.id), bool(row.has_records))
             )
-            if with_items and found is not None and self._prefetched is not None:
-                self._prefetched.person_id = found[0]
-                self._prefetched.rows = rows
-                self._prefetched.items = [r for r in found_rows if r.result_id is not None]
-        else:
-            found = await find_with_consent_flag(self._session, pseudonym)
+            if prefetched is not None and found is not None:
+                prefetched.keep(found[0], rows, [r for r in read if r.result_id is not None])
         if found is None:
             return None
         person_id, has_records = found

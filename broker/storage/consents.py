@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import exists, func, or_, select, update
+from sqlalchemy import exists, or_, select, update
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -52,7 +52,7 @@ async def person_records(session: AsyncSession, person_id: str) -> list[ConsentR
 
 
 _merged = person.alias("merged")
-_survivor = func.coalesce(person.c.merged_into, person.c.id)
+_survivor = people_store.SURVIVOR
 # The person an identifier names, and whether they (or anyone merged into them) have any
 # consent record at all: most people have none, and then a check need not read them.
 FIND_WITH_CONSENT_FLAG = people_store.FIND_BY_PSEUDONYM.add_columns(

@@ -67,14 +67,13 @@ FIND_BY_PSEUDONYM = (
     .join(person_link, person_link.c.person_id == person.c.id)
     .where(person_link.c.pseudonym == bindparam("pseudonym"))
 )
+# The person a row of `person` stands for now: the one it was merged into, else itself.
+SURVIVOR = func.coalesce(person.c.merged_into, person.c.id)
 # The surviving person FIND_BY_PSEUDONYM finds, as a value inside another statement (NULL
 # when none): computed once per statement, so reads keyed by it still use their indexes.
-SURVIVOR_BY_PSEUDONYM: ScalarSelect[str] = (
-    select(func.coalesce(person.c.merged_into, person.c.id))
-    .join(person_link, person_link.c.person_id == person.c.id)
-    .where(person_link.c.pseudonym == bindparam("pseudonym"))
-    .scalar_subquery()
-)
+SURVIVOR_BY_PSEUDONYM: ScalarSelect[str] = FIND_BY_PSEUDONYM.with_only_columns(
+    SURVIVOR
+).scalar_subquery()
 
 
 class People:
