@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from broker.domain.identifiers import PatientIdentifier
 from broker.domain.results import ParsedMessage
 from broker.security.payload_cipher import PayloadCipher
+from broker.storage.bulk_insert import insert_rows
 from broker.storage.people import birth_date_context
 from broker.storage.protect import Protector
 from broker.storage.results import current_fields, item_rows
@@ -117,7 +118,7 @@ class BulkIndex:
         for table in (*_ORDER, inbox):
             rows = self._rows.pop(table.name, None)
             if rows:
-                await session.execute(table.insert(), rows)
+                await insert_rows(session, table, rows)
                 self.written[table.name] = self.written.get(table.name, 0) + len(rows)
 
     def _link(self, pid: str, key: PatientIdentifier, linked: set[str]) -> None:

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from broker.domain.demographics import Demographics
 from broker.security.payload_cipher import PayloadCipher, Sealed
 from broker.security.pseudonyms import Pseudonymiser
+from broker.storage.bulk_insert import insert_rows
 from broker.storage.dialect_insert import insert_into
 from broker.storage.tables import person_block, person_demographics
 
@@ -88,7 +89,7 @@ async def replace(
             )
         )
     if blocks:
-        await session.execute(person_block.insert(), blocks)
+        await insert_rows(session, person_block, blocks)
 
 
 @dataclass(frozen=True)

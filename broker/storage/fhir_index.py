@@ -27,6 +27,7 @@ from broker.fhir.resources import ResultInfo, ResultView
 from broker.security.payload_cipher import PayloadCipher, Sealed
 from broker.security.pseudonyms import Pseudonymiser
 from broker.security.sealed_fields import open_json
+from broker.storage.bulk_insert import insert_rows
 from broker.storage.fhir_tables import fhir_resource, fhir_token
 from broker.storage.people import with_merged
 from broker.storage.retention import PURGED
@@ -246,9 +247,9 @@ class IndexRows:
             await session.execute(delete(fhir_token).where(fhir_token.c.resource_id.in_(old)))
             await session.execute(delete(fhir_resource).where(fhir_resource.c.result_id.in_(chunk)))
         if self.resources:
-            await session.execute(fhir_resource.insert(), self.resources)
+            await insert_rows(session, fhir_resource, self.resources)
         if self.tokens:
-            await session.execute(fhir_token.insert(), self.tokens)
+            await insert_rows(session, fhir_token, self.tokens)
 
 
 def _purged_row(row: Any) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from broker.ports.ingest import Collision, IngestUnitOfWork
 from broker.security.payload_cipher import PayloadCipher
 from broker.security.pseudonyms import Pseudonymiser
 from broker.storage import dead_letters, hospitals
+from broker.storage.bulk_insert import insert_rows
 from broker.storage.fhir_index import zone_named
 from broker.storage.outage import outages_retriable
 from broker.storage.result_writer import ChangeListener, SqlResultWriter
@@ -102,7 +103,7 @@ class SqlIngestUnitOfWork(SealingUnitOfWork, IngestUnitOfWork):
             for m, row in rejected
         ]
         with outages_retriable():
-            await self._s.execute(rejection.insert(), rows)
+            await insert_rows(self._s, rejection, rows)
 
     async def settle_dead_letters(self, message_ids: Sequence[str], now: datetime) -> None:
         with outages_retriable():

@@ -19,7 +19,7 @@ import json
 import logging
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, tzinfo
 from typing import Any
@@ -40,6 +40,7 @@ from broker.ports.ingest import ResultWriter, Staged, UnknownPatient
 from broker.security.payload_cipher import PayloadCipher
 from broker.security.pseudonyms import Pseudonymiser
 from broker.storage import demographics, fhir_index, identity
+from broker.storage.bulk_insert import insert_rows
 from broker.storage.mappings import note_unmapped
 from broker.storage.outage import is_outage, outages_retriable
 from broker.storage.people import birth_date_context
@@ -233,7 +234,7 @@ class SqlResultWriter(ResultWriter):
     async def _flush(self) -> None:
         s = self.session
         if rows := self._rows.get("person"):
-            await s.execute(person.insert(), rows)
+            await insert_rows(s, person, rows)
         for gone, survivor in self._merges.items():
             # People proven to be one: links and results move, the row points on.
             for table in (person_link, result, result_item):
@@ -258,12 +259,12 @@ class SqlResultWriter(ResultWriter):
         if self._merges:
             await identity.end_merged(s, self._merges, self.now)
         if rows := self._rows.get("person_link"):
-            await s.execute(person_link.insert(), rows)
+            await insert_rows(s, person_link, rows)
         ids: dict[str, int] = {}
         if rows := self._rows.get("payload"):
             # One executemany, then one read of the ids: RETURNING in parameter order
             # costs one INSERT per row on SQLite.
-            await s.execute(payload.insert(), rows)
+            await insert_rows(s, payload, rows)
             mids = [r["message_id"] for r in rows]
             for chunk in fhir_index.chunks(mids):
                 found = await s.execute(
@@ -273,7 +274,7 @@ class SqlResultWriter(ResultWriter):
                 )
                 ids.update(dict(found.all()))
         if rows := self._rows.get("result"):
-            await s.execute(result.insert(), rows)
+            await insert_rows(s, result, rows)
         if self._updates:
             # One executemany: every update sets the same columns (results.current_fields).
             await s.execute(
@@ -287,18 +288,19 @@ class SqlResultWriter(ResultWriter):
                 .values(is_current=False)
             )
         if rows := self._rows.get("result_version"):
-            await s.execute(
-                result_version.insert(),
-                [{**r, "payload_id": ids[r.pop("payload_message_id")]} for r in rows],
+            await insert_rows(
+                s,
+                result_version,
+                [_with_payload_id(r, ids) for r in rows],
             )
         if self._clear_items:
             await s.execute(
                 delete(result_item).where(result_item.c.result_id.in_(self._clear_items))
             )
         if rows := [row for rows in self._item_rows.values() for row in rows]:
-            await s.execute(result_item.insert(), rows)
+            await insert_rows(s, result_item, rows)
         if rows := self._rows.get("inbox"):
-            await s.execute(inbox.insert(), rows)
+            await insert_rows(s, inbox, rows)
         if self._to_index:
             await self._write_search_index()
         if self._births:
@@ -567,3 +569,10 @@ class SqlResultWriter(ResultWriter):
 
     def _add(self, table: str, row: dict[str, Any]) -> None:
         self._rows.setdefault(table, []).append(row)
+
+
+def _with_payload_id(row: dict[str, Any], ids: Mapping[str, int]) -> dict[str, Any]:
+    """A version row staged with its message's id, given the payload's row id instead."""
+    out = {k: v for k, v in row.items() if k != "payload_message_id"}
+    out["payload_id"] = ids[row["payload_message_id"]]
+    return out
