@@ -942,7 +942,8 @@ class FakeIngestUnitOfWork(ingest_ports.IngestUnitOfWork):
     """Committed state in lists; what a transaction or savepoint wrote is `pending` until
     commit. `fail_flush`: raised by a bulk flush; `fail_accessions`: a flush of one of them
     raises (in a savepoint too); `collide_then_index`: a message another worker indexes at
-    the same moment (its flush meets a Collision, and the id is then indexed)."""
+    the same moment (its flush meets a Collision, and the id is then indexed);
+    `bulk_collisions`: so many bulk flushes meet another worker's writes (a Collision)."""
 
     HOSPITALS = ("H001", "H002", "H003", "H004")
 
@@ -953,12 +954,15 @@ class FakeIngestUnitOfWork(ingest_ports.IngestUnitOfWork):
         fail_flush: Exception | None = None,
         fail_accessions: set[str] | None = None,
         collide_then_index: set[str] | None = None,
+        bulk_collisions: int = 0,
     ) -> None:
         self._writer = writer or FakeResultWriter()
         self._writer.uow = self
         self._fail_flush = fail_flush
         self._fail_accessions = fail_accessions or set()
         self._collide = collide_then_index or set()
+        self._bulk_collisions = bulk_collisions
+        self.bulk_flushes = 0
         self._depth = 0  # savepoints entered
         self.written: list[str] = []
         self.inbox: list[str] = []
@@ -984,6 +988,11 @@ class FakeIngestUnitOfWork(ingest_ports.IngestUnitOfWork):
         self.rollback_sync()
 
     def flushing(self, staged: Sequence[tuple[str, tuple[str, ...]]]) -> None:
+        if self._depth == 0:
+            self.bulk_flushes += 1
+            if self._bulk_collisions:
+                self._bulk_collisions -= 1
+                raise ingest_ports.Collision("pk_person_link")
         if self._depth == 0 and self._fail_flush is not None:
             raise self._fail_flush
         for mid, ids in staged:

@@ -34,6 +34,10 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["Admission", "InboundMessage", "IngestService", "Outcome", "Processed"]
 
+# A batch that meets another worker's concurrent writes is tried again in bulk this many
+# times in all before it goes message by message (each in a savepoint: far slower).
+BULK_ATTEMPTS = 3
+
 HEADER_HOSPITAL = headers.HOSPITAL
 HEADER_MESSAGE_ID = headers.MESSAGE_ID
 HEADER_CONTENT_TYPE = headers.CONTENT_TYPE
@@ -89,16 +93,27 @@ class IngestService:
     async def process_batch(self, messages: list[InboundMessage]) -> list[Processed]:
         """Index a batch atomically; a database outage raises (the caller retries).
 
-        The whole batch in bulk first; if that fails (a conflict with a concurrent
-        worker, an unexpected error), it is rolled back and indexed message by message,
-        each in a savepoint, so one bad message cannot hold the others back.
+        The whole batch in bulk first. A conflict with a concurrent worker (the same new
+        person linked by both, a deadlock between them) rolls it back and it is tried in
+        bulk again at once; after BULK_ATTEMPTS, or on an unexpected error, it is indexed
+        message by message, each in a savepoint, so one bad message cannot hold the others
+        back.
         """
-        try:
-            return await self._process_in_bulk(messages)
-        except Exception as exc:
-            if retriable(exc):  # unavailable, connection lost, read-only: retried later
-                raise
-            logger.warning("bulk indexing failed; retrying message by message", exc_info=True)
+        for attempt in range(1, BULK_ATTEMPTS + 1):
+            try:
+                return await self._process_in_bulk(messages)
+            except Collision:
+                # Another worker wrote the same rows (a new person's identifiers) at the same
+                # moment and has committed by now: again in bulk, whose prefetch sees them.
+                if attempt < BULK_ATTEMPTS:
+                    logger.info("batch met another worker's writes; again in bulk (%d)", attempt)
+                    continue
+                logger.warning("batch kept meeting other workers' writes; message by message")
+            except Exception as exc:
+                if retriable(exc):  # unavailable, connection lost, read-only: retried later
+                    raise
+                logger.warning("bulk indexing failed; retrying message by message", exc_info=True)
+            break
         return await self._process_one_by_one(messages)
 
     async def _process_in_bulk(self, messages: list[InboundMessage]) -> list[Processed]:

@@ -21,7 +21,8 @@ class UnknownPatient(Exception):
 
 class Collision(Exception):
     """Another worker indexed the same message, or linked the same person, at the same
-    moment: the savepoint was rolled back; look again, then retry once."""
+    moment (or the two deadlocked): what was written is rolled back; look again, then
+    try again (a batch in bulk, a message in its savepoint)."""
 
 
 @dataclass
@@ -56,7 +57,8 @@ class ResultWriter(abc.ABC):
 
     @abc.abstractmethod
     async def flush(self) -> None:
-        """Write everything staged (results, search index, follow-ups)."""
+        """Write everything staged (results, search index, follow-ups); raises Collision
+        when another worker wrote the same rows at the same moment (nothing is kept)."""
 
 
 class IngestUnitOfWork(UnitOfWork):

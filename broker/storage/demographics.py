@@ -74,7 +74,9 @@ async def replace(
 
     rules = shipped_matching_rules()
     rows, blocks = [], []
-    for (pid, hospital), d in latest.items():
+    # Rows in key order, as every worker writes them: concurrent batches wait, not deadlock.
+    for pid, hospital in sorted(latest):
+        d = latest[(pid, hospital)]
         text = plain[(pid, hospital)] if plain is not None else plaintext(d)
         sealed = cipher.seal(text, associated=context(pid, hospital))
         rows.append(sealed_row(pid, hospital, sealed, now))
@@ -82,13 +84,14 @@ async def replace(
             pseudonym = pseudonyms.of_text(BLOCK_DOMAIN, key)
             blocks.append({"pseudonym": pseudonym, "person_id": pid, "hospital_id": hospital})
     await session.execute(upsert_sealed(session, person_demographics), rows)
-    for chunk in _chunks(list(latest)):
+    for chunk in _chunks(sorted(latest)):
         await session.execute(
             delete(person_block).where(
                 tuple_(person_block.c.person_id, person_block.c.hospital_id).in_(chunk)
             )
         )
     if blocks:
+        blocks.sort(key=lambda b: (b["pseudonym"], b["person_id"], b["hospital_id"]))
         await insert_rows(session, person_block, blocks)
 
 

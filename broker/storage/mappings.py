@@ -99,7 +99,9 @@ async def note_unmapped(
             },
         )
         row["occurrences"] += n
-    rows = list(merged.values())
+    # In key order, as every worker writes them: two batches upserting the same codes
+    # then wait for each other instead of deadlocking.
+    rows = [merged[k] for k in sorted(merged)]
     if not rows:
         return
     dialect = session.get_bind().dialect.name

@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 
 from broker.domain.errors import Unavailable
 
@@ -29,6 +29,7 @@ from broker.domain.errors import Unavailable
 # 25006 a read-only transaction (a standby promoted late or a failover in progress);
 # and of a transaction aborted to resolve a conflict: 40P01 deadlock, 40001 serialization.
 _UNAVAILABLE_STATES = ("08", "53300", "57P01", "57P02", "57P03", "25006", "40P01", "40001")
+_CONFLICT_STATES = ("40P01", "40001")
 
 
 def is_outage(exc: BaseException) -> bool:
@@ -62,4 +63,20 @@ def outages_retriable() -> Iterator[None]:
                 "Storage unavailable",
                 f"the database cannot serve now ({type(exc).__name__}); try again",
             ) from exc
+        raise
+
+
+@contextlib.contextmanager
+def conflicts_raised_as(error: type[Exception]) -> Iterator[None]:
+    """Raise `error` for a statement refused because another transaction wrote the same
+    rows at the same moment: a key it took meanwhile (an integrity error), or a deadlock or
+    serialization failure that aborted ours. The caller decides how to try again (inside
+    `outages_retriable`, these never become an outage)."""
+    try:
+        yield
+    except IntegrityError as exc:
+        raise error(str(exc.orig)[:200]) from exc
+    except DBAPIError as exc:
+        if _sqlstate(exc.orig).startswith(_CONFLICT_STATES):
+            raise error(str(exc.orig)[:200]) from exc
         raise

@@ -36,13 +36,13 @@ from broker.domain.results import ExtractedResult, ParsedMessage, PatientRef, Re
 from broker.domain.versions import StoredVersion, VersionKey, VersionOutcome, place_version
 from broker.fhir.resources import ResultInfo, ResultView
 from broker.observability import FOLLOW_UP_FAILURES
-from broker.ports.ingest import ResultWriter, Staged, UnknownPatient
+from broker.ports.ingest import Collision, ResultWriter, Staged, UnknownPatient
 from broker.security.payload_cipher import PayloadCipher
 from broker.security.pseudonyms import Pseudonymiser
 from broker.storage import demographics, fhir_index, identity
 from broker.storage.bulk_insert import insert_rows
 from broker.storage.mappings import note_unmapped
-from broker.storage.outage import is_outage, outages_retriable
+from broker.storage.outage import conflicts_raised_as, is_outage, outages_retriable
 from broker.storage.people import birth_date_context
 from broker.storage.protect import Protector
 from broker.storage.results import current_fields, item_rows
@@ -227,8 +227,9 @@ class SqlResultWriter(ResultWriter):
         self._add("inbox", row)
 
     async def flush(self) -> None:
-        """Write everything staged, in dependency order."""
-        with outages_retriable():
+        """Write everything staged, in dependency order; raises Collision when another
+        worker wrote the same rows at the same moment (tried again by the caller)."""
+        with outages_retriable(), conflicts_raised_as(Collision):
             await self._flush()
 
     async def _flush(self) -> None:
@@ -259,7 +260,10 @@ class SqlResultWriter(ResultWriter):
         if self._merges:
             await identity.end_merged(s, self._merges, self.now)
         if rows := self._rows.get("person_link"):
-            await insert_rows(s, person_link, rows)
+            # In key order, as every worker inserts them: two batches linking the same new
+            # person then wait for each other (the second meets a Collision and is tried
+            # again) instead of deadlocking.
+            await insert_rows(s, person_link, sorted(rows, key=lambda r: str(r["pseudonym"])))
         ids: dict[str, int] = {}
         if rows := self._rows.get("payload"):
             # One executemany, then one read of the ids: RETURNING in parameter order
@@ -405,7 +409,7 @@ class SqlResultWriter(ResultWriter):
                 self.cipher.seal(plain, associated=birth_date_context(pid, hospital)),
                 self.now,
             )
-            for (pid, hospital), plain in latest.items()
+            for (pid, hospital), plain in sorted(latest.items())
             if (pid, hospital) not in held.same
         ]
         if rows:  # one statement, replacing the last date each hospital sent

@@ -11,7 +11,7 @@ from broker.domain.errors import Unavailable
 from broker.domain.rejections import RejectCode
 from broker.ingest.envelope import InboundMessage
 from broker.ingest.parse import ParseLimits
-from broker.ingest.service import IngestService, Outcome
+from broker.ingest.service import BULK_ATTEMPTS, IngestService, Outcome
 from tests import factories as f
 from tests.fakes import FakeIngestUnitOfWork, FakeResultWriter
 
@@ -99,3 +99,22 @@ async def test_a_collision_with_another_worker_becomes_a_duplicate() -> None:
     uow = FakeIngestUnitOfWork(fail_flush=RuntimeError("conflict"), collide_then_index={mid})
     (p,) = await service(uow).process_batch([lab(mid=mid)])
     assert p.outcome is Outcome.DUPLICATE
+
+
+async def test_a_batch_meeting_another_workers_writes_is_tried_again_in_bulk() -> None:
+    # Two workers linked the same new person at once: the loser's batch is rolled back and
+    # tried again in bulk (not message by message, each in a savepoint).
+    uow = FakeIngestUnitOfWork(bulk_collisions=BULK_ATTEMPTS - 1)
+    got = await service(uow).process_batch([lab("ACC-1"), lab("ACC-2")])
+    assert [p.outcome for p in got] == [Outcome.INDEXED, Outcome.INDEXED]
+    assert uow.bulk_flushes == BULK_ATTEMPTS
+    assert uow.commits == 1 and uow.savepoints_rolled_back == 0
+    assert len(uow.inbox) == 2
+
+
+async def test_a_batch_that_keeps_colliding_goes_message_by_message() -> None:
+    uow = FakeIngestUnitOfWork(bulk_collisions=BULK_ATTEMPTS)
+    got = await service(uow).process_batch([lab("ACC-1"), lab("ACC-2")])
+    assert [p.outcome for p in got] == [Outcome.INDEXED, Outcome.INDEXED]
+    assert uow.bulk_flushes == BULK_ATTEMPTS  # then one savepoint per message
+    assert uow.commits == 1 and uow.rejections == []
