@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import Table
@@ -26,7 +27,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 @dataclass(frozen=True)
 class _Plan:
     sql: str
-    columns: tuple[tuple[str, Callable[[Any], Any] | None], ...]  # in parameter order
+    values: Callable[[Mapping[str, Any]], tuple[Any, ...]]  # a row's values, parameter order
+    processed: tuple[tuple[int, Callable[[Any], Any]], ...]  # (position, bind processor)
 
 
 @lru_cache(maxsize=128)
@@ -37,10 +39,15 @@ def _plan(table: Table, keys: tuple[str, ...], dialect: Dialect) -> _Plan:
     order = compiled.positiontup
     if order is None:  # a named paramstyle: the dialects mrb runs on are positional
         raise TypeError(f"{dialect.name}: positional parameters expected")
-    processors = {
-        key: table.c[key].type.dialect_impl(dialect).bind_processor(dialect) for key in keys
-    }
-    return _Plan(compiled.string, tuple((key, processors[key]) for key in order))
+    processed = tuple(
+        (i, process)
+        for i, key in enumerate(order)
+        if (process := table.c[key].type.dialect_impl(dialect).bind_processor(dialect))
+    )
+    # itemgetter builds the tuple in C; with one key it returns the value alone.
+    get = itemgetter(*order)
+    values = get if len(order) > 1 else lambda row: (get(row),)
+    return _Plan(compiled.string, values, processed)
 
 
 async def insert_rows(
@@ -52,11 +59,14 @@ async def insert_rows(
         return
     connection = await session.connection()
     plan = _plan(table, tuple(rows[0]), connection.dialect)
-    columns = plan.columns
-    if all(process is None for _, process in columns):
-        params = [tuple([row[key] for key, _ in columns]) for row in rows]
+    values, processed = plan.values, plan.processed
+    if not processed:
+        params: list[Any] = [values(row) for row in rows]
     else:
-        params = [
-            tuple([row[key] if p is None else p(row[key]) for key, p in columns]) for row in rows
-        ]
+        params = []
+        for row in rows:
+            one = list(values(row))
+            for i, process in processed:
+                one[i] = process(one[i])
+            params.append(tuple(one))
     await connection.exec_driver_sql(plan.sql, params)
