@@ -196,7 +196,9 @@ async def check_section(cfg: BenchConfig, report: Report, work: Path) -> None:
     by side (one `mrb bench load` process each), then measured one after the other."""
     async with contextlib.AsyncExitStack() as stack:
         dbs = [
-            await stack.enter_async_context(database(k, work / f"check-{k}", cfg.pg_url))
+            await stack.enter_async_context(
+                database(k, work / f"check-{k}", cfg.pg_url, keep=cfg.keep_schema)
+            )
             for k in cfg.databases
         ]
         done: dict[str, list[SizeResult]] = {db.kind: [] for db in dbs}

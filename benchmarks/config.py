@@ -63,6 +63,8 @@ class BenchConfig:
     report: Path = field(
         default_factory=lambda: Path(os.environ.get("MRB_BENCH_REPORT", "bench/report.json"))
     )
+    # 1: leave the PostgreSQL schemas in place (e.g. to EXPLAIN the check at 10M).
+    keep_schema: bool = field(default_factory=lambda: _int("MRB_BENCH_KEEP_SCHEMA", 0) != 0)
     work_dir: Path | None = field(
         default_factory=lambda: Path(p) if (p := os.environ.get("MRB_BENCH_WORK_DIR")) else None
     )

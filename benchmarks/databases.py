@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import os
 import socket
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -69,8 +70,9 @@ class Db:
 
 
 @contextlib.asynccontextmanager
-async def database(kind: str, root: Path, pg_url: str) -> AsyncIterator[Db]:
-    """A migrated, empty database with the broker's keys in `root`."""
+async def database(kind: str, root: Path, pg_url: str, *, keep: bool = False) -> AsyncIterator[Db]:
+    """A migrated, empty database with the broker's keys in `root`; with `keep`, a
+    PostgreSQL schema is left in place after the run (named on stderr) for inspection."""
     await asyncio.to_thread(root.mkdir, parents=True, exist_ok=True)
     if kind == "sqlite":
         db = Db(kind, root, None, None)
@@ -86,8 +88,11 @@ async def database(kind: str, root: Path, pg_url: str) -> AsyncIterator[Db]:
         _prepare(db)
         yield db
     finally:
-        async with admin.begin() as conn:
-            await conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        if keep:
+            print(f"[bench] kept PostgreSQL schema {schema} (drop it when done)", file=sys.stderr)
+        else:
+            async with admin.begin() as conn:
+                await conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
         await admin.dispose()
 
 
