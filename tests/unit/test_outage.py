@@ -9,7 +9,8 @@ from __future__ import annotations
 import pytest
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 
-from broker.storage.outage import is_outage
+from broker.domain.errors import Unavailable
+from broker.storage.outage import conflicts_raised_as, is_outage, outages_retriable
 
 
 class PgError(Exception):
@@ -53,3 +54,39 @@ def test_outages(exc: BaseException) -> None:
 )
 def test_not_outages(exc: BaseException) -> None:
     assert not is_outage(exc)
+
+
+class Met(Exception):
+    """Stands for ports.ingest.Collision: another worker wrote the same rows."""
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        IntegrityError("INSERT", {}, PgError("23505")),  # a key the other worker took
+        dbapi(PgError("40P01")),  # the two deadlocked
+        dbapi(PgError("40001")),  # serialization failure
+    ],
+)
+def test_conflicts_are_raised_as_the_callers_error_not_as_outages(exc: Exception) -> None:
+    # As the ingest flush nests them: the conflict is tried again at once, not paused.
+    with pytest.raises(Met) as raised, outages_retriable(), conflicts_raised_as(Met):
+        raise exc
+    assert raised.value.__cause__ is exc
+
+
+@pytest.mark.parametrize(
+    "exc", [dbapi(PgError("08006")), dbapi(ConnectionResetError(), invalidated=True)]
+)
+def test_an_outage_inside_stays_an_outage(exc: Exception) -> None:
+    with pytest.raises(Unavailable), outages_retriable(), conflicts_raised_as(Met):
+        raise exc
+
+
+def test_other_errors_pass_unchanged() -> None:
+    with (
+        pytest.raises(ValueError, match="bad message"),
+        outages_retriable(),
+        conflicts_raised_as(Met),
+    ):
+        raise ValueError("bad message")
