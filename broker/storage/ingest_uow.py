@@ -9,7 +9,6 @@ from datetime import datetime, tzinfo
 from typing import Self
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from broker.domain.catalog import Catalog
@@ -20,7 +19,7 @@ from broker.security.pseudonyms import Pseudonymiser
 from broker.storage import dead_letters, hospitals
 from broker.storage.bulk_insert import insert_rows
 from broker.storage.fhir_index import zone_named
-from broker.storage.outage import outages_retriable
+from broker.storage.outage import conflicts_raised_as, outages_retriable
 from broker.storage.result_writer import ChangeListener, SqlResultWriter
 from broker.storage.tables import inbox, rejection
 from broker.storage.unit_of_work import SealingUnitOfWork
@@ -111,9 +110,6 @@ class SqlIngestUnitOfWork(SealingUnitOfWork, IngestUnitOfWork):
 
     @asynccontextmanager
     async def savepoint(self) -> AsyncIterator[None]:
-        with outages_retriable():
-            try:
-                async with self._s.begin_nested():
-                    yield
-            except IntegrityError as exc:
-                raise Collision(str(exc.orig)[:200]) from exc
+        with outages_retriable(), conflicts_raised_as(Collision):
+            async with self._s.begin_nested():
+                yield

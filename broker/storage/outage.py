@@ -28,8 +28,8 @@ from broker.domain.errors import Unavailable
 # connection exception, 53300 too many connections, 57P01-57P03 shutdown/starting up,
 # 25006 a read-only transaction (a standby promoted late or a failover in progress);
 # and of a transaction aborted to resolve a conflict: 40P01 deadlock, 40001 serialization.
-_UNAVAILABLE_STATES = ("08", "53300", "57P01", "57P02", "57P03", "25006", "40P01", "40001")
 _CONFLICT_STATES = ("40P01", "40001")
+_UNAVAILABLE_STATES = ("08", "53300", "57P01", "57P02", "57P03", "25006", *_CONFLICT_STATES)
 
 
 def is_outage(exc: BaseException) -> bool:
