@@ -1,5 +1,5 @@
 """`python -m broker.cli` is `mrb`."""
 
-from broker.cli.main import app
+from broker.cli.entry import main
 
-app()
+main()
