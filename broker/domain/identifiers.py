@@ -52,6 +52,11 @@ class PatientIdentifier:
     hospital: str | None  # set for hospital-scoped identifiers
 
     @property
+    def national_system(self) -> str | None:
+        """The system, for a national identifier: a person holds one number of each."""
+        return self.system if self.scope is IdentifierScope.NATIONAL else None
+
+    @property
     def link_key(self) -> str:
         if self.scope is IdentifierScope.NATIONAL:
             return f"national|{self.system}|{self.value}"

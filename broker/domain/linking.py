@@ -3,13 +3,25 @@
 Deterministic only: identifiers are linked when they arrive together on one result, and
 two people whose identifiers meet on one result are one person. Which identifiers may link
 across hospitals at all is decided before (broker/domain/identifiers.py: scope).
+
+Except when that would give one person two numbers of the same national system (two
+resident IDs): a national number names one person, so identifiers that lead there prove
+only that a sender reused one of them (a FHIR Patient.id, an MRN) for another patient.
+Linking on would show each patient the other's results; `conflict` finds it first and the
+message is refused (PATIENT_IDENTITY_CONFLICT) with nothing linked.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, MutableMapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence, Set
 from dataclasses import dataclass
 from datetime import datetime
+
+# (pseudonym, national system or None for a hospital-scoped identifier): one identifier.
+Key = tuple[str, str | None]
+# person -> national system -> the pseudonyms of that system the person holds (one, but
+# links made before the rule existed may hold more).
+Held = Mapping[str, Mapping[str, Set[str]]]
 
 
 @dataclass(frozen=True)
@@ -45,3 +57,48 @@ def redirect(merges: MutableMapping[str, str], gone: frozenset[str], survivor: s
     for old, target in merges.items():
         if target in gone:
             merges[old] = survivor
+
+
+def conflict(refs: Sequence[Sequence[Key]], known: Mapping[str, str], held: Held) -> str | None:
+    """The national system of which linking `refs` in order (as a message's patients are
+    staged) would give one person a second number, or None.
+
+    `known`: pseudonym -> person; `held`: the national numbers of the people `known` names.
+    A person who already holds several numbers of a system (linked before this rule) is
+    not refused what they hold: only a number they gain, from the reference or a merge.
+    """
+    rep: dict[str, str] = {}  # person -> the person it is one with after earlier refs
+    holds: dict[str, dict[str, frozenset[str]]] = {}  # representative -> its numbers now
+    owner: dict[str, str] = {}  # pseudonym -> person, for identifiers linked by earlier refs
+
+    def root(person: str) -> str:
+        while person in rep:
+            person = rep[person]
+        return person
+
+    def numbers(person: str) -> Mapping[str, Set[str]]:
+        return holds[person] if person in holds else held.get(person, {})
+
+    for index, ref in enumerate(refs):
+        people = sorted(
+            {root(owner.get(p) or known[p]) for p, _ in ref if p in owner or p in known}
+        )
+        combined: dict[str, frozenset[str]] = {}
+        for person in people:
+            for system, values in numbers(person).items():
+                combined[system] = combined.get(system, frozenset()) | values
+        for p, national in ref:
+            if national is not None:
+                combined[national] = combined.get(national, frozenset()) | {p}
+        for system, values in combined.items():
+            if len(values) > 1 and not any(
+                numbers(person).get(system) == values for person in people
+            ):
+                return system
+        survivor = people[0] if people else f"new#{index}"
+        for person in people[1:]:
+            rep[person] = survivor
+        holds[survivor] = combined
+        for p, _ in ref:
+            owner[p] = survivor
+    return None

@@ -29,6 +29,8 @@ class RejectCode(StrEnum):
     INVALID_FHIR = "INVALID_FHIR"  # an in-scope resource fails FHIR R4 validation
     NO_RESULT = "NO_RESULT"  # no DiagnosticReport, Observation or ImagingStudy
     PATIENT_NOT_IDENTIFIED = "PATIENT_NOT_IDENTIFIED"  # subject resolves to no identifier
+    # Its identifiers lead to a person holding another number of a national system.
+    PATIENT_IDENTITY_CONFLICT = "PATIENT_IDENTITY_CONFLICT"
     INVALID_PATIENT_IDENTIFIER = "INVALID_PATIENT_IDENTIFIER"  # e.g. bad ID check digit
     NON_HUMAN_PATIENT = "NON_HUMAN_PATIENT"  # Patient with the patient-animal extension
     RESULT_NOT_IDENTIFIED = "RESULT_NOT_IDENTIFIED"  # no business identifier and no id

@@ -27,7 +27,7 @@ from broker.ingest.envelope import (
     message_id_of,
 )
 from broker.ingest.parse import ParseLimits, parse_message
-from broker.ports.ingest import Collision, IngestUnitOfWork, ResultWriter, UnknownPatient
+from broker.ports.ingest import Collision, IngestUnitOfWork, PatientRefused, ResultWriter
 from mrb_wire import headers
 
 logger = logging.getLogger(__name__)
@@ -159,8 +159,8 @@ class IngestService:
                         hospital,
                         parsed,
                     )
-                except UnknownPatient as exc:
-                    refused = Rejected(RejectCode.PATIENT_NOT_IDENTIFIED, str(exc))
+                except PatientRefused as exc:
+                    refused = Rejected(exc.code, str(exc))
                     rejections.append(
                         (message, _rejection_row(message, hospital, message_id, refused, now))
                     )
@@ -274,15 +274,8 @@ class IngestService:
                     if attempt == 2:
                         raise
             raise AssertionError("unreachable")
-        except UnknownPatient as exc:
-            return await self._reject(
-                uow,
-                message,
-                hospital,
-                message_id,
-                RejectCode.PATIENT_NOT_IDENTIFIED,
-                str(exc),
-            )
+        except PatientRefused as exc:
+            return await self._reject(uow, message, hospital, message_id, exc.code, str(exc))
         except Rejected as exc:
             return await self._reject(uow, message, hospital, message_id, exc.code, exc.detail)
         except Exception as exc:

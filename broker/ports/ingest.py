@@ -10,13 +10,30 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from broker.domain.rejections import RejectCode
 from broker.domain.results import ParsedMessage
 from broker.ingest.envelope import InboundMessage, SigningKey
 from broker.ports.unit_of_work import UnitOfWork
 
 
-class UnknownPatient(Exception):
+class PatientRefused(Exception):
+    """The message's patient cannot be indexed as sent; raised before anything of the
+    message is planned, so it is rejected alone with `code`."""
+
+    code: RejectCode
+
+
+class UnknownPatient(PatientRefused):
     """A result names its patient only by a reference this hospital never sent."""
+
+    code = RejectCode.PATIENT_NOT_IDENTIFIED
+
+
+class IdentityConflict(PatientRefused):
+    """Linking the patient's identifiers would give one person two numbers of one national
+    system (broker.domain.linking.conflict)."""
+
+    code = RejectCode.PATIENT_IDENTITY_CONFLICT
 
 
 class Collision(Exception):
@@ -50,7 +67,7 @@ class ResultWriter(abc.ABC):
         hospital: str,
         parsed: ParsedMessage,
     ) -> Staged:
-        """Plan one message; raises UnknownPatient before planning anything."""
+        """Plan one message; raises PatientRefused before planning anything."""
 
     @abc.abstractmethod
     def add_inbox(self, row: dict[str, Any]) -> None: ...

@@ -133,6 +133,7 @@ class BulkIndex:
                 "person_id": pid,
                 "scope": key.scope.value,
                 "hospital_id": key.hospital,
+                "national_system": key.national_system,
                 "created_at": self.now,
             },
         )

@@ -36,7 +36,7 @@ from broker.domain.results import ExtractedResult, ParsedMessage, PatientRef, Re
 from broker.domain.versions import StoredVersion, VersionKey, VersionOutcome, place_version
 from broker.fhir.resources import ResultInfo, ResultView
 from broker.observability import FOLLOW_UP_FAILURES
-from broker.ports.ingest import Collision, ResultWriter, Staged, UnknownPatient
+from broker.ports.ingest import Collision, IdentityConflict, ResultWriter, Staged, UnknownPatient
 from broker.security.payload_cipher import PayloadCipher
 from broker.security.pseudonyms import Pseudonymiser
 from broker.storage import demographics, fhir_index, identity
@@ -82,6 +82,8 @@ class SqlResultWriter(ResultWriter):
     zones: Callable[[str], tzinfo] = lambda _hospital: UTC  # a hospital's time zone
     _people: dict[str, str] = field(default_factory=dict)  # pseudonym -> person
     _born: dict[str, datetime] = field(default_factory=dict)  # person -> created_at
+    # person -> national system -> pseudonyms: what linking.conflict weighs
+    _held: dict[str, dict[str, set[str]]] = field(default_factory=dict)
     _merges: dict[str, str] = field(default_factory=dict)  # merged person -> survivor
     _docs: dict[str, dict[str, Any]] = field(default_factory=dict)  # message id -> JSON
     _results: dict[tuple[str, str], _Identity] = field(default_factory=dict)
@@ -140,6 +142,7 @@ class SqlResultWriter(ResultWriter):
                 # follow the link: people.with_merged).
                 self._people[p] = pid
                 self._born.setdefault(pid, born)
+            await self._prefetch_numbers(set(self._people.values()))
         idents = {
             (hospital, self._business_key(hospital, r.business_id))
             for hospital, p in parsed
@@ -170,6 +173,19 @@ class SqlResultWriter(ResultWriter):
                 ident = self._results.setdefault((h, b), _Identity(rid, []))
                 ident.versions.append(StoredVersion(VersionKey(t, n), digest, cur))
 
+    async def _prefetch_numbers(self, people: set[str]) -> None:
+        """The national numbers (as pseudonyms, by system) the batch's known people hold."""
+        for chunk in fhir_index.chunks(sorted(people)):
+            rows = await self.session.execute(
+                select(
+                    person_link.c.person_id, person_link.c.national_system, person_link.c.pseudonym
+                ).where(
+                    person_link.c.person_id.in_(chunk), person_link.c.national_system.is_not(None)
+                )
+            )
+            for pid, system, p in rows:
+                self._held.setdefault(pid, {}).setdefault(system, set()).add(p)
+
     def stage(
         self,
         message_value: bytes,
@@ -180,8 +196,8 @@ class SqlResultWriter(ResultWriter):
     ) -> Staged:
         """Plan one message's writes and update the in-memory view.
 
-        Raises UnknownPatient before changing anything, so the message can be rejected
-        alone.
+        Raises UnknownPatient or IdentityConflict before changing anything, so the
+        message can be rejected alone.
         """
         for r in parsed.results:
             if not r.patient.identifiers and not any(
@@ -192,6 +208,20 @@ class SqlResultWriter(ResultWriter):
                     f"{r.resource_type} refers to Patient {key.value if key else '?'!r}, which "
                     f"is not in the message and {hospital} has not sent before"
                 )
+        refs = [ref.link_keys for ref in parsed.patients]
+        refs += [r.patient.link_keys for r in parsed.results]
+        if system := linking.conflict(
+            [[(self._pseudonym(k), k.national_system) for k in keys] for keys in refs],
+            self._people,
+            self._held,
+        ):
+            raise IdentityConflict(
+                f"the patient's identifiers lead to a person who holds another {system} "
+                "number: the sender reused an identifier (a Patient.id, an MRN) for another "
+                "patient, or sent two patients' numbers together; nothing was linked. Fix "
+                "the sender (each patient their own Patient.id and MRN) and re-send: a "
+                "replay of this message is refused again"
+            )
         for ref in parsed.patients:
             pid = self._person(ref.link_keys)
             self._note_birth(pid, hospital, ref.birth_date)
@@ -449,6 +479,9 @@ class SqlResultWriter(ResultWriter):
         scope = {self._pseudonym(k): k for k in keys}
         for p in found.new_links:
             self._people[p] = pid
+            system = scope[p].national_system
+            if system is not None:
+                self._held.setdefault(pid, {}).setdefault(system, set()).add(p)
             self._add(
                 "person_link",
                 {
@@ -456,6 +489,7 @@ class SqlResultWriter(ResultWriter):
                     "person_id": pid,
                     "scope": scope[p].scope.value,
                     "hospital_id": scope[p].hospital,
+                    "national_system": system,
                     "created_at": self.now,
                 },
             )
@@ -467,6 +501,9 @@ class SqlResultWriter(ResultWriter):
         for p, pid in self._people.items():
             if pid in gone:
                 self._people[p] = survivor
+        for person_id in gone:
+            for system, numbers in self._held.pop(person_id, {}).items():
+                self._held.setdefault(survivor, {}).setdefault(system, set()).update(numbers)
         for rows in (*self._rows.values(), *self._item_rows.values()):
             for row in rows:
                 if row.get("person_id") in gone:

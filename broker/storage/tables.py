@@ -133,6 +133,18 @@ person_link = Table(
     Column("scope", String(16), nullable=False),
     Column("hospital_id", String(32), nullable=True),
     Column("created_at", UTCDateTime, nullable=False),
+    # A national link's system (the pseudonym hides it): a person holds one number of each
+    # (broker.domain.linking.conflict; this index holds it against a concurrent worker).
+    # NULL for hospital-scoped links, and for national ones the 0027 back-fill left open.
+    Column("national_system", String(200), nullable=True),
+    Index(
+        "uq_person_link_national",
+        "person_id",
+        "national_system",
+        unique=True,
+        postgresql_where=text("national_system IS NOT NULL"),
+        sqlite_where=text("national_system IS NOT NULL"),
+    ),
 )
 
 payload = Table(

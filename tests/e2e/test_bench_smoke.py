@@ -21,6 +21,7 @@ TINY = {
     "MRB_BENCH_WARMUP": "2",
     "MRB_BENCH_INGEST_PATIENTS": "20",
     "MRB_BENCH_BIG_PATIENT": "30",
+    "MRB_BENCH_CLI_RUNS": "1",
     "MRB_BENCH_SCALE_OUT": "0",  # several processes: same code paths, twice the start-ups
 }
 
@@ -43,7 +44,7 @@ def test_the_bench_reports_every_figure_against_a_baseline(tmp_path: Path) -> No
     report = json.loads(report_file.read_text())
 
     figures = report["figures"]
-    assert {f["section"] for f in figures} == {"ingest", "check", "cds-fhir"}
+    assert {f["section"] for f in figures} == {"ingest", "check", "cds-fhir", "cli"}
     for f in figures:
         assert len(f["rounds"]) >= 2, f["name"]
         assert len(f["baseline"]["rounds"]) >= 2, f["name"]
@@ -60,6 +61,8 @@ def test_the_bench_reports_every_figure_against_a_baseline(tmp_path: Path) -> No
         "patient with 30 results",
         "CDS Hooks order-select p99",
         "FHIR Observation search p99",
+        "`mrb token issue`",
+        "`mrb --help`",
     ):
         assert expected in names, expected
     # The bulk-loaded rows serve the real check and FHIR paths.

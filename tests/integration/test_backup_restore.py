@@ -78,7 +78,7 @@ async def test_backup_wipe_restore_answers_the_same(
     messages = [
         f.inbound(f.lab_bundle(accession="B1")),
         f.inbound(f.lab_bundle(accession="B2", status="amended", hb=12.1)),
-        f.inbound(f.lab_bundle(accession="B3", pat=f.patient(f.PATIENT_B, "MRN-2"))),
+        f.inbound(f.lab_bundle(accession="B3", pat=f.patient(f.PATIENT_B, "MRN-2", pid="p2"))),
     ]
     assert {p.outcome.value for p in await ingest.process_batch(messages)} == {"indexed"}
     before = await check(container)
