@@ -2,8 +2,8 @@
 baseline of the same run, writes bench/report.json and prints the table (markdown).
 
 Sections (MRB_BENCH_SECTIONS): `ingest` (benchmarks.ingest_bench) and `check`
-(benchmarks.check_bench), on each database of MRB_BENCH_DATABASES; sizes and rounds in
-benchmarks.config.
+(benchmarks.check_bench), on each database of MRB_BENCH_DATABASES, and `cli`
+(benchmarks.cli_bench, SQLite); sizes and rounds in benchmarks.config.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks import check_bench, config, ingest_bench
+from benchmarks import check_bench, cli_bench, config, ingest_bench
 from benchmarks.check_bench import SizeResult, per_round, throughput
 from benchmarks.config import BenchConfig
 from benchmarks.databases import Db, database
@@ -279,6 +279,31 @@ async def serve_workers(
     )
 
 
+def cli_section(cfg: BenchConfig, report: Report, work: Path) -> None:
+    r = cli_bench.measure(work, cfg.rounds, cfg.cli_runs)
+    runs = f"median of {cfg.cli_runs} runs a round, bytecode written"
+    report.add(
+        Figure(
+            "cli",
+            "`mrb token issue` (SQLite), wall",
+            "s",
+            r.issue,
+            "its libraries imported alone",
+            r.libraries,
+            config.CLI_START_S,
+            note=runs,
+        )
+    )
+    report.add(
+        Figure(
+            "cli", "`mrb --help`, wall", "s", r.help, "`python -c pass`", r.bare, config.CLI_START_S
+        )
+    )
+    report.facts["machine speed: 2M-step Python loop, s (per cli round)"] = [
+        round(x, 3) for x in r.loop
+    ]
+
+
 async def main() -> None:
     cfg = BenchConfig()
     report = Report(cfg.as_json())
@@ -290,6 +315,8 @@ async def main() -> None:
             print("[bench] ingest: measured", file=sys.stderr, flush=True)
         if "check" in cfg.sections:
             await check_section(cfg, report, work)
+        if "cli" in cfg.sections:
+            await asyncio.to_thread(cli_section, cfg, report, work)
     report.facts["bench seconds"] = round(time.perf_counter() - started, 1)
     report.write(cfg.report)
     print(report.table())

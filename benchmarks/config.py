@@ -19,6 +19,7 @@ P99_GROWTH = Target("ratio", 1.25, at_most=True)  # the largest index vs the sma
 BIG_PATIENT = Target("ratio", 2.0, at_most=True)  # 500 results vs 10
 CHECKS_PER_SECOND = Target("value", 1000.0, at_most=False)  # with `mrb serve --workers 2`
 CDS_P99_MS = Target("value", 50.0, at_most=True)
+CLI_START_S = Target("value", 0.5, at_most=True)  # `mrb --help`, `mrb token issue`
 # "must not grow with the index": read here as at most 10 % more at the largest index
 # (an unverified default: the issue gives no number).
 RSS_GROWTH = Target("ratio", 1.10, at_most=True, source="issue #16 (10 %: unverified default)")
@@ -50,10 +51,11 @@ class BenchConfig:
     hit_percent: int = field(default_factory=lambda: _int("MRB_BENCH_HIT_PERCENT", 30))
     # About 1,200 messages a round: with 380 (120 patients) one round's figure moved by a third.
     ingest_patients: int = field(default_factory=lambda: _int("MRB_BENCH_INGEST_PATIENTS", 400))
+    cli_runs: int = field(default_factory=lambda: max(1, _int("MRB_BENCH_CLI_RUNS", 5)))
     # 0: skip the figures of several processes (`--processes 2`, `--workers 2`): smoke runs.
     scale_out: bool = field(default_factory=lambda: _int("MRB_BENCH_SCALE_OUT", 1) != 0)
     sections: list[str] = field(
-        default_factory=lambda: os.environ.get("MRB_BENCH_SECTIONS", "ingest,check").split(",")
+        default_factory=lambda: os.environ.get("MRB_BENCH_SECTIONS", "ingest,check,cli").split(",")
     )
     pg_url: str = field(
         default_factory=lambda: os.environ.get(
