@@ -8,10 +8,15 @@ from datetime import datetime
 from typing import Any, Protocol
 
 
+def launch_context(session_hash: str) -> str:
+    """What a launch is sealed bound to (the service seals it, storage re-seals it)."""
+    return f"his-launch:{session_hash}"
+
+
 @dataclass(frozen=True)
 class LaunchSessionRecord:
     """A launch session as stored: who launched it, and the launch itself sealed (patient,
-    items, purpose), bound to the session's id hash."""
+    items, purpose), bound to the session's id hash (`launch_context`)."""
 
     issuer: str
     hospital: str

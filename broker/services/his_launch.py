@@ -38,7 +38,7 @@ from broker.cdshooks.auth import (
 )
 from broker.domain.actors import Actor, Role
 from broker.domain.recognition import Order
-from broker.ports.his_launch import LaunchSessionRecord, LaunchStore
+from broker.ports.his_launch import LaunchSessionRecord, LaunchStore, launch_context
 from broker.security.passwords import new_session_id, session_id_hash
 from broker.security.payload_cipher import PayloadCipher
 from broker.security.sealed_fields import open_json, seal_json
@@ -233,7 +233,7 @@ async def launch(
         expires_at,
         session_hash,
     )
-    sealed = seal_json(cipher, _sealed_part(context), context=f"his-launch:{session_hash}")
+    sealed = seal_json(cipher, _sealed_part(context), context=launch_context(session_hash))
     record = LaunchSessionRecord(client.issuer, client.hospital, user, sealed, now, expires_at)
     await store.open_session(session_hash, record)
     await store.record_launch(
@@ -263,7 +263,7 @@ async def session(
     if record is None:
         return None
     try:
-        data = open_json(cipher, record.sealed_launch, context=f"his-launch:{session_hash}")
+        data = open_json(cipher, record.sealed_launch, context=launch_context(session_hash))
         return _context(record, data, session_hash)
     except Exception:  # sealed for another row, or with a key no longer held: no session
         return None

@@ -203,19 +203,34 @@ class SqlDraftOrders(ports.DraftOrders):
 # -- cards ---------------------------------------------------------------------------------
 
 
-def _seal_content(cipher: PayloadCipher, card_uuid: str, content: dict[str, Any]) -> dict[str, str]:
-    """A card names the prior result (its summary, hospital, date): sealed like the index's
-    clinical text, inside the JSON column as {"sealed": base64 envelope}."""
-    blob = seal_json(cipher, content, context=f"cds-card|{card_uuid}")
+def card_context(card_uuid: str) -> str:
+    return f"cds-card|{card_uuid}"
+
+
+def stored_envelope(blob: bytes) -> dict[str, str]:
+    """How a sealed envelope sits in the JSON column."""
     return {"sealed": base64.b64encode(blob).decode()}
 
 
-def _open_content(cipher: PayloadCipher, card_uuid: str, stored: Any) -> dict[str, Any]:
+def card_envelope(stored: Any) -> bytes | None:
+    """The envelope of a stored card; None for a card stored before cards were sealed."""
     if isinstance(stored, dict) and set(stored) == {"sealed"}:
-        blob = base64.b64decode(stored["sealed"])
-        opened: dict[str, Any] = open_json(cipher, blob, context=f"cds-card|{card_uuid}")
-        return opened
-    return dict(stored)  # a card stored before sealing
+        return base64.b64decode(stored["sealed"])
+    return None
+
+
+def _seal_content(cipher: PayloadCipher, card_uuid: str, content: dict[str, Any]) -> dict[str, str]:
+    """A card names the prior result (its summary, hospital, date): sealed like the index's
+    clinical text, inside the JSON column as {"sealed": base64 envelope}."""
+    return stored_envelope(seal_json(cipher, content, context=card_context(card_uuid)))
+
+
+def _open_content(cipher: PayloadCipher, card_uuid: str, stored: Any) -> dict[str, Any]:
+    blob = card_envelope(stored)
+    if blob is None:
+        return dict(stored)  # a card stored before sealing
+    opened: dict[str, Any] = open_json(cipher, blob, context=card_context(card_uuid))
+    return opened
 
 
 class SqlCards(ports.Cards):
