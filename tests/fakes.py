@@ -943,7 +943,9 @@ class FakeIngestUnitOfWork(ingest_ports.IngestUnitOfWork):
     commit. `fail_flush`: raised by a bulk flush; `fail_accessions`: a flush of one of them
     raises (in a savepoint too); `collide_then_index`: a message another worker indexes at
     the same moment (its flush meets a Collision, and the id is then indexed);
-    `bulk_collisions`: so many bulk flushes meet another worker's writes (a Collision)."""
+    `bulk_collisions`: so many bulk flushes meet another worker's writes (a Collision);
+    `deadlocks`: accession -> so many flushes of it alone meet a Collision (a deadlock:
+    nothing is indexed by the other worker)."""
 
     HOSPITALS = ("H001", "H002", "H003", "H004")
 
@@ -955,6 +957,7 @@ class FakeIngestUnitOfWork(ingest_ports.IngestUnitOfWork):
         fail_accessions: set[str] | None = None,
         collide_then_index: set[str] | None = None,
         bulk_collisions: int = 0,
+        deadlocks: dict[str, int] | None = None,
     ) -> None:
         self._writer = writer or FakeResultWriter()
         self._writer.uow = self
@@ -962,6 +965,7 @@ class FakeIngestUnitOfWork(ingest_ports.IngestUnitOfWork):
         self._fail_accessions = fail_accessions or set()
         self._collide = collide_then_index or set()
         self._bulk_collisions = bulk_collisions
+        self._deadlocks = dict(deadlocks or {})
         self.bulk_flushes = 0
         self._depth = 0  # savepoints entered
         self.written: list[str] = []
@@ -1002,6 +1006,10 @@ class FakeIngestUnitOfWork(ingest_ports.IngestUnitOfWork):
                 self._collide.discard(mid)
                 self.inbox.append(mid)  # the other worker committed it
                 raise ingest_ports.Collision("inbox_pkey")
+            for accession, left in self._deadlocks.items():
+                if self._depth and left and any(accession in b for b in ids):
+                    self._deadlocks[accession] = left - 1
+                    raise ingest_ports.Collision("deadlock detected")
 
     async def time_zones(self) -> Mapping[str, str]:
         return dict.fromkeys(self.HOSPITALS, "Asia/Shanghai")

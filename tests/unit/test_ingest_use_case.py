@@ -118,3 +118,23 @@ async def test_a_batch_that_keeps_colliding_goes_message_by_message() -> None:
     assert [p.outcome for p in got] == [Outcome.INDEXED, Outcome.INDEXED]
     assert uow.bulk_flushes == BULK_ATTEMPTS  # then one savepoint per message
     assert uow.commits == 1 and uow.rejections == []
+
+
+async def test_a_message_deadlocked_alone_is_tried_once_more() -> None:
+    # Message by message (after the bulk attempts), one message's savepoint deadlocks
+    # with another worker: tried again at once, it is indexed.
+    uow = FakeIngestUnitOfWork(bulk_collisions=BULK_ATTEMPTS, deadlocks={"ACC-2": 1})
+    got = await service(uow).process_batch([lab("ACC-1"), lab("ACC-2")])
+    assert [p.outcome for p in got] == [Outcome.INDEXED, Outcome.INDEXED]
+    assert uow.savepoints_rolled_back == 1 and uow.rejections == []
+
+
+async def test_a_message_that_deadlocks_again_is_a_replayable_dead_letter() -> None:
+    # Twice: PROCESSING_FAILED (kept as a dead letter, replayable), the others indexed;
+    # never an outage that would pause the batch.
+    uow = FakeIngestUnitOfWork(bulk_collisions=BULK_ATTEMPTS, deadlocks={"ACC-2": 2})
+    ok, stuck = await service(uow).process_batch([lab("ACC-1"), lab("ACC-2")])
+    assert ok.outcome is Outcome.INDEXED
+    assert stuck.outcome is Outcome.REJECTED and stuck.code is RejectCode.PROCESSING_FAILED
+    assert [row["code"] for _, row in uow.rejections] == ["PROCESSING_FAILED"]
+    assert uow.commits == 1 and len(uow.inbox) == 1
