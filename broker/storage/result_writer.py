@@ -19,7 +19,7 @@ import json
 import logging
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, tzinfo
 from typing import Any
@@ -67,6 +67,24 @@ class _Identity:
     versions: list[StoredVersion]
 
 
+@dataclass(frozen=True)
+class _GroupNumbers(Mapping[str, Mapping[str, Set[str]]]):
+    """person -> the national numbers of everyone linked with them (by review or matching:
+    a check reads them all), for linking.conflict."""
+
+    held: dict[str, dict[str, set[str]]]  # group -> national system -> pseudonyms
+    roots: dict[str, str]  # person -> the group it is in (the person linked into)
+
+    def __getitem__(self, person: str) -> Mapping[str, Set[str]]:
+        return self.held.get(self.roots.get(person, person), {})
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.roots)
+
+    def __len__(self) -> int:
+        return len(self.roots)
+
+
 # Told, inside the indexing transaction, about results that got a new current version.
 ChangeListener = Callable[[AsyncSession, list[ResultChange], datetime], Awaitable[None]]
 
@@ -82,8 +100,10 @@ class SqlResultWriter(ResultWriter):
     zones: Callable[[str], tzinfo] = lambda _hospital: UTC  # a hospital's time zone
     _people: dict[str, str] = field(default_factory=dict)  # pseudonym -> person
     _born: dict[str, datetime] = field(default_factory=dict)  # person -> created_at
-    # person -> national system -> pseudonyms: what linking.conflict weighs
+    # What linking.conflict weighs: per group of people linked reversibly (its root: the
+    # person linked into), the national numbers (pseudonyms) they hold, by system.
     _held: dict[str, dict[str, set[str]]] = field(default_factory=dict)
+    _roots: dict[str, str] = field(default_factory=dict)  # person -> root, if not itself
     _merges: dict[str, str] = field(default_factory=dict)  # merged person -> survivor
     _docs: dict[str, dict[str, Any]] = field(default_factory=dict)  # message id -> JSON
     _results: dict[tuple[str, str], _Identity] = field(default_factory=dict)
@@ -136,13 +156,15 @@ class SqlResultWriter(ResultWriter):
                 .join(person, person_link.c.person_id == person.c.id)
                 .where(person_link.c.pseudonym.in_(pseudos))
             )
-            for p, pid, _merged, born in rows:
+            for p, pid, merged, born in rows:
                 # Rows are written under the person the identifiers name, never the one
                 # they are linked into: an unlink then leaves each their own rows (reads
                 # follow the link: people.with_merged).
                 self._people[p] = pid
                 self._born.setdefault(pid, born)
-            await self._prefetch_numbers(set(self._people.values()))
+                if merged is not None:
+                    self._roots[pid] = merged
+            await self._prefetch_numbers({self._root(pid) for pid in self._people.values()})
         idents = {
             (hospital, self._business_key(hospital, r.business_id))
             for hospital, p in parsed
@@ -173,18 +195,25 @@ class SqlResultWriter(ResultWriter):
                 ident = self._results.setdefault((h, b), _Identity(rid, []))
                 ident.versions.append(StoredVersion(VersionKey(t, n), digest, cur))
 
-    async def _prefetch_numbers(self, people: set[str]) -> None:
-        """The national numbers (as pseudonyms, by system) the batch's known people hold."""
-        for chunk in fhir_index.chunks(sorted(people)):
+    async def _prefetch_numbers(self, roots: set[str]) -> None:
+        """The national numbers (as pseudonyms, by system) of the groups of the batch's
+        known people: each root and everyone linked into it."""
+        link, who = person_link.c, person.c
+        for chunk in fhir_index.chunks(sorted(roots)):
             rows = await self.session.execute(
-                select(
-                    person_link.c.person_id, person_link.c.national_system, person_link.c.pseudonym
-                ).where(
-                    person_link.c.person_id.in_(chunk), person_link.c.national_system.is_not(None)
+                select(who.id, who.merged_into, link.national_system, link.pseudonym)
+                .join(person, who.id == link.person_id)
+                .where(
+                    who.id.in_(chunk) | who.merged_into.in_(chunk),
+                    link.national_system.is_not(None),
                 )
             )
-            for pid, system, p in rows:
-                self._held.setdefault(pid, {}).setdefault(system, set()).add(p)
+            for pid, merged, system, p in rows:
+                root = merged if merged in roots else pid
+                self._held.setdefault(root, {}).setdefault(system, set()).add(p)
+
+    def _root(self, pid: str) -> str:
+        return self._roots.get(pid, pid)
 
     def stage(
         self,
@@ -213,14 +242,15 @@ class SqlResultWriter(ResultWriter):
         if system := linking.conflict(
             [[(self._pseudonym(k), k.national_system) for k in keys] for keys in refs],
             self._people,
-            self._held,
+            _GroupNumbers(self._held, self._roots),
         ):
             raise IdentityConflict(
-                f"the patient's identifiers lead to a person who holds another {system} "
-                "number: the sender reused an identifier (a Patient.id, an MRN) for another "
-                "patient, or sent two patients' numbers together; nothing was linked. Fix "
-                "the sender (each patient their own Patient.id and MRN) and re-send: a "
-                "replay of this message is refused again"
+                f"the patient's identifiers lead to a person who holds, or is linked to one "
+                f"who holds, another {system} number; nothing was linked. Either the sender "
+                "reused an identifier (a Patient.id, an MRN) for another patient or sent two "
+                "patients' numbers together: fix the sender and re-send (a replay is refused "
+                "again); or a link made by review or matching joined two people: a platform "
+                "admin undoes it (`mrb patient unlink`), then replays this message"
             )
         for ref in parsed.patients:
             pid = self._person(ref.link_keys)
@@ -481,7 +511,7 @@ class SqlResultWriter(ResultWriter):
             self._people[p] = pid
             system = scope[p].national_system
             if system is not None:
-                self._held.setdefault(pid, {}).setdefault(system, set()).add(p)
+                self._held.setdefault(self._root(pid), {}).setdefault(system, set()).add(p)
             self._add(
                 "person_link",
                 {
@@ -501,9 +531,18 @@ class SqlResultWriter(ResultWriter):
         for p, pid in self._people.items():
             if pid in gone:
                 self._people[p] = survivor
+        # The survivor's group gains the numbers of each merged person's group (of all of
+        # it, when that person was in another's group: more than it holds, never less).
+        target = self._root(survivor)
         for person_id in gone:
-            for system, numbers in self._held.pop(person_id, {}).items():
-                self._held.setdefault(survivor, {}).setdefault(system, set()).update(numbers)
+            root = self._root(person_id)
+            numbers = self._held.pop(root, {}) if root == person_id else self._held.get(root, {})
+            for system, pseudos in numbers.items():
+                self._held.setdefault(target, {}).setdefault(system, set()).update(pseudos)
+            self._roots[person_id] = target
+            for pid, its_root in list(self._roots.items()):
+                if its_root == person_id:  # linked into the merged person: now the survivor's
+                    self._roots[pid] = target
         for rows in (*self._rows.values(), *self._item_rows.values()):
             for row in rows:
                 if row.get("person_id") in gone:

@@ -8,9 +8,12 @@ from __future__ import annotations
 from sqlalchemy import func, select, text
 
 from broker.bootstrap import Container
+from broker.domain.actors import ALL_HOSPITALS, Actor, Role
 from broker.domain.identifiers import normalise
+from broker.domain.identity_review import PersonRef
 from broker.domain.rejections import RejectCode
 from broker.ingest.service import Outcome, Processed
+from broker.services import identity_review
 from broker.storage.people import People
 from broker.storage.prior_items import person_items
 from broker.storage.protect import Protector
@@ -24,8 +27,10 @@ async def ingest(c: Container, *values: bytes, hospital: str = "H001") -> list[P
     return await c.ingest_service().process_batch([f.inbound(v, hospital) for v in values])
 
 
-async def person_of(c: Container, national_id: str) -> str | None:
-    ident = normalise(f.NATIONAL, national_id, hospital="H001")
+async def person_of(
+    c: Container, value: str, system: str = f.NATIONAL, hospital: str = "H001"
+) -> str | None:
+    ident = normalise(system, value, hospital=hospital)
     assert ident is not None
     async with c.sessions() as s:
         return await People(s, c.pseudonyms).find(ident)
@@ -128,6 +133,37 @@ class TestReusedIdentifier:
         assert fixed.outcome is Outcome.INDEXED
         a, b = await person_of(container, f.PATIENT_A), await person_of(container, B)
         assert a is not None and b is not None and a != b
+
+
+ADMIN = Actor("sys.zhang", Role.PLATFORM_ADMIN, ALL_HOSPITALS)
+MRN = "urn:oid:2.16.156.10011.0.1.mrn"  # tests.factories.patient's MRN system
+
+
+async def test_a_number_reaching_a_linked_group_that_holds_another_is_refused(
+    container: Container,
+) -> None:
+    """Patient X (no resident ID at H002) was linked into A by review or matching; X's
+    own resident ID arriving later proves they are two people: refused, until a platform
+    admin undoes the link; the same message then indexes."""
+    c = container
+    await ingest(c, lab("A-1", f.PATIENT_A, pid="a", mrn="M-A", day=1))
+    await ingest(c, lab("X-1", None, pid="x", mrn="M-X", day=2), hospital="H002")
+    a, x = await person_of(c, f.PATIENT_A), await person_of(c, "M-X", MRN, "H002")
+    assert a is not None and x is not None and a != x
+    await identity_review.link_people(
+        c.identity_uow(), c.identifiers(), ADMIN, PersonRef(person_id=a), PersonRef(person_id=x)
+    )
+    x_with_b = lab("X-2", B, pid="x", mrn="M-X", day=3)
+    (refused,) = await ingest(c, x_with_b, hospital="H002")
+    assert refused.code is RejectCode.PATIENT_IDENTITY_CONFLICT
+    assert "mrb patient unlink" in (refused.detail or "")
+    assert await person_of(c, B) is None
+    await identity_review.unlink_person(
+        c.identity_uow(), c.identifiers(), c.safety_notifier(), ADMIN, PersonRef(person_id=x)
+    )
+    (indexed,) = await ingest(c, x_with_b, hospital="H002")
+    assert indexed.outcome is Outcome.INDEXED
+    assert await person_of(c, B) == x
 
 
 class TestStillLinked:
