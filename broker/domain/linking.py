@@ -83,18 +83,14 @@ def conflict(refs: Sequence[Sequence[Key]], known: Mapping[str, str], held: Held
         people = sorted(
             {root(owner.get(p) or known[p]) for p, _ in ref if p in owner or p in known}
         )
-        combined: dict[str, frozenset[str]] = {}
-        for person in people:
-            for system, values in numbers(person).items():
-                combined[system] = combined.get(system, frozenset()) | values
+        arriving: dict[str, frozenset[str]] = {}
         for p, national in ref:
             if national is not None:
-                combined[national] = combined.get(national, frozenset()) | {p}
-        for system, values in combined.items():
-            if len(values) > 1 and not any(
-                numbers(person).get(system) == values for person in people
-            ):
-                return system
+                arriving[national] = arriving.get(national, frozenset()) | {p}
+        holders = [numbers(person) for person in people]
+        if system := gained(holders, arriving):
+            return system
+        combined = _union([*holders, arriving])
         survivor = people[0] if people else f"new#{index}"
         for person in people[1:]:
             rep[person] = survivor
@@ -102,3 +98,23 @@ def conflict(refs: Sequence[Sequence[Key]], known: Mapping[str, str], held: Held
         for p, _ in ref:
             owner[p] = survivor
     return None
+
+
+def gained(
+    holders: Sequence[Mapping[str, Set[str]]], arriving: Mapping[str, Set[str]] | None = None
+) -> str | None:
+    """The national system of which joining `holders` (people or linked groups, each its
+    numbers by system) and the `arriving` numbers would give one of them a number it does
+    not hold, where that makes two; None if none would."""
+    for system, values in _union([*holders, arriving or {}]).items():
+        if len(values) > 1 and not any(h.get(system) == values for h in holders):
+            return system
+    return None
+
+
+def _union(groups: Sequence[Mapping[str, Set[str]]]) -> dict[str, frozenset[str]]:
+    combined: dict[str, frozenset[str]] = {}
+    for numbers in groups:
+        for system, values in numbers.items():
+            combined[system] = combined.get(system, frozenset()) | frozenset(values)
+    return combined

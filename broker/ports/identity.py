@@ -68,6 +68,11 @@ class SamePerson(Exception):
     """Two people named to link are one already."""
 
 
+class DifferentNumbers(Exception):
+    """Two people named to link hold different numbers of one national system (two resident
+    IDs): they are two people (broker.domain.linking.gained)."""
+
+
 class IdentityIndex(abc.ABC):
     @abc.abstractmethod
     async def reviews(self, status: ReviewStatus | None, limit: int) -> list[ReviewItem]: ...

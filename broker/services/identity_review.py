@@ -24,7 +24,14 @@ from broker.domain.identifier_systems import IdentifierRegistry
 from broker.domain.identifiers import InvalidIdentifier
 from broker.domain.identity_review import LinkKind, PersonRef, ReviewStatus, Verdict
 from broker.domain.results import ResultChange
-from broker.ports.identity import IdentityUnitOfWork, Link, Recognition, ReviewItem, SamePerson
+from broker.ports.identity import (
+    DifferentNumbers,
+    IdentityUnitOfWork,
+    Link,
+    Recognition,
+    ReviewItem,
+    SamePerson,
+)
 from broker.services.safety import SafetyNotifier
 
 # The `new_status` of a `link-undone` notice (and of its `reversed` event): the result's
@@ -243,6 +250,8 @@ async def _link(
         )
     except SamePerson as exc:
         raise Conflict("Already one person", str(exc)) from None
+    except DifferentNumbers as exc:
+        raise Conflict("Different people", str(exc)) from None
 
 
 async def _resolve(uow: IdentityUnitOfWork, registry: IdentifierRegistry, ref: PersonRef) -> str:

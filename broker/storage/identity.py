@@ -20,8 +20,9 @@ from sqlalchemy import func, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from broker.domain import identity_review as review
+from broker.domain import linking
 from broker.domain.demographics import Demographics
-from broker.ports.identity import Link, Recognition, ReviewItem, SamePerson
+from broker.ports.identity import DifferentNumbers, Link, Recognition, ReviewItem, SamePerson
 from broker.ports.outcomes import Outcome
 from broker.security.payload_cipher import ALGORITHM, PayloadCipher, Sealed
 from broker.security.pseudonyms import Pseudonymiser
@@ -62,6 +63,29 @@ async def roots(session: AsyncSession, ids: Iterable[str]) -> dict[str, str]:
         )
         found.update({pid: merged or pid for pid, merged in rows})
     return found
+
+
+async def numbers_clash(session: AsyncSession, a: str, b: str) -> str | None:
+    """The national system of which the groups of surviving people `a` and `b` (each with
+    everyone linked into it) hold different numbers, or None (linking.gained)."""
+    held: dict[str, dict[str, set[str]]] = {a: {}, b: {}}
+    rows = await session.execute(
+        select(
+            person.c.id,
+            person.c.merged_into,
+            person_link.c.national_system,
+            person_link.c.pseudonym,
+        )
+        .join(person, person.c.id == person_link.c.person_id)
+        .where(
+            person.c.id.in_((a, b)) | person.c.merged_into.in_((a, b)),
+            person_link.c.national_system.is_not(None),
+        )
+    )
+    for pid, merged, system, pseudonym in rows:
+        root = merged if merged in held else pid
+        held[root].setdefault(system, set()).add(pseudonym)
+    return linking.gained([held[a], held[b]])
 
 
 async def exists(session: AsyncSession, person_id: str) -> bool:
@@ -127,6 +151,11 @@ async def link(
     gone, survivor = found[person_id], found[into_id]
     if gone == survivor:
         raise SamePerson(f"{person_id} and {into_id} are one person already")
+    if system := await numbers_clash(session, gone, survivor):
+        raise DifferentNumbers(
+            f"{person_id} and {into_id} hold different {system} numbers (with the people "
+            "linked to each): they are two people"
+        )
     row = Link(str(uuid.uuid4()), gone, survivor, kind.value, review_id, now, by)
     await session.execute(
         identity_link.insert().values(
@@ -306,10 +335,14 @@ async def match_at_ingest(
         best = review.best_per_person(scored)
         best = {c: r for c, r in best.items() if frozenset((pid, c)) not in reviewed}
         decided = review.plan(best)
-        if decided.link is not None and (me != pid or await active_links_into(session, pid)):
+        if decided.link is not None and (
+            me != pid
+            or await active_links_into(session, pid)
+            or await numbers_clash(session, pid, survivors.get(decided.link, decided.link))
+        ):
             # Linked elsewhere already, or others linked into them (a person seen before,
             # whose first demographics arrived later): joining two groups is a person's
-            # decision.
+            # decision; and never automatic between holders of two resident IDs.
             decided = review.Plan(None, ((decided.link, best[decided.link]), *decided.review))
         if decided.link is not None:
             result = best[decided.link]

@@ -5,15 +5,18 @@ PostgreSQL, through the ingest service."""
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import func, select, text
 
 from broker.bootstrap import Container
 from broker.domain.actors import ALL_HOSPITALS, Actor, Role
+from broker.domain.errors import Conflict
 from broker.domain.identifiers import normalise
 from broker.domain.identity_review import PersonRef
 from broker.domain.rejections import RejectCode
 from broker.ingest.service import Outcome, Processed
 from broker.services import identity_review
+from broker.storage import identity
 from broker.storage.people import People
 from broker.storage.prior_items import person_items
 from broker.storage.protect import Protector
@@ -164,6 +167,37 @@ async def test_a_number_reaching_a_linked_group_that_holds_another_is_refused(
     (indexed,) = await ingest(c, x_with_b, hospital="H002")
     assert indexed.outcome is Outcome.INDEXED
     assert await person_of(c, B) == x
+
+
+async def test_a_link_between_holders_of_two_numbers_is_refused(container: Container) -> None:
+    """By a platform admin (or a review's confirmation): 409, nothing linked; the automatic
+    link at ingest asks the same question (identity.numbers_clash) and leaves the pair to
+    review instead."""
+    c = container
+    await ingest(c, lab("A-1", f.PATIENT_A, pid="a", mrn=None, day=1))
+    await ingest(c, lab("B-1", B, pid="b", mrn=None, day=2))
+    await ingest(c, lab("X-1", None, pid="x", mrn="M-X", day=3), hospital="H002")
+    a, b = await person_of(c, f.PATIENT_A), await person_of(c, B)
+    x = await person_of(c, "M-X", MRN, "H002")
+    assert a and b and x
+    async with c.sessions() as s:
+        assert await identity.numbers_clash(s, a, b) == f.NATIONAL
+        assert await identity.numbers_clash(s, a, x) is None
+    with pytest.raises(Conflict) as refused:
+        await identity_review.link_people(
+            c.identity_uow(), c.identifiers(), ADMIN, PersonRef(person_id=a), PersonRef(person_id=b)
+        )
+    assert refused.value.title == "Different people"
+    async with c.sessions() as s:
+        assert (
+            await s.execute(select(person.c.id).where(person.c.merged_into.is_not(None)))
+        ).all() == []
+    # X (no number) may join A; then B may not join their group either.
+    await identity_review.link_people(
+        c.identity_uow(), c.identifiers(), ADMIN, PersonRef(person_id=a), PersonRef(person_id=x)
+    )
+    async with c.sessions() as s:
+        assert await identity.numbers_clash(s, a, b) == f.NATIONAL
 
 
 class TestStillLinked:
