@@ -65,26 +65,33 @@ async def roots(session: AsyncSession, ids: Iterable[str]) -> dict[str, str]:
     return found
 
 
+async def group_numbers(
+    session: AsyncSession, roots: Iterable[str]
+) -> dict[str, dict[str, set[str]]]:
+    """The national numbers (pseudonyms, by system) of each surviving person in `roots`
+    with everyone linked into them: what broker.domain.linking weighs."""
+    wanted = sorted(set(roots))
+    held: dict[str, dict[str, set[str]]] = {root: {} for root in wanted}
+    who, link = person.c, person_link.c
+    for chunk in _chunks(wanted):
+        rows = await session.execute(
+            select(who.id, who.merged_into, link.national_system, link.pseudonym)
+            .join(person, who.id == link.person_id)
+            .where(
+                who.id.in_(chunk) | who.merged_into.in_(chunk),
+                link.national_system.is_not(None),
+            )
+        )
+        for pid, merged, system, pseudonym in rows:
+            root = merged if merged in held else pid
+            held[root].setdefault(system, set()).add(pseudonym)
+    return held
+
+
 async def numbers_clash(session: AsyncSession, a: str, b: str) -> str | None:
-    """The national system of which the groups of surviving people `a` and `b` (each with
-    everyone linked into it) hold different numbers, or None (linking.gained)."""
-    held: dict[str, dict[str, set[str]]] = {a: {}, b: {}}
-    rows = await session.execute(
-        select(
-            person.c.id,
-            person.c.merged_into,
-            person_link.c.national_system,
-            person_link.c.pseudonym,
-        )
-        .join(person, person.c.id == person_link.c.person_id)
-        .where(
-            person.c.id.in_((a, b)) | person.c.merged_into.in_((a, b)),
-            person_link.c.national_system.is_not(None),
-        )
-    )
-    for pid, merged, system, pseudonym in rows:
-        root = merged if merged in held else pid
-        held[root].setdefault(system, set()).add(pseudonym)
+    """The national system of which the groups of surviving people `a` and `b` hold
+    different numbers, or None (linking.gained)."""
+    held = await group_numbers(session, (a, b))
     return linking.gained([held[a], held[b]])
 
 

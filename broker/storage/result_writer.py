@@ -196,21 +196,8 @@ class SqlResultWriter(ResultWriter):
                 ident.versions.append(StoredVersion(VersionKey(t, n), digest, cur))
 
     async def _prefetch_numbers(self, roots: set[str]) -> None:
-        """The national numbers (as pseudonyms, by system) of the groups of the batch's
-        known people: each root and everyone linked into it."""
-        link, who = person_link.c, person.c
-        for chunk in fhir_index.chunks(sorted(roots)):
-            rows = await self.session.execute(
-                select(who.id, who.merged_into, link.national_system, link.pseudonym)
-                .join(person, who.id == link.person_id)
-                .where(
-                    who.id.in_(chunk) | who.merged_into.in_(chunk),
-                    link.national_system.is_not(None),
-                )
-            )
-            for pid, merged, system, p in rows:
-                root = merged if merged in roots else pid
-                self._held.setdefault(root, {}).setdefault(system, set()).add(p)
+        """The national numbers of the groups of the batch's known people."""
+        self._held.update(await identity.group_numbers(self.session, roots))
 
     def _root(self, pid: str) -> str:
         return self._roots.get(pid, pid)
