@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from broker.domain.linking import Key, Link, conflict, link, redirect
+from broker.domain.linking import Key, Link, conflict, gained, link, redirect
 
 JAN, FEB = datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 2, 1, tzinfo=UTC)
 
@@ -91,3 +91,11 @@ def test_a_person_linked_to_two_numbers_before_the_rule_keeps_them() -> None:
     assert conflict([[("a", RID), ("pid", None)]], {"a": "P1", "pid": "P1"}, held) is None
     assert conflict([[("pid", None)]], {"pid": "P1"}, held) is None
     assert conflict([[("c", RID), ("pid", None)]], {"pid": "P1"}, held) == RID
+
+
+def test_two_linked_groups_may_join_unless_they_hold_different_numbers() -> None:
+    assert gained([{RID: {"a"}}, {RID: {"b"}}]) == RID
+    assert gained([{RID: {"a"}}, {}]) is None
+    assert gained([{RID: {"a"}}, {PERMIT: {"x"}}]) is None
+    assert gained([{RID: {"a", "b"}}, {RID: {"a"}}]) is None  # held before the rule
+    assert gained([{RID: {"a"}}], {RID: {"c"}}) == RID  # a number arriving on a message
