@@ -3,8 +3,8 @@
 Starting a command is mostly importing (SQLAlchemy, pydantic, typer, structlog…: tens of
 thousands of objects), and every 700 new objects the cyclic garbage collector walks the
 young ones, finding almost nothing: imported modules and classes live until exit. Pausing
-it for the first second of a command saved 12 % of `mrb token issue` here (0.58 → 0.50 s,
-docs/performance.md, "Ninth round (CLI)"). Reference counting still frees all acyclic
+it for the first second of a command saved 9–14 % of `mrb token issue` here
+(docs/performance.md, "Ninth round"). Reference counting still frees all acyclic
 garbage meanwhile. A command that runs longer — `mrb serve`, `mrb worker`, a migration —
 gets the collector back after START_SECONDS, with what start-up built frozen out of its
 walks (one collection, then `gc.freeze`), without having to say so.
