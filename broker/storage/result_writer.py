@@ -164,7 +164,9 @@ class SqlResultWriter(ResultWriter):
                 self._born.setdefault(pid, born)
                 if merged is not None:
                     self._roots[pid] = merged
-            await self._prefetch_numbers({self._root(pid) for pid in self._people.values()})
+            # The national numbers of the groups of the batch's known people.
+            roots = {self._root(pid) for pid in self._people.values()}
+            self._held.update(await identity.group_numbers(self.session, roots))
         idents = {
             (hospital, self._business_key(hospital, r.business_id))
             for hospital, p in parsed
@@ -194,10 +196,6 @@ class SqlResultWriter(ResultWriter):
                     continue
                 ident = self._results.setdefault((h, b), _Identity(rid, []))
                 ident.versions.append(StoredVersion(VersionKey(t, n), digest, cur))
-
-    async def _prefetch_numbers(self, roots: set[str]) -> None:
-        """The national numbers of the groups of the batch's known people."""
-        self._held.update(await identity.group_numbers(self.session, roots))
 
     def _root(self, pid: str) -> str:
         return self._roots.get(pid, pid)
