@@ -14,6 +14,7 @@ POSSIBLE_MATCH never links by itself: it goes to a person's review.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import unicodedata
@@ -119,7 +120,10 @@ def _is_han(text: str) -> bool:
     return bool(text) and all(_HAN.fullmatch(c) for c in text)
 
 
+@functools.lru_cache(maxsize=4096)
 def _pinyin(han: str) -> str:
+    # Cached: pypinyin's phrase segmentation is most of preparing a record at ingest, and
+    # the same surnames and given names come again and again (a name part, not a person).
     return "".join(lazy_pinyin(han)).replace("ü", "v")
 
 

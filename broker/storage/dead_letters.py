@@ -19,6 +19,7 @@ from sqlalchemy import case, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from broker.security.payload_cipher import PayloadCipher, Sealed
+from broker.storage.one_of import one_of
 from broker.storage.tables import rejection
 
 MESSAGE_ID_HEADER = "mrb-message-id"
@@ -91,7 +92,7 @@ async def resolve(session: AsyncSession, message_ids: Iterable[str], now: dateti
     await session.execute(
         update(rejection)
         .where(
-            rejection.c.message_id.in_(ids),
+            one_of(rejection.c.message_id, ids),
             rejection.c.status.in_([Status.OPEN.value, Status.REPLAYED.value]),
         )
         .values(status=Status.RESOLVED.value, resolved_at=now)

@@ -18,6 +18,7 @@ from broker.security.payload_cipher import PayloadCipher, Sealed
 from broker.security.pseudonyms import Pseudonymiser
 from broker.storage.bulk_insert import insert_rows
 from broker.storage.dialect_insert import insert_into
+from broker.storage.one_of import one_of
 from broker.storage.tables import person_block, person_demographics
 
 BLOCK_DOMAIN = "person-block"  # the pseudonym domain of blocking keys
@@ -129,7 +130,7 @@ async def stored(
                 table.c.algorithm,
                 table.c.nonce,
                 table.c.ciphertext,
-            ).where(table.c.person_id.in_(chunk), table.c.hospital_id.in_(hospitals))
+            ).where(one_of(table.c.person_id, chunk), one_of(table.c.hospital_id, hospitals))
         )
         for pid, hospital, key_id, algorithm, nonce, ciphertext in rows:
             pair = (pid, hospital)

@@ -29,6 +29,7 @@ from broker.security.pseudonyms import Pseudonymiser
 from broker.security.sealed_fields import open_json
 from broker.storage.bulk_insert import insert_rows
 from broker.storage.fhir_tables import fhir_resource, fhir_token
+from broker.storage.one_of import one_of
 from broker.storage.people import with_merged
 from broker.storage.retention import PURGED
 from broker.storage.tables import hospital, payload, result, result_version
@@ -243,9 +244,11 @@ class IndexRows:
     async def replace(self, session: AsyncSession, result_ids: Sequence[str]) -> None:
         """Delete these results' rows and write the ones built (in the caller's transaction)."""
         for chunk in chunks(list(result_ids)):
-            old = select(fhir_resource.c.id).where(fhir_resource.c.result_id.in_(chunk))
+            old = select(fhir_resource.c.id).where(one_of(fhir_resource.c.result_id, chunk))
             await session.execute(delete(fhir_token).where(fhir_token.c.resource_id.in_(old)))
-            await session.execute(delete(fhir_resource).where(fhir_resource.c.result_id.in_(chunk)))
+            await session.execute(
+                delete(fhir_resource).where(one_of(fhir_resource.c.result_id, chunk))
+            )
         if self.resources:
             await insert_rows(session, fhir_resource, self.resources)
         if self.tokens:

@@ -28,6 +28,7 @@ from broker.security.payload_cipher import ALGORITHM, PayloadCipher, Sealed
 from broker.security.pseudonyms import Pseudonymiser
 from broker.storage import demographics
 from broker.storage.identity_tables import identity_link, identity_review
+from broker.storage.one_of import one_of
 from broker.storage.people import with_merged
 from broker.storage.tables import (
     person,
@@ -59,7 +60,7 @@ async def roots(session: AsyncSession, ids: Iterable[str]) -> dict[str, str]:
     found: dict[str, str] = {}
     for chunk in _chunks(wanted):
         rows = await session.execute(
-            select(person.c.id, person.c.merged_into).where(person.c.id.in_(chunk))
+            select(person.c.id, person.c.merged_into).where(one_of(person.c.id, chunk))
         )
         found.update({pid: merged or pid for pid, merged in rows})
     return found
@@ -78,7 +79,7 @@ async def group_numbers(
             select(who.id, who.merged_into, link.national_system, link.pseudonym)
             .join(person, who.id == link.person_id)
             .where(
-                who.id.in_(chunk) | who.merged_into.in_(chunk),
+                one_of(who.id, chunk) | one_of(who.merged_into, chunk),
                 link.national_system.is_not(None),
             )
         )
@@ -309,7 +310,7 @@ async def match_at_ingest(
     for chunk in _chunks(wanted):
         sizes = await session.execute(
             select(person_block.c.pseudonym, func.count())
-            .where(person_block.c.pseudonym.in_(chunk))
+            .where(one_of(person_block.c.pseudonym, chunk))
             .group_by(person_block.c.pseudonym)
         )
         usable.update(p for p, n in sizes if n <= rules.max_block_size)
@@ -318,7 +319,7 @@ async def match_at_ingest(
         rows = await session.execute(
             select(
                 person_block.c.pseudonym, person_block.c.person_id, person_block.c.hospital_id
-            ).where(person_block.c.pseudonym.in_(chunk))
+            ).where(one_of(person_block.c.pseudonym, chunk))
         )
         for pseudo, pid, hospital in rows:
             members.setdefault(pseudo, set()).add((pid, hospital))

@@ -19,6 +19,7 @@ from broker.security.pseudonyms import Pseudonymiser
 from broker.storage import dead_letters, hospitals
 from broker.storage.bulk_insert import insert_rows
 from broker.storage.fhir_index import zone_named
+from broker.storage.one_of import one_of
 from broker.storage.outage import conflicts_raised_as, outages_retriable
 from broker.storage.result_writer import ChangeListener, SqlResultWriter
 from broker.storage.tables import inbox, rejection
@@ -77,7 +78,7 @@ class SqlIngestUnitOfWork(SealingUnitOfWork, IngestUnitOfWork):
             return set()
         with outages_retriable():
             rows = await self._s.execute(
-                select(inbox.c.message_id).where(inbox.c.message_id.in_(ids))
+                select(inbox.c.message_id).where(one_of(inbox.c.message_id, ids))
             )
         return {r[0] for r in rows}
 

@@ -42,6 +42,7 @@ from broker.security.pseudonyms import Pseudonymiser
 from broker.storage import demographics, fhir_index, identity
 from broker.storage.bulk_insert import insert_rows
 from broker.storage.mappings import note_unmapped
+from broker.storage.one_of import one_of
 from broker.storage.outage import conflicts_raised_as, is_outage, outages_retriable
 from broker.storage.people import birth_date_context
 from broker.storage.protect import Protector
@@ -154,7 +155,7 @@ class SqlResultWriter(ResultWriter):
                     person.c.created_at,
                 )
                 .join(person, person_link.c.person_id == person.c.id)
-                .where(person_link.c.pseudonym.in_(pseudos))
+                .where(one_of(person_link.c.pseudonym, pseudos))
             )
             for p, pid, merged, born in rows:
                 # Rows are written under the person the identifiers name, never the one
@@ -187,8 +188,8 @@ class SqlResultWriter(ResultWriter):
                 # Per-column IN lists: an index search on uq_result_identity on both
                 # databases (a row-value IN is a full scan on SQLite); pairs filtered below.
                 .where(
-                    result.c.hospital_id.in_({h for h, _ in idents}),
-                    result.c.business_id.in_({b for _, b in idents}),
+                    one_of(result.c.hospital_id, {h for h, _ in idents}),
+                    one_of(result.c.business_id, {b for _, b in idents}),
                 )
             )
             for h, b, rid, t, n, digest, cur in versions:
@@ -318,7 +319,7 @@ class SqlResultWriter(ResultWriter):
             for chunk in fhir_index.chunks(mids):
                 found = await s.execute(
                     select(payload.c.message_id, payload.c.id).where(
-                        payload.c.message_id.in_(chunk)
+                        one_of(payload.c.message_id, chunk)
                     )
                 )
                 ids.update(dict(found.all()))
@@ -333,7 +334,7 @@ class SqlResultWriter(ResultWriter):
         if self._uncurrent:
             await s.execute(
                 update(result_version)
-                .where(result_version.c.result_id.in_(self._uncurrent))
+                .where(one_of(result_version.c.result_id, self._uncurrent))
                 .values(is_current=False)
             )
         if rows := self._rows.get("result_version"):
@@ -344,7 +345,7 @@ class SqlResultWriter(ResultWriter):
             )
         if self._clear_items:
             await s.execute(
-                delete(result_item).where(result_item.c.result_id.in_(self._clear_items))
+                delete(result_item).where(one_of(result_item.c.result_id, self._clear_items))
             )
         if rows := [row for rows in self._item_rows.values() for row in rows]:
             await insert_rows(s, result_item, rows)
@@ -414,7 +415,7 @@ class SqlResultWriter(ResultWriter):
         for chunk in fhir_index.chunks(ids):
             found = await self.session.execute(
                 select(result_version.c.result_id, result_version.c.id).where(
-                    result_version.c.result_id.in_(chunk), result_version.c.is_current.is_(True)
+                    one_of(result_version.c.result_id, chunk), result_version.c.is_current.is_(True)
                 )
             )
             versions.update(dict(found.all()))
