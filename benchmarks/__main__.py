@@ -308,6 +308,8 @@ async def main() -> None:
     cfg = BenchConfig()
     report = Report(cfg.as_json())
     started = time.perf_counter()
+    if cfg.work_dir is not None:  # a folder named by MRB_BENCH_WORK_DIR may not exist yet
+        cfg.work_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="mrb-bench-", dir=cfg.work_dir) as tmp:
         work = Path(tmp)
         if "ingest" in cfg.sections:

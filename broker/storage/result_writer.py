@@ -42,6 +42,7 @@ from broker.security.pseudonyms import Pseudonymiser
 from broker.storage import demographics, fhir_index, identity
 from broker.storage.bulk_insert import insert_rows
 from broker.storage.mappings import note_unmapped
+from broker.storage.new_people_lock import wait_for_new_people
 from broker.storage.one_of import one_of
 from broker.storage.outage import conflicts_raised_as, is_outage, outages_retriable
 from broker.storage.people import birth_date_context
@@ -147,24 +148,12 @@ class SqlResultWriter(ResultWriter):
             for k in ref.link_keys
         }
         if pseudos:
-            rows = await self.session.execute(
-                select(
-                    person_link.c.pseudonym,
-                    person.c.id,
-                    person.c.merged_into,
-                    person.c.created_at,
-                )
-                .join(person, person_link.c.person_id == person.c.id)
-                .where(one_of(person_link.c.pseudonym, pseudos))
-            )
-            for p, pid, merged, born in rows:
-                # Rows are written under the person the identifiers name, never the one
-                # they are linked into: an unlink then leaves each their own rows (reads
-                # follow the link: people.with_merged).
-                self._people[p] = pid
-                self._born.setdefault(pid, born)
-                if merged is not None:
-                    self._roots[pid] = merged
+            await self._read_people(pseudos)
+            unknown = pseudos - self._people.keys()
+            # Another worker may be linking the same new people right now: wait for it
+            # (new_people_lock), then find whom it linked, rather than collide with it.
+            if unknown and await wait_for_new_people(self.session, unknown):
+                await self._read_people(unknown)
             # The national numbers of the groups of the batch's known people.
             roots = {self._root(pid) for pid in self._people.values()}
             self._held.update(await identity.group_numbers(self.session, roots))
@@ -197,6 +186,26 @@ class SqlResultWriter(ResultWriter):
                     continue
                 ident = self._results.setdefault((h, b), _Identity(rid, []))
                 ident.versions.append(StoredVersion(VersionKey(t, n), digest, cur))
+
+    async def _read_people(self, pseudos: set[str]) -> None:
+        rows = await self.session.execute(
+            select(
+                person_link.c.pseudonym,
+                person.c.id,
+                person.c.merged_into,
+                person.c.created_at,
+            )
+            .join(person, person_link.c.person_id == person.c.id)
+            .where(one_of(person_link.c.pseudonym, pseudos))
+        )
+        for p, pid, merged, born in rows:
+            # Rows are written under the person the identifiers name, never the one they
+            # are linked into: an unlink then leaves each their own rows (reads follow
+            # the link: people.with_merged).
+            self._people[p] = pid
+            self._born.setdefault(pid, born)
+            if merged is not None:
+                self._roots[pid] = merged
 
     def _root(self, pid: str) -> str:
         return self._roots.get(pid, pid)

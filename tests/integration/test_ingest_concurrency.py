@@ -1,8 +1,10 @@
 """Two ingest workers (two engines, as `mrb worker --processes 2` has) indexing the same
 new patients at the same moment on PostgreSQL: hospital A's messages in one batch, B's in
-the other. Each batch links the patients it does not find; whichever commits second meets
-the other's links. It is tried again in bulk (not message by message), every message is
-indexed, and each patient is one person."""
+the other. The batch that comes second waits for the first to commit (the new people's
+locks, broker/storage/new_people_lock.py) and then finds the people it linked: no batch
+collides, none is tried again or goes message by message, every message is indexed and
+each patient is one person. Without the locks the second batch collided and was tried
+again; against a worker that kept linking more of its new people, it ran out of tries."""
 
 from __future__ import annotations
 
@@ -11,11 +13,12 @@ import logging
 from typing import Any
 
 import pytest
-from sqlalchemy import event, func, select
+from sqlalchemy import event, func, select, text
 
 from broker.bootstrap import Container
 from broker.ingest.service import Outcome
 from broker.settings import Settings
+from broker.storage.new_people_lock import BUCKETS, LOCK_CLASS, buckets, wait_for_new_people
 from broker.storage.tables import person, person_link
 from mrb_wire.resident_id import check_character
 from tests import factories as f
@@ -65,7 +68,7 @@ async def test_two_workers_linking_the_same_new_patients(
     finally:
         await other.close()
     assert {p.outcome for p in a + b} == {Outcome.INDEXED}
-    assert "again in bulk" in caplog.text  # they did meet: one batch was tried again
+    assert "again in bulk" not in caplog.text  # the second waited: no collision
     assert "message by message" not in caplog.text
     # Every batch inserts its links in key order, as the other does: they wait, never
     # deadlock (a deadlock would also be tried again, after PostgreSQL's 1 s detection).
@@ -79,3 +82,26 @@ async def test_two_workers_linking_the_same_new_patients(
         )
     assert people == PATIENTS
     assert national == PATIENTS
+
+
+async def test_new_people_locks_are_bounded_and_end_with_the_transaction(
+    db: Db, container: Container
+) -> None:
+    """A batch of thousands of new identifiers holds at most BUCKETS locks (PostgreSQL's
+    shared lock table has 64 entries per connection by default), until it commits."""
+    pseudonyms = [f"{n:064x}" for n in range(3000)]
+    held = text(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = :c "
+        "AND pid = pg_backend_pid()"
+    )
+    async with container.sessions() as s:
+        async with s.begin():
+            took = await wait_for_new_people(s, pseudonyms)
+            if db.kind != "postgres":
+                assert took is False  # one writer at a time: nothing to wait for
+                return
+            assert took is True
+            locks = await s.scalar(held, {"c": LOCK_CLASS})
+            assert locks == len(buckets(pseudonyms)) and BUCKETS // 2 < locks <= BUCKETS
+        assert await s.scalar(held, {"c": LOCK_CLASS}) == 0
+    assert buckets(["b", "a", "a"]) == sorted(set(buckets(["a"]) + buckets(["b"])))
