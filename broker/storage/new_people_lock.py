@@ -16,8 +16,10 @@ a class of their own): a batch never holds more than BUCKETS locks, whatever its
 which keeps PostgreSQL's shared lock table (64 x max_connections entries by default)
 well clear; two batches whose new people share a bucket merely wait for each other.
 Correctness never rests on the locks: the unique index still refuses a second link, and
-a batch that meets it is tried again as before (a review link or a one-message path does
-not take them). SQLite has one writer at a time and needs none of this.
+a batch that meets it is tried again as before (a link made by review takes no lock). The
+message-by-message fallback takes them per message, in several statements, so two such
+batches can deadlock; PostgreSQL breaks that after `deadlock_timeout` and the message is
+tried again (a `Collision`). SQLite has one writer at a time and needs none of this.
 """
 
 from __future__ import annotations
