@@ -46,6 +46,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     settings = Settings()
     container = Container.build(settings)
+    container.reference_rules()  # as `mrb serve` does: the catalog read before serving
     app = create_app(container, role="api")
     mount_lookup(app)
     uvicorn.Server(server_config(app, settings)).run()
