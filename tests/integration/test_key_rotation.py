@@ -17,7 +17,7 @@ from broker.ports.his_launch import launch_context
 from broker.security.payload_cipher import PayloadCipher, Sealed, add_key
 from broker.security.sealed_fields import open_json, seal_json
 from broker.services.checks import CheckRequest, run_check
-from broker.storage import demographics
+from broker.storage import dead_letters, demographics
 from broker.storage.cds_store import SqlCards
 from broker.storage.cds_tables import cds_client
 from broker.storage.check_uow import SqlCheckUnitOfWork
@@ -133,3 +133,11 @@ async def _every_store_opens_without_k1(c: Container, card_uuid: str, session_ha
             )
         ).scalar_one()
         assert open_json(only_k2, launch, context=launch_context(session_hash)) == LAUNCH
+    # The dead letter (`{"hb": 13.2}`, rejected before the rotation): `mrb dlq replay`
+    # reads the rejection table's copy, which was re-sealed; the Kafka DLQ topic's copy
+    # keeps k1 (docs/security.md).
+    async with c.sessions() as s, s.begin():
+        replays = await dead_letters.claim_for_replay(
+            s, only_k2, by="rotation-test", now=datetime.now(UTC)
+        )
+    assert [r.value for r in replays] == [b'{"hb": 13.2}']
