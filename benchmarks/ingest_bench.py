@@ -105,7 +105,7 @@ async def worker(db: Db, bootstrap: str, processes: int = 1) -> AsyncIterator[Ch
 
 
 async def publish_and_wait(db: Db, bootstrap: str, messages: list[DemoMessage]) -> int:
-    out = [_outgoing(m) for m in messages]
+    out = [signed_message(m) for m in messages]
     trust = ReceiptTrust.configured(file=db.data_dir / "keys" / RECEIPT_KEYS_FILE)
     async with ReceiptWatcher(bootstrap, trust=trust) as watcher, Publisher(bootstrap) as pub:
         await pub.publish(out)
@@ -146,6 +146,8 @@ async def measure(
     return got
 
 
-def _outgoing(m: DemoMessage) -> OutgoingMessage:
+def signed_message(m: DemoMessage) -> OutgoingMessage:
+    """A demo message as its adapter publishes it: signed with this run's key for its
+    hospital (a demo hospital the bench did not register stays unsigned)."""
     out = OutgoingMessage(m.hospital, m.value, m.key, m.message_id, m.content_type)
     return out.signed(KEY_ID, SIGNERS[m.hospital]) if m.hospital in SIGNERS else out

@@ -35,6 +35,7 @@ from broker.bootstrap import Container
 from broker.demo.dataset import DemoMessage
 from broker.ingest.envelope import InboundMessage
 from broker.ingest.fhir_validation import warm_validation
+from mrb_wire.topics import RESULTS
 
 BATCH = 250
 
@@ -43,13 +44,13 @@ def inbound(messages: list[DemoMessage], first_offset: int) -> list[InboundMessa
     """The messages as the worker hands them over: signed, with their Kafka headers."""
     out = []
     for i, m in enumerate(messages):
-        signed = ingest_bench._outgoing(m)
+        signed = ingest_bench.signed_message(m)
         out.append(
             InboundMessage(
                 value=signed.value,
                 headers=dict(signed.headers()),
                 key=signed.key.encode() if isinstance(signed.key, str) else signed.key,
-                topic="mrb.results.v1",
+                topic=RESULTS,
                 partition=0,
                 offset=first_offset + i,
             )
