@@ -148,6 +148,6 @@ async def measure(
 
 def signed_message(m: DemoMessage) -> OutgoingMessage:
     """A demo message as its adapter publishes it: signed with this run's key for its
-    hospital (a demo hospital the bench did not register stays unsigned)."""
+    hospital (one from a hospital that is not registered, a demo's bad case, unsigned)."""
     out = OutgoingMessage(m.hospital, m.value, m.key, m.message_id, m.content_type)
     return out.signed(KEY_ID, SIGNERS[m.hospital]) if m.hospital in SIGNERS else out
