@@ -33,7 +33,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 # A class id of its own (the two-key form; the rate limits use the one-key form, which
 # never meets it): "mp", new people.
 LOCK_CLASS = 0x6D70
-BUCKETS = 512
+# 256: a worker holds at most 256 of these at once, so 20 worker processes fit in
+# PostgreSQL's default shared lock table (64 x max_connections = 6,400 entries) with room
+# for everything else; two batches with 5 new people each share a bucket 1 time in 10.
+BUCKETS = 256
 
 _LOCK = text(
     "SELECT count(pg_advisory_xact_lock(:class, b)) FROM "
