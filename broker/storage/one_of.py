@@ -3,8 +3,9 @@
 SQLAlchemy sends an IN list as one bound parameter per value, rendered into the SQL at
 every execution (its "post-compile" step, a cast per value on asyncpg), so each list
 length is new SQL text that asyncpg prepares again. An ingest batch runs a dozen such
-lookups (people by pseudonym, results by business identifier, versions, birth dates), and
-the rendering was 3-5 % of the batch's time. `column = ANY(array)` is the same predicate
+lookups (people by pseudonym, results by business identifier, versions, birth dates);
+sending them as arrays took 6 % off a batch's instructions (docs/performance.md, "Tenth
+round"). `column = ANY(array)` is the same predicate
 (NULLs never match either; an empty array matches nothing, like an empty IN), one SQL
 text per statement, an index search alike. SQLite has no arrays and keeps the IN list.
 """
